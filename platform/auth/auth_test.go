@@ -1,0 +1,93 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+func TestParseKeys(t *testing.T) {
+	bad := []string{"nokey", "t:", ":k123456789", "t:short", "bad tenant:k123456789", "a:k123456789,b:k123456789"}
+	for _, s := range bad {
+		if _, err := ParseKeys(s); err == nil {
+			t.Errorf("ParseKeys(%q) accepted", s)
+		}
+	}
+	k, err := ParseKeys(" acme:key-acme-1 , globex:key-globex-1,acme:key-acme-2 ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Len() != 3 {
+		t.Fatalf("Len = %d", k.Len())
+	}
+	for header, want := range map[string]string{
+		"Bearer key-acme-1":   "acme",
+		"bearer key-acme-2":   "acme",
+		"Bearer key-globex-1": "globex",
+	} {
+		got, err := k.Authenticate(header)
+		if err != nil || got != want {
+			t.Errorf("Authenticate(%q) = %q, %v; want %q", header, got, err, want)
+		}
+	}
+	for header, want := range map[string]error{
+		"":                  ErrMissing,
+		"key-acme-1":        ErrMissing,
+		"Basic key-acme-1":  ErrMissing,
+		"Bearer ":           ErrMissing,
+		"Bearer key-acme-9": ErrUnknown,
+	} {
+		if _, err := k.Authenticate(header); !errors.Is(err, want) {
+			t.Errorf("Authenticate(%q) err = %v, want %v", header, err, want)
+		}
+	}
+}
+
+func TestNoKeysRefusesEverything(t *testing.T) {
+	k, err := ParseKeys("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Authenticate("Bearer anything-at-all"); !errors.Is(err, ErrNoKeys) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestInterceptor(t *testing.T) {
+	k, _ := ParseKeys("acme:key-acme-1")
+	ic := k.UnaryInterceptor(PublicPrefixes("/open.Svc/"))
+	var seen string
+	h := func(ctx context.Context, _ any) (any, error) {
+		seen, _ = Tenant(ctx)
+		return "ok", nil
+	}
+	call := func(method, header string) error {
+		ctx := context.Background()
+		if header != "" {
+			ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", header))
+		}
+		seen = ""
+		_, err := ic(ctx, nil, &grpc.UnaryServerInfo{FullMethod: method}, h)
+		return err
+	}
+	if err := call("/x.Svc/Get", ""); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no key: %v", err)
+	}
+	if err := call("/x.Svc/Get", "Bearer wrong-key-1"); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("wrong key: %v", err)
+	}
+	if err := call("/x.Svc/Get", "Bearer key-acme-1"); err != nil || seen != "acme" {
+		t.Errorf("good key: err %v tenant %q", err, seen)
+	}
+	if err := call("/grpc.health.v1.Health/Check", ""); err != nil {
+		t.Errorf("health must be open: %v", err)
+	}
+	if err := call("/open.Svc/Receive", ""); err != nil || seen != "" {
+		t.Errorf("public method: err %v tenant %q", err, seen)
+	}
+}

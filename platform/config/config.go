@@ -1,0 +1,123 @@
+// Package config reads settings from flags and HOOKYARD_* environment
+// variables. Every setting has both; a flag given on the command line wins
+// over the environment, which wins over the default, so a deployment can set
+// everything by environment and an operator can still override one value.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Loader registers flags whose defaults come from the environment. Errors in
+// environment values are collected and reported by Parse, so a bad variable
+// is never silently replaced by the default.
+type Loader struct {
+	FS   *flag.FlagSet
+	errs []error
+}
+
+// NewLoader returns a Loader for a program called name.
+func NewLoader(name string) *Loader {
+	return &Loader{FS: flag.NewFlagSet(name, flag.ContinueOnError)}
+}
+
+func (l *Loader) env(name string) (string, bool) {
+	v, ok := os.LookupEnv(name)
+	return v, ok && v != ""
+}
+
+func usage(u, env string) string { return fmt.Sprintf("%s (env %s)", u, env) }
+
+// String registers a string setting.
+func (l *Loader) String(p *string, flagName, env, def, help string) {
+	if v, ok := l.env(env); ok {
+		def = v
+	}
+	l.FS.StringVar(p, flagName, def, usage(help, env))
+}
+
+// Duration registers a duration setting ("5s", "2h").
+func (l *Loader) Duration(p *time.Duration, flagName, env string, def time.Duration, help string) {
+	if v, ok := l.env(env); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			l.errs = append(l.errs, fmt.Errorf("%s: %w", env, err))
+		} else {
+			def = d
+		}
+	}
+	l.FS.DurationVar(p, flagName, def, usage(help, env))
+}
+
+// Int registers an integer setting.
+func (l *Loader) Int(p *int, flagName, env string, def int, help string) {
+	if v, ok := l.env(env); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			l.errs = append(l.errs, fmt.Errorf("%s: not an integer: %q", env, v))
+		} else {
+			def = n
+		}
+	}
+	l.FS.IntVar(p, flagName, def, usage(help, env))
+}
+
+// Bool registers a boolean setting.
+func (l *Loader) Bool(p *bool, flagName, env string, def bool, help string) {
+	if v, ok := l.env(env); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			l.errs = append(l.errs, fmt.Errorf("%s: not a boolean: %q", env, v))
+		} else {
+			def = b
+		}
+	}
+	l.FS.BoolVar(p, flagName, def, usage(help, env))
+}
+
+// Parse parses args and reports any invalid environment value.
+func (l *Loader) Parse(args []string) error {
+	if err := l.FS.Parse(args); err != nil {
+		return err
+	}
+	if l.FS.NArg() > 0 {
+		l.errs = append(l.errs, fmt.Errorf("unexpected arguments: %v", l.FS.Args()))
+	}
+	return errors.Join(l.errs...)
+}
+
+// Common holds the settings every Hookyard service shares. Names and
+// defaults are part of the public contract (DESIGN.md).
+type Common struct {
+	AMQPURL         string
+	RedisURL        string
+	HTTPAddr        string
+	GRPCAddr        string
+	APIKeys         string
+	AllowCIDRs      string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+}
+
+// Ports are a service's default listen addresses.
+type Ports struct {
+	HTTP string
+	GRPC string
+}
+
+// Register adds the shared settings to l with the service's default ports.
+func (c *Common) Register(l *Loader, ports Ports) {
+	l.String(&c.AMQPURL, "amqp-url", "HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
+	l.String(&c.RedisURL, "redis-url", "HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis+cluster:// for Cluster, ?master_name= for Sentinel)")
+	l.String(&c.HTTPAddr, "http-addr", "HOOKYARD_HTTP_ADDR", ports.HTTP, "REST gateway, /healthz, /readyz and /metrics listen address")
+	l.String(&c.GRPCAddr, "grpc-addr", "HOOKYARD_GRPC_ADDR", ports.GRPC, "gRPC listen address")
+	l.String(&c.APIKeys, "api-keys", "HOOKYARD_API_KEYS", "", "API keys as tenant:key[,tenant:key...]; none refuses every management call")
+	l.String(&c.AllowCIDRs, "allow-cidrs", "HOOKYARD_ALLOW_CIDRS", "", "CIDRs outbound HTTP may reach although private (dev and tests)")
+	l.String(&c.LogLevel, "log-level", "HOOKYARD_LOG_LEVEL", "info", "debug, info, warn or error")
+	l.Duration(&c.ShutdownTimeout, "shutdown-timeout", "HOOKYARD_SHUTDOWN_TIMEOUT", 25*time.Second, "how long graceful shutdown may take")
+}

@@ -1,0 +1,294 @@
+// Package server is the runtime every Hookyard service shares: one gRPC
+// server (health, reflection, recovery, logging, metrics and API-key auth)
+// and one HTTP server (grpc-gateway, /healthz, /readyz, /metrics and any
+// routes a service adds), with readiness that follows the backing services
+// and a graceful shutdown.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// Check is a named readiness probe, e.g. "rabbitmq" or "redis".
+type Check struct {
+	Name string
+	Fn   func(context.Context) error
+}
+
+// GatewayRegistrar registers a service's REST handlers, e.g.
+// ingressv1.RegisterSourceServiceHandler.
+type GatewayRegistrar func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+
+// Options configure a Server.
+type Options struct {
+	Name            string
+	GRPCAddr        string
+	HTTPAddr        string
+	Log             *slog.Logger
+	Keys            auth.Keys
+	Public          auth.Public
+	Checks          []Check
+	Registry        *prometheus.Registry
+	ShutdownTimeout time.Duration
+	// ReadyInterval is how often the gRPC health status follows the checks.
+	ReadyInterval time.Duration
+}
+
+// Server is a service's network front.
+type Server struct {
+	opts    Options
+	GRPC    *grpc.Server
+	Gateway *runtime.ServeMux
+	mux     *http.ServeMux
+	health  *health.Server
+	regs    []GatewayRegistrar
+
+	grpcLis, httpLis net.Listener
+	httpSrv          *http.Server
+	conn             *grpc.ClientConn
+
+	mu    sync.Mutex
+	ready bool
+}
+
+// New builds a Server. Register gRPC services on s.GRPC, REST handlers with
+// RegisterGateway and extra HTTP routes with Handle, then call Run.
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Public == nil {
+		o.Public = auth.PublicPrefixes()
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 25 * time.Second
+	}
+	if o.ReadyInterval <= 0 {
+		o.ReadyInterval = time.Second
+	}
+	o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newRPCMetrics(o.Registry)
+	s := &Server{
+		opts:   o,
+		mux:    http.NewServeMux(),
+		health: health.NewServer(),
+	}
+	s.GRPC = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(
+			recoverUnary(o.Log),
+			m.unary(),
+			o.Keys.UnaryInterceptor(o.Public),
+			logUnary(o.Log),
+		),
+		grpc.ChainStreamInterceptor(
+			recoverStream(o.Log),
+			m.stream(),
+			o.Keys.StreamInterceptor(o.Public),
+		),
+		grpc.MaxRecvMsgSize(4<<20),
+	)
+	healthpb.RegisterHealthServer(s.GRPC, s.health)
+	reflection.Register(s.GRPC)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+
+	s.Gateway = runtime.NewServeMux()
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
+	s.mux.Handle("/", s.Gateway)
+	return s
+}
+
+// Registry is where the service registers its own metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.opts.Registry }
+
+// RegisterGateway adds REST handlers; they call the gRPC server over
+// loopback so authentication, metrics and logging apply to both the same way.
+func (s *Server) RegisterGateway(r ...GatewayRegistrar) { s.regs = append(s.regs, r...) }
+
+// Handle adds an HTTP route beside the gateway (e.g. "POST /webhooks/{source}").
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Listen binds both ports. It is separate from Run so that tests can bind
+// ":0" and read the addresses before serving.
+func (s *Server) Listen() error {
+	var err error
+	if s.grpcLis, err = net.Listen("tcp", s.opts.GRPCAddr); err != nil {
+		return fmt.Errorf("grpc listen %s: %w", s.opts.GRPCAddr, err)
+	}
+	if s.httpLis, err = net.Listen("tcp", s.opts.HTTPAddr); err != nil {
+		s.grpcLis.Close()
+		return fmt.Errorf("http listen %s: %w", s.opts.HTTPAddr, err)
+	}
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address (after Listen).
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address (after Listen).
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// dialTarget turns a listen address into one this process can dial.
+func dialTarget(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || tcp.IP == nil || tcp.IP.IsUnspecified() {
+		if ok {
+			return fmt.Sprintf("127.0.0.1:%d", tcp.Port)
+		}
+	}
+	return a.String()
+}
+
+// Run serves until ctx ends, then shuts down gracefully: health turns
+// NOT_SERVING, the listeners close, in-flight requests finish (up to the
+// shutdown timeout) and Run returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	if s.grpcLis == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	conn, err := grpc.NewClient(dialTarget(s.grpcLis.Addr()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("gateway dial: %w", err)
+	}
+	s.conn = conn
+	for _, r := range s.regs {
+		if err := r(ctx, s.Gateway, conn); err != nil {
+			return fmt.Errorf("gateway register: %w", err)
+		}
+	}
+	s.httpSrv = &http.Server{
+		Handler:           httpMetrics(s.opts.Registry, s.mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- s.GRPC.Serve(s.grpcLis) }()
+	go func() {
+		if err := s.httpSrv.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+	readyCtx, stopReady := context.WithCancel(ctx)
+	defer stopReady()
+	go s.followReadiness(readyCtx)
+	s.opts.Log.Info("serving", "service", s.opts.Name, "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil {
+			s.shutdown()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	s.shutdown()
+	return nil
+}
+
+func (s *Server) shutdown() {
+	s.health.Shutdown()
+	s.opts.Log.Info("shutting down", "service", s.opts.Name, "timeout", s.opts.ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	if err := s.httpSrv.Shutdown(ctx); err != nil {
+		s.opts.Log.Warn("http shutdown", "err", err)
+	}
+	done := make(chan struct{})
+	go func() { s.GRPC.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.GRPC.Stop()
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+}
+
+// checkAll runs every readiness check with a short deadline.
+func (s *Server) checkAll(ctx context.Context) map[string]string {
+	failed := map[string]string{}
+	for _, c := range s.opts.Checks {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := c.Fn(cctx); err != nil {
+			failed[c.Name] = err.Error()
+		}
+		cancel()
+	}
+	return failed
+}
+
+func (s *Server) followReadiness(ctx context.Context) {
+	t := time.NewTicker(s.opts.ReadyInterval)
+	defer t.Stop()
+	for {
+		failed := s.checkAll(ctx)
+		ready := len(failed) == 0
+		s.mu.Lock()
+		changed := ready != s.ready
+		s.ready = ready
+		s.mu.Unlock()
+		if changed {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if ready {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			s.health.SetServingStatus("", st)
+			for name := range s.GRPC.GetServiceInfo() {
+				s.health.SetServingStatus(name, st)
+			}
+			s.opts.Log.Info("readiness changed", "ready", ready, "failed", failed)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	failed := s.checkAll(r.Context())
+	w.Header().Set("Content-Type", "application/json")
+	if len(failed) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "unavailable", "failed": failed})
+		return
+	}
+	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+}
