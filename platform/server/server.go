@@ -206,7 +206,7 @@ func (s *Server) Run(ctx context.Context) error {
 	readyCtx, stopReady := context.WithCancel(ctx)
 	defer stopReady()
 	go s.followReadiness(readyCtx)
-	s.opts.Log.Info("serving", "service", s.opts.Name, "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+	s.opts.Log.Info("serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 
 	select {
 	case <-ctx.Done():
@@ -222,7 +222,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 func (s *Server) shutdown() {
 	s.health.Shutdown()
-	s.opts.Log.Info("shutting down", "service", s.opts.Name, "timeout", s.opts.ShutdownTimeout)
+	s.opts.Log.Info("shutting down", "timeout", s.opts.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
 	if err := s.httpSrv.Shutdown(ctx); err != nil {

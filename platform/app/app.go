@@ -1,0 +1,199 @@
+// Package app runs a Hookyard service: it parses configuration, connects to
+// RabbitMQ and Redis, builds the server, runs the service's background
+// workers and shuts everything down in order on SIGTERM. A service's main
+// is one call to Main; its wiring is its Build function.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/config"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/platform/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Service describes one binary.
+type Service struct {
+	Name  string
+	Ports config.Ports
+	// Flags registers the service's own settings.
+	Flags func(*config.Loader)
+	// Public lists gRPC methods open without an API key (health and
+	// reflection always are).
+	Public []string
+	// Build registers the service's APIs, routes and workers on rt.
+	Build func(ctx context.Context, rt *Runtime) error
+}
+
+// Runtime is what a service's Build receives: the shared connections and the
+// server to register on.
+type Runtime struct {
+	Config   config.Common
+	Log      *slog.Logger
+	Server   *server.Server
+	Rabbit   *rabbit.Conn
+	Redis    redis.UniversalClient
+	Registry *prometheus.Registry
+
+	workers []worker
+	closers []func() error
+}
+
+type worker struct {
+	name string
+	fn   func(context.Context) error
+}
+
+// Go adds a background worker (a consumer, a scheduler). It runs until the
+// service shuts down; when its context ends it must stop taking new work,
+// finish or return what it holds, and return.
+func (rt *Runtime) Go(name string, fn func(context.Context) error) {
+	rt.workers = append(rt.workers, worker{name, fn})
+}
+
+// OnClose registers cleanup that runs after the server and workers stopped,
+// before the connections close.
+func (rt *Runtime) OnClose(fn func() error) { rt.closers = append(rt.closers, fn) }
+
+// Main runs s with the process arguments and exits.
+func Main(s Service) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := Run(ctx, s, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", s.Name, err)
+		os.Exit(1)
+	}
+}
+
+// NewLogger returns the JSON logger every service uses.
+func NewLogger(level, service string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	h := slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})
+	return slog.New(h).With("service", service), nil
+}
+
+// Run runs s until ctx ends, then shuts down gracefully and returns nil.
+func Run(ctx context.Context, s Service, args []string) error {
+	var cfg config.Common
+	l := config.NewLoader(s.Name)
+	cfg.Register(l, s.Ports)
+	if s.Flags != nil {
+		s.Flags(l)
+	}
+	if err := l.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := NewLogger(cfg.LogLevel, s.Name)
+	if err != nil {
+		return err
+	}
+	keys, err := auth.ParseKeys(cfg.APIKeys)
+	if err != nil {
+		return err
+	}
+	if keys.Len() == 0 {
+		log.Warn("no API keys configured (HOOKYARD_API_KEYS): every management call will be refused")
+	}
+	rdb, err := redisconn.Open(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	// The broker connection outlives ctx: workers still ack and publish
+	// while they drain after the signal.
+	connCtx, closeConn := context.WithCancel(context.Background())
+	defer closeConn()
+	rmq := rabbit.Dial(connCtx, cfg.AMQPURL, log)
+
+	reg := prometheus.NewRegistry()
+	srv := server.New(server.Options{
+		Name:            s.Name,
+		GRPCAddr:        cfg.GRPCAddr,
+		HTTPAddr:        cfg.HTTPAddr,
+		Log:             log,
+		Keys:            keys,
+		Public:          auth.PublicPrefixes(s.Public...),
+		Registry:        reg,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Checks: []server.Check{
+			{Name: "rabbitmq", Fn: rmq.Check},
+			{Name: "redis", Fn: func(ctx context.Context) error { return redisconn.Check(ctx, rdb) }},
+		},
+	})
+	rt := &Runtime{Config: cfg, Log: log, Server: srv, Rabbit: rmq, Redis: rdb, Registry: reg}
+	defer func() {
+		for i := len(rt.closers) - 1; i >= 0; i-- {
+			if err := rt.closers[i](); err != nil {
+				log.Warn("close", "err", err)
+			}
+		}
+		rmq.Close()
+		rdb.Close()
+	}()
+	if err := s.Build(ctx, rt); err != nil {
+		return fmt.Errorf("build %s: %w", s.Name, err)
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(rt.workers)+1)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, w := range rt.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.fn(runCtx); err != nil && runCtx.Err() == nil {
+				errc <- fmt.Errorf("worker %s: %w", w.name, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Run(runCtx); err != nil {
+			errc <- err
+			cancel()
+		}
+	}()
+	<-runCtx.Done()
+	log.Info("stopping", "reason", context.Cause(runCtx))
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
+		log.Error("workers did not stop within the shutdown timeout")
+	}
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		log.Info("stopped")
+	}
+	return errors.Join(errs...)
+}
