@@ -11,7 +11,9 @@ import (
 	"github.com/hookyard/hookyard/platform/config"
 )
 
-type api struct{ cachev1.UnimplementedCacheServiceServer }
+type api struct {
+	cachev1.UnimplementedCacheServiceServer
+}
 
 // Service describes the cache binary.
 func Service() app.Service {

@@ -11,9 +11,15 @@ import (
 	"github.com/hookyard/hookyard/platform/config"
 )
 
-type tasks struct{ jobsv1.UnimplementedTaskServiceServer }
-type schedules struct{ jobsv1.UnimplementedScheduleServiceServer }
-type queues struct{ jobsv1.UnimplementedQueueServiceServer }
+type tasks struct {
+	jobsv1.UnimplementedTaskServiceServer
+}
+type schedules struct {
+	jobsv1.UnimplementedScheduleServiceServer
+}
+type queues struct {
+	jobsv1.UnimplementedQueueServiceServer
+}
 
 // Service describes the jobs binary.
 func Service() app.Service {
