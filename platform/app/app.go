@@ -22,6 +22,7 @@ import (
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/platform/server"
 	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -34,6 +35,9 @@ type Service struct {
 	// Public lists gRPC methods open without an API key (health and
 	// reflection always are).
 	Public []string
+	// Topology declares the service's queues. It runs, after the shared
+	// exchanges, on every (re)connect, before the broker counts as ready.
+	Topology []func(*amqp.Channel) error
 	// Build registers the service's APIs, routes and workers on rt.
 	Build func(ctx context.Context, rt *Runtime) error
 }
@@ -122,7 +126,11 @@ func Run(ctx context.Context, s Service, args []string) error {
 	// while they drain after the signal.
 	connCtx, closeConn := context.WithCancel(context.Background())
 	defer closeConn()
-	rmq := rabbit.Dial(connCtx, cfg.AMQPURL, log)
+	rmq := rabbit.DialConfig(connCtx, cfg.AMQPURL, rabbit.Config{
+		Logger: log,
+		Name:   s.Name,
+		Setup:  rabbit.DeclareFunc(append([]func(*amqp.Channel) error{rabbit.DeclareTopology}, s.Topology...)...),
+	})
 
 	reg := prometheus.NewRegistry()
 	srv := server.New(server.Options{

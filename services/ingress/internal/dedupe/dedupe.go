@@ -1,0 +1,122 @@
+// Package dedupe remembers which event ids have been published, in Redis, so
+// that every replica refuses the same replay.
+//
+// An id is claimed before publishing and marked done only after the broker
+// confirmed the publish. A crash in between leaves a short-lived claim that
+// expires, so the provider's retry publishes again: a duplicate may slip
+// through, an event is never lost.
+package dedupe
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// State is the outcome of a Claim.
+type State int
+
+const (
+	// Claimed: the caller owns the id and must Confirm or Release it.
+	Claimed State = iota
+	// Done: the id was already published.
+	Done
+	// InProgress: another request is publishing the id right now.
+	InProgress
+)
+
+const doneValue = "done"
+
+// Store is a Redis-backed id set.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	// ClaimTTL bounds how long a crashed publisher blocks retries.
+	ClaimTTL time.Duration
+}
+
+// New returns a Store whose keys start with prefix.
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	return &Store{rdb: rdb, prefix: prefix, ClaimTTL: 30 * time.Second}
+}
+
+// Claim is a claim on one id.
+type Claim struct {
+	key   string
+	token string
+}
+
+// Key is the Redis key of an id; parts are joined with ':' after escaping
+// so that ("a:b","c") and ("a","b:c") never collide.
+func (s *Store) Key(parts ...string) string {
+	k := s.prefix
+	for _, p := range parts {
+		k += ":" + fmt.Sprintf("%d", len(p)) + "." + p
+	}
+	return k
+}
+
+// Claim tries to take key for publishing.
+func (s *Store) Claim(ctx context.Context, key string) (State, Claim, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, Claim{}, fmt.Errorf("dedupe token: %w", err)
+	}
+	token := "pending:" + hex.EncodeToString(b[:])
+	ok, err := s.rdb.SetNX(ctx, key, token, s.ClaimTTL).Result()
+	if err != nil {
+		return 0, Claim{}, fmt.Errorf("dedupe claim: %w", err)
+	}
+	if ok {
+		return Claimed, Claim{key: key, token: token}, nil
+	}
+	v, err := s.rdb.Get(ctx, key).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		// The claim expired between the two calls; let the caller retry.
+		return InProgress, Claim{}, nil
+	case err != nil:
+		return 0, Claim{}, fmt.Errorf("dedupe read: %w", err)
+	case v == doneValue:
+		return Done, Claim{}, nil
+	default:
+		return InProgress, Claim{}, nil
+	}
+}
+
+// Both scripts act only while the caller's own claim is in place, so a slow
+// publisher whose claim expired cannot clobber the next one's.
+var confirmScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or v == false then
+  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+  return 1
+end
+return 0`)
+
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+
+// Confirm marks the id published, remembered for ttl.
+func (s *Store) Confirm(ctx context.Context, c Claim, ttl time.Duration) error {
+	if err := confirmScript.Run(ctx, s.rdb, []string{c.key}, c.token, ttl.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("dedupe confirm: %w", err)
+	}
+	return nil
+}
+
+// Release gives the id back after a failed publish so a retry can proceed.
+func (s *Store) Release(ctx context.Context, c Claim) error {
+	if err := releaseScript.Run(ctx, s.rdb, []string{c.key}, c.token).Err(); err != nil {
+		return fmt.Errorf("dedupe release: %w", err)
+	}
+	return nil
+}

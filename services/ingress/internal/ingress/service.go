@@ -1,0 +1,50 @@
+// Package ingress wires the ingress service: the webhook receiver, the
+// sources API and internal publishing, over one publisher and one Redis.
+package ingress
+
+import (
+	"context"
+	"net/http"
+
+	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
+	"github.com/hookyard/hookyard/platform/app"
+	"github.com/hookyard/hookyard/platform/config"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/services/ingress/internal/api"
+	"github.com/hookyard/hookyard/services/ingress/internal/dedupe"
+	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
+	"github.com/hookyard/hookyard/services/ingress/internal/receive"
+	"github.com/hookyard/hookyard/services/ingress/internal/source"
+)
+
+// KeyPrefix starts every Redis key the ingress service writes.
+const KeyPrefix = "hookyard:ingress"
+
+// Service describes the ingress binary.
+func Service() app.Service {
+	var publisherChannels int
+	return app.Service{
+		Name:  "ingress",
+		Ports: config.Ports{HTTP: ":8080", GRPC: ":9090"},
+		Flags: func(l *config.Loader) {
+			l.Int(&publisherChannels, "publisher-channels", "HOOKYARD_PUBLISHER_CHANNELS", rabbit.DefaultPublisherChannels, "confirm-mode channels for publishing")
+		},
+		Build: func(_ context.Context, rt *app.Runtime) error {
+			pub := rabbit.NewPublisher(rt.Rabbit, rabbit.PublisherConfig{Channels: publisherChannels})
+			rt.OnClose(pub.Close)
+			sources := source.New(rt.Redis, KeyPrefix)
+			in := ingest.New(pub, dedupe.New(rt.Redis, KeyPrefix+":dedupe"), rt.Log, rt.Registry)
+
+			ingressv1.RegisterSourceServiceServer(rt.Server.GRPC, &api.Sources{Store: sources})
+			ingressv1.RegisterEventServiceServer(rt.Server.GRPC, &api.Events{Ingest: in})
+			rt.Server.RegisterGateway(ingressv1.RegisterSourceServiceHandler, ingressv1.RegisterEventServiceHandler)
+			rt.Server.Handle("POST /webhooks/{source}", receive.New(sources, in, rt.Log, rt.Registry))
+			rt.Server.Handle("/webhooks/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				_, _ = w.Write([]byte(`{"error":"webhooks are received with POST /webhooks/{source}"}` + "\n"))
+			}))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,198 @@
+// Package receive is the webhook receiver, POST /webhooks/{source}: look up
+// the source, read the body under a cap, verify it over the exact bytes,
+// answer provider handshakes, and hand the event to ingest. It answers 2xx
+// only once the event is confirmed by the broker (or known to be), 4xx with
+// a reason for every bad request, and 503 with Retry-After when the broker
+// or Redis is down so the provider retries.
+package receive
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
+	"github.com/hookyard/hookyard/services/ingress/internal/source"
+	"github.com/hookyard/hookyard/services/ingress/internal/verify"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Handler serves POST /webhooks/{source}.
+type Handler struct {
+	sources *source.Store
+	ingest  *ingest.Ingester
+	log     *slog.Logger
+	m       *metrics
+	now     func() time.Time
+}
+
+// New returns a Handler whose metrics are registered on reg.
+func New(sources *source.Store, in *ingest.Ingester, log *slog.Logger, reg prometheus.Registerer) *Handler {
+	return &Handler{sources: sources, ingest: in, log: log, m: newMetrics(reg), now: time.Now}
+}
+
+type reply struct {
+	ID        string `json:"id,omitempty"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func write(w http.ResponseWriter, code int, r reply) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(r)
+}
+
+func (h *Handler) reject(w http.ResponseWriter, name, reason string, code int, msg string) {
+	h.m.rejected.WithLabelValues(reason).Inc()
+	switch code {
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "5")
+	case http.StatusConflict:
+		w.Header().Set("Retry-After", "1")
+	}
+	h.log.Info("webhook rejected", "source", name, "status", code, "reason", msg)
+	write(w, code, reply{Error: msg})
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	name := r.PathValue("source")
+	now := h.now()
+	if !source.ValidName(name) {
+		h.reject(w, "", "unknown_source", http.StatusNotFound, "unknown source")
+		return
+	}
+	rec, err := h.sources.Lookup(ctx, name)
+	if errors.Is(err, source.ErrNotFound) {
+		h.reject(w, name, "unknown_source", http.StatusNotFound, "unknown source")
+		return
+	}
+	if err != nil {
+		h.log.Warn("source lookup failed", "source", name, "err", err)
+		h.reject(w, name, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable")
+		return
+	}
+	provider := rec.Source.GetProvider()
+	h.m.received.WithLabelValues(provider).Inc()
+
+	limit := source.MaxBody(rec.Source)
+	if r.ContentLength > limit {
+		h.reject(w, name, "too_large", http.StatusRequestEntityTooLarge, "body larger than the source's limit")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.reject(w, name, "too_large", http.StatusRequestEntityTooLarge, "body larger than the source's limit")
+			return
+		}
+		h.reject(w, name, "read_error", http.StatusBadRequest, "could not read body")
+		return
+	}
+	h.m.bodyBytes.Observe(float64(len(body)))
+
+	cfg := source.VerifyConfig(rec.Source, now)
+	if len(cfg.Secrets) == 0 {
+		h.reject(w, name, "bad_signature", http.StatusUnauthorized, "the source has no active secret")
+		return
+	}
+	vreq := verify.Request{Header: r.Header, Body: body, Now: now}
+	start := time.Now()
+	ev, err := verify.Verify(cfg, vreq)
+	h.m.verify.WithLabelValues(provider).Observe(time.Since(start).Seconds())
+	if err != nil {
+		var ve *verify.Error
+		if !errors.As(err, &ve) {
+			ve = &verify.Error{Status: http.StatusUnauthorized, Reason: "verification failed"}
+		}
+		reason := "bad_signature"
+		if ve.Status == http.StatusBadRequest {
+			reason = "malformed"
+		}
+		h.reject(w, name, reason, ve.Status, ve.Reason)
+		return
+	}
+	if out, ctype, ok := verify.Handshake(cfg, vreq); ok {
+		h.m.handshakes.WithLabelValues(provider).Inc()
+		w.Header().Set("Content-Type", ctype)
+		_, _ = w.Write(out)
+		return
+	}
+
+	ctype := r.Header.Get("Content-Type")
+	if len(ctype) > 200 {
+		ctype = ""
+	}
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	res, err := h.ingest.Ingest(ctx, ingest.Event{
+		Tenant:      rec.Tenant,
+		Source:      name,
+		ID:          ev.ID,
+		Type:        ev.Type,
+		ContentType: ctype,
+		Body:        body,
+		Time:        now,
+		DedupeTTL:   source.DedupeWindow(rec.Source),
+	})
+	switch {
+	case errors.Is(err, ingest.ErrInProgress):
+		h.reject(w, name, "in_progress", http.StatusConflict, "an event with this id is being processed; retry")
+		return
+	case errors.Is(err, ingest.ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		h.log.Warn("publish failed", "source", name, "event_id", ev.ID, "err", err)
+		h.reject(w, name, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable")
+		return
+	case err != nil:
+		h.reject(w, name, "malformed", http.StatusBadRequest, err.Error())
+		return
+	}
+	if res.Duplicate {
+		h.m.duplicates.WithLabelValues(provider).Inc()
+		h.log.Info("webhook duplicate", "source", name, "event_id", ev.ID, "routing_key", res.RoutingKey)
+		write(w, http.StatusOK, reply{ID: ev.ID, Duplicate: true})
+		return
+	}
+	h.m.accepted.WithLabelValues(provider).Inc()
+	h.log.Info("webhook accepted", "source", name, "tenant", rec.Tenant, "event_id", ev.ID, "routing_key", res.RoutingKey, "bytes", len(body))
+	write(w, http.StatusAccepted, reply{ID: ev.ID})
+}
+
+type metrics struct {
+	received, accepted, duplicates, handshakes *prometheus.CounterVec
+	rejected                                   *prometheus.CounterVec
+	bodyBytes                                  prometheus.Histogram
+	verify                                     *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+		reg.MustRegister(c)
+		return c
+	}
+	m := &metrics{
+		received:   counter("hookyard_ingress_received_total", "Webhooks received for a known source, by provider.", "provider"),
+		accepted:   counter("hookyard_ingress_accepted_total", "Webhooks published and confirmed, by provider.", "provider"),
+		duplicates: counter("hookyard_ingress_duplicates_total", "Replays answered without publishing, by provider.", "provider"),
+		handshakes: counter("hookyard_ingress_handshakes_total", "Provider handshakes answered, by provider.", "provider"),
+		rejected:   counter("hookyard_ingress_rejected_total", "Webhooks refused, by reason.", "reason"),
+		bodyBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "hookyard_ingress_body_bytes", Help: "Size of received bodies.",
+			Buckets: prometheus.ExponentialBuckets(64, 4, 10),
+		}),
+		verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "hookyard_ingress_verify_seconds", Help: "Signature verification time, by provider.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16),
+		}, []string{"provider"}),
+	}
+	reg.MustRegister(m.bodyBytes, m.verify)
+	return m
+}

@@ -1,0 +1,161 @@
+package source
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
+	"github.com/hookyard/hookyard/services/ingress/internal/verify"
+)
+
+// Defaults and limits of a source.
+const (
+	DefaultTolerance    = 5 * time.Minute
+	MaxTolerance        = 24 * time.Hour
+	DefaultMaxBodyBytes = 1 << 20
+	MaxMaxBodyBytes     = 10 << 20
+	DefaultDedupeWindow = 72 * time.Hour
+	MaxDedupeWindow     = 30 * 24 * time.Hour
+	maxSecrets          = 16
+	maxSecretLen        = 4096
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidName reports whether name may name a source. Dots are excluded
+// because the name is the first word of the AMQP routing key.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
+// Validate checks a source as it would be stored. The errors are meant for
+// the API caller.
+func Validate(src *ingressv1.Source) error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !ValidName(src.GetName()) {
+		bad("name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", src.GetName())
+	}
+	if !slices.Contains(verify.Providers(), src.GetProvider()) {
+		bad("provider %q: must be one of %s", src.GetProvider(), strings.Join(verify.Providers(), ", "))
+	}
+	if n := len(src.GetSecrets()); n == 0 {
+		bad("secrets: at least one secret (or public key) is required")
+	} else if n > maxSecrets {
+		bad("secrets: at most %d", maxSecrets)
+	}
+	for i, s := range src.GetSecrets() {
+		if strings.TrimSpace(s) == "" || len(s) > maxSecretLen {
+			bad("secrets[%d]: must be non-empty and at most %d characters", i, maxSecretLen)
+		}
+		if strings.HasPrefix(s, "****") {
+			bad("secrets[%d]: is a masked value; secrets are write-only, send the secret itself", i)
+		}
+	}
+	if len(src.GetSecretExpireTimes()) > len(src.GetSecrets()) {
+		bad("secret_expire_times: more entries than secrets")
+	}
+	for i, t := range src.GetSecretExpireTimes() {
+		if t != nil && t.CheckValid() != nil {
+			bad("secret_expire_times[%d]: invalid timestamp", i)
+		}
+	}
+	if d := src.GetTolerance(); d != nil {
+		if d.CheckValid() != nil || d.AsDuration() < 0 || d.AsDuration() > MaxTolerance {
+			bad("tolerance: must be between 0s (off) and %s", MaxTolerance)
+		}
+	}
+	if u := src.GetPublicUrl(); u != "" {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+			bad("public_url %q: must be an absolute http(s) URL", u)
+		}
+	} else if p := src.GetProvider(); p == "twilio" || p == "square" {
+		bad("public_url: required for %s, which signs the URL it calls", p)
+	}
+	if n := src.GetMaxBodyBytes(); n < 0 || n > MaxMaxBodyBytes {
+		bad("max_body_bytes: must be between 0 (default %d) and %d", DefaultMaxBodyBytes, MaxMaxBodyBytes)
+	}
+	if d := src.GetDedupeWindow(); d != nil {
+		if d.CheckValid() != nil || d.AsDuration() < time.Minute || d.AsDuration() > MaxDedupeWindow {
+			bad("dedupe_window: must be between 1m and %s", MaxDedupeWindow)
+		}
+	}
+	if src.GetProvider() == "hmac" && src.GetHmac() == nil {
+		bad("hmac: required for provider hmac")
+	}
+	if len(errs) == 0 {
+		// The provider's own checks: key formats, the hmac template.
+		if err := VerifyConfig(src, time.Time{}).Validate(); err != nil {
+			bad("%v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// VerifyConfig is the verifier configuration of src at time now: secrets
+// that expired before now are left out. A zero now keeps every secret.
+func VerifyConfig(src *ingressv1.Source, now time.Time) verify.Config {
+	c := verify.Config{
+		Provider:  src.GetProvider(),
+		Tolerance: DefaultTolerance,
+		PublicURL: src.GetPublicUrl(),
+	}
+	if d := src.GetTolerance(); d != nil {
+		c.Tolerance = d.AsDuration()
+	}
+	exp := src.GetSecretExpireTimes()
+	for i, s := range src.GetSecrets() {
+		if !now.IsZero() && i < len(exp) && exp[i] != nil && exp[i].AsTime().Before(now) {
+			continue
+		}
+		c.Secrets = append(c.Secrets, s)
+	}
+	if h := src.GetHmac(); h != nil {
+		c.HMAC = &verify.HMACScheme{
+			SignatureHeader: h.GetSignatureHeader(),
+			Algorithm:       h.GetAlgorithm(),
+			Encoding:        h.GetEncoding(),
+			Prefix:          h.GetPrefix(),
+			SignedContent:   h.GetSignedContent(),
+			TimestampHeader: h.GetTimestampHeader(),
+			IDHeader:        h.GetIdHeader(),
+			TypeHeader:      h.GetTypeHeader(),
+		}
+	}
+	return c
+}
+
+// MaxBody is the body cap of src.
+func MaxBody(src *ingressv1.Source) int64 {
+	if n := src.GetMaxBodyBytes(); n > 0 {
+		return n
+	}
+	return DefaultMaxBodyBytes
+}
+
+// DedupeWindow is how long src's event ids are remembered.
+func DedupeWindow(src *ingressv1.Source) time.Duration {
+	if d := src.GetDedupeWindow(); d != nil && d.AsDuration() > 0 {
+		return d.AsDuration()
+	}
+	return DefaultDedupeWindow
+}
+
+// Masked returns a copy of src safe to return to a caller: secrets are
+// write-only, so only their last four characters are shown, to tell them
+// apart during a rotation.
+func Masked(src *ingressv1.Source) *ingressv1.Source {
+	out := cloneSource(src)
+	for i, s := range out.Secrets {
+		if len(s) >= 16 {
+			out.Secrets[i] = "****" + s[len(s)-4:]
+		} else {
+			out.Secrets[i] = "****"
+		}
+	}
+	return out
+}
