@@ -1,0 +1,342 @@
+package receive
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
+	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
+	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/services/ingress/internal/dedupe"
+	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
+	"github.com/hookyard/hookyard/services/ingress/internal/source"
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+)
+
+const secret = "whsec_receive_test_secret"
+
+type harness struct {
+	t       *testing.T
+	srv     *httptest.Server
+	store   *source.Store
+	rdb     redis.UniversalClient
+	ch      *amqp.Channel
+	source  string
+	queue   string
+	proxy   *rabbittest.Proxy
+	tenant  string
+	handler *Handler
+}
+
+func redisURL() string {
+	if u := os.Getenv("HOOKYARD_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// newHarness runs the receiver against the real broker (through a proxy the
+// test can cut) and real Redis, with a queue bound to the source's events.
+func newHarness(t *testing.T, rdbURL string) *harness {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	h := &harness{t: t, tenant: "acme"}
+	h.source = rabbittest.UniqueName(t, "src")
+	if len(h.source) > 63 {
+		h.source = h.source[len(h.source)-63:]
+	}
+	h.source = "s" + h.source[1:]
+
+	rdb, err := redisconn.Open(redisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	h.rdb = rdb
+	prefix := "test:" + h.source
+	t.Cleanup(func() {
+		keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
+		if len(keys) > 0 {
+			rdb.Del(context.Background(), keys...)
+		}
+	})
+	h.store = source.New(rdb, prefix)
+	if _, err := h.store.Create(ctx, h.tenant, &ingressv1.Source{Name: h.source, Provider: "stripe", Secrets: []string{secret}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The broker as seen by the code under test goes through a proxy.
+	h.proxy = rabbittest.NewBrokerProxy(t)
+	connCtx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	conn := rabbit.DialConfig(connCtx, h.proxy.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(rabbit.DeclareTopology)})
+	pub := rabbit.NewPublisher(conn, rabbit.PublisherConfig{Channels: 1})
+	t.Cleanup(func() { pub.Close(); conn.Close() })
+	deadline := time.Now().Add(10 * time.Second)
+	for conn.Check(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("broker not reachable")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The test inspects the bus with its own direct connection.
+	admin, err := amqp.Dial(rabbittest.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	h.ch, err = admin.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.queue = rabbittest.UniqueName(t, "q")
+	if _, err := h.ch.QueueDeclare(h.queue, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ch.QueueBind(h.queue, h.source+".#", ingest.Exchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	if rdbURL != "" {
+		dead, err := redisconn.Open(rdbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dead.Close() })
+		rdb = dead
+	}
+	in := ingest.New(pub, dedupe.New(rdb, prefix+":dedupe"), log, prometheus.NewRegistry())
+	in.ConfirmTimeout = 3 * time.Second
+	lookup := h.store
+	if rdbURL != "" {
+		lookup = source.New(rdb, prefix)
+	}
+	h.handler = New(lookup, in, log, prometheus.NewRegistry())
+	mux := http.NewServeMux()
+	mux.Handle("POST /webhooks/{source}", h.handler)
+	h.srv = httptest.NewServer(mux)
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func stripeSign(body []byte, ts time.Time, key string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	fmt.Fprintf(m, "%d.%s", ts.Unix(), body)
+	return "t=" + strconv.FormatInt(ts.Unix(), 10) + ",v1=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func (h *harness) post(body []byte, sig string) (int, http.Header, string) {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/webhooks/"+h.source, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	if sig != "" {
+		req.Header.Set("Stripe-Signature", sig)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func (h *harness) count() int {
+	q, err := h.ch.QueueDeclarePassive(h.queue, false, true, false, false, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return q.Messages
+}
+
+func (h *harness) waitCount(want int) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.count() != want {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("queue holds %d messages, want %d", h.count(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A 2xx means the event is on the bus byte-identical, with the routing key
+// and CloudEvents headers; a replay is answered without a second publish.
+func TestAcceptedEventIsOnTheBus(t *testing.T) {
+	h := newHarness(t, "")
+	body := []byte(`{"id":"evt_1","type":"invoice.paid","data":{"object":{"amount": 100}}}` + "\n")
+	code, _, resp := h.post(body, stripeSign(body, time.Now(), secret))
+	if code != http.StatusAccepted {
+		t.Fatalf("status %d %s", code, resp)
+	}
+	d, ok, err := h.ch.Get(h.queue, true)
+	if err != nil || !ok {
+		t.Fatalf("no message on the bus: %v", err)
+	}
+	if !bytes.Equal(d.Body, body) {
+		t.Fatalf("body changed on the bus:\n got %q\nwant %q", d.Body, body)
+	}
+	if want := h.source + ".invoice.paid"; d.RoutingKey != want {
+		t.Errorf("routing key %q, want %q", d.RoutingKey, want)
+	}
+	if d.DeliveryMode != amqp.Persistent {
+		t.Errorf("delivery mode %d, want persistent", d.DeliveryMode)
+	}
+	if d.MessageId != "evt_1" || d.Type != "invoice.paid" || d.Timestamp.IsZero() {
+		t.Errorf("AMQP properties: id %q type %q ts %v", d.MessageId, d.Type, d.Timestamp)
+	}
+	ev, err := cloudevent.FromDelivery(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetId() != "evt_1" || ev.GetType() != "invoice.paid" || ev.GetTenant() != "acme" || ev.GetSource() != h.source || ev.GetSpecVersion() != "1.0" {
+		t.Errorf("event attributes: %+v", ev)
+	}
+	if d.Headers["ce-id"] != "evt_1" || d.Headers["ce-specversion"] != "1.0" {
+		t.Errorf("ce-* headers missing: %v", d.Headers)
+	}
+
+	code, _, resp = h.post(body, stripeSign(body, time.Now(), secret))
+	if code != http.StatusOK {
+		t.Fatalf("replay: status %d %s", code, resp)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := h.count(); n != 0 {
+		t.Fatalf("replay was published again (%d messages)", n)
+	}
+}
+
+func TestBadRequestsAreRefused(t *testing.T) {
+	h := newHarness(t, "")
+	body := []byte(`{"id":"evt_2","type":"invoice.paid"}`)
+	tampered := append([]byte{}, body...)
+	tampered[10] ^= 1
+	cases := []struct {
+		name string
+		body []byte
+		sig  string
+		want int
+	}{
+		{"no signature", body, "", 401},
+		{"tampered body", tampered, stripeSign(body, time.Now(), secret), 401},
+		{"other secret", body, stripeSign(body, time.Now(), "whsec_other"), 401},
+		{"stale timestamp", body, stripeSign(body, time.Now().Add(-time.Hour), secret), 401},
+		{"garbage header", body, "t=abc,v1=zz", 400},
+	}
+	for _, c := range cases {
+		code, _, resp := h.post(c.body, c.sig)
+		if code != c.want {
+			t.Errorf("%s: status %d (%s), want %d", c.name, code, resp, c.want)
+		}
+	}
+	big := bytes.Repeat([]byte("a"), source.DefaultMaxBodyBytes+1)
+	if code, _, _ := h.post(big, stripeSign(big, time.Now(), secret)); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized body: %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/webhooks/no-such-source", bytes.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown source: %d", resp.StatusCode)
+	}
+	if n := h.count(); n != 0 {
+		t.Fatalf("refused requests published %d messages", n)
+	}
+}
+
+// With the broker unreachable the receiver answers 503 and publishes
+// nothing; once it is back the provider's retry is accepted exactly once.
+func TestBrokerDownIs503ThenRetrySucceeds(t *testing.T) {
+	h := newHarness(t, "")
+	h.proxy.Cut()
+	body := []byte(`{"id":"evt_3","type":"charge.failed"}`)
+	code, hdr, resp := h.post(body, stripeSign(body, time.Now(), secret))
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+		t.Fatalf("broker down: status %d Retry-After %q %s", code, hdr.Get("Retry-After"), resp)
+	}
+	if n := h.count(); n != 0 {
+		t.Fatalf("published %d messages while the broker was unreachable", n)
+	}
+	h.proxy.Restore()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, _, resp = h.post(body, stripeSign(body, time.Now(), secret))
+		if code == http.StatusAccepted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after restore: status %d %s", code, resp)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.waitCount(1)
+}
+
+func TestRedisDownIs503(t *testing.T) {
+	h := newHarness(t, "redis://127.0.0.1:1/0")
+	body := []byte(`{"id":"evt_4","type":"charge.failed"}`)
+	code, hdr, _ := h.post(body, stripeSign(body, time.Now(), secret))
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+		t.Fatalf("redis down: status %d", code)
+	}
+	if n := h.count(); n != 0 {
+		t.Fatalf("published %d messages while Redis was unreachable", n)
+	}
+}
+
+// An event no queue is bound for is kept by the alternate exchange.
+func TestUnroutedEventIsKept(t *testing.T) {
+	h := newHarness(t, "")
+	if err := h.ch.QueueUnbind(h.queue, h.source+".#", ingest.Exchange, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A private queue on the fanout alternate exchange sees a copy of
+	// every unroutable event, without touching the shared unrouted queue.
+	watch := rabbittest.UniqueName(t, "unrouted")
+	if _, err := h.ch.QueueDeclare(watch, false, true, true, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ch.QueueBind(watch, "", rabbit.UnroutedExchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"id":"evt_unrouted_` + h.source + `","type":"nobody.listens"}`)
+	if code, _, resp := h.post(body, stripeSign(body, time.Now(), secret)); code != http.StatusAccepted {
+		t.Fatalf("status %d %s", code, resp)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		d, ok, err := h.ch.Get(watch, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && bytes.Equal(d.Body, body) {
+			if d.RoutingKey != h.source+".nobody.listens" {
+				t.Errorf("routing key %q", d.RoutingKey)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("unroutable event not found in the unrouted queue")
+}
