@@ -1,0 +1,96 @@
+// Command ingress-bench measures the ingress service end to end and against
+// its ceilings in one run, and prints a table, ratios and the performance
+// targets. It exits 0 when the run completed (whether or not the targets
+// were met) and 1 when the run itself failed.
+//
+//	go run ./cmd/ingress-bench -n 20000 -c 64 -duration 10s
+//
+// It needs RabbitMQ and Redis on loopback (HOOKYARD_AMQP_URL and
+// HOOKYARD_REDIS_URL override the defaults) and the go tool, which builds
+// the ingress binary under test.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/services/ingress/internal/bench"
+)
+
+func main() {
+	cfg := bench.Config{
+		AMQPURL:  envOr("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		RedisURL: envOr("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"),
+		Progress: os.Stderr,
+	}
+	var (
+		warmup  int
+		timeout time.Duration
+		sink    string
+	)
+	flag.IntVar(&cfg.N, "n", 20000, "requests per closed-loop phase")
+	flag.IntVar(&cfg.Concurrency, "c", 64, "concurrent closed-loop workers and raw publishers")
+	flag.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the fixed-rate phase")
+	flag.IntVar(&warmup, "warmup", 1000, "unmeasured requests before each closed-loop phase (at most n)")
+	flag.IntVar(&cfg.PublisherChannels, "publisher-channels", rabbit.DefaultPublisherChannels, "confirm channels, for ingress and the raw ceiling alike")
+	flag.StringVar(&cfg.IngressPkg, "ingress-pkg", "github.com/hookyard/hookyard/services/ingress/cmd/ingress", "package of the ingress binary to build and measure")
+	flag.DurationVar(&timeout, "timeout", 15*time.Minute, "abort the whole run after this long")
+	flag.StringVar(&sink, bench.SinkFlag, "", "") // internal: run as the bare HTTP sink on this address
+	flag.Usage = usage
+	flag.Parse()
+
+	// Ctrl-C and SIGTERM cancel the run; Run then stops its children and
+	// removes what it created before returning.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if sink != "" {
+		if err := bench.Sink(ctx, sink); err != nil {
+			fmt.Fprintln(os.Stderr, "ingress-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+
+	cfg.Warmup = min(warmup, cfg.N)
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ingress-bench: locate own executable:", err)
+		os.Exit(1)
+	}
+	cfg.Self = self
+
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	rep, err := bench.Run(ctx, cfg)
+	rep.Print(os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "\ningress-bench: run failed:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// usage lists the flags except the internal sink flag.
+func usage() {
+	out := flag.CommandLine.Output()
+	fmt.Fprintf(out, "usage: %s [flags]\n", os.Args[0])
+	flag.VisitAll(func(f *flag.Flag) {
+		if f.Name == bench.SinkFlag {
+			return
+		}
+		fmt.Fprintf(out, "  -%s\n    \t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
+	})
+}
