@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
@@ -68,26 +67,25 @@ func (s *Store) Claim(ctx context.Context, key string) (State, Claim, error) {
 		return 0, Claim{}, fmt.Errorf("dedupe token: %w", err)
 	}
 	token := "pending:" + hex.EncodeToString(b[:])
-	ok, err := s.rdb.SetNX(ctx, key, token, s.ClaimTTL).Result()
-	if err != nil {
-		return 0, Claim{}, fmt.Errorf("dedupe claim: %w", err)
-	}
-	if ok {
-		return Claimed, Claim{key: key, token: token}, nil
-	}
-	v, err := s.rdb.Get(ctx, key).Result()
+	// One round trip: take the id, or learn who has it.
+	v, err := claimScript.Run(ctx, s.rdb, []string{key}, token, s.ClaimTTL.Milliseconds()).Text()
 	switch {
-	case errors.Is(err, redis.Nil):
-		// The claim expired between the two calls; let the caller retry.
-		return InProgress, Claim{}, nil
 	case err != nil:
-		return 0, Claim{}, fmt.Errorf("dedupe read: %w", err)
+		return 0, Claim{}, fmt.Errorf("dedupe claim: %w", err)
+	case v == token:
+		return Claimed, Claim{key: key, token: token}, nil
 	case v == doneValue:
 		return Done, Claim{}, nil
 	default:
 		return InProgress, Claim{}, nil
 	}
 }
+
+var claimScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return ARGV[1]
+end
+return redis.call('GET', KEYS[1]) or ''`)
 
 // Both scripts act only while the caller's own claim is in place, so a slow
 // publisher whose claim expired cannot clobber the next one's.
