@@ -1,0 +1,157 @@
+// Package admit decides, for every delivery attempt, whether it may start
+// now. The decision is shared by all dispatcher replicas through Redis and
+// made in one round trip by a Lua script that checks, in order:
+//
+//  1. the delivered marker of (endpoint, message): effectively-once output;
+//  2. the attempt lock of (endpoint, message): two copies of one task (a
+//     fan-out replayed after a crash) never attempt at the same time;
+//  3. the endpoint's in-flight leases against its max in-flight;
+//  4. the endpoint's token bucket (rate limit).
+//
+// Leases and locks expire on their own, so a replica killed mid-attempt
+// frees its slots after the lease time instead of wedging the endpoint.
+// Every key of one endpoint carries the endpoint id as a hash tag, so the
+// script stays on one slot in Redis Cluster.
+package admit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Verdict is the result of Admit.
+type Verdict int
+
+// Verdicts.
+const (
+	// Go: the attempt may start; call Finish afterwards.
+	Go Verdict = iota
+	// Done: the message was already delivered to the endpoint.
+	Done
+	// Busy: another copy of the task is being attempted right now.
+	Busy
+	// Full: the endpoint is at its max in-flight.
+	Full
+	// Limited: the endpoint's rate limit has no token; wait Wait.
+	Limited
+)
+
+func (v Verdict) String() string {
+	return [...]string{"go", "done", "busy", "full", "limited"}[v]
+}
+
+// Request describes one attempt about to start.
+type Request struct {
+	Endpoint    string
+	Message     string
+	Token       string        // unique per attempt; identifies the lease
+	Lease       time.Duration // how long the slot is held at most
+	MaxInFlight int
+	Rate        int // tokens per second; 0 = unlimited
+}
+
+// Gate is the shared admission control.
+type Gate struct {
+	rdb       redis.UniversalClient
+	prefix    string
+	retention time.Duration
+}
+
+// New returns a Gate keeping delivered markers for retention.
+func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Gate {
+	return &Gate{rdb: rdb, prefix: prefix, retention: retention}
+}
+
+func (g *Gate) keys(ep, msg string) []string {
+	tag := "{" + ep + "}"
+	return []string{
+		g.prefix + ":done:" + tag + ":" + msg,
+		g.prefix + ":lock:" + tag + ":" + msg,
+		g.prefix + ":inflight:" + tag,
+		g.prefix + ":bucket:" + tag,
+	}
+}
+
+// admitScript returns {verdict, wait_ms}.
+var admitScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+local token = ARGV[3]
+local maxinflight = tonumber(ARGV[4])
+local rate = tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[3]) >= maxinflight then return {3, 0} end
+if rate > 0 then
+  local burst = rate
+  local b = redis.call('HMGET', KEYS[4], 't', 'at')
+  local tokens = tonumber(b[1]) or burst
+  local at = tonumber(b[2]) or now
+  if now > at then tokens = math.min(burst, tokens + (now - at) * rate / 1000) end
+  if tokens < 1 then
+    return {4, math.ceil((1 - tokens) * 1000 / rate)}
+  end
+  redis.call('HSET', KEYS[4], 't', tostring(tokens - 1), 'at', now)
+  redis.call('PEXPIRE', KEYS[4], math.ceil(burst * 1000 / rate) + 1000)
+end
+redis.call('SET', KEYS[2], token, 'PX', lease)
+redis.call('ZADD', KEYS[3], now + lease, token)
+redis.call('PEXPIRE', KEYS[3], lease + 1000)
+return {0, 0}
+`)
+
+// finishScript releases the lease and lock of an attempt and, if it
+// delivered, sets the delivered marker.
+var finishScript = redis.NewScript(`
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+if ARGV[2] == '1' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[3]) end
+return 0
+`)
+
+// Admit asks whether an attempt may start now. With Limited, wait says
+// when a token is expected.
+func (g *Gate) Admit(ctx context.Context, r Request) (v Verdict, wait time.Duration, err error) {
+	now := time.Now().UnixMilli()
+	maxInFlight := max(r.MaxInFlight, 1)
+	res, err := admitScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message),
+		now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate).Int64Slice()
+	if err != nil {
+		return 0, 0, fmt.Errorf("admit attempt: %w", err)
+	}
+	return Verdict(res[0]), time.Duration(res[1]) * time.Millisecond, nil
+}
+
+// Finish ends an admitted attempt; delivered sets the delivered marker.
+func (g *Gate) Finish(ctx context.Context, r Request, delivered bool) error {
+	d := "0"
+	if delivered {
+		d = "1"
+	}
+	if err := finishScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("finish attempt: %w", err)
+	}
+	return nil
+}
+
+// Forget removes the delivered marker so that an explicit resend is
+// delivered again.
+func (g *Gate) Forget(ctx context.Context, ep, msg string) error {
+	if err := g.rdb.Del(ctx, g.keys(ep, msg)[0]).Err(); err != nil {
+		return fmt.Errorf("forget delivered marker: %w", err)
+	}
+	return nil
+}
+
+// Delivered reports whether the marker is set.
+func (g *Gate) Delivered(ctx context.Context, ep, msg string) (bool, error) {
+	n, err := g.rdb.Exists(ctx, g.keys(ep, msg)[0]).Result()
+	if err != nil {
+		return false, fmt.Errorf("read delivered marker: %w", err)
+	}
+	return n == 1, nil
+}

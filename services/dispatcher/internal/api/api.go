@@ -1,0 +1,470 @@
+// Package api implements the dispatcher's gRPC services (REST reaches them
+// through the gateway). Every call is scoped to the caller's tenant; a
+// resource of another tenant is indistinguishable from a missing one.
+// Domain errors become gRPC status codes here and nowhere else.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
+	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
+)
+
+// Page size limits shared by the list calls.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 1000
+	// defaultRecoverWindow is how far back recover looks without since_time.
+	defaultRecoverWindow = 7 * 24 * time.Hour
+	maxBody              = 1 << 20
+)
+
+// Deps are what the API needs.
+type Deps struct {
+	Endpoints       *endpoint.Store
+	Messages        *message.Store
+	Gate            *admit.Gate
+	Fanout          *fanout.Fanout
+	Publisher       deliver.Publisher
+	Policy          ssrf.Policy
+	RotationOverlap time.Duration
+}
+
+// Endpoints implements EndpointService.
+type Endpoints struct {
+	dispatcherv1.UnimplementedEndpointServiceServer
+	Deps
+}
+
+// Messages implements MessageService.
+type Messages struct {
+	dispatcherv1.UnimplementedMessageServiceServer
+	Deps
+}
+
+func pageSize(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, status.Errorf(codes.InvalidArgument, "page_size must not be negative, got %d", n)
+	case n == 0:
+		return defaultPageSize, nil
+	case n > maxPageSize:
+		return maxPageSize, nil
+	}
+	return int(n), nil
+}
+
+// storeErr maps a store error to a status.
+func storeErr(err error, what, id string) error {
+	var st interface{ GRPCStatus() *status.Status }
+	switch {
+	case errors.As(err, &st):
+		return err
+	case errors.Is(err, endpoint.ErrNotFound), errors.Is(err, message.ErrNotFound):
+		return status.Errorf(codes.NotFound, "%s %q not found", what, id)
+	case errors.Is(err, endpoint.ErrBadToken), errors.Is(err, message.ErrBadToken):
+		return status.Error(codes.InvalidArgument, "page_token is invalid")
+	case errors.Is(err, endpoint.ErrConflict):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, fanout.ErrNoEndpoint):
+		return status.Errorf(codes.NotFound, "message %q has no delivery to that endpoint", id)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	default:
+		return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+	}
+}
+
+// CreateEndpoint creates an endpoint and returns its secret once.
+func (s *Endpoints) CreateEndpoint(ctx context.Context, r *dispatcherv1.CreateEndpointRequest) (*dispatcherv1.Endpoint, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := endpoint.Validate(r.GetEndpoint(), s.Policy); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	ep, err := s.Endpoints.Create(ctx, tenant, r.GetEndpoint())
+	if err != nil {
+		return nil, storeErr(err, "endpoint", "")
+	}
+	return ep, nil
+}
+
+// GetEndpoint returns an endpoint without its secret.
+func (s *Endpoints) GetEndpoint(ctx context.Context, r *dispatcherv1.GetEndpointRequest) (*dispatcherv1.Endpoint, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.Endpoints.Get(ctx, tenant, r.GetId())
+	if err != nil {
+		return nil, storeErr(err, "endpoint", r.GetId())
+	}
+	return endpoint.Public(rec.Endpoint), nil
+}
+
+// ListEndpoints pages through the tenant's endpoints.
+func (s *Endpoints) ListEndpoints(ctx context.Context, r *dispatcherv1.ListEndpointsRequest) (*dispatcherv1.ListEndpointsResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, err := pageSize(r.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	recs, next, err := s.Endpoints.List(ctx, tenant, size, r.GetPageToken())
+	if err != nil {
+		return nil, storeErr(err, "endpoints", "")
+	}
+	out := &dispatcherv1.ListEndpointsResponse{NextPageToken: next}
+	for _, rec := range recs {
+		out.Endpoints = append(out.Endpoints, endpoint.Public(rec.Endpoint))
+	}
+	return out, nil
+}
+
+// UpdateEndpoint changes the fields named in the mask.
+func (s *Endpoints) UpdateEndpoint(ctx context.Context, r *dispatcherv1.UpdateEndpointRequest) (*dispatcherv1.Endpoint, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.GetEndpoint() == nil {
+		return nil, status.Error(codes.InvalidArgument, "endpoint is required")
+	}
+	id := r.GetEndpoint().GetId()
+	rec, err := s.Endpoints.Modify(ctx, tenant, id, func(rec *endpoint.Record) error {
+		wasDisabled := rec.Endpoint.GetDisabled()
+		next := proto.Clone(rec.Endpoint).(*dispatcherv1.Endpoint)
+		if err := endpoint.ApplyUpdate(next, r.GetEndpoint(), r.GetUpdateMask()); err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		if err := endpoint.Validate(next, s.Policy); err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		switch {
+		case next.GetDisabled() && !wasDisabled:
+			next.DisabledReason = endpoint.ReasonManual
+		case !next.GetDisabled():
+			next.DisabledReason, next.FailingSince = "", nil
+		}
+		rec.Endpoint = next
+		return nil
+	})
+	if err != nil {
+		return nil, storeErr(err, "endpoint", id)
+	}
+	return endpoint.Public(rec.Endpoint), nil
+}
+
+// DeleteEndpoint deletes an endpoint; its pending tasks are dropped when
+// they come up.
+func (s *Endpoints) DeleteEndpoint(ctx context.Context, r *dispatcherv1.DeleteEndpointRequest) (*dispatcherv1.DeleteEndpointResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Endpoints.Delete(ctx, tenant, r.GetId()); err != nil {
+		return nil, storeErr(err, "endpoint", r.GetId())
+	}
+	return &dispatcherv1.DeleteEndpointResponse{}, nil
+}
+
+// RotateEndpointSecret issues a new secret; the old one signs beside it
+// for the overlap.
+func (s *Endpoints) RotateEndpointSecret(ctx context.Context, r *dispatcherv1.RotateEndpointSecretRequest) (*dispatcherv1.RotateEndpointSecretResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	overlap := s.RotationOverlap
+	if o := r.GetOverlap(); o != nil {
+		if err := o.CheckValid(); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "overlap: %v", err)
+		}
+		overlap = o.AsDuration()
+		if overlap < 0 || overlap > 7*24*time.Hour {
+			return nil, status.Errorf(codes.InvalidArgument, "overlap must be between 0s and 168h, got %s", overlap)
+		}
+	}
+	secret, expires, err := s.Endpoints.Rotate(ctx, tenant, r.GetId(), overlap)
+	if err != nil {
+		return nil, storeErr(err, "endpoint", r.GetId())
+	}
+	return &dispatcherv1.RotateEndpointSecretResponse{Secret: secret, PreviousExpireTime: timestamppb.New(expires)}, nil
+}
+
+// RecoverEndpoint re-enables the endpoint and queues again what was held
+// or dead-lettered since since_time.
+func (s *Endpoints) RecoverEndpoint(ctx context.Context, r *dispatcherv1.RecoverEndpointRequest) (*dispatcherv1.RecoverEndpointResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	since := time.Now().Add(-defaultRecoverWindow)
+	if st := r.GetSinceTime(); st != nil {
+		if err := st.CheckValid(); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "since_time: %v", err)
+		}
+		since = st.AsTime()
+	}
+	_, err = s.Endpoints.Modify(ctx, tenant, r.GetId(), func(rec *endpoint.Record) error {
+		rec.Endpoint.Disabled, rec.Endpoint.DisabledReason, rec.Endpoint.FailingSince = false, "", nil
+		return nil
+	})
+	if err != nil {
+		return nil, storeErr(err, "endpoint", r.GetId())
+	}
+	ids, err := s.Messages.Recoverable(ctx, tenant, r.GetId(), since)
+	if err != nil {
+		return nil, storeErr(err, "dead letters", "")
+	}
+	n := 0
+	for _, id := range ids {
+		c, err := s.Fanout.Requeue(ctx, s.Gate, tenant, id, []string{r.GetId()})
+		if errors.Is(err, message.ErrNotFound) || errors.Is(err, fanout.ErrNoEndpoint) {
+			continue // expired meanwhile
+		}
+		if err != nil {
+			return nil, storeErr(err, "recover", r.GetId())
+		}
+		n += c
+	}
+	return &dispatcherv1.RecoverEndpointResponse{ResentCount: int32(n)}, nil
+}
+
+// PingType is the type of the test event; its routing key is hookyard.ping.
+const PingType = "hookyard.ping"
+
+// SendTestEvent sends a ping to one endpoint only.
+func (s *Endpoints) SendTestEvent(ctx context.Context, r *dispatcherv1.SendTestEventRequest) (*dispatcherv1.SendTestEventResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.Endpoints.Get(ctx, tenant, r.GetId())
+	if err != nil {
+		return nil, storeErr(err, "endpoint", r.GetId())
+	}
+	if rec.Endpoint.GetDisabled() {
+		return nil, status.Errorf(codes.FailedPrecondition, "endpoint %q is disabled; recover it first", r.GetId())
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "message id: %v", err)
+	}
+	now := time.Now().UTC()
+	body, _ := json.Marshal(map[string]any{"type": PingType, "endpoint_id": r.GetId(), "time": now.Format(time.RFC3339Nano)})
+	m := &message.Message{ID: id.String(), Source: "hookyard", Type: "ping", RoutingKey: PingType,
+		ContentType: "application/json", EventTime: now, CreateTime: now, Body: body}
+	if _, err := s.Fanout.Dispatch(ctx, tenant, m, []string{r.GetId()}); err != nil {
+		return nil, storeErr(err, "send test event", r.GetId())
+	}
+	return &dispatcherv1.SendTestEventResponse{MessageId: m.ID}, nil
+}
+
+// validWord reports whether s can be part of a routing key: dot-separated
+// non-empty words without wildcards.
+func validKey(s string, max int) bool {
+	if s == "" || len(s) > max || !utf8.ValidString(s) {
+		return false
+	}
+	for w := range strings.SplitSeq(s, ".") {
+		if w == "" || w == "*" || w == "#" || strings.ContainsAny(w, " \t\r\n") {
+			return false
+		}
+	}
+	return true
+}
+
+// SendMessage publishes a message to hookyard.events, so it takes the same
+// path as a received webhook. It is idempotent on id per tenant.
+func (s *Messages) SendMessage(ctx context.Context, r *dispatcherv1.SendMessageRequest) (*dispatcherv1.Message, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in := r.GetMessage()
+	if in == nil {
+		return nil, status.Error(codes.InvalidArgument, "message is required")
+	}
+	id, source := in.GetId(), in.GetSource()
+	if source == "" {
+		source = "app"
+	}
+	if id == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "message id: %v", err)
+		}
+		id = u.String()
+	} else if len(id) > 200 || !utf8.ValidString(id) || strings.ContainsAny(id, " \t\r\n/") {
+		return nil, status.Error(codes.InvalidArgument, "id must be at most 200 bytes of UTF-8 without spaces or '/'")
+	}
+	if !validKey(source, 100) || strings.Contains(source, ".") {
+		return nil, status.Errorf(codes.InvalidArgument, "source %q must be one word (no dots, spaces or wildcards), at most 100 bytes", source)
+	}
+	if !validKey(in.GetType(), 200) {
+		return nil, status.Errorf(codes.InvalidArgument, "type %q is required: dot-separated words such as invoice.paid, at most 200 bytes, no wildcards", in.GetType())
+	}
+	data := in.GetData()
+	if data == nil {
+		data = structpb.NewNullValue()
+	}
+	body, err := protojson.Marshal(data)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "data: %v", err)
+	}
+	if len(body) > maxBody {
+		return nil, status.Errorf(codes.InvalidArgument, "data is %d bytes, at most %d", len(body), maxBody)
+	}
+	claimed, err := s.Messages.ClaimSend(ctx, tenant, id)
+	if err != nil {
+		return nil, storeErr(err, "send message", id)
+	}
+	now := time.Now().UTC()
+	out := &dispatcherv1.Message{Id: id, Source: source, Type: in.GetType(), Data: data, CreateTime: timestamppb.New(now)}
+	if !claimed {
+		// A repeat of an earlier call: answer as that call did.
+		if got, err := s.GetMessage(ctx, &dispatcherv1.GetMessageRequest{Id: id}); err == nil {
+			return got, nil
+		}
+		return out, nil
+	}
+	msg, err := cloudevent.ToPublishing(&eventv1.Event{
+		Id: id, Source: source, Type: in.GetType(), Tenant: tenant, Time: timestamppb.New(now),
+		DataContentType: "application/json", Data: body,
+	})
+	if err != nil {
+		_ = s.Messages.ReleaseSend(context.WithoutCancel(ctx), tenant, id)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.Publisher.Publish(ctx, rabbit.EventsExchange, cloudevent.RoutingKey(source, in.GetType()), msg); err != nil {
+		_ = s.Messages.ReleaseSend(context.WithoutCancel(ctx), tenant, id)
+		return nil, status.Errorf(codes.Unavailable, "publish message: %v", err)
+	}
+	return out, nil
+}
+
+// GetMessage returns a message with its deliveries.
+func (s *Messages) GetMessage(ctx context.Context, r *dispatcherv1.GetMessageRequest) (*dispatcherv1.Message, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, ds, err := s.Messages.Get(ctx, tenant, r.GetId())
+	if err != nil {
+		return nil, storeErr(err, "message", r.GetId())
+	}
+	out := &dispatcherv1.Message{Id: m.ID, Source: m.Source, Type: m.Type, CreateTime: timestamppb.New(m.CreateTime)}
+	v := &structpb.Value{}
+	if err := protojson.Unmarshal(m.Body, v); err == nil {
+		out.Data = v
+	} else {
+		out.Data = structpb.NewStringValue(strings.ToValidUTF8(string(m.Body), "\uFFFD"))
+	}
+	for ep, d := range ds {
+		del := &dispatcherv1.Delivery{EndpointId: ep, Status: d.Status, Attempts: int32(d.Attempts)}
+		if d.Status == message.StatusRetrying && !d.Next.IsZero() {
+			del.NextAttemptTime = timestamppb.New(d.Next)
+		}
+		out.Deliveries = append(out.Deliveries, del)
+	}
+	sortDeliveries(out.Deliveries)
+	return out, nil
+}
+
+func sortDeliveries(ds []*dispatcherv1.Delivery) {
+	for i := 1; i < len(ds); i++ {
+		for j := i; j > 0 && ds[j].EndpointId < ds[j-1].EndpointId; j-- {
+			ds[j], ds[j-1] = ds[j-1], ds[j]
+		}
+	}
+}
+
+// ListMessageAttempts pages through a message's attempts.
+func (s *Messages) ListMessageAttempts(ctx context.Context, r *dispatcherv1.ListMessageAttemptsRequest) (*dispatcherv1.ListMessageAttemptsResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, err := pageSize(r.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := s.Messages.Get(ctx, tenant, r.GetId()); err != nil {
+		return nil, storeErr(err, "message", r.GetId())
+	}
+	atts, next, err := s.Messages.Attempts(ctx, tenant, r.GetId(), size, r.GetPageToken())
+	if err != nil {
+		return nil, storeErr(err, "attempts", r.GetId())
+	}
+	return &dispatcherv1.ListMessageAttemptsResponse{Attempts: atts, NextPageToken: next}, nil
+}
+
+// ResendMessage queues a message again to its endpoints or one of them.
+func (s *Messages) ResendMessage(ctx context.Context, r *dispatcherv1.ResendMessageRequest) (*dispatcherv1.ResendMessageResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var eps []string
+	if e := r.GetEndpointId(); e != "" {
+		if _, err := s.Endpoints.Get(ctx, tenant, e); err != nil {
+			return nil, storeErr(err, "endpoint", e)
+		}
+		eps = []string{e}
+	}
+	n, err := s.Fanout.Requeue(ctx, s.Gate, tenant, r.GetId(), eps)
+	if err != nil {
+		return nil, storeErr(err, "message", r.GetId())
+	}
+	return &dispatcherv1.ResendMessageResponse{ResentCount: int32(n)}, nil
+}
+
+// ListDeadLetters pages through dead letters, newest first.
+func (s *Messages) ListDeadLetters(ctx context.Context, r *dispatcherv1.ListDeadLettersRequest) (*dispatcherv1.ListDeadLettersResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, err := pageSize(r.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	if e := r.GetEndpointId(); e != "" {
+		if _, err := uuid.Parse(e); err != nil {
+			return nil, status.Errorf(codes.NotFound, "endpoint %q not found", e)
+		}
+	}
+	dls, next, err := s.Messages.DeadLetters(ctx, tenant, r.GetEndpointId(), size, r.GetPageToken())
+	if err != nil {
+		return nil, storeErr(err, "dead letters", "")
+	}
+	return &dispatcherv1.ListDeadLettersResponse{DeadLetters: dls, NextPageToken: next}, nil
+}

@@ -1,0 +1,64 @@
+package deliver
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the delivery path's Prometheus series.
+type Metrics struct {
+	Deliveries *prometheus.CounterVec // by outcome
+	Latency    prometheus.Histogram   // attempt time to response headers
+	InFlight   *prometheus.GaugeVec   // by endpoint, this replica
+	Retries    prometheus.Counter     // retries scheduled (pending in delay queues)
+	Deferrals  *prometheus.CounterVec // by reason; not attempts
+	DeadLetter prometheus.Counter     // deliveries dead-lettered
+	Disabled   *prometheus.CounterVec // endpoints disabled, by reason
+	Breaker    *prometheus.GaugeVec   // by endpoint: 0 closed, 1 half-open, 2 open
+	Published  *prometheus.CounterVec // fan-out tasks by result
+}
+
+// NewMetrics registers the series on reg (nil: a private registry).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &Metrics{
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookyard_dispatcher_deliveries_total",
+			Help: "Delivery attempts and their handling, by outcome (delivered, retry, gone, permanent, blocked, dead_letter, held, dropped).",
+		}, []string{"outcome"}),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "hookyard_dispatcher_attempt_duration_seconds",
+			Help:    "Time from sending a delivery to the subscriber's response headers.",
+			Buckets: prometheus.ExponentialBuckets(0.002, 2, 14),
+		}),
+		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hookyard_dispatcher_in_flight",
+			Help: "Requests in flight per endpoint on this replica.",
+		}, []string{"endpoint"}),
+		Retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookyard_dispatcher_retries_scheduled_total",
+			Help: "Retries scheduled into the delay queues.",
+		}),
+		Deferrals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookyard_dispatcher_deferrals_total",
+			Help: "Tasks put back without an attempt, by reason (in_flight, rate_limit, breaker, busy, early).",
+		}, []string{"reason"}),
+		DeadLetter: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookyard_dispatcher_dead_letters_total",
+			Help: "Deliveries that failed for good.",
+		}),
+		Disabled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookyard_dispatcher_endpoints_disabled_total",
+			Help: "Endpoints disabled by the dispatcher, by reason.",
+		}, []string{"reason"}),
+		Breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hookyard_dispatcher_breaker_state",
+			Help: "Circuit breaker state per endpoint on this replica: 0 closed, 1 half-open, 2 open.",
+		}, []string{"endpoint"}),
+		Published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookyard_dispatcher_fanout_events_total",
+			Help: "Events consumed by the fan-out, by result.",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.Deliveries, m.Latency, m.InFlight, m.Retries, m.Deferrals, m.DeadLetter, m.Disabled, m.Breaker, m.Published)
+	return m
+}

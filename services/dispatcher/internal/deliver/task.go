@@ -1,0 +1,124 @@
+// Package deliver turns delivery tasks into signed HTTP requests. A task is
+// one (message, endpoint) pair travelling on the deliveries queue; retries
+// and deferrals travel through TTL delay queues back to the same queue, so
+// a pending retry lives in RabbitMQ (replicated, on disk) and never in a
+// dispatcher's memory.
+package deliver
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Task header names. The body of a task is the event body, unchanged.
+const (
+	HeaderTenant    = "hy-tenant"
+	HeaderMessage   = "hy-message"
+	HeaderEndpoint  = "hy-endpoint"
+	HeaderAttempt   = "hy-attempt"
+	HeaderKey       = "hy-key"
+	HeaderNotBefore = "hy-not-before"
+	HeaderEventTime = "hy-event-time"
+)
+
+// Task is one message to deliver to one endpoint.
+type Task struct {
+	Tenant      string
+	Message     string
+	Endpoint    string
+	Attempts    int // attempts already made
+	RoutingKey  string
+	ContentType string
+	EventTime   time.Time
+	NotBefore   time.Time // zero: now
+	Body        []byte
+}
+
+// Publishing encodes t for the deliveries or a delay queue.
+func (t *Task) Publishing() amqp.Publishing {
+	h := amqp.Table{
+		HeaderTenant:   t.Tenant,
+		HeaderMessage:  t.Message,
+		HeaderEndpoint: t.Endpoint,
+		HeaderAttempt:  int32(t.Attempts),
+		HeaderKey:      t.RoutingKey,
+	}
+	if !t.NotBefore.IsZero() {
+		h[HeaderNotBefore] = t.NotBefore.UnixMilli()
+	}
+	if !t.EventTime.IsZero() {
+		h[HeaderEventTime] = t.EventTime.UnixMilli()
+	}
+	return amqp.Publishing{
+		Headers:      h,
+		ContentType:  t.ContentType,
+		DeliveryMode: amqp.Persistent,
+		MessageId:    t.Message + "/" + t.Endpoint,
+		Body:         t.Body,
+	}
+}
+
+// ErrBadTask marks a task that cannot be decoded; it goes to the DLQ.
+var ErrBadTask = errors.New("malformed delivery task")
+
+// DecodeTask reads a task from a delivery.
+func DecodeTask(d amqp.Delivery) (*Task, error) {
+	str := func(name string) (string, error) {
+		v, ok := d.Headers[name].(string)
+		if !ok || v == "" {
+			return "", fmt.Errorf("%w: header %s missing", ErrBadTask, name)
+		}
+		return v, nil
+	}
+	var t Task
+	var err error
+	if t.Tenant, err = str(HeaderTenant); err != nil {
+		return nil, err
+	}
+	if t.Message, err = str(HeaderMessage); err != nil {
+		return nil, err
+	}
+	if t.Endpoint, err = str(HeaderEndpoint); err != nil {
+		return nil, err
+	}
+	t.RoutingKey, _ = d.Headers[HeaderKey].(string)
+	n, ok := intHeader(d.Headers[HeaderAttempt])
+	if !ok || n < 0 {
+		return nil, fmt.Errorf("%w: header %s missing or invalid", ErrBadTask, HeaderAttempt)
+	}
+	t.Attempts = int(n)
+	if ms, ok := intHeader(d.Headers[HeaderNotBefore]); ok {
+		t.NotBefore = time.UnixMilli(ms)
+	}
+	if ms, ok := intHeader(d.Headers[HeaderEventTime]); ok {
+		t.EventTime = time.UnixMilli(ms)
+	}
+	t.ContentType = d.ContentType
+	t.Body = d.Body
+	return &t, nil
+}
+
+func intHeader(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int8:
+		return int64(n), true
+	case int16:
+		return int64(n), true
+	case int32:
+		return int64(n), true
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case uint8:
+		return int64(n), true
+	case uint16:
+		return int64(n), true
+	case uint32:
+		return int64(n), true
+	}
+	return 0, false
+}

@@ -1,0 +1,422 @@
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/sony/gobreaker/v2"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
+	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
+)
+
+// Limits on what a subscriber can make the dispatcher read and keep.
+const (
+	MaxResponseRead = 64 << 10
+	jitter          = 0.2
+	// deferDelay is how long a task that could not start (endpoint at its
+	// in-flight limit, another copy running) waits before it is tried
+	// again. The consumer slot is freed at once instead.
+	deferDelay = time.Second
+	// infraRetry is how long a task waits after Redis or the broker failed
+	// while it was handled.
+	infraRetry = 5 * time.Second
+)
+
+// Retry-After bounds: a subscriber may slow the dispatcher down, but not
+// make it hammer nor park a message for days.
+const (
+	minRetryAfter = time.Second
+	maxRetryAfter = 6 * time.Hour
+)
+
+// OpEventSource and OpEventType name the operational event published when
+// an endpoint is disabled: routing key hookyard.endpoint.disabled.
+const (
+	OpEventSource = "hookyard"
+	OpEventType   = "endpoint.disabled"
+)
+
+// Config tunes a Worker.
+type Config struct {
+	Schedule           []time.Duration // default retry schedule
+	DefaultTimeout     time.Duration
+	DefaultMaxInFlight int
+	AutoDisableAfter   time.Duration
+	BreakerFailures    uint32 // consecutive failures that open the breaker
+	BreakerTimeout     time.Duration
+	Concurrency        int // deliveries handled at once by this replica
+}
+
+// Worker consumes the deliveries queue.
+type Worker struct {
+	cfg       Config
+	queues    Queues
+	endpoints *endpoint.Store
+	messages  *message.Store
+	gate      *admit.Gate
+	pub       Publisher
+	client    *http.Client
+	metrics   *Metrics
+	log       *slog.Logger
+
+	mu       sync.Mutex
+	breakers map[string]*breaker
+}
+
+type breaker struct {
+	cb        *gobreaker.TwoStepCircuitBreaker[struct{}]
+	mu        sync.Mutex
+	openUntil time.Time
+}
+
+// NewWorker returns a Worker; client must be the SSRF-safe client.
+func NewWorker(cfg Config, q Queues, eps *endpoint.Store, msgs *message.Store, gate *admit.Gate, pub Publisher, client *http.Client, m *Metrics, log *slog.Logger) *Worker {
+	if cfg.BreakerFailures == 0 {
+		cfg.BreakerFailures = 5
+	}
+	if cfg.BreakerTimeout <= 0 {
+		cfg.BreakerTimeout = 30 * time.Second
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 256
+	}
+	return &Worker{cfg: cfg, queues: q, endpoints: eps, messages: msgs, gate: gate, pub: pub,
+		client: client, metrics: m, log: log, breakers: map[string]*breaker{}}
+}
+
+// Run consumes until ctx ends, then finishes the attempts in flight (each
+// bounded by its endpoint timeout) and returns.
+func (w *Worker) Run(ctx context.Context, conn *rabbit.Conn) error {
+	return conn.ConsumeWithConfig(ctx, w.queues.Deliveries, rabbit.ConsumeConfig{
+		Prefetch:      w.cfg.Concurrency,
+		Concurrency:   w.cfg.Concurrency,
+		ShutdownGrace: endpoint.MaxTimeout + 5*time.Second,
+	}, w.Handle)
+}
+
+// Handle processes one task delivery and acks, rejects or requeues it.
+func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
+	t, err := DecodeTask(d)
+	if err != nil {
+		w.log.Error("dropping malformed task to the DLQ", "err", err, "message_id", d.MessageId)
+		_ = d.Reject(false)
+		return
+	}
+	if err := w.process(ctx, t); err != nil {
+		w.log.Warn("delivery task failed; retrying later", "err", err, "message_id", t.Message, "endpoint_id", t.Endpoint)
+		// Prefer a durable delayed retry over a hot requeue loop.
+		t.NotBefore = time.Now().Add(infraRetry)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if perr := w.queues.Enqueue(pctx, w.pub, t); perr != nil {
+			time.Sleep(time.Second)
+			_ = d.Nack(false, true)
+			return
+		}
+	}
+	_ = d.Ack(false)
+}
+
+// deferTask puts t back without counting an attempt.
+func (w *Worker) deferTask(ctx context.Context, t *Task, wait time.Duration, reason string) error {
+	w.metrics.Deferrals.WithLabelValues(reason).Inc()
+	t.NotBefore = time.Now().Add(wait)
+	return w.queues.Enqueue(ctx, w.pub, t)
+}
+
+// process handles t; a nil error means t can be acked.
+func (w *Worker) process(ctx context.Context, t *Task) error {
+	if !t.NotBefore.IsZero() && time.Until(t.NotBefore) >= earlyTolerance {
+		return w.queues.Enqueue(ctx, w.pub, t)
+	}
+	rec, err := w.endpoints.Cached(ctx, t.Tenant, t.Endpoint)
+	if errors.Is(err, endpoint.ErrNotFound) || (err == nil && rec.Endpoint.GetDisabled()) {
+		// The cache may lag by up to a second: confirm with the store
+		// before dropping or holding, so a fresh create or recover is
+		// never missed.
+		rec, err = w.endpoints.Get(ctx, t.Tenant, t.Endpoint)
+	}
+	if errors.Is(err, endpoint.ErrNotFound) {
+		w.metrics.Deliveries.WithLabelValues("dropped").Inc()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ep := rec.Endpoint
+	if ep.GetDisabled() {
+		return w.hold(ctx, t)
+	}
+
+	b := w.breaker(ep.GetId())
+	if until := b.until(); time.Until(until) > 0 {
+		return w.deferTask(ctx, t, time.Until(until), "breaker")
+	}
+
+	timeout := endpoint.EffectiveTimeout(ep, w.cfg.DefaultTimeout)
+	req := admit.Request{
+		Endpoint:    ep.GetId(),
+		Message:     t.Message,
+		Token:       uuid.NewString(),
+		Lease:       timeout + 5*time.Second,
+		MaxInFlight: endpoint.EffectiveMaxInFlight(ep, w.cfg.DefaultMaxInFlight),
+		Rate:        int(ep.GetRateLimit()),
+	}
+	verdict, wait, err := w.gate.Admit(ctx, req)
+	if err != nil {
+		return err
+	}
+	switch verdict {
+	case admit.Done:
+		return nil
+	case admit.Busy:
+		return w.deferTask(ctx, t, deferDelay, "busy")
+	case admit.Full:
+		return w.deferTask(ctx, t, deferDelay, "in_flight")
+	case admit.Limited:
+		return w.deferTask(ctx, t, max(wait, earlyTolerance), "rate_limit")
+	}
+	done, err := b.cb.Allow()
+	if err != nil {
+		_ = w.gate.Finish(context.WithoutCancel(ctx), req, false)
+		return w.deferTask(ctx, t, deferDelay, "breaker")
+	}
+
+	res := w.attempt(ctx, rec, t, timeout)
+	outcome := retry.Classify(res.status, res.err, ep.GetRetryClientErrors())
+	if outcome == retry.Delivered || outcome == retry.Permanent {
+		done(nil) // the subscriber is up and answering
+	} else {
+		done(errors.New(outcome.String()))
+	}
+	// Bookkeeping must complete even while shutting down.
+	ctx = context.WithoutCancel(ctx)
+	if err := w.gate.Finish(ctx, req, outcome == retry.Delivered); err != nil {
+		return err
+	}
+	w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
+	t.Attempts++
+	if err := w.messages.AddAttempt(ctx, t.Tenant, t.Message, res.record); err != nil {
+		w.log.Warn("recording attempt failed", "err", err, "message_id", t.Message)
+	}
+	return w.settle(ctx, rec, t, outcome, res)
+}
+
+// settle acts on the outcome of an attempt.
+func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *Task, outcome retry.Outcome, res result) error {
+	ep := rec.Endpoint
+	now := time.Now()
+	switch outcome {
+	case retry.Delivered:
+		if ep.GetFailingSince() != nil {
+			if err := w.endpoints.ClearFailing(ctx, t.Tenant, ep.GetId()); err != nil {
+				w.log.Warn("clearing failure run failed", "err", err, "endpoint_id", ep.GetId())
+			}
+		}
+		return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusDelivered, Attempts: t.Attempts})
+	case retry.Gone:
+		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone, now); err != nil {
+			return err
+		}
+		return w.hold(ctx, t)
+	case retry.Permanent:
+		return w.deadLetter(ctx, t, res.record)
+	}
+	// Retry or Blocked.
+	since, err := w.endpoints.MarkFailing(ctx, t.Tenant, ep.GetId(), now)
+	if err != nil {
+		return err
+	}
+	if w.cfg.AutoDisableAfter > 0 && now.Sub(since) >= w.cfg.AutoDisableAfter {
+		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonFailing, since); err != nil {
+			return err
+		}
+	}
+	schedule := endpoint.Schedule(ep, w.cfg.Schedule)
+	delay, ok := retry.Delay(schedule, t.Attempts, jitter, nil)
+	if !ok {
+		return w.deadLetter(ctx, t, res.record)
+	}
+	if res.status == http.StatusTooManyRequests || res.status == http.StatusServiceUnavailable {
+		if d, ok := retry.RetryAfter(res.header, now, minRetryAfter, maxRetryAfter); ok {
+			delay = d
+		}
+	}
+	t.NotBefore = now.Add(delay)
+	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusRetrying, Attempts: t.Attempts, Next: t.NotBefore}); err != nil {
+		return err
+	}
+	if err := w.queues.Enqueue(ctx, w.pub, t); err != nil {
+		return err
+	}
+	w.metrics.Retries.Inc()
+	return nil
+}
+
+func (w *Worker) deadLetter(ctx context.Context, t *Task, last *dispatcherv1.Attempt) error {
+	if err := w.messages.DeadLetter(ctx, t.Tenant, t.Message, t.Endpoint, last, time.Now()); err != nil {
+		return err
+	}
+	w.metrics.DeadLetter.Inc()
+	w.metrics.Deliveries.WithLabelValues("dead_letter").Inc()
+	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusFailed, Attempts: t.Attempts})
+}
+
+func (w *Worker) hold(ctx context.Context, t *Task) error {
+	if err := w.messages.Hold(ctx, t.Tenant, t.Message, t.Endpoint, time.Now()); err != nil {
+		return err
+	}
+	w.metrics.Deliveries.WithLabelValues("held").Inc()
+	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts})
+}
+
+// disable disables the endpoint and, if this call did it, publishes
+// hookyard.endpoint.disabled.
+func (w *Worker) disable(ctx context.Context, tenant, id, reason string, since time.Time) error {
+	_, changed, err := w.endpoints.Disable(ctx, tenant, id, reason)
+	if err != nil || !changed {
+		return err
+	}
+	w.metrics.Disabled.WithLabelValues(reason).Inc()
+	w.log.Warn("endpoint disabled", "tenant", tenant, "endpoint_id", id, "reason", reason)
+	return PublishDisabled(ctx, w.pub, tenant, id, reason, since)
+}
+
+// PublishDisabled publishes the operational event for a disabled endpoint.
+func PublishDisabled(ctx context.Context, pub Publisher, tenant, id, reason string, since time.Time) error {
+	data, err := protojson.Marshal(&dispatcherv1.EndpointDisabled{EndpointId: id, Reason: reason, FailingSince: timestamppb.New(since)})
+	if err != nil {
+		return fmt.Errorf("encode endpoint.disabled: %w", err)
+	}
+	evID, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	msg, err := cloudevent.ToPublishing(&eventv1.Event{
+		Id: evID.String(), Source: OpEventSource, Type: OpEventType, Tenant: tenant,
+		Time: timestamppb.Now(), DataContentType: "application/json", Data: data,
+	})
+	if err != nil {
+		return err
+	}
+	if err := pub.Publish(ctx, rabbit.EventsExchange, cloudevent.RoutingKey(OpEventSource, OpEventType), msg); err != nil {
+		return fmt.Errorf("publish endpoint.disabled: %w", err)
+	}
+	return nil
+}
+
+type result struct {
+	status int
+	header http.Header
+	err    error
+	record *dispatcherv1.Attempt
+}
+
+// attempt sends one signed request.
+func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *Task, timeout time.Duration) result {
+	ep := rec.Endpoint
+	w.metrics.InFlight.WithLabelValues(ep.GetId()).Inc()
+	defer w.metrics.InFlight.WithLabelValues(ep.GetId()).Dec()
+
+	start := time.Now()
+	att := &dispatcherv1.Attempt{EndpointId: ep.GetId(), Number: int32(t.Attempts + 1), Time: timestamppb.New(start)}
+	res := result{record: att}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, ep.GetUrl(), bytes.NewReader(t.Body))
+	if err != nil {
+		res.err = err
+	} else {
+		for k, v := range ep.GetHeaders() {
+			req.Header.Set(k, v)
+		}
+		ct := t.ContentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("User-Agent", "Hookyard-Dispatcher/1")
+		sign.Headers(req.Header, rec.SigningKeys(start), t.Message, start, t.Body)
+		resp, err := w.client.Do(req)
+		att.Latency = durationpb.New(time.Since(start))
+		if err != nil {
+			res.err = err
+		} else {
+			body, rerr := io.ReadAll(io.LimitReader(resp.Body, MaxResponseRead))
+			_ = resp.Body.Close()
+			res.status, res.header = resp.StatusCode, resp.Header
+			att.StatusCode = int32(resp.StatusCode)
+			att.ResponseSnippet = string(body[:min(len(body), message.MaxSnippet)])
+			if rerr != nil && resp.StatusCode/100 != 2 {
+				att.Error = "reading response: " + rerr.Error()
+			}
+		}
+	}
+	if att.Latency == nil {
+		att.Latency = durationpb.New(time.Since(start))
+	}
+	w.metrics.Latency.Observe(att.Latency.AsDuration().Seconds())
+	att.ErrorClass = string(retry.ErrorClass(res.status, res.err))
+	if res.err != nil {
+		att.Error = res.err.Error()
+	} else if res.status/100 != 2 {
+		att.Error = "HTTP " + strconv.Itoa(res.status)
+	}
+	return res
+}
+
+func (w *Worker) breaker(id string) *breaker {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if b, ok := w.breakers[id]; ok {
+		return b
+	}
+	b := &breaker{}
+	gauge := w.metrics.Breaker.WithLabelValues(id)
+	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        id,
+		MaxRequests: 1,
+		Timeout:     w.cfg.BreakerTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= w.cfg.BreakerFailures },
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			b.mu.Lock()
+			if to == gobreaker.StateOpen {
+				b.openUntil = time.Now().Add(w.cfg.BreakerTimeout)
+			} else {
+				b.openUntil = time.Time{}
+			}
+			b.mu.Unlock()
+			gauge.Set(map[gobreaker.State]float64{gobreaker.StateClosed: 0, gobreaker.StateHalfOpen: 1, gobreaker.StateOpen: 2}[to])
+		},
+	})
+	w.breakers[id] = b
+	return b
+}
+
+// until returns when an open breaker half-opens (zero when not open).
+func (b *breaker) until() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.openUntil
+}

@@ -1,0 +1,162 @@
+// Package dispatcher wires the dispatcher service: the endpoint and message
+// APIs, the fan-out consumer and the delivery workers, over one publisher,
+// one Redis and one SSRF policy.
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/platform/app"
+	"github.com/hookyard/hookyard/platform/config"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/api"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
+)
+
+// Config holds the dispatcher's own settings.
+type Config struct {
+	RetrySchedule      string
+	Retention          time.Duration
+	AutoDisableAfter   time.Duration
+	DefaultMaxInFlight int
+	DefaultTimeout     time.Duration
+	RotationOverlap    time.Duration
+	Concurrency        int
+	BreakerFailures    int
+	BreakerTimeout     time.Duration
+	QueuePrefix        string
+	KeyPrefix          string
+	EventBindings      string
+}
+
+// Register adds the settings to l.
+func (c *Config) Register(l *config.Loader) {
+	l.String(&c.RetrySchedule, "retry-schedule", "HOOKYARD_RETRY_SCHEDULE", retry.DefaultSchedule, "retry delays after the first attempt")
+	l.Duration(&c.Retention, "retention", "HOOKYARD_DISPATCHER_RETENTION", 30*24*time.Hour, "how long messages, attempts and dead letters are kept")
+	l.Duration(&c.AutoDisableAfter, "auto-disable-after", "HOOKYARD_DISPATCHER_AUTO_DISABLE_AFTER", 5*24*time.Hour, "disable an endpoint that has failed continuously this long (0 never)")
+	l.Int(&c.DefaultMaxInFlight, "default-max-in-flight", "HOOKYARD_DISPATCHER_MAX_IN_FLIGHT", endpoint.DefaultMaxInFlight, "concurrent requests per endpoint unless the endpoint sets its own")
+	l.Duration(&c.DefaultTimeout, "default-timeout", "HOOKYARD_DISPATCHER_TIMEOUT", ssrf.DefaultTimeout, "request timeout unless the endpoint sets its own")
+	l.Duration(&c.RotationOverlap, "rotation-overlap", "HOOKYARD_DISPATCHER_ROTATION_OVERLAP", 24*time.Hour, "how long a rotated-out secret keeps signing")
+	l.Int(&c.Concurrency, "concurrency", "HOOKYARD_DISPATCHER_CONCURRENCY", 256, "delivery tasks handled at once by one replica")
+	l.Int(&c.BreakerFailures, "breaker-failures", "HOOKYARD_DISPATCHER_BREAKER_FAILURES", 5, "consecutive failures that open an endpoint's circuit breaker")
+	l.Duration(&c.BreakerTimeout, "breaker-timeout", "HOOKYARD_DISPATCHER_BREAKER_TIMEOUT", 30*time.Second, "how long an open breaker waits before probing")
+	l.String(&c.QueuePrefix, "queue-prefix", "HOOKYARD_DISPATCHER_QUEUE_PREFIX", "hookyard.dispatcher", "prefix of the dispatcher's queue names")
+	l.String(&c.KeyPrefix, "key-prefix", "HOOKYARD_DISPATCHER_KEY_PREFIX", "hookyard:dispatcher", "prefix of the dispatcher's Redis keys")
+	l.String(&c.EventBindings, "event-bindings", "HOOKYARD_DISPATCHER_EVENT_BINDINGS", "#", "comma-separated routing patterns the dispatcher consumes from hookyard.events")
+}
+
+// Queues returns the queue names of c.
+func (c *Config) Queues() deliver.Queues {
+	var b []string
+	for p := range strings.SplitSeq(c.EventBindings, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			b = append(b, p)
+		}
+	}
+	return deliver.NewQueues(c.QueuePrefix, b)
+}
+
+// Deps are the shared connections.
+type Deps struct {
+	Rabbit     *rabbit.Conn
+	Redis      redis.UniversalClient
+	Log        *slog.Logger
+	Registry   prometheus.Registerer
+	AllowCIDRs string
+}
+
+// Dispatcher is the assembled service.
+type Dispatcher struct {
+	Endpoints *api.Endpoints
+	Messages  *api.Messages
+	Fanout    *fanout.Fanout
+	Worker    *deliver.Worker
+	Publisher *rabbit.Publisher
+	rabbit    *rabbit.Conn
+}
+
+// New assembles a Dispatcher.
+func New(c Config, d Deps) (*Dispatcher, error) {
+	schedule, err := retry.ParseSchedule(c.RetrySchedule)
+	if err != nil {
+		return nil, fmt.Errorf("HOOKYARD_RETRY_SCHEDULE: %w", err)
+	}
+	allow, err := ssrf.ParseCIDRs(d.AllowCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("HOOKYARD_ALLOW_CIDRS: %w", err)
+	}
+	if c.Retention <= 0 {
+		return nil, fmt.Errorf("retention must be positive, got %s", c.Retention)
+	}
+	if c.DefaultMaxInFlight <= 0 || c.DefaultTimeout <= 0 {
+		return nil, fmt.Errorf("default max in-flight and timeout must be positive")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	policy := ssrf.Policy{Allow: allow}
+	q := c.Queues()
+	eps := endpoint.New(d.Redis, c.KeyPrefix)
+	msgs := message.New(d.Redis, c.KeyPrefix, c.Retention)
+	gate := admit.New(d.Redis, c.KeyPrefix, c.Retention)
+	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
+	m := deliver.NewMetrics(d.Registry)
+	client := policy.Client(ssrf.ClientOptions{Timeout: endpoint.MaxTimeout, MaxIdleConnsPerHost: 64})
+	w := deliver.NewWorker(deliver.Config{
+		Schedule: schedule, DefaultTimeout: c.DefaultTimeout, DefaultMaxInFlight: c.DefaultMaxInFlight,
+		AutoDisableAfter: c.AutoDisableAfter, BreakerFailures: uint32(max(c.BreakerFailures, 1)),
+		BreakerTimeout: c.BreakerTimeout, Concurrency: c.Concurrency,
+	}, q, eps, msgs, gate, pub, client, m, d.Log)
+	f := fanout.New(q, eps, msgs, pub, m, d.Log)
+	deps := api.Deps{Endpoints: eps, Messages: msgs, Gate: gate, Fanout: f, Publisher: pub, Policy: policy, RotationOverlap: c.RotationOverlap}
+	return &Dispatcher{
+		Endpoints: &api.Endpoints{Deps: deps},
+		Messages:  &api.Messages{Deps: deps},
+		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit,
+	}, nil
+}
+
+// RunFanout consumes events until ctx ends.
+func (d *Dispatcher) RunFanout(ctx context.Context) error { return d.Fanout.Run(ctx, d.rabbit) }
+
+// RunDeliveries consumes delivery tasks until ctx ends.
+func (d *Dispatcher) RunDeliveries(ctx context.Context) error { return d.Worker.Run(ctx, d.rabbit) }
+
+// Service describes the dispatcher binary.
+func Service() app.Service {
+	var c Config
+	return app.Service{
+		Name:     "dispatcher",
+		Ports:    config.Ports{HTTP: ":8081", GRPC: ":9091"},
+		Flags:    c.Register,
+		Topology: []func(*amqp.Channel) error{func(ch *amqp.Channel) error { return c.Queues().Declare(ch) }},
+		Build: func(_ context.Context, rt *app.Runtime) error {
+			d, err := New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
+			if err != nil {
+				return err
+			}
+			rt.OnClose(d.Publisher.Close)
+			dispatcherv1.RegisterEndpointServiceServer(rt.Server.GRPC, d.Endpoints)
+			dispatcherv1.RegisterMessageServiceServer(rt.Server.GRPC, d.Messages)
+			rt.Server.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler)
+			rt.Go("fanout", d.RunFanout)
+			rt.Go("deliveries", d.RunDeliveries)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,433 @@
+// Package endpoint keeps a tenant's subscriber endpoints in Redis and
+// answers the question every event raises: which endpoints want it.
+//
+// Layout (P is the configured key prefix):
+//
+//	P:ep:{tenant}:<id>   hash: data (protojson Endpoint, no secret),
+//	                     secrets (JSON), failing_since (unix ms)
+//	P:eps:{tenant}       sorted set of ids, all score 0; uuid v7 ids sort
+//	                     lexicographically in creation order, so ZRANGEBYLEX
+//	                     pages oldest first with the last id as page token
+//
+// Reads for delivery go through a per-replica cache that is at most
+// CacheTTL old, so a change made on any replica reaches all of them within
+// that time without a pub/sub channel to keep alive.
+package endpoint
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
+)
+
+// Errors returned by Store.
+var (
+	ErrNotFound = errors.New("endpoint not found")
+	ErrBadToken = errors.New("invalid page token")
+	ErrConflict = errors.New("endpoint changed concurrently, try again")
+)
+
+// CacheTTL bounds how stale a replica's view of endpoints may be.
+const CacheTTL = time.Second
+
+// Reasons an endpoint is disabled.
+const (
+	ReasonGone    = "gone"
+	ReasonFailing = "failing"
+	ReasonManual  = "manual"
+)
+
+// Secret is one signing secret; Expires is zero while it is current.
+type Secret struct {
+	Value   string    `json:"value"`
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Record is an endpoint with its active secrets, as the delivery path needs it.
+type Record struct {
+	Tenant   string
+	Endpoint *dispatcherv1.Endpoint // Secret is always empty
+	Secrets  []Secret               // newest first, expired ones dropped
+}
+
+// SigningKeys returns the decoded keys of the secrets active at now.
+func (r *Record) SigningKeys(now time.Time) [][]byte {
+	var keys [][]byte
+	for _, s := range r.Secrets {
+		if !s.Expires.IsZero() && !now.Before(s.Expires) {
+			continue
+		}
+		if k, err := sign.ParseSecret(s.Value); err == nil {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// Store is the Redis-backed endpoint store.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	now    func() time.Time
+
+	mu    sync.Mutex
+	cache map[string]cached // tenant -> endpoints
+}
+
+type cached struct {
+	at      time.Time
+	records []*Record
+}
+
+// New returns a Store writing keys under prefix.
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	return &Store{rdb: rdb, prefix: prefix, now: time.Now, cache: map[string]cached{}}
+}
+
+func (s *Store) key(tenant, id string) string {
+	return fmt.Sprintf("%s:ep:{%s}:%s", s.prefix, tenant, id)
+}
+func (s *Store) index(tenant string) string { return fmt.Sprintf("%s:eps:{%s}", s.prefix, tenant) }
+
+func (s *Store) forget(tenant string) {
+	s.mu.Lock()
+	delete(s.cache, tenant)
+	s.mu.Unlock()
+}
+
+// Create stores a new endpoint and returns it with its secret (the only time
+// the secret is shown). ep must have been validated.
+func (s *Store) Create(ctx context.Context, tenant string, ep *dispatcherv1.Endpoint) (*dispatcherv1.Endpoint, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("endpoint id: %w", err)
+	}
+	secret, err := sign.NewSecret()
+	if err != nil {
+		return nil, err
+	}
+	ep = proto.Clone(ep).(*dispatcherv1.Endpoint)
+	now := timestamppb.New(s.now())
+	ep.Id, ep.Secret, ep.CreateTime, ep.UpdateTime, ep.FailingSince = id.String(), "", now, now, nil
+	if ep.Disabled {
+		ep.DisabledReason = ReasonManual
+	} else {
+		ep.DisabledReason = ""
+	}
+	data, err := protojson.Marshal(ep)
+	if err != nil {
+		return nil, fmt.Errorf("encode endpoint: %w", err)
+	}
+	secrets, _ := json.Marshal([]Secret{{Value: secret}})
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, s.key(tenant, ep.Id), "data", data, "secrets", secrets)
+		p.ZAdd(ctx, s.index(tenant), redis.Z{Member: ep.Id})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store endpoint: %w", err)
+	}
+	s.forget(tenant)
+	ep.Secret = secret
+	return ep, nil
+}
+
+// Get reads an endpoint from Redis (never from the cache).
+func (s *Store) Get(ctx context.Context, tenant, id string) (*Record, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, ErrNotFound
+	}
+	vals, err := s.rdb.HGetAll(ctx, s.key(tenant, id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read endpoint: %w", err)
+	}
+	if len(vals) == 0 {
+		return nil, ErrNotFound
+	}
+	return s.decode(tenant, vals)
+}
+
+func (s *Store) decode(tenant string, vals map[string]string) (*Record, error) {
+	ep := &dispatcherv1.Endpoint{}
+	if err := protojson.Unmarshal([]byte(vals["data"]), ep); err != nil {
+		return nil, fmt.Errorf("decode endpoint: %w", err)
+	}
+	if v := vals["failing_since"]; v != "" {
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+			ep.FailingSince = timestamppb.New(time.UnixMilli(ms))
+		}
+	}
+	var secrets []Secret
+	if err := json.Unmarshal([]byte(vals["secrets"]), &secrets); err != nil {
+		return nil, fmt.Errorf("decode endpoint secrets: %w", err)
+	}
+	now := s.now()
+	live := secrets[:0]
+	for _, sec := range secrets {
+		if sec.Expires.IsZero() || now.Before(sec.Expires) {
+			live = append(live, sec)
+		}
+	}
+	return &Record{Tenant: tenant, Endpoint: ep, Secrets: live}, nil
+}
+
+// Cached returns the endpoint from the replica cache, reading the tenant's
+// endpoints again when the cache is older than CacheTTL.
+func (s *Store) Cached(ctx context.Context, tenant, id string) (*Record, error) {
+	all, err := s.all(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range all {
+		if r.Endpoint.GetId() == id {
+			return r, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+// Matching returns the tenant's enabled endpoints whose event_types match
+// routingKey, from the replica cache.
+func (s *Store) Matching(ctx context.Context, tenant, routingKey string) ([]*Record, error) {
+	all, err := s.all(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Record
+	for _, r := range all {
+		if MatchAny(r.Endpoint.GetEventTypes(), routingKey) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// all returns every endpoint of tenant, at most CacheTTL stale.
+func (s *Store) all(ctx context.Context, tenant string) ([]*Record, error) {
+	now := s.now()
+	s.mu.Lock()
+	c, ok := s.cache[tenant]
+	s.mu.Unlock()
+	if ok && now.Sub(c.at) < CacheTTL {
+		return c.records, nil
+	}
+	ids, err := s.rdb.ZRange(ctx, s.index(tenant), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list endpoints: %w", err)
+	}
+	records, err := s.load(ctx, tenant, ids)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if len(s.cache) > 10000 {
+		clear(s.cache) // bound memory with many tenants; refilled on demand
+	}
+	s.cache[tenant] = cached{at: now, records: records}
+	s.mu.Unlock()
+	return records, nil
+}
+
+func (s *Store) load(ctx context.Context, tenant string, ids []string) ([]*Record, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGetAll(ctx, s.key(tenant, id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read endpoints: %w", err)
+	}
+	out := make([]*Record, 0, len(ids))
+	for _, c := range cmds {
+		if len(c.Val()) == 0 {
+			continue // deleted between the index read and now
+		}
+		r, err := s.decode(tenant, c.Val())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// List pages through the tenant's endpoints, oldest first.
+func (s *Store) List(ctx context.Context, tenant string, size int, token string) ([]*Record, string, error) {
+	min := "-"
+	if token != "" {
+		if _, err := uuid.Parse(token); err != nil {
+			return nil, "", ErrBadToken
+		}
+		min = "(" + token
+	}
+	ids, err := s.rdb.ZRangeByLex(ctx, s.index(tenant), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(size + 1)}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list endpoints: %w", err)
+	}
+	next := ""
+	if len(ids) > size {
+		ids = ids[:size]
+		next = ids[size-1]
+	}
+	records, err := s.load(ctx, tenant, ids)
+	return records, next, err
+}
+
+// Modify applies fn to the stored endpoint under optimistic locking and
+// saves the result. fn may change the endpoint and the secrets.
+func (s *Store) Modify(ctx context.Context, tenant, id string, fn func(r *Record) error) (*Record, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, ErrNotFound
+	}
+	key := s.key(tenant, id)
+	var out *Record
+	for range 10 {
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			vals, err := tx.HGetAll(ctx, key).Result()
+			if err != nil {
+				return fmt.Errorf("read endpoint: %w", err)
+			}
+			if len(vals) == 0 {
+				return ErrNotFound
+			}
+			r, err := s.decode(tenant, vals)
+			if err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+			r.Endpoint.UpdateTime = timestamppb.New(s.now())
+			fs := r.Endpoint.FailingSince
+			stored := proto.Clone(r.Endpoint).(*dispatcherv1.Endpoint)
+			stored.Secret, stored.FailingSince = "", nil
+			data, err := protojson.Marshal(stored)
+			if err != nil {
+				return fmt.Errorf("encode endpoint: %w", err)
+			}
+			secrets, _ := json.Marshal(r.Secrets)
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.HSet(ctx, key, "data", data, "secrets", secrets)
+				if fs == nil {
+					p.HDel(ctx, key, "failing_since")
+				} else {
+					p.HSet(ctx, key, "failing_since", fs.AsTime().UnixMilli())
+				}
+				return nil
+			})
+			out = r
+			return err
+		}, key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.forget(tenant)
+		return out, nil
+	}
+	return nil, ErrConflict
+}
+
+// Delete removes an endpoint.
+func (s *Store) Delete(ctx context.Context, tenant, id string) error {
+	if _, err := uuid.Parse(id); err != nil {
+		return ErrNotFound
+	}
+	var del *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		del = p.Del(ctx, s.key(tenant, id))
+		p.ZRem(ctx, s.index(tenant), id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete endpoint: %w", err)
+	}
+	s.forget(tenant)
+	if del.Val() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// Rotate adds a new current secret and lets the previous ones expire after
+// overlap. It returns the new secret and when the previous one expires.
+func (s *Store) Rotate(ctx context.Context, tenant, id string, overlap time.Duration) (string, time.Time, error) {
+	secret, err := sign.NewSecret()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	expires := s.now().Add(overlap)
+	_, err = s.Modify(ctx, tenant, id, func(r *Record) error {
+		for i := range r.Secrets {
+			if r.Secrets[i].Expires.IsZero() || r.Secrets[i].Expires.After(expires) {
+				r.Secrets[i].Expires = expires
+			}
+		}
+		r.Secrets = append([]Secret{{Value: secret}}, r.Secrets...)
+		return nil
+	})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return secret, expires, nil
+}
+
+// MarkFailing records the start of a failure run if none is recorded and
+// returns its start. It is a single HSETNX, cheap enough for every failed
+// attempt.
+func (s *Store) MarkFailing(ctx context.Context, tenant, id string, at time.Time) (time.Time, error) {
+	key := s.key(tenant, id)
+	pipe := s.rdb.Pipeline()
+	pipe.HSetNX(ctx, key, "failing_since", at.UnixMilli())
+	get := pipe.HGet(ctx, key, "failing_since")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return time.Time{}, fmt.Errorf("mark endpoint failing: %w", err)
+	}
+	ms, err := strconv.ParseInt(get.Val(), 10, 64)
+	if err != nil {
+		return at, nil
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// ClearFailing ends a failure run after a successful delivery.
+func (s *Store) ClearFailing(ctx context.Context, tenant, id string) error {
+	if err := s.rdb.HDel(ctx, s.key(tenant, id), "failing_since").Err(); err != nil {
+		return fmt.Errorf("clear endpoint failing: %w", err)
+	}
+	return nil
+}
+
+// Disable disables an enabled endpoint with reason. It reports whether this
+// call disabled it, so only one replica publishes the event.
+func (s *Store) Disable(ctx context.Context, tenant, id, reason string) (*Record, bool, error) {
+	changed := false
+	r, err := s.Modify(ctx, tenant, id, func(r *Record) error {
+		changed = !r.Endpoint.Disabled
+		if changed {
+			r.Endpoint.Disabled, r.Endpoint.DisabledReason = true, reason
+		}
+		return nil
+	})
+	return r, changed, err
+}

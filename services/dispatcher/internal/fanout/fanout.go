@@ -1,0 +1,192 @@
+// Package fanout turns each event on hookyard.events into one delivery
+// task per matching endpoint of the event's tenant.
+//
+// The event is acked only after every task is confirmed by the broker. If
+// the dispatcher dies in between, the event comes back and fan-out runs
+// again: endpoints whose delivery is already recorded are skipped, and a
+// task published twice is caught by the delivered marker and attempt lock
+// (package admit), so a crash costs at most a duplicate task, never a lost
+// one.
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+)
+
+// Fanout consumes the dispatcher's events queue.
+type Fanout struct {
+	queues    deliver.Queues
+	endpoints *endpoint.Store
+	messages  *message.Store
+	pub       deliver.Publisher
+	metrics   *deliver.Metrics
+	log       *slog.Logger
+	// Concurrency is how many events are fanned out at once.
+	Concurrency int
+}
+
+// New returns a Fanout.
+func New(q deliver.Queues, eps *endpoint.Store, msgs *message.Store, pub deliver.Publisher, m *deliver.Metrics, log *slog.Logger) *Fanout {
+	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64}
+}
+
+// Run consumes until ctx ends and returns after in-flight events finish.
+func (f *Fanout) Run(ctx context.Context, conn *rabbit.Conn) error {
+	return conn.ConsumeWithConfig(ctx, f.queues.Events, rabbit.ConsumeConfig{
+		Prefetch: f.Concurrency, Concurrency: f.Concurrency, ShutdownGrace: 20 * time.Second,
+	}, f.Handle)
+}
+
+// Handle fans out one event delivery.
+func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
+	ev, err := cloudevent.FromDelivery(d)
+	if err != nil {
+		f.metrics.Published.WithLabelValues("invalid").Inc()
+		f.log.Error("event is not a binary-mode CloudEvent; sent to the DLQ", "err", err, "message_id", d.MessageId)
+		_ = d.Reject(false)
+		return
+	}
+	if ev.GetTenant() == "" {
+		// Nothing can be addressed without a tenant.
+		f.metrics.Published.WithLabelValues("no_tenant").Inc()
+		_ = d.Ack(false)
+		return
+	}
+	key := d.RoutingKey
+	if key == "" {
+		key = cloudevent.RoutingKey(ev.GetSource(), ev.GetType())
+	}
+	m := &message.Message{
+		ID: ev.GetId(), Source: ev.GetSource(), Type: ev.GetType(), RoutingKey: key,
+		ContentType: ev.GetDataContentType(), CreateTime: time.Now().UTC(), Body: ev.GetData(),
+	}
+	if ev.GetTime() != nil {
+		m.EventTime = ev.GetTime().AsTime()
+	}
+	n, err := f.Dispatch(ctx, ev.GetTenant(), m, nil)
+	if err != nil {
+		f.metrics.Published.WithLabelValues("error").Inc()
+		f.log.Warn("fan-out failed; event requeued", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant())
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
+		_ = d.Nack(false, true)
+		return
+	}
+	f.metrics.Published.WithLabelValues("ok").Inc()
+	f.log.Debug("event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
+	_ = d.Ack(false)
+}
+
+// Dispatch records m and enqueues a task for each matching endpoint that
+// has no delivery yet (or, with only set, for those endpoints). It returns
+// the number of tasks published.
+func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message, only []string) (int, error) {
+	if _, err := f.messages.Record(ctx, tenant, m); err != nil {
+		return 0, err
+	}
+	var ids []string
+	if only != nil {
+		ids = only
+	} else {
+		recs, err := f.endpoints.Matching(ctx, tenant, m.RoutingKey)
+		if err != nil {
+			return 0, err
+		}
+		for _, r := range recs {
+			ids = append(ids, r.Endpoint.GetId())
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	existing, err := f.messages.Deliveries(ctx, tenant, m.ID, ids)
+	if err != nil {
+		return 0, err
+	}
+	var todo []string
+	for _, id := range ids {
+		if !existing[id] {
+			todo = append(todo, id)
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(32)
+	for _, id := range todo {
+		g.Go(func() error {
+			return f.queues.Enqueue(gctx, f.pub, &deliver.Task{
+				Tenant: tenant, Message: m.ID, Endpoint: id, RoutingKey: m.RoutingKey,
+				ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
+			})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, fmt.Errorf("publish delivery tasks: %w", err)
+	}
+	if err := f.messages.InitDeliveries(ctx, tenant, m.ID, todo); err != nil {
+		return 0, err
+	}
+	return len(todo), nil
+}
+
+// ErrNoEndpoint is returned by Resend for an endpoint without a delivery.
+var ErrNoEndpoint = errors.New("message has no delivery to that endpoint")
+
+// Forgetter clears delivered markers (admit.Gate).
+type Forgetter interface {
+	Forget(ctx context.Context, ep, msg string) error
+}
+
+// Requeue sends a recorded message again to the given endpoints (all of
+// its endpoints when eps is empty), starting a fresh attempt count. It
+// clears dead letters, held entries and delivered markers first, so an
+// explicit resend is delivered even if it was delivered before.
+func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID string, eps []string) (int, error) {
+	m, deliveries, err := f.messages.Get(ctx, tenant, msgID)
+	if err != nil {
+		return 0, err
+	}
+	if len(eps) == 0 {
+		for ep := range deliveries {
+			eps = append(eps, ep)
+		}
+	} else {
+		for _, ep := range eps {
+			if _, ok := deliveries[ep]; !ok {
+				return 0, ErrNoEndpoint
+			}
+		}
+	}
+	for _, ep := range eps {
+		if err := gate.Forget(ctx, ep, msgID); err != nil {
+			return 0, err
+		}
+		if err := f.messages.ClearDeadLetter(ctx, tenant, msgID, ep); err != nil {
+			return 0, err
+		}
+		if err := f.messages.SetDelivery(ctx, tenant, msgID, ep, message.Delivery{Status: message.StatusPending}); err != nil {
+			return 0, err
+		}
+		if err := f.queues.Enqueue(ctx, f.pub, &deliver.Task{
+			Tenant: tenant, Message: msgID, Endpoint: ep, RoutingKey: m.RoutingKey,
+			ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
+		}); err != nil {
+			return 0, err
+		}
+	}
+	return len(eps), nil
+}

@@ -1,0 +1,389 @@
+// Package message records what the dispatcher did with each event: the
+// message itself (raw body included, so it can be resent), its delivery
+// state per endpoint, the attempt log, dead letters and deliveries held
+// while an endpoint is disabled. Everything expires after the retention
+// period and every key is scoped by tenant.
+//
+// Layout (P is the configured prefix; {t} is the tenant as a Cluster hash
+// tag, so one tenant's keys live in one slot):
+//
+//	P:msg:{t}:<id>      hash: meta (JSON), body (raw), d:<endpoint> (JSON
+//	                    delivery state), dl:<endpoint> (JSON dead letter)
+//	P:att:{t}:<id>      list of attempts (protojson), oldest first
+//	P:dl:{t}            sorted set "<id> <endpoint>" by dead-letter time
+//	P:dle:{t}:<ep>      sorted set of message ids by dead-letter time
+//	P:held:{t}:<ep>     sorted set of message ids held while disabled
+//	P:send:{t}:<id>     SendMessage idempotency key
+package message
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+)
+
+// Errors returned by Store.
+var (
+	ErrNotFound = errors.New("message not found")
+	ErrBadToken = errors.New("invalid page token")
+)
+
+// Delivery states.
+const (
+	StatusPending   = "pending"
+	StatusRetrying  = "retrying"
+	StatusDelivered = "delivered"
+	StatusFailed    = "failed"
+	StatusHeld      = "held"
+)
+
+// MaxSnippet bounds the stored part of a response body.
+const MaxSnippet = 4 << 10
+
+// Message is an event as the dispatcher keeps it.
+type Message struct {
+	ID          string    `json:"-"`
+	Source      string    `json:"source"`
+	Type        string    `json:"type"`
+	RoutingKey  string    `json:"key"`
+	ContentType string    `json:"content_type,omitempty"`
+	EventTime   time.Time `json:"event_time,omitzero"`
+	CreateTime  time.Time `json:"create_time"`
+	Body        []byte    `json:"-"`
+}
+
+// Delivery is the state of a message at one endpoint.
+type Delivery struct {
+	Status   string    `json:"status"`
+	Attempts int       `json:"attempts"`
+	Next     time.Time `json:"next,omitzero"`
+}
+
+// Store is the Redis-backed message store.
+type Store struct {
+	rdb       redis.UniversalClient
+	prefix    string
+	retention time.Duration
+}
+
+// New returns a Store keeping records for retention.
+func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
+	return &Store{rdb: rdb, prefix: prefix, retention: retention}
+}
+
+// Retention is how long records are kept.
+func (s *Store) Retention() time.Duration { return s.retention }
+
+func (s *Store) msgKey(t, id string) string  { return fmt.Sprintf("%s:msg:{%s}:%s", s.prefix, t, id) }
+func (s *Store) attKey(t, id string) string  { return fmt.Sprintf("%s:att:{%s}:%s", s.prefix, t, id) }
+func (s *Store) dlKey(t string) string       { return fmt.Sprintf("%s:dl:{%s}", s.prefix, t) }
+func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%s", s.prefix, t, ep) }
+func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
+func (s *Store) sendKey(t, id string) string { return fmt.Sprintf("%s:send:{%s}:%s", s.prefix, t, id) }
+
+// Record stores m unless a message with its id exists. It reports whether
+// m was new.
+func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, error) {
+	meta, err := json.Marshal(m)
+	if err != nil {
+		return false, fmt.Errorf("encode message: %w", err)
+	}
+	key := s.msgKey(tenant, m.ID)
+	created, err := s.rdb.HSetNX(ctx, key, "meta", meta).Result()
+	if err != nil {
+		return false, fmt.Errorf("record message: %w", err)
+	}
+	if created {
+		pipe := s.rdb.Pipeline()
+		pipe.HSet(ctx, key, "body", m.Body)
+		pipe.Expire(ctx, key, s.retention)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, fmt.Errorf("record message: %w", err)
+		}
+	}
+	return created, nil
+}
+
+// Get returns a message and its deliveries by endpoint id.
+func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[string]Delivery, error) {
+	if id == "" || len(id) > 255 {
+		return nil, nil, ErrNotFound
+	}
+	vals, err := s.rdb.HGetAll(ctx, s.msgKey(tenant, id)).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read message: %w", err)
+	}
+	if vals["meta"] == "" {
+		return nil, nil, ErrNotFound
+	}
+	m := &Message{ID: id, Body: []byte(vals["body"])}
+	if err := json.Unmarshal([]byte(vals["meta"]), m); err != nil {
+		return nil, nil, fmt.Errorf("decode message: %w", err)
+	}
+	ds := map[string]Delivery{}
+	for k, v := range vals {
+		if ep, ok := strings.CutPrefix(k, "d:"); ok {
+			var d Delivery
+			if json.Unmarshal([]byte(v), &d) == nil {
+				ds[ep] = d
+			}
+		}
+	}
+	return m, ds, nil
+}
+
+// Deliveries returns which of endpoints already have a delivery recorded.
+func (s *Store) Deliveries(ctx context.Context, tenant, id string, endpoints []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(endpoints) == 0 {
+		return out, nil
+	}
+	fields := make([]string, len(endpoints))
+	for i, ep := range endpoints {
+		fields[i] = "d:" + ep
+	}
+	vals, err := s.rdb.HMGet(ctx, s.msgKey(tenant, id), fields...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read deliveries: %w", err)
+	}
+	for i, v := range vals {
+		if v != nil {
+			out[endpoints[i]] = true
+		}
+	}
+	return out, nil
+}
+
+// InitDeliveries records a pending delivery for each endpoint that has none.
+func (s *Store) InitDeliveries(ctx context.Context, tenant, id string, endpoints []string) error {
+	if len(endpoints) == 0 {
+		return nil
+	}
+	pending, _ := json.Marshal(Delivery{Status: StatusPending})
+	pipe := s.rdb.Pipeline()
+	for _, ep := range endpoints {
+		pipe.HSetNX(ctx, s.msgKey(tenant, id), "d:"+ep, pending)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record deliveries: %w", err)
+	}
+	return nil
+}
+
+// SetDelivery overwrites the state of a delivery.
+func (s *Store) SetDelivery(ctx context.Context, tenant, id, ep string, d Delivery) error {
+	v, _ := json.Marshal(d)
+	if err := s.rdb.HSet(ctx, s.msgKey(tenant, id), "d:"+ep, v).Err(); err != nil {
+		return fmt.Errorf("record delivery: %w", err)
+	}
+	return nil
+}
+
+// AddAttempt appends to the attempt log. The snippet is cut to MaxSnippet.
+func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcherv1.Attempt) error {
+	if len(a.ResponseSnippet) > MaxSnippet {
+		a.ResponseSnippet = strings.ToValidUTF8(a.ResponseSnippet[:MaxSnippet], "")
+	}
+	v, err := protojson.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode attempt: %w", err)
+	}
+	key := s.attKey(tenant, id)
+	pipe := s.rdb.Pipeline()
+	pipe.RPush(ctx, key, v)
+	pipe.Expire(ctx, key, s.retention)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	return nil
+}
+
+// Attempts pages through the attempt log, oldest first. Page tokens are
+// opaque offsets: the log is append-only, so offsets stay valid.
+func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token string) ([]*dispatcherv1.Attempt, string, error) {
+	off, err := decodeOffset(token)
+	if err != nil {
+		return nil, "", err
+	}
+	vals, err := s.rdb.LRange(ctx, s.attKey(tenant, id), int64(off), int64(off+size)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("read attempts: %w", err)
+	}
+	next := ""
+	if len(vals) > size {
+		vals = vals[:size]
+		next = encodeOffset(off + size)
+	}
+	out := make([]*dispatcherv1.Attempt, 0, len(vals))
+	for _, v := range vals {
+		a := &dispatcherv1.Attempt{}
+		if err := protojson.Unmarshal([]byte(v), a); err != nil {
+			return nil, "", fmt.Errorf("decode attempt: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, next, nil
+}
+
+// DeadLetter records that the delivery of id to ep failed for good.
+func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dispatcherv1.Attempt, at time.Time) error {
+	dl := &dispatcherv1.DeadLetter{MessageId: id, EndpointId: ep, Time: timestamppb.New(at), LastAttempt: last}
+	v, err := protojson.Marshal(dl)
+	if err != nil {
+		return fmt.Errorf("encode dead letter: %w", err)
+	}
+	score := float64(at.UnixMilli())
+	cut := strconv.FormatInt(at.Add(-s.retention).UnixMilli(), 10)
+	pipe := s.rdb.TxPipeline()
+	pipe.HSet(ctx, s.msgKey(tenant, id), "dl:"+ep, v)
+	for _, k := range []string{s.dlKey(tenant), s.dleKey(tenant, ep)} {
+		member := id
+		if k == s.dlKey(tenant) {
+			member = id + " " + ep
+		}
+		pipe.ZAdd(ctx, k, redis.Z{Score: score, Member: member})
+		pipe.ZRemRangeByScore(ctx, k, "-inf", "("+cut)
+		pipe.Expire(ctx, k, s.retention)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record dead letter: %w", err)
+	}
+	return nil
+}
+
+// DeadLetters pages through dead letters, newest first, optionally of one
+// endpoint only.
+func (s *Store) DeadLetters(ctx context.Context, tenant, ep string, size int, token string) ([]*dispatcherv1.DeadLetter, string, error) {
+	off, err := decodeOffset(token)
+	if err != nil {
+		return nil, "", err
+	}
+	key := s.dlKey(tenant)
+	if ep != "" {
+		key = s.dleKey(tenant, ep)
+	}
+	members, err := s.rdb.ZRevRange(ctx, key, int64(off), int64(off+size)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list dead letters: %w", err)
+	}
+	next := ""
+	if len(members) > size {
+		members = members[:size]
+		next = encodeOffset(off + size)
+	}
+	cmds := make([]*redis.StringCmd, len(members))
+	pipe := s.rdb.Pipeline()
+	for i, m := range members {
+		id, e := m, ep
+		if ep == "" {
+			id, e, _ = strings.Cut(m, " ")
+		}
+		cmds[i] = pipe.HGet(ctx, s.msgKey(tenant, id), "dl:"+e)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, "", fmt.Errorf("read dead letters: %w", err)
+	}
+	out := make([]*dispatcherv1.DeadLetter, 0, len(members))
+	for _, c := range cmds {
+		if c.Err() != nil {
+			continue // message expired or resent since
+		}
+		dl := &dispatcherv1.DeadLetter{}
+		if err := protojson.Unmarshal([]byte(c.Val()), dl); err == nil {
+			out = append(out, dl)
+		}
+	}
+	return out, next, nil
+}
+
+// ClearDeadLetter forgets a dead letter once it has been queued again.
+func (s *Store) ClearDeadLetter(ctx context.Context, tenant, id, ep string) error {
+	pipe := s.rdb.TxPipeline()
+	pipe.HDel(ctx, s.msgKey(tenant, id), "dl:"+ep)
+	pipe.ZRem(ctx, s.dlKey(tenant), id+" "+ep)
+	pipe.ZRem(ctx, s.dleKey(tenant, ep), id)
+	pipe.ZRem(ctx, s.heldKey(tenant, ep), id)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("clear dead letter: %w", err)
+	}
+	return nil
+}
+
+// Hold records that a delivery waits for its endpoint to be re-enabled.
+func (s *Store) Hold(ctx context.Context, tenant, id, ep string, at time.Time) error {
+	k := s.heldKey(tenant, ep)
+	pipe := s.rdb.TxPipeline()
+	pipe.ZAdd(ctx, k, redis.Z{Score: float64(at.UnixMilli()), Member: id})
+	pipe.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(at.Add(-s.retention).UnixMilli(), 10))
+	pipe.Expire(ctx, k, s.retention)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("hold delivery: %w", err)
+	}
+	return nil
+}
+
+// Recoverable returns the ids of messages held or dead-lettered for ep
+// since the given time.
+func (s *Store) Recoverable(ctx context.Context, tenant, ep string, since time.Time) ([]string, error) {
+	min := strconv.FormatInt(since.UnixMilli(), 10)
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range []string{s.heldKey(tenant, ep), s.dleKey(tenant, ep)} {
+		ids, err := s.rdb.ZRangeByScore(ctx, k, &redis.ZRangeBy{Min: min, Max: "+inf"}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list recoverable deliveries: %w", err)
+		}
+		for _, id := range ids {
+			if !seen[id] {
+				seen[id] = true
+				out = append(out, id)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ClaimSend reserves a SendMessage id for a tenant. It reports false when
+// the id was already used; Release undoes a claim whose publish failed.
+func (s *Store) ClaimSend(ctx context.Context, tenant, id string) (bool, error) {
+	ok, err := s.rdb.SetNX(ctx, s.sendKey(tenant, id), time.Now().UnixMilli(), s.retention).Result()
+	if err != nil {
+		return false, fmt.Errorf("claim message id: %w", err)
+	}
+	return ok, nil
+}
+
+// ReleaseSend frees a claimed id after a failed publish.
+func (s *Store) ReleaseSend(ctx context.Context, tenant, id string) error {
+	return s.rdb.Del(ctx, s.sendKey(tenant, id)).Err()
+}
+
+func encodeOffset(n int) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("o" + strconv.Itoa(n)))
+}
+
+func decodeOffset(token string) (int, error) {
+	if token == "" {
+		return 0, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(b) < 2 || b[0] != 'o' {
+		return 0, ErrBadToken
+	}
+	n, err := strconv.Atoi(string(b[1:]))
+	if err != nil || n < 0 {
+		return 0, ErrBadToken
+	}
+	return n, nil
+}
