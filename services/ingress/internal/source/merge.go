@@ -2,8 +2,10 @@ package source
 
 import (
 	"fmt"
+	"strings"
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Merge applies the fields of in named by paths to cur. With no paths it
@@ -64,7 +66,25 @@ func Merge(cur, in *ingressv1.Source, paths []string) (*ingressv1.Source, error)
 		case "create_time", "update_time", "createTime", "updateTime":
 			return nil, fmt.Errorf("%s is output only", p)
 		default:
-			return nil, fmt.Errorf("update_mask: unknown field %q", p)
+			// grpc-gateway derives nested paths such as
+			// "hmac.signature_header" from a PATCH body without a mask.
+			sub, ok := strings.CutPrefix(p, "hmac.")
+			if !ok {
+				return nil, fmt.Errorf("update_mask: unknown field %q", p)
+			}
+			if out.Hmac == nil {
+				out.Hmac = &ingressv1.HmacScheme{}
+			}
+			dst := out.Hmac.ProtoReflect()
+			fields := dst.Descriptor().Fields()
+			fd := fields.ByName(protoreflect.Name(sub))
+			if fd == nil {
+				fd = fields.ByJSONName(sub)
+			}
+			if fd == nil {
+				return nil, fmt.Errorf("update_mask: unknown field %q", p)
+			}
+			dst.Set(fd, in.GetHmac().ProtoReflect().Get(fd))
 		}
 	}
 	return out, nil
