@@ -1,0 +1,214 @@
+# Hookyard build, test and development targets. Run `make help` for a list.
+#
+# Every target that iterates over Go modules visits all modules of go.work
+# (override with MODULES="dir ..."), keeps going after a failing module so
+# that one run reports every failure, and fails at the end if any module
+# failed.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+GO ?= go
+BIN := $(CURDIR)/bin
+
+# Modules of the workspace (absolute directories).
+MODULES ?= $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
+# Service binaries, each built from services/<name>/cmd/<name>.
+SERVICES := ingress dispatcher cache jobs
+
+TEST_TIMEOUT ?= 10m
+TEST_FLAGS ?=
+RACE ?= -race
+FUZZTIME ?= 10s
+BENCH ?= .
+BENCHTIME ?= 1s
+BENCH_FLAGS ?= -benchmem
+
+# ---------------------------------------------------------------- tools
+# Pinned code generators, installed into ./bin with `go install`.
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GRPC_GATEWAY_VERSION := v2.33.0
+
+# binary|package|module|version
+TOOLS := \
+	buf|github.com/bufbuild/buf/cmd/buf|github.com/bufbuild/buf|$(BUF_VERSION) \
+	protoc-gen-go|google.golang.org/protobuf/cmd/protoc-gen-go|google.golang.org/protobuf|$(PROTOC_GEN_GO_VERSION) \
+	protoc-gen-go-grpc|google.golang.org/grpc/cmd/protoc-gen-go-grpc|google.golang.org/grpc/cmd/protoc-gen-go-grpc|$(PROTOC_GEN_GO_GRPC_VERSION) \
+	protoc-gen-grpc-gateway|github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway|github.com/grpc-ecosystem/grpc-gateway/v2|$(GRPC_GATEWAY_VERSION) \
+	protoc-gen-openapiv2|github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2|github.com/grpc-ecosystem/grpc-gateway/v2|$(GRPC_GATEWAY_VERSION)
+TOOLS_HASH := $(shell printf '%s\n' '$(TOOLS)' | sha256sum | cut -c1-12)
+TOOLS_STAMP := $(BIN)/.tools-$(TOOLS_HASH)
+QUOTED_TOOLS := $(foreach t,$(TOOLS),'$(t)')
+
+# Shell prelude for module loops: `has_pkgs` is false only for a module that
+# contains no packages at all (go test/vet/build refuse an empty ./...);
+# a module whose packages fail to load still counts, so its error shows.
+define PRELUDE
+fail=0
+has_pkgs() { local out; out=$$($(GO) list ./... 2>/dev/null) || return 0; [[ -n $$out ]]; }
+modules=($(MODULES))
+(( $${#modules[@]} )) || { echo "no Go modules found (is go.work present?)" >&2; exit 1; }
+endef
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-16s %s\n", $$1, $$2 }'
+
+.PHONY: tools
+tools: ## Install the pinned buf and protoc plugins into ./bin
+	@if [[ -f '$(TOOLS_STAMP)' ]]; then
+		ok=1
+		for t in $(QUOTED_TOOLS); do [[ -x '$(BIN)'/$${t%%|*} ]] || ok=0; done
+		(( ok )) && exit 0
+	fi
+	mkdir -p '$(BIN)'
+	for t in $(QUOTED_TOOLS); do
+		IFS='|' read -r name pkg mod ver <<<"$$t"
+		have=$$($(GO) version -m '$(BIN)'/"$$name" 2>/dev/null | awk -v m="$$mod" '$$1 == "mod" && $$2 == m { print $$3 }') || true
+		if [[ $$have == "$$ver" ]]; then continue; fi
+		echo "tools: installing $$name $$ver"
+		GOBIN='$(BIN)' GOWORK=off $(GO) install "$$pkg@$$ver"
+	done
+	rm -f '$(BIN)'/.tools-*
+	touch '$(TOOLS_STAMP)'
+
+# ------------------------------------------------------------ generation
+
+.PHONY: gen
+gen: tools ## Regenerate gen/hookyard and gen/openapi from proto/
+	@rm -rf gen/hookyard gen/openapi
+	'$(BIN)'/buf generate
+
+.PHONY: gen-check
+gen-check: gen ## Fail if the generated code differs from what is committed
+	@if ! git diff --exit-code --stat -- gen; then
+		echo "gen-check: generated code is out of date; run 'make gen' and commit gen/" >&2
+		exit 1
+	fi
+	untracked=$$(git status --porcelain --untracked-files=all -- gen)
+	if [[ -n $$untracked ]]; then
+		printf '%s\n' "$$untracked" >&2
+		echo "gen-check: gen/ has uncommitted or untracked files; run 'make gen' and commit gen/" >&2
+		exit 1
+	fi
+	echo "gen-check: gen/ is up to date"
+
+# ------------------------------------------------------------------ lint
+
+.PHONY: lint
+lint: tools ## buf lint, go vet on every module, gofmt on every .go file
+	@$(PRELUDE)
+	echo "lint: buf lint"
+	'$(BIN)'/buf lint || fail=1
+	for m in "$${modules[@]}"; do
+		( cd "$$m" && has_pkgs ) || continue
+		echo "lint: go vet $${m#$(CURDIR)/}"
+		( cd "$$m" && $(GO) vet ./... ) || fail=1
+	done
+	echo "lint: gofmt"
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		files=()
+		while IFS= read -r -d '' f; do [[ -f $$f ]] && files+=("$$f"); done < <(git ls-files -z --cached --others --exclude-standard -- '*.go')
+	else
+		mapfile -t files < <(find . -name '*.go' -not -path './.git/*' -not -path './bin/*' -not -path './.cache/*')
+	fi
+	if (( $${#files[@]} )); then
+		unformatted=$$(gofmt -l "$${files[@]}")
+		if [[ -n $$unformatted ]]; then
+			printf '%s\n' "$$unformatted" | sed 's/^/  not gofmt-ed: /' >&2
+			fail=1
+		fi
+	fi
+	exit $$fail
+
+# ----------------------------------------------------------------- build
+
+.PHONY: build
+build: ## Build every module, and bin/<service> for each service
+	@$(PRELUDE)
+	for m in "$${modules[@]}"; do
+		( cd "$$m" && has_pkgs ) || continue
+		( cd "$$m" && $(GO) build ./... ) || fail=1
+	done
+	for s in $(SERVICES); do
+		if ! compgen -G "services/$$s/cmd/$$s/*.go" >/dev/null; then
+			echo "build: skipping $$s: services/$$s/cmd/$$s has no Go files yet" >&2
+			continue
+		fi
+		$(GO) build -o '$(BIN)'/$$s ./services/$$s/cmd/$$s || fail=1
+	done
+	exit $$fail
+
+# ------------------------------------------------------------------ test
+
+.PHONY: deps
+deps: ## Make sure RabbitMQ and Redis are running (deploy/local/deps.sh)
+	@deploy/local/deps.sh
+
+.PHONY: test
+test: deps ## Every test of every module, with -race, against real RabbitMQ and Redis
+	@$(PRELUDE)
+	for m in "$${modules[@]}"; do
+		( cd "$$m" && has_pkgs ) || continue
+		echo "test: $${m#$(CURDIR)/}"
+		( cd "$$m" && $(GO) test $(RACE) -count=1 -timeout '$(TEST_TIMEOUT)' $(TEST_FLAGS) ./... ) || fail=1
+	done
+	(( fail == 0 )) || echo "test: FAILED" >&2
+	exit $$fail
+
+.PHONY: fuzz
+fuzz: ## Run every Fuzz* target for FUZZTIME (default 10s) each
+	@$(PRELUDE)
+	n=0
+	for m in "$${modules[@]}"; do
+		( cd "$$m" && has_pkgs ) || continue
+		if ! list=$$(cd "$$m" && $(GO) test -list '^Fuzz' ./...); then
+			printf '%s\n' "$$list" >&2
+			fail=1
+			continue
+		fi
+		# `go test -list` prints a package's names, then "ok <package> <time>".
+		while read -r pkg name; do
+			n=$$((n + 1))
+			echo "fuzz: $$pkg $$name ($(FUZZTIME))"
+			( cd "$$m" && $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime '$(FUZZTIME)' "$$pkg" ) || fail=1
+		done < <(printf '%s\n' "$$list" | awk '/^Fuzz/ { names[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, names[i]; n = 0 }')
+	done
+	echo "fuzz: ran $$n fuzz targets"
+	exit $$fail
+
+.PHONY: bench
+bench: deps ## Benchmarks of every module (BENCH, BENCHTIME, BENCH_FLAGS)
+	@$(PRELUDE)
+	for m in "$${modules[@]}"; do
+		( cd "$$m" && has_pkgs ) || continue
+		( cd "$$m" && $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime='$(BENCHTIME)' $(BENCH_FLAGS) ./... ) || fail=1
+	done
+	exit $$fail
+
+.PHONY: bench-ingress bench-dispatcher
+bench-ingress: ## Benchmarks of the ingress service
+	@$(MAKE) bench MODULES='$(CURDIR)/services/ingress'
+
+bench-dispatcher: ## Benchmarks of the dispatcher service
+	@$(MAKE) bench MODULES='$(CURDIR)/services/dispatcher'
+
+# ------------------------------------------------------------------- dev
+
+.PHONY: dev
+dev: ## Run the four services locally (deploy/local/dev.sh)
+	@deploy/local/dev.sh
+
+.PHONY: clean
+clean: ## Remove built binaries and local dev state (keeps ./bin tools)
+	@rm -f $(addprefix '$(BIN)'/,$(SERVICES))
+	rm -rf .dev
+
+.PHONY: distclean
+distclean: clean ## Also remove the installed tools in ./bin
+	@rm -rf '$(BIN)'

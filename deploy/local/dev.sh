@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Run the four Hookyard services locally: build bin/<service>, make sure
+# RabbitMQ and Redis are up, start the services, wait for /readyz, then
+# stream their logs prefixed with the service name. Ctrl-C (or SIGTERM) stops
+# the services and any RabbitMQ/Redis that this script started itself.
+#
+# Environment:
+#   HOOKYARD_API_KEYS      default dev:devkey-local (a development key, printed)
+#   HOOKYARD_ALLOW_CIDRS   default 127.0.0.0/8, so local subscribers work
+#   HOOKYARD_AMQP_URL, HOOKYARD_REDIS_URL and other HOOKYARD_* settings are
+#                          passed through to every service
+#   DEV_BIND_HOST          interface the services listen on (default
+#                          127.0.0.1; set it empty to listen on all)
+#   DEV_READY_TIMEOUT      seconds to wait for every /readyz (default 30)
+#   DEV_STOP_TIMEOUT       seconds between SIGTERM and SIGKILL (default 15)
+#   DEV_EXIT_AFTER_READY=1 stop everything and exit 0 once all are ready
+#   DEV_LOG_FORMAT         "pretty" (default when jq is installed) or "json"
+#   DEV_DIR                state and logs (default .dev/ in the repository)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+
+GO=${GO:-go}
+SERVICES=(ingress dispatcher cache jobs)
+declare -A HTTP_PORT=([ingress]=8080 [dispatcher]=8081 [cache]=8082 [jobs]=8083)
+declare -A GRPC_PORT=([ingress]=9090 [dispatcher]=9091 [cache]=9092 [jobs]=9093)
+BIND=${DEV_BIND_HOST-127.0.0.1}
+HOST=${BIND:-127.0.0.1}
+[[ $HOST == 0.0.0.0 ]] && HOST=127.0.0.1
+READY_TIMEOUT=${DEV_READY_TIMEOUT:-30}
+STOP_TIMEOUT=${DEV_STOP_TIMEOUT:-15}
+DEV_DIR=${DEV_DIR:-$ROOT/.dev}
+LOG_DIR=$DEV_DIR/logs
+
+say() { printf 'dev: %s\n' "$*"; }
+die() { printf 'dev: error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { # host port
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+command -v curl >/dev/null || die "curl is required (apt-get install -y curl)"
+
+# ----------------------------------------------------------------- build
+
+missing=()
+for s in "${SERVICES[@]}"; do
+	compgen -G "services/$s/cmd/$s/*.go" >/dev/null || missing+=("services/$s/cmd/$s")
+done
+((${#missing[@]} == 0)) || die "no main package yet in: ${missing[*]}"
+
+say "building ${SERVICES[*]} into bin/"
+mkdir -p bin "$LOG_DIR"
+for s in "${SERVICES[@]}"; do
+	"$GO" build -o "bin/$s" "./services/$s/cmd/$s"
+done
+
+for s in "${SERVICES[@]}"; do
+	for p in "${HTTP_PORT[$s]}" "${GRPC_PORT[$s]}"; do
+		if port_open "$HOST" "$p"; then
+			die "port $p (for $s) is already in use on $HOST; is another 'make dev' running?"
+		fi
+	done
+done
+
+# --------------------------------------------------------------- cleanup
+
+declare -A PID=()
+export DEPS_STATE_FILE=$DEV_DIR/deps-started
+rm -f "$DEPS_STATE_FILE"
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	set +e
+	if ((${#PID[@]})); then
+		say "stopping ${!PID[*]}"
+		kill -TERM "${PID[@]}" 2>/dev/null
+		local deadline=$((SECONDS + STOP_TIMEOUT)) alive s
+		while ((SECONDS < deadline)); do
+			alive=0
+			for s in "${!PID[@]}"; do kill -0 "${PID[$s]}" 2>/dev/null && alive=1; done
+			((alive)) || break
+			sleep 0.2
+		done
+		for s in "${!PID[@]}"; do
+			if kill -0 "${PID[$s]}" 2>/dev/null; then
+				say "$s did not stop within ${STOP_TIMEOUT}s; killing it"
+				kill -KILL "${PID[$s]}" 2>/dev/null
+			fi
+			wait "${PID[$s]}" 2>/dev/null
+		done
+		sleep 0.2 # let the log prefixers flush
+	fi
+	if [[ -s $DEPS_STATE_FILE ]]; then
+		"$ROOT/deploy/local/deps.sh" stop
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ deps
+
+"$ROOT/deploy/local/deps.sh"
+
+if [[ -z ${HOOKYARD_API_KEYS:-} ]]; then
+	export HOOKYARD_API_KEYS=dev:devkey-local
+	say "HOOKYARD_API_KEYS is unset: using the development key 'devkey-local' (tenant 'dev'); never use it outside your machine"
+fi
+export HOOKYARD_ALLOW_CIDRS=${HOOKYARD_ALLOW_CIDRS:-127.0.0.0/8}
+first=${HOOKYARD_API_KEYS%%,*}
+KEY=${first#*:}
+
+# ------------------------------------------------------------ processes
+
+log_format=${DEV_LOG_FORMAT:-pretty}
+command -v jq >/dev/null || log_format=json
+
+# shellcheck disable=SC2016 # jq program
+JQ_PRETTY='. as $raw | (try fromjson catch null) as $j
+| if ($j | type) == "object" then
+    $p + " " + ([ (($j.time // "") | tostring | .[11:23]), (($j.level // "") | tostring), (($j.msg // "") | tostring) ]
+      + ($j | del(.time, .level, .msg) | to_entries
+         | map("\(.key)=\(.value | if type == "string" then . else tojson end)"))
+      | join(" "))
+  else $p + " " + $raw end'
+
+# prefix SERVICE LOGFILE: copy stdin to LOGFILE, print it prefixed.
+prefix() {
+	local p
+	# Keep printing through Ctrl-C: the services log their shutdown after it.
+	trap '' INT
+	p=$(printf '%-12s' "[$1]")
+	if [[ $log_format == pretty ]]; then
+		tee "$2" | jq --unbuffered -R -r --arg p "$p" "$JQ_PRETTY"
+	else
+		tee "$2" | awk -v p="$p" '{ print p, $0; fflush() }'
+	fi
+}
+
+for s in "${SERVICES[@]}"; do
+	HOOKYARD_HTTP_ADDR="$BIND:${HTTP_PORT[$s]}" HOOKYARD_GRPC_ADDR="$BIND:${GRPC_PORT[$s]}" \
+		"$ROOT/bin/$s" > >(prefix "$s" "$LOG_DIR/$s.log") 2>&1 &
+	PID[$s]=$!
+done
+
+# ------------------------------------------------------------ readiness
+
+declare -A STATUS=()
+pending=("${SERVICES[@]}")
+deadline=$((SECONDS + READY_TIMEOUT))
+while ((${#pending[@]})) && ((SECONDS < deadline)); do
+	still=()
+	for s in "${pending[@]}"; do
+		if ! kill -0 "${PID[$s]}" 2>/dev/null; then
+			STATUS[$s]="exited"
+			still+=("$s")
+			continue
+		fi
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$HOST:${HTTP_PORT[$s]}/readyz" || true)
+		STATUS[$s]="HTTP ${code:-none}"
+		[[ $code == 200 ]] || still+=("$s")
+	done
+	pending=("${still[@]}")
+	# A service that exited will not become ready: stop waiting.
+	for s in "${pending[@]}"; do
+		if [[ ${STATUS[$s]} == exited ]]; then deadline=0; fi
+	done
+	if ((${#pending[@]})); then sleep 0.5; fi
+done
+
+if ((${#pending[@]})); then
+	sleep 0.3
+	for s in "${pending[@]}"; do
+		printf '\ndev: %s is not ready (%s); last log lines (%s):\n' "$s" "${STATUS[$s]}" "$LOG_DIR/$s.log" >&2
+		tail -n 25 "$LOG_DIR/$s.log" >&2 || true
+	done
+	die "not ready: ${pending[*]} (readiness timeout ${READY_TIMEOUT}s)"
+fi
+
+cat <<EOF
+
+dev: all services are ready (logs in ${LOG_DIR#"$ROOT"/}/)
+
+  service      REST / health / metrics       gRPC
+  ingress      http://$HOST:${HTTP_PORT[ingress]}         $HOST:${GRPC_PORT[ingress]}
+  dispatcher   http://$HOST:${HTTP_PORT[dispatcher]}         $HOST:${GRPC_PORT[dispatcher]}
+  cache        http://$HOST:${HTTP_PORT[cache]}         $HOST:${GRPC_PORT[cache]}
+  jobs         http://$HOST:${HTTP_PORT[jobs]}         $HOST:${GRPC_PORT[jobs]}
+
+Try:
+  curl -H 'Authorization: Bearer $KEY' http://$HOST:${HTTP_PORT[ingress]}/v1/sources
+  grpcurl -plaintext -H 'authorization: Bearer $KEY' $HOST:${GRPC_PORT[ingress]} list
+  curl -X POST -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' \\
+    -d '{"name":"demo","provider":"github","secrets":["dev-secret"]}' http://$HOST:${HTTP_PORT[ingress]}/v1/sources
+
+  # then send it a signed GitHub webhook:
+  body='{"zen":"hello"}'; sig=\$(printf %s "\$body" | openssl dgst -sha256 -hmac dev-secret -r | cut -d' ' -f1)
+  curl -i -H 'X-GitHub-Event: ping' -H "X-GitHub-Delivery: \$(date +%s%N)" -H "X-Hub-Signature-256: sha256=\$sig" \\
+    -H 'Content-Type: application/json' -d "\$body" http://$HOST:${HTTP_PORT[ingress]}/webhooks/demo
+
+EOF
+
+if [[ ${DEV_EXIT_AFTER_READY:-0} == 1 ]]; then
+	say "DEV_EXIT_AFTER_READY=1: stopping"
+	exit 0
+fi
+
+say "streaming logs; press Ctrl-C to stop"
+# Return as soon as any service exits: the suite is incomplete without it.
+while true; do
+	set +e
+	wait -n "${PID[@]}"
+	rc=$?
+	set -e
+	for s in "${!PID[@]}"; do
+		if ! kill -0 "${PID[$s]}" 2>/dev/null; then
+			say "$s exited (status $rc); stopping the others"
+			unset "PID[$s]"
+			exit 1
+		fi
+	done
+done
