@@ -100,7 +100,12 @@ if rate > 0 then
 end
 redis.call('SET', KEYS[2], token, 'PX', lease)
 redis.call('ZADD', KEYS[3], now + lease, token)
-redis.call('PEXPIRE', KEYS[3], lease + 1000)
+-- Only ever extend the set's TTL: leases differ per attempt (they follow
+-- the endpoint's timeout), and a short lease must not let the whole set
+-- expire under a longer one still running, which would free its slot early.
+if redis.call('PTTL', KEYS[3]) < lease + 1000 then
+  redis.call('PEXPIRE', KEYS[3], lease + 1000)
+end
 return {0, 0}
 `)
 

@@ -170,7 +170,10 @@ func (s *Endpoints) UpdateEndpoint(ctx context.Context, r *dispatcherv1.UpdateEn
 		switch {
 		case next.GetDisabled() && !wasDisabled:
 			next.DisabledReason = endpoint.ReasonManual
-		case !next.GetDisabled():
+		case !next.GetDisabled() && wasDisabled:
+			// Re-enabling starts afresh. Any other edit of an enabled
+			// endpoint keeps its failure run: resetting it on every edit
+			// (a description, say) would postpone auto-disable forever.
 			next.DisabledReason, next.FailingSince = "", nil
 		}
 		rec.Endpoint = next

@@ -2,15 +2,12 @@ package dispatcher
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -19,22 +16,16 @@ import (
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
-	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
 )
 
-func amqpURL() string {
-	if u := os.Getenv("HOOKYARD_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-func redisURL() string {
-	if u := os.Getenv("HOOKYARD_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+// Shared with the other packages' tests.
+var (
+	amqpURL  = testenv.AMQPURL
+	redisURL = testenv.RedisURL
+	newID    = testenv.ID
+	waitFor  = testenv.WaitFor
+)
 
 // harness runs one dispatcher on queues and keys of its own, consuming only
 // events whose source is the harness id, so tests can share the broker and
@@ -61,12 +52,10 @@ func testConfig(id string) Config {
 		BreakerFailures:    5,
 		BreakerTimeout:     200 * time.Millisecond,
 		QueuePrefix:        "hookyard.test.dispatcher." + id,
-		KeyPrefix:          "hookyard:test:dispatcher:" + id,
+		KeyPrefix:          testenv.KeyPrefix(id),
 		EventBindings:      id + ".#",
 	}
 }
-
-func newID() string { return fmt.Sprintf("t%x%04x", time.Now().UnixNano(), rand.N(1<<16)) }
 
 // newHarness starts a dispatcher; tweak adjusts the config, allow is
 // HOOKYARD_ALLOW_CIDRS.
@@ -77,29 +66,21 @@ func newHarness(t *testing.T, allow string, tweak func(*Config)) *harness {
 	if tweak != nil {
 		tweak(&h.cfg)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	q := h.cfg.Queues()
-	h.conn = rabbit.DialConfig(ctx, amqpURL(), rabbit.Config{Setup: rabbit.DeclareFunc(rabbit.DeclareTopology, q.Declare)})
-	rdb, err := redisconn.Open(redisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.rdb = rdb
-	waitFor(t, 10*time.Second, "broker connection", func() bool { return h.conn.Check(context.Background()) == nil })
+	h.conn = testenv.Rabbit(t, q.Declare)
+	h.rdb = testenv.Redis(t, h.cfg.KeyPrefix)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h.d, err = New(h.cfg, Deps{Rabbit: h.conn, Redis: rdb, Log: log, AllowCIDRs: allow})
+	var err error
+	h.d, err = New(h.cfg, Deps{Rabbit: h.conn, Redis: h.rdb, Log: log, AllowCIDRs: allow})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.start()
+	// Runs before the connections above are closed and the keys deleted.
 	t.Cleanup(func() {
 		h.stop()
 		h.d.Publisher.Close()
-		h.cleanupBroker(q.All())
-		h.cleanupRedis(h.cfg.KeyPrefix)
-		cancel()
-		h.conn.Close()
-		rdb.Close()
+		testenv.DeleteQueues(q.All())
 	})
 	return h
 }
@@ -113,36 +94,6 @@ func (h *harness) start() {
 		go func() { defer wg.Done(); _ = run(ctx) }()
 	}
 	h.stop = func() { cancel(); wg.Wait() }
-}
-
-func (h *harness) cleanupBroker(queues []string) {
-	conn, err := amqp.Dial(amqpURL())
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	for _, q := range queues {
-		ch, err := conn.Channel()
-		if err != nil {
-			return
-		}
-		_, _ = ch.QueueDelete(q, false, false, false)
-		ch.Close()
-	}
-}
-
-func (h *harness) cleanupRedis(prefix string) {
-	ctx := context.Background()
-	iter := h.rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		h.rdb.Del(ctx, keys[:n]...)
-		keys = keys[n:]
-	}
 }
 
 func (h *harness) ctx() context.Context { return auth.WithTenant(context.Background(), h.tenant) }
@@ -193,15 +144,4 @@ func (h *harness) deliveryStatus(msgID, epID string) string {
 		}
 	}
 	return ""
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/hookyard/hookyard/platform/app"
 	"github.com/hookyard/hookyard/platform/config"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/api"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
@@ -131,6 +132,14 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	}, nil
 }
 
+// Register adds the endpoint and message services to srv, on gRPC and on
+// the REST gateway.
+func (d *Dispatcher) Register(srv *server.Server) {
+	dispatcherv1.RegisterEndpointServiceServer(srv.GRPC, d.Endpoints)
+	dispatcherv1.RegisterMessageServiceServer(srv.GRPC, d.Messages)
+	srv.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler)
+}
+
 // RunFanout consumes events until ctx ends.
 func (d *Dispatcher) RunFanout(ctx context.Context) error { return d.Fanout.Run(ctx, d.rabbit) }
 
@@ -151,9 +160,7 @@ func Service() app.Service {
 				return err
 			}
 			rt.OnClose(d.Publisher.Close)
-			dispatcherv1.RegisterEndpointServiceServer(rt.Server.GRPC, d.Endpoints)
-			dispatcherv1.RegisterMessageServiceServer(rt.Server.GRPC, d.Messages)
-			rt.Server.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler)
+			d.Register(rt.Server)
 			rt.Go("fanout", d.RunFanout)
 			rt.Go("deliveries", d.RunDeliveries)
 			return nil

@@ -392,18 +392,29 @@ func (s *Store) Rotate(ctx context.Context, tenant, id string, overlap time.Dura
 	return secret, expires, nil
 }
 
+// markFailingScript sets failing_since unless set and returns it. It
+// leaves a missing endpoint alone: an attempt that fails after its endpoint
+// was deleted must not leave behind a hash holding only failing_since,
+// which never expired and made Get of the deleted id fail instead of
+// answering not found.
+var markFailingScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
+return redis.call('HGET', KEYS[1], 'failing_since')
+`)
+
 // MarkFailing records the start of a failure run if none is recorded and
-// returns its start. It is a single HSETNX, cheap enough for every failed
-// attempt.
+// returns its start (at if the endpoint no longer exists). It is one
+// script call, cheap enough for every failed attempt.
 func (s *Store) MarkFailing(ctx context.Context, tenant, id string, at time.Time) (time.Time, error) {
-	key := s.key(tenant, id)
-	pipe := s.rdb.Pipeline()
-	pipe.HSetNX(ctx, key, "failing_since", at.UnixMilli())
-	get := pipe.HGet(ctx, key, "failing_since")
-	if _, err := pipe.Exec(ctx); err != nil {
+	v, err := markFailingScript.Run(ctx, s.rdb, []string{s.key(tenant, id)}, at.UnixMilli()).Text()
+	if errors.Is(err, redis.Nil) {
+		return at, nil
+	}
+	if err != nil {
 		return time.Time{}, fmt.Errorf("mark endpoint failing: %w", err)
 	}
-	ms, err := strconv.ParseInt(get.Val(), 10, 64)
+	ms, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
 		return at, nil
 	}

@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -92,6 +93,18 @@ func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) sendKey(t, id string) string { return fmt.Sprintf("%s:send:{%s}:%s", s.prefix, t, id) }
 
+// recordScript writes a message's meta, body and TTL in one step unless
+// the message exists. Done as separate commands, a crash (or a lost
+// connection) after the first left a message with no body and no TTL that
+// every later Record took for complete: a resend then delivered an empty
+// body and the key never expired.
+var recordScript = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'body', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`)
+
 // Record stores m unless a message with its id exists. It reports whether
 // m was new.
 func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, error) {
@@ -99,20 +112,12 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("encode message: %w", err)
 	}
-	key := s.msgKey(tenant, m.ID)
-	created, err := s.rdb.HSetNX(ctx, key, "meta", meta).Result()
+	created, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID)},
+		meta, m.Body, s.retention.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("record message: %w", err)
 	}
-	if created {
-		pipe := s.rdb.Pipeline()
-		pipe.HSet(ctx, key, "body", m.Body)
-		pipe.Expire(ctx, key, s.retention)
-		if _, err := pipe.Exec(ctx); err != nil {
-			return false, fmt.Errorf("record message: %w", err)
-		}
-	}
-	return created, nil
+	return created == 1, nil
 }
 
 // Get returns a message and its deliveries by endpoint id.
@@ -190,11 +195,29 @@ func (s *Store) SetDelivery(ctx context.Context, tenant, id, ep string, d Delive
 	return nil
 }
 
-// AddAttempt appends to the attempt log. The snippet is cut to MaxSnippet.
-func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcherv1.Attempt) error {
-	if len(a.ResponseSnippet) > MaxSnippet {
-		a.ResponseSnippet = strings.ToValidUTF8(a.ResponseSnippet[:MaxSnippet], "")
+// Snippet returns a response body as it is stored: at most MaxSnippet
+// bytes, cut at a character boundary, and valid UTF-8 with each run of
+// invalid bytes shown as U+FFFD. A subscriber may answer with any bytes
+// (binary, Latin-1, or UTF-8 cut mid-character by the 4 KiB cap), but
+// protobuf strings must be UTF-8: unsanitised, such an answer made the
+// attempt unrecordable and its dead letter fail to encode, so the delivery
+// task was retried forever instead of being dead-lettered.
+func Snippet(s string) string {
+	if len(s) <= MaxSnippet && utf8.ValidString(s) {
+		return s
 	}
+	s = strings.ToValidUTF8(s[:min(len(s), MaxSnippet)], "\uFFFD")
+	for len(s) > MaxSnippet {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
+}
+
+// AddAttempt appends to the attempt log. The snippet is replaced by its
+// Snippet.
+func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcherv1.Attempt) error {
+	a.ResponseSnippet = Snippet(a.ResponseSnippet)
 	v, err := protojson.Marshal(a)
 	if err != nil {
 		return fmt.Errorf("encode attempt: %w", err)
@@ -236,8 +259,12 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token
 	return out, next, nil
 }
 
-// DeadLetter records that the delivery of id to ep failed for good.
+// DeadLetter records that the delivery of id to ep failed for good. The
+// snippet of last is replaced by its Snippet, as AddAttempt does.
 func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dispatcherv1.Attempt, at time.Time) error {
+	if last != nil {
+		last.ResponseSnippet = Snippet(last.ResponseSnippet)
+	}
 	dl := &dispatcherv1.DeadLetter{MessageId: id, EndpointId: ep, Time: timestamppb.New(at), LastAttempt: last}
 	v, err := protojson.Marshal(dl)
 	if err != nil {

@@ -1,0 +1,68 @@
+// Command dispatcher-bench measures the dispatcher end to end and against a
+// bare HTTP client loop in one run, then how a slow endpoint affects healthy
+// ones and how much memory a large retry backlog costs, and prints the
+// figures and the performance targets. It exits 0 when the run completed
+// (whether or not the targets were met) and 1 when the run itself failed.
+//
+//	go run ./cmd/dispatcher-bench -n 5000 -c 64 -pending 100000
+//
+// It needs RabbitMQ and Redis on loopback (HOOKYARD_AMQP_URL and
+// HOOKYARD_REDIS_URL override the defaults) and the go tool, which builds
+// the dispatcher binary under test.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hookyard/hookyard/services/dispatcher/internal/bench"
+)
+
+func main() {
+	cfg := bench.Config{
+		AMQPURL:  envOr("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		RedisURL: envOr("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"),
+		Progress: os.Stderr,
+	}
+	var timeout time.Duration
+	flag.IntVar(&cfg.N, "n", 5000, "events per throughput burst (fan-out 10 delivers ten times as many)")
+	flag.IntVar(&cfg.Concurrency, "c", 64, "dispatcher concurrency, endpoint max in-flight and ceiling workers")
+	flag.IntVar(&cfg.PayloadBytes, "payload", 1024, "event body size in bytes")
+	flag.IntVar(&cfg.Warmup, "warmup", 500, "unmeasured events before each throughput phase (at most n)")
+	flag.DurationVar(&cfg.Paced, "paced", 10*time.Second, "length of each paced latency phase (0 skips them)")
+	flag.IntVar(&cfg.IsoEndpoints, "iso-endpoints", 50, "healthy endpoints in the isolation run")
+	flag.IntVar(&cfg.IsoEvents, "iso-events", 40, "events in each isolation run")
+	flag.DurationVar(&cfg.SlowDelay, "slow", 10*time.Second, "answer delay of the slow endpoint")
+	flag.IntVar(&cfg.Pending, "pending", 100000, "deliveries left pending retry in the memory run (0 skips it)")
+	flag.DurationVar(&cfg.PendingTimeout, "pending-timeout", 10*time.Minute, "bound on the memory run")
+	flag.DurationVar(&cfg.PhaseTimeout, "phase-timeout", 5*time.Minute, "bound on waiting for one phase's deliveries")
+	flag.StringVar(&cfg.DispatcherPkg, "dispatcher-pkg", "github.com/hookyard/hookyard/services/dispatcher/cmd/dispatcher", "package of the dispatcher binary to build and measure")
+	flag.DurationVar(&timeout, "timeout", 30*time.Minute, "abort the whole run after this long")
+	flag.Parse()
+	cfg.Warmup = min(cfg.Warmup, cfg.N)
+
+	// Ctrl-C and SIGTERM cancel the run; Run then stops its children and
+	// removes what it created before returning.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	rep, err := bench.Run(ctx, cfg)
+	rep.Print(os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "\ndispatcher-bench: run failed:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

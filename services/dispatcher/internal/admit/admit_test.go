@@ -1,0 +1,292 @@
+package admit
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
+)
+
+const retention = time.Hour
+
+// replicas returns two gates over one Redis prefix of the test's own: two
+// dispatcher replicas as far as admission is concerned.
+func replicas(t *testing.T) (*Gate, *Gate) {
+	t.Helper()
+	prefix := testenv.KeyPrefix(testenv.ID())
+	a := New(testenv.Redis(t, prefix), prefix, retention)
+	b := New(testenv.Redis(t, prefix), prefix, retention)
+	return a, b
+}
+
+// attempt is a request for msg at ep with a fresh token.
+func attempt(ep, msg string, maxInFlight, rate int, lease time.Duration) Request {
+	return Request{Endpoint: ep, Message: msg, Token: uuid.NewString(), Lease: lease, MaxInFlight: maxInFlight, Rate: rate}
+}
+
+func admitOK(t *testing.T, g *Gate, r Request, want Verdict) time.Duration {
+	t.Helper()
+	v, wait, err := g.Admit(context.Background(), r)
+	if err != nil {
+		t.Fatalf("admit %s: %v", r.Message, err)
+	}
+	if v != want {
+		t.Fatalf("admit %s: got %v, want %v", r.Message, v, want)
+	}
+	return wait
+}
+
+func finish(t *testing.T, g *Gate, r Request, delivered bool) {
+	t.Helper()
+	if err := g.Finish(context.Background(), r, delivered); err != nil {
+		t.Fatalf("finish %s: %v", r.Message, err)
+	}
+}
+
+func TestDeliveredMarkerShortCircuits(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ctx := context.Background()
+	ep := uuid.NewString()
+
+	first := attempt(ep, "m1", 10, 0, time.Minute)
+	admitOK(t, a, first, Go)
+	if d, _ := a.Delivered(ctx, ep, "m1"); d {
+		t.Fatal("marked delivered before Finish")
+	}
+	finish(t, a, first, true)
+	if d, err := b.Delivered(ctx, ep, "m1"); err != nil || !d {
+		t.Fatalf("Delivered = %v, %v after a delivered Finish", d, err)
+	}
+	// A second copy of the task, on the other replica, is not attempted.
+	admitOK(t, b, attempt(ep, "m1", 10, 0, time.Minute), Done)
+	// The marker lives for the retention period, not forever.
+	ttl := a.rdb.PTTL(ctx, a.keys(ep, "m1")[0]).Val()
+	if ttl <= retention-time.Minute || ttl > retention {
+		t.Fatalf("delivered marker TTL %v, want about %v", ttl, retention)
+	}
+	// The same message to another endpoint is unaffected.
+	admitOK(t, a, attempt(uuid.NewString(), "m1", 10, 0, time.Minute), Go)
+
+	// A failed attempt sets no marker.
+	failed := attempt(ep, "m2", 10, 0, time.Minute)
+	admitOK(t, a, failed, Go)
+	finish(t, a, failed, false)
+	admitOK(t, b, attempt(ep, "m2", 10, 0, time.Minute), Go)
+
+	// An explicit resend forgets the marker.
+	if err := b.Forget(ctx, ep, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	admitOK(t, a, attempt(ep, "m1", 10, 0, time.Minute), Go)
+}
+
+func TestLockKeepsCopiesOfOneTaskApart(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+
+	one := attempt(ep, "m", 10, 0, time.Minute)
+	admitOK(t, a, one, Go)
+	admitOK(t, b, attempt(ep, "m", 10, 0, time.Minute), Busy)
+	admitOK(t, b, attempt(ep, "other", 10, 0, time.Minute), Go) // other messages proceed
+	finish(t, a, one, false)
+	admitOK(t, b, attempt(ep, "m", 10, 0, time.Minute), Go)
+
+	// Many copies racing on both replicas: exactly one gets through.
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 20 {
+		g := a
+		if i%2 == 1 {
+			g = b
+		}
+		wg.Go(func() {
+			v, _, err := g.Admit(context.Background(), attempt(ep, "race", 100, 0, time.Minute))
+			if err != nil {
+				t.Error(err)
+			}
+			if v == Go {
+				wins.Add(1)
+			} else if v != Busy {
+				t.Errorf("racing copy: got %v, want go or busy", v)
+			}
+		})
+	}
+	wg.Wait()
+	if n := wins.Load(); n != 1 {
+		t.Fatalf("%d copies of one task admitted at once, want 1", n)
+	}
+}
+
+// TestStaleFinishKeepsTheNewLock: an attempt whose lease ran out (a slow
+// replica) must not release the lock or lease of the copy that took over.
+func TestStaleFinishKeepsTheNewLock(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+
+	stale := attempt(ep, "m", 1, 0, 100*time.Millisecond)
+	admitOK(t, a, stale, Go)
+	time.Sleep(150 * time.Millisecond)
+	current := attempt(ep, "m", 1, 0, time.Minute)
+	admitOK(t, b, current, Go)
+	finish(t, a, stale, false)
+	admitOK(t, a, attempt(ep, "m", 1, 0, time.Minute), Busy)
+	admitOK(t, a, attempt(ep, "n", 1, 0, time.Minute), Full)
+	finish(t, b, current, true)
+	admitOK(t, a, attempt(ep, "m", 1, 0, time.Minute), Done)
+	admitOK(t, a, attempt(ep, "n", 1, 0, time.Minute), Go)
+}
+
+func TestMaxInFlightHonouredAndReleased(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+
+	r1 := attempt(ep, "m1", 2, 0, time.Minute)
+	r2 := attempt(ep, "m2", 2, 0, time.Minute)
+	admitOK(t, a, r1, Go)
+	admitOK(t, b, r2, Go)
+	admitOK(t, a, attempt(ep, "m3", 2, 0, time.Minute), Full)
+	admitOK(t, b, attempt(ep, "m3", 2, 0, time.Minute), Full)
+	// Another endpoint has slots of its own.
+	admitOK(t, a, attempt(uuid.NewString(), "m3", 2, 0, time.Minute), Go)
+	finish(t, b, r1, false) // finished by whichever replica: the lease is shared
+	admitOK(t, a, attempt(ep, "m3", 2, 0, time.Minute), Go)
+	admitOK(t, a, attempt(ep, "m4", 2, 0, time.Minute), Full)
+
+	// 0 means at least one.
+	solo := uuid.NewString()
+	admitOK(t, a, attempt(solo, "x", 0, 0, time.Minute), Go)
+	admitOK(t, b, attempt(solo, "y", 0, 0, time.Minute), Full)
+}
+
+func TestMaxInFlightUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+	const limit = 3
+	var admitted atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 40 {
+		g := a
+		if i%2 == 1 {
+			g = b
+		}
+		wg.Go(func() {
+			v, _, err := g.Admit(context.Background(), attempt(ep, fmt.Sprintf("m%d", i), limit, 0, time.Minute))
+			if err != nil {
+				t.Error(err)
+			}
+			if v == Go {
+				admitted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := admitted.Load(); n != limit {
+		t.Fatalf("%d attempts admitted at once, want %d", n, limit)
+	}
+}
+
+// TestLeasesExpire: a replica killed mid-attempt never calls Finish; its
+// slot and its task lock come free after the lease.
+func TestLeasesExpire(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+	const lease = 150 * time.Millisecond
+
+	admitOK(t, a, attempt(ep, "m1", 1, 0, lease), Go) // then "killed"
+	admitOK(t, b, attempt(ep, "m2", 1, 0, time.Minute), Full)
+	admitOK(t, b, attempt(ep, "m1", 1, 0, time.Minute), Busy)
+	time.Sleep(lease + 50*time.Millisecond)
+	admitOK(t, b, attempt(ep, "m1", 1, 0, time.Minute), Go)
+}
+
+// TestShortLeaseKeepsLongerOnes: leases of one endpoint can differ (they
+// follow its timeout, which can be changed); a short one must not expire
+// the slots of longer ones still running.
+func TestShortLeaseKeepsLongerOnes(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+
+	admitOK(t, a, attempt(ep, "long", 2, 0, 10*time.Second), Go)
+	admitOK(t, b, attempt(ep, "short", 2, 0, 10*time.Millisecond), Go)
+	time.Sleep(1100 * time.Millisecond) // past short lease + the set's 1 s margin
+	admitOK(t, a, attempt(ep, "next", 2, 0, time.Minute), Go)
+	admitOK(t, b, attempt(ep, "over", 2, 0, time.Minute), Full)
+}
+
+func TestRateLimitSharedByReplicas(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+	const rate = 4 // tokens per second, burst of 4
+	perToken := time.Second / rate
+
+	// The burst is spent across both replicas, finished or not.
+	for i := range rate {
+		g := []*Gate{a, b}[i%2]
+		r := attempt(ep, fmt.Sprintf("m%d", i), 100, rate, time.Minute)
+		admitOK(t, g, r, Go)
+		finish(t, g, r, true)
+	}
+	wait := admitOK(t, a, attempt(ep, "over", 100, rate, time.Minute), Limited)
+	if wait <= 0 || wait > perToken {
+		t.Fatalf("limited with wait %v, want in (0, %v]", wait, perToken)
+	}
+	admitOK(t, b, attempt(ep, "over", 100, rate, time.Minute), Limited)
+	// A refused attempt takes no lock or slot: another message may go
+	// as soon as a token is back.
+	time.Sleep(wait + 20*time.Millisecond)
+	admitOK(t, b, attempt(ep, "over", 100, rate, time.Minute), Go)
+	admitOK(t, a, attempt(ep, "again", 100, rate, time.Minute), Limited)
+
+	// After a full second the bucket is full again, never fuller.
+	time.Sleep(time.Second + 50*time.Millisecond)
+	for i := range rate {
+		admitOK(t, []*Gate{a, b}[i%2], attempt(ep, fmt.Sprintf("r%d", i), 100, rate, time.Minute), Go)
+	}
+	admitOK(t, a, attempt(ep, "r-over", 100, rate, time.Minute), Limited)
+
+	// Endpoints have buckets of their own, and 0 means unlimited.
+	admitOK(t, a, attempt(uuid.NewString(), "m", 100, rate, time.Minute), Go)
+	free := uuid.NewString()
+	for i := range 50 {
+		admitOK(t, b, attempt(free, fmt.Sprintf("m%d", i), 100, 0, time.Minute), Go)
+	}
+}
+
+// TestFullOrBusyTakesNoToken: only an attempt that starts spends a token.
+func TestFullOrBusyTakesNoToken(t *testing.T) {
+	t.Parallel()
+	a, _ := replicas(t)
+	ep := uuid.NewString()
+	held := attempt(ep, "m", 1, 1000, time.Minute)
+	admitOK(t, a, held, Go)
+	for range 20 {
+		admitOK(t, a, attempt(ep, "m", 1, 1000, time.Minute), Busy)
+		admitOK(t, a, attempt(ep, "n", 1, 1000, time.Minute), Full)
+	}
+	bucket := a.rdb.HGet(context.Background(), a.keys(ep, "")[3], "t").Val()
+	if bucket != "999" {
+		t.Fatalf("bucket holds %q tokens after one admitted attempt of 1000, want 999", bucket)
+	}
+}
+
+func TestVerdictString(t *testing.T) {
+	for v, want := range map[Verdict]string{Go: "go", Done: "done", Busy: "busy", Full: "full", Limited: "limited"} {
+		if v.String() != want {
+			t.Errorf("%d: %q, want %q", v, v.String(), want)
+		}
+	}
+}

@@ -1,0 +1,171 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// scrapeSum returns the sum over all label sets of metric from a
+// Prometheus text exposition at url, or 0 if it cannot be read: the
+// figure only explains a measurement.
+func scrapeSum(ctx context.Context, url, metric string) float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}).Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	return sumMetric(io.LimitReader(resp.Body, 16<<20), metric)
+}
+
+func sumMetric(r io.Reader, metric string) float64 {
+	var sum float64
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, metric)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if i := strings.LastIndexByte(rest, '}'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+func dur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	default:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT MET"
+}
+
+// Print writes the report: what was measured, the CPU split and the
+// targets. Phases that did not run are left out.
+func (rep Report) Print(w io.Writer) {
+	c := rep.Config
+	fmt.Fprintf(w, "dispatcher benchmark: n=%d events per burst, c=%d (dispatcher concurrency, endpoint max in-flight, ceiling workers), %d-byte bodies\n\n",
+		c.N, c.Concurrency, c.PayloadBytes)
+	rows := append(append([]Result(nil), rep.Phases...), rep.Ceiling)
+	if rep.IsoBase.Name != "" {
+		rows = append(rows, rep.IsoBase)
+	}
+	if rep.IsoSlow.Name != "" {
+		rows = append(rows, rep.IsoSlow)
+	}
+	if rep.Ceiling.Name == "" && len(rep.Phases) == 0 {
+		fmt.Fprintln(w, "no phase completed")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tdeliveries\toffered/s\tdeliveries/s\tp50\tp99\tmax\tdups\tdeferrals\tslow hits\t")
+	for _, p := range rows {
+		if p.Name == "" {
+			continue
+		}
+		offered := "-"
+		if p.Offered > 0 {
+			offered = fmt.Sprintf("%.0f", p.Offered)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%d\t%.0f\t%d\t\n", p.Name, p.Deliveries, offered, p.Rate,
+			dur(p.Lat.P50), dur(p.Lat.P99), dur(p.Lat.Max), p.Dups, p.Deferrals, p.SlowHits)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nlatency: publish (before the confirm wait) to arrival at the sink; ceiling: request start to arrival")
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\thost CPU busy\tdispatcher cores\tbench cores\trabbitmq cores\tredis cores\tother cores\tdispatcher CPU/delivery\t")
+	for _, p := range rows {
+		if p.Name == "" {
+			continue
+		}
+		u := p.Usage
+		per := "-"
+		if p.Deliveries > 0 && u.Dispatcher > 0 {
+			per = fmt.Sprintf("%.0fµs", float64(u.Dispatcher.Microseconds())/float64(p.Deliveries))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f%%\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t\n", p.Name, 100*u.HostBusy,
+			u.cores(u.Dispatcher), u.cores(u.Bench), u.cores(u.Broker), u.cores(u.Redis), u.other(), per)
+	}
+	tw.Flush()
+	if rep.PeakRSS > 0 {
+		fmt.Fprintf(w, "\ndispatcher peak RSS (VmHWM) over throughput, ceiling and isolation: %.1f MiB\n", mib(rep.PeakRSS))
+	}
+
+	m := rep.Memory
+	if m.Target > 0 && m.Elapsed > 0 {
+		fmt.Fprintf(w, "\nmemory run: %d deliveries to a dead endpoint, retry schedule 1h, fresh dispatcher\n", m.Target)
+		state := "all pending"
+		if !m.Reached {
+			state = "bound reached first"
+		}
+		fmt.Fprintf(w, "  pending in delay queues: %d of %d after %v (%s); %.0f attempts, %.0f/s\n",
+			m.Pending, m.Target, m.Elapsed.Round(time.Second), state, m.Attempts, m.Attempts/m.Elapsed.Seconds())
+		fmt.Fprintf(w, "  dispatcher peak RSS (VmHWM) %.1f MiB, RSS at the end %.1f MiB; Redis used_memory grew %.1f MiB\n",
+			mib(m.PeakRSS), mib(m.RSS), mib(m.RedisGrowth))
+		u := m.Usage
+		fmt.Fprintf(w, "  host CPU busy %.0f%%; cores: dispatcher %.2f, bench %.2f, rabbitmq %.2f, redis %.2f, other processes %.2f\n",
+			100*u.HostBusy, u.cores(u.Dispatcher), u.cores(u.Bench), u.cores(u.Broker), u.cores(u.Redis), u.other())
+		fmt.Fprintln(w, "  queue depths (passive declare, ready messages):")
+		for _, q := range m.Depths {
+			if q.Depth != 0 {
+				fmt.Fprintf(w, "    %-60s %d\n", q.Queue, q.Depth)
+			}
+		}
+	}
+
+	fmt.Fprintln(w, "\ntargets:")
+	if b1 := rep.rate(1); b1 > 0 && rep.Ceiling.Rate > 0 {
+		r1 := b1 / rep.Ceiling.Rate
+		fmt.Fprintf(w, "  fan-out 1 deliveries/s >= %.1f x bare client loop:   %.2f x  %s\n", TargetCeilingRatio, r1, verdict(r1 >= TargetCeilingRatio))
+		if b10 := rep.rate(10); b10 > 0 {
+			r10 := b10 / rep.Ceiling.Rate
+			fmt.Fprintf(w, "  fan-out 10 deliveries/s >= %.1f x bare client loop:  %.2f x  %s\n", TargetCeilingRatio, r10, verdict(r10 >= TargetCeilingRatio))
+		}
+	}
+	if rep.IsoBase.Lat.P99 > 0 && rep.IsoSlow.Lat.P99 > 0 {
+		f := float64(rep.IsoSlow.Lat.P99) / float64(rep.IsoBase.Lat.P99)
+		fmt.Fprintf(w, "  healthy p99 with a slow endpoint <= %.1f x without:   %.2f x (%s vs %s)  %s\n",
+			TargetIsolation, f, dur(rep.IsoSlow.Lat.P99), dur(rep.IsoBase.Lat.P99), verdict(f <= TargetIsolation))
+	}
+	if m.PeakRSS > 0 {
+		note := ""
+		if !m.Reached {
+			note = fmt.Sprintf(" (only %d of %d pending)", m.Pending, m.Target)
+		}
+		fmt.Fprintf(w, "  peak RSS with the retry backlog <= %d MiB:           %.1f MiB%s  %s\n",
+			TargetRSS>>20, mib(m.PeakRSS), note, verdict(m.PeakRSS <= TargetRSS))
+	}
+}

@@ -1,0 +1,117 @@
+// Package testenv connects the dispatcher's tests to the real RabbitMQ and
+// Redis (HOOKYARD_AMQP_URL, HOOKYARD_REDIS_URL), which they share with
+// other tests running at the same time. A test therefore works only under
+// names of its own (ID) and deletes exactly those when it ends; it never
+// flushes a database.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/redisconn"
+)
+
+// AMQPURL is the broker the tests use.
+func AMQPURL() string {
+	if u := os.Getenv("HOOKYARD_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// RedisURL is the Redis the tests use.
+func RedisURL() string {
+	if u := os.Getenv("HOOKYARD_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// ID returns a name no other test run uses, usable in queue names, Redis
+// keys and routing keys.
+func ID() string { return fmt.Sprintf("t%x%04x", time.Now().UnixNano(), rand.N(1<<16)) }
+
+// KeyPrefix returns a Redis key prefix of the test's own.
+func KeyPrefix(id string) string { return "hookyard:test:dispatcher:" + id }
+
+// Redis opens a client; when the test ends, every key under prefix is
+// deleted and the client closed.
+func Redis(t testing.TB, prefix string) redis.UniversalClient {
+	t.Helper()
+	rdb, err := redisconn.Open(RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		DeleteKeys(rdb, prefix)
+		rdb.Close()
+	})
+	return rdb
+}
+
+// DeleteKeys deletes every key under prefix (and nothing else).
+func DeleteKeys(rdb redis.UniversalClient, prefix string) {
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		rdb.Del(ctx, keys[:n]...)
+		keys = keys[n:]
+	}
+}
+
+// Rabbit dials the broker, declaring the shared topology and whatever
+// declare adds, and waits until the connection is up. The connection is
+// closed when the test ends.
+func Rabbit(t testing.TB, declare ...func(*amqp.Channel) error) *rabbit.Conn {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	conn := rabbit.DialConfig(ctx, AMQPURL(), rabbit.Config{
+		Setup: rabbit.DeclareFunc(append([]func(*amqp.Channel) error{rabbit.DeclareTopology}, declare...)...),
+	})
+	t.Cleanup(func() { cancel(); conn.Close() })
+	WaitFor(t, 10*time.Second, "broker connection", func() bool { return conn.Check(context.Background()) == nil })
+	return conn
+}
+
+// DeleteQueues deletes the named queues, ignoring errors: it is cleanup.
+func DeleteQueues(queues []string) {
+	conn, err := amqp.Dial(AMQPURL())
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	for _, q := range queues {
+		ch, err := conn.Channel()
+		if err != nil {
+			return
+		}
+		_, _ = ch.QueueDelete(q, false, false, false)
+		ch.Close()
+	}
+}
+
+// WaitFor polls cond until it holds or timeout passes, then fails the test.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
