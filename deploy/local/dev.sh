@@ -5,7 +5,7 @@
 # the services and any RabbitMQ/Redis that this script started itself.
 #
 # Environment:
-#   HOOKYARD_API_KEYS      default dev:devkey (a development key, printed)
+#   HOOKYARD_API_KEYS      default dev:devkey-local (a development key, printed)
 #   HOOKYARD_ALLOW_CIDRS   default 127.0.0.0/8, so local subscribers work
 #   HOOKYARD_AMQP_URL, HOOKYARD_REDIS_URL and other HOOKYARD_* settings are
 #                          passed through to every service
@@ -108,8 +108,8 @@ trap 'exit 143' TERM
 "$ROOT/deploy/local/deps.sh"
 
 if [[ -z ${HOOKYARD_API_KEYS:-} ]]; then
-	export HOOKYARD_API_KEYS=dev:devkey
-	say "HOOKYARD_API_KEYS is unset: using the development key 'devkey' (tenant 'dev'); never use it outside your machine"
+	export HOOKYARD_API_KEYS=dev:devkey-local
+	say "HOOKYARD_API_KEYS is unset: using the development key 'devkey-local' (tenant 'dev'); never use it outside your machine"
 fi
 export HOOKYARD_ALLOW_CIDRS=${HOOKYARD_ALLOW_CIDRS:-127.0.0.0/8}
 first=${HOOKYARD_API_KEYS%%,*}
