@@ -20,13 +20,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/loadtest"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/bench"
 )
 
 func main() {
 	cfg := bench.Config{
-		AMQPURL:  envOr("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-		RedisURL: envOr("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"),
+		AMQPURL:  loadtest.Env("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		RedisURL: loadtest.Env("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"),
 		Progress: os.Stderr,
 	}
 	var timeout time.Duration
@@ -58,11 +59,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "\ndispatcher-bench: run failed:", err)
 		os.Exit(1)
 	}
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

@@ -1,55 +1,24 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/hookyard/hookyard/platform/loadtest"
 )
 
-// scrapeSum returns the sum over all label sets of metric from a
-// Prometheus text exposition at url, or 0 if it cannot be read: the
-// figure only explains a measurement.
+// scrapeSum returns the sum over all label sets of metric from the
+// Prometheus text exposition at url, or 0 if it cannot be read: the figure
+// only explains a measurement.
 func scrapeSum(ctx context.Context, url, metric string) float64 {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	m, err := loadtest.ScrapeMetrics(ctx, url)
 	if err != nil {
 		return 0
 	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}).Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	return sumMetric(io.LimitReader(resp.Body, 16<<20), metric)
-}
-
-func sumMetric(r io.Reader, metric string) float64 {
-	var sum float64
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, metric)
-		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		if i := strings.LastIndexByte(rest, '}'); i >= 0 {
-			rest = rest[i+1:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
+	return m[metric]
 }
 
 func dur(d time.Duration) string {

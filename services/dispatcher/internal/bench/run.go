@@ -13,13 +13,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/hookyard/hookyard/platform/loadtest"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
@@ -187,7 +190,8 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	}
 	defer os.RemoveAll(tmp)
 	r.step("building %s", cfg.DispatcherPkg)
-	if r.bin, err = build(ctx, tmp, cfg.DispatcherPkg); err != nil {
+	r.bin = filepath.Join(tmp, "dispatcher")
+	if err := loadtest.Build(ctx, cfg.DispatcherPkg, r.bin); err != nil {
 		return rep, err
 	}
 	r.step("connecting to RabbitMQ and Redis")
@@ -228,7 +232,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	if rep.IsoBase, rep.IsoSlow, err = r.isolation(ctx, d, rep.rate(10)); err != nil {
 		return rep, err
 	}
-	if rep.PeakRSS, _, err = d.memory(); err != nil {
+	if rep.PeakRSS, _, err = d.Memory(); err != nil {
 		return rep, err
 	}
 	stopMain()
@@ -256,7 +260,7 @@ func burstName(f int) string { return fmt.Sprintf("fan-out %d, burst", f) }
 
 // instance is one dispatcher process with queues and keys of its own.
 type instance struct {
-	*child
+	*loadtest.Child
 	base      string
 	queues    deliver.Queues
 	keyPrefix string
@@ -265,11 +269,11 @@ type instance struct {
 // startDispatcher starts the binary under a queue and key prefix of its
 // own, consuming only this run's events, with extra settings appended.
 func (r *runner) startDispatcher(ctx context.Context, name string, extra []string) (*instance, error) {
-	httpAddr, err := freeAddr()
+	httpAddr, err := loadtest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	grpcAddr, err := freeAddr()
+	grpcAddr, err := loadtest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -290,13 +294,13 @@ func (r *runner) startDispatcher(ctx context.Context, name string, extra []strin
 	)
 	cmd.Env = append(cmd.Env, extra...)
 	r.step("starting dispatcher %q on %s (queues %s.*)", name, httpAddr, qp)
-	c, err := startChild("dispatcher "+name, cmd)
+	c, err := loadtest.Start("dispatcher "+name, cmd)
 	if err != nil {
 		return nil, err
 	}
-	d := &instance{child: c, base: "http://" + httpAddr, queues: deliver.NewQueues(qp, []string{binding}), keyPrefix: kp}
-	if err := c.waitHTTP(ctx, d.base+"/readyz", 30*time.Second); err != nil {
-		_ = c.stop(5 * time.Second)
+	d := &instance{Child: c, base: "http://" + httpAddr, queues: deliver.NewQueues(qp, []string{binding}), keyPrefix: kp}
+	if err := c.WaitHTTP(ctx, d.base+"/readyz", http.StatusOK, 30*time.Second); err != nil {
+		_ = c.Stop(5 * time.Second)
 		r.removeState(ctx, d)
 		return nil, err
 	}
@@ -313,7 +317,7 @@ func (r *runner) cleanupDispatcher(ctx context.Context, d *instance, errs *[]err
 			return
 		}
 		done = true
-		if err := d.stop(30 * time.Second); err != nil {
+		if err := d.Stop(30 * time.Second); err != nil {
 			*errs = append(*errs, err)
 		}
 		if err := r.removeState(ctx, d); err != nil {
@@ -381,23 +385,23 @@ func (r *runner) events() events {
 // measure runs publish, waits for want deliveries and condenses phase p.
 func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string, want int, publish func() error) (Result, error) {
 	p.Reset()
-	before, defBefore := sample(d.pid()), scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total")
+	before, defBefore := loadtest.SampleCPU(d.PID()), scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total")
 	err := publish()
 	if err == nil {
 		err = waitArrivals(ctx, p, want, r.cfg.PhaseTimeout)
 	}
-	res := Result{Name: name, Usage: usage(before, sample(d.pid()))}
+	res := Result{Name: name, Usage: usage(before, loadtest.SampleCPU(d.PID()))}
 	res.Deferrals = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total") - defBefore
 	st := p.Stats()
 	res.Deliveries, res.Window = len(st.Latencies), st.Window
-	res.Rate = Rate(res.Deliveries, st.Window)
+	res.Rate = loadtest.Rate(res.Deliveries, st.Window)
 	res.Lat = Summarize(st.Latencies)
 	res.Dups, res.BadSig, res.Unknown, res.SlowHits = st.Dups, st.BadSig, st.Unknown, st.SlowHits
 	if err == nil && (st.BadSig > 0 || st.Unknown > 0) {
 		err = fmt.Errorf("%s: %d requests with a bad signature, %d for unknown events", name, st.BadSig, st.Unknown)
 	}
-	if err != nil && d.exited() {
-		err = fmt.Errorf("%w; dispatcher exited: %v; output:\n%s", err, d.err, d.out)
+	if err != nil && d.Exited() {
+		err = fmt.Errorf("%w; dispatcher exited: %v; output:\n%s", err, d.Err(), d.Logs())
 	}
 	return res, err
 }
@@ -518,7 +522,7 @@ func (r *runner) memory(ctx context.Context, errs *[]error) (m Memory, err error
 		return m, err
 	}
 	defer r.cleanupDispatcher(ctx, d, errs)()
-	dead, err := freeAddr() // closed again: connections are refused
+	dead, err := loadtest.FreeAddr() // closed again: connections are refused
 	if err != nil {
 		return m, err
 	}
@@ -532,7 +536,7 @@ func (r *runner) memory(ctx context.Context, errs *[]error) (m Memory, err error
 	sleepCtx(ctx, endpoint.CacheTTL+200*time.Millisecond)
 
 	redisBefore := redisUsedMemory(ctx, r.rdb)
-	before, attBefore := sample(d.pid()), scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deliveries_total")
+	before, attBefore := loadtest.SampleCPU(d.PID()), scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deliveries_total")
 	start := time.Now()
 	pctx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.PendingTimeout))
 	defer cancel()
@@ -558,11 +562,11 @@ func (r *runner) memory(ctx context.Context, errs *[]error) (m Memory, err error
 		}
 		if time.Since(lastLog) >= 15*time.Second {
 			lastLog = time.Now()
-			peak, _, _ := d.memory()
+			peak, _, _ := d.Memory()
 			r.step("memory: %d of %d pending after %v, peak RSS %.1f MiB", m.Pending, m.Target, time.Since(start).Round(time.Second), mib(peak))
 		}
-		if d.exited() {
-			return m, fmt.Errorf("dispatcher exited: %v; output:\n%s", d.err, d.out)
+		if d.Exited() {
+			return m, fmt.Errorf("dispatcher exited: %v; output:\n%s", d.Err(), d.Logs())
 		}
 		if !sleepCtx(pctx, time.Second) {
 			break
@@ -576,10 +580,10 @@ func (r *runner) memory(ctx context.Context, errs *[]error) (m Memory, err error
 	if ctx.Err() != nil {
 		return m, ctx.Err()
 	}
-	m.Usage = usage(before, sample(d.pid()))
+	m.Usage = usage(before, loadtest.SampleCPU(d.PID()))
 	m.Attempts = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deliveries_total") - attBefore
 	m.RedisGrowth = redisUsedMemory(ctx, r.rdb) - redisBefore
-	if m.PeakRSS, m.RSS, err = d.memory(); err != nil {
+	if m.PeakRSS, m.RSS, err = d.Memory(); err != nil {
 		return m, err
 	}
 	for _, q := range d.queues.All() {

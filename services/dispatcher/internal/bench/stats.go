@@ -3,6 +3,8 @@ package bench
 import (
 	"slices"
 	"time"
+
+	"github.com/hookyard/hookyard/platform/loadtest"
 )
 
 // Latency condenses a set of latencies.
@@ -13,43 +15,12 @@ type Latency struct {
 	Max time.Duration
 }
 
-// Percentile returns the q-quantile (0 < q <= 1) of sorted by the
-// nearest-rank method: the smallest sample such that at least q of all
-// samples are less than or equal to it. It never interpolates, so every
-// figure is a latency some delivery really had. sorted must be ascending;
-// an empty slice yields 0.
-func Percentile(sorted []time.Duration, q float64) time.Duration {
-	n := len(sorted)
-	if n == 0 {
-		return 0
-	}
-	if q <= 0 {
-		return sorted[0]
-	}
-	if q >= 1 {
-		return sorted[n-1]
-	}
-	// rank = ceil(q*n) in integer millionths, so that float error cannot
-	// turn 0.99*100 into rank 100.
-	qm := int64(q*1e6 + 0.5)
-	rank := int((qm*int64(n) + 1e6 - 1) / 1e6)
-	return sorted[max(rank, 1)-1]
-}
-
 // Summarize sorts lat in place and condenses it.
 func Summarize(lat []time.Duration) Latency {
 	slices.Sort(lat)
-	l := Latency{N: len(lat), P50: Percentile(lat, 0.50), P99: Percentile(lat, 0.99)}
+	l := Latency{N: len(lat), P50: loadtest.Percentile(lat, 0.50), P99: loadtest.Percentile(lat, 0.99)}
 	if len(lat) > 0 {
 		l.Max = lat[len(lat)-1]
 	}
 	return l
-}
-
-// Rate returns n per second over d, or 0 for a non-positive d.
-func Rate(n int, d time.Duration) float64 {
-	if d <= 0 {
-		return 0
-	}
-	return float64(n) / d.Seconds()
 }

@@ -19,14 +19,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/loadtest"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/services/ingress/internal/bench"
 )
 
 func main() {
 	cfg := bench.Config{
-		AMQPURL:  envOr("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-		RedisURL: envOr("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"),
+		AMQPURL:  loadtest.Env("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+		RedisURL: loadtest.Env("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"),
 		Progress: os.Stderr,
 	}
 	var (
@@ -74,13 +75,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "\ningress-bench: run failed:", err)
 		os.Exit(1)
 	}
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }
 
 // usage lists the flags except the internal sink flag.

@@ -18,8 +18,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/loadtest"
 	"github.com/hookyard/hookyard/platform/rabbit"
 )
 
@@ -115,8 +117,8 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	defer os.RemoveAll(tmp)
 
 	step("building %s", cfg.IngressPkg)
-	bin, err := buildIngress(ctx, tmp, cfg.IngressPkg)
-	if err != nil {
+	bin := filepath.Join(tmp, "ingress")
+	if err := loadtest.Build(ctx, cfg.IngressPkg, bin); err != nil {
 		return rep, err
 	}
 
@@ -138,11 +140,11 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		step("removed %d dedupe keys from Redis", n)
 	}()
 
-	httpAddr, err := freeAddr()
+	httpAddr, err := loadtest.FreeAddr()
 	if err != nil {
 		return rep, err
 	}
-	grpcAddr, err := freeAddr()
+	grpcAddr, err := loadtest.FreeAddr()
 	if err != nil {
 		return rep, err
 	}
@@ -160,18 +162,18 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		fmt.Sprintf("HOOKYARD_PUBLISHER_CHANNELS=%d", cfg.PublisherChannels),
 	)
 	step("starting ingress on %s", httpAddr)
-	ing, err := startChild("ingress", cmd)
+	ing, err := loadtest.Start("ingress", cmd)
 	if err != nil {
 		return rep, err
 	}
 	stopIngress := func() {
-		if err := ing.stop(10 * time.Second); err != nil {
+		if err := ing.Stop(10 * time.Second); err != nil {
 			cleanupErrs = append(cleanupErrs, err)
 		}
 	}
 	defer stopIngress()
 	base := "http://" + httpAddr
-	if err := ing.waitHTTP(ctx, base+"/readyz", http.StatusOK, 30*time.Second); err != nil {
+	if err := ing.WaitHTTP(ctx, base+"/readyz", http.StatusOK, 30*time.Second); err != nil {
 		return rep, err
 	}
 
@@ -227,7 +229,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	}
 
 	step("ingress saturation: %d requests, %d workers", cfg.N, cfg.Concurrency)
-	pid, metrics := ing.cmd.Process.Pid, base+"/metrics"
+	pid, metrics := ing.PID(), base+"/metrics"
 	before := sample(ctx, pid, metrics)
 	rep.Saturated = ClosedLoop(ctx, fmt.Sprintf("ingress, closed loop C=%d", cfg.Concurrency), cfg.Concurrency, cfg.N, webhooks(cfg.N))
 	rep.Saturated.Usage = usage(before, sample(ctx, pid, metrics))
@@ -260,7 +262,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		return rep, fmt.Errorf("ingress fixed rate: %w", err)
 	}
 
-	if rep.PeakRSS, err = ing.peakRSS(); err != nil {
+	if rep.PeakRSS, _, err = ing.Memory(); err != nil {
 		return rep, err
 	}
 	// Free the CPU for the ceilings: on a small machine an idle but live
@@ -323,18 +325,18 @@ func rawCeiling(ctx context.Context, cfg Config, br *broker, queue, key, run str
 // bareCeiling measures a bare net/http handler in its own process with the
 // same load generator and payload as the ingress saturation phase.
 func bareCeiling(ctx context.Context, cfg Config, conns int, run string, step func(string, ...any)) (Summary, error) {
-	addr, err := freeAddr()
+	addr, err := loadtest.FreeAddr()
 	if err != nil {
 		return Summary{}, err
 	}
 	step("starting bare HTTP sink on %s", addr)
-	sink, err := startChild("sink", exec.Command(cfg.Self, "-"+SinkFlag, addr))
+	sink, err := loadtest.Start("sink", exec.Command(cfg.Self, "-"+SinkFlag, addr))
 	if err != nil {
 		return Summary{}, err
 	}
-	defer func() { _ = sink.stop(5 * time.Second) }()
+	defer func() { _ = sink.Stop(5 * time.Second) }()
 	base := "http://" + addr
-	if err := sink.waitHTTP(ctx, base+"/", http.StatusAccepted, 15*time.Second); err != nil {
+	if err := sink.WaitHTTP(ctx, base+"/", http.StatusAccepted, 15*time.Second); err != nil {
 		return Summary{}, err
 	}
 	client := NewClient(conns)
@@ -349,9 +351,9 @@ func bareCeiling(ctx context.Context, cfg Config, conns int, run string, step fu
 		return s, fmt.Errorf("bare HTTP warm-up: %s", failure(s))
 	}
 	step("bare HTTP ceiling: %d requests, %d workers", cfg.N, cfg.Concurrency)
-	before := sample(ctx, sink.cmd.Process.Pid, "")
+	before := sample(ctx, sink.PID(), "")
 	s := ClosedLoop(ctx, fmt.Sprintf("bare net/http C=%d", cfg.Concurrency), cfg.Concurrency, cfg.N, op(cfg.Warmup))
-	s.Usage = usage(before, sample(ctx, sink.cmd.Process.Pid, ""))
+	s.Usage = usage(before, sample(ctx, sink.PID(), ""))
 	if err := ctx.Err(); err != nil {
 		return s, err
 	}

@@ -1,9 +1,0 @@
-//go:build !linux
-
-package bench
-
-import "syscall"
-
-// childAttrs has no portable equivalent of the Linux settings; elsewhere
-// the benchmark relies on its own clean-up alone.
-func childAttrs() *syscall.SysProcAttr { return nil }
