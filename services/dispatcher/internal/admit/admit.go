@@ -133,14 +133,24 @@ func (g *Gate) Admit(ctx context.Context, r Request) (v Verdict, wait time.Durat
 
 // Finish ends an admitted attempt; delivered sets the delivered marker.
 func (g *Gate) Finish(ctx context.Context, r Request, delivered bool) error {
+	pipe := g.rdb.Pipeline()
+	g.QueueFinish(ctx, pipe, r, delivered)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("finish attempt: %w", err)
+	}
+	return nil
+}
+
+// QueueFinish adds Finish to pipe, so that the worker sends it together
+// with the rest of an attempt's bookkeeping in one round trip. It sends
+// the script itself (EVAL): a pipeline cannot fall back from EVALSHA when
+// Redis has lost its script cache.
+func (g *Gate) QueueFinish(ctx context.Context, pipe redis.Pipeliner, r Request, delivered bool) {
 	d := "0"
 	if delivered {
 		d = "1"
 	}
-	if err := finishScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("finish attempt: %w", err)
-	}
-	return nil
+	finishScript.Eval(ctx, pipe, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds())
 }
 
 // Forget removes the delivered marker so that an explicit resend is

@@ -189,7 +189,10 @@ func (w *Worker) process(ctx context.Context, t *Task) error {
 	}
 	switch verdict {
 	case admit.Done:
-		return nil
+		// Delivered before. Its state may not have been written (Redis
+		// failed after the marker was set), so make sure of it rather than
+		// leave the delivery pending forever.
+		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts)
 	case admit.Busy:
 		return w.deferTask(ctx, t, deferDelay, "busy")
 	case admit.Full:
@@ -210,16 +213,24 @@ func (w *Worker) process(ctx context.Context, t *Task) error {
 	} else {
 		done(errors.New(outcome.String()))
 	}
-	// Bookkeeping must complete even while shutting down.
+	// Bookkeeping must complete even while shutting down. The lease, the
+	// attempt log and, on success, the delivery state go in one round
+	// trip: on the hot path that is all there is to write.
 	ctx = context.WithoutCancel(ctx)
-	if err := w.gate.Finish(ctx, req, outcome == retry.Delivered); err != nil {
-		return err
-	}
-	w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
+	delivered := outcome == retry.Delivered
 	t.Attempts++
-	if err := w.messages.AddAttempt(ctx, t.Tenant, t.Message, res.record); err != nil {
+	pipe := w.messages.Pipeline()
+	w.gate.QueueFinish(ctx, pipe, req, delivered)
+	if err := w.messages.QueueAttempt(ctx, pipe, t.Tenant, t.Message, res.record); err != nil {
 		w.log.Warn("recording attempt failed", "err", err, "message_id", t.Message)
 	}
+	if delivered {
+		w.messages.QueueDelivery(ctx, pipe, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusDelivered, Attempts: t.Attempts})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("finish attempt: %w", err)
+	}
+	w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
 	return w.settle(ctx, rec, t, outcome, res)
 }
 
@@ -229,12 +240,13 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *Task, outc
 	now := time.Now()
 	switch outcome {
 	case retry.Delivered:
+		// The delivery state was written with the attempt.
 		if ep.GetFailingSince() != nil {
 			if err := w.endpoints.ClearFailing(ctx, t.Tenant, ep.GetId()); err != nil {
 				w.log.Warn("clearing failure run failed", "err", err, "endpoint_id", ep.GetId())
 			}
 		}
-		return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusDelivered, Attempts: t.Attempts})
+		return nil
 	case retry.Gone:
 		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone, now); err != nil {
 			return err

@@ -96,9 +96,6 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 // has no delivery yet (or, with only set, for those endpoints). It returns
 // the number of tasks published.
 func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message, only []string) (int, error) {
-	if _, err := f.messages.Record(ctx, tenant, m); err != nil {
-		return 0, err
-	}
 	var ids []string
 	if only != nil {
 		ids = only
@@ -111,12 +108,14 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 			ids = append(ids, r.Endpoint.GetId())
 		}
 	}
-	if len(ids) == 0 {
-		return 0, nil
-	}
-	existing, err := f.messages.Deliveries(ctx, tenant, m.ID, ids)
+	// Recorded even when no endpoint matches, so that the message can be
+	// looked up (and resent once an endpoint exists).
+	_, existing, err := f.messages.RecordFor(ctx, tenant, m, ids)
 	if err != nil {
 		return 0, err
+	}
+	if len(ids) == 0 {
+		return 0, nil
 	}
 	var todo []string
 	for _, id := range ids {

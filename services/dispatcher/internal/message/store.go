@@ -94,30 +94,53 @@ func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:
 func (s *Store) sendKey(t, id string) string { return fmt.Sprintf("%s:send:{%s}:%s", s.prefix, t, id) }
 
 // recordScript writes a message's meta, body and TTL in one step unless
-// the message exists. Done as separate commands, a crash (or a lost
+// the message exists, then reports which of the delivery fields in
+// ARGV[4:] exist. Done as separate commands, a crash (or a lost
 // connection) after the first left a message with no body and no TTL that
 // every later Record took for complete: a resend then delivered an empty
 // body and the key never expired.
 var recordScript = redis.NewScript(`
-if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'body', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+local out = {redis.call('HSETNX', KEYS[1], 'meta', ARGV[1])}
+if out[1] == 1 then
+  redis.call('HSET', KEYS[1], 'body', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return out
+end
+for i = 4, #ARGV do out[#out + 1] = redis.call('HEXISTS', KEYS[1], ARGV[i]) end
+return out
 `)
 
 // Record stores m unless a message with its id exists. It reports whether
 // m was new.
 func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, error) {
+	created, _, err := s.RecordFor(ctx, tenant, m, nil)
+	return created, err
+}
+
+// RecordFor is Record that also returns which of endpoints already have a
+// delivery of m, in the same round trip: the fan-out
+// needs both for every event.
+func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoints []string) (created bool, existing map[string]bool, err error) {
 	meta, err := json.Marshal(m)
 	if err != nil {
-		return false, fmt.Errorf("encode message: %w", err)
+		return false, nil, fmt.Errorf("encode message: %w", err)
 	}
-	created, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID)},
-		meta, m.Body, s.retention.Milliseconds()).Int()
+	args := make([]any, 0, 3+len(endpoints))
+	args = append(args, meta, m.Body, s.retention.Milliseconds())
+	for _, ep := range endpoints {
+		args = append(args, "d:"+ep)
+	}
+	res, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID)}, args...).Int64Slice()
 	if err != nil {
-		return false, fmt.Errorf("record message: %w", err)
+		return false, nil, fmt.Errorf("record message: %w", err)
 	}
-	return created == 1, nil
+	existing = map[string]bool{}
+	for i, v := range res[1:] {
+		if v == 1 && i < len(endpoints) {
+			existing[endpoints[i]] = true
+		}
+	}
+	return res[0] == 1, existing, nil
 }
 
 // Get returns a message and its deliveries by endpoint id.
@@ -148,28 +171,6 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 	return m, ds, nil
 }
 
-// Deliveries returns which of endpoints already have a delivery recorded.
-func (s *Store) Deliveries(ctx context.Context, tenant, id string, endpoints []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	if len(endpoints) == 0 {
-		return out, nil
-	}
-	fields := make([]string, len(endpoints))
-	for i, ep := range endpoints {
-		fields[i] = "d:" + ep
-	}
-	vals, err := s.rdb.HMGet(ctx, s.msgKey(tenant, id), fields...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read deliveries: %w", err)
-	}
-	for i, v := range vals {
-		if v != nil {
-			out[endpoints[i]] = true
-		}
-	}
-	return out, nil
-}
-
 // InitDeliveries records a pending delivery for each endpoint that has none.
 func (s *Store) InitDeliveries(ctx context.Context, tenant, id string, endpoints []string) error {
 	if len(endpoints) == 0 {
@@ -188,11 +189,45 @@ func (s *Store) InitDeliveries(ctx context.Context, tenant, id string, endpoints
 
 // SetDelivery overwrites the state of a delivery.
 func (s *Store) SetDelivery(ctx context.Context, tenant, id, ep string, d Delivery) error {
-	v, _ := json.Marshal(d)
-	if err := s.rdb.HSet(ctx, s.msgKey(tenant, id), "d:"+ep, v).Err(); err != nil {
+	pipe := s.rdb.Pipeline()
+	s.QueueDelivery(ctx, pipe, tenant, id, ep, d)
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("record delivery: %w", err)
 	}
 	return nil
+}
+
+// markDeliveredScript records a delivery as delivered unless it already
+// is, and leaves an expired (or deleted) message alone.
+var markDeliveredScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.find(v, '"status":"delivered"', 1, true) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
+// MarkDelivered records that a delivery succeeded, for a copy of a task
+// whose message was found delivered already: it repairs a state that a
+// failure left behind without overwriting the attempt count of one that
+// was written.
+func (s *Store) MarkDelivered(ctx context.Context, tenant, id, ep string, attempts int) error {
+	v, _ := json.Marshal(Delivery{Status: StatusDelivered, Attempts: attempts})
+	if err := markDeliveredScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, id)}, "d:"+ep, v).Err(); err != nil {
+		return fmt.Errorf("record delivery: %w", err)
+	}
+	return nil
+}
+
+// Pipeline returns a pipeline on the store's Redis. The worker sends an
+// attempt's bookkeeping (admission, attempt log, delivery state) through
+// one, in one round trip instead of three.
+func (s *Store) Pipeline() redis.Pipeliner { return s.rdb.Pipeline() }
+
+// QueueDelivery adds SetDelivery to pipe.
+func (s *Store) QueueDelivery(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, d Delivery) {
+	v, _ := json.Marshal(d)
+	pipe.HSet(ctx, s.msgKey(tenant, id), "d:"+ep, v)
 }
 
 // Snippet returns a response body as it is stored: at most MaxSnippet
@@ -217,18 +252,27 @@ func Snippet(s string) string {
 // AddAttempt appends to the attempt log. The snippet is replaced by its
 // Snippet.
 func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcherv1.Attempt) error {
+	pipe := s.rdb.Pipeline()
+	if err := s.QueueAttempt(ctx, pipe, tenant, id, a); err != nil {
+		return err
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	return nil
+}
+
+// QueueAttempt adds AddAttempt to pipe; it fails only if a cannot be
+// encoded.
+func (s *Store) QueueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt) error {
 	a.ResponseSnippet = Snippet(a.ResponseSnippet)
 	v, err := protojson.Marshal(a)
 	if err != nil {
 		return fmt.Errorf("encode attempt: %w", err)
 	}
 	key := s.attKey(tenant, id)
-	pipe := s.rdb.Pipeline()
 	pipe.RPush(ctx, key, v)
 	pipe.Expire(ctx, key, s.retention)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("record attempt: %w", err)
-	}
 	return nil
 }
 

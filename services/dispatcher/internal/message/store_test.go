@@ -124,15 +124,20 @@ func TestDeliveryStatus(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", ep, d, w)
 		}
 	}
-	has, err := s.Deliveries(ctx, "acme", "m", []string{"ep1", "ep4", "ep3"})
+	// Recording the message again (a replayed event) reports the
+	// deliveries it has, and changes nothing.
+	created, has, err := s.RecordFor(ctx, "acme", newMessage("m"), []string{"ep1", "ep4", "ep3"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !has["ep1"] || !has["ep3"] || has["ep4"] || len(has) != 2 {
-		t.Errorf("Deliveries = %v, want ep1 and ep3", has)
+	if created || !has["ep1"] || !has["ep3"] || has["ep4"] || len(has) != 2 {
+		t.Errorf("RecordFor = %v, %v; want not created, ep1 and ep3", created, has)
 	}
-	if has, _ := s.Deliveries(ctx, "globex", "m", []string{"ep1"}); len(has) != 0 {
-		t.Errorf("another tenant sees deliveries %v", has)
+	if _, ds2, _ := s.Get(ctx, "acme", "m"); len(ds2) != len(want) {
+		t.Errorf("RecordFor changed the deliveries: %v", ds2)
+	}
+	if created, has, _ := s.RecordFor(ctx, "globex", newMessage("m"), []string{"ep1"}); !created || len(has) != 0 {
+		t.Errorf("another tenant's message: created %v, deliveries %v; want created, none", created, has)
 	}
 }
 
@@ -440,5 +445,80 @@ func TestRecordIsAllOrNothing(t *testing.T) {
 			t.Fatalf("write %d lost: message %v, %v; want the body %q", n, got, err, m.Body)
 		}
 		checkTTL(t, rdb, s.msgKey("acme", m.ID))
+	}
+}
+
+func TestMarkDelivered(t *testing.T) {
+	s, rdb := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Record(ctx, "acme", newMessage("m")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InitDeliveries(ctx, "acme", "m", []string{"ep1", "ep2"}); err != nil {
+		t.Fatal(err)
+	}
+	// A pending delivery (its state was lost) becomes delivered...
+	if err := s.MarkDelivered(ctx, "acme", "m", "ep1", 1); err != nil {
+		t.Fatal(err)
+	}
+	// ...a delivered one keeps the attempt count it was written with.
+	if err := s.SetDelivery(ctx, "acme", "m", "ep2", Delivery{Status: StatusDelivered, Attempts: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkDelivered(ctx, "acme", "m", "ep2", 1); err != nil {
+		t.Fatal(err)
+	}
+	_, ds, err := s.Get(ctx, "acme", "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := ds["ep1"]; d.Status != StatusDelivered || d.Attempts != 1 {
+		t.Errorf("ep1: %+v, want delivered after 1 attempt", d)
+	}
+	if d := ds["ep2"]; d.Status != StatusDelivered || d.Attempts != 3 {
+		t.Errorf("ep2: %+v, want delivered after 3 attempts (unchanged)", d)
+	}
+	// A message that has expired is not brought back as a bare hash.
+	if err := s.MarkDelivered(ctx, "acme", "gone", "ep1", 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, s.msgKey("acme", "gone")).Val(); n != 0 {
+		t.Errorf("MarkDelivered created %s", s.msgKey("acme", "gone"))
+	}
+}
+
+func TestQueuedBookkeepingInOnePipeline(t *testing.T) {
+	s, rdb := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Record(ctx, "acme", newMessage("m")); err != nil {
+		t.Fatal(err)
+	}
+	pipe := s.Pipeline()
+	a := &dispatcherv1.Attempt{EndpointId: "ep1", Number: 1, StatusCode: 200, ResponseSnippet: "ok\xff"}
+	if err := s.QueueAttempt(ctx, pipe, "acme", "m", a); err != nil {
+		t.Fatal(err)
+	}
+	s.QueueDelivery(ctx, pipe, "acme", "m", "ep1", Delivery{Status: StatusDelivered, Attempts: 1})
+	// Nothing is written before Exec.
+	if n := rdb.Exists(ctx, s.attKey("acme", "m")).Val(); n != 0 {
+		t.Fatal("attempt written before the pipeline ran")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	atts, _, err := s.Attempts(ctx, "acme", "m", 10, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(atts) != 1 || atts[0].GetStatusCode() != 200 || atts[0].GetResponseSnippet() != "ok\uFFFD" {
+		t.Fatalf("attempts %v, want the one queued, its snippet made valid UTF-8", atts)
+	}
+	checkTTL(t, rdb, s.attKey("acme", "m"))
+	_, ds, err := s.Get(ctx, "acme", "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := ds["ep1"]; d.Status != StatusDelivered || d.Attempts != 1 {
+		t.Errorf("ep1: %+v, want delivered after 1 attempt", d)
 	}
 }
