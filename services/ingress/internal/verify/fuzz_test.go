@@ -65,7 +65,8 @@ func signedContent(t *testing.T, provider string, r Request) string {
 		if err != nil {
 			t.Fatalf("verified a request whose body does not parse: %v", err)
 		}
-		return f.timestamp + "|" + f.token + "|" + f.signature
+		// Hex is case-insensitive: "AB" and "ab" are the same MAC.
+		return f.timestamp + "|" + f.token + "|" + strings.ToLower(f.signature)
 	}
 	return string(r.Body)
 }
