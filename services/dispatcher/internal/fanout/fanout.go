@@ -36,11 +36,19 @@ type Fanout struct {
 	log       *slog.Logger
 	// Concurrency is how many events are fanned out at once.
 	Concurrency int
+	// RetryDelay is how long an event waits after Redis or the broker
+	// failed while it was fanned out.
+	RetryDelay time.Duration
 }
+
+// RoutingKeyHeader carries an event's original routing key on a copy put
+// back into the events queue through the default exchange, whose routing
+// key is the queue's name.
+const RoutingKeyHeader = "x-hookyard-routing-key"
 
 // New returns a Fanout.
 func New(q deliver.Queues, eps *endpoint.Store, msgs *message.Store, pub deliver.Publisher, m *deliver.Metrics, log *slog.Logger) *Fanout {
-	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64}
+	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64, RetryDelay: time.Second}
 }
 
 // Run consumes until ctx ends and returns after in-flight events finish.
@@ -66,6 +74,9 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	key := d.RoutingKey
+	if k, ok := d.Headers[RoutingKeyHeader].(string); ok && k != "" {
+		key = k
+	}
 	if key == "" {
 		key = cloudevent.RoutingKey(ev.GetSource(), ev.GetType())
 	}
@@ -79,16 +90,42 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 	n, err := f.Dispatch(ctx, ev.GetTenant(), m, nil)
 	if err != nil {
 		f.metrics.Published.WithLabelValues("error").Inc()
-		f.log.Warn("fan-out failed; event requeued", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant())
+		f.log.Warn("fan-out failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant())
 		select {
-		case <-time.After(time.Second):
+		case <-time.After(f.RetryDelay):
 		case <-ctx.Done():
 		}
-		_ = d.Nack(false, true)
+		f.putBack(ctx, d, key)
 		return
 	}
 	f.metrics.Published.WithLabelValues("ok").Inc()
 	f.log.Debug("event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
+	_ = d.Ack(false)
+}
+
+// putBack returns an event that could not be fanned out to the tail of
+// the queue. A plain requeue would count against the queue's delivery
+// limit (quorum queues count every return), so a Redis outage of a few
+// seconds would dead-letter every event that arrived during it. A copy
+// does not count; only if the copy cannot be published is the event
+// requeued.
+func (f *Fanout) putBack(ctx context.Context, d amqp.Delivery, key string) {
+	headers := amqp.Table{}
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	headers[RoutingKeyHeader] = key
+	msg := amqp.Publishing{
+		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
+		DeliveryMode: amqp.Persistent, CorrelationId: d.CorrelationId, MessageId: d.MessageId,
+		Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId, Body: d.Body,
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := f.pub.Publish(pctx, "", f.queues.Events, msg); err != nil {
+		_ = d.Nack(false, true)
+		return
+	}
 	_ = d.Ack(false)
 }
 

@@ -1,0 +1,104 @@
+package dispatcher
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/platform/rabbit"
+)
+
+// queueDepth returns the ready messages of a queue.
+func queueDepth(t *testing.T, name string) int {
+	t.Helper()
+	conn, err := amqp.Dial(amqpURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", name, err)
+	}
+	return q.Messages
+}
+
+// An event that arrives while Redis is down must wait for it, however
+// long that takes: quorum queues count every requeue against the delivery
+// limit, so requeueing would dead-letter the event after a few seconds.
+func TestRedisOutageKeepsEvents(t *testing.T) {
+	h := newHarness(t, loopback, nil)
+	s := newSink(t, ok)
+	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL + "/hook", EventTypes: []string{h.id + ".order.*"}})
+	h.stop() // the healthy dispatcher steps aside during the outage
+
+	// A replica whose Redis refuses connections.
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond,
+		DialerRetries: 1, DialerRetryTimeout: time.Millisecond})
+	defer dead.Close()
+	reg := prometheus.NewRegistry()
+	down, err := New(h.cfg, Deps{Rabbit: h.conn, Redis: dead, Log: slog.New(slog.DiscardHandler), Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Publisher.Close()
+	down.Fanout.RetryDelay = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = down.RunFanout(ctx) }()
+
+	h.publish("evt-outage", "order.created", []byte(`{"n":1}`))
+	// Far more rounds than the queue's delivery limit.
+	dlq := rabbit.DLQName(h.cfg.Queues().Events)
+	waitFor(t, 20*time.Second, "repeated fan-out failures", func() bool {
+		return failedFanouts(t, reg) >= 3*rabbit.DefaultDeliveryLimit || queueDepth(t, dlq) > 0
+	})
+	cancel()
+	wg.Wait()
+	if n := queueDepth(t, dlq); n != 0 {
+		t.Fatalf("%d events dead-lettered during a Redis outage, after %d failed fan-outs", n, failedFanouts(t, reg))
+	}
+
+	// Redis is back: the event is delivered, under its original routing
+	// key (the endpoint matches only order.*).
+	h.start()
+	waitFor(t, 10*time.Second, "delivery after the outage", func() bool { return len(s.all()) == 1 })
+	if got := s.all()[0].header.Get("webhook-id"); got != "evt-outage" {
+		t.Fatalf("delivered %q, want evt-outage", got)
+	}
+	waitFor(t, 5*time.Second, "delivered status", func() bool { return h.deliveryStatus("evt-outage", ep.GetId()) == "delivered" })
+}
+
+// failedFanouts reads hookyard_dispatcher_fanout_events_total{result="error"}.
+func failedFanouts(t *testing.T, reg *prometheus.Registry) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "hookyard_dispatcher_fanout_events_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == "error" {
+					return int(m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	return 0
+}
