@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -24,6 +25,7 @@ import (
 	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
@@ -44,13 +46,19 @@ const (
 
 // Deps are what the API needs.
 type Deps struct {
-	Endpoints       *endpoint.Store
-	Messages        *message.Store
-	Gate            *admit.Gate
-	Fanout          *fanout.Fanout
-	Publisher       deliver.Publisher
+	Endpoints *endpoint.Store
+	Messages  *message.Store
+	Gate      *admit.Gate
+	Fanout    *fanout.Fanout
+	Publisher deliver.Publisher
+	// Sends remembers the ids of SendMessage calls, as ingress remembers
+	// webhook ids: claimed before the publish, done after its confirm.
+	Sends           *dedupe.Store
 	Policy          ssrf.Policy
 	RotationOverlap time.Duration
+	// Retention is how long message ids are remembered.
+	Retention time.Duration
+	Log       *slog.Logger
 }
 
 // Endpoints implements EndpointService.
@@ -346,30 +354,46 @@ func (s *Messages) SendMessage(ctx context.Context, r *dispatcherv1.SendMessageR
 	if len(body) > maxBody {
 		return nil, status.Errorf(codes.InvalidArgument, "data is %d bytes, at most %d", len(body), maxBody)
 	}
-	claimed, err := s.Messages.ClaimSend(ctx, tenant, id)
+	state, claim, err := s.Sends.Claim(ctx, s.Sends.Key(tenant, id))
 	if err != nil {
-		return nil, storeErr(err, "send message", id)
+		return nil, status.Errorf(codes.Unavailable, "send message %q: %v", id, err)
 	}
 	now := time.Now().UTC()
 	out := &dispatcherv1.Message{Id: id, Source: source, Type: in.GetType(), Data: data, CreateTime: timestamppb.New(now)}
-	if !claimed {
-		// A repeat of an earlier call: answer as that call did.
+	switch state {
+	case dedupe.Done:
+		// A repeat of a call that was published: answer as that call did
+		// (the fan-out may not have recorded the message yet).
 		if got, err := s.GetMessage(ctx, &dispatcherv1.GetMessageRequest{Id: id}); err == nil {
 			return got, nil
 		}
 		return out, nil
+	case dedupe.InProgress:
+		// Not a success yet: the other call may still fail.
+		return nil, status.Errorf(codes.Aborted, "message %q is being sent by another request; retry", id)
+	}
+	release := func() {
+		if err := s.Sends.Release(context.WithoutCancel(ctx), claim); err != nil {
+			s.Log.Warn("releasing a message id failed; the claim expires by itself", "message_id", id, "err", err)
+		}
 	}
 	msg, err := cloudevent.ToPublishing(&eventv1.Event{
 		Id: id, Source: source, Type: in.GetType(), Tenant: tenant, Time: timestamppb.New(now),
 		DataContentType: "application/json", Data: body,
 	})
 	if err != nil {
-		_ = s.Messages.ReleaseSend(context.WithoutCancel(ctx), tenant, id)
+		release()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.Publisher.Publish(ctx, rabbit.EventsExchange, cloudevent.RoutingKey(source, in.GetType()), msg); err != nil {
-		_ = s.Messages.ReleaseSend(context.WithoutCancel(ctx), tenant, id)
+		release()
 		return nil, status.Errorf(codes.Unavailable, "publish message: %v", err)
+	}
+	// Published. If remembering that fails, a retry after the claim
+	// expires publishes again, which the fan-out and the delivered
+	// markers absorb; the call itself succeeded.
+	if err := s.Sends.Confirm(context.WithoutCancel(ctx), claim, s.Retention); err != nil {
+		s.Log.Warn("remembering a message id failed; a retry may publish it again", "message_id", id, "err", err)
 	}
 	return out, nil
 }

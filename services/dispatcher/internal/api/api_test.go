@@ -23,6 +23,7 @@ import (
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/config"
+	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/dispatcher"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
@@ -43,6 +44,7 @@ type env struct {
 	base         string // REST base URL
 	store        *message.Store
 	endpoints    *endpoint.Store
+	sends        *dedupe.Store // the ids SendMessage remembers
 }
 
 type tenant struct{ name, key string }
@@ -67,6 +69,7 @@ func start(t *testing.T) *env {
 	}
 	e.store = message.New(rdb, cfg.KeyPrefix, cfg.Retention)
 	e.endpoints = endpoint.New(rdb, cfg.KeyPrefix)
+	e.sends = dedupe.New(rdb, cfg.KeyPrefix+":send")
 
 	keys, err := auth.ParseKeys(e.acme.name + ":" + e.acme.key + "," + e.globex.name + ":" + e.globex.key)
 	if err != nil {
@@ -580,9 +583,25 @@ func TestSendMessageIsIdempotent(t *testing.T) {
 	if err != nil || again.GetId() != "order-1" {
 		t.Fatalf("repeat: %v, %v", again, err)
 	}
-	claimed, err := e.store.ClaimSend(context.Background(), e.acme.name, "order-1")
-	if err != nil || claimed {
-		t.Fatalf("id free after two sends: %v, %v", claimed, err)
+	sends := e.sends
+	if state, _, err := sends.Claim(context.Background(), sends.Key(e.acme.name, "order-1")); err != nil || state != dedupe.Done {
+		t.Fatalf("id after two sends: state %v, %v; want done", state, err)
+	}
+	// While another call is still publishing an id, a repeat is not told
+	// it succeeded: that call may yet fail.
+	state, claim, err := sends.Claim(context.Background(), sends.Key(e.acme.name, "order-9"))
+	if err != nil || state != dedupe.Claimed {
+		t.Fatal(state, err)
+	}
+	order9 := &dispatcherv1.SendMessageRequest{Message: &dispatcherv1.Message{Id: "order-9", Source: e.id, Type: "order.created", Data: data}}
+	if _, err := e.msgs.SendMessage(ctx, order9); status.Code(err) != codes.Aborted {
+		t.Fatalf("repeat during another send: %v, want Aborted", err)
+	}
+	if err := sends.Release(context.Background(), claim); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.msgs.SendMessage(ctx, order9); err != nil {
+		t.Fatalf("send after the other call gave up: %v", err)
 	}
 	out := e.restOK(t, "POST", "/v1/messages", e.acme.key, `{"source":"`+e.id+`","type":"order.created","data":{"order":2}}`)
 	if id, _ := out["id"].(string); id == "" || id == "order-1" {

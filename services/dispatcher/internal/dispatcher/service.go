@@ -17,6 +17,7 @@ import (
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/platform/app"
 	"github.com/hookyard/hookyard/platform/config"
+	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
@@ -124,7 +125,11 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 		BreakerTimeout: c.BreakerTimeout, Concurrency: c.Concurrency,
 	}, q, eps, msgs, gate, pub, client, m, d.Log)
 	f := fanout.New(q, eps, msgs, pub, m, d.Log)
-	deps := api.Deps{Endpoints: eps, Messages: msgs, Gate: gate, Fanout: f, Publisher: pub, Policy: policy, RotationOverlap: c.RotationOverlap}
+	deps := api.Deps{
+		Endpoints: eps, Messages: msgs, Gate: gate, Fanout: f, Publisher: pub, Policy: policy,
+		Sends: dedupe.New(d.Redis, c.KeyPrefix+":send"), RotationOverlap: c.RotationOverlap,
+		Retention: c.Retention, Log: d.Log,
+	}
 	return &Dispatcher{
 		Endpoints: &api.Endpoints{Deps: deps},
 		Messages:  &api.Messages{Deps: deps},

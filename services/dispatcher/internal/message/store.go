@@ -91,7 +91,6 @@ func (s *Store) attKey(t, id string) string  { return fmt.Sprintf("%s:att:{%s}:%
 func (s *Store) dlKey(t string) string       { return fmt.Sprintf("%s:dl:{%s}", s.prefix, t) }
 func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
-func (s *Store) sendKey(t, id string) string { return fmt.Sprintf("%s:send:{%s}:%s", s.prefix, t, id) }
 
 // recordScript writes a message's meta, body and TTL in one step unless
 // the message exists, then reports which of the delivery fields in
@@ -423,21 +422,6 @@ func (s *Store) Recoverable(ctx context.Context, tenant, ep string, since time.T
 		}
 	}
 	return out, nil
-}
-
-// ClaimSend reserves a SendMessage id for a tenant. It reports false when
-// the id was already used; Release undoes a claim whose publish failed.
-func (s *Store) ClaimSend(ctx context.Context, tenant, id string) (bool, error) {
-	ok, err := s.rdb.SetNX(ctx, s.sendKey(tenant, id), time.Now().UnixMilli(), s.retention).Result()
-	if err != nil {
-		return false, fmt.Errorf("claim message id: %w", err)
-	}
-	return ok, nil
-}
-
-// ReleaseSend frees a claimed id after a failed publish.
-func (s *Store) ReleaseSend(ctx context.Context, tenant, id string) error {
-	return s.rdb.Del(ctx, s.sendKey(tenant, id)).Err()
 }
 
 func encodeOffset(n int) string {

@@ -343,26 +343,6 @@ func TestHeldAndRecoverable(t *testing.T) {
 	}
 }
 
-func TestClaimSend(t *testing.T) {
-	s, rdb := newStore(t)
-	ctx := context.Background()
-	claim := func(tenant, id string, want bool) {
-		t.Helper()
-		if ok, err := s.ClaimSend(ctx, tenant, id); err != nil || ok != want {
-			t.Fatalf("ClaimSend(%s, %s) = %v, %v; want %v", tenant, id, ok, err, want)
-		}
-	}
-	claim("acme", "order-1", true)
-	checkTTL(t, rdb, s.sendKey("acme", "order-1"))
-	claim("acme", "order-1", false)
-	claim("globex", "order-1", true)
-	if err := s.ReleaseSend(ctx, "acme", "order-1"); err != nil {
-		t.Fatal(err)
-	}
-	claim("acme", "order-1", true)
-	claim("globex", "order-1", false)
-}
-
 func token64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 func TestPageTokens(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 
 	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
-	"github.com/hookyard/hookyard/services/ingress/internal/dedupe"
+	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/types/known/timestamppb"

@@ -18,10 +18,10 @@ import (
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	"github.com/hookyard/hookyard/platform/redisconn"
-	"github.com/hookyard/hookyard/services/ingress/internal/dedupe"
 	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
 	"github.com/hookyard/hookyard/services/ingress/internal/source"
 	"github.com/prometheus/client_golang/prometheus"
