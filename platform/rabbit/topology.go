@@ -33,28 +33,45 @@ const (
 // its routing key on DeadLetterExchange.
 func DLQName(queue string) string { return queue + ".dlq" }
 
+// Topology names an events exchange and its alternate exchange and queue
+// (which share a name). Production uses DefaultTopology; a test uses its
+// own, so that another consumer's catch-all binding on the shared
+// exchange (any dispatcher on the same broker binds "#") cannot route
+// away the events it expects to find unrouted.
+type Topology struct {
+	Events   string
+	Unrouted string
+}
+
+// DefaultTopology is the shared Hookyard topology.
+var DefaultTopology = Topology{Events: EventsExchange, Unrouted: UnroutedExchange}
+
 // DeclareTopology declares the exchanges and queue every service relies on.
 // It is idempotent and cheap, so every service calls it at start-up (ideally
 // as Config.Setup, so it is repeated after every reconnect).
 //
 // An error closes ch (AMQP closes a channel on any failed declaration, for
 // instance when an existing entity has different arguments).
-func DeclareTopology(ch *amqp.Channel) error {
-	if err := ch.ExchangeDeclare(UnroutedExchange, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("rabbit: declare exchange %s: %w", UnroutedExchange, err)
+func DeclareTopology(ch *amqp.Channel) error { return DefaultTopology.Declare(ch) }
+
+// Declare declares x and the shared dead-letter exchange, as
+// DeclareTopology does for DefaultTopology.
+func (x Topology) Declare(ch *amqp.Channel) error {
+	if err := ch.ExchangeDeclare(x.Unrouted, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("rabbit: declare exchange %s: %w", x.Unrouted, err)
 	}
-	if _, err := ch.QueueDeclare(UnroutedQueue, true, false, false, false, amqp.Table{
+	if _, err := ch.QueueDeclare(x.Unrouted, true, false, false, false, amqp.Table{
 		amqp.QueueTypeArg: amqp.QueueTypeQuorum,
 	}); err != nil {
-		return fmt.Errorf("rabbit: declare queue %s: %w", UnroutedQueue, err)
+		return fmt.Errorf("rabbit: declare queue %s: %w", x.Unrouted, err)
 	}
-	if err := ch.QueueBind(UnroutedQueue, "", UnroutedExchange, false, nil); err != nil {
-		return fmt.Errorf("rabbit: bind %s to %s: %w", UnroutedQueue, UnroutedExchange, err)
+	if err := ch.QueueBind(x.Unrouted, "", x.Unrouted, false, nil); err != nil {
+		return fmt.Errorf("rabbit: bind %s to %s: %w", x.Unrouted, x.Unrouted, err)
 	}
-	if err := ch.ExchangeDeclare(EventsExchange, amqp.ExchangeTopic, true, false, false, false, amqp.Table{
-		"alternate-exchange": UnroutedExchange,
+	if err := ch.ExchangeDeclare(x.Events, amqp.ExchangeTopic, true, false, false, false, amqp.Table{
+		"alternate-exchange": x.Unrouted,
 	}); err != nil {
-		return fmt.Errorf("rabbit: declare exchange %s: %w", EventsExchange, err)
+		return fmt.Errorf("rabbit: declare exchange %s: %w", x.Events, err)
 	}
 	if err := ch.ExchangeDeclare(DeadLetterExchange, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
 		return fmt.Errorf("rabbit: declare exchange %s: %w", DeadLetterExchange, err)

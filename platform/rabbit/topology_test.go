@@ -38,9 +38,23 @@ func TestDeclareRejectsBadSpecs(t *testing.T) {
 
 func TestUnroutableEventsAreKept(t *testing.T) {
 	a := newAdmin(t)
+	// The default topology as production declares it, then a private one
+	// with the same shape: a catch-all binding that another consumer (a
+	// dispatcher) may have on the shared exchange would route the test's
+	// event away from the unrouted queue.
 	if err := DeclareTopology(a.channel()); err != nil {
 		t.Fatal(err)
 	}
+	topo := Topology{Events: uniqueName(t, "events"), Unrouted: uniqueName(t, "unrouted")}
+	if err := topo.Declare(a.channel()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ch := a.channel()
+		_, _ = ch.QueueDelete(topo.Unrouted, false, false, false)
+		_ = ch.ExchangeDelete(topo.Events, false, false)
+		_ = ch.ExchangeDelete(topo.Unrouted, false, false)
+	})
 	c := dialTest(t, amqpURL(), Config{})
 	p := NewPublisher(c, PublisherConfig{})
 	defer p.Close()
@@ -50,7 +64,7 @@ func TestUnroutableEventsAreKept(t *testing.T) {
 	key, id := uniqueName(t, "unbound"), uniqueName(t, "id")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.Publish(ctx, EventsExchange, key, amqp.Publishing{MessageId: id, Body: []byte("kept")}); err != nil {
+	if err := p.Publish(ctx, topo.Events, key, amqp.Publishing{MessageId: id, Body: []byte("kept")}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -65,7 +79,7 @@ func TestUnroutableEventsAreKept(t *testing.T) {
 	if err := ch.Qos(5000, 0, false); err != nil {
 		t.Fatal(err)
 	}
-	deliveries, err := ch.Consume(UnroutedQueue, "", false, false, false, false, nil)
+	deliveries, err := ch.Consume(topo.Unrouted, "", false, false, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +90,7 @@ func TestUnroutableEventsAreKept(t *testing.T) {
 			if d.MessageId != id {
 				continue
 			}
-			if d.RoutingKey != key || d.Exchange != EventsExchange || string(d.Body) != "kept" {
+			if d.RoutingKey != key || d.Exchange != topo.Events || string(d.Body) != "kept" {
 				t.Fatalf("unrouted message: exchange %q key %q body %q", d.Exchange, d.RoutingKey, d.Body)
 			}
 			if err := d.Ack(false); err != nil {
@@ -84,7 +98,7 @@ func TestUnroutableEventsAreKept(t *testing.T) {
 			}
 			return
 		case <-timeout:
-			t.Fatalf("message %s not found in %s", id, UnroutedQueue)
+			t.Fatalf("message %s not found in %s", id, topo.Unrouted)
 		}
 	}
 }

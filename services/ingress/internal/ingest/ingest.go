@@ -66,6 +66,8 @@ type Ingester struct {
 	// ConfirmTimeout bounds the wait for the broker, so a blocked broker
 	// turns into a 503 the provider retries rather than a hung request.
 	ConfirmTimeout time.Duration
+	// Exchange is where events go: Exchange unless a test has its own.
+	Exchange string
 }
 
 // New returns an Ingester.
@@ -76,7 +78,7 @@ func New(pub Publisher, d *dedupe.Store, log *slog.Logger, reg prometheus.Regist
 		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 	})
 	reg.MustRegister(h)
-	return &Ingester{pub: pub, dedupe: d, log: log, confirm: h, ConfirmTimeout: 10 * time.Second}
+	return &Ingester{pub: pub, dedupe: d, log: log, confirm: h, ConfirmTimeout: 10 * time.Second, Exchange: Exchange}
 }
 
 // RoutingKey is "<source>.<type>" with characters that would change the
@@ -129,7 +131,7 @@ func (i *Ingester) Ingest(ctx context.Context, ev Event) (Result, error) {
 	pctx, cancel := context.WithTimeout(ctx, i.ConfirmTimeout)
 	defer cancel()
 	start := time.Now()
-	err = i.pub.Publish(pctx, Exchange, key, msg)
+	err = i.pub.Publish(pctx, i.Exchange, key, msg)
 	i.confirm.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if rerr := i.dedupe.Release(context.WithoutCancel(ctx), claim); rerr != nil {

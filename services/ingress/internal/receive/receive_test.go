@@ -42,6 +42,7 @@ type harness struct {
 	proxy   *rabbittest.Proxy
 	tenant  string
 	handler *Handler
+	topo    rabbit.Topology // private events exchange and its alternate
 }
 
 func redisURL() string {
@@ -86,7 +87,11 @@ func newHarness(t *testing.T, rdbURL string) *harness {
 	h.proxy = rabbittest.NewBrokerProxy(t)
 	connCtx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	conn := rabbit.DialConfig(connCtx, h.proxy.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(rabbit.DeclareTopology)})
+	// A private events exchange: a catch-all binding on the shared one
+	// (any dispatcher on this broker has one) would take the events that
+	// TestUnroutedEventIsKept expects to find unrouted.
+	h.topo = rabbit.Topology{Events: "test." + h.source + ".events", Unrouted: "test." + h.source + ".unrouted"}
+	conn := rabbit.DialConfig(connCtx, h.proxy.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(h.topo.Declare)})
 	pub := rabbit.NewPublisher(conn, rabbit.PublisherConfig{Channels: 1})
 	t.Cleanup(func() { pub.Close(); conn.Close() })
 	deadline := time.Now().Add(10 * time.Second)
@@ -107,11 +112,16 @@ func newHarness(t *testing.T, rdbURL string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_, _ = h.ch.QueueDelete(h.topo.Unrouted, false, false, false)
+		_ = h.ch.ExchangeDelete(h.topo.Events, false, false)
+		_ = h.ch.ExchangeDelete(h.topo.Unrouted, false, false)
+	})
 	h.queue = rabbittest.UniqueName(t, "q")
 	if _, err := h.ch.QueueDeclare(h.queue, false, true, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.ch.QueueBind(h.queue, h.source+".#", ingest.Exchange, false, nil); err != nil {
+	if err := h.ch.QueueBind(h.queue, h.source+".#", h.topo.Events, false, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -124,7 +134,7 @@ func newHarness(t *testing.T, rdbURL string) *harness {
 		rdb = dead
 	}
 	in := ingest.New(pub, dedupe.New(rdb, prefix+":dedupe"), log, prometheus.NewRegistry())
-	in.ConfirmTimeout = 3 * time.Second
+	in.ConfirmTimeout, in.Exchange = 3*time.Second, h.topo.Events
 	lookup := h.store
 	if rdbURL != "" {
 		lookup = source.New(rdb, prefix)
@@ -308,7 +318,7 @@ func TestRedisDownIs503(t *testing.T) {
 // An event no queue is bound for is kept by the alternate exchange.
 func TestUnroutedEventIsKept(t *testing.T) {
 	h := newHarness(t, "")
-	if err := h.ch.QueueUnbind(h.queue, h.source+".#", ingest.Exchange, nil); err != nil {
+	if err := h.ch.QueueUnbind(h.queue, h.source+".#", h.topo.Events, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A private queue on the fanout alternate exchange sees a copy of
@@ -317,7 +327,7 @@ func TestUnroutedEventIsKept(t *testing.T) {
 	if _, err := h.ch.QueueDeclare(watch, false, true, true, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.ch.QueueBind(watch, "", rabbit.UnroutedExchange, false, nil); err != nil {
+	if err := h.ch.QueueBind(watch, "", h.topo.Unrouted, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	body := []byte(`{"id":"evt_unrouted_` + h.source + `","type":"nobody.listens"}`)
