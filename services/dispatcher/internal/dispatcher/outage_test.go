@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 )
 
 // queueDepth returns the ready messages of a queue.
@@ -101,4 +103,46 @@ func failedFanouts(t *testing.T, reg *prometheus.Registry) int {
 		}
 	}
 	return 0
+}
+
+// A resend that cannot reach the broker fails without losing the dead
+// letter: it stays listed and recoverable, and a later resend delivers.
+func TestResendDuringBrokerOutageKeepsDeadLetter(t *testing.T) {
+	h := newHarness(t, loopback, nil)
+	s := newSink(t, func(request) int { return http.StatusBadRequest })
+	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL})
+	h.publish("perm-out", "x.y", []byte(`{"p":1}`))
+	waitFor(t, 10*time.Second, "dead letter", func() bool { return h.deliveryStatus("perm-out", ep.GetId()) == "failed" })
+
+	// A replica whose broker connection is cut.
+	proxy := rabbittest.NewBrokerProxy(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn := rabbit.DialConfig(ctx, proxy.URL(), rabbit.Config{})
+	defer conn.Close()
+	waitFor(t, 10*time.Second, "proxied broker connection", func() bool { return conn.Check(context.Background()) == nil })
+	cut, err := New(h.cfg, Deps{Rabbit: conn, Redis: h.rdb, Log: slog.New(slog.DiscardHandler), AllowCIDRs: loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cut.Publisher.Close()
+	proxy.Cut()
+	rctx, rcancel := context.WithTimeout(h.ctx(), 3*time.Second)
+	defer rcancel()
+	if _, err := cut.Messages.ResendMessage(rctx, &dispatcherv1.ResendMessageRequest{Id: "perm-out"}); err == nil {
+		t.Fatal("resend succeeded with the broker unreachable")
+	}
+	dls, err := h.d.Messages.ListDeadLetters(h.ctx(), &dispatcherv1.ListDeadLettersRequest{EndpointId: ep.GetId()})
+	if err != nil || len(dls.GetDeadLetters()) != 1 {
+		t.Fatalf("dead letters after a failed resend: %v, %v; want the one", dls, err)
+	}
+	if st := h.deliveryStatus("perm-out", ep.GetId()); st != "failed" {
+		t.Fatalf("status after a failed resend: %q, want failed", st)
+	}
+
+	s.setAnswer(ok)
+	if _, err := h.d.Endpoints.RecoverEndpoint(h.ctx(), &dispatcherv1.RecoverEndpointRequest{Id: ep.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "delivery after recover", func() bool { return h.deliveryStatus("perm-out", ep.GetId()) == "delivered" })
 }

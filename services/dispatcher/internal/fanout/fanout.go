@@ -207,11 +207,12 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 			}
 		}
 	}
+	// Dead letters and held entries are cleared only once the new task is
+	// confirmed: a resend that fails (broker down) leaves them listed, so
+	// the caller's retry or a later recover still finds them.
+	start := time.Now()
 	for _, ep := range eps {
 		if err := gate.Forget(ctx, ep, msgID); err != nil {
-			return 0, err
-		}
-		if err := f.messages.ClearDeadLetter(ctx, tenant, msgID, ep); err != nil {
 			return 0, err
 		}
 		if err := f.messages.SetDelivery(ctx, tenant, msgID, ep, message.Delivery{Status: message.StatusPending}); err != nil {
@@ -221,6 +222,11 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 			Tenant: tenant, Message: msgID, Endpoint: ep, RoutingKey: m.RoutingKey,
 			ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
 		}); err != nil {
+			// Nothing was queued: show the delivery as it was.
+			_ = f.messages.SetDelivery(context.WithoutCancel(ctx), tenant, msgID, ep, deliveries[ep])
+			return 0, err
+		}
+		if err := f.messages.ClearDeadLetter(ctx, tenant, msgID, ep, start); err != nil {
 			return 0, err
 		}
 	}

@@ -377,14 +377,29 @@ func (s *Store) DeadLetters(ctx context.Context, tenant, ep string, size int, to
 	return out, next, nil
 }
 
-// ClearDeadLetter forgets a dead letter once it has been queued again.
-func (s *Store) ClearDeadLetter(ctx context.Context, tenant, id, ep string) error {
-	pipe := s.rdb.TxPipeline()
-	pipe.HDel(ctx, s.msgKey(tenant, id), "dl:"+ep)
-	pipe.ZRem(ctx, s.dlKey(tenant), id+" "+ep)
-	pipe.ZRem(ctx, s.dleKey(tenant, ep), id)
-	pipe.ZRem(ctx, s.heldKey(tenant, ep), id)
-	if _, err := pipe.Exec(ctx); err != nil {
+// clearScript removes the dead letter and the held entry of (id, ep)
+// recorded before ARGV[3] (unix ms), leaving newer ones alone.
+var clearScript = redis.NewScript(`
+local before = tonumber(ARGV[3])
+local s = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if s and tonumber(s) < before then
+  redis.call('HDEL', KEYS[1], 'dl:' .. ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+local h = redis.call('ZSCORE', KEYS[4], ARGV[1])
+if h and tonumber(h) < before then redis.call('ZREM', KEYS[4], ARGV[1]) end
+return 0
+`)
+
+// ClearDeadLetter forgets the dead letter and held entry of a delivery
+// that was recorded before the given time, once the delivery has been
+// queued again. A resend clears only after its task is confirmed, so a
+// failed resend leaves the entry to be recovered later; the time keeps a
+// dead letter that the resent task itself produced in the meantime.
+func (s *Store) ClearDeadLetter(ctx context.Context, tenant, id, ep string, before time.Time) error {
+	keys := []string{s.msgKey(tenant, id), s.dlKey(tenant), s.dleKey(tenant, ep), s.heldKey(tenant, ep)}
+	if err := clearScript.Run(ctx, s.rdb, keys, id, ep, before.UnixMilli()).Err(); err != nil {
 		return fmt.Errorf("clear dead letter: %w", err)
 	}
 	return nil

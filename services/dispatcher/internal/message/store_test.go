@@ -289,8 +289,16 @@ func TestDeadLetters(t *testing.T) {
 		t.Errorf("bad token: %v", err)
 	}
 
+	// A dead letter recorded after a resend began (by the resent task
+	// itself) is not cleared by that resend.
+	if err := s.ClearDeadLetter(ctx, "acme", "m1", "ep2", time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(listDeadLetters(t, s, "acme", "ep2", 10)); got != "[m1@ep2 m2@ep2]" {
+		t.Errorf("ep2 after clearing older entries only: %s", got)
+	}
 	// Resending clears it everywhere.
-	if err := s.ClearDeadLetter(ctx, "acme", "m1", "ep2"); err != nil {
+	if err := s.ClearDeadLetter(ctx, "acme", "m1", "ep2", time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if got := fmt.Sprint(listDeadLetters(t, s, "acme", "", 10)); got != "[m4@ep1 m3@ep1 m2@ep2 m1@ep1]" {
@@ -335,7 +343,7 @@ func TestHeldAndRecoverable(t *testing.T) {
 	if got, _ := s.Recoverable(ctx, "globex", "ep", time.Time{}); len(got) != 0 {
 		t.Errorf("another tenant recovers %v", got)
 	}
-	if err := s.ClearDeadLetter(ctx, "acme", "h2", "ep"); err != nil {
+	if err := s.ClearDeadLetter(ctx, "acme", "h2", "ep", now); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Recoverable(ctx, "acme", "ep", now.Add(-45*time.Minute)); fmt.Sprint(got) != "[h3 d1]" {
