@@ -166,6 +166,11 @@ func (w *Worker) process(ctx context.Context, t *Task) error {
 	}
 	ep := rec.Endpoint
 	if ep.GetDisabled() {
+		// A disabling whose event did not go out (publish failed, or a
+		// crash) is announced now.
+		if err := w.announce(ctx, rec); err != nil {
+			return err
+		}
 		return w.hold(ctx, t)
 	}
 
@@ -248,7 +253,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *Task, outc
 		}
 		return nil
 	case retry.Gone:
-		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone, now); err != nil {
+		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone); err != nil {
 			return err
 		}
 		return w.hold(ctx, t)
@@ -261,7 +266,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *Task, outc
 		return err
 	}
 	if w.cfg.AutoDisableAfter > 0 && now.Sub(since) >= w.cfg.AutoDisableAfter {
-		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonFailing, since); err != nil {
+		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonFailing); err != nil {
 			return err
 		}
 	}
@@ -303,16 +308,35 @@ func (w *Worker) hold(ctx context.Context, t *Task) error {
 	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts})
 }
 
-// disable disables the endpoint and, if this call did it, publishes
-// hookyard.endpoint.disabled.
-func (w *Worker) disable(ctx context.Context, tenant, id, reason string, since time.Time) error {
-	_, changed, err := w.endpoints.Disable(ctx, tenant, id, reason)
-	if err != nil || !changed {
+// disable disables the endpoint and publishes hookyard.endpoint.disabled.
+func (w *Worker) disable(ctx context.Context, tenant, id, reason string) error {
+	rec, changed, err := w.endpoints.Disable(ctx, tenant, id, reason)
+	if err != nil {
 		return err
 	}
-	w.metrics.Disabled.WithLabelValues(reason).Inc()
-	w.log.Warn("endpoint disabled", "tenant", tenant, "endpoint_id", id, "reason", reason)
-	return PublishDisabled(ctx, w.pub, tenant, id, reason, since)
+	if changed {
+		w.metrics.Disabled.WithLabelValues(reason).Inc()
+		w.log.Warn("endpoint disabled", "tenant", tenant, "endpoint_id", id, "reason", reason)
+	}
+	return w.announce(ctx, rec)
+}
+
+// announce publishes the disabled event the record still owes, if any,
+// then clears the notice. A crash in between publishes it twice, never
+// not at all.
+func (w *Worker) announce(ctx context.Context, rec *endpoint.Record) error {
+	if rec.Notice == "" {
+		return nil
+	}
+	since := time.Now()
+	if fs := rec.Endpoint.GetFailingSince(); fs != nil && rec.Notice == endpoint.ReasonFailing {
+		since = fs.AsTime()
+	}
+	id := rec.Endpoint.GetId()
+	if err := PublishDisabled(ctx, w.pub, rec.Tenant, id, rec.Notice, since); err != nil {
+		return err
+	}
+	return w.endpoints.ClearNotice(ctx, rec.Tenant, id, rec.Notice)
 }
 
 // PublishDisabled publishes the operational event for a disabled endpoint.

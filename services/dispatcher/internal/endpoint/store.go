@@ -4,7 +4,8 @@
 // Layout (P is the configured key prefix):
 //
 //	P:ep:{tenant}:<id>   hash: data (protojson Endpoint, no secret),
-//	                     secrets (JSON), failing_since (unix ms)
+//	                     secrets (JSON), failing_since (unix ms), notice
+//	                     (reason of a disabled event still to publish)
 //	P:eps:{tenant}       sorted set of ids, all score 0; uuid v7 ids sort
 //	                     lexicographically in creation order, so ZRANGEBYLEX
 //	                     pages oldest first with the last id as page token
@@ -61,6 +62,10 @@ type Record struct {
 	Tenant   string
 	Endpoint *dispatcherv1.Endpoint // Secret is always empty
 	Secrets  []Secret               // newest first, expired ones dropped
+	// Notice is the reason of a disabling whose hookyard.endpoint.disabled
+	// event is not published yet. It is saved with the disabling, so an
+	// event that failed to publish (or a crash) is retried, not lost.
+	Notice string
 }
 
 // SigningKeys returns the decoded keys of the secrets active at now.
@@ -181,7 +186,7 @@ func (s *Store) decode(tenant string, vals map[string]string) (*Record, error) {
 			live = append(live, sec)
 		}
 	}
-	return &Record{Tenant: tenant, Endpoint: ep, Secrets: live}, nil
+	return &Record{Tenant: tenant, Endpoint: ep, Secrets: live, Notice: vals["notice"]}, nil
 }
 
 // Cached returns the endpoint from the replica cache, reading the tenant's
@@ -316,6 +321,9 @@ func (s *Store) Modify(ctx context.Context, tenant, id string, fn func(r *Record
 				return err
 			}
 			r.Endpoint.UpdateTime = timestamppb.New(s.now())
+			if !r.Endpoint.GetDisabled() {
+				r.Notice = "" // re-enabled before the event went out: it is stale
+			}
 			fs := r.Endpoint.FailingSince
 			stored := proto.Clone(r.Endpoint).(*dispatcherv1.Endpoint)
 			stored.Secret, stored.FailingSince = "", nil
@@ -330,6 +338,11 @@ func (s *Store) Modify(ctx context.Context, tenant, id string, fn func(r *Record
 					p.HDel(ctx, key, "failing_since")
 				} else {
 					p.HSet(ctx, key, "failing_since", fs.AsTime().UnixMilli())
+				}
+				if r.Notice == "" {
+					p.HDel(ctx, key, "notice")
+				} else {
+					p.HSet(ctx, key, "notice", r.Notice)
 				}
 				return nil
 			})
@@ -436,9 +449,24 @@ func (s *Store) Disable(ctx context.Context, tenant, id, reason string) (*Record
 	r, err := s.Modify(ctx, tenant, id, func(r *Record) error {
 		changed = !r.Endpoint.Disabled
 		if changed {
-			r.Endpoint.Disabled, r.Endpoint.DisabledReason = true, reason
+			r.Endpoint.Disabled, r.Endpoint.DisabledReason, r.Notice = true, reason, reason
 		}
 		return nil
 	})
 	return r, changed, err
+}
+
+// clearNoticeScript removes the notice if it is still the given one.
+var clearNoticeScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'notice') == ARGV[1] then redis.call('HDEL', KEYS[1], 'notice') end
+return 0
+`)
+
+// ClearNotice records that the disabled event for reason was published.
+func (s *Store) ClearNotice(ctx context.Context, tenant, id, reason string) error {
+	if err := clearNoticeScript.Run(ctx, s.rdb, []string{s.key(tenant, id)}, reason).Err(); err != nil {
+		return fmt.Errorf("clear endpoint notice: %w", err)
+	}
+	s.forget(tenant)
+	return nil
 }
