@@ -223,10 +223,19 @@ func (s *Store) MarkDelivered(ctx context.Context, tenant, id, ep string, attemp
 // one, in one round trip instead of three.
 func (s *Store) Pipeline() redis.Pipeliner { return s.rdb.Pipeline() }
 
+// setFieldScript sets a field of a message that still exists. A plain
+// HSET on a message past its retention would create a hash holding only
+// that field, with no TTL: a key that never expires.
+var setFieldScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
 // QueueDelivery adds SetDelivery to pipe.
 func (s *Store) QueueDelivery(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, d Delivery) {
 	v, _ := json.Marshal(d)
-	pipe.HSet(ctx, s.msgKey(tenant, id), "d:"+ep, v)
+	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "d:"+ep, v)
 }
 
 // Snippet returns a response body as it is stored: at most MaxSnippet
@@ -316,7 +325,7 @@ func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dis
 	score := float64(at.UnixMilli())
 	cut := strconv.FormatInt(at.Add(-s.retention).UnixMilli(), 10)
 	pipe := s.rdb.TxPipeline()
-	pipe.HSet(ctx, s.msgKey(tenant, id), "dl:"+ep, v)
+	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "dl:"+ep, v)
 	for _, k := range []string{s.dlKey(tenant), s.dleKey(tenant, ep)} {
 		member := id
 		if k == s.dlKey(tenant) {

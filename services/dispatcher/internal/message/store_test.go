@@ -510,3 +510,29 @@ func TestQueuedBookkeepingInOnePipeline(t *testing.T) {
 		t.Errorf("ep1: %+v, want delivered after 1 attempt", d)
 	}
 }
+
+// A delivery that outlives its message (a retry schedule longer than the
+// retention) must not bring the message's key back without a TTL.
+func TestNoWritesToExpiredMessages(t *testing.T) {
+	s, rdb := newStore(t)
+	ctx := context.Background()
+	if err := s.SetDelivery(ctx, "acme", "expired", "ep1", Delivery{Status: StatusRetrying, Attempts: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeadLetter(ctx, "acme", "expired", "ep1", nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, s.msgKey("acme", "expired")).Val(); n != 0 {
+		t.Fatalf("%s was created by writes after its expiry (TTL %v)", s.msgKey("acme", "expired"), rdb.PTTL(ctx, s.msgKey("acme", "expired")).Val())
+	}
+	// A message that exists still takes them.
+	if _, err := s.Record(ctx, "acme", newMessage("m")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetDelivery(ctx, "acme", "m", "ep1", Delivery{Status: StatusRetrying, Attempts: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ds, err := s.Get(ctx, "acme", "m"); err != nil || ds["ep1"].Attempts != 3 {
+		t.Fatalf("delivery of an existing message: %v, %v", ds, err)
+	}
+}
