@@ -125,8 +125,11 @@ func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
 	}
 	if err := w.process(ctx, t); err != nil {
 		w.log.Warn("delivery task failed; retrying later", "err", err, "message_id", t.Message, "endpoint_id", t.Endpoint)
-		// Prefer a durable delayed retry over a hot requeue loop.
-		t.NotBefore = time.Now().Add(infraRetry)
+		// Prefer a durable delayed retry over a hot requeue loop, and
+		// never bring forward a retry that was already scheduled later.
+		if next := time.Now().Add(infraRetry); t.NotBefore.Before(next) {
+			t.NotBefore = next
+		}
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if perr := w.queues.Enqueue(pctx, w.pub, t); perr != nil {
