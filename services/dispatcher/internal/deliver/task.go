@@ -22,6 +22,7 @@ const (
 	HeaderKey       = "hy-key"
 	HeaderNotBefore = "hy-not-before"
 	HeaderEventTime = "hy-event-time"
+	HeaderDeferrals = "hy-deferrals"
 )
 
 // Task is one message to deliver to one endpoint.
@@ -30,6 +31,7 @@ type Task struct {
 	Message     string
 	Endpoint    string
 	Attempts    int // attempts already made
+	Deferrals   int // times put back without an attempt since the last one
 	RoutingKey  string
 	ContentType string
 	EventTime   time.Time
@@ -45,6 +47,9 @@ func (t *Task) Publishing() amqp.Publishing {
 		HeaderEndpoint: t.Endpoint,
 		HeaderAttempt:  int32(t.Attempts),
 		HeaderKey:      t.RoutingKey,
+	}
+	if t.Deferrals > 0 {
+		h[HeaderDeferrals] = int32(t.Deferrals)
 	}
 	if !t.NotBefore.IsZero() {
 		h[HeaderNotBefore] = t.NotBefore.UnixMilli()
@@ -92,6 +97,9 @@ func DecodeTask(d amqp.Delivery) (*Task, error) {
 	t.Attempts = int(n)
 	if ms, ok := intHeader(d.Headers[HeaderNotBefore]); ok {
 		t.NotBefore = time.UnixMilli(ms)
+	}
+	if n, ok := intHeader(d.Headers[HeaderDeferrals]); ok && n > 0 {
+		t.Deferrals = int(n)
 	}
 	if ms, ok := intHeader(d.Headers[HeaderEventTime]); ok {
 		t.EventTime = time.UnixMilli(ms)

@@ -35,9 +35,13 @@ const (
 	MaxResponseRead = 64 << 10
 	jitter          = 0.2
 	// deferDelay is how long a task that could not start (endpoint at its
-	// in-flight limit, another copy running) waits before it is tried
-	// again. The consumer slot is freed at once instead.
-	deferDelay = time.Second
+	// in-flight limit, another copy running) first waits before it is
+	// tried again; the consumer slot is freed at once instead. The wait
+	// doubles with each deferral up to maxDeferDelay, so the backlog of a
+	// saturated endpoint costs the shared queue a bounded number of hops
+	// per second instead of one per task per second.
+	deferDelay    = time.Second
+	maxDeferDelay = 30 * time.Second
 	// infraRetry is how long a task waits after Redis or the broker failed
 	// while it was handled.
 	infraRetry = 5 * time.Second
@@ -144,8 +148,22 @@ func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
 // deferTask puts t back without counting an attempt.
 func (w *Worker) deferTask(ctx context.Context, t *Task, wait time.Duration, reason string) error {
 	w.metrics.Deferrals.WithLabelValues(reason).Inc()
+	t.Deferrals++
 	t.NotBefore = time.Now().Add(wait)
 	return w.queues.Enqueue(ctx, w.pub, t)
+}
+
+// DeferBackoff is how long a task deferred n times before (endpoint full or
+// the task busy) waits now: deferDelay doubled n times, at most
+// maxDeferDelay.
+func DeferBackoff(n int) time.Duration {
+	d := deferDelay
+	for range min(max(n, 0), 10) {
+		if d *= 2; d >= maxDeferDelay {
+			return maxDeferDelay
+		}
+	}
+	return d
 }
 
 // process handles t; a nil error means t can be acked.
@@ -202,9 +220,9 @@ func (w *Worker) process(ctx context.Context, t *Task) error {
 		// leave the delivery pending forever.
 		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts)
 	case admit.Busy:
-		return w.deferTask(ctx, t, deferDelay, "busy")
+		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "busy")
 	case admit.Full:
-		return w.deferTask(ctx, t, deferDelay, "in_flight")
+		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "in_flight")
 	case admit.Limited:
 		return w.deferTask(ctx, t, max(wait, earlyTolerance), "rate_limit")
 	}
@@ -221,6 +239,7 @@ func (w *Worker) process(ctx context.Context, t *Task) error {
 	} else {
 		done(errors.New(outcome.String()))
 	}
+	t.Deferrals = 0
 	// Bookkeeping must complete even while shutting down. The lease, the
 	// attempt log and, on success, the delivery state go in one round
 	// trip: on the hot path that is all there is to write.
