@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -26,23 +25,6 @@ import (
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
 )
-
-// loopbackURL refuses a broker or Redis address off this machine: the
-// benchmark floods what it connects to.
-func loopbackURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("parse %q: %w", raw, err)
-	}
-	host := u.Hostname()
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("%s: only loopback addresses are allowed", u.Redacted())
-}
 
 // broker is the benchmark's own AMQP connection: it publishes the events
 // and inspects and removes the dispatcher's queues.

@@ -129,7 +129,7 @@ func (c Config) validate() error {
 		return errors.New("dispatcher package is required")
 	}
 	for _, u := range []string{c.AMQPURL, c.RedisURL} {
-		if err := loopbackURL(u); err != nil {
+		if err := loadtest.Loopback(u); err != nil {
 			return err
 		}
 	}

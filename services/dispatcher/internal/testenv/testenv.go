@@ -17,16 +17,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	"github.com/hookyard/hookyard/platform/redisconn"
 )
 
 // AMQPURL is the broker the tests use.
-func AMQPURL() string {
-	if u := os.Getenv("HOOKYARD_AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
+func AMQPURL() string { return rabbittest.URL() }
 
 // RedisURL is the Redis the tests use.
 func RedisURL() string {

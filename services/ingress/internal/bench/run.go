@@ -455,7 +455,7 @@ func (c Config) validate() error {
 		return errors.New("ingress package and own executable are required")
 	}
 	for _, u := range []string{c.AMQPURL, c.RedisURL} {
-		if err := loopbackURL(u); err != nil {
+		if err := loadtest.Loopback(u); err != nil {
 			return err
 		}
 	}
