@@ -146,3 +146,51 @@ func TestResendDuringBrokerOutageKeepsDeadLetter(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "delivery after recover", func() bool { return h.deliveryStatus("perm-out", ep.GetId()) == "delivered" })
 }
+
+// A broker outage stops deliveries and nothing else: once the broker is
+// back, the same dispatcher reconnects, consumes again, and delivers what
+// was published meanwhile and after.
+func TestBrokerOutageThenDeliveriesResume(t *testing.T) {
+	h := newHarness(t, loopback, nil)
+	s := newSink(t, ok)
+	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL, EventTypes: []string{h.id + ".#"}})
+	h.stop() // only the replica behind the proxy consumes
+
+	proxy := rabbittest.NewBrokerProxy(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn := rabbit.DialConfig(ctx, proxy.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(rabbit.DeclareTopology, h.cfg.Queues().Declare)})
+	defer conn.Close()
+	waitFor(t, 10*time.Second, "proxied broker connection", func() bool { return conn.Check(context.Background()) == nil })
+	d, err := New(h.cfg, Deps{Rabbit: conn, Redis: h.rdb, Log: slog.New(slog.DiscardHandler), AllowCIDRs: loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Publisher.Close()
+	var wg sync.WaitGroup
+	for _, run := range []func(context.Context) error{d.RunFanout, d.RunDeliveries} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = run(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	h.publish("before", "a.b", []byte(`{}`))
+	waitFor(t, 10*time.Second, "delivery before the outage", func() bool { return h.deliveryStatus("before", ep.GetId()) == "delivered" })
+
+	proxy.Cut()
+	waitFor(t, 10*time.Second, "the outage to be seen", func() bool { return conn.Check(context.Background()) != nil })
+	h.publish("during", "a.b", []byte(`{}`)) // straight to the broker, which is up
+	time.Sleep(500 * time.Millisecond)
+	if n := len(s.all()); n != 1 {
+		t.Fatalf("%d deliveries while the dispatcher had no broker, want 1", n)
+	}
+	proxy.Restore()
+	waitFor(t, 20*time.Second, "reconnect", func() bool { return conn.Check(context.Background()) == nil })
+	h.publish("after", "a.b", []byte(`{}`))
+	for _, id := range []string{"during", "after"} {
+		waitFor(t, 20*time.Second, "delivery of "+id, func() bool { return h.deliveryStatus(id, ep.GetId()) == "delivered" })
+	}
+	if n := len(s.all()); n != 3 {
+		t.Fatalf("%d requests, want 3 (one per event)", n)
+	}
+}
