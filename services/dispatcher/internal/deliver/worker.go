@@ -253,6 +253,7 @@ func (w *Worker) process(ctx context.Context, t *Task) error {
 	}
 	if delivered {
 		w.messages.QueueDelivery(ctx, pipe, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusDelivered, Attempts: t.Attempts})
+		w.endpoints.QueueClearFailing(ctx, pipe, t.Tenant, t.Endpoint)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("finish attempt: %w", err)
@@ -267,12 +268,8 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *Task, outc
 	now := time.Now()
 	switch outcome {
 	case retry.Delivered:
-		// The delivery state was written with the attempt.
-		if ep.GetFailingSince() != nil {
-			if err := w.endpoints.ClearFailing(ctx, t.Tenant, ep.GetId()); err != nil {
-				w.log.Warn("clearing failure run failed", "err", err, "endpoint_id", ep.GetId())
-			}
-		}
+		// The delivery state and the end of any failure run were written
+		// with the attempt.
 		return nil
 	case retry.Gone:
 		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone); err != nil {

@@ -194,3 +194,27 @@ func TestBrokerOutageThenDeliveriesResume(t *testing.T) {
 		t.Fatalf("%d requests, want 3 (one per event)", n)
 	}
 }
+
+// A success ends the failure run even when the replica's cached copy of
+// the endpoint predates the failure that started it; a run left behind
+// would auto-disable the endpoint at its next failure, however healthy.
+func TestSuccessEndsFailureRunSeenOnlyInRedis(t *testing.T) {
+	h := newHarness(t, loopback, nil)
+	s := newSink(t, ok)
+	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL, EventTypes: []string{h.id + ".#"}})
+	h.publish("warm", "a.b", []byte(`{}`)) // loads the endpoint into the cache
+	waitFor(t, 10*time.Second, "first delivery", func() bool { return h.deliveryStatus("warm", ep.GetId()) == "delivered" })
+	// A failure recorded by another replica, not in this one's cache.
+	if _, err := h.d.Endpoints.Endpoints.MarkFailing(context.Background(), h.tenant, ep.GetId(), time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	h.publish("ok", "a.b", []byte(`{}`))
+	waitFor(t, 10*time.Second, "second delivery", func() bool { return h.deliveryStatus("ok", ep.GetId()) == "delivered" })
+	rec, err := h.d.Endpoints.Endpoints.Get(context.Background(), h.tenant, ep.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := rec.Endpoint.GetFailingSince(); fs != nil {
+		t.Fatalf("failing_since %v after a successful delivery", fs.AsTime())
+	}
+}

@@ -434,12 +434,13 @@ func (s *Store) MarkFailing(ctx context.Context, tenant, id string, at time.Time
 	return time.UnixMilli(ms), nil
 }
 
-// ClearFailing ends a failure run after a successful delivery.
-func (s *Store) ClearFailing(ctx context.Context, tenant, id string) error {
-	if err := s.rdb.HDel(ctx, s.key(tenant, id), "failing_since").Err(); err != nil {
-		return fmt.Errorf("clear endpoint failing: %w", err)
-	}
-	return nil
+// QueueClearFailing adds the end of a failure run to pipe. The worker
+// sends it with every successful attempt's bookkeeping, not only when its
+// cached copy of the endpoint shows a run: the copy may be up to CacheTTL
+// older than the failure that started one, and a run left behind would
+// auto-disable a healthy endpoint at its next failure.
+func (s *Store) QueueClearFailing(ctx context.Context, pipe redis.Pipeliner, tenant, id string) {
+	pipe.HDel(ctx, s.key(tenant, id), "failing_since")
 }
 
 // Disable disables an enabled endpoint with reason. It reports whether this

@@ -34,11 +34,13 @@ func TestFailureRun(t *testing.T) {
 	if got := rec.Endpoint.GetFailingSince(); !got.AsTime().Equal(start) {
 		t.Fatalf("failing_since %v, want %v", got, start)
 	}
-	if err := s.ClearFailing(ctx, "acme", ep.GetId()); err != nil {
+	pipe := rdb.Pipeline()
+	s.QueueClearFailing(ctx, pipe, "acme", ep.GetId())
+	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if rec, _ := s.Get(ctx, "acme", ep.GetId()); rec.Endpoint.GetFailingSince() != nil {
-		t.Fatalf("failing_since %v after ClearFailing", rec.Endpoint.GetFailingSince())
+		t.Fatalf("failing_since %v after QueueClearFailing", rec.Endpoint.GetFailingSince())
 	}
 
 	// An attempt that fails after the endpoint was deleted leaves nothing.
