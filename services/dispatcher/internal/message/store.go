@@ -366,7 +366,10 @@ func (s *Store) DeadLetters(ctx context.Context, tenant, ep string, size int, to
 	for i, m := range members {
 		id, e := m, ep
 		if ep == "" {
-			id, e, _ = strings.Cut(m, " ")
+			// Endpoint ids have no spaces; event ids may.
+			if j := strings.LastIndexByte(m, ' '); j >= 0 {
+				id, e = m[:j], m[j+1:]
+			}
 		}
 		cmds[i] = pipe.HGet(ctx, s.msgKey(tenant, id), "dl:"+e)
 	}

@@ -308,6 +308,12 @@ func TestDeadLetters(t *testing.T) {
 		t.Errorf("ep2 after clearing m1@ep2: %v", got)
 	}
 
+	// An event id may hold spaces (providers choose them); it is listed whole.
+	deadLetterAll(t, s, "initech", [][2]string{{"evt with spaces", "ep1"}})
+	if got := fmt.Sprint(listDeadLetters(t, s, "initech", "", 10)); got != "[evt with spaces@ep1]" {
+		t.Errorf("dead letter of an id with spaces: %s", got)
+	}
+
 	// Entries older than the retention period are trimmed.
 	old := time.Now().Add(-2 * retention)
 	if err := s.DeadLetter(ctx, "acme", "m2", "ep9", nil, old); err != nil {
