@@ -11,8 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
+	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 )
@@ -216,5 +219,40 @@ func TestSuccessEndsFailureRunSeenOnlyInRedis(t *testing.T) {
 	}
 	if fs := rec.Endpoint.GetFailingSince(); fs != nil {
 		t.Fatalf("failing_since %v after a successful delivery", fs.AsTime())
+	}
+}
+
+// Two sources may send events with the same id (a provider's id, a hash
+// of the same body, an id chosen by a client): both are delivered, the
+// second as "<source>:<id>" so that subscribers keep both too.
+func TestSameIDFromTwoSources(t *testing.T) {
+	var second string
+	h := newHarness(t, loopback, func(c *Config) {
+		second = c.EventBindings[:len(c.EventBindings)-2] + "x"
+		c.EventBindings += "," + second + ".#"
+	})
+	s := newSink(t, ok)
+	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL})
+	h.publish("shared-1", "a.b", []byte(`{"from":"first"}`))
+	waitFor(t, 10*time.Second, "first delivery", func() bool { return h.deliveryStatus("shared-1", ep.GetId()) == "delivered" })
+
+	msg, err := cloudevent.ToPublishing(&eventv1.Event{
+		Id: "shared-1", Source: second, Type: "a.b", Tenant: h.tenant, Time: timestamppb.Now(),
+		DataContentType: "application/json", Data: []byte(`{"from":"second"}`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.d.Publisher.Publish(context.Background(), rabbit.EventsExchange, cloudevent.RoutingKey(second, "a.b"), msg); err != nil {
+		t.Fatal(err)
+	}
+	qualified := second + ":shared-1"
+	waitFor(t, 10*time.Second, "second delivery", func() bool { return h.deliveryStatus(qualified, ep.GetId()) == "delivered" })
+	got := map[string]string{}
+	for _, r := range s.all() {
+		got[r.header.Get("webhook-id")] = string(r.body)
+	}
+	if len(got) != 2 || got["shared-1"] != `{"from":"first"}` || got[qualified] != `{"from":"second"}` {
+		t.Fatalf("deliveries by webhook-id: %v", got)
 	}
 }

@@ -148,6 +148,15 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 	// Recorded even when no endpoint matches, so that the message can be
 	// looked up (and resent once an endpoint exists).
 	_, existing, err := f.messages.RecordFor(ctx, tenant, m, ids)
+	if errors.Is(err, message.ErrIDTaken) {
+		// Another source's event has this id. This one becomes
+		// "<source>:<id>", the same on every replay, so both are
+		// delivered and a subscriber deduplicating on webhook-id keeps
+		// both.
+		f.log.Warn("event id used by another source; delivering it as source:id", "event_id", m.ID, "source", m.Source, "tenant", tenant)
+		m.ID = m.Source + ":" + m.ID
+		_, existing, err = f.messages.RecordFor(ctx, tenant, m, ids)
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -99,15 +99,20 @@ func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:
 // every later Record took for complete: a resend then delivered an empty
 // body and the key never expired.
 var recordScript = redis.NewScript(`
-local out = {redis.call('HSETNX', KEYS[1], 'meta', ARGV[1])}
-if out[1] == 1 then
+if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'body', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return out
+  return {1}
 end
+local out = {0, redis.call('HGET', KEYS[1], 'meta')}
 for i = 4, #ARGV do out[#out + 1] = redis.call('HEXISTS', KEYS[1], ARGV[i]) end
 return out
 `)
+
+// ErrIDTaken is returned by RecordFor when the id belongs to a message of
+// another source: two sources' events may share an id (a provider's, or a
+// body hash), and they are different messages.
+var ErrIDTaken = errors.New("message id is taken by another source")
 
 // Record stores m unless a message with its id exists. It reports whether
 // m was new.
@@ -129,17 +134,24 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}
-	res, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID)}, args...).Int64Slice()
+	res, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID)}, args...).Slice()
 	if err != nil {
 		return false, nil, fmt.Errorf("record message: %w", err)
 	}
 	existing = map[string]bool{}
-	for i, v := range res[1:] {
-		if v == 1 && i < len(endpoints) {
+	if n, _ := res[0].(int64); n == 1 {
+		return true, existing, nil
+	}
+	var prev Message
+	if meta, _ := res[1].(string); json.Unmarshal([]byte(meta), &prev) != nil || prev.Source != m.Source {
+		return false, nil, fmt.Errorf("%w: %q is a message of source %q", ErrIDTaken, m.ID, prev.Source)
+	}
+	for i, v := range res[2:] {
+		if n, _ := v.(int64); n == 1 && i < len(endpoints) {
 			existing[endpoints[i]] = true
 		}
 	}
-	return res[0] == 1, existing, nil
+	return false, existing, nil
 }
 
 // Get returns a message and its deliveries by endpoint id.

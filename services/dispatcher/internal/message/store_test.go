@@ -542,3 +542,24 @@ func TestNoWritesToExpiredMessages(t *testing.T) {
 		t.Fatalf("delivery of an existing message: %v, %v", ds, err)
 	}
 }
+
+func TestRecordForRefusesAnotherSourcesID(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Record(ctx, "acme", newMessage("evt-1")); err != nil {
+		t.Fatal(err)
+	}
+	again := newMessage("evt-1") // same source: a replay
+	if created, _, err := s.RecordFor(ctx, "acme", again, []string{"ep1"}); err != nil || created {
+		t.Fatalf("replay: created %v, %v; want not created, no error", created, err)
+	}
+	other := newMessage("evt-1")
+	other.Source = "github"
+	if _, _, err := s.RecordFor(ctx, "acme", other, []string{"ep1"}); !errors.Is(err, ErrIDTaken) {
+		t.Fatalf("another source's event with the same id: %v, want ErrIDTaken", err)
+	}
+	m, _, err := s.Get(ctx, "acme", "evt-1")
+	if err != nil || m.Source != "stripe" {
+		t.Fatalf("the first message changed: %+v, %v", m, err)
+	}
+}
