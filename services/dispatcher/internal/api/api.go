@@ -106,14 +106,32 @@ func storeErr(err error, what, id string) error {
 	}
 }
 
+// validate checks an endpoint as it would be stored. A retry schedule
+// longer than the retention would retry a message whose record (body
+// aside, which the task carries) has expired: no status, no attempt log,
+// no dead letter to recover.
+func (s *Endpoints) validate(ep *dispatcherv1.Endpoint) error {
+	if err := endpoint.Validate(ep, s.Policy); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	var total time.Duration
+	for _, d := range ep.GetRetrySchedule() {
+		total += d.AsDuration()
+	}
+	if s.Retention > 0 && total >= s.Retention {
+		return status.Errorf(codes.InvalidArgument, "retry_schedule: its delays add up to %v, which must be less than the retention period %v", total, s.Retention)
+	}
+	return nil
+}
+
 // CreateEndpoint creates an endpoint and returns its secret once.
 func (s *Endpoints) CreateEndpoint(ctx context.Context, r *dispatcherv1.CreateEndpointRequest) (*dispatcherv1.Endpoint, error) {
 	tenant, err := auth.MustTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := endpoint.Validate(r.GetEndpoint(), s.Policy); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	if err := s.validate(r.GetEndpoint()); err != nil {
+		return nil, err
 	}
 	ep, err := s.Endpoints.Create(ctx, tenant, r.GetEndpoint())
 	if err != nil {
@@ -172,8 +190,8 @@ func (s *Endpoints) UpdateEndpoint(ctx context.Context, r *dispatcherv1.UpdateEn
 		if err := endpoint.ApplyUpdate(next, r.GetEndpoint(), r.GetUpdateMask()); err != nil {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
-		if err := endpoint.Validate(next, s.Policy); err != nil {
-			return status.Error(codes.InvalidArgument, err.Error())
+		if err := s.validate(next); err != nil {
+			return err
 		}
 		switch {
 		case next.GetDisabled() && !wasDisabled:

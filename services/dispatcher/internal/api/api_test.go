@@ -365,6 +365,7 @@ func TestBadInputsNameTheField(t *testing.T) {
 		return err
 	}
 	ok := "https://example.com/hook"
+	week := durationpb.New(7 * 24 * time.Hour) // the longest delay allowed
 	cases := []struct {
 		name  string
 		err   error
@@ -383,6 +384,8 @@ func TestBadInputsNameTheField(t *testing.T) {
 		{"short timeout", create(&dispatcherv1.Endpoint{Url: ok, Timeout: durationpb.New(time.Millisecond)}), "timeout"},
 		{"reserved header", create(&dispatcherv1.Endpoint{Url: ok, Headers: map[string]string{"Webhook-Signature": "x"}}), "headers"},
 		{"negative retry delay", create(&dispatcherv1.Endpoint{Url: ok, RetrySchedule: []*durationpb.Duration{durationpb.New(-time.Second)}}), "retry_schedule"},
+		// The default retention is 30 days.
+		{"retries past the retention", create(&dispatcherv1.Endpoint{Url: ok, RetrySchedule: []*durationpb.Duration{week, week, week, week, week}}), "retry_schedule: its delays add up to 840h0m0s, which must be less than the retention period 720h0m0s"},
 	}
 	add := func(name string, err error, field string) {
 		cases = append(cases, struct {

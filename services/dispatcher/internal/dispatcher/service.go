@@ -105,6 +105,13 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	if c.Retention <= 0 {
 		return nil, fmt.Errorf("retention must be positive, got %s", c.Retention)
 	}
+	var total time.Duration
+	for _, d := range schedule {
+		total += d
+	}
+	if total >= c.Retention {
+		return nil, fmt.Errorf("HOOKYARD_RETRY_SCHEDULE adds up to %s, which must be less than the retention %s (HOOKYARD_DISPATCHER_RETENTION)", total, c.Retention)
+	}
 	if c.DefaultMaxInFlight <= 0 || c.DefaultTimeout <= 0 {
 		return nil, fmt.Errorf("default max in-flight and timeout must be positive")
 	}
