@@ -163,7 +163,15 @@ while ((${#pending[@]})) && ((SECONDS < deadline)); do
 		fi
 		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$HOST:${HTTP_PORT[$s]}/readyz" || true)
 		STATUS[$s]="HTTP ${code:-none}"
-		[[ $code == 200 ]] || still+=("$s")
+		if [[ $code != 200 ]]; then
+			still+=("$s")
+			continue
+		fi
+		# Ready on HTTP; the gRPC health protocol must say SERVING too.
+		if ! health=$("bin/$s" -healthcheck -grpc-addr "$HOST:${GRPC_PORT[$s]}" 2>&1); then
+			STATUS[$s]="HTTP 200, gRPC ${health##*: }"
+			still+=("$s")
+		fi
 	done
 	pending=("${still[@]}")
 	# A service that exited will not become ready: stop waiting.
@@ -184,7 +192,7 @@ fi
 
 cat <<EOF
 
-dev: all services are ready (logs in ${LOG_DIR#"$ROOT"/}/)
+dev: all services are ready: /readyz 200 and gRPC health SERVING (logs in ${LOG_DIR#"$ROOT"/}/)
 
   service      REST / health / metrics       gRPC
   ingress      http://$HOST:${HTTP_PORT[ingress]}         $HOST:${GRPC_PORT[ingress]}

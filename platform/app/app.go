@@ -96,16 +96,22 @@ func NewLogger(level, service string) (*slog.Logger, error) {
 // Run runs s until ctx ends, then shuts down gracefully and returns nil.
 func Run(ctx context.Context, s Service, args []string) error {
 	var cfg config.Common
+	var probe bool
 	l := config.NewLoader(s.Name)
 	cfg.Register(l, s.Ports)
 	if s.Flags != nil {
 		s.Flags(l)
 	}
+	// A command, not a setting: no environment variable.
+	l.FS.BoolVar(&probe, "healthcheck", false, "ask the service running on -grpc-addr whether it is SERVING (gRPC health), exit 0 if so and 1 if not; for container and orchestrator probes")
 	if err := l.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if probe {
+		return HealthCheck(ctx, cfg.GRPCAddr)
 	}
 	log, err := NewLogger(cfg.LogLevel, s.Name)
 	if err != nil {
