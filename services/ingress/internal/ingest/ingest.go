@@ -95,9 +95,18 @@ func RoutingKey(source, typ string) string {
 	return cloudevent.RoutingKey(source, strings.Trim(clean, "."))
 }
 
+// MaxRoutingKey is AMQP's limit on a routing key (a short string).
+const MaxRoutingKey = 255
+
 // Ingest publishes ev unless its id was published before.
 func (i *Ingester) Ingest(ctx context.Context, ev Event) (Result, error) {
 	key := RoutingKey(ev.Source, ev.Type)
+	if len(key) > MaxRoutingKey {
+		// The client library would fail to encode the frame and close the
+		// whole connection, failing every publish in flight on it, and the
+		// caller would retry an input that can never succeed.
+		return Result{}, fmt.Errorf("routing key %q… is %d bytes, at most %d: the source name and event type are too long together", key[:40], len(key), MaxRoutingKey)
+	}
 	dk := i.dedupe.Key(ev.Tenant, ev.Source, ev.ID)
 	state, claim, err := i.dedupe.Claim(ctx, dk)
 	if err != nil {

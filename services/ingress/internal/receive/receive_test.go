@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -349,4 +350,23 @@ func TestUnroutedEventIsKept(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("unroutable event not found in the unrouted queue")
+}
+
+// A type that makes the routing key longer than AMQP allows is the
+// sender's error (400), not an outage (503) to retry forever, and it must
+// not break the broker connection that other webhooks share.
+func TestOverlongRoutingKeyIs400(t *testing.T) {
+	h := newHarness(t, "")
+	long := strings.Repeat("t", 240)
+	body := []byte(`{"id":"evt_long","type":"` + long + `"}`)
+	code, _, resp := h.post(body, stripeSign(body, time.Now(), secret))
+	if code != http.StatusBadRequest || !strings.Contains(resp, "routing key") {
+		t.Fatalf("overlong routing key: %d %s, want 400 naming the routing key", code, resp)
+	}
+	// The connection still works, and the id was not taken.
+	ok := []byte(`{"id":"evt_after_long","type":"invoice.paid"}`)
+	if code, _, resp := h.post(ok, stripeSign(ok, time.Now(), secret)); code != http.StatusAccepted {
+		t.Fatalf("next webhook: %d %s", code, resp)
+	}
+	h.waitCount(1)
 }
