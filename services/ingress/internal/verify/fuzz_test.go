@@ -184,7 +184,7 @@ func FuzzTwilioRequest(f *testing.F) {
 			t.Fatalf("twilioURLForms(%q) = %q", rawURL, forms)
 		}
 		if _, params, err := twilioParams([]byte(body)); err == nil {
-			if strings.HasPrefix(params, "?") || strings.HasPrefix(params, "&") {
+			if strings.HasPrefix(params, "?") || strings.HasPrefix(params, "&") || strings.HasPrefix(params, ":") {
 				t.Fatalf("parameter string %q could stand for a JSON request's URL suffix", params)
 			}
 		}

@@ -257,6 +257,22 @@ func TestTwilio(t *testing.T) {
 		_, err := Verify(c, req("a9nBmqA0ju/hNViExpshrM61xv4=", formCT, forged))
 		wantErr(t, err, http.StatusBadRequest)
 	})
+	t.Run("JSON signature cannot be replayed as a form on the other port form", func(t *testing.T) {
+		// Twilio signs https://host:443?bodySHA256=<h>; the port-less form
+		// of the URL followed by the parameter string ":443" + "?bodySHA256=<h>"
+		// would be the same bytes.
+		body := `{"property": "value"}`
+		pc := Config{Provider: "twilio", Secrets: []string{twilioToken}, PublicURL: "https://hooks.example.com:443"}
+		sig := macB64(sha1.New, twilioToken, "https://hooks.example.com:443?bodySHA256="+sha256Hex(body))
+		verifyOK(t, pc, req(sig, "application/json", body))
+		for _, forged := range []string{
+			"%3A443=%3FbodySHA256%3D" + sha256Hex(body),
+			"%3A44=3%3FbodySHA256%3D" + sha256Hex(body),
+		} {
+			_, err := Verify(pc, req(sig, formCT, forged))
+			wantErr(t, err, http.StatusBadRequest)
+		}
+	})
 	t.Run("message types", func(t *testing.T) {
 		body := formBody("MessageSid", "SM1", "MessageStatus", "Delivered", "AccountSid", "AC1")
 		sig := macB64(sha1.New, twilioToken, twilioURL+"AccountSidAC1MessageSidSM1MessageStatusDelivered")

@@ -132,11 +132,12 @@ func twilioIsJSON(r Request) (bool, *Error) {
 }
 
 // twilioParams parses a form body and returns it with the parameter string
-// Twilio signs. Names must be non-empty and free of '?', '&', '=' and '#':
-// Twilio never sends such names, and refusing them makes sure that no form
-// body's parameter string can reproduce the "?bodySHA256=..." suffix of a
-// JSON request's signed URL, so that a signature over one kind of body
-// cannot be replayed with the other.
+// Twilio signs. Names must be non-empty and free of '?', '&', '=', '#' and
+// ':': Twilio never sends such names, and refusing them makes sure that no
+// form body's parameter string can reproduce the "?bodySHA256=..." suffix
+// of a JSON request's signed URL, neither on the same URL form nor on the
+// port-less form followed by ":<port>?bodySHA256=...", so that a signature
+// over one kind of body cannot be replayed with the other.
 func twilioParams(body []byte) (url.Values, string, *Error) {
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
@@ -144,7 +145,7 @@ func twilioParams(body []byte) (url.Values, string, *Error) {
 	}
 	names := make([]string, 0, len(form))
 	for name := range form {
-		if name == "" || strings.ContainsAny(name, "?&=#") {
+		if name == "" || strings.ContainsAny(name, "?&=#:") {
 			return nil, "", errMalformed("form body: bad parameter name")
 		}
 		names = append(names, name)
