@@ -118,3 +118,19 @@ func (s *Store) Release(ctx context.Context, c Claim) error {
 	}
 	return nil
 }
+
+var bindScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0`)
+
+// Bind ties key to value for ttl: the first caller binds it, and later
+// callers succeed only with the same value. It reports whether value is
+// the bound one.
+func (s *Store) Bind(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	n, err := bindScript.Run(ctx, s.rdb, []string{key}, value, max(ttl.Milliseconds(), 1)).Int()
+	if err != nil {
+		return false, fmt.Errorf("dedupe bind: %w", err)
+	}
+	return n == 1, nil
+}

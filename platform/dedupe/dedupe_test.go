@@ -124,3 +124,20 @@ func TestConcurrentClaims(t *testing.T) {
 		t.Fatalf("%d claims won, want 1", won)
 	}
 }
+
+func TestBind(t *testing.T) {
+	s, rdb := testStore(t)
+	ctx := context.Background()
+	key := s.Key("acme", "mailgun", "nonce", "tok")
+	for _, c := range []struct {
+		value string
+		want  bool
+	}{{"evt-1", true}, {"evt-1", true}, {"evt-2", false}} {
+		if ok, err := s.Bind(ctx, key, c.value, time.Minute); err != nil || ok != c.want {
+			t.Fatalf("Bind(%s) = %v, %v; want %v", c.value, ok, err, c.want)
+		}
+	}
+	if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("TTL %v, want at most a minute", ttl)
+	}
+}

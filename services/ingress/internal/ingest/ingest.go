@@ -30,6 +30,9 @@ var (
 	// ErrInProgress means the same id is being published by another
 	// request right now.
 	ErrInProgress = errors.New("an event with this id is being published")
+	// ErrNonceReused means the request's signature was seen before on
+	// another event: a replayed signature on a forged body.
+	ErrNonceReused = errors.New("signature already used for another event")
 )
 
 // Event is what is published.
@@ -44,6 +47,10 @@ type Event struct {
 	Time        time.Time
 	// DedupeTTL is how long the id is remembered after the publish.
 	DedupeTTL time.Duration
+	// Nonce, if set, is bound to ID for NonceTTL; another ID with the same
+	// nonce is refused (verify.Event.Nonce).
+	Nonce    string
+	NonceTTL time.Duration
 }
 
 // Result describes a successful Ingest.
@@ -106,6 +113,15 @@ func (i *Ingester) Ingest(ctx context.Context, ev Event) (Result, error) {
 		// whole connection, failing every publish in flight on it, and the
 		// caller would retry an input that can never succeed.
 		return Result{}, fmt.Errorf("routing key %q… is %d bytes, at most %d: the source name and event type are too long together", key[:40], len(key), MaxRoutingKey)
+	}
+	if ev.Nonce != "" {
+		ok, err := i.dedupe.Bind(ctx, i.dedupe.Key(ev.Tenant, ev.Source, "nonce", ev.Nonce), ev.ID, ev.NonceTTL)
+		if err != nil {
+			return Result{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		if !ok {
+			return Result{}, ErrNonceReused
+		}
 	}
 	dk := i.dedupe.Key(ev.Tenant, ev.Source, ev.ID)
 	state, claim, err := i.dedupe.Claim(ctx, dk)

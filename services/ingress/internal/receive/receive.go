@@ -141,8 +141,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Body:        body,
 		Time:        now,
 		DedupeTTL:   source.DedupeWindow(rec.Source),
+		Nonce:       ev.Nonce,
+		NonceTTL:    nonceTTL(cfg.Tolerance, source.DedupeWindow(rec.Source)),
 	})
 	switch {
+	case errors.Is(err, ingest.ErrNonceReused):
+		h.reject(w, name, "replayed_signature", http.StatusUnauthorized, "signature already used for another event")
+		return
 	case errors.Is(err, ingest.ErrInProgress):
 		h.reject(w, name, "in_progress", http.StatusConflict, "an event with this id is being processed; retry")
 		return
@@ -195,4 +200,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.bodyBytes, m.verify)
 	return m
+}
+
+// nonceTTL is how long a signature nonce stays bound: as long as the
+// signature it belongs to passes the timestamp check (with room for clock
+// skew), or, with the check off, the dedupe window.
+func nonceTTL(tolerance, window time.Duration) time.Duration {
+	if tolerance <= 0 {
+		return window
+	}
+	return 2*tolerance + time.Minute
 }

@@ -370,3 +370,43 @@ func TestOverlongRoutingKeyIs400(t *testing.T) {
 	}
 	h.waitCount(1)
 }
+
+// Mailgun signs only a timestamp and a token, not the event. A captured
+// signature block on a forged event is refused; the provider's own retry
+// of the same event is not.
+func TestMailgunTokenBoundToItsEvent(t *testing.T) {
+	h := newHarness(t, "")
+	name := h.source[:len(h.source)-1] + "m"
+	const key = "mailgun-signing-key"
+	if _, err := h.store.Create(context.Background(), h.tenant, &ingressv1.Source{Name: name, Provider: "mailgun", Secrets: []string{key}}); err != nil {
+		t.Fatal(err)
+	}
+	post := func(token, id string) (int, string) {
+		t.Helper()
+		ts := strconv.FormatInt(time.Now().Unix(), 10)
+		m := hmac.New(sha256.New, []byte(key))
+		m.Write([]byte(ts + token))
+		body := fmt.Sprintf(`{"signature":{"timestamp":%q,"token":%q,"signature":%q},"event-data":{"id":%q,"event":"delivered"}}`,
+			ts, token, hex.EncodeToString(m.Sum(nil)), id)
+		resp, err := http.Post(h.srv.URL+"/webhooks/"+name, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tok := rabbittest.UniqueName(t, "token")
+	if code, resp := post(tok, "evt-1"); code != http.StatusAccepted {
+		t.Fatalf("genuine event: %d %s", code, resp)
+	}
+	if code, resp := post(tok, "evt-1"); code != http.StatusOK {
+		t.Fatalf("the provider's retry of it: %d %s, want 200 (duplicate)", code, resp)
+	}
+	if code, resp := post(tok, "evt-forged"); code != http.StatusUnauthorized || !strings.Contains(resp, "already used") {
+		t.Fatalf("its signature on another event: %d %s, want 401", code, resp)
+	}
+	if code, resp := post(tok+"-2", "evt-2"); code != http.StatusAccepted {
+		t.Fatalf("another event with its own token: %d %s", code, resp)
+	}
+}

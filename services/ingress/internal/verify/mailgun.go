@@ -23,8 +23,9 @@ import (
 //
 // Mailgun's signature does not cover the event data. A signature block
 // captured from one request verifies any body within the tolerance, so
-// Tolerance should not be 0 for Mailgun; Mailgun also advises refusing a
-// token seen before. The id is event-data.id and the type event-data.event
+// Tolerance should not be 0 for Mailgun. As Mailgun advises, a token seen
+// before is refused, unless it comes back with the same event (a retry):
+// the token is the Event's Nonce, which the receiver binds to the event id. The id is event-data.id and the type event-data.event
 // (for forms the "event" field and the body hash).
 
 const mailgunMaxParts = 1000
@@ -60,7 +61,9 @@ func verifyMailgun(c Config, r Request) (Event, *Error) {
 	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, [][]byte{sig}, []byte(f.timestamp), []byte(f.token)); !ok {
 		return Event{}, errMismatch()
 	}
-	return event(f.id, f.typ, r.Body)
+	ev, err := event(f.id, f.typ, r.Body)
+	ev.Nonce = f.token
+	return ev, err
 }
 
 // mailgunParse reads the signature fields from a JSON, urlencoded or

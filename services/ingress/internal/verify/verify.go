@@ -84,6 +84,11 @@ type Request struct {
 type Event struct {
 	ID   string
 	Type string
+	// Nonce is a value the signature covers that the provider makes unique
+	// per request, where the signature does not cover the event itself
+	// (Mailgun's token). The same nonce with another event id means a
+	// captured signature on a forged body; the receiver refuses it.
+	Nonce string
 }
 
 // Error is the error Verify returns. Status is 400 when the request is
