@@ -29,6 +29,8 @@ func storeError(err error, name string) error {
 		return status.Errorf(codes.AlreadyExists, "source name %q is taken", name)
 	case errors.Is(err, source.ErrBadToken):
 		return status.Error(codes.InvalidArgument, "page_token is invalid")
+	case errors.Is(err, source.ErrConflict):
+		return status.Errorf(codes.Aborted, "source %q: %v", name, err)
 	default:
 		return status.Errorf(codes.Unavailable, "source store: %v", err)
 	}
@@ -120,18 +122,19 @@ func (s *Sources) UpdateSource(ctx context.Context, r *ingressv1.UpdateSourceReq
 	if !source.ValidName(in.GetName()) {
 		return nil, status.Errorf(codes.NotFound, "source %q not found", in.GetName())
 	}
-	cur, err := s.Store.Get(ctx, tenant, in.GetName())
-	if err != nil {
-		return nil, storeError(err, in.GetName())
+	out, err := s.Store.Modify(ctx, tenant, in.GetName(), func(cur *ingressv1.Source) (*ingressv1.Source, error) {
+		merged, err := source.Merge(cur, in, r.GetUpdateMask().GetPaths())
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if err := source.Validate(merged); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		return merged, nil
+	})
+	if _, ok := status.FromError(err); ok && err != nil {
+		return nil, err
 	}
-	merged, err := source.Merge(cur, in, r.GetUpdateMask().GetPaths())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if err := source.Validate(merged); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	out, err := s.Store.Put(ctx, tenant, merged)
 	if err != nil {
 		return nil, storeError(err, in.GetName())
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,5 +167,48 @@ func TestListPagination(t *testing.T) {
 	}
 	if _, err := s.ListSources(acme, &ingressv1.ListSourcesRequest{PageToken: "!!"}); code(err) != codes.InvalidArgument {
 		t.Fatalf("bad token: %v", err)
+	}
+}
+
+// Concurrent updates of different fields all take effect: each merges
+// into the source as stored when it is written, not as it was read.
+func TestConcurrentUpdatesKeepEachOther(t *testing.T) {
+	s := newSources(t)
+	acme := auth.WithTenant(context.Background(), "acme")
+	name := fmt.Sprintf("conc-%d", time.Now().UnixNano()%1e9)
+	if _, err := s.CreateSource(acme, &ingressv1.CreateSourceRequest{Source: &ingressv1.Source{
+		Name: name, Provider: "stripe", Secrets: []string{"whsec_abcdefghijklmnop1234"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 5 {
+		tol, size := time.Duration(round+10)*time.Second, int64(4096+round)
+		var wg sync.WaitGroup
+		errs := make(chan error, 20)
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := &ingressv1.UpdateSourceRequest{Source: &ingressv1.Source{Name: name, Tolerance: durationpb.New(tol)}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"tolerance"}}}
+				if i%2 == 1 {
+					r = &ingressv1.UpdateSourceRequest{Source: &ingressv1.Source{Name: name, MaxBodyBytes: size}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"max_body_bytes"}}}
+				}
+				if _, err := s.UpdateSource(acme, r); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("concurrent update: %v", err)
+		}
+		got, err := s.GetSource(acme, &ingressv1.GetSourceRequest{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.GetTolerance().AsDuration() != tol || got.GetMaxBodyBytes() != size {
+			t.Fatalf("round %d: tolerance %v, max_body_bytes %d; want %v and %d (an update was lost)", round, got.GetTolerance().AsDuration(), got.GetMaxBodyBytes(), tol, size)
+		}
 	}
 }

@@ -27,6 +27,9 @@ var (
 	ErrExists   = errors.New("source name is taken")
 )
 
+// ErrConflict means a source kept changing while an update was applied.
+var ErrConflict = errors.New("the source is being changed by other requests; retry")
+
 // Store is the Redis-backed source registry with a short-lived local cache
 // for the receiver's hot path.
 type Store struct {
@@ -172,46 +175,56 @@ func (s *Store) Lookup(ctx context.Context, name string) (*Record, error) {
 	return rec, nil
 }
 
-// Put replaces tenant's existing source (after the caller merged and
-// validated it). The write is guarded with WATCH so a concurrent delete or
-// recreate by another tenant is never overwritten.
-func (s *Store) Put(ctx context.Context, tenant string, src *ingressv1.Source) (*ingressv1.Source, error) {
-	src = proto.Clone(src).(*ingressv1.Source)
-	src.UpdateTime = timestamppb.New(s.now())
-	key := s.key(src.GetName())
-	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-		b, err := tx.Get(ctx, key).Bytes()
-		if errors.Is(err, redis.Nil) {
-			return ErrNotFound
-		}
-		if err != nil {
+// Modify replaces tenant's source name with what fn makes of the stored
+// one. fn runs under WATCH and again if the source changed meanwhile, so
+// two concurrent updates (a secret rotation and a tolerance change, say)
+// both take effect instead of the later one overwriting the earlier; an
+// error from fn is returned as it is.
+func (s *Store) Modify(ctx context.Context, tenant, name string, fn func(cur *ingressv1.Source) (*ingressv1.Source, error)) (*ingressv1.Source, error) {
+	key := s.key(name)
+	var out *ingressv1.Source
+	for range 10 {
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			b, err := tx.Get(ctx, key).Bytes()
+			if errors.Is(err, redis.Nil) {
+				return ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			old, err := decode(b)
+			if err != nil {
+				return err
+			}
+			if old.Tenant != tenant {
+				return ErrNotFound
+			}
+			src, err := fn(proto.Clone(old.Source).(*ingressv1.Source))
+			if err != nil {
+				return err
+			}
+			src = proto.Clone(src).(*ingressv1.Source)
+			src.Name, src.CreateTime, src.UpdateTime = name, old.Source.GetCreateTime(), timestamppb.New(s.now())
+			nb, err := encode(tenant, src)
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, key, nb, 0)
+				return nil
+			})
+			out = src
 			return err
+		}, key)
+		switch {
+		case errors.Is(err, redis.TxFailedErr):
+			continue
+		case err != nil:
+			return nil, err
 		}
-		old, err := decode(b)
-		if err != nil {
-			return err
-		}
-		if old.Tenant != tenant {
-			return ErrNotFound
-		}
-		src.CreateTime = old.Source.GetCreateTime()
-		nb, err := encode(tenant, src)
-		if err != nil {
-			return err
-		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, key, nb, 0)
-			return nil
-		})
-		return err
-	}, key)
-	if errors.Is(err, ErrNotFound) {
-		return nil, err
+		return out, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("update source: %w", err)
-	}
-	return src, nil
+	return nil, fmt.Errorf("update source: %w", ErrConflict)
 }
 
 // Delete removes tenant's source.
