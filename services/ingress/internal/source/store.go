@@ -153,7 +153,11 @@ func (s *Store) Lookup(ctx context.Context, name string) (*Record, error) {
 		return c.rec, nil
 	}
 	v, err, _ := s.group.Do(name, func() (any, error) {
-		rec, err := s.load(ctx, name)
+		// The load serves every request waiting on it: it must not end
+		// when the first of them disconnects.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		rec, err := s.load(lctx, name)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, err
 		}
