@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -187,7 +188,16 @@ func (s *Store) Lookup(ctx context.Context, name string) (*Record, error) {
 func (s *Store) Modify(ctx context.Context, tenant, name string, fn func(cur *ingressv1.Source) (*ingressv1.Source, error)) (*ingressv1.Source, error) {
 	key := s.key(name)
 	var out *ingressv1.Source
-	for range 10 {
+	for attempt := range 50 {
+		if attempt > 0 {
+			// Optimistic locking under contention: back off a little, with
+			// jitter, so the writers do not keep colliding.
+			select {
+			case <-time.After(time.Duration(rand.Int64N(int64(min(attempt, 10)) * int64(time.Millisecond)))):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
 			b, err := tx.Get(ctx, key).Bytes()
 			if errors.Is(err, redis.Nil) {
