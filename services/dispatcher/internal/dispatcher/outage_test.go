@@ -20,18 +20,25 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 )
 
-// queueDepth returns the ready messages of a queue.
-func queueDepth(t *testing.T, name string) int {
+// adminChannel is a channel of the test's own on the real broker, closed
+// with the test.
+func adminChannel(t *testing.T) *amqp.Channel {
 	t.Helper()
 	conn, err := amqp.Dial(amqpURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ch
+}
+
+// queueDepth returns the ready messages of a queue.
+func queueDepth(t *testing.T, ch *amqp.Channel, name string) int {
+	t.Helper()
 	q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
 	if err != nil {
 		t.Fatalf("inspect %s: %v", name, err)
@@ -66,13 +73,13 @@ func TestRedisOutageKeepsEvents(t *testing.T) {
 
 	h.publish("evt-outage", "order.created", []byte(`{"n":1}`))
 	// Far more rounds than the queue's delivery limit.
-	dlq := rabbit.DLQName(h.cfg.Queues().Events)
+	dlq, admin := rabbit.DLQName(h.cfg.Queues().Events), adminChannel(t)
 	waitFor(t, 20*time.Second, "repeated fan-out failures", func() bool {
-		return failedFanouts(t, reg) >= 3*rabbit.DefaultDeliveryLimit || queueDepth(t, dlq) > 0
+		return failedFanouts(t, reg) >= 3*rabbit.DefaultDeliveryLimit || queueDepth(t, admin, dlq) > 0
 	})
 	cancel()
 	wg.Wait()
-	if n := queueDepth(t, dlq); n != 0 {
+	if n := queueDepth(t, admin, dlq); n != 0 {
 		t.Fatalf("%d events dead-lettered during a Redis outage, after %d failed fan-outs", n, failedFanouts(t, reg))
 	}
 

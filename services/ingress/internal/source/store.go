@@ -199,19 +199,9 @@ func (s *Store) Modify(ctx context.Context, tenant, name string, fn func(cur *in
 			}
 		}
 		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			b, err := tx.Get(ctx, key).Bytes()
-			if errors.Is(err, redis.Nil) {
-				return ErrNotFound
-			}
+			old, err := owned(ctx, tx, key, tenant)
 			if err != nil {
 				return err
-			}
-			old, err := decode(b)
-			if err != nil {
-				return err
-			}
-			if old.Tenant != tenant {
-				return ErrNotFound
 			}
 			src, err := fn(proto.Clone(old.Source).(*ingressv1.Source))
 			if err != nil {
@@ -241,25 +231,34 @@ func (s *Store) Modify(ctx context.Context, tenant, name string, fn func(cur *in
 	return nil, fmt.Errorf("update source: %w", ErrConflict)
 }
 
+// owned reads the source at key inside a WATCH and returns it if tenant
+// owns it; another tenant's source is ErrNotFound, as a missing one is.
+func owned(ctx context.Context, tx *redis.Tx, key, tenant string) (*Record, error) {
+	b, err := tx.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	old, err := decode(b)
+	if err != nil {
+		return nil, err
+	}
+	if old.Tenant != tenant {
+		return nil, ErrNotFound
+	}
+	return old, nil
+}
+
 // Delete removes tenant's source.
 func (s *Store) Delete(ctx context.Context, tenant, name string) error {
 	key := s.key(name)
 	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-		b, err := tx.Get(ctx, key).Bytes()
-		if errors.Is(err, redis.Nil) {
-			return ErrNotFound
-		}
-		if err != nil {
+		if _, err := owned(ctx, tx, key, tenant); err != nil {
 			return err
 		}
-		old, err := decode(b)
-		if err != nil {
-			return err
-		}
-		if old.Tenant != tenant {
-			return ErrNotFound
-		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, key)
 			return nil
 		})
