@@ -27,12 +27,12 @@ import (
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
 )
 
 // Page size limits shared by the list calls.

@@ -22,6 +22,7 @@ import (
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/delay"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
@@ -168,7 +169,7 @@ func DeferBackoff(n int) time.Duration {
 
 // process handles t; a nil error means t can be acked.
 func (w *Worker) process(ctx context.Context, t *Task) error {
-	if !t.NotBefore.IsZero() && time.Until(t.NotBefore) >= earlyTolerance {
+	if !t.NotBefore.IsZero() && time.Until(t.NotBefore) >= delay.Tolerance {
 		return w.queues.Enqueue(ctx, w.pub, t)
 	}
 	rec, err := w.endpoints.Cached(ctx, t.Tenant, t.Endpoint)
@@ -224,7 +225,7 @@ func (w *Worker) process(ctx context.Context, t *Task) error {
 	case admit.Full:
 		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "in_flight")
 	case admit.Limited:
-		return w.deferTask(ctx, t, max(wait, earlyTolerance), "rate_limit")
+		return w.deferTask(ctx, t, max(wait, delay.Tolerance), "rate_limit")
 	}
 	done, err := b.cb.Allow()
 	if err != nil {

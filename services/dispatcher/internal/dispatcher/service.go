@@ -20,6 +20,7 @@ import (
 	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/server"
+	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/api"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
@@ -27,7 +28,6 @@ import (
 	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
 )
 
 // Config holds the dispatcher's own settings.

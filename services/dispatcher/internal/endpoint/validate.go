@@ -12,8 +12,8 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
 )
 
 // Limits on endpoint settings. They keep one tenant's configuration from

@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
+	"github.com/hookyard/hookyard/platform/ssrf"
 )
 
 // Outcome is what the dispatcher does after one delivery attempt.

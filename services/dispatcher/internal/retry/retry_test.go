@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
 )
 
 func TestDefaultSchedule(t *testing.T) {

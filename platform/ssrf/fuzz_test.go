@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
+	"github.com/hookyard/hookyard/platform/ssrf"
 )
 
 // FuzzValidateURL feeds arbitrary endpoint URLs to ValidateURL. Whatever it

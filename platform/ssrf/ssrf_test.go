@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookyard/hookyard/services/dispatcher/internal/ssrf"
+	"github.com/hookyard/hookyard/platform/ssrf"
 )
 
 // refusedCases are URLs that must never be delivered to. Every one is
