@@ -6,39 +6,59 @@ import "strings"
 // separated by dots, "*" matches exactly one word and "#" zero or more. The
 // semantics are the broker's, so a subscriber can reason about event_types
 // exactly as about a queue binding.
+//
+// Matching takes time proportional to the product of the word counts of
+// pattern and key: a backtracking matcher is exponential in the number of
+// "#" and a tenant chooses its patterns.
 func Match(pattern, routingKey string) bool {
+	if !strings.Contains(pattern, "#") {
+		return matchFixed(pattern, routingKey)
+	}
 	return matchWords(strings.Split(pattern, "."), strings.Split(routingKey, "."))
 }
 
-func matchWords(p, k []string) bool {
-	for len(p) > 0 {
-		switch p[0] {
-		case "#":
-			// Collapse consecutive "#": they match the same sets.
-			for len(p) > 1 && p[1] == "#" {
-				p = p[1:]
-			}
-			if len(p) == 1 {
-				return true
-			}
-			for i := 0; i <= len(k); i++ {
-				if matchWords(p[1:], k[i:]) {
-					return true
-				}
-			}
+// matchFixed matches a pattern without "#" word by word, without
+// allocating: the common case.
+func matchFixed(p, k string) bool {
+	for {
+		pw, prest, pmore := strings.Cut(p, ".")
+		kw, krest, kmore := strings.Cut(k, ".")
+		if pw != "*" && pw != kw {
 			return false
-		case "*":
-			if len(k) == 0 {
-				return false
+		}
+		if !pmore || !kmore {
+			return pmore == kmore
+		}
+		p, k = prest, krest
+	}
+}
+
+// matchWords decides, for each pattern suffix from the last word back,
+// which key suffixes it matches: next[j] holds whether p[i+1:] matches
+// k[j:], cur[j] whether p[i:] does.
+func matchWords(p, k []string) bool {
+	n := len(k)
+	next := make([]bool, n+1)
+	cur := make([]bool, n+1)
+	next[n] = true
+	for i := len(p) - 1; i >= 0; i-- {
+		switch w := p[i]; w {
+		case "#":
+			// Zero words (next[j]) or one word and still inside the
+			// "#" (cur[j+1]).
+			cur[n] = next[n]
+			for j := n - 1; j >= 0; j-- {
+				cur[j] = next[j] || cur[j+1]
 			}
 		default:
-			if len(k) == 0 || k[0] != p[0] {
-				return false
+			cur[n] = false
+			for j := range n {
+				cur[j] = (w == "*" || w == k[j]) && next[j+1]
 			}
 		}
-		p, k = p[1:], k[1:]
+		next, cur = cur, next
 	}
-	return len(k) == 0
+	return next[0]
 }
 
 // MatchAny reports whether routingKey matches one of patterns; no patterns
