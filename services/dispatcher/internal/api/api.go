@@ -29,10 +29,10 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 )
 
 // Page size limits shared by the list calls.
@@ -50,7 +50,7 @@ type Deps struct {
 	Messages  *message.Store
 	Gate      *admit.Gate
 	Fanout    *fanout.Fanout
-	Publisher deliver.Publisher
+	Publisher task.Publisher
 	// Sends remembers the ids of SendMessage calls, as ingress remembers
 	// webhook ids: claimed before the publish, done after its confirm.
 	Sends           *dedupe.Store

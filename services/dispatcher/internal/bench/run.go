@@ -23,9 +23,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookyard/hookyard/platform/loadtest"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 )
 
 // Targets from the performance issue.
@@ -262,7 +262,7 @@ func burstName(f int) string { return fmt.Sprintf("fan-out %d, burst", f) }
 type instance struct {
 	*loadtest.Child
 	base      string
-	queues    deliver.Queues
+	queues    task.Queues
 	keyPrefix string
 }
 
@@ -298,7 +298,7 @@ func (r *runner) startDispatcher(ctx context.Context, name string, extra []strin
 	if err != nil {
 		return nil, err
 	}
-	d := &instance{Child: c, base: "http://" + httpAddr, queues: deliver.NewQueues(qp, []string{binding}), keyPrefix: kp}
+	d := &instance{Child: c, base: "http://" + httpAddr, queues: task.NewQueues(qp, []string{binding}), keyPrefix: kp}
 	if err := c.WaitHTTP(ctx, d.base+"/readyz", http.StatusOK, 30*time.Second); err != nil {
 		_ = c.Stop(5 * time.Second)
 		r.removeState(ctx, d)

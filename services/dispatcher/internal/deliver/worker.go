@@ -1,3 +1,6 @@
+// Package deliver is the delivery worker: it consumes delivery tasks
+// (package task), turns each into a signed HTTP request, records the
+// outcome and schedules what comes next.
 package deliver
 
 import (
@@ -27,8 +30,10 @@ import (
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/metrics"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 )
 
 // Limits on what a subscriber can make the dispatcher read and keep.
@@ -76,13 +81,13 @@ type Config struct {
 // Worker consumes the deliveries queue.
 type Worker struct {
 	cfg       Config
-	queues    Queues
+	queues    task.Queues
 	endpoints *endpoint.Store
 	messages  *message.Store
 	gate      *admit.Gate
-	pub       Publisher
+	pub       task.Publisher
 	client    *http.Client
-	metrics   *Metrics
+	metrics   *metrics.Metrics
 	log       *slog.Logger
 
 	mu       sync.Mutex
@@ -96,7 +101,7 @@ type breaker struct {
 }
 
 // NewWorker returns a Worker; client must be the SSRF-safe client.
-func NewWorker(cfg Config, q Queues, eps *endpoint.Store, msgs *message.Store, gate *admit.Gate, pub Publisher, client *http.Client, m *Metrics, log *slog.Logger) *Worker {
+func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Store, gate *admit.Gate, pub task.Publisher, client *http.Client, m *metrics.Metrics, log *slog.Logger) *Worker {
 	if cfg.BreakerFailures == 0 {
 		cfg.BreakerFailures = 5
 	}
@@ -122,7 +127,7 @@ func (w *Worker) Run(ctx context.Context, conn *rabbit.Conn) error {
 
 // Handle processes one task delivery and acks, rejects or requeues it.
 func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
-	t, err := DecodeTask(d)
+	t, err := task.Decode(d)
 	if err != nil {
 		w.log.Error("dropping malformed task to the DLQ", "err", err, "message_id", d.MessageId)
 		_ = d.Reject(false)
@@ -147,7 +152,7 @@ func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
 }
 
 // deferTask puts t back without counting an attempt.
-func (w *Worker) deferTask(ctx context.Context, t *Task, wait time.Duration, reason string) error {
+func (w *Worker) deferTask(ctx context.Context, t *task.Task, wait time.Duration, reason string) error {
 	w.metrics.Deferrals.WithLabelValues(reason).Inc()
 	t.Deferrals++
 	t.NotBefore = time.Now().Add(wait)
@@ -168,7 +173,7 @@ func DeferBackoff(n int) time.Duration {
 }
 
 // process handles t; a nil error means t can be acked.
-func (w *Worker) process(ctx context.Context, t *Task) error {
+func (w *Worker) process(ctx context.Context, t *task.Task) error {
 	if !t.NotBefore.IsZero() && time.Until(t.NotBefore) >= delay.Tolerance {
 		return w.queues.Enqueue(ctx, w.pub, t)
 	}
@@ -264,7 +269,7 @@ func (w *Worker) process(ctx context.Context, t *Task) error {
 }
 
 // settle acts on the outcome of an attempt.
-func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *Task, outcome retry.Outcome, res result) error {
+func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task, outcome retry.Outcome, res result) error {
 	ep := rec.Endpoint
 	now := time.Now()
 	switch outcome {
@@ -311,7 +316,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *Task, outc
 	return nil
 }
 
-func (w *Worker) deadLetter(ctx context.Context, t *Task, last *dispatcherv1.Attempt) error {
+func (w *Worker) deadLetter(ctx context.Context, t *task.Task, last *dispatcherv1.Attempt) error {
 	if err := w.messages.DeadLetter(ctx, t.Tenant, t.Message, t.Endpoint, last, time.Now()); err != nil {
 		return err
 	}
@@ -320,7 +325,7 @@ func (w *Worker) deadLetter(ctx context.Context, t *Task, last *dispatcherv1.Att
 	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusFailed, Attempts: t.Attempts})
 }
 
-func (w *Worker) hold(ctx context.Context, t *Task) error {
+func (w *Worker) hold(ctx context.Context, t *task.Task) error {
 	if err := w.messages.Hold(ctx, t.Tenant, t.Message, t.Endpoint, time.Now()); err != nil {
 		return err
 	}
@@ -360,7 +365,7 @@ func (w *Worker) announce(ctx context.Context, rec *endpoint.Record) error {
 }
 
 // PublishDisabled publishes the operational event for a disabled endpoint.
-func PublishDisabled(ctx context.Context, pub Publisher, tenant, id, reason string, since time.Time) error {
+func PublishDisabled(ctx context.Context, pub task.Publisher, tenant, id, reason string, since time.Time) error {
 	data, err := protojson.Marshal(&dispatcherv1.EndpointDisabled{EndpointId: id, Reason: reason, FailingSince: timestamppb.New(since)})
 	if err != nil {
 		return fmt.Errorf("encode endpoint.disabled: %w", err)
@@ -390,7 +395,7 @@ type result struct {
 }
 
 // attempt sends one signed request.
-func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *Task, timeout time.Duration) result {
+func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task, timeout time.Duration) result {
 	ep := rec.Endpoint
 	w.metrics.InFlight.WithLabelValues(ep.GetId()).Inc()
 	defer w.metrics.InFlight.WithLabelValues(ep.GetId()).Dec()

@@ -27,7 +27,9 @@ import (
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/metrics"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 )
 
 // Config holds the dispatcher's own settings.
@@ -63,14 +65,14 @@ func (c *Config) Register(l *config.Loader) {
 }
 
 // Queues returns the queue names of c.
-func (c *Config) Queues() deliver.Queues {
+func (c *Config) Queues() task.Queues {
 	var b []string
 	for p := range strings.SplitSeq(c.EventBindings, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			b = append(b, p)
 		}
 	}
-	return deliver.NewQueues(c.QueuePrefix, b)
+	return task.NewQueues(c.QueuePrefix, b)
 }
 
 // Deps are the shared connections.
@@ -124,7 +126,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	msgs := message.New(d.Redis, c.KeyPrefix, c.Retention)
 	gate := admit.New(d.Redis, c.KeyPrefix, c.Retention)
 	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
-	m := deliver.NewMetrics(d.Registry)
+	m := metrics.New(d.Registry)
 	client := policy.Client(ssrf.ClientOptions{Timeout: endpoint.MaxTimeout, MaxIdleConnsPerHost: 64})
 	w := deliver.NewWorker(deliver.Config{
 		Schedule: schedule, DefaultTimeout: c.DefaultTimeout, DefaultMaxInFlight: c.DefaultMaxInFlight,

@@ -21,18 +21,19 @@ import (
 
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/metrics"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 )
 
 // Fanout consumes the dispatcher's events queue.
 type Fanout struct {
-	queues    deliver.Queues
+	queues    task.Queues
 	endpoints *endpoint.Store
 	messages  *message.Store
-	pub       deliver.Publisher
-	metrics   *deliver.Metrics
+	pub       task.Publisher
+	metrics   *metrics.Metrics
 	log       *slog.Logger
 	// Concurrency is how many events are fanned out at once.
 	Concurrency int
@@ -47,7 +48,7 @@ type Fanout struct {
 const RoutingKeyHeader = "x-hookyard-routing-key"
 
 // New returns a Fanout.
-func New(q deliver.Queues, eps *endpoint.Store, msgs *message.Store, pub deliver.Publisher, m *deliver.Metrics, log *slog.Logger) *Fanout {
+func New(q task.Queues, eps *endpoint.Store, msgs *message.Store, pub task.Publisher, m *metrics.Metrics, log *slog.Logger) *Fanout {
 	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64, RetryDelay: time.Second}
 }
 
@@ -173,7 +174,7 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 	g.SetLimit(32)
 	for _, id := range todo {
 		g.Go(func() error {
-			return f.queues.Enqueue(gctx, f.pub, &deliver.Task{
+			return f.queues.Enqueue(gctx, f.pub, &task.Task{
 				Tenant: tenant, Message: m.ID, Endpoint: id, RoutingKey: m.RoutingKey,
 				ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
 			})
@@ -227,7 +228,7 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 		if err := f.messages.SetDelivery(ctx, tenant, msgID, ep, message.Delivery{Status: message.StatusPending}); err != nil {
 			return 0, err
 		}
-		if err := f.queues.Enqueue(ctx, f.pub, &deliver.Task{
+		if err := f.queues.Enqueue(ctx, f.pub, &task.Task{
 			Tenant: tenant, Message: msgID, Endpoint: ep, RoutingKey: m.RoutingKey,
 			ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
 		}); err != nil {

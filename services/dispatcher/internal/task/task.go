@@ -1,9 +1,10 @@
-// Package deliver turns delivery tasks into signed HTTP requests. A task is
-// one (message, endpoint) pair travelling on the deliveries queue; retries
-// and deferrals travel through TTL delay queues back to the same queue, so
-// a pending retry lives in RabbitMQ (replicated, on disk) and never in a
-// dispatcher's memory.
-package deliver
+// Package task is the dispatcher's task protocol: a task is one (message,
+// endpoint) pair travelling on the deliveries queue; retries and deferrals
+// travel through TTL delay queues back to the same queue, so a pending
+// retry lives in RabbitMQ (replicated, on disk) and never in a
+// dispatcher's memory. The fan-out and the API publish tasks through this
+// package; the worker (package deliver) consumes them.
+package task
 
 import (
 	"errors"
@@ -69,8 +70,8 @@ func (t *Task) Publishing() amqp.Publishing {
 // ErrBadTask marks a task that cannot be decoded; it goes to the DLQ.
 var ErrBadTask = errors.New("malformed delivery task")
 
-// DecodeTask reads a task from a delivery.
-func DecodeTask(d amqp.Delivery) (*Task, error) {
+// Decode reads a task from a delivery.
+func Decode(d amqp.Delivery) (*Task, error) {
 	str := func(name string) (string, error) {
 		v, ok := d.Headers[name].(string)
 		if !ok || v == "" {

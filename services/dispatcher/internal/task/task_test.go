@@ -1,4 +1,4 @@
-package deliver
+package task
 
 import (
 	"testing"
@@ -15,7 +15,7 @@ func TestTaskRoundTrip(t *testing.T) {
 		Body: []byte("{\"raw\": \xff}"),
 	}
 	p := in.Publishing()
-	out, err := DecodeTask(amqp.Delivery{Headers: p.Headers, ContentType: p.ContentType, Body: p.Body})
+	out, err := Decode(amqp.Delivery{Headers: p.Headers, ContentType: p.ContentType, Body: p.Body})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,21 +27,7 @@ func TestTaskRoundTrip(t *testing.T) {
 	}
 	// A task from before the deferral count existed decodes as never deferred.
 	delete(p.Headers, HeaderDeferrals)
-	if out, err := DecodeTask(amqp.Delivery{Headers: p.Headers, Body: p.Body}); err != nil || out.Deferrals != 0 {
+	if out, err := Decode(amqp.Delivery{Headers: p.Headers, Body: p.Body}); err != nil || out.Deferrals != 0 {
 		t.Fatalf("without %s: %+v, %v", HeaderDeferrals, out, err)
-	}
-}
-
-func TestDeferBackoff(t *testing.T) {
-	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
-	for n, w := range want {
-		if got := DeferBackoff(n); got != w {
-			t.Errorf("DeferBackoff(%d) = %v, want %v", n, got, w)
-		}
-	}
-	for _, n := range []int{-1, 1000, 1 << 30} {
-		if got := DeferBackoff(n); got < deferDelay || got > maxDeferDelay {
-			t.Errorf("DeferBackoff(%d) = %v, outside [%v, %v]", n, got, deferDelay, maxDeferDelay)
-		}
 	}
 }

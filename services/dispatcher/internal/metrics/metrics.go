@@ -1,4 +1,6 @@
-package deliver
+// Package metrics holds the dispatcher's Prometheus series, shared by
+// the fan-out, the worker and the API.
+package metrics
 
 import "github.com/prometheus/client_golang/prometheus"
 
@@ -15,8 +17,8 @@ type Metrics struct {
 	Published  *prometheus.CounterVec // fan-out tasks by result
 }
 
-// NewMetrics registers the series on reg (nil: a private registry).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// New registers the series on reg (nil: a private registry).
+func New(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
