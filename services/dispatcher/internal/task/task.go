@@ -7,6 +7,9 @@
 package task
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -40,6 +43,22 @@ type Task struct {
 	Body        []byte
 }
 
+// ID identifies the task on the broker (its AMQP message id): a digest of
+// tenant, message and endpoint, always 64 bytes. An AMQP message id is a
+// short string of at most 255 bytes and an event id alone may be 255
+// bytes; a longer id fails to encode and closes the shared connection.
+// The ids themselves travel in the headers.
+func (t *Task) ID() string {
+	h := sha256.New()
+	for _, s := range []string{t.Tenant, t.Message, t.Endpoint} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // Publishing encodes t for the deliveries or a delay queue.
 func (t *Task) Publishing() amqp.Publishing {
 	h := amqp.Table{
@@ -62,7 +81,7 @@ func (t *Task) Publishing() amqp.Publishing {
 		Headers:      h,
 		ContentType:  t.ContentType,
 		DeliveryMode: amqp.Persistent,
-		MessageId:    t.Message + "/" + t.Endpoint,
+		MessageId:    t.ID(),
 		Body:         t.Body,
 	}
 }
