@@ -53,12 +53,10 @@ const (
 	infraRetry = 5 * time.Second
 )
 
-// Retry-After bounds: a subscriber may slow the dispatcher down, but not
-// make it hammer nor park a message for days.
-const (
-	minRetryAfter = time.Second
-	maxRetryAfter = 6 * time.Hour
-)
+// maxRetryAfter bounds how far a subscriber's Retry-After can push a retry
+// beyond the schedule: it may slow the dispatcher down, but not park a
+// message for days. It never brings a retry forward.
+const maxRetryAfter = 6 * time.Hour
 
 // OpEventSource and OpEventType name the operational event published when
 // an endpoint is disabled: routing key hookyard.endpoint.disabled.
@@ -301,9 +299,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 		return w.deadLetter(ctx, t, res.record)
 	}
 	if res.status == http.StatusTooManyRequests || res.status == http.StatusServiceUnavailable {
-		if d, ok := retry.RetryAfter(res.header, now, minRetryAfter, maxRetryAfter); ok {
-			delay = d
-		}
+		delay = retry.Lengthen(delay, res.header, now, maxRetryAfter)
 	}
 	t.NotBefore = now.Add(delay)
 	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusRetrying, Attempts: t.Attempts, Next: t.NotBefore}); err != nil {

@@ -317,3 +317,25 @@ func TestRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+func TestLengthen(t *testing.T) {
+	now := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := func(v string) http.Header { return http.Header{"Retry-After": {v}} }
+	for _, tc := range []struct {
+		scheduled time.Duration
+		header    http.Header
+		want      time.Duration
+	}{
+		{5 * time.Minute, h("1"), 5 * time.Minute},
+		{5 * time.Minute, h("600"), 10 * time.Minute},
+		{5 * time.Minute, h("99999999"), 6 * time.Hour},
+		{7 * time.Hour, h("99999999"), 7 * time.Hour},
+		{5 * time.Minute, h("soon"), 5 * time.Minute},
+		{5 * time.Minute, nil, 5 * time.Minute},
+		{5 * time.Second, h(now.Add(time.Minute).Format(http.TimeFormat)), time.Minute},
+	} {
+		if got := retry.Lengthen(tc.scheduled, tc.header, now, 6*time.Hour); got != tc.want {
+			t.Errorf("Lengthen(%v, %v) = %v, want %v", tc.scheduled, tc.header, got, tc.want)
+		}
+	}
+}

@@ -62,3 +62,15 @@ func isASCIIDigits(s string) bool {
 	}
 	return s != ""
 }
+
+// Lengthen returns the delay before a retry given the scheduled delay and
+// the subscriber's Retry-After: the header may lengthen the delay, up to
+// maxDelay, but never shorten it. A subscriber answering "Retry-After: 1"
+// to every attempt would otherwise run through the whole schedule in
+// seconds and be dead-lettered hours early.
+func Lengthen(scheduled time.Duration, h http.Header, now time.Time, maxDelay time.Duration) time.Duration {
+	if d, ok := RetryAfter(h, now, 0, maxDelay); ok && d > scheduled {
+		return d
+	}
+	return scheduled
+}
