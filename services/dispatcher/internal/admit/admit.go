@@ -6,7 +6,8 @@
 //  2. the attempt lock of (endpoint, message): two copies of one task (a
 //     fan-out replayed after a crash) never attempt at the same time;
 //  3. the endpoint's in-flight leases against its max in-flight;
-//  4. the endpoint's token bucket (rate limit).
+//  4. the endpoint's token bucket (rate limit), reserving the next token
+//     for an attempt that has to wait.
 //
 // Leases and locks expire on their own, so a replica killed mid-attempt
 // frees its slots after the lease time instead of wedging the endpoint.
@@ -72,32 +73,50 @@ func (g *Gate) keys(ep, msg string) []string {
 		g.prefix + ":lock:" + tag + ":" + msg,
 		g.prefix + ":inflight:" + tag,
 		g.prefix + ":bucket:" + tag,
+		g.prefix + ":resv:" + tag + ":" + msg,
 	}
 }
 
 // admitScript returns {verdict, wait_ms}.
+//
+// A rate-limited attempt reserves the next free token instead of only
+// being told to come back: the bucket goes into debt and the reservation
+// (KEYS[5], the time it is due) lets the task in when it returns. A backlog
+// for a limited endpoint therefore costs one trip through the delay queues
+// per task, not one per task per retry interval. Reservations reach at most
+// ARGV[6] ms ahead; a task beyond that waits that long and asks again.
 var admitScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])
 local token = ARGV[3]
 local maxinflight = tonumber(ARGV[4])
 local rate = tonumber(ARGV[5])
+local horizon = tonumber(ARGV[6])
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
+local due = tonumber(redis.call('GET', KEYS[5]))
+if due and due - now > 20 then return {4, due - now} end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 if redis.call('ZCARD', KEYS[3]) >= maxinflight then return {3, 0} end
-if rate > 0 then
+if rate > 0 and not due then
   local burst = rate
   local b = redis.call('HMGET', KEYS[4], 't', 'at')
   local tokens = tonumber(b[1]) or burst
   local at = tonumber(b[2]) or now
   if now > at then tokens = math.min(burst, tokens + (now - at) * rate / 1000) end
   if tokens < 1 then
-    return {4, math.ceil((1 - tokens) * 1000 / rate)}
+    local wait = math.ceil((1 - tokens) * 1000 / rate)
+    if wait > horizon then return {4, horizon} end
+    tokens = tokens - 1
+    redis.call('HSET', KEYS[4], 't', tostring(tokens), 'at', now)
+    redis.call('PEXPIRE', KEYS[4], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+    redis.call('SET', KEYS[5], now + wait, 'PX', wait + horizon)
+    return {4, wait}
   end
   redis.call('HSET', KEYS[4], 't', tostring(tokens - 1), 'at', now)
-  redis.call('PEXPIRE', KEYS[4], math.ceil(burst * 1000 / rate) + 1000)
+  redis.call('PEXPIRE', KEYS[4], math.ceil((burst - tokens + 1) * 1000 / rate) + 1000)
 end
+if due then redis.call('DEL', KEYS[5]) end
 redis.call('SET', KEYS[2], token, 'PX', lease)
 redis.call('ZADD', KEYS[3], now + lease, token)
 -- Only ever extend the set's TTL: leases differ per attempt (they follow
@@ -110,21 +129,33 @@ return {0, 0}
 `)
 
 // finishScript releases the lease and lock of an attempt and, if it
-// delivered, sets the delivered marker.
+// delivered, sets the delivered marker. With ARGV[4] = '1' the attempt
+// never started (its breaker refused it): its token goes back to the
+// bucket of rate ARGV[5].
 var finishScript = redis.NewScript(`
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 if ARGV[2] == '1' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[3]) end
+local rate = tonumber(ARGV[5])
+if ARGV[4] == '1' and rate > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+  local t = tonumber(redis.call('HGET', KEYS[4], 't')) or rate
+  redis.call('HSET', KEYS[4], 't', tostring(math.min(rate, t + 1)))
+end
 return 0
 `)
 
+// MaxReservation is how far ahead a rate-limited attempt may reserve its
+// token.
+const MaxReservation = 15 * time.Minute
+
 // Admit asks whether an attempt may start now. With Limited, wait says
-// when a token is expected.
+// when to come back: the token is reserved for that time when it is
+// within MaxReservation.
 func (g *Gate) Admit(ctx context.Context, r Request) (v Verdict, wait time.Duration, err error) {
 	now := time.Now().UnixMilli()
 	maxInFlight := max(r.MaxInFlight, 1)
 	res, err := admitScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message),
-		now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate).Int64Slice()
+		now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds()).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("admit attempt: %w", err)
 	}
@@ -150,7 +181,17 @@ func (g *Gate) QueueFinish(ctx context.Context, pipe redis.Pipeliner, r Request,
 	if delivered {
 		d = "1"
 	}
-	finishScript.Eval(ctx, pipe, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds())
+	finishScript.Eval(ctx, pipe, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds(), "0", r.Rate)
+}
+
+// Cancel ends an admitted attempt that did not start (its circuit breaker
+// refused it) and gives its rate-limit token back, so that refusals do not
+// use up the endpoint's rate.
+func (g *Gate) Cancel(ctx context.Context, r Request) error {
+	if err := finishScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message), r.Token, "0", g.retention.Milliseconds(), "1", r.Rate).Err(); err != nil {
+		return fmt.Errorf("cancel attempt: %w", err)
+	}
+	return nil
 }
 
 // Forget removes the delivered marker so that an explicit resend is

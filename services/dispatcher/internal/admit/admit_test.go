@@ -244,15 +244,17 @@ func TestRateLimitSharedByReplicas(t *testing.T) {
 	if wait <= 0 || wait > perToken {
 		t.Fatalf("limited with wait %v, want in (0, %v]", wait, perToken)
 	}
+	// Asking again early keeps the reservation, on any replica.
 	admitOK(t, b, attempt(ep, "over", 100, rate, time.Minute), Limited)
-	// A refused attempt takes no lock or slot: another message may go
-	// as soon as a token is back.
+	// A refused attempt takes no lock or slot: the message goes as soon
+	// as its reserved token is due.
 	time.Sleep(wait + 20*time.Millisecond)
 	admitOK(t, b, attempt(ep, "over", 100, rate, time.Minute), Go)
 	admitOK(t, a, attempt(ep, "again", 100, rate, time.Minute), Limited)
 
-	// After a full second the bucket is full again, never fuller.
-	time.Sleep(time.Second + 50*time.Millisecond)
+	// After the debt is paid and a full second more, the bucket is full
+	// again, never fuller.
+	time.Sleep(time.Second + perToken + 50*time.Millisecond)
 	for i := range rate {
 		admitOK(t, []*Gate{a, b}[i%2], attempt(ep, fmt.Sprintf("r%d", i), 100, rate, time.Minute), Go)
 	}
@@ -281,6 +283,52 @@ func TestFullOrBusyTakesNoToken(t *testing.T) {
 	if bucket != "999" {
 		t.Fatalf("bucket holds %q tokens after one admitted attempt of 1000, want 999", bucket)
 	}
+}
+
+// TestLimitedReservesToken: a rate-limited attempt is given the time of
+// the token it reserved, each waiting attempt a later one, and comes in
+// when it returns then; attempts that wait do not come back one per token
+// interval but once each.
+func TestLimitedReservesToken(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+	const rate = 10
+	perToken := time.Second / rate
+	for i := range rate {
+		admitOK(t, a, attempt(ep, fmt.Sprintf("burst%d", i), 100, rate, time.Minute), Go)
+	}
+	var last time.Duration
+	for i := range 5 {
+		wait := admitOK(t, []*Gate{a, b}[i%2], attempt(ep, fmt.Sprintf("w%d", i), 100, rate, time.Minute), Limited)
+		if wait <= last || wait > time.Duration(i+1)*perToken+50*time.Millisecond {
+			t.Fatalf("waiting attempt %d told to wait %v after %v", i, wait, last)
+		}
+		last = wait
+	}
+	// Each waiting message comes in once its reserved time has come,
+	// although the bucket is still in debt for the ones after it.
+	time.Sleep(last + 20*time.Millisecond)
+	for i := range 5 {
+		admitOK(t, []*Gate{b, a}[i%2], attempt(ep, fmt.Sprintf("w%d", i), 100, rate, time.Minute), Go)
+	}
+	// A newcomer queues behind them.
+	admitOK(t, a, attempt(ep, "late", 100, rate, time.Minute), Limited)
+}
+
+// TestCancelGivesTokenBack: an attempt its breaker refused gives its token
+// back, so refusals do not use up the endpoint's rate.
+func TestCancelGivesTokenBack(t *testing.T) {
+	t.Parallel()
+	a, _ := replicas(t)
+	ep := uuid.NewString()
+	first := attempt(ep, "m1", 10, 1, time.Minute)
+	admitOK(t, a, first, Go)
+	if err := a.Cancel(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	admitOK(t, a, attempt(ep, "m1", 10, 1, time.Minute), Go)
+	admitOK(t, a, attempt(ep, "m2", 10, 1, time.Minute), Limited)
 }
 
 func TestVerdictString(t *testing.T) {

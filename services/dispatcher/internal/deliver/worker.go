@@ -173,6 +173,8 @@ func DeferBackoff(n int) time.Duration {
 // process handles t; a nil error means t can be acked.
 func (w *Worker) process(ctx context.Context, t *task.Task) error {
 	if !t.NotBefore.IsZero() && time.Until(t.NotBefore) >= delay.Tolerance {
+		// Back from a delay queue shorter than its wait: another rung.
+		w.metrics.Deferrals.WithLabelValues("early").Inc()
 		return w.queues.Enqueue(ctx, w.pub, t)
 	}
 	rec, err := w.endpoints.Cached(ctx, t.Tenant, t.Endpoint)
@@ -201,7 +203,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 
 	b := w.breaker(ep.GetId())
 	if until := b.until(); time.Until(until) > 0 {
-		return w.deferTask(ctx, t, time.Until(until), "breaker")
+		return w.deferTask(ctx, t, max(time.Until(until), DeferBackoff(t.Deferrals)), "breaker")
 	}
 
 	timeout := endpoint.EffectiveTimeout(ep, w.cfg.DefaultTimeout)
@@ -228,12 +230,17 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 	case admit.Full:
 		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "in_flight")
 	case admit.Limited:
+		// wait is the time of the token reserved for this task.
 		return w.deferTask(ctx, t, max(wait, delay.Tolerance), "rate_limit")
 	}
 	done, err := b.cb.Allow()
 	if err != nil {
-		_ = w.gate.Finish(context.WithoutCancel(ctx), req, false)
-		return w.deferTask(ctx, t, deferDelay, "breaker")
+		// Half-open and already probing: give the slot and the token
+		// back, and wait like a task of a full endpoint.
+		if err := w.gate.Cancel(context.WithoutCancel(ctx), req); err != nil {
+			w.log.Warn("releasing a refused attempt failed", "err", err, "endpoint_id", ep.GetId())
+		}
+		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "breaker")
 	}
 
 	res := w.attempt(ctx, rec, t, timeout)

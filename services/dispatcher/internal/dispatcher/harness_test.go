@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -37,6 +38,7 @@ type harness struct {
 	cfg    Config
 	conn   *rabbit.Conn
 	rdb    redis.UniversalClient
+	reg    *prometheus.Registry
 	d      *Dispatcher
 	stop   func()
 }
@@ -71,7 +73,8 @@ func newHarness(t *testing.T, allow string, tweak func(*Config)) *harness {
 	h.rdb = testenv.Redis(t, h.cfg.KeyPrefix)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var err error
-	h.d, err = New(h.cfg, Deps{Rabbit: h.conn, Redis: h.rdb, Log: log, AllowCIDRs: allow})
+	h.reg = prometheus.NewRegistry()
+	h.d, err = New(h.cfg, Deps{Rabbit: h.conn, Redis: h.rdb, Log: log, AllowCIDRs: allow, Registry: h.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,4 +147,36 @@ func (h *harness) deliveryStatus(msgID, epID string) string {
 		}
 	}
 	return ""
+}
+
+// counter sums the series of the named counter whose labels include all
+// of match.
+func (h *harness) counter(name string, match map[string]string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for k, v := range match {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == k && l.GetValue() == v {
+						found = true
+					}
+				}
+				if !found {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }
