@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 
@@ -119,6 +120,10 @@ func (s *Server) guardREST(next http.Handler) http.Handler {
 			writeStatus(w, http.StatusUnauthorized, status.New(codes.Unauthenticated, err.Error()))
 			return
 		}
+		if !validUTF8(r) {
+			writeStatus(w, http.StatusBadRequest, status.New(codes.InvalidArgument, "path and query parameters must be UTF-8"))
+			return
+		}
 		body, release, err := s.bodies.Read(w, r, s.opts.MaxBodyBytes)
 		defer release()
 		switch {
@@ -144,6 +149,26 @@ func (s *Server) guardREST(next http.Handler) http.Handler {
 	})
 }
 
+// validUTF8 reports whether r's path and query decode to UTF-8. The gateway
+// copies them into protobuf strings, which must be UTF-8: otherwise the
+// call fails to marshal and the client would see a 500 for its own input.
+func validUTF8(r *http.Request) bool {
+	if !utf8.ValidString(r.URL.Path) {
+		return false
+	}
+	for k, vs := range r.URL.Query() {
+		if !utf8.ValidString(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // writeStatus answers in the gateway's error format, so clients parse one
 // shape whichever layer refused the call.
 func writeStatus(w http.ResponseWriter, code int, st *status.Status) {
@@ -164,6 +189,12 @@ func gatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 		strings.HasPrefix(st.Message(), "grpc: received message larger than max") {
 		w.Header().Set("Connection", "close")
 		writeStatus(w, http.StatusRequestEntityTooLarge, status.New(codes.InvalidArgument, "request too large"))
+		return
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Internal &&
+		strings.HasPrefix(st.Message(), "grpc: error while marshaling") {
+		// The gateway could not encode what the client sent.
+		writeStatus(w, http.StatusBadRequest, status.New(codes.InvalidArgument, "request cannot be encoded: "+strings.TrimPrefix(st.Message(), "grpc: error while marshaling: ")))
 		return
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)

@@ -208,3 +208,16 @@ func TestRESTBodyMemoryBudget(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Bytes that are not UTF-8 in a path or query parameter are the client's
+// error (400), not a marshalling failure inside the gateway (500).
+func TestRESTInvalidUTF8Is400(t *testing.T) {
+	s := startOpts(t, nil)
+	base := "http://" + s.HTTPAddr()
+	for _, path := range []string{"/v1/tasks?pageToken=%ff", "/v1/tasks/%ff", "/v1/tasks?pageSize=1&pageToken=%c3%28"} {
+		code, body := get(t, base+path, "acme-key-1")
+		if code != http.StatusBadRequest {
+			t.Errorf("%s: got %d %s, want 400", path, code, body)
+		}
+	}
+}
