@@ -148,6 +148,8 @@ func Run(ctx context.Context, s Service, args []string) error {
 		Public:          auth.PublicPrefixes(s.Public...),
 		Registry:        reg,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		BodyMemoryBytes: cfg.BodyMemoryBytes,
 		Checks: []server.Check{
 			{Name: "rabbitmq", Fn: rmq.Check},
 			{Name: "redis", Fn: func(ctx context.Context) error { return redisconn.Check(ctx, rdb) }},

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -80,6 +81,58 @@ func (l *Loader) Bool(p *bool, flagName, env string, def bool, help string) {
 	l.FS.BoolVar(p, flagName, def, usage(help, env))
 }
 
+// Bytes registers a size setting: a positive number of bytes, optionally
+// with a suffix KiB, MiB or GiB ("1MiB", "1048576").
+func (l *Loader) Bytes(p *int64, flagName, env string, def int64, help string) {
+	if v, ok := l.env(env); ok {
+		n, err := parseBytes(v)
+		if err != nil {
+			l.errs = append(l.errs, fmt.Errorf("%s: %w", env, err))
+		} else {
+			def = n
+		}
+	}
+	*p = def
+	l.FS.Func(flagName, usage(fmt.Sprintf("%s (default %s)", help, formatBytes(def)), env), func(s string) error {
+		n, err := parseBytes(s)
+		if err == nil {
+			*p = n
+		}
+		return err
+	})
+}
+
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	num := strings.TrimSpace(s)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("not a positive size (bytes, or with KiB, MiB, GiB): %q", s)
+	}
+	return n * mult, nil
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 // Parse parses args and reports any invalid environment value.
 func (l *Loader) Parse(args []string) error {
 	if err := l.FS.Parse(args); err != nil {
@@ -102,6 +155,10 @@ type Common struct {
 	AllowCIDRs      string
 	LogLevel        string
 	ShutdownTimeout time.Duration
+	// MaxBodyBytes caps REST request bodies; BodyMemoryBytes bounds what
+	// all REST bodies in flight may hold together.
+	MaxBodyBytes    int64
+	BodyMemoryBytes int64
 }
 
 // Ports are a service's default listen addresses.
@@ -120,4 +177,6 @@ func (c *Common) Register(l *Loader, ports Ports) {
 	l.String(&c.AllowCIDRs, "allow-cidrs", "HOOKYARD_ALLOW_CIDRS", "", "CIDRs outbound HTTP may reach although private (dev and tests)")
 	l.String(&c.LogLevel, "log-level", "HOOKYARD_LOG_LEVEL", "info", "debug, info, warn or error")
 	l.Duration(&c.ShutdownTimeout, "shutdown-timeout", "HOOKYARD_SHUTDOWN_TIMEOUT", 25*time.Second, "how long graceful shutdown may take")
+	l.Bytes(&c.MaxBodyBytes, "max-body-bytes", "HOOKYARD_MAX_BODY_BYTES", 1<<20, "largest REST request body; a larger one is answered 413")
+	l.Bytes(&c.BodyMemoryBytes, "body-memory-bytes", "HOOKYARD_BODY_MEMORY_BYTES", 32<<20, "memory all REST request bodies in flight may hold together; when spent, requests are answered 503 with Retry-After")
 }

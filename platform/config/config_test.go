@@ -63,3 +63,33 @@ func TestStrayArgumentsRefused(t *testing.T) {
 		t.Fatal("positional argument accepted")
 	}
 }
+
+func TestBodyLimits(t *testing.T) {
+	var c Common
+	l := NewLoader("x")
+	c.Register(l, Ports{})
+	if err := l.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxBodyBytes != 1<<20 || c.BodyMemoryBytes != 32<<20 {
+		t.Fatalf("defaults: max body %d, body memory %d", c.MaxBodyBytes, c.BodyMemoryBytes)
+	}
+	t.Setenv("HOOKYARD_MAX_BODY_BYTES", "4MiB")
+	t.Setenv("HOOKYARD_BODY_MEMORY_BYTES", "1000000")
+	l = NewLoader("x")
+	c.Register(l, Ports{})
+	if err := l.Parse([]string{"-body-memory-bytes", "2GiB"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxBodyBytes != 4<<20 || c.BodyMemoryBytes != 2<<30 {
+		t.Fatalf("got max body %d, body memory %d", c.MaxBodyBytes, c.BodyMemoryBytes)
+	}
+	for _, bad := range []string{"lots", "-1", "1.5MiB", "0", "10XB"} {
+		t.Setenv("HOOKYARD_MAX_BODY_BYTES", bad)
+		l = NewLoader("x")
+		c.Register(l, Ports{})
+		if err := l.Parse(nil); err == nil {
+			t.Errorf("HOOKYARD_MAX_BODY_BYTES=%q accepted", bad)
+		}
+	}
+}

@@ -4,10 +4,12 @@ package redisconn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 
+	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -19,7 +21,12 @@ import (
 func Open(rawURL string) (redis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		// The parser's error quotes the URL, password included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("redis url %q: %w", ssrf.RedactURL(rawURL), err)
 	}
 	switch {
 	case strings.HasSuffix(u.Scheme, "+cluster"):

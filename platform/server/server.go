@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 )
 
@@ -51,6 +52,27 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// ReadyInterval is how often the gRPC health status follows the checks.
 	ReadyInterval time.Duration
+
+	// MaxBodyBytes caps a REST request body (default 1 MiB); a larger one
+	// is answered 413.
+	MaxBodyBytes int64
+	// BodyMemoryBytes bounds the bytes all REST request bodies being read
+	// and handled may hold at once (default 32 MiB). When it is spent a
+	// request waits up to BodyWait (default 2s), then is answered 503 with
+	// Retry-After.
+	BodyMemoryBytes int64
+	BodyWait        time.Duration
+
+	// Connection timeouts; zero means the default in parentheses.
+	// ReadHeaderTimeout (5s) is how long a client may take to send request
+	// headers, IdleTimeout (60s) how long an HTTP keep-alive connection
+	// may wait for its next request, and HandshakeTimeout (5s) how long a
+	// new gRPC connection may take to complete its handshake. Slow or
+	// silent clients would otherwise hold connections (and goroutines)
+	// open for minutes.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	HandshakeTimeout  time.Duration
 }
 
 // Server is a service's network front.
@@ -61,6 +83,7 @@ type Server struct {
 	mux     *http.ServeMux
 	health  *health.Server
 	regs    []GatewayRegistrar
+	bodies  *BodyBudget
 
 	grpcLis, httpLis net.Listener
 	httpSrv          *http.Server
@@ -88,12 +111,25 @@ func New(o Options) *Server {
 	if o.ReadyInterval <= 0 {
 		o.ReadyInterval = time.Second
 	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = 5 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 60 * time.Second
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 5 * time.Second
+	}
 	o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newRPCMetrics(o.Registry)
 	s := &Server{
 		opts:   o,
 		mux:    http.NewServeMux(),
 		health: health.NewServer(),
+		bodies: NewBodyBudget(o.BodyMemoryBytes, o.BodyWait),
 	}
 	s.GRPC = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
@@ -107,25 +143,40 @@ func New(o Options) *Server {
 			m.stream(),
 			o.Keys.StreamInterceptor(o.Public),
 		),
-		grpc.MaxRecvMsgSize(4<<20),
+		// A REST body under the cap may grow when the gateway re-encodes
+		// it (a JSON number becomes an 11-byte Value), so the loopback
+		// limit leaves room for that.
+		grpc.MaxRecvMsgSize(int(max(4<<20, 8*o.MaxBodyBytes))),
+		grpc.ConnectionTimeout(o.HandshakeTimeout),
+		// Idle client connections are closed after a while (clients
+		// reconnect transparently); keepalive pings find dead peers.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: 5 * time.Minute,
+			Time:              time.Minute,
+			Timeout:           20 * time.Second,
+		}),
 	)
 	healthpb.RegisterHealthServer(s.GRPC, s.health)
 	reflection.Register(s.GRPC)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 
-	s.Gateway = runtime.NewServeMux()
+	s.Gateway = runtime.NewServeMux(runtime.WithErrorHandler(gatewayError))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
-	s.mux.Handle("/", s.Gateway)
+	s.mux.Handle("/", s.guardREST(s.Gateway))
 	return s
 }
 
 // Registry is where the service registers its own metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.opts.Registry }
+
+// Bodies is the budget REST request bodies are read under; a service's own
+// routes that read bodies (webhooks) share it.
+func (s *Server) Bodies() *BodyBudget { return s.bodies }
 
 // RegisterGateway adds REST handlers; they call the gRPC server over
 // loopback so authentication, metrics and logging apply to both the same way.
@@ -187,11 +238,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.httpSrv = &http.Server{
 		Handler:           httpMetrics(s.opts.Registry, s.mux),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		// A whole request, body included, must arrive within ReadTimeout.
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   60 * time.Second,
+		IdleTimeout:    s.opts.IdleTimeout,
+		MaxHeaderBytes: 64 << 10,
 	}
 
 	errc := make(chan error, 2)

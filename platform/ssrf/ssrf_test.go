@@ -557,3 +557,45 @@ func TestClientRefusesBeforeConnecting(t *testing.T) {
 		t.Fatalf("refusal took %v", d)
 	}
 }
+
+// A URL that is refused never has its credentials echoed: the error goes
+// to the caller and into the log.
+func TestValidateURLDoesNotEchoCredentials(t *testing.T) {
+	var policy ssrf.Policy
+	for _, raw := range []string{
+		"http://user:s3cretpass@exa mple.com/",
+		"http://user:s3cretpass@[::1/",
+		"http://user:s3cretpass@example.com:bad/",
+		"http://user:s3cre%zzpass@example.com/",
+		"http://user:s3cretpass@example.com/%zz",
+		"http://user:s3cretpass@example.com/\x7f",
+		"ftp://user:s3cretpass@example.com/",
+		"https://user:s3cretpass@example.com/",
+		"https://s3cretpass@example.com/",
+	} {
+		err := policy.ValidateURL(raw)
+		if err == nil {
+			t.Errorf("ValidateURL(%q) accepted", raw)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cre") {
+			t.Errorf("ValidateURL(%q) echoes the password: %v", raw, err)
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://user:pw@example.com/a?b#c": "https://user:xxxxx@example.com/a?b#c",
+		"https://token@example.com/":        "https://xxxxx@example.com/",
+		"https://example.com/a@b":           "https://example.com/a@b",
+		"http://u:p@exa mple.com/":          "http://u:xxxxx@exa mple.com/",
+		"http://u:p@q@example.com":          "http://u:xxxxx@example.com",
+		"not a url":                         "not a url",
+		"":                                  "",
+	} {
+		if got := ssrf.RedactURL(raw); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}

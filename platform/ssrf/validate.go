@@ -41,7 +41,18 @@ func (p Policy) ValidateURL(raw string) error {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("endpoint URL does not parse: %w", err)
+		// The parser's error quotes the whole URL; say why without it.
+		if hasUserinfo(raw) {
+			return fmt.Errorf("endpoint URL %q does not parse, and must not contain credentials (user:password@)", RedactURL(raw))
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("endpoint URL %q does not parse: %w", raw, err)
+	}
+	if hasUserinfo(raw) {
+		return errors.New("endpoint URL must not contain credentials (user:password@); authenticate with the webhook signature instead")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("endpoint URL scheme %q is not allowed: use http or https", u.Scheme)

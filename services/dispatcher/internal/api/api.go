@@ -503,8 +503,10 @@ func (s *Messages) ListDeadLetters(ctx context.Context, r *dispatcherv1.ListDead
 		return nil, err
 	}
 	if e := r.GetEndpointId(); e != "" {
-		if _, err := uuid.Parse(e); err != nil {
-			return nil, status.Errorf(codes.NotFound, "endpoint %q not found", e)
+		// Filtering by another tenant's endpoint is NotFound, as naming it
+		// anywhere else is, not an empty page.
+		if _, err := s.Endpoints.Get(ctx, tenant, e); err != nil {
+			return nil, storeErr(err, "endpoint", e)
 		}
 	}
 	dls, next, err := s.Messages.DeadLetters(ctx, tenant, r.GetEndpointId(), size, r.GetPageToken())

@@ -318,6 +318,8 @@ func TestOtherTenantsResourcesAreNotFound(t *testing.T) {
 	wantCode(t, "resend message", err, codes.NotFound)
 	_, err = e.msgs.ResendMessage(ctx, &dispatcherv1.ResendMessageRequest{Id: "msg-1", EndpointId: id})
 	wantCode(t, "resend message to the endpoint", err, codes.NotFound)
+	_, err = e.msgs.ListDeadLetters(ctx, &dispatcherv1.ListDeadLettersRequest{EndpointId: id})
+	wantCode(t, "dead letters of the endpoint", err, codes.NotFound)
 	if list, err := e.eps.ListEndpoints(ctx, &dispatcherv1.ListEndpointsRequest{}); err != nil || len(list.GetEndpoints()) != 0 {
 		t.Errorf("list: %v, %v; want nothing", list, err)
 	}
@@ -331,6 +333,7 @@ func TestOtherTenantsResourcesAreNotFound(t *testing.T) {
 		{"GET", "/v1/messages/msg-1", ""},
 		{"GET", "/v1/messages/msg-1/attempts", ""},
 		{"POST", "/v1/messages/msg-1:resend", `{}`},
+		{"GET", "/v1/deadLetters?endpointId=" + id, ""},
 	} {
 		if code, body := e.rest(t, r.method, r.path, e.globex.key, r.body); code != http.StatusNotFound {
 			t.Errorf("%s %s as another tenant: %d %v, want 404", r.method, r.path, code, body)
@@ -346,6 +349,9 @@ func TestOtherTenantsResourcesAreNotFound(t *testing.T) {
 	m, err := e.msgs.GetMessage(own, &dispatcherv1.GetMessageRequest{Id: "msg-1"})
 	if err != nil || len(m.GetDeliveries()) != 1 || m.GetDeliveries()[0].GetEndpointId() != id {
 		t.Fatalf("owner's message: %v, %v", m, err)
+	}
+	if _, err := e.msgs.ListDeadLetters(own, &dispatcherv1.ListDeadLettersRequest{EndpointId: id}); err != nil {
+		t.Fatalf("owner's dead letters of the endpoint: %v", err)
 	}
 	atts := e.restOK(t, "GET", "/v1/messages/msg-1/attempts", e.acme.key, "")["attempts"].([]any)
 	if len(atts) != 1 {

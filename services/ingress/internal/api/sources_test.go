@@ -212,3 +212,52 @@ func TestConcurrentUpdatesKeepEachOther(t *testing.T) {
 		}
 	}
 }
+
+// A public_url with credentials is never echoed whole: not in a refusal,
+// not when the stored source is read back.
+func TestPublicURLCredentialsRedacted(t *testing.T) {
+	s := newSources(t)
+	acme := auth.WithTenant(context.Background(), "acme")
+	_, err := s.CreateSource(acme, &ingressv1.CreateSourceRequest{Source: &ingressv1.Source{
+		Name: "tw-bad", Provider: "twilio", Secrets: []string{"twilio-auth-token-123"},
+		PublicUrl: "https://user:s3cretpass@exa mple.com/hook",
+	}})
+	if code(err) != codes.InvalidArgument {
+		t.Fatalf("bad public_url: %v", err)
+	}
+	if strings.Contains(err.Error(), "s3cretpass") {
+		t.Errorf("refusal echoes the password: %v", err)
+	}
+	name := "tw-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))[:20]
+	src, err := s.CreateSource(acme, &ingressv1.CreateSourceRequest{Source: &ingressv1.Source{
+		Name: name, Provider: "twilio", Secrets: []string{"twilio-auth-token-123"},
+		PublicUrl: "https://user:s3cretpass@example.com/hook",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(src.GetPublicUrl(), "s3cretpass") {
+		t.Errorf("create answers the password: %s", src.GetPublicUrl())
+	}
+	got, err := s.GetSource(acme, &ingressv1.GetSourceRequest{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got.GetPublicUrl(), "s3cretpass") || !strings.Contains(got.GetPublicUrl(), "example.com/hook") {
+		t.Errorf("get answers %s", got.GetPublicUrl())
+	}
+}
+
+// The masked URL a client read back is refused rather than stored over the
+// real credentials.
+func TestMaskedPublicURLRefused(t *testing.T) {
+	s := newSources(t)
+	acme := auth.WithTenant(context.Background(), "acme")
+	_, err := s.CreateSource(acme, &ingressv1.CreateSourceRequest{Source: &ingressv1.Source{
+		Name: "tw-masked", Provider: "twilio", Secrets: []string{"twilio-auth-token-123"},
+		PublicUrl: "https://user:xxxxx@example.com/hook",
+	}})
+	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "masked") {
+		t.Fatalf("masked public_url: %v", err)
+	}
+}

@@ -38,7 +38,9 @@ func Service() app.Service {
 			ingressv1.RegisterSourceServiceServer(rt.Server.GRPC, &api.Sources{Store: sources})
 			ingressv1.RegisterEventServiceServer(rt.Server.GRPC, &api.Events{Ingest: in})
 			rt.Server.RegisterGateway(ingressv1.RegisterSourceServiceHandler, ingressv1.RegisterEventServiceHandler)
-			rt.Server.Handle("POST /webhooks/{source}", receive.New(sources, in, rt.Log, rt.Registry))
+			recv := receive.New(sources, in, rt.Log, rt.Registry)
+			recv.Bodies = rt.Server.Bodies()
+			rt.Server.Handle("POST /webhooks/{source}", recv)
 			rt.Server.Handle("/webhooks/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusMethodNotAllowed)

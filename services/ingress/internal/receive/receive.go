@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
 	"github.com/hookyard/hookyard/services/ingress/internal/source"
 	"github.com/hookyard/hookyard/services/ingress/internal/verify"
@@ -28,6 +29,10 @@ type Handler struct {
 	log     *slog.Logger
 	m       *metrics
 	now     func() time.Time
+
+	// Bodies, when set, is the server's budget for request bodies in
+	// flight; the webhook body is read under it as REST bodies are.
+	Bodies *server.BodyBudget
 }
 
 // New returns a Handler whose metrics are registered on reg.
@@ -85,14 +90,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, name, "too_large", http.StatusRequestEntityTooLarge, "body larger than the source's limit")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, release, err := h.readBody(w, r, limit)
+	defer release()
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.As(err, &tooBig), errors.Is(err, server.ErrBodyTooLarge):
 			h.reject(w, name, "too_large", http.StatusRequestEntityTooLarge, "body larger than the source's limit")
-			return
+		case errors.Is(err, server.ErrBodyBusy):
+			h.reject(w, name, "busy", http.StatusServiceUnavailable, "too many requests in flight; retry later")
+		default:
+			h.reject(w, name, "read_error", http.StatusBadRequest, "could not read body")
 		}
-		h.reject(w, name, "read_error", http.StatusBadRequest, "could not read body")
 		return
 	}
 	h.m.bodyBytes.Observe(float64(len(body)))
@@ -168,6 +177,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.m.accepted.WithLabelValues(provider).Inc()
 	h.log.Info("webhook accepted", "source", name, "tenant", rec.Tenant, "event_id", ev.ID, "routing_key", res.RoutingKey, "bytes", len(body))
 	write(w, http.StatusAccepted, reply{ID: ev.ID})
+}
+
+// readBody reads the body under limit and, when set, the body budget.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, func(), error) {
+	if h.Bodies != nil {
+		return h.Bodies.Read(w, r, limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	return body, func() {}, err
 }
 
 type metrics struct {

@@ -23,6 +23,7 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
 	"github.com/hookyard/hookyard/services/ingress/internal/source"
 	"github.com/prometheus/client_golang/prometheus"
@@ -408,5 +409,48 @@ func TestMailgunTokenBoundToItsEvent(t *testing.T) {
 	}
 	if code, resp := post(tok+"-2", "evt-2"); code != http.StatusAccepted {
 		t.Fatalf("another event with its own token: %d %s", code, resp)
+	}
+}
+
+// Webhook bodies share the server's body budget with REST: when bodies in
+// flight hold it all, a webhook is answered 503 with Retry-After (the
+// provider retries) instead of being buffered.
+func TestBodyBudgetSpentIs503(t *testing.T) {
+	h := newHarness(t, "")
+	h.handler.Bodies = server.NewBodyBudget(1<<10, 100*time.Millisecond)
+	// A stalled request holds the whole budget.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	stalled := httptest.NewRequest(http.MethodPost, "/", pr)
+	stalled.ContentLength = 1 << 10
+	go func() {
+		_, release, _ := h.handler.Bodies.Read(httptest.NewRecorder(), stalled, 1<<20)
+		release()
+	}()
+	body := []byte(`{"id":"evt_budget","type":"invoice.paid"}`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, hdr, resp := h.post(body, stripeSign(body, time.Now(), secret))
+		if code == http.StatusServiceUnavailable {
+			if hdr.Get("Retry-After") == "" {
+				t.Error("503 without Retry-After")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("budget spent: got %d %s, want 503", code, resp)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pw.CloseWithError(io.ErrUnexpectedEOF)
+	for {
+		code, _, resp := h.post(body, stripeSign(body, time.Now(), secret))
+		if code == http.StatusAccepted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("budget returned: got %d %s, want 202", code, resp)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
+	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/ingress/internal/verify"
 )
 
@@ -71,7 +72,9 @@ func Validate(src *ingressv1.Source) error {
 	if u := src.GetPublicUrl(); u != "" {
 		p, err := url.Parse(u)
 		if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
-			bad("public_url %q: must be an absolute http(s) URL", u)
+			bad("public_url %q: must be an absolute http(s) URL", ssrf.RedactURL(u))
+		} else if masked(p) {
+			bad("public_url: its credentials are the masked value; send the URL with its real credentials")
 		}
 	} else if p := src.GetProvider(); p == "twilio" || p == "square" {
 		bad("public_url: required for %s, which signs the URL it calls", p)
@@ -129,6 +132,18 @@ func VerifyConfig(src *ingressv1.Source, now time.Time) verify.Config {
 	return c
 }
 
+// masked reports whether u's credentials are what Masked shows instead of
+// them, sent back by a client that read the source.
+func masked(u *url.URL) bool {
+	if u.User == nil {
+		return false
+	}
+	if pw, ok := u.User.Password(); ok {
+		return pw == "xxxxx"
+	}
+	return u.User.Username() == "xxxxx"
+}
+
 // MaxBody is the body cap of src.
 func MaxBody(src *ingressv1.Source) int64 {
 	if n := src.GetMaxBodyBytes(); n > 0 {
@@ -150,6 +165,9 @@ func DedupeWindow(src *ingressv1.Source) time.Duration {
 // apart during a rotation.
 func Masked(src *ingressv1.Source) *ingressv1.Source {
 	out := cloneSource(src)
+	// Credentials in the URL (Twilio accepts user:password@) are secrets
+	// too.
+	out.PublicUrl = ssrf.RedactURL(out.GetPublicUrl())
 	for i, s := range out.Secrets {
 		if len(s) >= 16 {
 			out.Secrets[i] = "****" + s[len(s)-4:]
