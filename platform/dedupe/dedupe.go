@@ -11,7 +11,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,12 +33,24 @@ const (
 
 const doneValue = "done"
 
+// Errors of Do.
+var (
+	// ErrInProgress means another caller holds the claim on the key right
+	// now; its work may still fail, so this is not a success: retry.
+	ErrInProgress = errors.New("dedupe: another request is working on this id")
+	// ErrStore wraps a Redis failure: nothing was done, retry later.
+	ErrStore = errors.New("dedupe: store unavailable")
+)
+
 // Store is a Redis-backed id set.
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
 	// ClaimTTL bounds how long a crashed publisher blocks retries.
 	ClaimTTL time.Duration
+	// Log receives the failures Do survives (a confirm or release that
+	// did not reach Redis). Nil discards them.
+	Log *slog.Logger
 }
 
 // New returns a Store whose keys start with prefix.
@@ -133,4 +147,46 @@ func (s *Store) Bind(ctx context.Context, key, value string, ttl time.Duration) 
 		return false, fmt.Errorf("dedupe bind: %w", err)
 	}
 	return n == 1, nil
+}
+
+// Do runs fn once per key: it claims key, runs fn, and then remembers key
+// for ttl if fn succeeded or gives the claim back if it failed, so that a
+// retry runs fn again. It returns Done without running fn if key was done
+// before, and ErrInProgress if another caller holds the claim.
+//
+// The claim carries a fencing token: a caller whose claim expired while fn
+// ran (a stalled publisher) can neither release nor overwrite the claim of
+// the caller that took over. Once fn succeeded, Do succeeds even if
+// remembering key fails: the work is done, and a retry may do it again,
+// which callers must tolerate (at-least-once).
+//
+// fn's error is returned as is; Redis failures before fn ran wrap ErrStore.
+func (s *Store) Do(ctx context.Context, key string, ttl time.Duration, fn func(context.Context) error) (State, error) {
+	state, claim, err := s.Claim(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	switch state {
+	case Done:
+		return Done, nil
+	case InProgress:
+		return InProgress, ErrInProgress
+	}
+	if err := fn(ctx); err != nil {
+		if rerr := s.Release(context.WithoutCancel(ctx), claim); rerr != nil {
+			s.logger().Warn("dedupe release failed; the claim expires by itself", "key", key, "err", rerr)
+		}
+		return Claimed, err
+	}
+	if err := s.Confirm(context.WithoutCancel(ctx), claim, ttl); err != nil {
+		s.logger().Warn("dedupe confirm failed; a retry may repeat the work", "key", key, "err", err)
+	}
+	return Claimed, nil
+}
+
+func (s *Store) logger() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
 }

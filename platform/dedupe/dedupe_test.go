@@ -141,3 +141,68 @@ func TestBind(t *testing.T) {
 		t.Fatalf("TTL %v, want at most a minute", ttl)
 	}
 }
+
+func TestDoRunsOncePerKey(t *testing.T) {
+	s, rdb := testStore(t)
+	ctx := context.Background()
+	k := s.Key("acme", "app", "id-1")
+
+	// A failed run gives the key back, so the retry runs again.
+	boom := fmt.Errorf("broker down")
+	if st, err := s.Do(ctx, k, time.Hour, func(context.Context) error { return boom }); st != Claimed || err != boom {
+		t.Fatalf("failed run: %v %v", st, err)
+	}
+	runs := 0
+	if st, err := s.Do(ctx, k, time.Hour, func(context.Context) error { runs++; return nil }); st != Claimed || err != nil || runs != 1 {
+		t.Fatalf("retry: %v %v runs=%d", st, err, runs)
+	}
+	if st, err := s.Do(ctx, k, time.Hour, func(context.Context) error { runs++; return nil }); st != Done || err != nil || runs != 1 {
+		t.Fatalf("repeat: %v %v runs=%d", st, err, runs)
+	}
+	if ttl := rdb.TTL(ctx, k).Val(); ttl < 59*time.Minute || ttl > time.Hour {
+		t.Fatalf("ttl = %v, want ~1h", ttl)
+	}
+
+	// While one run holds the claim, another is told to retry.
+	k2 := s.Key("acme", "app", "id-2")
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Do(ctx, k2, time.Hour, func(context.Context) error { close(inside); <-release; return nil })
+		done <- err
+	}()
+	<-inside
+	if st, err := s.Do(ctx, k2, time.Hour, func(context.Context) error { t.Error("ran twice"); return nil }); st != InProgress || err != ErrInProgress {
+		t.Fatalf("concurrent run: %v %v", st, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A run whose claim expired and was taken over does not overwrite or
+// release the new owner's claim (the fencing token).
+func TestDoStaleRunKeepsFence(t *testing.T) {
+	s, rdb := testStore(t)
+	s.ClaimTTL = 200 * time.Millisecond
+	ctx := context.Background()
+	k := s.Key("acme", "app", "slow")
+	_, err := s.Do(ctx, k, time.Hour, func(context.Context) error {
+		time.Sleep(400 * time.Millisecond)
+		// The claim expired; a second caller takes over.
+		st, _, err := s.Claim(ctx, k)
+		if err != nil || st != Claimed {
+			t.Errorf("takeover claim: %v %v", st, err)
+		}
+		return fmt.Errorf("slow publish failed")
+	})
+	if err == nil {
+		t.Fatal("want the run's error")
+	}
+	v := rdb.Get(ctx, k).Val()
+	if v == "" || v == "done" {
+		t.Fatalf("stale release touched the new claim: %q", v)
+	}
+}

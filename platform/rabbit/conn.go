@@ -106,6 +106,9 @@ type Conn struct {
 	down    chan struct{}    // closed when the current connection is lost
 	blocked bool
 	lastErr error
+
+	redeclareMu sync.Mutex
+	redeclares  atomic.Uint64 // completed Redeclare runs
 }
 
 // Dial returns a Conn that connects to url in the background. It never
@@ -210,6 +213,40 @@ func (c *Conn) Channel(ctx context.Context) (*amqp.Channel, error) {
 			return nil, ErrClosed
 		}
 	}
+}
+
+// Redeclare runs Config.Setup again on a fresh channel of the current
+// connection. Setup runs on every connect; this is for when something it
+// declares went missing while connected (a queue deleted by an operator,
+// or lost on a broker node), which the Publisher learns from a returned
+// message. Callers that arrive while a run is in progress share the next
+// completed one instead of starting their own.
+func (c *Conn) Redeclare(ctx context.Context) error {
+	if c.cfg.Setup == nil {
+		return nil
+	}
+	seen := c.redeclares.Load()
+	c.redeclareMu.Lock()
+	defer c.redeclareMu.Unlock()
+	if c.redeclares.Load() != seen {
+		// Another caller declared everything after this one asked.
+		return nil
+	}
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		return fmt.Errorf("rabbit: redeclare: %w", err)
+	}
+	defer ch.Close()
+	// AMQP calls ignore contexts; closing the channel when ctx ends fails
+	// whatever declaration Setup is blocked in.
+	stop := context.AfterFunc(ctx, func() { _ = ch.Close() })
+	defer stop()
+	if err := c.cfg.Setup(ctx, ch); err != nil {
+		return fmt.Errorf("rabbit: redeclare: %w", err)
+	}
+	c.redeclares.Add(1)
+	c.log.Info("rabbit topology declared again after a returned message")
+	return nil
 }
 
 // Close stops reconnecting and closes the connection. Channels opened from

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -21,11 +23,31 @@ var (
 	ErrUnconfirmed = errors.New("rabbit: publish not confirmed before channel closed")
 	// ErrPublisherClosed is returned after Publisher.Close.
 	ErrPublisherClosed = errors.New("rabbit: publisher closed")
+	// ErrUnencodable means the message cannot be put into an AMQP frame (a
+	// name or property over 255 bytes, a header of an unsupported type).
+	// It is the caller's error and is detected before anything is sent.
+	ErrUnencodable = errors.New("rabbit: message cannot be encoded")
+	// ErrReturned means the broker returned the message as unroutable: the
+	// exchange had no queue for its routing key (for a task, its queue is
+	// missing). Nothing was stored.
+	ErrReturned = errors.New("rabbit: publish returned unroutable")
 )
 
 // DefaultPublisherChannels is the channel pool size used when
 // PublisherConfig.Channels is zero.
 const DefaultPublisherChannels = 4
+
+// HeaderPublishTag is the header Publish sets on every message: the
+// message's delivery tag on its publishing channel. A message the broker
+// returns as unroutable comes back with its headers, and the tag is what
+// tells which of many pipelined publishes it was. Consumers may ignore it.
+const HeaderPublishTag = "x-publish-tag"
+
+// maxChannelInflight bounds the publishes waiting for a confirm on one
+// channel. Every one of them may be returned, and the library hands returns
+// over on a buffered Go channel that must never fill up (a full one would
+// stall the connection's reader), so the buffer is sized from this bound.
+const maxChannelInflight = 1024
 
 // PublisherConfig tunes a Publisher.
 type PublisherConfig struct {
@@ -64,6 +86,50 @@ type pubSlot struct {
 type pubChannel struct {
 	ch       *amqp.Channel
 	closeErr atomic.Pointer[amqp.Error]
+
+	// pubMu serialises publishes so that the next delivery tag is known
+	// before the frame is sent (the library serialises frames anyway).
+	pubMu sync.Mutex
+	seq   uint64
+
+	// inflight holds one token per publish awaiting its confirm.
+	inflight chan struct{}
+	// returns receives the broker's basic.return frames. The broker sends a
+	// message's return before its confirm, and the library delivers both
+	// from one goroutine in order, so by the time a publish's confirm
+	// arrives its return is in this buffer or already moved to returned.
+	returns  chan amqp.Return
+	retMu    sync.Mutex
+	returned map[uint64]amqp.Return
+}
+
+// takeReturn reports whether the publish with tag was returned.
+func (pc *pubChannel) takeReturn(tag uint64) (amqp.Return, bool) {
+	pc.retMu.Lock()
+	defer pc.retMu.Unlock()
+	for drained := false; !drained; {
+		select {
+		case r := <-pc.returns:
+			if t, ok := publishTag(r.Headers); ok {
+				pc.returned[t] = r
+			}
+		default:
+			drained = true
+		}
+	}
+	r, ok := pc.returned[tag]
+	delete(pc.returned, tag)
+	return r, ok
+}
+
+func publishTag(h amqp.Table) (uint64, bool) {
+	switch v := h[HeaderPublishTag].(type) {
+	case int64:
+		return uint64(v), true
+	case uint64:
+		return v, true
+	}
+	return 0, false
 }
 
 // NewPublisher returns a Publisher on conn. It opens channels lazily, so it
@@ -87,12 +153,22 @@ func NewPublisher(conn *Conn, cfg PublisherConfig) *Publisher {
 // connection is lost before the confirm, the connection is blocked by a
 // broker alarm, or ctx ends first.
 //
-// The message is always sent persistent and never mandatory: hookyard.events
-// keeps unroutable messages through its alternate exchange, and a
-// mandatory return would arrive separately from the confirm.
+// Every field is checked before anything is sent: a name or property that
+// AMQP cannot encode fails this call with ErrUnencodable instead of closing
+// the connection every other publish shares.
+//
+// The message is sent persistent and mandatory. A message the broker
+// cannot route (a task for a queue that does not exist, an exchange
+// without its alternate exchange) is confirmed all the same, so a return
+// is the only sign it was dropped: Publish reports it as ErrReturned, and
+// runs the connection's topology declarations again (Conn.Redeclare) so
+// that a retry finds the queue.
 func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
 	if p.closed.Load() {
 		return ErrPublisherClosed
+	}
+	if err := CheckPublishing(exchange, key, msg); err != nil {
+		return fmt.Errorf("rabbit: publish to %q: %w", truncate(exchange), err)
 	}
 	if err := p.conn.blockedErr(); err != nil {
 		// A blocked connection stops reading from the socket; a publish
@@ -106,7 +182,27 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 	if err != nil {
 		return fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, err)
 	}
-	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, msg)
+	select {
+	case pc.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, ctx.Err())
+	}
+	defer func() { <-pc.inflight }()
+
+	// The caller's header table is not ours to change.
+	h := make(amqp.Table, len(msg.Headers)+1)
+	for k, v := range msg.Headers {
+		h[k] = v
+	}
+	pc.pubMu.Lock()
+	tag := pc.seq + 1
+	h[HeaderPublishTag] = int64(tag)
+	msg.Headers = h
+	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, msg)
+	if err == nil && dc != nil {
+		pc.seq = dc.DeliveryTag
+	}
+	pc.pubMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, err)
 	}
@@ -114,6 +210,11 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 		// Only possible if the channel is not in confirm mode, which
 		// slot.channel guarantees; never report an unconfirmed success.
 		return fmt.Errorf("rabbit: publish to %q with key %q: channel not in confirm mode", exchange, key)
+	}
+	if dc.DeliveryTag != tag {
+		// Someone else published on this channel; a return could not be
+		// matched to its publish, so do not claim success.
+		return fmt.Errorf("rabbit: publish to %q with key %q: %w: delivery tag %d, expected %d", exchange, key, ErrUnconfirmed, dc.DeliveryTag, tag)
 	}
 
 	n := p.inflight.Add(1)
@@ -131,7 +232,19 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 		return fmt.Errorf("rabbit: publish to %q with key %q: waiting for confirm: %w", exchange, key, ctx.Err())
 	}
 	if dc.Acked() {
-		return nil
+		r, returned := pc.takeReturn(tag)
+		if !returned {
+			return nil
+		}
+		err := fmt.Errorf("rabbit: publish to %q with key %q: %w: %d %s", exchange, key, ErrReturned, r.ReplyCode, r.ReplyText)
+		if r.ReplyCode == amqp.NoRoute {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if rerr := p.conn.Redeclare(rctx); rerr != nil {
+				err = fmt.Errorf("%w (redeclaring the topology failed too: %v)", err, rerr)
+			}
+		}
+		return err
 	}
 	// The library completes outstanding confirms with a nack when the
 	// channel shuts down; tell that apart from a real broker nack.
@@ -192,7 +305,12 @@ func (p *Publisher) channel(ctx context.Context, s *pubSlot) (*pubChannel, error
 		_ = ch.Close()
 		return nil, fmt.Errorf("rabbit: enable confirms: %w", err)
 	}
-	pc := &pubChannel{ch: ch}
+	pc := &pubChannel{
+		ch:       ch,
+		inflight: make(chan struct{}, maxChannelInflight),
+		returns:  ch.NotifyReturn(make(chan amqp.Return, 2*maxChannelInflight)),
+		returned: make(map[uint64]amqp.Return),
+	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {
 		// Remember why the channel died, to explain the failed publishes.

@@ -3,13 +3,12 @@ package api
 import (
 	"context"
 	"errors"
-	"regexp"
 
 	"github.com/google/uuid"
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
-	"github.com/hookyard/hookyard/services/ingress/internal/source"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,11 +20,6 @@ type Events struct {
 	Ingest *ingest.Ingester
 }
 
-var (
-	typeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$`)
-	idRE   = regexp.MustCompile(`^[\x21-\x7e]{1,256}$`)
-)
-
 const maxPublishBytes = 1 << 20
 
 // Publish puts an event on the bus under source.type, once per id.
@@ -36,13 +30,7 @@ func (e *Events) Publish(ctx context.Context, r *ingressv1.PublishRequest) (*ing
 	}
 	src := r.GetSource()
 	if src == "" {
-		src = "app"
-	}
-	if !source.ValidName(src) {
-		return nil, status.Errorf(codes.InvalidArgument, "source %q: use 1-63 lowercase letters, digits, '-' or '_'", src)
-	}
-	if !typeRE.MatchString(r.GetType()) {
-		return nil, status.Error(codes.InvalidArgument, "type is required: letters, digits and . _ : / - (at most 200), e.g. user.created")
+		src = publish.DefaultSource
 	}
 	id := r.GetId()
 	if id == "" {
@@ -51,8 +39,6 @@ func (e *Events) Publish(ctx context.Context, r *ingressv1.PublishRequest) (*ing
 			return nil, status.Errorf(codes.Internal, "id: %v", err)
 		}
 		id = v.String()
-	} else if !idRE.MatchString(id) {
-		return nil, status.Error(codes.InvalidArgument, "id: 1-256 printable ASCII characters without spaces")
 	}
 	body := []byte("null")
 	if r.GetData() != nil {
@@ -63,7 +49,7 @@ func (e *Events) Publish(ctx context.Context, r *ingressv1.PublishRequest) (*ing
 	if len(body) > maxPublishBytes {
 		return nil, status.Errorf(codes.InvalidArgument, "data: larger than %d bytes", maxPublishBytes)
 	}
-	res, err := e.Ingest.Ingest(ctx, ingest.Event{
+	res, err := e.Ingest.IngestInternal(ctx, ingest.Event{
 		Tenant:      tenant,
 		Source:      src,
 		ID:          id,
@@ -71,17 +57,18 @@ func (e *Events) Publish(ctx context.Context, r *ingressv1.PublishRequest) (*ing
 		Subject:     r.GetSubject(),
 		ContentType: "application/json",
 		Body:        body,
-		DedupeTTL:   source.DefaultDedupeWindow,
 	})
 	switch {
+	case errors.Is(err, ingest.ErrInvalid):
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ingest.ErrSourceNotAllowed):
+		return nil, status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, ingest.ErrInProgress):
 		return nil, status.Error(codes.Aborted, "an event with this id is being published; retry")
-	case errors.Is(err, ingest.ErrUnavailable):
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	case ctx.Err() != nil:
 		return nil, status.FromContextError(ctx.Err()).Err()
 	case err != nil:
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+		return nil, status.Error(codes.Unavailable, "the event bus is unavailable; retry")
 	}
 	return &ingressv1.PublishResponse{Id: id, Duplicate: res.Duplicate, RoutingKey: res.RoutingKey}, nil
 }

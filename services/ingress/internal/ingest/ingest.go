@@ -1,7 +1,8 @@
-// Package ingest puts one event on the bus exactly as DESIGN.md requires:
-// claim the id, publish with a broker confirm, then remember the id. The
-// webhook receiver and the Publish API share it, so both follow the same
-// dedupe and durability rules.
+// Package ingest is the ingress service's door to the shared publisher
+// (platform/publish): the webhook receiver and the Publish API hand it
+// their events, so both follow the same id rules, dedupe and durability
+// rules as every other service publishing onto hookyard.events. What is
+// the ingress's own is the signature-nonce check of webhooks.
 package ingest
 
 import (
@@ -9,27 +10,25 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
-	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
-	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/dedupe"
+	"github.com/hookyard/hookyard/platform/publish"
+	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/prometheus/client_golang/prometheus"
-	amqp "github.com/rabbitmq/amqp091-go"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Exchange is the topic exchange every event is published to.
-const Exchange = "hookyard.events"
+const Exchange = rabbit.EventsExchange
 
-// Errors of Ingest. Both mean "try again later", never "accepted".
+// Errors of Ingest. ErrUnavailable and ErrInProgress mean "try again
+// later", never "accepted"; ErrInvalid and ErrSourceNotAllowed are the
+// caller's fault.
 var (
-	// ErrUnavailable wraps a broker or Redis failure.
-	ErrUnavailable = errors.New("event store unavailable")
-	// ErrInProgress means the same id is being published by another
-	// request right now.
-	ErrInProgress = errors.New("an event with this id is being published")
+	ErrUnavailable      = publish.ErrUnavailable
+	ErrInProgress       = publish.ErrInProgress
+	ErrInvalid          = publish.ErrInvalid
+	ErrSourceNotAllowed = publish.ErrSourceNotAllowed
 	// ErrNonceReused means the request's signature was seen before on
 	// another event: a replayed signature on a forged body.
 	ErrNonceReused = errors.New("signature already used for another event")
@@ -45,7 +44,8 @@ type Event struct {
 	ContentType string
 	Body        []byte
 	Time        time.Time
-	// DedupeTTL is how long the id is remembered after the publish.
+	// DedupeTTL is how long the id is remembered after the publish, if
+	// longer than the publisher's own memory (publish.DefaultRemember).
 	DedupeTTL time.Duration
 	// Nonce, if set, is bound to ID for NonceTTL; another ID with the same
 	// nonce is refused (verify.Event.Nonce).
@@ -60,9 +60,7 @@ type Result struct {
 }
 
 // Publisher is the broker side; *rabbit.Publisher implements it.
-type Publisher interface {
-	Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error
-}
+type Publisher = publish.Confirmer
 
 // Ingester publishes events.
 type Ingester struct {
@@ -75,9 +73,16 @@ type Ingester struct {
 	ConfirmTimeout time.Duration
 	// Exchange is where events go: Exchange unless a test has its own.
 	Exchange string
+	// Remember is how long published ids are remembered (default
+	// publish.DefaultRemember, the dispatcher's default retention).
+	Remember time.Duration
+	// Owners answers who owns a source name, for IngestInternal. Nil
+	// refuses only the names reserved without a lookup.
+	Owners *publish.Owners
 }
 
-// New returns an Ingester.
+// New returns an Ingester. d keeps the published ids; in production it is
+// under publish.DedupePrefix, shared with the dispatcher's SendMessage.
 func New(pub Publisher, d *dedupe.Store, log *slog.Logger, reg prometheus.Registerer) *Ingester {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hookyard_ingress_confirm_seconds",
@@ -85,34 +90,41 @@ func New(pub Publisher, d *dedupe.Store, log *slog.Logger, reg prometheus.Regist
 		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 	})
 	reg.MustRegister(h)
+	if d.Log == nil {
+		d.Log = log
+	}
 	return &Ingester{pub: pub, dedupe: d, log: log, confirm: h, ConfirmTimeout: 10 * time.Second, Exchange: Exchange}
 }
 
 // RoutingKey is "<source>.<type>" with characters that would change the
-// topic's word structure or break AMQP replaced.
-func RoutingKey(source, typ string) string {
-	clean := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9',
-			r == '.', r == '_', r == '-', r == ':', r == '/':
-			return r
-		}
-		return '_'
-	}, typ)
-	return cloudevent.RoutingKey(source, strings.Trim(clean, "."))
-}
+// topic's word structure or break AMQP replaced (publish.RoutingKey).
+func RoutingKey(source, typ string) string { return publish.RoutingKey(source, typ) }
 
 // MaxRoutingKey is AMQP's limit on a routing key (a short string).
-const MaxRoutingKey = 255
+const MaxRoutingKey = rabbit.MaxShortString
 
-// Ingest publishes ev unless its id was published before.
+func (i *Ingester) publisher() *publish.Publisher {
+	p := publish.New(i.pub, i.dedupe, i.Owners, publish.Config{
+		Exchange: i.Exchange, ConfirmTimeout: i.ConfirmTimeout, Remember: i.Remember,
+	})
+	p.Observe = func(d time.Duration) { i.confirm.Observe(d.Seconds()) }
+	return p
+}
+
+func (ev Event) event() publish.Event {
+	return publish.Event{
+		Tenant: ev.Tenant, Source: ev.Source, ID: ev.ID, Type: ev.Type, Subject: ev.Subject,
+		ContentType: ev.ContentType, Body: ev.Body, Time: ev.Time, Remember: ev.DedupeTTL,
+	}
+}
+
+// Ingest publishes a webhook's event unless its id was published before.
+// The caller looked the source up, so the tenant owns it.
 func (i *Ingester) Ingest(ctx context.Context, ev Event) (Result, error) {
-	key := RoutingKey(ev.Source, ev.Type)
-	if len(key) > MaxRoutingKey {
-		// The client library would fail to encode the frame and close the
-		// whole connection, failing every publish in flight on it, and the
-		// caller would retry an input that can never succeed.
-		return Result{}, fmt.Errorf("routing key %q… is %d bytes, at most %d: the source name and event type are too long together", key[:40], len(key), MaxRoutingKey)
+	pev := ev.event()
+	// Refuse what can never be published before binding the nonce to it.
+	if _, _, err := publish.Encode(pev); err != nil {
+		return Result{}, err
 	}
 	if ev.Nonce != "" {
 		ok, err := i.dedupe.Bind(ctx, i.dedupe.Key(ev.Tenant, ev.Source, "nonce", ev.Nonce), ev.ID, ev.NonceTTL)
@@ -123,51 +135,13 @@ func (i *Ingester) Ingest(ctx context.Context, ev Event) (Result, error) {
 			return Result{}, ErrNonceReused
 		}
 	}
-	dk := i.dedupe.Key(ev.Tenant, ev.Source, ev.ID)
-	state, claim, err := i.dedupe.Claim(ctx, dk)
-	if err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	switch state {
-	case dedupe.Done:
-		return Result{RoutingKey: key, Duplicate: true}, nil
-	case dedupe.InProgress:
-		return Result{}, ErrInProgress
-	}
-	if ev.Time.IsZero() {
-		ev.Time = time.Now()
-	}
-	msg, err := cloudevent.ToPublishing(&eventv1.Event{
-		Id:              ev.ID,
-		Source:          ev.Source,
-		Type:            ev.Type,
-		SpecVersion:     "1.0",
-		Time:            timestamppb.New(ev.Time),
-		DataContentType: ev.ContentType,
-		Subject:         ev.Subject,
-		Tenant:          ev.Tenant,
-		Data:            ev.Body,
-	})
-	if err != nil {
-		// The event cannot be expressed on the bus: a caller error.
-		_ = i.dedupe.Release(context.WithoutCancel(ctx), claim)
-		return Result{}, fmt.Errorf("encode event: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, i.ConfirmTimeout)
-	defer cancel()
-	start := time.Now()
-	err = i.pub.Publish(pctx, i.Exchange, key, msg)
-	i.confirm.Observe(time.Since(start).Seconds())
-	if err != nil {
-		if rerr := i.dedupe.Release(context.WithoutCancel(ctx), claim); rerr != nil {
-			i.log.Warn("dedupe release failed; the claim expires by itself", "event_id", ev.ID, "err", rerr)
-		}
-		return Result{}, fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
-	}
-	// The event is durable now. If remembering the id fails, a retry may
-	// publish it again; consumers tolerate that, so the request succeeds.
-	if err := i.dedupe.Confirm(context.WithoutCancel(ctx), claim, ev.DedupeTTL); err != nil {
-		i.log.Warn("dedupe confirm failed; a retry may publish a duplicate", "event_id", ev.ID, "err", err)
-	}
-	return Result{RoutingKey: key}, nil
+	res, err := i.publisher().Publish(ctx, pev)
+	return Result(res), err
+}
+
+// IngestInternal publishes an event a tenant's own service sent (POST
+// /v1/events): as Ingest, after checking the tenant may use the source.
+func (i *Ingester) IngestInternal(ctx context.Context, ev Event) (Result, error) {
+	res, err := i.publisher().PublishInternal(ctx, ev.event())
+	return Result(res), err
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/hookyard/hookyard/platform/app"
 	"github.com/hookyard/hookyard/platform/config"
 	"github.com/hookyard/hookyard/platform/dedupe"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/services/ingress/internal/api"
 	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
@@ -17,8 +18,10 @@ import (
 	"github.com/hookyard/hookyard/services/ingress/internal/source"
 )
 
-// KeyPrefix starts every Redis key the ingress service writes.
-const KeyPrefix = "hookyard:ingress"
+// KeyPrefix starts the Redis keys of the ingress service's sources. The
+// dispatcher reads source owners under it (publish.SourcesPrefix); the
+// published ids live under publish.DedupePrefix, shared with it.
+const KeyPrefix = publish.SourcesPrefix
 
 // Service describes the ingress binary.
 func Service() app.Service {
@@ -33,7 +36,8 @@ func Service() app.Service {
 			pub := rabbit.NewPublisher(rt.Rabbit, rabbit.PublisherConfig{Channels: publisherChannels})
 			rt.OnClose(pub.Close)
 			sources := source.New(rt.Redis, KeyPrefix)
-			in := ingest.New(pub, dedupe.New(rt.Redis, KeyPrefix+":dedupe"), rt.Log, rt.Registry)
+			in := ingest.New(pub, dedupe.New(rt.Redis, publish.DedupePrefix), rt.Log, rt.Registry)
+			in.Owners = publish.NewOwners(rt.Redis, KeyPrefix)
 
 			ingressv1.RegisterSourceServiceServer(rt.Server.GRPC, &api.Sources{Store: sources})
 			ingressv1.RegisterEventServiceServer(rt.Server.GRPC, &api.Events{Ingest: in})

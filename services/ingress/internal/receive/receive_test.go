@@ -20,6 +20,7 @@ import (
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/dedupe"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	"github.com/hookyard/hookyard/platform/redisconn"
@@ -358,9 +359,18 @@ func TestUnroutedEventIsKept(t *testing.T) {
 // not break the broker connection that other webhooks share.
 func TestOverlongRoutingKeyIs400(t *testing.T) {
 	h := newHarness(t, "")
-	long := strings.Repeat("t", 240)
+	// The longest type allowed, under a source long enough that the two
+	// together exceed the routing key's limit.
+	long := strings.Repeat("t", publish.MaxTypeLen)
+	name := (h.source + strings.Repeat("x", publish.MaxSourceLen))[:publish.MaxSourceLen]
+	if _, err := h.store.Create(context.Background(), h.tenant, &ingressv1.Source{Name: name, Provider: "stripe", Secrets: []string{secret}}); err != nil {
+		t.Fatal(err)
+	}
 	body := []byte(`{"id":"evt_long","type":"` + long + `"}`)
+	own := h.source
+	h.source = name
 	code, _, resp := h.post(body, stripeSign(body, time.Now(), secret))
+	h.source = own
 	if code != http.StatusBadRequest || !strings.Contains(resp, "routing key") {
 		t.Fatalf("overlong routing key: %d %s, want 400 naming the routing key", code, resp)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -67,7 +68,9 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	return &Store{rdb: rdb, prefix: prefix, CacheTTL: 500 * time.Millisecond, now: time.Now, cache: map[string]cached{}}
 }
 
-func (s *Store) key(name string) string { return s.prefix + ":source:" + name }
+// key is where a source is stored. Other services read its owner there
+// (publish.Owners), so the key and the record's "tenant" field are shared.
+func (s *Store) key(name string) string { return publish.SourceKey(s.prefix, name) }
 func (s *Store) index(tenant string) string {
 	return s.prefix + ":tenant:" + tenant + ":sources"
 }

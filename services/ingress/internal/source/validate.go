@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/ingress/internal/verify"
 )
@@ -39,6 +40,8 @@ func Validate(src *ingressv1.Source) error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if !ValidName(src.GetName()) {
 		bad("name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", src.GetName())
+	} else if publish.ReservedForWebhooks(src.GetName()) {
+		bad("name %q: reserved for events published through the API", src.GetName())
 	}
 	if !slices.Contains(verify.Providers(), src.GetProvider()) {
 		bad("provider %q: must be one of %s", src.GetProvider(), strings.Join(verify.Providers(), ", "))
