@@ -79,7 +79,7 @@ type Options struct {
 }
 
 // Start runs the service with o.
-func Start(t *testing.T, o Options) *Env {
+func Start(t testing.TB, o Options) *Env {
 	t.Helper()
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 300 * time.Millisecond
@@ -117,7 +117,7 @@ func Start(t *testing.T, o Options) *Env {
 	return e
 }
 
-func (e *Env) startReplica(t *testing.T, o Options) *Replica {
+func (e *Env) startReplica(t testing.TB, o Options) *Replica {
 	j, err := jobs.New(e.Config, jobs.Deps{Rabbit: e.Rabbit, Redis: e.Redis, AllowCIDRs: o.AllowCIDRs,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

@@ -94,8 +94,12 @@ if s[1] ~= 'running' then return {0, s[1] or ''} end
 if ARGV[1] ~= '*' and s[2] ~= ARGV[1] then return {0, 'stale'} end
 local now = tonumber(ARGV[2])
 local outcome, err = ARGV[3], ARGV[5]
+-- An outcome reported at or after the hard deadline is refused, even if
+-- the reaper has not come round yet: the attempt is ended as expired.
+local refused = false
+if outcome ~= 'expire' and now >= tonumber(s[13]) then outcome, refused = 'expire', true end
 if outcome == 'expire' then
-  if now < tonumber(s[3]) then return {0, 'running'} end
+  if now < tonumber(s[3]) and not refused then return {0, 'running'} end
   if now >= tonumber(s[13]) then err = 'hard time limit exceeded' else err = 'lease expired: no heartbeat from the worker' end
 end
 redis.call('HINCRBY', KEYS[4], 'running', -1)
@@ -110,6 +114,7 @@ local function finish(state, ttl)
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PUBLISH', KEYS[7], state)
+  if refused then return {0, 'stale'} end
   return {1, state}
 end
 if outcome == 'ok' then
@@ -130,6 +135,7 @@ local function again(delay)
   redis.call('HSET', KEYS[1], 'state', 'pending')
   redis.call('HDEL', KEYS[1], 'lease', 'hard')
   redis.call('ZADD', KEYS[5], now + delay, ARGV[9] .. '|' .. gen)
+  if refused then return {0, 'stale'} end
   return {1, 'pending'}
 end
 local after = tonumber(ARGV[7])
