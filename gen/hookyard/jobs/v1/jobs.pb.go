@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -27,20 +28,23 @@ const (
 // Task is one run of a named task with arguments.
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Idempotency key; generated when empty.
+	// Idempotency key; generated when empty. Letters, digits and ._:- , at
+	// most 128.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Registered task name, e.g. "email.send".
+	// Registered task name, e.g. "email.send". "http" is the built-in HTTP
+	// task, run by the service itself.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Arguments, any JSON value.
 	Args *structpb.Value `protobuf:"bytes,3,opt,name=args,proto3" json:"args,omitempty"`
-	// Queue (priority lane); default "default".
+	// Queue (priority lane); default "default". Each queue is its own broker
+	// queue with its own workers, so a busy lane never delays another.
 	Queue string `protobuf:"bytes,4,opt,name=queue,proto3" json:"queue,omitempty"`
 	// Cancels the task's context after this long; unset means 5m.
 	SoftTimeLimit *durationpb.Duration `protobuf:"bytes,5,opt,name=soft_time_limit,json=softTimeLimit,proto3" json:"soft_time_limit,omitempty"`
-	// The lease expires and the task is failed after this long; unset means
-	// soft_time_limit plus 30s.
+	// The service fails the attempt after this long and refuses any later
+	// outcome of it; unset means soft_time_limit plus 30s.
 	HardTimeLimit *durationpb.Duration `protobuf:"bytes,6,opt,name=hard_time_limit,json=hardTimeLimit,proto3" json:"hard_time_limit,omitempty"`
-	// Retries after the first attempt; default 3.
+	// Retries after the first attempt; default 3, 0 means none, -1 too.
 	MaxRetries int32 `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
 	// Do not run before this time.
 	Eta *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=eta,proto3" json:"eta,omitempty"`
@@ -57,9 +61,24 @@ type Task struct {
 	// Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Output only.
-	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	// Input only. Run this long after enqueueing; an alternative to eta.
+	Countdown *durationpb.Duration `protobuf:"bytes,16,opt,name=countdown,proto3" json:"countdown,omitempty"`
+	// A task that has not started by this time is cancelled instead of run.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// First retry delay; later ones double up to retry_backoff_max, and each
+	// is drawn uniformly from zero to that bound (full jitter). Default 1s.
+	RetryBackoff *durationpb.Duration `protobuf:"bytes,18,opt,name=retry_backoff,json=retryBackoff,proto3" json:"retry_backoff,omitempty"`
+	// Cap of the retry delay; default 10m.
+	RetryBackoffMax *durationpb.Duration `protobuf:"bytes,19,opt,name=retry_backoff_max,json=retryBackoffMax,proto3" json:"retry_backoff_max,omitempty"`
+	// Output only. Every attempt with its outcome.
+	AttemptLog []*Attempt `protobuf:"bytes,20,rep,name=attempt_log,json=attemptLog,proto3" json:"attempt_log,omitempty"`
+	// Output only. Start of the current or last attempt.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Output only. A cancel was asked for while the task was running.
+	CancelRequested bool `protobuf:"varint,22,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -197,24 +216,175 @@ func (x *Task) GetFinishTime() *timestamppb.Timestamp {
 	return nil
 }
 
-// Schedule runs a task on a cron expression.
+func (x *Task) GetCountdown() *durationpb.Duration {
+	if x != nil {
+		return x.Countdown
+	}
+	return nil
+}
+
+func (x *Task) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *Task) GetRetryBackoff() *durationpb.Duration {
+	if x != nil {
+		return x.RetryBackoff
+	}
+	return nil
+}
+
+func (x *Task) GetRetryBackoffMax() *durationpb.Duration {
+	if x != nil {
+		return x.RetryBackoffMax
+	}
+	return nil
+}
+
+func (x *Task) GetAttemptLog() []*Attempt {
+	if x != nil {
+		return x.AttemptLog
+	}
+	return nil
+}
+
+func (x *Task) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Task) GetCancelRequested() bool {
+	if x != nil {
+		return x.CancelRequested
+	}
+	return false
+}
+
+// Attempt is one run of a task.
+type Attempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 for the first attempt.
+	Number int32 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	// When it was leased.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When it ended.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// succeeded, failed, cancelled.
+	Outcome string `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// The error of a failed attempt.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Who ran it ("http" for the built-in task, else the worker's id).
+	Worker        string `protobuf:"bytes,6,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attempt) Reset() {
+	*x = Attempt{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attempt) ProtoMessage() {}
+
+func (x *Attempt) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
+func (*Attempt) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Attempt) GetNumber() int32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *Attempt) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Attempt) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *Attempt) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *Attempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Attempt) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+// Schedule enqueues a task on a cron expression or at an interval.
 type Schedule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Output only.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Standard five-field cron expression, UTC.
+	// Standard five-field cron expression, in time_zone.
 	Cron string `protobuf:"bytes,2,opt,name=cron,proto3" json:"cron,omitempty"`
-	// The task to enqueue each time (id is ignored).
+	// The task to enqueue each time (id is ignored: each tick's task id is
+	// "<schedule id>-<tick unix seconds>").
 	Task *Task `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
 	// Output only.
-	NextRunTime   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=next_run_time,json=nextRunTime,proto3" json:"next_run_time,omitempty"`
+	NextRunTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=next_run_time,json=nextRunTime,proto3" json:"next_run_time,omitempty"`
+	// IANA time zone of cron, e.g. "Europe/Berlin"; default UTC.
+	TimeZone string `protobuf:"bytes,5,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// Runs every interval instead of on cron (at least 1s).
+	Interval *durationpb.Duration `protobuf:"bytes,6,opt,name=interval,proto3" json:"interval,omitempty"`
+	// A paused schedule does not fire; ticks while paused are skipped.
+	Paused bool `protobuf:"varint,7,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Output only.
+	LastRunTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_run_time,json=lastRunTime,proto3" json:"last_run_time,omitempty"`
+	// Output only. The task of the last tick.
+	LastTaskId    string `protobuf:"bytes,9,opt,name=last_task_id,json=lastTaskId,proto3" json:"last_task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[1]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +396,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[1]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +409,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{1}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Schedule) GetId() string {
@@ -270,24 +440,61 @@ func (x *Schedule) GetNextRunTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Schedule) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *Schedule) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *Schedule) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *Schedule) GetLastRunTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRunTime
+	}
+	return nil
+}
+
+func (x *Schedule) GetLastTaskId() string {
+	if x != nil {
+		return x.LastTaskId
+	}
+	return ""
+}
+
 // Queue is a priority lane of tasks.
 type Queue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Queue name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Tasks waiting.
+	// Tasks waiting in the broker.
 	Ready int64 `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
 	// Tasks running.
 	Running int64 `protobuf:"varint,3,opt,name=running,proto3" json:"running,omitempty"`
-	// Dead-lettered tasks.
-	Dead          int64 `protobuf:"varint,4,opt,name=dead,proto3" json:"dead,omitempty"`
+	// Tasks that failed for good.
+	Dead int64 `protobuf:"varint,4,opt,name=dead,proto3" json:"dead,omitempty"`
+	// Tasks waiting for their eta or retry delay.
+	Scheduled     int64 `protobuf:"varint,5,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[2]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -299,7 +506,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[2]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -312,7 +519,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{2}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Queue) GetName() string {
@@ -343,6 +550,13 @@ func (x *Queue) GetDead() int64 {
 	return 0
 }
 
+func (x *Queue) GetScheduled() int64 {
+	if x != nil {
+		return x.Scheduled
+	}
+	return 0
+}
+
 // CreateTaskRequest is the request of CreateTask.
 type CreateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -354,7 +568,7 @@ type CreateTaskRequest struct {
 
 func (x *CreateTaskRequest) Reset() {
 	*x = CreateTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[3]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +580,7 @@ func (x *CreateTaskRequest) String() string {
 func (*CreateTaskRequest) ProtoMessage() {}
 
 func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[3]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +593,7 @@ func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
 func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{3}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateTaskRequest) GetTask() *Task {
@@ -400,7 +614,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[4]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +626,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[4]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +639,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{4}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -443,14 +657,18 @@ type ListTasksRequest struct {
 	// next_page_token of a previous call.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only tasks in this state.
-	State         string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// Only tasks of this queue.
+	Queue string `protobuf:"bytes,4,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Only tasks of this name.
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +680,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +693,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{5}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListTasksRequest) GetPageSize() int32 {
@@ -499,6 +717,20 @@ func (x *ListTasksRequest) GetState() string {
 	return ""
 }
 
+func (x *ListTasksRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *ListTasksRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // ListTasksResponse is the response of ListTasks.
 type ListTasksResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -512,7 +744,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +756,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +769,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{6}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -565,7 +797,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +809,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +822,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{7}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -611,7 +843,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +855,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,12 +868,563 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{8}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RetryTaskRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+// WaitTaskRequest is the request of WaitTask.
+type WaitTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// How long to wait; default 30s, at most 5m.
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitTaskRequest) Reset() {
+	*x = WaitTaskRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitTaskRequest) ProtoMessage() {}
+
+func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitTaskRequest.ProtoReflect.Descriptor instead.
+func (*WaitTaskRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *WaitTaskRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WaitTaskRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// LeaseRequest is the request of Lease.
+type LeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queues to take tasks from; default ["default"].
+	Queues []string `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
+	// Tasks the worker runs at once; default 1, at most 1000.
+	Slots int32 `protobuf:"varint,2,opt,name=slots,proto3" json:"slots,omitempty"`
+	// Shown in attempt logs.
+	WorkerId      string `protobuf:"bytes,3,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRequest) Reset() {
+	*x = LeaseRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRequest) ProtoMessage() {}
+
+func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LeaseRequest) GetQueues() []string {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+func (x *LeaseRequest) GetSlots() int32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
+}
+
+func (x *LeaseRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+// LeaseResponse is one leased task.
+type LeaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task, with its args and limits.
+	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// Fencing token of this lease; carry it in every later call.
+	LeaseToken int64 `protobuf:"varint,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// The lease ends here unless heartbeats extend it.
+	LeaseExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=lease_expire_time,json=leaseExpireTime,proto3" json:"lease_expire_time,omitempty"`
+	// Heartbeat at least this often.
+	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
+	// The hard time limit of this attempt: no heartbeat extends the lease
+	// beyond it.
+	HardDeadline *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=hard_deadline,json=hardDeadline,proto3" json:"hard_deadline,omitempty"`
+	// The attempt number, 1 for the first.
+	Attempt       int32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseResponse) Reset() {
+	*x = LeaseResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseResponse) ProtoMessage() {}
+
+func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
+func (*LeaseResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LeaseResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetLeaseToken() int64 {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return 0
+}
+
+func (x *LeaseResponse) GetLeaseExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpireTime
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetHeartbeatInterval() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatInterval
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetHardDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HardDeadline
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+// HeartbeatRequest is the request of Heartbeat.
+type HeartbeatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task id.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The lease's token.
+	LeaseToken    int64 `protobuf:"varint,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatRequest) Reset() {
+	*x = HeartbeatRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatRequest) ProtoMessage() {}
+
+func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HeartbeatRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetLeaseToken() int64 {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return 0
+}
+
+// HeartbeatResponse is the response of Heartbeat.
+type HeartbeatResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new end of the lease.
+	LeaseExpireTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=lease_expire_time,json=leaseExpireTime,proto3" json:"lease_expire_time,omitempty"`
+	// The task was cancelled: stop and report.
+	CancelRequested bool `protobuf:"varint,2,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *HeartbeatResponse) Reset() {
+	*x = HeartbeatResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatResponse) ProtoMessage() {}
+
+func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *HeartbeatResponse) GetLeaseExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpireTime
+	}
+	return nil
+}
+
+func (x *HeartbeatResponse) GetCancelRequested() bool {
+	if x != nil {
+		return x.CancelRequested
+	}
+	return false
+}
+
+// CompleteTaskRequest is the request of CompleteTask.
+type CompleteTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task id.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The lease's token.
+	LeaseToken int64 `protobuf:"varint,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// The result, any JSON value.
+	Result        *structpb.Value `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTaskRequest) Reset() {
+	*x = CompleteTaskRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTaskRequest) ProtoMessage() {}
+
+func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
+func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CompleteTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *CompleteTaskRequest) GetLeaseToken() int64 {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return 0
+}
+
+func (x *CompleteTaskRequest) GetResult() *structpb.Value {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// CompleteTaskResponse is the response of CompleteTask.
+type CompleteTaskResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTaskResponse) Reset() {
+	*x = CompleteTaskResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTaskResponse) ProtoMessage() {}
+
+func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
+func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
+}
+
+// FailTaskRequest is the request of FailTask.
+type FailTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task id.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The lease's token.
+	LeaseToken int64 `protobuf:"varint,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// What went wrong.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// The error is permanent: do not retry.
+	NoRetry bool `protobuf:"varint,4,opt,name=no_retry,json=noRetry,proto3" json:"no_retry,omitempty"`
+	// Run again after this delay without spending an attempt ("retry later").
+	RetryAfter    *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailTaskRequest) Reset() {
+	*x = FailTaskRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailTaskRequest) ProtoMessage() {}
+
+func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailTaskRequest.ProtoReflect.Descriptor instead.
+func (*FailTaskRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *FailTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *FailTaskRequest) GetLeaseToken() int64 {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return 0
+}
+
+func (x *FailTaskRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *FailTaskRequest) GetNoRetry() bool {
+	if x != nil {
+		return x.NoRetry
+	}
+	return false
+}
+
+func (x *FailTaskRequest) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
+// FailTaskResponse is the response of FailTask.
+type FailTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task's state after the failure: pending (it will be retried),
+	// failed or cancelled.
+	State         string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailTaskResponse) Reset() {
+	*x = FailTaskResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailTaskResponse) ProtoMessage() {}
+
+func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailTaskResponse.ProtoReflect.Descriptor instead.
+func (*FailTaskResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *FailTaskResponse) GetState() string {
+	if x != nil {
+		return x.State
 	}
 	return ""
 }
@@ -657,7 +1440,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +1452,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +1465,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{9}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateScheduleRequest) GetSchedule() *Schedule {
@@ -690,6 +1473,52 @@ func (x *CreateScheduleRequest) GetSchedule() *Schedule {
 		return x.Schedule
 	}
 	return nil
+}
+
+// GetScheduleRequest is the request of GetSchedule.
+type GetScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleRequest) Reset() {
+	*x = GetScheduleRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleRequest) ProtoMessage() {}
+
+func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
+func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetScheduleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
 }
 
 // ListSchedulesRequest is the request of ListSchedules.
@@ -705,7 +1534,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +1546,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +1559,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListSchedulesRequest) GetPageSize() int32 {
@@ -760,7 +1589,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +1601,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +1614,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -802,6 +1631,61 @@ func (x *ListSchedulesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// UpdateScheduleRequest is the request of UpdateSchedule.
+type UpdateScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule with its id and the new values.
+	Schedule *Schedule `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// Fields to change: cron, time_zone, interval, paused, task.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateScheduleRequest) Reset() {
+	*x = UpdateScheduleRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateScheduleRequest) ProtoMessage() {}
+
+func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateScheduleRequest.ProtoReflect.Descriptor instead.
+func (*UpdateScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateScheduleRequest) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+func (x *UpdateScheduleRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
 // DeleteScheduleRequest is the request of DeleteSchedule.
 type DeleteScheduleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -813,7 +1697,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1709,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1722,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteScheduleRequest) GetId() string {
@@ -857,7 +1741,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1753,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1766,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
 }
 
 // ListQueuesRequest is the request of ListQueues.
@@ -894,7 +1778,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1790,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1803,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
 }
 
 // ListQueuesResponse is the response of ListQueues.
@@ -933,7 +1817,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1829,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1842,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -972,7 +1856,7 @@ var File_hookyard_jobs_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhookyard/jobs/v1/jobs.proto\x12\x10hookyard.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x04\n" +
+	"\x1bhookyard/jobs/v1/jobs.proto\x12\x10hookyard.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\a\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -992,48 +1876,119 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vfinish_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishTime\"\x9a\x01\n" +
+	"finishTime\x127\n" +
+	"\tcountdown\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tcountdown\x12;\n" +
+	"\vexpire_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12>\n" +
+	"\rretry_backoff\x18\x12 \x01(\v2\x19.google.protobuf.DurationR\fretryBackoff\x12E\n" +
+	"\x11retry_backoff_max\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\x0fretryBackoffMax\x12:\n" +
+	"\vattempt_log\x18\x14 \x03(\v2\x19.hookyard.jobs.v1.AttemptR\n" +
+	"attemptLog\x129\n" +
+	"\n" +
+	"start_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12)\n" +
+	"\x10cancel_requested\x18\x16 \x01(\bR\x0fcancelRequested\"\xdb\x01\n" +
+	"\aAttempt\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x05R\x06number\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x18\n" +
+	"\aoutcome\x18\x04 \x01(\tR\aoutcome\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x16\n" +
+	"\x06worker\x18\x06 \x01(\tR\x06worker\"\xe8\x02\n" +
 	"\bSchedule\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04cron\x18\x02 \x01(\tR\x04cron\x12*\n" +
 	"\x04task\x18\x03 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\x12>\n" +
-	"\rnext_run_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vnextRunTime\"_\n" +
+	"\rnext_run_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vnextRunTime\x12\x1b\n" +
+	"\ttime_zone\x18\x05 \x01(\tR\btimeZone\x125\n" +
+	"\binterval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x16\n" +
+	"\x06paused\x18\a \x01(\bR\x06paused\x12>\n" +
+	"\rlast_run_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastRunTime\x12 \n" +
+	"\flast_task_id\x18\t \x01(\tR\n" +
+	"lastTaskId\"}\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x03R\x05ready\x12\x18\n" +
 	"\arunning\x18\x03 \x01(\x03R\arunning\x12\x12\n" +
-	"\x04dead\x18\x04 \x01(\x03R\x04dead\"?\n" +
+	"\x04dead\x18\x04 \x01(\x03R\x04dead\x12\x1c\n" +
+	"\tscheduled\x18\x05 \x01(\x03R\tscheduled\"?\n" +
 	"\x11CreateTaskRequest\x12*\n" +
 	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"d\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x8e\x01\n" +
 	"\x10ListTasksRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x14\n" +
-	"\x05state\x18\x03 \x01(\tR\x05state\"i\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x14\n" +
+	"\x05queue\x18\x04 \x01(\tR\x05queue\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"i\n" +
 	"\x11ListTasksResponse\x12,\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x16.hookyard.jobs.v1.TaskR\x05tasks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"#\n" +
 	"\x11CancelTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\"\n" +
 	"\x10RetryTaskRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"O\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
+	"\x0fWaitTaskRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"Y\n" +
+	"\fLeaseRequest\x12\x16\n" +
+	"\x06queues\x18\x01 \x03(\tR\x06queues\x12\x14\n" +
+	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x1b\n" +
+	"\tworker_id\x18\x03 \x01(\tR\bworkerId\"\xc9\x02\n" +
+	"\rLeaseResponse\x12*\n" +
+	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\x03R\n" +
+	"leaseToken\x12F\n" +
+	"\x11lease_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12H\n" +
+	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12?\n" +
+	"\rhard_deadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fhardDeadline\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\"L\n" +
+	"\x10HeartbeatRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\x03R\n" +
+	"leaseToken\"\x86\x01\n" +
+	"\x11HeartbeatResponse\x12F\n" +
+	"\x11lease_expire_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12)\n" +
+	"\x10cancel_requested\x18\x02 \x01(\bR\x0fcancelRequested\"\x7f\n" +
+	"\x13CompleteTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\x03R\n" +
+	"leaseToken\x12.\n" +
+	"\x06result\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x06result\"\x16\n" +
+	"\x14CompleteTaskResponse\"\xb8\x01\n" +
+	"\x0fFailTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\x03R\n" +
+	"leaseToken\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x19\n" +
+	"\bno_retry\x18\x04 \x01(\bR\anoRetry\x12:\n" +
+	"\vretry_after\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\"(\n" +
+	"\x10FailTaskResponse\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\"O\n" +
 	"\x15CreateScheduleRequest\x126\n" +
-	"\bschedule\x18\x01 \x01(\v2\x1a.hookyard.jobs.v1.ScheduleR\bschedule\"R\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1a.hookyard.jobs.v1.ScheduleR\bschedule\"$\n" +
+	"\x12GetScheduleRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"R\n" +
 	"\x14ListSchedulesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"y\n" +
 	"\x15ListSchedulesResponse\x128\n" +
 	"\tschedules\x18\x01 \x03(\v2\x1a.hookyard.jobs.v1.ScheduleR\tschedules\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"'\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8c\x01\n" +
+	"\x15UpdateScheduleRequest\x126\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1a.hookyard.jobs.v1.ScheduleR\bschedule\x12;\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\"'\n" +
 	"\x15DeleteScheduleRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x18\n" +
 	"\x16DeleteScheduleResponse\"\x13\n" +
 	"\x11ListQueuesRequest\"E\n" +
 	"\x12ListQueuesResponse\x12/\n" +
-	"\x06queues\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.QueueR\x06queues2\x87\x03\n" +
+	"\x06queues\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.QueueR\x06queues2\xce\x03\n" +
 	"\vTaskService\x12I\n" +
 	"\n" +
 	"CreateTask\x12#.hookyard.jobs.v1.CreateTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12C\n" +
@@ -1041,10 +1996,18 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\tListTasks\x12\".hookyard.jobs.v1.ListTasksRequest\x1a#.hookyard.jobs.v1.ListTasksResponse\x12I\n" +
 	"\n" +
 	"CancelTask\x12#.hookyard.jobs.v1.CancelTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12G\n" +
-	"\tRetryTask\x12\".hookyard.jobs.v1.RetryTaskRequest\x1a\x16.hookyard.jobs.v1.Task2\xaf\x02\n" +
+	"\tRetryTask\x12\".hookyard.jobs.v1.RetryTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12E\n" +
+	"\bWaitTask\x12!.hookyard.jobs.v1.WaitTaskRequest\x1a\x16.hookyard.jobs.v1.Task2\xe3\x02\n" +
+	"\rWorkerService\x12J\n" +
+	"\x05Lease\x12\x1e.hookyard.jobs.v1.LeaseRequest\x1a\x1f.hookyard.jobs.v1.LeaseResponse0\x01\x12T\n" +
+	"\tHeartbeat\x12\".hookyard.jobs.v1.HeartbeatRequest\x1a#.hookyard.jobs.v1.HeartbeatResponse\x12]\n" +
+	"\fCompleteTask\x12%.hookyard.jobs.v1.CompleteTaskRequest\x1a&.hookyard.jobs.v1.CompleteTaskResponse\x12Q\n" +
+	"\bFailTask\x12!.hookyard.jobs.v1.FailTaskRequest\x1a\".hookyard.jobs.v1.FailTaskResponse2\xd7\x03\n" +
 	"\x0fScheduleService\x12U\n" +
-	"\x0eCreateSchedule\x12'.hookyard.jobs.v1.CreateScheduleRequest\x1a\x1a.hookyard.jobs.v1.Schedule\x12`\n" +
-	"\rListSchedules\x12&.hookyard.jobs.v1.ListSchedulesRequest\x1a'.hookyard.jobs.v1.ListSchedulesResponse\x12c\n" +
+	"\x0eCreateSchedule\x12'.hookyard.jobs.v1.CreateScheduleRequest\x1a\x1a.hookyard.jobs.v1.Schedule\x12O\n" +
+	"\vGetSchedule\x12$.hookyard.jobs.v1.GetScheduleRequest\x1a\x1a.hookyard.jobs.v1.Schedule\x12`\n" +
+	"\rListSchedules\x12&.hookyard.jobs.v1.ListSchedulesRequest\x1a'.hookyard.jobs.v1.ListSchedulesResponse\x12U\n" +
+	"\x0eUpdateSchedule\x12'.hookyard.jobs.v1.UpdateScheduleRequest\x1a\x1a.hookyard.jobs.v1.Schedule\x12c\n" +
 	"\x0eDeleteSchedule\x12'.hookyard.jobs.v1.DeleteScheduleRequest\x1a(.hookyard.jobs.v1.DeleteScheduleResponse2g\n" +
 	"\fQueueService\x12W\n" +
 	"\n" +
@@ -1062,66 +2025,113 @@ func file_hookyard_jobs_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescData
 }
 
-var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*Task)(nil),                   // 0: hookyard.jobs.v1.Task
-	(*Schedule)(nil),               // 1: hookyard.jobs.v1.Schedule
-	(*Queue)(nil),                  // 2: hookyard.jobs.v1.Queue
-	(*CreateTaskRequest)(nil),      // 3: hookyard.jobs.v1.CreateTaskRequest
-	(*GetTaskRequest)(nil),         // 4: hookyard.jobs.v1.GetTaskRequest
-	(*ListTasksRequest)(nil),       // 5: hookyard.jobs.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),      // 6: hookyard.jobs.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),      // 7: hookyard.jobs.v1.CancelTaskRequest
-	(*RetryTaskRequest)(nil),       // 8: hookyard.jobs.v1.RetryTaskRequest
-	(*CreateScheduleRequest)(nil),  // 9: hookyard.jobs.v1.CreateScheduleRequest
-	(*ListSchedulesRequest)(nil),   // 10: hookyard.jobs.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),  // 11: hookyard.jobs.v1.ListSchedulesResponse
-	(*DeleteScheduleRequest)(nil),  // 12: hookyard.jobs.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil), // 13: hookyard.jobs.v1.DeleteScheduleResponse
-	(*ListQueuesRequest)(nil),      // 14: hookyard.jobs.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),     // 15: hookyard.jobs.v1.ListQueuesResponse
-	(*structpb.Value)(nil),         // 16: google.protobuf.Value
-	(*durationpb.Duration)(nil),    // 17: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 18: google.protobuf.Timestamp
+	(*Attempt)(nil),                // 1: hookyard.jobs.v1.Attempt
+	(*Schedule)(nil),               // 2: hookyard.jobs.v1.Schedule
+	(*Queue)(nil),                  // 3: hookyard.jobs.v1.Queue
+	(*CreateTaskRequest)(nil),      // 4: hookyard.jobs.v1.CreateTaskRequest
+	(*GetTaskRequest)(nil),         // 5: hookyard.jobs.v1.GetTaskRequest
+	(*ListTasksRequest)(nil),       // 6: hookyard.jobs.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),      // 7: hookyard.jobs.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),      // 8: hookyard.jobs.v1.CancelTaskRequest
+	(*RetryTaskRequest)(nil),       // 9: hookyard.jobs.v1.RetryTaskRequest
+	(*WaitTaskRequest)(nil),        // 10: hookyard.jobs.v1.WaitTaskRequest
+	(*LeaseRequest)(nil),           // 11: hookyard.jobs.v1.LeaseRequest
+	(*LeaseResponse)(nil),          // 12: hookyard.jobs.v1.LeaseResponse
+	(*HeartbeatRequest)(nil),       // 13: hookyard.jobs.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),      // 14: hookyard.jobs.v1.HeartbeatResponse
+	(*CompleteTaskRequest)(nil),    // 15: hookyard.jobs.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),   // 16: hookyard.jobs.v1.CompleteTaskResponse
+	(*FailTaskRequest)(nil),        // 17: hookyard.jobs.v1.FailTaskRequest
+	(*FailTaskResponse)(nil),       // 18: hookyard.jobs.v1.FailTaskResponse
+	(*CreateScheduleRequest)(nil),  // 19: hookyard.jobs.v1.CreateScheduleRequest
+	(*GetScheduleRequest)(nil),     // 20: hookyard.jobs.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),   // 21: hookyard.jobs.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),  // 22: hookyard.jobs.v1.ListSchedulesResponse
+	(*UpdateScheduleRequest)(nil),  // 23: hookyard.jobs.v1.UpdateScheduleRequest
+	(*DeleteScheduleRequest)(nil),  // 24: hookyard.jobs.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil), // 25: hookyard.jobs.v1.DeleteScheduleResponse
+	(*ListQueuesRequest)(nil),      // 26: hookyard.jobs.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),     // 27: hookyard.jobs.v1.ListQueuesResponse
+	(*structpb.Value)(nil),         // 28: google.protobuf.Value
+	(*durationpb.Duration)(nil),    // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 31: google.protobuf.FieldMask
 }
 var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
-	16, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
-	17, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
-	17, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
-	18, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
-	16, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
-	18, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	18, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	0,  // 7: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
-	18, // 8: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	0,  // 9: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
-	0,  // 10: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	1,  // 11: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	1,  // 12: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 13: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
-	3,  // 14: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
-	4,  // 15: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
-	5,  // 16: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
-	7,  // 17: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
-	8,  // 18: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
-	9,  // 19: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
-	10, // 20: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
-	12, // 21: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
-	14, // 22: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
-	0,  // 23: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 24: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
-	6,  // 25: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
-	0,  // 26: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 27: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
-	1,  // 28: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	11, // 29: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
-	13, // 30: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
-	15, // 31: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
-	23, // [23:32] is the sub-list for method output_type
-	14, // [14:23] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	28, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
+	29, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
+	29, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
+	30, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
+	28, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
+	30, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	30, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	29, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
+	30, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
+	29, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
+	1,  // 11: hookyard.jobs.v1.Task.attempt_log:type_name -> hookyard.jobs.v1.Attempt
+	30, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	30, // 13: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	30, // 14: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 15: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
+	30, // 16: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	29, // 17: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
+	30, // 18: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
+	0,  // 19: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
+	0,  // 20: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
+	29, // 21: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	0,  // 22: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
+	30, // 23: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	29, // 24: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	30, // 25: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
+	30, // 26: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	28, // 27: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
+	29, // 28: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
+	2,  // 29: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 30: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 31: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	31, // 32: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 33: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
+	4,  // 34: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
+	5,  // 35: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
+	6,  // 36: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
+	8,  // 37: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
+	9,  // 38: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
+	10, // 39: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
+	11, // 40: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
+	13, // 41: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
+	15, // 42: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
+	17, // 43: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
+	19, // 44: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
+	20, // 45: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
+	21, // 46: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
+	23, // 47: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
+	24, // 48: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
+	26, // 49: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
+	0,  // 50: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 51: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
+	7,  // 52: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
+	0,  // 53: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 54: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 55: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
+	12, // 56: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
+	14, // 57: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
+	16, // 58: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
+	18, // 59: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
+	2,  // 60: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	2,  // 61: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
+	22, // 62: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
+	2,  // 63: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	25, // 64: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
+	27, // 65: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
+	50, // [50:66] is the sub-list for method output_type
+	34, // [34:50] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_jobs_v1_jobs_proto_init() }
@@ -1135,9 +2145,9 @@ func file_hookyard_jobs_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_jobs_v1_jobs_proto_rawDesc), len(file_hookyard_jobs_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   28,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_hookyard_jobs_v1_jobs_proto_goTypes,
 		DependencyIndexes: file_hookyard_jobs_v1_jobs_proto_depIdxs,

@@ -1,40 +1,163 @@
-// Package jobs wires the jobs service. Task execution lands in a later
-// change; until then the API is declared and every method answers
-// Unimplemented, so no client mistakes it for a working queue.
+// Package jobs wires the jobs service: the task, worker, schedule and queue
+// APIs, the built-in http task runner, the pump that hands due tasks to the
+// broker and the reaper that enforces leases and hard time limits.
 package jobs
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/app"
 	"github.com/hookyard/hookyard/platform/config"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/server"
+	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/services/jobs/internal/api"
+	"github.com/hookyard/hookyard/services/jobs/internal/bus"
+	"github.com/hookyard/hookyard/services/jobs/internal/httptask"
+	"github.com/hookyard/hookyard/services/jobs/internal/runner"
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
-type tasks struct {
-	jobsv1.UnimplementedTaskServiceServer
+// Config holds the jobs service's own settings.
+type Config struct {
+	KeyPrefix       string
+	QueuePrefix     string
+	HTTPConcurrency int
+	Heartbeat       time.Duration
+	ResultTTL       time.Duration
+	DeadTTL         time.Duration
 }
-type schedules struct {
-	jobsv1.UnimplementedScheduleServiceServer
+
+// Register adds the settings to l.
+func (c *Config) Register(l *config.Loader) {
+	l.String(&c.KeyPrefix, "key-prefix", "HOOKYARD_JOBS_KEY_PREFIX", "hookyard:jobs", "prefix of the jobs service's Redis keys")
+	l.String(&c.QueuePrefix, "queue-prefix", "HOOKYARD_JOBS_QUEUE_PREFIX", "hookyard.jobs", "prefix of the jobs service's queue names")
+	l.Int(&c.HTTPConcurrency, "http-concurrency", "HOOKYARD_JOBS_HTTP_CONCURRENCY", 64, "built-in http tasks run at once by one replica")
+	l.Duration(&c.Heartbeat, "heartbeat", "HOOKYARD_JOBS_HEARTBEAT", 5*time.Second, "how often workers heartbeat; a lease not renewed for two intervals ends and the task runs elsewhere")
+	l.Duration(&c.ResultTTL, "result-ttl", "HOOKYARD_JOBS_RESULT_TTL", 24*time.Hour, "how long succeeded and cancelled tasks (and results) are kept")
+	l.Duration(&c.DeadTTL, "dead-ttl", "HOOKYARD_JOBS_DEAD_TTL", 7*24*time.Hour, "how long failed tasks are kept, listable and retryable")
 }
-type queues struct {
-	jobsv1.UnimplementedQueueServiceServer
+
+// Deps are the shared connections.
+type Deps struct {
+	Rabbit     *rabbit.Conn
+	Redis      redis.UniversalClient
+	Log        *slog.Logger
+	AllowCIDRs string
+}
+
+// Jobs is the assembled service.
+type Jobs struct {
+	Config    Config
+	Store     *store.Store
+	Bus       *bus.Bus
+	Publisher *rabbit.Publisher
+	Pump      *runner.Pump
+	Reaper    *runner.Reaper
+	HTTP      *httptask.Runner
+	Tasks     *api.Tasks
+	Workers   *api.Workers
+	Queues    *api.Queues
+}
+
+// New assembles the service.
+func New(c Config, d Deps) (*Jobs, error) {
+	allow, err := ssrf.ParseCIDRs(d.AllowCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("HOOKYARD_ALLOW_CIDRS: %w", err)
+	}
+	if c.Heartbeat < 100*time.Millisecond {
+		return nil, fmt.Errorf("heartbeat %s: at least 100ms", c.Heartbeat)
+	}
+	if c.HTTPConcurrency <= 0 {
+		return nil, fmt.Errorf("http concurrency must be positive")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	policy := ssrf.Policy{Allow: allow}
+	st := store.New(d.Redis, store.Config{Prefix: c.KeyPrefix, ResultTTL: c.ResultTTL, DeadTTL: c.DeadTTL})
+	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
+	b := bus.New(d.Rabbit, pub, c.QueuePrefix)
+	hub := runner.NewHub()
+	pump := &runner.Pump{Store: st, Bus: b, Log: d.Log}
+	j := &Jobs{Config: c, Store: st, Bus: b, Publisher: pub, Pump: pump}
+	ended := j.ended
+	j.Reaper = &runner.Reaper{Store: st, Hub: hub, Log: d.Log, Ended: ended}
+	j.HTTP = &httptask.Runner{Store: st, Conn: d.Rabbit, Queue: b.HTTPQueue(), Policy: policy,
+		Concurrency: c.HTTPConcurrency, Heartbeat: c.Heartbeat, Log: d.Log, Ended: ended}
+	deps := api.Deps{Store: st, Pump: pump, Hub: hub, Bus: b, Policy: policy, Log: d.Log, HeartbeatInterval: c.Heartbeat, Ended: ended}
+	j.Tasks = &api.Tasks{Deps: deps}
+	j.Workers = &api.Workers{Deps: deps}
+	j.Queues = &api.Queues{Deps: deps}
+	return j, nil
+}
+
+// ended runs after any attempt ended.
+func (j *Jobs) ended(_, _, state string) {
+	if state == store.Pending {
+		j.Pump.Wake()
+	}
+}
+
+// Topology declares the service's fixed queues.
+func (j *Jobs) Topology(ch *amqp.Channel) error { return j.Bus.Declare(ch) }
+
+// Register adds the APIs to srv.
+func (j *Jobs) Register(srv *server.Server) {
+	jobsv1.RegisterTaskServiceServer(srv.GRPC, j.Tasks)
+	jobsv1.RegisterWorkerServiceServer(srv.GRPC, j.Workers)
+	jobsv1.RegisterScheduleServiceServer(srv.GRPC, jobsv1.UnimplementedScheduleServiceServer{})
+	jobsv1.RegisterQueueServiceServer(srv.GRPC, j.Queues)
+	srv.RegisterGateway(
+		jobsv1.RegisterTaskServiceHandler,
+		jobsv1.RegisterScheduleServiceHandler,
+		jobsv1.RegisterQueueServiceHandler,
+	)
+}
+
+// Run runs the background loops until ctx ends.
+func (j *Jobs) Run(ctx context.Context, grace time.Duration) error {
+	errc := make(chan error, 3)
+	go func() { errc <- j.Pump.Run(ctx) }()
+	go func() { errc <- j.Reaper.Run(ctx) }()
+	go func() { errc <- j.HTTP.Run(ctx, grace) }()
+	var first error
+	for range 3 {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // Service describes the jobs binary.
 func Service() app.Service {
+	var c Config
+	var j *Jobs
 	return app.Service{
 		Name:  "jobs",
 		Ports: config.Ports{HTTP: ":8083", GRPC: ":9093"},
+		Flags: c.Register,
+		Topology: []func(*amqp.Channel) error{func(ch *amqp.Channel) error {
+			return bus.New(nil, nil, c.QueuePrefix).Declare(ch)
+		}},
 		Build: func(_ context.Context, rt *app.Runtime) error {
-			jobsv1.RegisterTaskServiceServer(rt.Server.GRPC, tasks{})
-			jobsv1.RegisterScheduleServiceServer(rt.Server.GRPC, schedules{})
-			jobsv1.RegisterQueueServiceServer(rt.Server.GRPC, queues{})
-			rt.Server.RegisterGateway(
-				jobsv1.RegisterTaskServiceHandler,
-				jobsv1.RegisterScheduleServiceHandler,
-				jobsv1.RegisterQueueServiceHandler,
-			)
+			var err error
+			j, err = New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, AllowCIDRs: rt.Config.AllowCIDRs})
+			if err != nil {
+				return err
+			}
+			rt.OnClose(j.Publisher.Close)
+			j.Register(rt.Server)
+			rt.Go("jobs", func(ctx context.Context) error { return j.Run(ctx, rt.Config.ShutdownTimeout) })
 			return nil
 		},
 	}

@@ -1,0 +1,213 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/services/jobs/internal/bus"
+	"github.com/hookyard/hookyard/services/jobs/internal/httptask"
+	"github.com/hookyard/hookyard/services/jobs/internal/runner"
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
+)
+
+// Deps are what the APIs share.
+type Deps struct {
+	Store  *store.Store
+	Pump   *runner.Pump
+	Hub    *runner.Hub
+	Bus    *bus.Bus
+	Policy ssrf.Policy
+	Log    *slog.Logger
+	// Heartbeat is the interval workers are told to heartbeat at; a lease
+	// lasts two of them.
+	HeartbeatInterval time.Duration
+	// Ended is told about every attempt ended through the API.
+	Ended func(tenant, id, state string)
+}
+
+// Tasks serves TaskService.
+type Tasks struct {
+	jobsv1.UnimplementedTaskServiceServer
+	Deps
+}
+
+// Enqueue validates and stores t for tenant and hands it to the broker if
+// it is due now. It is also how schedules and triggers enqueue.
+func (d *Deps) Enqueue(ctx context.Context, tenant string, t *jobsv1.Task) (*jobsv1.Task, error) {
+	now := time.Now()
+	spec, err := specOf(t, now)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Name == bus.HTTPTask {
+		if _, err := httptask.Parse(spec.Args, d.Policy); err != nil {
+			return nil, invalid("%v", err)
+		}
+	}
+	if spec.CallbackURL != "" {
+		if err := d.Policy.ValidateURL(spec.CallbackURL); err != nil {
+			return nil, invalid("callbackUrl: %v", err)
+		}
+	}
+	id := t.GetId()
+	if id == "" {
+		id = uuid.NewString()
+	} else if !idRe.MatchString(id) {
+		return nil, invalid("id: %q: 1 to 128 letters, digits, '.', '_', ':' or '-'", id)
+	}
+	st, err := d.Store.Enqueue(ctx, tenant, id, spec)
+	if errors.Is(err, store.ErrExists) {
+		return taskProto(st), nil // the id is the idempotency key
+	}
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if !spec.ETA.After(now) {
+		if err := d.Pump.Publish(ctx, store.Ready{Tenant: tenant, ID: id, Gen: 1}); err != nil {
+			d.Log.Warn("publish new task; the pump will retry", "task_id", id, "err", err)
+			d.Pump.Wake()
+		}
+	}
+	return taskProto(st), nil
+}
+
+// CreateTask enqueues a task.
+func (s *Tasks) CreateTask(ctx context.Context, r *jobsv1.CreateTaskRequest) (*jobsv1.Task, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Enqueue(ctx, tenant, r.GetTask())
+}
+
+func (s *Tasks) id(ctx context.Context, id string) (string, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !idRe.MatchString(id) {
+		return "", status.Errorf(codes.NotFound, "task not found")
+	}
+	return tenant, nil
+}
+
+// GetTask reads a task.
+func (s *Tasks) GetTask(ctx context.Context, r *jobsv1.GetTaskRequest) (*jobsv1.Task, error) {
+	tenant, err := s.id(ctx, r.GetId())
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.Store.Get(ctx, tenant, r.GetId())
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	return taskProto(t), nil
+}
+
+var states = map[string]bool{"": true, store.Pending: true, store.Running: true, store.Succeeded: true, store.Failed: true, store.Cancelled: true}
+
+// ListTasks lists tasks, newest first.
+func (s *Tasks) ListTasks(ctx context.Context, r *jobsv1.ListTasksRequest) (*jobsv1.ListTasksResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !states[r.GetState()] {
+		return nil, invalid("state: %q: one of pending, running, succeeded, failed, cancelled", r.GetState())
+	}
+	if r.GetQueue() != "" {
+		if err := ValidQueue(r.GetQueue()); err != nil {
+			return nil, err
+		}
+	}
+	size := int(r.GetPageSize())
+	switch {
+	case size < 0 || size > 1000:
+		return nil, invalid("pageSize: %d, at most 1000", size)
+	case size == 0:
+		size = 50
+	}
+	ts, next, err := s.Store.List(ctx, tenant, store.Filter{State: r.GetState(), Queue: r.GetQueue(), Name: r.GetName()}, size, r.GetPageToken())
+	if err != nil {
+		if r.GetPageToken() != "" && err.Error() == "bad cursor" {
+			return nil, invalid("pageToken: not a token from this API")
+		}
+		return nil, grpcErr(err)
+	}
+	out := &jobsv1.ListTasksResponse{NextPageToken: next}
+	for _, t := range ts {
+		out.Tasks = append(out.Tasks, taskProto(t))
+	}
+	return out, nil
+}
+
+// CancelTask cancels a pending task or asks a running one to stop.
+func (s *Tasks) CancelTask(ctx context.Context, r *jobsv1.CancelTaskRequest) (*jobsv1.Task, error) {
+	tenant, err := s.id(ctx, r.GetId())
+	if err != nil {
+		return nil, err
+	}
+	before, err := s.Store.Get(ctx, tenant, r.GetId())
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if before.State == store.Succeeded || before.State == store.Failed {
+		return nil, status.Errorf(codes.FailedPrecondition, "task already %s", before.State)
+	}
+	t, err := s.Store.Cancel(ctx, tenant, r.GetId())
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	if before.State == store.Pending && t.State == store.Cancelled && s.Ended != nil {
+		s.Ended(tenant, t.ID, t.State)
+	}
+	return taskProto(t), nil
+}
+
+// RetryTask runs a failed or cancelled task again.
+func (s *Tasks) RetryTask(ctx context.Context, r *jobsv1.RetryTaskRequest) (*jobsv1.Task, error) {
+	tenant, err := s.id(ctx, r.GetId())
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.Store.Retry(ctx, tenant, r.GetId())
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	s.Pump.Wake()
+	return taskProto(t), nil
+}
+
+// WaitTask blocks until the task ends or the timeout passes.
+func (s *Tasks) WaitTask(ctx context.Context, r *jobsv1.WaitTaskRequest) (*jobsv1.Task, error) {
+	tenant, err := s.id(ctx, r.GetId())
+	if err != nil {
+		return nil, err
+	}
+	timeout := 30 * time.Second
+	if r.GetTimeout() != nil {
+		if timeout, err = duration("timeout", r.GetTimeout()); err != nil {
+			return nil, err
+		}
+		if timeout < 0 || timeout > 5*time.Minute {
+			return nil, invalid("timeout: %s is outside 0s..5m", timeout)
+		}
+	}
+	t, err := s.Store.Wait(ctx, tenant, r.GetId(), timeout)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, grpcErr(err)
+	}
+	return taskProto(t), nil
+}

@@ -1,0 +1,359 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
+)
+
+// MaxSlots caps LeaseRequest.slots.
+const MaxSlots = 1000
+
+// Workers serves WorkerService.
+type Workers struct {
+	jobsv1.UnimplementedWorkerServiceServer
+	Deps
+}
+
+// Lease streams tasks to a worker. It subscribes to the worker's queues
+// only while the worker has a free slot, with a prefetch of one per queue,
+// and acknowledges a note as soon as the task is leased in Redis: nothing
+// waits unacknowledged in the broker for a busy worker, and a leased task
+// belongs to the lease (and its reaper), not to this stream.
+func (s *Workers) Lease(r *jobsv1.LeaseRequest, stream jobsv1.WorkerService_LeaseServer) error {
+	ctx := stream.Context()
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return err
+	}
+	queues := r.GetQueues()
+	if len(queues) == 0 {
+		queues = []string{DefaultQueue}
+	}
+	if len(queues) > 32 {
+		return invalid("queues: at most 32")
+	}
+	var physical []string
+	for _, q := range queues {
+		if err := ValidQueue(q); err != nil {
+			return err
+		}
+		physical = append(physical, s.Bus.TaskQueue(tenant, q))
+	}
+	slots := int(r.GetSlots())
+	switch {
+	case slots < 0 || slots > MaxSlots:
+		return invalid("slots: %d, at most %d", slots, MaxSlots)
+	case slots == 0:
+		slots = 1
+	}
+	worker := r.GetWorkerId()
+	if len(worker) > 128 {
+		return invalid("workerId: at most 128 bytes")
+	}
+	if worker == "" {
+		worker = "worker"
+	}
+	l := &leaser{Workers: s, tenant: tenant, worker: worker, stream: stream, free: slots, freed: make(chan struct{}, 1), held: map[string]int64{}}
+	go l.watch(ctx)
+	for {
+		if !l.waitFree(ctx) {
+			return nil
+		}
+		err := l.session(ctx, physical)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			var st interface{ GRPCStatus() *status.Status }
+			if errors.As(err, &st) {
+				return err
+			}
+			s.Log.Warn("lease session", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+type leaser struct {
+	*Workers
+	tenant, worker string
+	stream         jobsv1.WorkerService_LeaseServer
+
+	mu    sync.Mutex
+	free  int
+	held  map[string]int64 // task id → lease token
+	freed chan struct{}
+}
+
+func (l *leaser) waitFree(ctx context.Context) bool {
+	for {
+		l.mu.Lock()
+		f := l.free
+		l.mu.Unlock()
+		if f > 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-l.freed:
+		}
+	}
+}
+
+func (l *leaser) release(id string, token int64) {
+	l.mu.Lock()
+	if l.held[id] != token {
+		l.mu.Unlock()
+		return
+	}
+	delete(l.held, id)
+	l.free++
+	l.mu.Unlock()
+	select {
+	case l.freed <- struct{}{}:
+	default:
+	}
+}
+
+// watch frees the slots of attempts that ended elsewhere (on another
+// replica, through the reaper there).
+func (l *leaser) watch(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		l.mu.Lock()
+		held := make(map[string]int64, len(l.held))
+		for k, v := range l.held {
+			held[k] = v
+		}
+		l.mu.Unlock()
+		for id, token := range held {
+			if !l.Store.Holds(ctx, l.tenant, id, token) {
+				l.release(id, token)
+			}
+		}
+	}
+}
+
+// session subscribes to the queues until the worker has no free slot, the
+// channel dies or ctx ends. Closing the channel returns any note received
+// but not taken to its queue.
+func (l *leaser) session(ctx context.Context, queues []string) error {
+	for _, q := range queues {
+		if err := l.Bus.Ensure(ctx, q); err != nil {
+			return fmt.Errorf("declare %s: %w", q, err)
+		}
+	}
+	ch, err := l.Bus.Conn().Channel(ctx)
+	if err != nil {
+		return err
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() {
+		close(stop)
+		_ = ch.Close()
+		wg.Wait()
+	}()
+	if err := ch.Qos(1, 0, false); err != nil {
+		return err
+	}
+	merged := make(chan amqp.Delivery)
+	for _, q := range queues {
+		dl, err := ch.Consume(q, "", false, false, false, false, nil)
+		if err != nil {
+			return fmt.Errorf("consume %s: %w", q, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range dl {
+				select {
+				case merged <- d:
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	for {
+		l.mu.Lock()
+		f := l.free
+		l.mu.Unlock()
+		if f == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-closed:
+			return fmt.Errorf("channel closed: %v", e)
+		case d := <-merged:
+			if err := l.take(ctx, d); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (l *leaser) take(ctx context.Context, d amqp.Delivery) error {
+	r, err := store.ParseReady(string(d.Body))
+	if err != nil || r.Tenant != l.tenant {
+		_ = d.Ack(false)
+		return nil
+	}
+	ttl := 2 * l.HeartbeatInterval
+	lease, ok, err := l.Store.Lease(ctx, r, l.worker, ttl)
+	if err != nil {
+		_ = d.Nack(false, true)
+		return err
+	}
+	if err := d.Ack(false); err != nil {
+		// The note returns to the queue, and a second lease of this
+		// generation is refused; the lease taken here stands.
+		l.Log.Warn("ack note", "task_id", r.ID, "err", err)
+	}
+	if !ok {
+		return nil
+	}
+	l.mu.Lock()
+	l.free--
+	l.held[lease.ID] = lease.Token
+	l.mu.Unlock()
+	ended, unwatch := l.Hub.Watch(lease.Tenant, lease.ID)
+	go func() {
+		defer unwatch()
+		select {
+		case <-ended:
+			l.release(lease.ID, lease.Token)
+		case <-ctx.Done():
+		}
+	}()
+	task := specProto(lease.ID, lease.Spec)
+	task.State, task.Attempts = store.Running, int32(lease.Attempt)
+	err = l.stream.Send(&jobsv1.LeaseResponse{
+		Task: task, LeaseToken: lease.Token, LeaseExpireTime: ts(lease.Expires),
+		HeartbeatInterval: durationpb.New(l.HeartbeatInterval), HardDeadline: ts(lease.Hard), Attempt: int32(lease.Attempt),
+	})
+	if err != nil {
+		// The worker is gone before it saw the task: hand it back unspent.
+		if _, e := l.Store.End(context.WithoutCancel(ctx), lease.Tenant, lease.ID, lease.Token,
+			store.Outcome{Err: "worker disconnected before it received the task", RetryAfter: time.Millisecond}); e == nil {
+			l.Pump.Wake()
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Workers) lease(ctx context.Context, id string, token int64) (string, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !idRe.MatchString(id) {
+		return "", status.Error(codes.NotFound, "task not found")
+	}
+	if token <= 0 {
+		return "", invalid("leaseToken: required")
+	}
+	return tenant, nil
+}
+
+// Heartbeat extends a lease.
+func (s *Workers) Heartbeat(ctx context.Context, r *jobsv1.HeartbeatRequest) (*jobsv1.HeartbeatResponse, error) {
+	tenant, err := s.lease(ctx, r.GetTaskId(), r.GetLeaseToken())
+	if err != nil {
+		return nil, err
+	}
+	exp, cancel, err := s.Store.Heartbeat(ctx, tenant, r.GetTaskId(), r.GetLeaseToken(), 2*s.HeartbeatInterval)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	return &jobsv1.HeartbeatResponse{LeaseExpireTime: ts(exp), CancelRequested: cancel}, nil
+}
+
+// CompleteTask records a success.
+func (s *Workers) CompleteTask(ctx context.Context, r *jobsv1.CompleteTaskRequest) (*jobsv1.CompleteTaskResponse, error) {
+	tenant, err := s.lease(ctx, r.GetTaskId(), r.GetLeaseToken())
+	if err != nil {
+		return nil, err
+	}
+	raw := []byte("null")
+	if r.GetResult() != nil {
+		if raw, err = protojson.Marshal(r.GetResult()); err != nil {
+			return nil, invalid("result: %v", err)
+		}
+	}
+	if len(raw) > MaxResultBytes {
+		return nil, invalid("result: %d bytes, over the cap of %d; store large results elsewhere and return a reference", len(raw), MaxResultBytes)
+	}
+	st, err := s.Store.End(ctx, tenant, r.GetTaskId(), r.GetLeaseToken(), store.Outcome{Result: raw})
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	s.ended(tenant, r.GetTaskId(), st)
+	return &jobsv1.CompleteTaskResponse{}, nil
+}
+
+// FailTask records a failed attempt.
+func (s *Workers) FailTask(ctx context.Context, r *jobsv1.FailTaskRequest) (*jobsv1.FailTaskResponse, error) {
+	tenant, err := s.lease(ctx, r.GetTaskId(), r.GetLeaseToken())
+	if err != nil {
+		return nil, err
+	}
+	msg := r.GetError()
+	if msg == "" {
+		msg = "failed"
+	}
+	if len(msg) > MaxErrorBytes {
+		msg = msg[:MaxErrorBytes]
+	}
+	after, err := duration("retryAfter", r.GetRetryAfter())
+	if err != nil {
+		return nil, err
+	}
+	if after < 0 || after > 7*24*time.Hour {
+		return nil, invalid("retryAfter: %s is outside 0s..168h", after)
+	}
+	st, err := s.Store.End(ctx, tenant, r.GetTaskId(), r.GetLeaseToken(), store.Outcome{Err: msg, NoRetry: r.GetNoRetry(), RetryAfter: after})
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	s.ended(tenant, r.GetTaskId(), st)
+	return &jobsv1.FailTaskResponse{State: st}, nil
+}
+
+func (s *Workers) ended(tenant, id, state string) {
+	s.Hub.Ended(tenant, id)
+	if state == store.Pending {
+		s.Pump.Wake()
+	}
+	if s.Ended != nil {
+		s.Ended(tenant, id, state)
+	}
+}

@@ -1,0 +1,110 @@
+// Package runner moves tasks along: the pump hands due tasks to the broker,
+// the reaper ends attempts whose lease ran out, and the hub tells local
+// lease holders when an attempt has ended.
+package runner
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hookyard/hookyard/services/jobs/internal/bus"
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
+)
+
+// Pump publishes due tasks (new ones whose fast path failed, ETA and
+// countdown tasks, retries) from the Redis schedule to the broker. Every
+// replica runs one; claims keep them from publishing the same entry at
+// once, and a note published twice is dropped at lease time.
+type Pump struct {
+	Store    *store.Store
+	Bus      *bus.Bus
+	Log      *slog.Logger
+	Interval time.Duration // default 50ms
+	Rearm    time.Duration // default 30s
+
+	wake chan struct{}
+	once sync.Once
+}
+
+func (p *Pump) init() {
+	p.once.Do(func() {
+		p.wake = make(chan struct{}, 1)
+		if p.Interval <= 0 {
+			p.Interval = 50 * time.Millisecond
+		}
+		if p.Rearm <= 0 {
+			p.Rearm = 30 * time.Second
+		}
+	})
+}
+
+// Wake makes the pump look now.
+func (p *Pump) Wake() {
+	p.init()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Publish hands one ready task to the broker now; on failure the entry
+// stays in the schedule and the pump retries it.
+func (p *Pump) Publish(ctx context.Context, r store.Ready) error {
+	name, queue, ok, err := p.Store.Route(ctx, r)
+	if err != nil || !ok {
+		return err
+	}
+	if err := p.Bus.Publish(ctx, p.Bus.Route(r.Tenant, name, queue), r); err != nil {
+		return err
+	}
+	return p.Store.Published(ctx, r)
+}
+
+// Run pumps until ctx ends.
+func (p *Pump) Run(ctx context.Context) error {
+	p.init()
+	t := time.NewTicker(p.Interval)
+	defer t.Stop()
+	for {
+		for {
+			n, err := p.once1(ctx)
+			if err != nil && ctx.Err() == nil {
+				p.Log.Warn("pump", "err", err)
+				break
+			}
+			if n < 256 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-p.wake:
+		}
+	}
+}
+
+func (p *Pump) once1(ctx context.Context) (int, error) {
+	rs, err := p.Store.Claim(ctx, 256, p.Rearm)
+	if err != nil || len(rs) == 0 {
+		return 0, err
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for _, r := range rs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := p.Publish(ctx, r); err != nil && ctx.Err() == nil {
+				p.Log.Warn("publish ready task", "task_id", r.ID, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return len(rs), nil
+}

@@ -1,0 +1,188 @@
+package store
+
+import "github.com/redis/go-redis/v9"
+
+// Every state change of a task is one Lua script, so it is atomic against
+// every other replica and worker: the script checks the state, the
+// generation or the lease token it was called for, and changes nothing if
+// they no longer match. Times come from the caller in Unix milliseconds.
+//
+// Task hash fields: state, gen (bumped whenever the task becomes pending,
+// so a stale broker message is recognised and dropped), token (fencing
+// token of the current lease, bumped on every lease), attempts, free
+// (attempts that do not count against max retries: manual retries and
+// "retry later"), cancel, lease and hard (deadlines of the current
+// attempt), started, finished, created, worker, result, error, and the
+// immutable settings spec (JSON), name, queue, maxr, bo, bomax, hardms,
+// expire.
+
+// enqueueScript creates a pending task unless the id exists.
+// KEYS: task, index, sched, queues set. ARGV: id, now, due, member,
+// then field/value pairs.
+var enqueueScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local f = {'state', 'pending', 'gen', 1, 'token', 0, 'attempts', 0, 'free', 0, 'created', ARGV[2]}
+for i = 5, #ARGV do f[#f+1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(f))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[4], redis.call('HGET', KEYS[1], 'queue'))
+return 1
+`)
+
+// claimScript takes due entries off the schedule for publishing: it pushes
+// their score rearm ms into the future, so a replica that dies before it
+// published them leaves them to be claimed again, never lost.
+// KEYS: sched. ARGV: now, limit, rearm.
+var claimScript = redis.NewScript(`
+local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, v in ipairs(m) do redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), v) end
+return m
+`)
+
+// leaseScript starts an attempt of a pending task of generation gen.
+// KEYS: task, leases, qstat, sched, done channel.
+// ARGV: gen, now, leaseMs, worker, member, retentionMs.
+// Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
+// 0 stale message, -1 no such task, -2 expired (now cancelled).
+var leaseScript = redis.NewScript(`
+local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec')
+if not s[1] then return {-1} end
+if s[1] ~= 'pending' or s[2] ~= ARGV[1] then return {0} end
+local now = tonumber(ARGV[2])
+local expire = tonumber(s[3] or '0')
+if expire > 0 and now > expire then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now, 'error', 'expired before it started')
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PUBLISH', KEYS[5], 'cancelled')
+  return {-2}
+end
+local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local hard = now + tonumber(s[4])
+local lease = math.min(now + tonumber(ARGV[3]), hard)
+redis.call('HSET', KEYS[1], 'state', 'running', 'started', now, 'lease', lease, 'hard', hard, 'worker', ARGV[4])
+redis.call('ZADD', KEYS[2], lease, ARGV[5])
+redis.call('HINCRBY', KEYS[3], 'running', 1)
+return {1, token, attempt, lease, hard, s[5]}
+`)
+
+// heartbeatScript extends the lease of token up to the hard deadline.
+// KEYS: task, leases. ARGV: token, now, leaseMs, member.
+// Returns {1, lease, cancel} or {0}.
+var heartbeatScript = redis.NewScript(`
+local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'hard', 'cancel', 'lease')
+if s[1] ~= 'running' or s[2] ~= ARGV[1] then return {0} end
+local now = tonumber(ARGV[2])
+if now >= tonumber(s[5]) then return {0} end
+local lease = math.min(now + tonumber(ARGV[3]), tonumber(s[3]))
+redis.call('HSET', KEYS[1], 'lease', lease)
+redis.call('ZADD', KEYS[2], lease, ARGV[4])
+return {1, lease, s[4] or '0'}
+`)
+
+// endScript ends the attempt of lease token. outcome is ok, fail or
+// expire; expire (the reaper) applies only once the lease has run out, and
+// token may then be "*" for whatever lease is current.
+// KEYS: task, attempts, leases, qstat, sched, dead, done channel.
+// ARGV: token, now, outcome, result, error, noRetry, retryAfterMs, jitter
+// (0..1), member (tenant|id), resultTTL, deadTTL, id.
+// Returns {1, new state} or {0, state}.
+var endScript = redis.NewScript(`
+local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard')
+if s[1] ~= 'running' then return {0, s[1] or ''} end
+if ARGV[1] ~= '*' and s[2] ~= ARGV[1] then return {0, 'stale'} end
+local now = tonumber(ARGV[2])
+local outcome, err = ARGV[3], ARGV[5]
+-- An outcome reported at or after the hard deadline is refused, even if
+-- the reaper has not come round yet: the attempt is ended as expired.
+local refused = false
+if outcome ~= 'expire' and now >= tonumber(s[13]) then outcome, refused = 'expire', true end
+if outcome == 'expire' then
+  if now < tonumber(s[3]) and not refused then return {0, 'running'} end
+  if now >= tonumber(s[13]) then err = 'hard time limit exceeded' else err = 'lease expired: no heartbeat from the worker' end
+end
+redis.call('HINCRBY', KEYS[4], 'running', -1)
+redis.call('ZREM', KEYS[3], ARGV[9])
+local attempt = tonumber(s[4])
+local function log(o, e)
+  redis.call('RPUSH', KEYS[2], cjson.encode({number = attempt, start = tonumber(s[10]), ['end'] = now, outcome = o, error = e, worker = s[11]}))
+end
+local function finish(state, ttl)
+  redis.call('HSET', KEYS[1], 'state', state, 'finished', now)
+  redis.call('HDEL', KEYS[1], 'lease', 'hard')
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PUBLISH', KEYS[7], state)
+  if refused then return {0, 'stale'} end
+  return {1, state}
+end
+if outcome == 'ok' then
+  log('succeeded', '')
+  redis.call('HSET', KEYS[1], 'result', ARGV[4], 'error', '')
+  return finish('succeeded', ARGV[10])
+end
+if s[9] == '1' then
+  if err == '' then err = 'cancelled' end
+  log('cancelled', err)
+  redis.call('HSET', KEYS[1], 'error', err)
+  return finish('cancelled', ARGV[10])
+end
+log('failed', err)
+redis.call('HSET', KEYS[1], 'error', err)
+local function again(delay)
+  local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+  redis.call('HSET', KEYS[1], 'state', 'pending')
+  redis.call('HDEL', KEYS[1], 'lease', 'hard')
+  redis.call('ZADD', KEYS[5], now + delay, ARGV[9] .. '|' .. gen)
+  if refused then return {0, 'stale'} end
+  return {1, 'pending'}
+end
+local after = tonumber(ARGV[7])
+if after > 0 then
+  redis.call('HINCRBY', KEYS[1], 'free', 1)
+  return again(after)
+end
+local spent = attempt - tonumber(s[5])
+if ARGV[6] ~= '1' and spent <= tonumber(s[6]) then
+  local bound = math.min(tonumber(s[8]), tonumber(s[7]) * math.pow(2, spent - 1))
+  return again(math.floor(bound * tonumber(ARGV[8])))
+end
+redis.call('ZADD', KEYS[6], now, ARGV[12])
+return finish('failed', ARGV[11])
+`)
+
+// cancelScript cancels a pending task at once and marks a running one.
+// KEYS: task, sched, done channel. ARGV: now, member (tenant|id), ttl.
+// Returns the state after the call.
+var cancelScript = redis.NewScript(`
+local s = redis.call('HMGET', KEYS[1], 'state', 'gen')
+if not s[1] then return '' end
+if s[1] == 'pending' then
+  redis.call('ZREM', KEYS[2], ARGV[2] .. '|' .. s[2])
+  redis.call('HINCRBY', KEYS[1], 'gen', 1)
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[1], 'error', 'cancelled before it started')
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PUBLISH', KEYS[3], 'cancelled')
+  return 'cancelled'
+end
+if s[1] == 'running' then redis.call('HSET', KEYS[1], 'cancel', 1) end
+return s[1]
+`)
+
+// retryScript makes a failed or cancelled task pending again with a fresh
+// retry budget. KEYS: task, attempts, sched, dead. ARGV: now, member, id.
+// Returns 1, or 0 with the task in another state, -1 if missing.
+var retryScript = redis.NewScript(`
+local s = redis.call('HMGET', KEYS[1], 'state', 'attempts')
+if not s[1] then return -1 end
+if s[1] ~= 'failed' and s[1] ~= 'cancelled' then return 0 end
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'state', 'pending', 'free', s[2], 'cancel', 0)
+redis.call('HDEL', KEYS[1], 'finished', 'expire')
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2] .. '|' .. gen)
+return 1
+`)

@@ -1,0 +1,618 @@
+// Package store keeps tasks in Redis. Redis is the durable truth of a
+// task's state; the broker only carries "generation g of task t is ready"
+// notes. Every transition is one atomic script that checks what it was
+// called for (the generation of a ready note, the fencing token of a
+// lease), so notes delivered twice, replicas racing and workers whose lease
+// has ended all change nothing.
+//
+// Keys (all under one hash tag, so the scripts also run on Redis Cluster):
+//
+//	{p}:t:<tenant>:<id>   hash, the task
+//	{p}:a:<tenant>:<id>   list, the attempt log (JSON per attempt)
+//	{p}:i:<tenant>        zset, creation time → id, for listing
+//	{p}:q:<tenant>        set, the tenant's queue names
+//	{p}:qs:<tenant>:<q>   hash, running count of a queue
+//	{p}:d:<tenant>:<q>    zset, finish time → id of dead tasks
+//	{p}:sched             zset, due time → "tenant|id|gen": tasks to hand to the broker
+//	{p}:leases            zset, lease end → "tenant|id": running attempts
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// States of a task.
+const (
+	Pending   = "pending"
+	Running   = "running"
+	Succeeded = "succeeded"
+	Failed    = "failed"
+	Cancelled = "cancelled"
+)
+
+// Errors of the store.
+var (
+	ErrNotFound = errors.New("task not found")
+	// ErrLeaseLost means the lease token no longer owns the task: the
+	// attempt was ended by its hard limit or missed heartbeats, cancelled,
+	// or the task was leased again.
+	ErrLeaseLost = errors.New("lease lost: the attempt already ended (hard time limit, missed heartbeats or a newer lease)")
+	ErrExists    = errors.New("task already exists")
+)
+
+// Spec is what a client sets on a task; it never changes after enqueue.
+type Spec struct {
+	Name        string          `json:"name"`
+	Args        json.RawMessage `json:"args,omitempty"`
+	Queue       string          `json:"queue"`
+	SoftLimit   time.Duration   `json:"soft"`
+	HardLimit   time.Duration   `json:"hard"`
+	MaxRetries  int             `json:"maxRetries"`
+	Backoff     time.Duration   `json:"backoff"`
+	BackoffMax  time.Duration   `json:"backoffMax"`
+	ETA         time.Time       `json:"eta,omitzero"`
+	Expire      time.Time       `json:"expire,omitzero"`
+	CallbackURL string          `json:"callbackUrl,omitempty"`
+	ScheduleID  string          `json:"schedule,omitempty"`
+}
+
+// Attempt is one run of a task.
+type Attempt struct {
+	Number  int    `json:"number"`
+	Start   int64  `json:"start"`
+	End     int64  `json:"end"`
+	Outcome string `json:"outcome"`
+	Error   string `json:"error"`
+	Worker  string `json:"worker"`
+}
+
+// Task is a task as stored.
+type Task struct {
+	Tenant, ID      string
+	Spec            Spec
+	State           string
+	Attempts        int
+	Result          json.RawMessage
+	Error           string
+	CancelRequested bool
+	Created         time.Time
+	Started         time.Time
+	Finished        time.Time
+	Log             []Attempt
+}
+
+// Lease is a started attempt.
+type Lease struct {
+	Tenant, ID string
+	Token      int64
+	Attempt    int
+	Expires    time.Time
+	Hard       time.Time
+	Spec       Spec
+}
+
+// Config tunes a Store.
+type Config struct {
+	// Prefix of every key (wrapped in a hash tag).
+	Prefix string
+	// ResultTTL keeps succeeded and cancelled tasks (default 24h).
+	ResultTTL time.Duration
+	// DeadTTL keeps failed tasks (default 7 days).
+	DeadTTL time.Duration
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Store reads and changes tasks.
+type Store struct {
+	rdb redis.UniversalClient
+	p   string
+	cfg Config
+}
+
+// New returns a Store on rdb.
+func New(rdb redis.UniversalClient, cfg Config) *Store {
+	if cfg.ResultTTL <= 0 {
+		cfg.ResultTTL = 24 * time.Hour
+	}
+	if cfg.DeadTTL <= 0 {
+		cfg.DeadTTL = 7 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Store{rdb: rdb, p: "{" + cfg.Prefix + "}", cfg: cfg}
+}
+
+// Redis returns the client, for packages that keep their own keys next to
+// the tasks.
+func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
+// Key returns a key under the store's hash tag.
+func (s *Store) Key(parts ...string) string { return s.p + ":" + strings.Join(parts, ":") }
+
+func (s *Store) task(tenant, id string) string { return s.Key("t", tenant, id) }
+func (s *Store) log(tenant, id string) string  { return s.Key("a", tenant, id) }
+func (s *Store) index(tenant string) string    { return s.Key("i", tenant) }
+func (s *Store) queues(tenant string) string   { return s.Key("q", tenant) }
+func (s *Store) qstat(tenant, q string) string { return s.Key("qs", tenant, q) }
+func (s *Store) dead(tenant, q string) string  { return s.Key("d", tenant, q) }
+func (s *Store) sched() string                 { return s.Key("sched") }
+func (s *Store) leases() string                { return s.Key("leases") }
+func (s *Store) done(tenant, id string) string { return s.Key("done", tenant, id) }
+func member(tenant, id string) string          { return tenant + "|" + id }
+func ms(t time.Time) int64                     { return t.UnixMilli() }
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
+}
+
+// Enqueue stores a new pending task, due at spec.ETA (or now). It returns
+// ErrExists, and the stored task, when the id is taken: the id is the
+// idempotency key.
+func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Task, error) {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode task: %w", err)
+	}
+	now := s.cfg.Now()
+	due := now
+	if spec.ETA.After(now) {
+		due = spec.ETA
+	}
+	var expire int64
+	if !spec.Expire.IsZero() {
+		expire = ms(spec.Expire)
+	}
+	n, err := enqueueScript.Run(ctx, s.rdb,
+		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant)},
+		id, ms(now), ms(due), member(tenant, id)+"|1",
+		"spec", raw, "name", spec.Name, "queue", spec.Queue, "maxr", spec.MaxRetries,
+		"bo", spec.Backoff.Milliseconds(), "bomax", spec.BackoffMax.Milliseconds(),
+		"hardms", spec.HardLimit.Milliseconds(), "expire", expire,
+	).Int()
+	if err != nil {
+		return nil, fmt.Errorf("enqueue %s: %w", id, err)
+	}
+	t, err := s.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return t, ErrExists
+	}
+	return t, nil
+}
+
+// Get reads a task with its attempt log.
+func (s *Store) Get(ctx context.Context, tenant, id string) (*Task, error) {
+	pipe := s.rdb.Pipeline()
+	h := pipe.HGetAll(ctx, s.task(tenant, id))
+	l := pipe.LRange(ctx, s.log(tenant, id), 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("get task %s: %w", id, err)
+	}
+	if len(h.Val()) == 0 {
+		return nil, ErrNotFound
+	}
+	return decode(tenant, id, h.Val(), l.Val())
+}
+
+func decode(tenant, id string, h map[string]string, log []string) (*Task, error) {
+	t := &Task{Tenant: tenant, ID: id, State: h["state"], Error: h["error"], CancelRequested: h["cancel"] == "1"}
+	if err := json.Unmarshal([]byte(h["spec"]), &t.Spec); err != nil {
+		return nil, fmt.Errorf("task %s: corrupt spec: %w", id, err)
+	}
+	t.Attempts, _ = strconv.Atoi(h["attempts"])
+	if r := h["result"]; r != "" {
+		t.Result = json.RawMessage(r)
+	}
+	num := func(k string) time.Time { v, _ := strconv.ParseInt(h[k], 10, 64); return fromMS(v) }
+	t.Created, t.Started, t.Finished = num("created"), num("started"), num("finished")
+	for _, raw := range log {
+		var a Attempt
+		if err := json.Unmarshal([]byte(raw), &a); err == nil {
+			t.Log = append(t.Log, a)
+		}
+	}
+	return t, nil
+}
+
+// Filter selects tasks in List.
+type Filter struct{ State, Queue, Name string }
+
+func (f Filter) match(h map[string]string) bool {
+	return (f.State == "" || h["state"] == f.State) && (f.Queue == "" || h["queue"] == f.Queue) && (f.Name == "" || h["name"] == f.Name)
+}
+
+// List returns up to size tasks of tenant matching f, newest first, after
+// the cursor (the next of a previous call; "" for the start). It looks at
+// no more than scan tasks per call, so a rare filter returns short pages
+// with a cursor rather than reading the whole index at once.
+func (s *Store) List(ctx context.Context, tenant string, f Filter, size int, cursor string) ([]*Task, string, error) {
+	const scan = 2000
+	max := "+inf"
+	after := ""
+	if cursor != "" {
+		score, id, ok := strings.Cut(cursor, "/")
+		if !ok {
+			return nil, "", fmt.Errorf("bad cursor")
+		}
+		if _, err := strconv.ParseInt(score, 10, 64); err != nil {
+			return nil, "", fmt.Errorf("bad cursor")
+		}
+		max, after = score, id
+	}
+	ids, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.index(tenant), &redis.ZRangeBy{Max: max, Min: "-inf", Count: scan}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list tasks: %w", err)
+	}
+	// Equal scores come in reverse lexicographic order; skip up to and
+	// including the cursor's id.
+	if after != "" {
+		for i, z := range ids {
+			if strconv.FormatInt(int64(z.Score), 10) != max {
+				break
+			}
+			if z.Member.(string) == after {
+				ids = ids[i+1:]
+				break
+			}
+		}
+	}
+	var out []*Task
+	var stale []any
+	next := ""
+	for start := 0; start < len(ids) && len(out) < size; start += 100 {
+		batch := ids[start:min(start+100, len(ids))]
+		pipe := s.rdb.Pipeline()
+		hs := make([]*redis.MapStringStringCmd, len(batch))
+		for i, z := range batch {
+			hs[i] = pipe.HGetAll(ctx, s.task(tenant, z.Member.(string)))
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, "", fmt.Errorf("list tasks: %w", err)
+		}
+		for i, z := range batch {
+			id := z.Member.(string)
+			next = strconv.FormatInt(int64(z.Score), 10) + "/" + id
+			h := hs[i].Val()
+			if len(h) == 0 {
+				stale = append(stale, id) // expired by its retention
+				continue
+			}
+			if !f.match(h) {
+				continue
+			}
+			t, err := decode(tenant, id, h, nil)
+			if err != nil {
+				continue
+			}
+			out = append(out, t)
+			if len(out) == size {
+				break
+			}
+		}
+	}
+	if len(stale) > 0 {
+		s.rdb.ZRem(ctx, s.index(tenant), stale...)
+	}
+	if len(ids) < scan && len(out) < size {
+		next = "" // the index is exhausted
+	}
+	return out, next, nil
+}
+
+// Claim takes up to limit tasks that are due for the broker. A claimed
+// entry comes back after rearm unless Published removes it first.
+func (s *Store) Claim(ctx context.Context, limit int, rearm time.Duration) ([]Ready, error) {
+	m, err := claimScript.Run(ctx, s.rdb, []string{s.sched()}, ms(s.cfg.Now()), limit, rearm.Milliseconds()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("claim due tasks: %w", err)
+	}
+	out := make([]Ready, 0, len(m))
+	for _, v := range m {
+		r, err := ParseReady(v)
+		if err != nil {
+			s.rdb.ZRem(ctx, s.sched(), v)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Ready names generation Gen of a task that is due.
+type Ready struct {
+	Tenant, ID string
+	Gen        int64
+}
+
+func (r Ready) String() string { return fmt.Sprintf("%s|%s|%d", r.Tenant, r.ID, r.Gen) }
+
+// ParseReady parses Ready.String.
+func ParseReady(s string) (Ready, error) {
+	parts := strings.Split(s, "|")
+	if len(parts) != 3 {
+		return Ready{}, fmt.Errorf("bad ready entry %q", s)
+	}
+	g, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil {
+		return Ready{}, fmt.Errorf("bad ready entry %q", s)
+	}
+	return Ready{parts[0], parts[1], g}, nil
+}
+
+// Route reads what the broker needs to route a ready note: the task's name
+// and queue. ok is false when the note is stale (the task moved on), in
+// which case it is dropped from the schedule.
+func (s *Store) Route(ctx context.Context, r Ready) (name, queue string, ok bool, err error) {
+	v, err := s.rdb.HMGet(ctx, s.task(r.Tenant, r.ID), "state", "gen", "name", "queue").Result()
+	if err != nil {
+		return "", "", false, fmt.Errorf("route %s: %w", r.ID, err)
+	}
+	st, _ := v[0].(string)
+	gen, _ := v[1].(string)
+	if st != Pending || gen != strconv.FormatInt(r.Gen, 10) {
+		s.rdb.ZRem(ctx, s.sched(), r.String())
+		return "", "", false, nil
+	}
+	name, _ = v[2].(string)
+	queue, _ = v[3].(string)
+	return name, queue, true, nil
+}
+
+// Published removes a ready entry once the broker has confirmed its note.
+func (s *Store) Published(ctx context.Context, r Ready) error {
+	return s.rdb.ZRem(ctx, s.sched(), r.String()).Err()
+}
+
+// Lease starts an attempt of r if it is still pending at generation r.Gen.
+// ok is false for a stale or duplicate note, which the caller drops.
+func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Duration) (l *Lease, ok bool, err error) {
+	name, queue, ok, err := s.Route(ctx, r)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	_ = name
+	res, err := leaseScript.Run(ctx, s.rdb,
+		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID)},
+		r.Gen, ms(s.cfg.Now()), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(),
+	).Slice()
+	if err != nil {
+		return nil, false, fmt.Errorf("lease %s: %w", r.ID, err)
+	}
+	if res[0].(int64) != 1 {
+		return nil, false, nil
+	}
+	l = &Lease{Tenant: r.Tenant, ID: r.ID, Token: res[1].(int64), Attempt: int(res[2].(int64)),
+		Expires: fromMS(res[3].(int64)), Hard: fromMS(res[4].(int64))}
+	if err := json.Unmarshal([]byte(res[5].(string)), &l.Spec); err != nil {
+		return nil, false, fmt.Errorf("lease %s: corrupt spec: %w", r.ID, err)
+	}
+	return l, true, nil
+}
+
+// Heartbeat extends the lease token by ttl (never past the hard limit). It
+// reports whether a cancel was asked for, and ErrLeaseLost if the lease
+// has ended.
+func (s *Store) Heartbeat(ctx context.Context, tenant, id string, token int64, ttl time.Duration) (expires time.Time, cancel bool, err error) {
+	res, err := heartbeatScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.leases()},
+		token, ms(s.cfg.Now()), ttl.Milliseconds(), member(tenant, id)).Slice()
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("heartbeat %s: %w", id, err)
+	}
+	if res[0].(int64) != 1 {
+		return time.Time{}, false, ErrLeaseLost
+	}
+	return fromMS(res[1].(int64)), res[2].(string) == "1", nil
+}
+
+// Outcome is how an attempt ended.
+type Outcome struct {
+	Result     json.RawMessage // success when Err is ""
+	Err        string
+	NoRetry    bool
+	RetryAfter time.Duration // retry later without spending an attempt
+}
+
+// End ends the attempt of lease token with o and returns the task's new
+// state; ErrLeaseLost if token no longer owns the task.
+func (s *Store) End(ctx context.Context, tenant, id string, token int64, o Outcome) (string, error) {
+	outcome := "ok"
+	if o.Err != "" {
+		outcome = "fail"
+	}
+	return s.end(ctx, tenant, id, strconv.FormatInt(token, 10), outcome, o)
+}
+
+func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Outcome) (string, error) {
+	queue, err := s.rdb.HGet(ctx, s.task(tenant, id), "queue").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("end %s: %w", id, err)
+	}
+	noRetry := "0"
+	if o.NoRetry {
+		noRetry = "1"
+	}
+	res, err := endScript.Run(ctx, s.rdb,
+		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.qstat(tenant, queue), s.sched(), s.dead(tenant, queue), s.done(tenant, id)},
+		token, ms(s.cfg.Now()), outcome, string(o.Result), o.Err, noRetry, o.RetryAfter.Milliseconds(), rand.Float64(),
+		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id,
+	).Slice()
+	if err != nil {
+		return "", fmt.Errorf("end %s: %w", id, err)
+	}
+	if res[0].(int64) != 1 {
+		return res[1].(string), ErrLeaseLost
+	}
+	return res[1].(string), nil
+}
+
+// Expired lists up to limit leases whose time has run out.
+func (s *Store) Expired(ctx context.Context, limit int) ([][2]string, error) {
+	m, err := s.rdb.ZRangeByScore(ctx, s.leases(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(ms(s.cfg.Now()), 10), Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("expired leases: %w", err)
+	}
+	out := make([][2]string, 0, len(m))
+	for _, v := range m {
+		tenant, id, ok := strings.Cut(v, "|")
+		if !ok {
+			s.rdb.ZRem(ctx, s.leases(), v)
+			continue
+		}
+		out = append(out, [2]string{tenant, id})
+	}
+	return out, nil
+}
+
+// Expire fails the current attempt of a task whose lease has run out; it
+// does nothing when a heartbeat extended the lease meanwhile or another
+// replica expired it first. changed reports whether this call did it.
+func (s *Store) Expire(ctx context.Context, tenant, id string) (state string, changed bool, err error) {
+	st, err := s.end(ctx, tenant, id, "*", "expire", Outcome{})
+	if errors.Is(err, ErrNotFound) {
+		s.rdb.ZRem(ctx, s.leases(), member(tenant, id))
+		return "", false, nil
+	}
+	if errors.Is(err, ErrLeaseLost) {
+		if st != Running {
+			s.rdb.ZRem(ctx, s.leases(), member(tenant, id))
+		}
+		return st, false, nil
+	}
+	return st, err == nil, err
+}
+
+// Cancel cancels a pending task (it will never run) or asks a running one
+// to stop. It returns the task after the call.
+func (s *Store) Cancel(ctx context.Context, tenant, id string) (*Task, error) {
+	st, err := cancelScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.sched(), s.done(tenant, id)},
+		ms(s.cfg.Now()), member(tenant, id), s.cfg.ResultTTL.Milliseconds()).Text()
+	if err != nil {
+		return nil, fmt.Errorf("cancel %s: %w", id, err)
+	}
+	if st == "" {
+		return nil, ErrNotFound
+	}
+	return s.Get(ctx, tenant, id)
+}
+
+// ErrState is returned by Retry for a task that is not failed or cancelled.
+var ErrState = errors.New("only a failed or cancelled task can be retried")
+
+// Retry makes a failed or cancelled task pending again, due now.
+func (s *Store) Retry(ctx context.Context, tenant, id string) (*Task, error) {
+	queue, err := s.rdb.HGet(ctx, s.task(tenant, id), "queue").Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("retry %s: %w", id, err)
+	}
+	n, err := retryScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.log(tenant, id), s.sched(), s.dead(tenant, queue)},
+		ms(s.cfg.Now()), member(tenant, id), id).Int()
+	if err != nil {
+		return nil, fmt.Errorf("retry %s: %w", id, err)
+	}
+	switch n {
+	case -1:
+		return nil, ErrNotFound
+	case 0:
+		return nil, ErrState
+	}
+	return s.Get(ctx, tenant, id)
+}
+
+// Wait blocks until the task is in an end state, ctx ends or timeout
+// passes, and returns it as it is then.
+func (s *Store) Wait(ctx context.Context, tenant, id string, timeout time.Duration) (*Task, error) {
+	sub := s.rdb.Subscribe(ctx, s.done(tenant, id))
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		return nil, fmt.Errorf("wait %s: %w", id, err)
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	// The subscription is in place before the first read, so an end
+	// between the two is not missed; the ticker covers a lost message.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		t, err := s.Get(ctx, tenant, id)
+		if err != nil || Ended(t.State) {
+			return t, err
+		}
+		select {
+		case <-sub.Channel():
+		case <-tick.C:
+		case <-deadline.C:
+			return s.Get(ctx, tenant, id)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Ended reports whether state is an end state.
+func Ended(state string) bool { return state == Succeeded || state == Failed || state == Cancelled }
+
+// QueueStats are the counts of one queue.
+type QueueStats struct {
+	Name          string
+	Running, Dead int64
+}
+
+// Queues returns the tenant's queues with their running and dead counts;
+// dead tasks past their retention are pruned on the way.
+func (s *Store) Queues(ctx context.Context, tenant string) ([]QueueStats, error) {
+	names, err := s.rdb.SMembers(ctx, s.queues(tenant)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	cutoff := strconv.FormatInt(ms(s.cfg.Now().Add(-s.cfg.DeadTTL)), 10)
+	pipe := s.rdb.Pipeline()
+	run := make([]*redis.StringCmd, len(names))
+	dead := make([]*redis.IntCmd, len(names))
+	for i, q := range names {
+		pipe.ZRemRangeByScore(ctx, s.dead(tenant, q), "-inf", "("+cutoff)
+		run[i] = pipe.HGet(ctx, s.qstat(tenant, q), "running")
+		dead[i] = pipe.ZCard(ctx, s.dead(tenant, q))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	out := make([]QueueStats, len(names))
+	for i, q := range names {
+		r, _ := run[i].Int64()
+		out[i] = QueueStats{Name: q, Running: r, Dead: dead[i].Val()}
+	}
+	return out, nil
+}
+
+// Holds reports whether lease token still owns the task (an error counts
+// as yes, so a Redis hiccup does not free a slot early).
+func (s *Store) Holds(ctx context.Context, tenant, id string, token int64) bool {
+	v, err := s.rdb.HMGet(ctx, s.task(tenant, id), "state", "token").Result()
+	if err != nil {
+		return true
+	}
+	st, _ := v[0].(string)
+	tok, _ := v[1].(string)
+	return st == Running && tok == strconv.FormatInt(token, 10)
+}

@@ -1,0 +1,118 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
+	"github.com/hookyard/hookyard/platform/redisconn"
+)
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func newStore(t *testing.T) (*store.Store, *clock) {
+	t.Helper()
+	rdb, err := redisconn.Open(jobstest.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("hookyard:test:jobs:store:%x%04x", time.Now().UnixNano(), rand.N(1<<16))
+	c := &clock{t: time.Now()}
+	s := store.New(rdb, store.Config{Prefix: prefix, Now: c.Now})
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, "{"+prefix+"}:*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+		rdb.Close()
+	})
+	return s, c
+}
+
+func lease(t *testing.T, s *store.Store, tenant, id string, gen int64) *store.Lease {
+	t.Helper()
+	l, ok, err := s.Lease(context.Background(), store.Ready{Tenant: tenant, ID: id, Gen: gen}, "w", 10*time.Second)
+	if err != nil || !ok {
+		t.Fatalf("lease %s gen %d: %v %v", id, gen, ok, err)
+	}
+	return l
+}
+
+// An outcome that arrives after the hard deadline is refused even when no
+// reaper has ended the attempt yet.
+func TestOutcomeAfterHardDeadlineIsRefused(t *testing.T) {
+	s, c := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, "acme", "t1", store.Spec{Name: "x", Queue: "q", HardLimit: time.Second, MaxRetries: 1, Backoff: time.Second, BackoffMax: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	l := lease(t, s, "acme", "t1", 1)
+	c.Add(1500 * time.Millisecond)
+	if _, err := s.End(ctx, "acme", "t1", l.Token, store.Outcome{Result: []byte(`1`)}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("late complete: %v, want ErrLeaseLost", err)
+	}
+	got, _ := s.Get(ctx, "acme", "t1")
+	if got.State != store.Pending || got.Log[0].Error != "hard time limit exceeded" {
+		t.Fatalf("after the late complete: %s %+v", got.State, got.Log)
+	}
+}
+
+// A note delivered twice (or an old generation) never starts a second
+// attempt.
+func TestDuplicateAndStaleNotesAreDropped(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, "acme", "t1", store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond, MaxRetries: 3}); err != nil {
+		t.Fatal(err)
+	}
+	l := lease(t, s, "acme", "t1", 1)
+	if _, ok, _ := s.Lease(ctx, store.Ready{Tenant: "acme", ID: "t1", Gen: 1}, "w", time.Second); ok {
+		t.Fatal("a duplicate note leased a running task")
+	}
+	if st, err := s.End(ctx, "acme", "t1", l.Token, store.Outcome{Err: "boom"}); err != nil || st != store.Pending {
+		t.Fatalf("fail: %s %v", st, err)
+	}
+	if _, ok, _ := s.Lease(ctx, store.Ready{Tenant: "acme", ID: "t1", Gen: 1}, "w", time.Second); ok {
+		t.Fatal("the first generation's note leased the retry")
+	}
+	lease(t, s, "acme", "t1", 2)
+}
+
+// Retries spend attempts up to maxRetries; "retry later" does not.
+func TestRetryBudget(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, "acme", "t1", store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond, MaxRetries: 1}); err != nil {
+		t.Fatal(err)
+	}
+	l := lease(t, s, "acme", "t1", 1)
+	if st, _ := s.End(ctx, "acme", "t1", l.Token, store.Outcome{Err: "later", RetryAfter: time.Millisecond}); st != store.Pending {
+		t.Fatalf("retry later: %s", st)
+	}
+	l = lease(t, s, "acme", "t1", 2)
+	if st, _ := s.End(ctx, "acme", "t1", l.Token, store.Outcome{Err: "one"}); st != store.Pending {
+		t.Fatalf("first failure: %s", st)
+	}
+	l = lease(t, s, "acme", "t1", 3)
+	if st, _ := s.End(ctx, "acme", "t1", l.Token, store.Outcome{Err: "two"}); st != store.Failed {
+		t.Fatalf("second failure: %s, want failed", st)
+	}
+	got, _ := s.Get(ctx, "acme", "t1")
+	if got.Attempts != 3 || got.Error != "two" || len(got.Log) != 3 {
+		t.Fatalf("task %+v", got)
+	}
+}
