@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -26,22 +27,55 @@ const (
 // Namespace is a set of keys with one origin and policy.
 type Namespace struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Name, unique within the tenant.
+	// Name, unique within the tenant: letters, digits, '-', '_' and '.'.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Origin URL template; "{key}" is replaced by the key. Empty means no
-	// read-through.
+	// Origin URL template for reads; "{key}" is replaced by the URL-escaped
+	// key. Required by read_through, write_through and write_behind.
 	OriginUrl string `protobuf:"bytes,2,opt,name=origin_url,json=originUrl,proto3" json:"origin_url,omitempty"`
-	// read_through (default), write_through or write_behind.
+	// Deprecated: the first sketch's name of strategy ("read_through",
+	// "write_through" or "write_behind"); read only when strategy is empty.
+	//
+	// Deprecated: Marked as deprecated in hookyard/cache/v1/cache.proto.
 	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
-	// Time to live; unset means 5m.
+	// Time to live of a value; unset means 5m.
 	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	// Event routing-key patterns whose events invalidate keys of this
-	// namespace.
+	// Event routing-key patterns ("*" one word, "#" any) whose events
+	// invalidate the whole namespace.
 	InvalidateOn []string `protobuf:"bytes,5,rep,name=invalidate_on,json=invalidateOn,proto3" json:"invalidate_on,omitempty"`
 	// Output only.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// cache_aside, read_through (default), write_through or write_behind.
+	Strategy string `protobuf:"bytes,7,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// Headers sent with every origin request (e.g. Authorization).
+	Headers map[string]string `protobuf:"bytes,8,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Origin request timeout; unset means 5s, at most 60s.
+	Timeout *durationpb.Duration `protobuf:"bytes,9,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Each stored TTL is ttl plus or minus a random share of this, so keys
+	// filled together do not expire together. Must be less than ttl.
+	TtlJitter *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl_jitter,json=ttlJitter,proto3" json:"ttl_jitter,omitempty"`
+	// How long an origin 404 is remembered; unset means 30s, 0s (set) turns
+	// negative caching off.
+	NegativeTtl *durationpb.Duration `protobuf:"bytes,11,opt,name=negative_ttl,json=negativeTtl,proto3" json:"negative_ttl,omitempty"`
+	// How long past its TTL a value may still be served while it is
+	// refreshed, or while the origin fails. Unset means 0.
+	StaleWhileRevalidate *durationpb.Duration `protobuf:"bytes,12,opt,name=stale_while_revalidate,json=staleWhileRevalidate,proto3" json:"stale_while_revalidate,omitempty"`
+	// Largest value stored, from the origin or a write; unset means 1 MiB,
+	// at most 4 MiB.
+	MaxValueBytes int64 `protobuf:"varint,13,opt,name=max_value_bytes,json=maxValueBytes,proto3" json:"max_value_bytes,omitempty"`
+	// HTTP method of origin writes (write_through, write_behind); unset
+	// means PUT.
+	WriteMethod string `protobuf:"bytes,14,opt,name=write_method,json=writeMethod,proto3" json:"write_method,omitempty"`
+	// URL template of origin writes; unset means origin_url.
+	WriteUrl string `protobuf:"bytes,15,opt,name=write_url,json=writeUrl,proto3" json:"write_url,omitempty"`
+	// Rules that turn events into invalidations.
+	InvalidationRules []*InvalidationRule `protobuf:"bytes,16,rep,name=invalidation_rules,json=invalidationRules,proto3" json:"invalidation_rules,omitempty"`
+	// Output only.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Probability scale of early refresh of hot keys (XFetch beta); unset or
+	// 0 turns early refresh off, 1 is the usual value.
+	EarlyRefreshBeta float64 `protobuf:"fixed64,18,opt,name=early_refresh_beta,json=earlyRefreshBeta,proto3" json:"early_refresh_beta,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Namespace) Reset() {
@@ -88,6 +122,7 @@ func (x *Namespace) GetOriginUrl() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in hookyard/cache/v1/cache.proto.
 func (x *Namespace) GetMode() string {
 	if x != nil {
 		return x.Mode
@@ -116,6 +151,165 @@ func (x *Namespace) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Namespace) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *Namespace) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *Namespace) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Namespace) GetTtlJitter() *durationpb.Duration {
+	if x != nil {
+		return x.TtlJitter
+	}
+	return nil
+}
+
+func (x *Namespace) GetNegativeTtl() *durationpb.Duration {
+	if x != nil {
+		return x.NegativeTtl
+	}
+	return nil
+}
+
+func (x *Namespace) GetStaleWhileRevalidate() *durationpb.Duration {
+	if x != nil {
+		return x.StaleWhileRevalidate
+	}
+	return nil
+}
+
+func (x *Namespace) GetMaxValueBytes() int64 {
+	if x != nil {
+		return x.MaxValueBytes
+	}
+	return 0
+}
+
+func (x *Namespace) GetWriteMethod() string {
+	if x != nil {
+		return x.WriteMethod
+	}
+	return ""
+}
+
+func (x *Namespace) GetWriteUrl() string {
+	if x != nil {
+		return x.WriteUrl
+	}
+	return ""
+}
+
+func (x *Namespace) GetInvalidationRules() []*InvalidationRule {
+	if x != nil {
+		return x.InvalidationRules
+	}
+	return nil
+}
+
+func (x *Namespace) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Namespace) GetEarlyRefreshBeta() float64 {
+	if x != nil {
+		return x.EarlyRefreshBeta
+	}
+	return 0
+}
+
+// InvalidationRule invalidates keys and tags named by an event.
+type InvalidationRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Routing-key pattern over "<source>.<type>" ("*" one word, "#" any),
+	// e.g. "stripe.customer.*".
+	EventType string `protobuf:"bytes,1,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// Key templates; "{a.b.c}" is replaced by that field of the event's JSON
+	// payload, e.g. "customer:{data.object.id}".
+	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Tag templates, built the same way.
+	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Key prefix templates, built the same way.
+	Prefixes      []string `protobuf:"bytes,4,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvalidationRule) Reset() {
+	*x = InvalidationRule{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvalidationRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvalidationRule) ProtoMessage() {}
+
+func (x *InvalidationRule) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvalidationRule.ProtoReflect.Descriptor instead.
+func (*InvalidationRule) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *InvalidationRule) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *InvalidationRule) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *InvalidationRule) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *InvalidationRule) GetPrefixes() []string {
+	if x != nil {
+		return x.Prefixes
+	}
+	return nil
+}
+
 // Entry is a cached value.
 type Entry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -123,17 +317,26 @@ type Entry struct {
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Value bytes.
 	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	// Whether the value came from the cache.
+	// Output only. Whether the value came from the cache.
 	Hit bool `protobuf:"varint,3,opt,name=hit,proto3" json:"hit,omitempty"`
-	// When the value expires.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Output only. When the value stops being fresh.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Output only. How long ago the value was stored.
+	Age *durationpb.Duration `protobuf:"bytes,5,opt,name=age,proto3" json:"age,omitempty"`
+	// Output only. Whether the value is past its TTL (served within the
+	// stale-while-revalidate window).
+	Stale bool `protobuf:"varint,6,opt,name=stale,proto3" json:"stale,omitempty"`
+	// Tags of the value, for invalidation by tag.
+	Tags []string `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Input only. TTL of a write; unset means the namespace's.
+	Ttl           *durationpb.Duration `protobuf:"bytes,8,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[1]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +348,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[1]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +361,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{1}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Entry) GetKey() string {
@@ -189,6 +392,34 @@ func (x *Entry) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Entry) GetAge() *durationpb.Duration {
+	if x != nil {
+		return x.Age
+	}
+	return nil
+}
+
+func (x *Entry) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *Entry) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *Entry) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 // CreateNamespaceRequest is the request of CreateNamespace.
 type CreateNamespaceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -200,7 +431,7 @@ type CreateNamespaceRequest struct {
 
 func (x *CreateNamespaceRequest) Reset() {
 	*x = CreateNamespaceRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[2]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +443,7 @@ func (x *CreateNamespaceRequest) String() string {
 func (*CreateNamespaceRequest) ProtoMessage() {}
 
 func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[2]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +456,7 @@ func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{2}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateNamespaceRequest) GetNamespace() *Namespace {
@@ -233,6 +464,190 @@ func (x *CreateNamespaceRequest) GetNamespace() *Namespace {
 		return x.Namespace
 	}
 	return nil
+}
+
+// GetNamespaceRequest is the request of GetNamespace.
+type GetNamespaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNamespaceRequest) Reset() {
+	*x = GetNamespaceRequest{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNamespaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNamespaceRequest) ProtoMessage() {}
+
+func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNamespaceRequest.ProtoReflect.Descriptor instead.
+func (*GetNamespaceRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetNamespaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// UpdateNamespaceRequest is the request of UpdateNamespace.
+type UpdateNamespaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The namespace; name selects it.
+	Namespace *Namespace `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Fields to update.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateNamespaceRequest) Reset() {
+	*x = UpdateNamespaceRequest{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateNamespaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateNamespaceRequest) ProtoMessage() {}
+
+func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateNamespaceRequest.ProtoReflect.Descriptor instead.
+func (*UpdateNamespaceRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UpdateNamespaceRequest) GetNamespace() *Namespace {
+	if x != nil {
+		return x.Namespace
+	}
+	return nil
+}
+
+func (x *UpdateNamespaceRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+// DeleteNamespaceRequest is the request of DeleteNamespace.
+type DeleteNamespaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNamespaceRequest) Reset() {
+	*x = DeleteNamespaceRequest{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNamespaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNamespaceRequest) ProtoMessage() {}
+
+func (x *DeleteNamespaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNamespaceRequest.ProtoReflect.Descriptor instead.
+func (*DeleteNamespaceRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteNamespaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteNamespaceResponse is the response of DeleteNamespace.
+type DeleteNamespaceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNamespaceResponse) Reset() {
+	*x = DeleteNamespaceResponse{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNamespaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNamespaceResponse) ProtoMessage() {}
+
+func (x *DeleteNamespaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNamespaceResponse.ProtoReflect.Descriptor instead.
+func (*DeleteNamespaceResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{7}
 }
 
 // ListNamespacesRequest is the request of ListNamespaces.
@@ -248,7 +663,7 @@ type ListNamespacesRequest struct {
 
 func (x *ListNamespacesRequest) Reset() {
 	*x = ListNamespacesRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[3]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +675,7 @@ func (x *ListNamespacesRequest) String() string {
 func (*ListNamespacesRequest) ProtoMessage() {}
 
 func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[3]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +688,7 @@ func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesRequest.ProtoReflect.Descriptor instead.
 func (*ListNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{3}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListNamespacesRequest) GetPageSize() int32 {
@@ -303,7 +718,7 @@ type ListNamespacesResponse struct {
 
 func (x *ListNamespacesResponse) Reset() {
 	*x = ListNamespacesResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[4]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -315,7 +730,7 @@ func (x *ListNamespacesResponse) String() string {
 func (*ListNamespacesResponse) ProtoMessage() {}
 
 func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[4]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -328,7 +743,7 @@ func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesResponse.ProtoReflect.Descriptor instead.
 func (*ListNamespacesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{4}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListNamespacesResponse) GetNamespaces() []*Namespace {
@@ -358,7 +773,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[5]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +785,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[5]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +798,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{5}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetKeyRequest) GetNs() string {
@@ -396,6 +811,181 @@ func (x *GetKeyRequest) GetNs() string {
 func (x *GetKeyRequest) GetKey() string {
 	if x != nil {
 		return x.Key
+	}
+	return ""
+}
+
+// BatchGetKeysRequest is the request of BatchGetKeys.
+type BatchGetKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace name.
+	Ns string `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	// Keys, at most 100.
+	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetKeysRequest) Reset() {
+	*x = BatchGetKeysRequest{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetKeysRequest) ProtoMessage() {}
+
+func (x *BatchGetKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetKeysRequest.ProtoReflect.Descriptor instead.
+func (*BatchGetKeysRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BatchGetKeysRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *BatchGetKeysRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// BatchGetKeysResponse is the response of BatchGetKeys.
+type BatchGetKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per requested key, in request order.
+	Results       []*KeyResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetKeysResponse) Reset() {
+	*x = BatchGetKeysResponse{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetKeysResponse) ProtoMessage() {}
+
+func (x *BatchGetKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetKeysResponse.ProtoReflect.Descriptor instead.
+func (*BatchGetKeysResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BatchGetKeysResponse) GetResults() []*KeyResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// KeyResult is the outcome of one key of BatchGetKeys.
+type KeyResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The entry, when the key has a value.
+	Entry *Entry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	// gRPC status code name when it has none (e.g. "NOT_FOUND",
+	// "UNAVAILABLE"); empty on success.
+	ErrorCode string `protobuf:"bytes,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	// Why, when error_code is set.
+	ErrorMessage  string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyResult) Reset() {
+	*x = KeyResult{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyResult) ProtoMessage() {}
+
+func (x *KeyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyResult.ProtoReflect.Descriptor instead.
+func (*KeyResult) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *KeyResult) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyResult) GetEntry() *Entry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *KeyResult) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *KeyResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
 	}
 	return ""
 }
@@ -415,7 +1005,7 @@ type PutKeyRequest struct {
 
 func (x *PutKeyRequest) Reset() {
 	*x = PutKeyRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[6]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +1017,7 @@ func (x *PutKeyRequest) String() string {
 func (*PutKeyRequest) ProtoMessage() {}
 
 func (x *PutKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[6]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +1030,7 @@ func (x *PutKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutKeyRequest.ProtoReflect.Descriptor instead.
 func (*PutKeyRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{6}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PutKeyRequest) GetNs() string {
@@ -477,7 +1067,7 @@ type DeleteKeyRequest struct {
 
 func (x *DeleteKeyRequest) Reset() {
 	*x = DeleteKeyRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[7]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +1079,7 @@ func (x *DeleteKeyRequest) String() string {
 func (*DeleteKeyRequest) ProtoMessage() {}
 
 func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[7]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +1092,7 @@ func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteKeyRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{7}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteKeyRequest) GetNs() string {
@@ -528,7 +1118,7 @@ type DeleteKeyResponse struct {
 
 func (x *DeleteKeyResponse) Reset() {
 	*x = DeleteKeyResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[8]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +1130,7 @@ func (x *DeleteKeyResponse) String() string {
 func (*DeleteKeyResponse) ProtoMessage() {}
 
 func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[8]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +1143,7 @@ func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteKeyResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{8}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{16}
 }
 
 // InvalidateNamespaceRequest is the request of InvalidateNamespace.
@@ -563,15 +1153,22 @@ type InvalidateNamespaceRequest struct {
 	Ns string `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
 	// Exact keys to invalidate.
 	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
-	// Glob patterns of keys; "*" invalidates the whole namespace.
-	Patterns      []string `protobuf:"bytes,3,rep,name=patterns,proto3" json:"patterns,omitempty"`
+	// Glob patterns of keys: "*" invalidates the whole namespace and "abc*"
+	// every key starting with "abc"; no other forms are accepted.
+	Patterns []string `protobuf:"bytes,3,rep,name=patterns,proto3" json:"patterns,omitempty"`
+	// Tags whose keys to invalidate.
+	Tags []string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Key prefixes whose keys to invalidate.
+	Prefixes []string `protobuf:"bytes,5,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
+	// Invalidate every key of the namespace.
+	All           bool `protobuf:"varint,6,opt,name=all,proto3" json:"all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InvalidateNamespaceRequest) Reset() {
 	*x = InvalidateNamespaceRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[9]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +1180,7 @@ func (x *InvalidateNamespaceRequest) String() string {
 func (*InvalidateNamespaceRequest) ProtoMessage() {}
 
 func (x *InvalidateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[9]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +1193,7 @@ func (x *InvalidateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*InvalidateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{9}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InvalidateNamespaceRequest) GetNs() string {
@@ -620,10 +1217,32 @@ func (x *InvalidateNamespaceRequest) GetPatterns() []string {
 	return nil
 }
 
+func (x *InvalidateNamespaceRequest) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *InvalidateNamespaceRequest) GetPrefixes() []string {
+	if x != nil {
+		return x.Prefixes
+	}
+	return nil
+}
+
+func (x *InvalidateNamespaceRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
 // InvalidateNamespaceResponse is the response of InvalidateNamespace.
 type InvalidateNamespaceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Keys removed.
+	// Cached values removed (a whole-namespace invalidation counts 0: it
+	// retires every value at once without visiting them).
 	Invalidated   int64 `protobuf:"varint,1,opt,name=invalidated,proto3" json:"invalidated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -631,7 +1250,7 @@ type InvalidateNamespaceResponse struct {
 
 func (x *InvalidateNamespaceResponse) Reset() {
 	*x = InvalidateNamespaceResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[10]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +1262,7 @@ func (x *InvalidateNamespaceResponse) String() string {
 func (*InvalidateNamespaceResponse) ProtoMessage() {}
 
 func (x *InvalidateNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[10]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +1275,7 @@ func (x *InvalidateNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*InvalidateNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{10}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InvalidateNamespaceResponse) GetInvalidated() int64 {
@@ -666,28 +1285,266 @@ func (x *InvalidateNamespaceResponse) GetInvalidated() int64 {
 	return 0
 }
 
+// ListPendingWritesRequest is the request of ListPendingWrites.
+type ListPendingWritesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace name.
+	Ns string `protobuf:"bytes,1,opt,name=ns,proto3" json:"ns,omitempty"`
+	// Default 50, maximum 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPendingWritesRequest) Reset() {
+	*x = ListPendingWritesRequest{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPendingWritesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPendingWritesRequest) ProtoMessage() {}
+
+func (x *ListPendingWritesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPendingWritesRequest.ProtoReflect.Descriptor instead.
+func (*ListPendingWritesRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListPendingWritesRequest) GetNs() string {
+	if x != nil {
+		return x.Ns
+	}
+	return ""
+}
+
+func (x *ListPendingWritesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPendingWritesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListPendingWritesResponse is the response of ListPendingWrites.
+type ListPendingWritesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pending writes, oldest first.
+	Writes []*PendingWrite `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPendingWritesResponse) Reset() {
+	*x = ListPendingWritesResponse{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPendingWritesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPendingWritesResponse) ProtoMessage() {}
+
+func (x *ListPendingWritesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPendingWritesResponse.ProtoReflect.Descriptor instead.
+func (*ListPendingWritesResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListPendingWritesResponse) GetWrites() []*PendingWrite {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *ListPendingWritesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// PendingWrite is a write-behind write the origin has not yet accepted.
+type PendingWrite struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// When the oldest write not yet at the origin was made.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Origin attempts so far.
+	Attempts int32 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Why the last attempt failed.
+	LastError string `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the next attempt is due.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PendingWrite) Reset() {
+	*x = PendingWrite{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingWrite) ProtoMessage() {}
+
+func (x *PendingWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingWrite.ProtoReflect.Descriptor instead.
+func (*PendingWrite) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PendingWrite) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *PendingWrite) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *PendingWrite) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *PendingWrite) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *PendingWrite) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
 var File_hookyard_cache_v1_cache_proto protoreflect.FileDescriptor
 
 const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\n" +
-	"\x1dhookyard/cache/v1/cache.proto\x12\x11hookyard.cache.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x01\n" +
+	"\x1dhookyard/cache/v1/cache.proto\x12\x11hookyard.cache.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\a\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"origin_url\x18\x02 \x01(\tR\toriginUrl\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\tR\x04mode\x12+\n" +
+	"origin_url\x18\x02 \x01(\tR\toriginUrl\x12\x16\n" +
+	"\x04mode\x18\x03 \x01(\tB\x02\x18\x01R\x04mode\x12+\n" +
 	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12#\n" +
 	"\rinvalidate_on\x18\x05 \x03(\tR\finvalidateOn\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"~\n" +
+	"createTime\x12\x1a\n" +
+	"\bstrategy\x18\a \x01(\tR\bstrategy\x12C\n" +
+	"\aheaders\x18\b \x03(\v2).hookyard.cache.v1.Namespace.HeadersEntryR\aheaders\x123\n" +
+	"\atimeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\atimeout\x128\n" +
+	"\n" +
+	"ttl_jitter\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\tttlJitter\x12<\n" +
+	"\fnegative_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\vnegativeTtl\x12O\n" +
+	"\x16stale_while_revalidate\x18\f \x01(\v2\x19.google.protobuf.DurationR\x14staleWhileRevalidate\x12&\n" +
+	"\x0fmax_value_bytes\x18\r \x01(\x03R\rmaxValueBytes\x12!\n" +
+	"\fwrite_method\x18\x0e \x01(\tR\vwriteMethod\x12\x1b\n" +
+	"\twrite_url\x18\x0f \x01(\tR\bwriteUrl\x12R\n" +
+	"\x12invalidation_rules\x18\x10 \x03(\v2#.hookyard.cache.v1.InvalidationRuleR\x11invalidationRules\x12;\n" +
+	"\vupdate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12,\n" +
+	"\x12early_refresh_beta\x18\x12 \x01(\x01R\x10earlyRefreshBeta\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
+	"\x10InvalidationRule\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x01 \x01(\tR\teventType\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x12\x1a\n" +
+	"\bprefixes\x18\x04 \x03(\tR\bprefixes\"\x82\x02\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x10\n" +
 	"\x03hit\x18\x03 \x01(\bR\x03hit\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"T\n" +
+	"expireTime\x12+\n" +
+	"\x03age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03age\x12\x14\n" +
+	"\x05stale\x18\x06 \x01(\bR\x05stale\x12\x12\n" +
+	"\x04tags\x18\a \x03(\tR\x04tags\x12+\n" +
+	"\x03ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"T\n" +
 	"\x16CreateNamespaceRequest\x12:\n" +
-	"\tnamespace\x18\x01 \x01(\v2\x1c.hookyard.cache.v1.NamespaceR\tnamespace\"S\n" +
+	"\tnamespace\x18\x01 \x01(\v2\x1c.hookyard.cache.v1.NamespaceR\tnamespace\")\n" +
+	"\x13GetNamespaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x91\x01\n" +
+	"\x16UpdateNamespaceRequest\x12:\n" +
+	"\tnamespace\x18\x01 \x01(\v2\x1c.hookyard.cache.v1.NamespaceR\tnamespace\x12;\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\",\n" +
+	"\x16DeleteNamespaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
+	"\x17DeleteNamespaceResponse\"S\n" +
 	"\x15ListNamespacesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -699,7 +1556,18 @@ const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"1\n" +
 	"\rGetKeyRequest\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\"a\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"9\n" +
+	"\x13BatchGetKeysRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\"N\n" +
+	"\x14BatchGetKeysResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.hookyard.cache.v1.KeyResultR\aresults\"\x91\x01\n" +
+	"\tKeyResult\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
+	"\x05entry\x18\x02 \x01(\v2\x18.hookyard.cache.v1.EntryR\x05entry\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x03 \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"a\n" +
 	"\rPutKeyRequest\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12.\n" +
@@ -707,20 +1575,44 @@ const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\x10DeleteKeyRequest\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\"\x13\n" +
-	"\x11DeleteKeyResponse\"\\\n" +
+	"\x11DeleteKeyResponse\"\x9e\x01\n" +
 	"\x1aInvalidateNamespaceRequest\x12\x0e\n" +
 	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x1a\n" +
-	"\bpatterns\x18\x03 \x03(\tR\bpatterns\"?\n" +
+	"\bpatterns\x18\x03 \x03(\tR\bpatterns\x12\x12\n" +
+	"\x04tags\x18\x04 \x03(\tR\x04tags\x12\x1a\n" +
+	"\bprefixes\x18\x05 \x03(\tR\bprefixes\x12\x10\n" +
+	"\x03all\x18\x06 \x01(\bR\x03all\"?\n" +
 	"\x1bInvalidateNamespaceResponse\x12 \n" +
-	"\vinvalidated\x18\x01 \x01(\x03R\vinvalidated2\xab\x04\n" +
+	"\vinvalidated\x18\x01 \x01(\x03R\vinvalidated\"f\n" +
+	"\x18ListPendingWritesRequest\x12\x0e\n" +
+	"\x02ns\x18\x01 \x01(\tR\x02ns\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"|\n" +
+	"\x19ListPendingWritesResponse\x127\n" +
+	"\x06writes\x18\x01 \x03(\v2\x1f.hookyard.cache.v1.PendingWriteR\x06writes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe0\x01\n" +
+	"\fPendingWrite\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12;\n" +
+	"\vcreate_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x04 \x01(\tR\tlastError\x12F\n" +
+	"\x11next_attempt_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime2\x98\b\n" +
 	"\fCacheService\x12Z\n" +
 	"\x0fCreateNamespace\x12).hookyard.cache.v1.CreateNamespaceRequest\x1a\x1c.hookyard.cache.v1.Namespace\x12e\n" +
 	"\x0eListNamespaces\x12(.hookyard.cache.v1.ListNamespacesRequest\x1a).hookyard.cache.v1.ListNamespacesResponse\x12D\n" +
 	"\x06GetKey\x12 .hookyard.cache.v1.GetKeyRequest\x1a\x18.hookyard.cache.v1.Entry\x12D\n" +
 	"\x06PutKey\x12 .hookyard.cache.v1.PutKeyRequest\x1a\x18.hookyard.cache.v1.Entry\x12V\n" +
 	"\tDeleteKey\x12#.hookyard.cache.v1.DeleteKeyRequest\x1a$.hookyard.cache.v1.DeleteKeyResponse\x12t\n" +
-	"\x13InvalidateNamespace\x12-.hookyard.cache.v1.InvalidateNamespaceRequest\x1a..hookyard.cache.v1.InvalidateNamespaceResponseB<Z:github.com/hookyard/hookyard/gen/hookyard/cache/v1;cachev1b\x06proto3"
+	"\x13InvalidateNamespace\x12-.hookyard.cache.v1.InvalidateNamespaceRequest\x1a..hookyard.cache.v1.InvalidateNamespaceResponse\x12T\n" +
+	"\fGetNamespace\x12&.hookyard.cache.v1.GetNamespaceRequest\x1a\x1c.hookyard.cache.v1.Namespace\x12Z\n" +
+	"\x0fUpdateNamespace\x12).hookyard.cache.v1.UpdateNamespaceRequest\x1a\x1c.hookyard.cache.v1.Namespace\x12h\n" +
+	"\x0fDeleteNamespace\x12).hookyard.cache.v1.DeleteNamespaceRequest\x1a*.hookyard.cache.v1.DeleteNamespaceResponse\x12_\n" +
+	"\fBatchGetKeys\x12&.hookyard.cache.v1.BatchGetKeysRequest\x1a'.hookyard.cache.v1.BatchGetKeysResponse\x12n\n" +
+	"\x11ListPendingWrites\x12+.hookyard.cache.v1.ListPendingWritesRequest\x1a,.hookyard.cache.v1.ListPendingWritesResponseB<Z:github.com/hookyard/hookyard/gen/hookyard/cache/v1;cachev1b\x06proto3"
 
 var (
 	file_hookyard_cache_v1_cache_proto_rawDescOnce sync.Once
@@ -734,46 +1626,85 @@ func file_hookyard_cache_v1_cache_proto_rawDescGZIP() []byte {
 	return file_hookyard_cache_v1_cache_proto_rawDescData
 }
 
-var file_hookyard_cache_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_hookyard_cache_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_hookyard_cache_v1_cache_proto_goTypes = []any{
 	(*Namespace)(nil),                   // 0: hookyard.cache.v1.Namespace
-	(*Entry)(nil),                       // 1: hookyard.cache.v1.Entry
-	(*CreateNamespaceRequest)(nil),      // 2: hookyard.cache.v1.CreateNamespaceRequest
-	(*ListNamespacesRequest)(nil),       // 3: hookyard.cache.v1.ListNamespacesRequest
-	(*ListNamespacesResponse)(nil),      // 4: hookyard.cache.v1.ListNamespacesResponse
-	(*GetKeyRequest)(nil),               // 5: hookyard.cache.v1.GetKeyRequest
-	(*PutKeyRequest)(nil),               // 6: hookyard.cache.v1.PutKeyRequest
-	(*DeleteKeyRequest)(nil),            // 7: hookyard.cache.v1.DeleteKeyRequest
-	(*DeleteKeyResponse)(nil),           // 8: hookyard.cache.v1.DeleteKeyResponse
-	(*InvalidateNamespaceRequest)(nil),  // 9: hookyard.cache.v1.InvalidateNamespaceRequest
-	(*InvalidateNamespaceResponse)(nil), // 10: hookyard.cache.v1.InvalidateNamespaceResponse
-	(*durationpb.Duration)(nil),         // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 12: google.protobuf.Timestamp
+	(*InvalidationRule)(nil),            // 1: hookyard.cache.v1.InvalidationRule
+	(*Entry)(nil),                       // 2: hookyard.cache.v1.Entry
+	(*CreateNamespaceRequest)(nil),      // 3: hookyard.cache.v1.CreateNamespaceRequest
+	(*GetNamespaceRequest)(nil),         // 4: hookyard.cache.v1.GetNamespaceRequest
+	(*UpdateNamespaceRequest)(nil),      // 5: hookyard.cache.v1.UpdateNamespaceRequest
+	(*DeleteNamespaceRequest)(nil),      // 6: hookyard.cache.v1.DeleteNamespaceRequest
+	(*DeleteNamespaceResponse)(nil),     // 7: hookyard.cache.v1.DeleteNamespaceResponse
+	(*ListNamespacesRequest)(nil),       // 8: hookyard.cache.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),      // 9: hookyard.cache.v1.ListNamespacesResponse
+	(*GetKeyRequest)(nil),               // 10: hookyard.cache.v1.GetKeyRequest
+	(*BatchGetKeysRequest)(nil),         // 11: hookyard.cache.v1.BatchGetKeysRequest
+	(*BatchGetKeysResponse)(nil),        // 12: hookyard.cache.v1.BatchGetKeysResponse
+	(*KeyResult)(nil),                   // 13: hookyard.cache.v1.KeyResult
+	(*PutKeyRequest)(nil),               // 14: hookyard.cache.v1.PutKeyRequest
+	(*DeleteKeyRequest)(nil),            // 15: hookyard.cache.v1.DeleteKeyRequest
+	(*DeleteKeyResponse)(nil),           // 16: hookyard.cache.v1.DeleteKeyResponse
+	(*InvalidateNamespaceRequest)(nil),  // 17: hookyard.cache.v1.InvalidateNamespaceRequest
+	(*InvalidateNamespaceResponse)(nil), // 18: hookyard.cache.v1.InvalidateNamespaceResponse
+	(*ListPendingWritesRequest)(nil),    // 19: hookyard.cache.v1.ListPendingWritesRequest
+	(*ListPendingWritesResponse)(nil),   // 20: hookyard.cache.v1.ListPendingWritesResponse
+	(*PendingWrite)(nil),                // 21: hookyard.cache.v1.PendingWrite
+	nil,                                 // 22: hookyard.cache.v1.Namespace.HeadersEntry
+	(*durationpb.Duration)(nil),         // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),       // 25: google.protobuf.FieldMask
 }
 var file_hookyard_cache_v1_cache_proto_depIdxs = []int32{
-	11, // 0: hookyard.cache.v1.Namespace.ttl:type_name -> google.protobuf.Duration
-	12, // 1: hookyard.cache.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
-	12, // 2: hookyard.cache.v1.Entry.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 3: hookyard.cache.v1.CreateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
-	0,  // 4: hookyard.cache.v1.ListNamespacesResponse.namespaces:type_name -> hookyard.cache.v1.Namespace
-	1,  // 5: hookyard.cache.v1.PutKeyRequest.entry:type_name -> hookyard.cache.v1.Entry
-	2,  // 6: hookyard.cache.v1.CacheService.CreateNamespace:input_type -> hookyard.cache.v1.CreateNamespaceRequest
-	3,  // 7: hookyard.cache.v1.CacheService.ListNamespaces:input_type -> hookyard.cache.v1.ListNamespacesRequest
-	5,  // 8: hookyard.cache.v1.CacheService.GetKey:input_type -> hookyard.cache.v1.GetKeyRequest
-	6,  // 9: hookyard.cache.v1.CacheService.PutKey:input_type -> hookyard.cache.v1.PutKeyRequest
-	7,  // 10: hookyard.cache.v1.CacheService.DeleteKey:input_type -> hookyard.cache.v1.DeleteKeyRequest
-	9,  // 11: hookyard.cache.v1.CacheService.InvalidateNamespace:input_type -> hookyard.cache.v1.InvalidateNamespaceRequest
-	0,  // 12: hookyard.cache.v1.CacheService.CreateNamespace:output_type -> hookyard.cache.v1.Namespace
-	4,  // 13: hookyard.cache.v1.CacheService.ListNamespaces:output_type -> hookyard.cache.v1.ListNamespacesResponse
-	1,  // 14: hookyard.cache.v1.CacheService.GetKey:output_type -> hookyard.cache.v1.Entry
-	1,  // 15: hookyard.cache.v1.CacheService.PutKey:output_type -> hookyard.cache.v1.Entry
-	8,  // 16: hookyard.cache.v1.CacheService.DeleteKey:output_type -> hookyard.cache.v1.DeleteKeyResponse
-	10, // 17: hookyard.cache.v1.CacheService.InvalidateNamespace:output_type -> hookyard.cache.v1.InvalidateNamespaceResponse
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	23, // 0: hookyard.cache.v1.Namespace.ttl:type_name -> google.protobuf.Duration
+	24, // 1: hookyard.cache.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
+	22, // 2: hookyard.cache.v1.Namespace.headers:type_name -> hookyard.cache.v1.Namespace.HeadersEntry
+	23, // 3: hookyard.cache.v1.Namespace.timeout:type_name -> google.protobuf.Duration
+	23, // 4: hookyard.cache.v1.Namespace.ttl_jitter:type_name -> google.protobuf.Duration
+	23, // 5: hookyard.cache.v1.Namespace.negative_ttl:type_name -> google.protobuf.Duration
+	23, // 6: hookyard.cache.v1.Namespace.stale_while_revalidate:type_name -> google.protobuf.Duration
+	1,  // 7: hookyard.cache.v1.Namespace.invalidation_rules:type_name -> hookyard.cache.v1.InvalidationRule
+	24, // 8: hookyard.cache.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
+	24, // 9: hookyard.cache.v1.Entry.expire_time:type_name -> google.protobuf.Timestamp
+	23, // 10: hookyard.cache.v1.Entry.age:type_name -> google.protobuf.Duration
+	23, // 11: hookyard.cache.v1.Entry.ttl:type_name -> google.protobuf.Duration
+	0,  // 12: hookyard.cache.v1.CreateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
+	0,  // 13: hookyard.cache.v1.UpdateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
+	25, // 14: hookyard.cache.v1.UpdateNamespaceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 15: hookyard.cache.v1.ListNamespacesResponse.namespaces:type_name -> hookyard.cache.v1.Namespace
+	13, // 16: hookyard.cache.v1.BatchGetKeysResponse.results:type_name -> hookyard.cache.v1.KeyResult
+	2,  // 17: hookyard.cache.v1.KeyResult.entry:type_name -> hookyard.cache.v1.Entry
+	2,  // 18: hookyard.cache.v1.PutKeyRequest.entry:type_name -> hookyard.cache.v1.Entry
+	21, // 19: hookyard.cache.v1.ListPendingWritesResponse.writes:type_name -> hookyard.cache.v1.PendingWrite
+	24, // 20: hookyard.cache.v1.PendingWrite.create_time:type_name -> google.protobuf.Timestamp
+	24, // 21: hookyard.cache.v1.PendingWrite.next_attempt_time:type_name -> google.protobuf.Timestamp
+	3,  // 22: hookyard.cache.v1.CacheService.CreateNamespace:input_type -> hookyard.cache.v1.CreateNamespaceRequest
+	8,  // 23: hookyard.cache.v1.CacheService.ListNamespaces:input_type -> hookyard.cache.v1.ListNamespacesRequest
+	10, // 24: hookyard.cache.v1.CacheService.GetKey:input_type -> hookyard.cache.v1.GetKeyRequest
+	14, // 25: hookyard.cache.v1.CacheService.PutKey:input_type -> hookyard.cache.v1.PutKeyRequest
+	15, // 26: hookyard.cache.v1.CacheService.DeleteKey:input_type -> hookyard.cache.v1.DeleteKeyRequest
+	17, // 27: hookyard.cache.v1.CacheService.InvalidateNamespace:input_type -> hookyard.cache.v1.InvalidateNamespaceRequest
+	4,  // 28: hookyard.cache.v1.CacheService.GetNamespace:input_type -> hookyard.cache.v1.GetNamespaceRequest
+	5,  // 29: hookyard.cache.v1.CacheService.UpdateNamespace:input_type -> hookyard.cache.v1.UpdateNamespaceRequest
+	6,  // 30: hookyard.cache.v1.CacheService.DeleteNamespace:input_type -> hookyard.cache.v1.DeleteNamespaceRequest
+	11, // 31: hookyard.cache.v1.CacheService.BatchGetKeys:input_type -> hookyard.cache.v1.BatchGetKeysRequest
+	19, // 32: hookyard.cache.v1.CacheService.ListPendingWrites:input_type -> hookyard.cache.v1.ListPendingWritesRequest
+	0,  // 33: hookyard.cache.v1.CacheService.CreateNamespace:output_type -> hookyard.cache.v1.Namespace
+	9,  // 34: hookyard.cache.v1.CacheService.ListNamespaces:output_type -> hookyard.cache.v1.ListNamespacesResponse
+	2,  // 35: hookyard.cache.v1.CacheService.GetKey:output_type -> hookyard.cache.v1.Entry
+	2,  // 36: hookyard.cache.v1.CacheService.PutKey:output_type -> hookyard.cache.v1.Entry
+	16, // 37: hookyard.cache.v1.CacheService.DeleteKey:output_type -> hookyard.cache.v1.DeleteKeyResponse
+	18, // 38: hookyard.cache.v1.CacheService.InvalidateNamespace:output_type -> hookyard.cache.v1.InvalidateNamespaceResponse
+	0,  // 39: hookyard.cache.v1.CacheService.GetNamespace:output_type -> hookyard.cache.v1.Namespace
+	0,  // 40: hookyard.cache.v1.CacheService.UpdateNamespace:output_type -> hookyard.cache.v1.Namespace
+	7,  // 41: hookyard.cache.v1.CacheService.DeleteNamespace:output_type -> hookyard.cache.v1.DeleteNamespaceResponse
+	12, // 42: hookyard.cache.v1.CacheService.BatchGetKeys:output_type -> hookyard.cache.v1.BatchGetKeysResponse
+	20, // 43: hookyard.cache.v1.CacheService.ListPendingWrites:output_type -> hookyard.cache.v1.ListPendingWritesResponse
+	33, // [33:44] is the sub-list for method output_type
+	22, // [22:33] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_cache_v1_cache_proto_init() }
@@ -787,7 +1718,7 @@ func file_hookyard_cache_v1_cache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_cache_v1_cache_proto_rawDesc), len(file_hookyard_cache_v1_cache_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

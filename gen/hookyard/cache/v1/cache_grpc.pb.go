@@ -25,6 +25,11 @@ const (
 	CacheService_PutKey_FullMethodName              = "/hookyard.cache.v1.CacheService/PutKey"
 	CacheService_DeleteKey_FullMethodName           = "/hookyard.cache.v1.CacheService/DeleteKey"
 	CacheService_InvalidateNamespace_FullMethodName = "/hookyard.cache.v1.CacheService/InvalidateNamespace"
+	CacheService_GetNamespace_FullMethodName        = "/hookyard.cache.v1.CacheService/GetNamespace"
+	CacheService_UpdateNamespace_FullMethodName     = "/hookyard.cache.v1.CacheService/UpdateNamespace"
+	CacheService_DeleteNamespace_FullMethodName     = "/hookyard.cache.v1.CacheService/DeleteNamespace"
+	CacheService_BatchGetKeys_FullMethodName        = "/hookyard.cache.v1.CacheService/BatchGetKeys"
+	CacheService_ListPendingWrites_FullMethodName   = "/hookyard.cache.v1.CacheService/ListPendingWrites"
 )
 
 // CacheServiceClient is the client API for CacheService service.
@@ -43,8 +48,18 @@ type CacheServiceClient interface {
 	PutKey(ctx context.Context, in *PutKeyRequest, opts ...grpc.CallOption) (*Entry, error)
 	// Removes a key.
 	DeleteKey(ctx context.Context, in *DeleteKeyRequest, opts ...grpc.CallOption) (*DeleteKeyResponse, error)
-	// Invalidates keys of a namespace by exact key or pattern.
+	// Invalidates keys of a namespace by key, tag, prefix or all at once.
 	InvalidateNamespace(ctx context.Context, in *InvalidateNamespaceRequest, opts ...grpc.CallOption) (*InvalidateNamespaceResponse, error)
+	// Gets a namespace.
+	GetNamespace(ctx context.Context, in *GetNamespaceRequest, opts ...grpc.CallOption) (*Namespace, error)
+	// Updates the fields named in update_mask (all set fields when empty).
+	UpdateNamespace(ctx context.Context, in *UpdateNamespaceRequest, opts ...grpc.CallOption) (*Namespace, error)
+	// Deletes a namespace and, with it, every cached key.
+	DeleteNamespace(ctx context.Context, in *DeleteNamespaceRequest, opts ...grpc.CallOption) (*DeleteNamespaceResponse, error)
+	// Reads several keys of one namespace, filling misses as GetKey does.
+	BatchGetKeys(ctx context.Context, in *BatchGetKeysRequest, opts ...grpc.CallOption) (*BatchGetKeysResponse, error)
+	// Lists the write-behind writes not yet accepted by the origin.
+	ListPendingWrites(ctx context.Context, in *ListPendingWritesRequest, opts ...grpc.CallOption) (*ListPendingWritesResponse, error)
 }
 
 type cacheServiceClient struct {
@@ -115,6 +130,56 @@ func (c *cacheServiceClient) InvalidateNamespace(ctx context.Context, in *Invali
 	return out, nil
 }
 
+func (c *cacheServiceClient) GetNamespace(ctx context.Context, in *GetNamespaceRequest, opts ...grpc.CallOption) (*Namespace, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Namespace)
+	err := c.cc.Invoke(ctx, CacheService_GetNamespace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cacheServiceClient) UpdateNamespace(ctx context.Context, in *UpdateNamespaceRequest, opts ...grpc.CallOption) (*Namespace, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Namespace)
+	err := c.cc.Invoke(ctx, CacheService_UpdateNamespace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cacheServiceClient) DeleteNamespace(ctx context.Context, in *DeleteNamespaceRequest, opts ...grpc.CallOption) (*DeleteNamespaceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteNamespaceResponse)
+	err := c.cc.Invoke(ctx, CacheService_DeleteNamespace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cacheServiceClient) BatchGetKeys(ctx context.Context, in *BatchGetKeysRequest, opts ...grpc.CallOption) (*BatchGetKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchGetKeysResponse)
+	err := c.cc.Invoke(ctx, CacheService_BatchGetKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cacheServiceClient) ListPendingWrites(ctx context.Context, in *ListPendingWritesRequest, opts ...grpc.CallOption) (*ListPendingWritesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPendingWritesResponse)
+	err := c.cc.Invoke(ctx, CacheService_ListPendingWrites_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CacheServiceServer is the server API for CacheService service.
 // All implementations must embed UnimplementedCacheServiceServer
 // for forward compatibility.
@@ -131,8 +196,18 @@ type CacheServiceServer interface {
 	PutKey(context.Context, *PutKeyRequest) (*Entry, error)
 	// Removes a key.
 	DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error)
-	// Invalidates keys of a namespace by exact key or pattern.
+	// Invalidates keys of a namespace by key, tag, prefix or all at once.
 	InvalidateNamespace(context.Context, *InvalidateNamespaceRequest) (*InvalidateNamespaceResponse, error)
+	// Gets a namespace.
+	GetNamespace(context.Context, *GetNamespaceRequest) (*Namespace, error)
+	// Updates the fields named in update_mask (all set fields when empty).
+	UpdateNamespace(context.Context, *UpdateNamespaceRequest) (*Namespace, error)
+	// Deletes a namespace and, with it, every cached key.
+	DeleteNamespace(context.Context, *DeleteNamespaceRequest) (*DeleteNamespaceResponse, error)
+	// Reads several keys of one namespace, filling misses as GetKey does.
+	BatchGetKeys(context.Context, *BatchGetKeysRequest) (*BatchGetKeysResponse, error)
+	// Lists the write-behind writes not yet accepted by the origin.
+	ListPendingWrites(context.Context, *ListPendingWritesRequest) (*ListPendingWritesResponse, error)
 	mustEmbedUnimplementedCacheServiceServer()
 }
 
@@ -160,6 +235,21 @@ func (UnimplementedCacheServiceServer) DeleteKey(context.Context, *DeleteKeyRequ
 }
 func (UnimplementedCacheServiceServer) InvalidateNamespace(context.Context, *InvalidateNamespaceRequest) (*InvalidateNamespaceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InvalidateNamespace not implemented")
+}
+func (UnimplementedCacheServiceServer) GetNamespace(context.Context, *GetNamespaceRequest) (*Namespace, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetNamespace not implemented")
+}
+func (UnimplementedCacheServiceServer) UpdateNamespace(context.Context, *UpdateNamespaceRequest) (*Namespace, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateNamespace not implemented")
+}
+func (UnimplementedCacheServiceServer) DeleteNamespace(context.Context, *DeleteNamespaceRequest) (*DeleteNamespaceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteNamespace not implemented")
+}
+func (UnimplementedCacheServiceServer) BatchGetKeys(context.Context, *BatchGetKeysRequest) (*BatchGetKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchGetKeys not implemented")
+}
+func (UnimplementedCacheServiceServer) ListPendingWrites(context.Context, *ListPendingWritesRequest) (*ListPendingWritesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPendingWrites not implemented")
 }
 func (UnimplementedCacheServiceServer) mustEmbedUnimplementedCacheServiceServer() {}
 func (UnimplementedCacheServiceServer) testEmbeddedByValue()                      {}
@@ -290,6 +380,96 @@ func _CacheService_InvalidateNamespace_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CacheService_GetNamespace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetNamespaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServiceServer).GetNamespace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CacheService_GetNamespace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServiceServer).GetNamespace(ctx, req.(*GetNamespaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CacheService_UpdateNamespace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateNamespaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServiceServer).UpdateNamespace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CacheService_UpdateNamespace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServiceServer).UpdateNamespace(ctx, req.(*UpdateNamespaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CacheService_DeleteNamespace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteNamespaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServiceServer).DeleteNamespace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CacheService_DeleteNamespace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServiceServer).DeleteNamespace(ctx, req.(*DeleteNamespaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CacheService_BatchGetKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchGetKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServiceServer).BatchGetKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CacheService_BatchGetKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServiceServer).BatchGetKeys(ctx, req.(*BatchGetKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CacheService_ListPendingWrites_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPendingWritesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServiceServer).ListPendingWrites(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CacheService_ListPendingWrites_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServiceServer).ListPendingWrites(ctx, req.(*ListPendingWritesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CacheService_ServiceDesc is the grpc.ServiceDesc for CacheService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -320,6 +500,26 @@ var CacheService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InvalidateNamespace",
 			Handler:    _CacheService_InvalidateNamespace_Handler,
+		},
+		{
+			MethodName: "GetNamespace",
+			Handler:    _CacheService_GetNamespace_Handler,
+		},
+		{
+			MethodName: "UpdateNamespace",
+			Handler:    _CacheService_UpdateNamespace_Handler,
+		},
+		{
+			MethodName: "DeleteNamespace",
+			Handler:    _CacheService_DeleteNamespace_Handler,
+		},
+		{
+			MethodName: "BatchGetKeys",
+			Handler:    _CacheService_BatchGetKeys_Handler,
+		},
+		{
+			MethodName: "ListPendingWrites",
+			Handler:    _CacheService_ListPendingWrites_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
