@@ -288,7 +288,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 		}
 		return w.hold(ctx, t)
 	case retry.Permanent:
-		return w.deadLetter(ctx, t, res.record)
+		return w.deadLetter(ctx, t, res.record, "permanent failure: "+res.record.GetError())
 	}
 	// Retry or Blocked.
 	since, err := w.endpoints.MarkFailing(ctx, t.Tenant, ep.GetId(), now)
@@ -303,7 +303,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 	schedule := endpoint.Schedule(ep, w.cfg.Schedule)
 	delay, ok := retry.Delay(schedule, t.Attempts, jitter, nil)
 	if !ok {
-		return w.deadLetter(ctx, t, res.record)
+		return w.deadLetter(ctx, t, res.record, fmt.Sprintf("retries exhausted after %d attempts", t.Attempts))
 	}
 	if res.status == http.StatusTooManyRequests || res.status == http.StatusServiceUnavailable {
 		delay = retry.Lengthen(delay, res.header, now, maxRetryAfter)
@@ -319,8 +319,8 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 	return nil
 }
 
-func (w *Worker) deadLetter(ctx context.Context, t *task.Task, last *dispatcherv1.Attempt) error {
-	if err := w.messages.DeadLetter(ctx, t.Tenant, t.Message, t.Endpoint, last, time.Now()); err != nil {
+func (w *Worker) deadLetter(ctx context.Context, t *task.Task, last *dispatcherv1.Attempt, reason string) error {
+	if err := w.messages.DeadLetter(ctx, t.Tenant, t.Message, t.Endpoint, last, reason, time.Now()); err != nil {
 		return err
 	}
 	w.metrics.DeadLetter.Inc()

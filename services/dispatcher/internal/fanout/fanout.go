@@ -37,8 +37,9 @@ type Fanout struct {
 	log       *slog.Logger
 	// Concurrency is how many events are fanned out at once.
 	Concurrency int
-	// RetryDelay is how long an event waits after Redis or the broker
-	// failed while it was fanned out.
+	// RetryDelay is how long an event first waits after Redis or the
+	// broker failed while it was fanned out; it doubles with each try, up
+	// to 30s.
 	RetryDelay time.Duration
 }
 
@@ -46,6 +47,24 @@ type Fanout struct {
 // back into the events queue through the default exchange, whose routing
 // key is the queue's name.
 const RoutingKeyHeader = "x-hookyard-routing-key"
+
+// PutBacksHeader counts how often an event was put back after a failed
+// fan-out; ReasonHeader says why an event or task was dead-lettered by the
+// dispatcher itself rather than the broker.
+const (
+	PutBacksHeader     = "x-hookyard-put-backs"
+	FailingSinceHeader = "x-hookyard-failing-since"
+	ReasonHeader       = "x-hookyard-reason"
+)
+
+// An event whose fan-out keeps failing is dead-lettered, visibly, instead
+// of looping for ever, once it has been tried MaxPutBacks times over at
+// least MinFailingTime: an ordinary Redis failover or restart does not
+// dead-letter anything.
+const (
+	MaxPutBacks    = 20
+	MinFailingTime = 5 * time.Minute
+)
 
 // New returns a Fanout.
 func New(q task.Queues, eps *endpoint.Store, msgs *message.Store, pub task.Publisher, m *metrics.Metrics, log *slog.Logger) *Fanout {
@@ -91,12 +110,19 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 	n, err := f.Dispatch(ctx, ev.GetTenant(), m, nil)
 	if err != nil {
 		f.metrics.Published.WithLabelValues("error").Inc()
-		f.log.Warn("fan-out failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant())
+		tries, since := putBacks(d)
+		tries++
+		if IsPermanent(err) || (tries >= MaxPutBacks && time.Since(since) >= MinFailingTime) {
+			f.log.Error("fan-out failed for good; event dead-lettered", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
+			f.deadLetter(ctx, d, key, fmt.Sprintf("fan-out failed (%d tries): %v", tries, err))
+			return
+		}
+		f.log.Warn("fan-out failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
 		select {
-		case <-time.After(f.RetryDelay):
+		case <-time.After(min(f.RetryDelay<<min(tries-1, 5), 30*time.Second)):
 		case <-ctx.Done():
 		}
-		f.putBack(ctx, d, key)
+		f.putBack(ctx, d, key, tries, since)
 		return
 	}
 	f.metrics.Published.WithLabelValues("ok").Inc()
@@ -110,24 +136,74 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 // seconds would dead-letter every event that arrived during it. A copy
 // does not count; only if the copy cannot be published is the event
 // requeued.
-func (f *Fanout) putBack(ctx context.Context, d amqp.Delivery, key string) {
+func (f *Fanout) putBack(ctx context.Context, d amqp.Delivery, key string, tries int, since time.Time) {
+	msg := Copy(d, key)
+	msg.Headers[PutBacksHeader] = int32(tries)
+	msg.Headers[FailingSinceHeader] = since.UnixMilli()
+	f.forward(ctx, d, f.queues.Events, msg)
+}
+
+// deadLetter moves an event that cannot be fanned out to the events
+// queue's DLQ with the reason, where the dead-letter consumer records it
+// for the API.
+func (f *Fanout) deadLetter(ctx context.Context, d amqp.Delivery, key, reason string) {
+	msg := Copy(d, key)
+	msg.Headers[ReasonHeader] = reason
+	f.forward(ctx, d, rabbit.DLQName(f.queues.Events), msg)
+}
+
+// forward publishes msg to queue and acks d once it is confirmed; if it
+// cannot be published d is requeued.
+func (f *Fanout) forward(ctx context.Context, d amqp.Delivery, queue string, msg amqp.Publishing) {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := f.pub.Publish(pctx, "", queue, msg); err != nil {
+		_ = d.Nack(false, true)
+		return
+	}
+	_ = d.Ack(false)
+}
+
+// Copy returns a publishing of d's event with its original routing key in
+// RoutingKeyHeader, for the default exchange.
+func Copy(d amqp.Delivery, key string) amqp.Publishing {
 	headers := amqp.Table{}
 	for k, v := range d.Headers {
 		headers[k] = v
 	}
 	headers[RoutingKeyHeader] = key
-	msg := amqp.Publishing{
+	return amqp.Publishing{
 		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
 		DeliveryMode: amqp.Persistent, CorrelationId: d.CorrelationId, MessageId: d.MessageId,
 		Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId, Body: d.Body,
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := f.pub.Publish(pctx, "", f.queues.Events, msg); err != nil {
-		_ = d.Nack(false, true)
-		return
+}
+
+// putBacks returns how often d was put back and since when its fan-out
+// has been failing (now, for the first failure).
+func putBacks(d amqp.Delivery) (int, time.Time) {
+	n, ok := d.Headers[PutBacksHeader].(int32)
+	ms, ok2 := d.Headers[FailingSinceHeader].(int64)
+	if !ok || !ok2 || n < 0 {
+		return 0, time.Now()
 	}
-	_ = d.Ack(false)
+	return int(n), time.UnixMilli(ms)
+}
+
+// permanentError marks a fan-out error that trying again cannot fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that trying again cannot fix: the event is
+// dead-lettered at once.
+func Permanent(err error) error { return permanentError{err} }
+
+// IsPermanent reports whether err was marked by Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
 }
 
 // Dispatch records m and enqueues a task for each matching endpoint that
@@ -148,16 +224,7 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 	}
 	// Recorded even when no endpoint matches, so that the message can be
 	// looked up (and resent once an endpoint exists).
-	_, existing, err := f.messages.RecordFor(ctx, tenant, m, ids)
-	if errors.Is(err, message.ErrIDTaken) {
-		// Another source's event has this id. This one becomes
-		// "<source>:<id>", the same on every replay, so both are
-		// delivered and a subscriber deduplicating on webhook-id keeps
-		// both.
-		f.log.Warn("event id used by another source; delivering it as source:id", "event_id", m.ID, "source", m.Source, "tenant", tenant)
-		m.ID = m.Source + ":" + m.ID
-		_, existing, err = f.messages.RecordFor(ctx, tenant, m, ids)
-	}
+	existing, err := f.record(ctx, tenant, m, ids)
 	if err != nil {
 		return 0, err
 	}
@@ -188,6 +255,38 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 	}
 	return len(todo), nil
 }
+
+// maxRenames bounds the "<source>:" prefixes tried for one event id.
+const maxRenames = 8
+
+// record records m (see message.Store.RecordFor). An id taken by another
+// event (another source's, or one sent with a different id and renamed
+// to this one) makes m "<source>:<id>", then "<source>:<source>:<id>" and
+// so on until an id is free or holds m itself: the same on every replay,
+// and never another event's, because every stored message keeps the id
+// it was sent with. A subscriber deduplicating on webhook-id keeps both.
+func (f *Fanout) record(ctx context.Context, tenant string, m *message.Message, ids []string) (map[string]bool, error) {
+	sent := m.ID
+	if m.Orig != "" {
+		sent = m.Orig
+	}
+	for range maxRenames {
+		_, existing, err := f.messages.RecordFor(ctx, tenant, m, ids)
+		if !errors.Is(err, message.ErrIDTaken) {
+			return existing, err
+		}
+		renamed := m.Source + ":" + m.ID
+		if len(renamed) > MaxMessageID {
+			break
+		}
+		f.log.Warn("event id used by another event; delivering it as source:id", "event_id", m.ID, "as", renamed, "source", m.Source, "tenant", tenant)
+		m.ID, m.Orig = renamed, sent
+	}
+	return nil, Permanent(fmt.Errorf("event id %q of source %q: every id tried is taken by another event", sent, m.Source))
+}
+
+// MaxMessageID is the longest message id the store looks up.
+const MaxMessageID = 255
 
 // ErrNoEndpoint is returned by Resend for an endpoint without a delivery.
 var ErrNoEndpoint = errors.New("message has no delivery to that endpoint")
