@@ -19,6 +19,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
+	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
@@ -41,6 +42,10 @@ type Fanout struct {
 	// broker failed while it was fanned out; it doubles with each try, up
 	// to 30s.
 	RetryDelay time.Duration
+	// MaxPutBacks and MinFailingTime bound the tries of an event whose
+	// fan-out keeps failing (defaults: the constants of those names).
+	MaxPutBacks    int
+	MinFailingTime time.Duration
 }
 
 // RoutingKeyHeader carries an event's original routing key on a copy put
@@ -68,7 +73,8 @@ const (
 
 // New returns a Fanout.
 func New(q task.Queues, eps *endpoint.Store, msgs *message.Store, pub task.Publisher, m *metrics.Metrics, log *slog.Logger) *Fanout {
-	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64, RetryDelay: time.Second}
+	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64, RetryDelay: time.Second,
+		MaxPutBacks: MaxPutBacks, MinFailingTime: MinFailingTime}
 }
 
 // Run consumes until ctx ends and returns after in-flight events finish.
@@ -80,7 +86,7 @@ func (f *Fanout) Run(ctx context.Context, conn *rabbit.Conn) error {
 
 // Handle fans out one event delivery.
 func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
-	ev, err := cloudevent.FromDelivery(d)
+	ev, m, err := Decode(d)
 	if err != nil {
 		f.metrics.Published.WithLabelValues("invalid").Inc()
 		f.log.Error("event is not a binary-mode CloudEvent; sent to the DLQ", "err", err, "message_id", d.MessageId)
@@ -93,26 +99,13 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		_ = d.Ack(false)
 		return
 	}
-	key := d.RoutingKey
-	if k, ok := d.Headers[RoutingKeyHeader].(string); ok && k != "" {
-		key = k
-	}
-	if key == "" {
-		key = cloudevent.RoutingKey(ev.GetSource(), ev.GetType())
-	}
-	m := &message.Message{
-		ID: ev.GetId(), Source: ev.GetSource(), Type: ev.GetType(), RoutingKey: key,
-		ContentType: ev.GetDataContentType(), CreateTime: time.Now().UTC(), Body: ev.GetData(),
-	}
-	if ev.GetTime() != nil {
-		m.EventTime = ev.GetTime().AsTime()
-	}
+	key := m.RoutingKey
 	n, err := f.Dispatch(ctx, ev.GetTenant(), m, nil)
 	if err != nil {
 		f.metrics.Published.WithLabelValues("error").Inc()
 		tries, since := putBacks(d)
 		tries++
-		if IsPermanent(err) || (tries >= MaxPutBacks && time.Since(since) >= MinFailingTime) {
+		if IsPermanent(err) || (tries >= f.MaxPutBacks && time.Since(since) >= f.MinFailingTime) {
 			f.log.Error("fan-out failed for good; event dead-lettered", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
 			f.deadLetter(ctx, d, key, fmt.Sprintf("fan-out failed (%d tries): %v", tries, err))
 			return
@@ -204,6 +197,36 @@ func Permanent(err error) error { return permanentError{err} }
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p)
+}
+
+// Decode reads the event of d and the message the dispatcher keeps of it.
+func Decode(d amqp.Delivery) (*eventv1.Event, *message.Message, error) {
+	ev, err := cloudevent.FromDelivery(d)
+	if err != nil {
+		return nil, nil, err
+	}
+	key := d.RoutingKey
+	if k, ok := d.Headers[RoutingKeyHeader].(string); ok && k != "" {
+		key = k
+	}
+	if key == "" {
+		key = cloudevent.RoutingKey(ev.GetSource(), ev.GetType())
+	}
+	m := &message.Message{
+		ID: ev.GetId(), Source: ev.GetSource(), Type: ev.GetType(), RoutingKey: key,
+		ContentType: ev.GetDataContentType(), CreateTime: time.Now().UTC(), Body: ev.GetData(),
+	}
+	if ev.GetTime() != nil {
+		m.EventTime = ev.GetTime().AsTime()
+	}
+	return ev, m, nil
+}
+
+// Record records m without fanning it out, under the id Dispatch would
+// use (m.ID is updated), for a dead letter of an event.
+func (f *Fanout) Record(ctx context.Context, tenant string, m *message.Message) error {
+	_, err := f.record(ctx, tenant, m, nil)
+	return err
 }
 
 // Dispatch records m and enqueues a task for each matching endpoint that
@@ -304,6 +327,19 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 	m, deliveries, err := f.messages.Get(ctx, tenant, msgID)
 	if err != nil {
 		return 0, err
+	}
+	if len(eps) == 0 && len(deliveries) == 0 {
+		// Never fanned out (its dead letter, if any, is the message's own):
+		// fan it out now to the endpoints that match.
+		start := time.Now()
+		n, err := f.Dispatch(ctx, tenant, m, nil)
+		if err != nil {
+			return 0, err
+		}
+		if err := f.messages.ClearDeadLetter(ctx, tenant, msgID, "", start); err != nil {
+			return 0, err
+		}
+		return n, nil
 	}
 	if len(eps) == 0 {
 		for ep := range deliveries {
