@@ -328,12 +328,35 @@ func (w *Worker) deadLetter(ctx context.Context, t *task.Task, last *dispatcherv
 	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusFailed, Attempts: t.Attempts})
 }
 
+// hold parks t until its endpoint is re-enabled. The endpoint may have
+// been re-enabled since it was read, and whoever re-enabled it may have
+// listed the held set before t was added: so the endpoint is read again
+// after t is held, and if it is enabled by then t is taken back out and
+// sent now (unless the re-enabling took it first).
 func (w *Worker) hold(ctx context.Context, t *task.Task) error {
 	if err := w.messages.Hold(ctx, t.Tenant, t.Message, t.Endpoint, time.Now()); err != nil {
 		return err
 	}
-	w.metrics.Deliveries.WithLabelValues("held").Inc()
-	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts})
+	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts}); err != nil {
+		return err
+	}
+	rec, err := w.endpoints.Get(ctx, t.Tenant, t.Endpoint)
+	if errors.Is(err, endpoint.ErrNotFound) || (err == nil && rec.Endpoint.GetDisabled()) {
+		w.metrics.Deliveries.WithLabelValues("held").Inc()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	mine, err := w.messages.Unhold(ctx, t.Tenant, t.Message, t.Endpoint)
+	if err != nil || !mine {
+		return err
+	}
+	t.NotBefore = time.Time{}
+	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusPending, Attempts: t.Attempts}); err != nil {
+		return err
+	}
+	return w.queues.Enqueue(ctx, w.pub, t)
 }
 
 // disable disables the endpoint and publishes hookyard.endpoint.disabled.

@@ -454,6 +454,25 @@ func (s *Store) Hold(ctx context.Context, tenant, id, ep string, at time.Time) e
 	return nil
 }
 
+// Held returns the ids of messages held for ep.
+func (s *Store) Held(ctx context.Context, tenant, ep string) ([]string, error) {
+	ids, err := s.rdb.ZRange(ctx, s.heldKey(tenant, ep), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list held deliveries: %w", err)
+	}
+	return ids, nil
+}
+
+// Unhold removes id from ep's held set and reports whether it was there:
+// whoever removes it owns sending it.
+func (s *Store) Unhold(ctx context.Context, tenant, id, ep string) (bool, error) {
+	n, err := s.rdb.ZRem(ctx, s.heldKey(tenant, ep), id).Result()
+	if err != nil {
+		return false, fmt.Errorf("release held delivery: %w", err)
+	}
+	return n == 1, nil
+}
+
 // Recoverable returns the ids of messages held or dead-lettered for ep
 // since the given time.
 func (s *Store) Recoverable(ctx context.Context, tenant, ep string, since time.Time) ([]string, error) {
