@@ -297,7 +297,7 @@ func TestLimitedReservesToken(t *testing.T) {
 	t.Parallel()
 	a, b := replicas(t)
 	ep := uuid.NewString()
-	const rate = 10
+	const rate = 2
 	perToken := time.Second / rate
 	for i := range rate {
 		admitOK(t, a, attempt(ep, fmt.Sprintf("burst%d", i), 100, rate, time.Minute), Go)
