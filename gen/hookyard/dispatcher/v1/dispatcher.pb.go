@@ -1565,7 +1565,10 @@ type DeadLetter struct {
 	// When it was dead-lettered.
 	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
 	// The last attempt.
-	LastAttempt   *Attempt `protobuf:"bytes,4,opt,name=last_attempt,json=lastAttempt,proto3" json:"last_attempt,omitempty"`
+	LastAttempt *Attempt `protobuf:"bytes,4,opt,name=last_attempt,json=lastAttempt,proto3" json:"last_attempt,omitempty"`
+	// Why it was dead-lettered, e.g. "retries exhausted", "permanent
+	// failure" or, for what the broker dead-lettered, its x-death reason.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1626,6 +1629,13 @@ func (x *DeadLetter) GetLastAttempt() *Attempt {
 		return x.LastAttempt
 	}
 	return nil
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // EndpointDisabled is the data of the operational event
@@ -1812,7 +1822,7 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x88\x01\n" +
 	"\x17ListDeadLettersResponse\x12E\n" +
 	"\fdead_letters\x18\x01 \x03(\v2\".hookyard.dispatcher.v1.DeadLetterR\vdeadLetters\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc0\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd8\x01\n" +
 	"\n" +
 	"DeadLetter\x12\x1d\n" +
 	"\n" +
@@ -1820,7 +1830,8 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\vendpoint_id\x18\x02 \x01(\tR\n" +
 	"endpointId\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12B\n" +
-	"\flast_attempt\x18\x04 \x01(\v2\x1f.hookyard.dispatcher.v1.AttemptR\vlastAttempt\"\x8c\x01\n" +
+	"\flast_attempt\x18\x04 \x01(\v2\x1f.hookyard.dispatcher.v1.AttemptR\vlastAttempt\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x8c\x01\n" +
 	"\x10EndpointDisabled\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x16\n" +

@@ -38,10 +38,14 @@ const (
 	Full
 	// Limited: the endpoint's rate limit has no token; wait Wait.
 	Limited
+	// Stale: more attempts were made already than this task has seen;
+	// it is a second copy of the task (a fan-out replayed after a crash)
+	// and must not start a retry chain of its own.
+	Stale
 )
 
 func (v Verdict) String() string {
-	return [...]string{"go", "done", "busy", "full", "limited"}[v]
+	return [...]string{"go", "done", "busy", "full", "limited", "stale"}[v]
 }
 
 // Request describes one attempt about to start.
@@ -52,6 +56,9 @@ type Request struct {
 	Lease       time.Duration // how long the slot is held at most
 	MaxInFlight int
 	Rate        int // tokens per second; 0 = unlimited
+	// Attempts is how many attempts the task has seen made; Finish
+	// records one more.
+	Attempts int
 }
 
 // Gate is the shared admission control.
@@ -74,6 +81,7 @@ func (g *Gate) keys(ep, msg string) []string {
 		g.prefix + ":inflight:" + tag,
 		g.prefix + ":bucket:" + tag,
 		g.prefix + ":resv:" + tag + ":" + msg,
+		g.prefix + ":n:" + tag + ":" + msg,
 	}
 }
 
@@ -94,6 +102,8 @@ local rate = tonumber(ARGV[5])
 local horizon = tonumber(ARGV[6])
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
+local made = tonumber(redis.call('GET', KEYS[6]))
+if made and made > tonumber(ARGV[7]) then return {5, 0} end
 local due = tonumber(redis.call('GET', KEYS[5]))
 if due and due - now > 20 then return {4, due - now} end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
@@ -128,14 +138,16 @@ end
 return {0, 0}
 `)
 
-// finishScript releases the lease and lock of an attempt and, if it
-// delivered, sets the delivered marker. With ARGV[4] = '1' the attempt
+// finishScript releases the lease and lock of an attempt, records the
+// attempts made (ARGV[6], unless empty) and, if it delivered, sets the
+// delivered marker. With ARGV[4] = '1' the attempt
 // never started (its breaker refused it): its token goes back to the
 // bucket of rate ARGV[5].
 var finishScript = redis.NewScript(`
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 if ARGV[2] == '1' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[3]) end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[3]) end
 local rate = tonumber(ARGV[5])
 if ARGV[4] == '1' and rate > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
   local t = tonumber(redis.call('HGET', KEYS[4], 't')) or rate
@@ -155,7 +167,7 @@ func (g *Gate) Admit(ctx context.Context, r Request) (v Verdict, wait time.Durat
 	now := time.Now().UnixMilli()
 	maxInFlight := max(r.MaxInFlight, 1)
 	res, err := admitScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message),
-		now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds()).Int64Slice()
+		now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds(), r.Attempts).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("admit attempt: %w", err)
 	}
@@ -181,23 +193,33 @@ func (g *Gate) QueueFinish(ctx context.Context, pipe redis.Pipeliner, r Request,
 	if delivered {
 		d = "1"
 	}
-	finishScript.Eval(ctx, pipe, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds(), "0", r.Rate)
+	finishScript.Eval(ctx, pipe, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds(), "0", r.Rate, r.Attempts+1)
 }
 
 // Cancel ends an admitted attempt that did not start (its circuit breaker
 // refused it) and gives its rate-limit token back, so that refusals do not
 // use up the endpoint's rate.
 func (g *Gate) Cancel(ctx context.Context, r Request) error {
-	if err := finishScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message), r.Token, "0", g.retention.Milliseconds(), "1", r.Rate).Err(); err != nil {
+	if err := finishScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message), r.Token, "0", g.retention.Milliseconds(), "1", r.Rate, "").Err(); err != nil {
 		return fmt.Errorf("cancel attempt: %w", err)
 	}
 	return nil
 }
 
-// Forget removes the delivered marker so that an explicit resend is
-// delivered again.
+// MarkDelivered sets the delivered marker of a delivery whose success
+// could not be written down when it happened.
+func (g *Gate) MarkDelivered(ctx context.Context, ep, msg string) error {
+	if err := g.rdb.Set(ctx, g.keys(ep, msg)[0], "1", g.retention).Err(); err != nil {
+		return fmt.Errorf("set delivered marker: %w", err)
+	}
+	return nil
+}
+
+// Forget removes the delivered marker and the attempt count so that an
+// explicit resend is delivered again, counting its attempts afresh.
 func (g *Gate) Forget(ctx context.Context, ep, msg string) error {
-	if err := g.rdb.Del(ctx, g.keys(ep, msg)[0]).Err(); err != nil {
+	k := g.keys(ep, msg)
+	if err := g.rdb.Del(ctx, k[0], k[5]).Err(); err != nil {
 		return fmt.Errorf("forget delivered marker: %w", err)
 	}
 	return nil

@@ -78,7 +78,9 @@ func TestDeliveredMarkerShortCircuits(t *testing.T) {
 	failed := attempt(ep, "m2", 10, 0, time.Minute)
 	admitOK(t, a, failed, Go)
 	finish(t, a, failed, false)
-	admitOK(t, b, attempt(ep, "m2", 10, 0, time.Minute), Go)
+	retry := attempt(ep, "m2", 10, 0, time.Minute)
+	retry.Attempts = 1
+	admitOK(t, b, retry, Go)
 
 	// An explicit resend forgets the marker.
 	if err := b.Forget(ctx, ep, "m1"); err != nil {
@@ -97,7 +99,9 @@ func TestLockKeepsCopiesOfOneTaskApart(t *testing.T) {
 	admitOK(t, b, attempt(ep, "m", 10, 0, time.Minute), Busy)
 	admitOK(t, b, attempt(ep, "other", 10, 0, time.Minute), Go) // other messages proceed
 	finish(t, a, one, false)
-	admitOK(t, b, attempt(ep, "m", 10, 0, time.Minute), Go)
+	next := attempt(ep, "m", 10, 0, time.Minute)
+	next.Attempts = 1
+	admitOK(t, b, next, Go)
 
 	// Many copies racing on both replicas: exactly one gets through.
 	var wins atomic.Int32
@@ -293,7 +297,7 @@ func TestLimitedReservesToken(t *testing.T) {
 	t.Parallel()
 	a, b := replicas(t)
 	ep := uuid.NewString()
-	const rate = 10
+	const rate = 2
 	perToken := time.Second / rate
 	for i := range rate {
 		admitOK(t, a, attempt(ep, fmt.Sprintf("burst%d", i), 100, rate, time.Minute), Go)
@@ -331,8 +335,29 @@ func TestCancelGivesTokenBack(t *testing.T) {
 	admitOK(t, a, attempt(ep, "m2", 10, 1, time.Minute), Limited)
 }
 
+// TestSecondCopyIsStale: once an attempt was made, a copy of the task that
+// has not seen it (a second task from a replayed fan-out) is stale, so
+// two copies cannot make two retry chains; a resend starts afresh.
+func TestSecondCopyIsStale(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+	first := attempt(ep, "m", 10, 0, time.Minute)
+	admitOK(t, a, first, Go)
+	finish(t, a, first, false)
+	admitOK(t, b, attempt(ep, "m", 10, 0, time.Minute), Stale)
+	retry := attempt(ep, "m", 10, 0, time.Minute)
+	retry.Attempts = 1
+	admitOK(t, b, retry, Go)
+	finish(t, b, retry, false)
+	if err := a.Forget(context.Background(), ep, "m"); err != nil {
+		t.Fatal(err)
+	}
+	admitOK(t, a, attempt(ep, "m", 10, 0, time.Minute), Go)
+}
+
 func TestVerdictString(t *testing.T) {
-	for v, want := range map[Verdict]string{Go: "go", Done: "done", Busy: "busy", Full: "full", Limited: "limited"} {
+	for v, want := range map[Verdict]string{Go: "go", Done: "done", Busy: "busy", Full: "full", Limited: "limited", Stale: "stale"} {
 		if v.String() != want {
 			t.Errorf("%d: %q, want %q", v, v.String(), want)
 		}

@@ -184,6 +184,7 @@ func (s *Endpoints) UpdateEndpoint(ctx context.Context, r *dispatcherv1.UpdateEn
 		return nil, status.Error(codes.InvalidArgument, "endpoint is required")
 	}
 	id := r.GetEndpoint().GetId()
+	reenabled := false
 	rec, err := s.Endpoints.Modify(ctx, tenant, id, func(rec *endpoint.Record) error {
 		wasDisabled := rec.Endpoint.GetDisabled()
 		next := proto.Clone(rec.Endpoint).(*dispatcherv1.Endpoint)
@@ -202,11 +203,23 @@ func (s *Endpoints) UpdateEndpoint(ctx context.Context, r *dispatcherv1.UpdateEn
 			// (a description, say) would postpone auto-disable forever.
 			next.DisabledReason, next.FailingSince = "", nil
 		}
+		reenabled = wasDisabled && !next.GetDisabled()
 		rec.Endpoint = next
 		return nil
 	})
 	if err != nil {
 		return nil, storeErr(err, "endpoint", id)
+	}
+	if reenabled {
+		// What was held while disabled is sent now (dead letters are
+		// left to :recover or a resend).
+		held, err := s.Messages.Held(ctx, tenant, id)
+		if err == nil {
+			_, err = s.requeue(ctx, tenant, id, held)
+		}
+		if err != nil {
+			return nil, storeErr(err, "held messages", id)
+		}
 	}
 	return endpoint.Public(rec.Endpoint), nil
 }
@@ -273,18 +286,27 @@ func (s *Endpoints) RecoverEndpoint(ctx context.Context, r *dispatcherv1.Recover
 	if err != nil {
 		return nil, storeErr(err, "dead letters", "")
 	}
+	n, err := s.requeue(ctx, tenant, r.GetId(), ids)
+	if err != nil {
+		return nil, storeErr(err, "recover", r.GetId())
+	}
+	return &dispatcherv1.RecoverEndpointResponse{ResentCount: int32(n)}, nil
+}
+
+// requeue sends the messages ids to endpoint ep again.
+func (s *Endpoints) requeue(ctx context.Context, tenant, ep string, ids []string) (int, error) {
 	n := 0
 	for _, id := range ids {
-		c, err := s.Fanout.Requeue(ctx, s.Gate, tenant, id, []string{r.GetId()})
+		c, err := s.Fanout.Requeue(ctx, s.Gate, tenant, id, []string{ep})
 		if errors.Is(err, message.ErrNotFound) || errors.Is(err, fanout.ErrNoEndpoint) {
 			continue // expired meanwhile
 		}
 		if err != nil {
-			return nil, storeErr(err, "recover", r.GetId())
+			return n, err
 		}
 		n += c
 	}
-	return &dispatcherv1.RecoverEndpointResponse{ResentCount: int32(n)}, nil
+	return n, nil
 }
 
 // PingType is the type of the test event; its routing key is hookyard.ping.

@@ -177,6 +177,9 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		w.metrics.Deferrals.WithLabelValues("early").Inc()
 		return w.queues.Enqueue(ctx, w.pub, t)
 	}
+	if t.Delivered {
+		return w.recordDelivered(ctx, t)
+	}
 	rec, err := w.endpoints.Cached(ctx, t.Tenant, t.Endpoint)
 	if errors.Is(err, endpoint.ErrNotFound) || (err == nil && rec.Endpoint.GetDisabled()) {
 		// The cache may lag by up to a second: confirm with the store
@@ -214,6 +217,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		Lease:       timeout + 5*time.Second,
 		MaxInFlight: endpoint.EffectiveMaxInFlight(ep, w.cfg.DefaultMaxInFlight),
 		Rate:        int(ep.GetRateLimit()),
+		Attempts:    t.Attempts,
 	}
 	verdict, wait, err := w.gate.Admit(ctx, req)
 	if err != nil {
@@ -225,6 +229,10 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		// failed after the marker was set), so make sure of it rather than
 		// leave the delivery pending forever.
 		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts)
+	case admit.Stale:
+		// A second copy of the task; the first carries the delivery on.
+		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
+		return nil
 	case admit.Busy:
 		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "busy")
 	case admit.Full:
@@ -257,20 +265,67 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 	ctx = context.WithoutCancel(ctx)
 	delivered := outcome == retry.Delivered
 	t.Attempts++
-	pipe := w.messages.Pipeline()
-	w.gate.QueueFinish(ctx, pipe, req, delivered)
-	if err := w.messages.QueueAttempt(ctx, pipe, t.Tenant, t.Message, res.record); err != nil {
-		w.log.Warn("recording attempt failed", "err", err, "message_id", t.Message)
+	write := func() error {
+		pipe := w.messages.Pipeline()
+		w.gate.QueueFinish(ctx, pipe, req, delivered)
+		if err := w.messages.QueueAttempt(ctx, pipe, t.Tenant, t.Message, res.record); err != nil {
+			w.log.Warn("recording attempt failed", "err", err, "message_id", t.Message)
+		}
+		if delivered {
+			w.messages.QueueDelivery(ctx, pipe, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusDelivered, Attempts: t.Attempts})
+			w.endpoints.QueueClearFailing(ctx, pipe, t.Tenant, t.Endpoint)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
 	}
-	if delivered {
-		w.messages.QueueDelivery(ctx, pipe, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusDelivered, Attempts: t.Attempts})
-		w.endpoints.QueueClearFailing(ctx, pipe, t.Tenant, t.Endpoint)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("finish attempt: %w", err)
+	if err := write(); err != nil {
+		if !delivered {
+			return fmt.Errorf("finish attempt: %w", err)
+		}
+		// The subscriber has the message: write that down, retrying the
+		// write rather than the delivery. If Redis stays away, the task
+		// goes back marked delivered and only records it later.
+		if err := w.retryWrite(ctx, write); err != nil {
+			t.Delivered = true
+			return fmt.Errorf("record delivery: %w", err)
+		}
 	}
 	w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
 	return w.settle(ctx, rec, t, outcome, res)
+}
+
+// retryWrite retries write with a growing pause for up to about six
+// seconds.
+func (w *Worker) retryWrite(ctx context.Context, write func() error) error {
+	var err error
+	for i := range 6 {
+		time.Sleep(100 * time.Millisecond << i)
+		if err = write(); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// recordDelivered writes down a delivery that succeeded but could not be
+// recorded then.
+func (w *Worker) recordDelivered(ctx context.Context, t *task.Task) error {
+	if err := w.gate.MarkDelivered(ctx, t.Endpoint, t.Message); err != nil {
+		return err
+	}
+	if err := w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts); err != nil {
+		return err
+	}
+	pipe := w.messages.Pipeline()
+	w.endpoints.QueueClearFailing(ctx, pipe, t.Tenant, t.Endpoint)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("end failure run: %w", err)
+	}
+	w.metrics.Deliveries.WithLabelValues("delivered").Inc()
+	return nil
 }
 
 // settle acts on the outcome of an attempt.
@@ -288,7 +343,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 		}
 		return w.hold(ctx, t)
 	case retry.Permanent:
-		return w.deadLetter(ctx, t, res.record)
+		return w.deadLetter(ctx, t, res.record, "permanent failure: "+res.record.GetError())
 	}
 	// Retry or Blocked.
 	since, err := w.endpoints.MarkFailing(ctx, t.Tenant, ep.GetId(), now)
@@ -303,7 +358,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 	schedule := endpoint.Schedule(ep, w.cfg.Schedule)
 	delay, ok := retry.Delay(schedule, t.Attempts, jitter, nil)
 	if !ok {
-		return w.deadLetter(ctx, t, res.record)
+		return w.deadLetter(ctx, t, res.record, fmt.Sprintf("retries exhausted after %d attempts", t.Attempts))
 	}
 	if res.status == http.StatusTooManyRequests || res.status == http.StatusServiceUnavailable {
 		delay = retry.Lengthen(delay, res.header, now, maxRetryAfter)
@@ -319,8 +374,8 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 	return nil
 }
 
-func (w *Worker) deadLetter(ctx context.Context, t *task.Task, last *dispatcherv1.Attempt) error {
-	if err := w.messages.DeadLetter(ctx, t.Tenant, t.Message, t.Endpoint, last, time.Now()); err != nil {
+func (w *Worker) deadLetter(ctx context.Context, t *task.Task, last *dispatcherv1.Attempt, reason string) error {
+	if err := w.messages.DeadLetter(ctx, t.Tenant, t.Message, t.Endpoint, last, reason, time.Now()); err != nil {
 		return err
 	}
 	w.metrics.DeadLetter.Inc()
@@ -328,12 +383,35 @@ func (w *Worker) deadLetter(ctx context.Context, t *task.Task, last *dispatcherv
 	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusFailed, Attempts: t.Attempts})
 }
 
+// hold parks t until its endpoint is re-enabled. The endpoint may have
+// been re-enabled since it was read, and whoever re-enabled it may have
+// listed the held set before t was added: so the endpoint is read again
+// after t is held, and if it is enabled by then t is taken back out and
+// sent now (unless the re-enabling took it first).
 func (w *Worker) hold(ctx context.Context, t *task.Task) error {
 	if err := w.messages.Hold(ctx, t.Tenant, t.Message, t.Endpoint, time.Now()); err != nil {
 		return err
 	}
-	w.metrics.Deliveries.WithLabelValues("held").Inc()
-	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts})
+	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts}); err != nil {
+		return err
+	}
+	rec, err := w.endpoints.Get(ctx, t.Tenant, t.Endpoint)
+	if errors.Is(err, endpoint.ErrNotFound) || (err == nil && rec.Endpoint.GetDisabled()) {
+		w.metrics.Deliveries.WithLabelValues("held").Inc()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	mine, err := w.messages.Unhold(ctx, t.Tenant, t.Message, t.Endpoint)
+	if err != nil || !mine {
+		return err
+	}
+	t.NotBefore = time.Time{}
+	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusPending, Attempts: t.Attempts}); err != nil {
+		return err
+	}
+	return w.queues.Enqueue(ctx, w.pub, t)
 }
 
 // disable disables the endpoint and publishes hookyard.endpoint.disabled.

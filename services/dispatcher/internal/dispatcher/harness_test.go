@@ -92,7 +92,7 @@ func newHarness(t *testing.T, allow string, tweak func(*Config)) *harness {
 func (h *harness) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context) error{h.d.RunFanout, h.d.RunDeliveries} {
+	for _, run := range []func(context.Context) error{h.d.RunFanout, h.d.RunDeliveries, h.d.RunDeadLetters} {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = run(ctx) }()
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/api"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/deadletter"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
@@ -90,8 +91,10 @@ type Dispatcher struct {
 	Messages  *api.Messages
 	Fanout    *fanout.Fanout
 	Worker    *deliver.Worker
-	Publisher *rabbit.Publisher
-	rabbit    *rabbit.Conn
+	// DeadLetters records what the broker dead-letters.
+	DeadLetters *deadletter.Consumer
+	Publisher   *rabbit.Publisher
+	rabbit      *rabbit.Conn
 }
 
 // New assembles a Dispatcher.
@@ -143,6 +146,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 		Endpoints: &api.Endpoints{Deps: deps},
 		Messages:  &api.Messages{Deps: deps},
 		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit,
+		DeadLetters: deadletter.New(q, f, msgs, gate, pub, m, d.Log),
 	}, nil
 }
 
@@ -159,6 +163,11 @@ func (d *Dispatcher) RunFanout(ctx context.Context) error { return d.Fanout.Run(
 
 // RunDeliveries consumes delivery tasks until ctx ends.
 func (d *Dispatcher) RunDeliveries(ctx context.Context) error { return d.Worker.Run(ctx, d.rabbit) }
+
+// RunDeadLetters records the broker's dead letters until ctx ends.
+func (d *Dispatcher) RunDeadLetters(ctx context.Context) error {
+	return d.DeadLetters.Run(ctx, d.rabbit)
+}
 
 // Service describes the dispatcher binary.
 func Service() app.Service {
@@ -177,6 +186,7 @@ func Service() app.Service {
 			d.Register(rt.Server)
 			rt.Go("fanout", d.RunFanout)
 			rt.Go("deliveries", d.RunDeliveries)
+			rt.Go("deadletters", d.RunDeadLetters)
 			return nil
 		},
 	}

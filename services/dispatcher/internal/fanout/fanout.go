@@ -19,6 +19,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
+	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
@@ -37,9 +38,14 @@ type Fanout struct {
 	log       *slog.Logger
 	// Concurrency is how many events are fanned out at once.
 	Concurrency int
-	// RetryDelay is how long an event waits after Redis or the broker
-	// failed while it was fanned out.
+	// RetryDelay is how long an event first waits after Redis or the
+	// broker failed while it was fanned out; it doubles with each try, up
+	// to 30s.
 	RetryDelay time.Duration
+	// MaxPutBacks and MinFailingTime bound the tries of an event whose
+	// fan-out keeps failing (defaults: the constants of those names).
+	MaxPutBacks    int
+	MinFailingTime time.Duration
 }
 
 // RoutingKeyHeader carries an event's original routing key on a copy put
@@ -47,9 +53,28 @@ type Fanout struct {
 // key is the queue's name.
 const RoutingKeyHeader = "x-hookyard-routing-key"
 
+// PutBacksHeader counts how often an event was put back after a failed
+// fan-out; ReasonHeader says why an event or task was dead-lettered by the
+// dispatcher itself rather than the broker.
+const (
+	PutBacksHeader     = "x-hookyard-put-backs"
+	FailingSinceHeader = "x-hookyard-failing-since"
+	ReasonHeader       = "x-hookyard-reason"
+)
+
+// An event whose fan-out keeps failing is dead-lettered, visibly, instead
+// of looping for ever, once it has been tried MaxPutBacks times over at
+// least MinFailingTime: an ordinary Redis failover or restart does not
+// dead-letter anything.
+const (
+	MaxPutBacks    = 20
+	MinFailingTime = 5 * time.Minute
+)
+
 // New returns a Fanout.
 func New(q task.Queues, eps *endpoint.Store, msgs *message.Store, pub task.Publisher, m *metrics.Metrics, log *slog.Logger) *Fanout {
-	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64, RetryDelay: time.Second}
+	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64, RetryDelay: time.Second,
+		MaxPutBacks: MaxPutBacks, MinFailingTime: MinFailingTime}
 }
 
 // Run consumes until ctx ends and returns after in-flight events finish.
@@ -61,7 +86,7 @@ func (f *Fanout) Run(ctx context.Context, conn *rabbit.Conn) error {
 
 // Handle fans out one event delivery.
 func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
-	ev, err := cloudevent.FromDelivery(d)
+	ev, m, err := Decode(d)
 	if err != nil {
 		f.metrics.Published.WithLabelValues("invalid").Inc()
 		f.log.Error("event is not a binary-mode CloudEvent; sent to the DLQ", "err", err, "message_id", d.MessageId)
@@ -73,6 +98,112 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		f.metrics.Published.WithLabelValues("no_tenant").Inc()
 		_ = d.Ack(false)
 		return
+	}
+	key := m.RoutingKey
+	n, err := f.Dispatch(ctx, ev.GetTenant(), m, nil)
+	if err != nil {
+		f.metrics.Published.WithLabelValues("error").Inc()
+		tries, since := putBacks(d)
+		tries++
+		if IsPermanent(err) || (tries >= f.MaxPutBacks && time.Since(since) >= f.MinFailingTime) {
+			f.log.Error("fan-out failed for good; event dead-lettered", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
+			f.deadLetter(ctx, d, key, fmt.Sprintf("fan-out failed (%d tries): %v", tries, err))
+			return
+		}
+		f.log.Warn("fan-out failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
+		select {
+		case <-time.After(min(f.RetryDelay<<min(tries-1, 5), 30*time.Second)):
+		case <-ctx.Done():
+		}
+		f.putBack(ctx, d, key, tries, since)
+		return
+	}
+	f.metrics.Published.WithLabelValues("ok").Inc()
+	f.log.Debug("event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
+	_ = d.Ack(false)
+}
+
+// putBack returns an event that could not be fanned out to the tail of
+// the queue. A plain requeue would count against the queue's delivery
+// limit (quorum queues count every return), so a Redis outage of a few
+// seconds would dead-letter every event that arrived during it. A copy
+// does not count; only if the copy cannot be published is the event
+// requeued.
+func (f *Fanout) putBack(ctx context.Context, d amqp.Delivery, key string, tries int, since time.Time) {
+	msg := Copy(d, key)
+	msg.Headers[PutBacksHeader] = int32(tries)
+	msg.Headers[FailingSinceHeader] = since.UnixMilli()
+	f.forward(ctx, d, f.queues.Events, msg)
+}
+
+// deadLetter moves an event that cannot be fanned out to the events
+// queue's DLQ with the reason, where the dead-letter consumer records it
+// for the API.
+func (f *Fanout) deadLetter(ctx context.Context, d amqp.Delivery, key, reason string) {
+	msg := Copy(d, key)
+	msg.Headers[ReasonHeader] = reason
+	f.forward(ctx, d, rabbit.DLQName(f.queues.Events), msg)
+}
+
+// forward publishes msg to queue and acks d once it is confirmed; if it
+// cannot be published d is requeued.
+func (f *Fanout) forward(ctx context.Context, d amqp.Delivery, queue string, msg amqp.Publishing) {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := f.pub.Publish(pctx, "", queue, msg); err != nil {
+		_ = d.Nack(false, true)
+		return
+	}
+	_ = d.Ack(false)
+}
+
+// Copy returns a publishing of d's event with its original routing key in
+// RoutingKeyHeader, for the default exchange.
+func Copy(d amqp.Delivery, key string) amqp.Publishing {
+	headers := amqp.Table{}
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	headers[RoutingKeyHeader] = key
+	return amqp.Publishing{
+		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
+		DeliveryMode: amqp.Persistent, CorrelationId: d.CorrelationId, MessageId: d.MessageId,
+		Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId, Body: d.Body,
+	}
+}
+
+// putBacks returns how often d was put back and since when its fan-out
+// has been failing (now, for the first failure).
+func putBacks(d amqp.Delivery) (int, time.Time) {
+	n, ok := d.Headers[PutBacksHeader].(int32)
+	ms, ok2 := d.Headers[FailingSinceHeader].(int64)
+	if !ok || !ok2 || n < 0 {
+		return 0, time.Now()
+	}
+	return int(n), time.UnixMilli(ms)
+}
+
+// permanentError marks a fan-out error that trying again cannot fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that trying again cannot fix: the event is
+// dead-lettered at once.
+func Permanent(err error) error { return permanentError{err} }
+
+// IsPermanent reports whether err was marked by Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// Decode reads the event of d and the message the dispatcher keeps of it.
+func Decode(d amqp.Delivery) (*eventv1.Event, *message.Message, error) {
+	ev, err := cloudevent.FromDelivery(d)
+	if err != nil {
+		return nil, nil, err
 	}
 	key := d.RoutingKey
 	if k, ok := d.Headers[RoutingKeyHeader].(string); ok && k != "" {
@@ -88,46 +219,14 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 	if ev.GetTime() != nil {
 		m.EventTime = ev.GetTime().AsTime()
 	}
-	n, err := f.Dispatch(ctx, ev.GetTenant(), m, nil)
-	if err != nil {
-		f.metrics.Published.WithLabelValues("error").Inc()
-		f.log.Warn("fan-out failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant())
-		select {
-		case <-time.After(f.RetryDelay):
-		case <-ctx.Done():
-		}
-		f.putBack(ctx, d, key)
-		return
-	}
-	f.metrics.Published.WithLabelValues("ok").Inc()
-	f.log.Debug("event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
-	_ = d.Ack(false)
+	return ev, m, nil
 }
 
-// putBack returns an event that could not be fanned out to the tail of
-// the queue. A plain requeue would count against the queue's delivery
-// limit (quorum queues count every return), so a Redis outage of a few
-// seconds would dead-letter every event that arrived during it. A copy
-// does not count; only if the copy cannot be published is the event
-// requeued.
-func (f *Fanout) putBack(ctx context.Context, d amqp.Delivery, key string) {
-	headers := amqp.Table{}
-	for k, v := range d.Headers {
-		headers[k] = v
-	}
-	headers[RoutingKeyHeader] = key
-	msg := amqp.Publishing{
-		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
-		DeliveryMode: amqp.Persistent, CorrelationId: d.CorrelationId, MessageId: d.MessageId,
-		Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId, Body: d.Body,
-	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := f.pub.Publish(pctx, "", f.queues.Events, msg); err != nil {
-		_ = d.Nack(false, true)
-		return
-	}
-	_ = d.Ack(false)
+// Record records m without fanning it out, under the id Dispatch would
+// use (m.ID is updated), for a dead letter of an event.
+func (f *Fanout) Record(ctx context.Context, tenant string, m *message.Message) error {
+	_, err := f.record(ctx, tenant, m, nil)
+	return err
 }
 
 // Dispatch records m and enqueues a task for each matching endpoint that
@@ -148,16 +247,7 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 	}
 	// Recorded even when no endpoint matches, so that the message can be
 	// looked up (and resent once an endpoint exists).
-	_, existing, err := f.messages.RecordFor(ctx, tenant, m, ids)
-	if errors.Is(err, message.ErrIDTaken) {
-		// Another source's event has this id. This one becomes
-		// "<source>:<id>", the same on every replay, so both are
-		// delivered and a subscriber deduplicating on webhook-id keeps
-		// both.
-		f.log.Warn("event id used by another source; delivering it as source:id", "event_id", m.ID, "source", m.Source, "tenant", tenant)
-		m.ID = m.Source + ":" + m.ID
-		_, existing, err = f.messages.RecordFor(ctx, tenant, m, ids)
-	}
+	existing, err := f.record(ctx, tenant, m, ids)
 	if err != nil {
 		return 0, err
 	}
@@ -189,6 +279,38 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 	return len(todo), nil
 }
 
+// maxRenames bounds the "<source>:" prefixes tried for one event id.
+const maxRenames = 8
+
+// record records m (see message.Store.RecordFor). An id taken by another
+// event (another source's, or one sent with a different id and renamed
+// to this one) makes m "<source>:<id>", then "<source>:<source>:<id>" and
+// so on until an id is free or holds m itself: the same on every replay,
+// and never another event's, because every stored message keeps the id
+// it was sent with. A subscriber deduplicating on webhook-id keeps both.
+func (f *Fanout) record(ctx context.Context, tenant string, m *message.Message, ids []string) (map[string]bool, error) {
+	sent := m.ID
+	if m.Orig != "" {
+		sent = m.Orig
+	}
+	for range maxRenames {
+		_, existing, err := f.messages.RecordFor(ctx, tenant, m, ids)
+		if !errors.Is(err, message.ErrIDTaken) {
+			return existing, err
+		}
+		renamed := m.Source + ":" + m.ID
+		if len(renamed) > MaxMessageID {
+			break
+		}
+		f.log.Warn("event id used by another event; delivering it as source:id", "event_id", m.ID, "as", renamed, "source", m.Source, "tenant", tenant)
+		m.ID, m.Orig = renamed, sent
+	}
+	return nil, Permanent(fmt.Errorf("event id %q of source %q: every id tried is taken by another event", sent, m.Source))
+}
+
+// MaxMessageID is the longest message id the store looks up.
+const MaxMessageID = 255
+
 // ErrNoEndpoint is returned by Resend for an endpoint without a delivery.
 var ErrNoEndpoint = errors.New("message has no delivery to that endpoint")
 
@@ -205,6 +327,19 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 	m, deliveries, err := f.messages.Get(ctx, tenant, msgID)
 	if err != nil {
 		return 0, err
+	}
+	if len(eps) == 0 && len(deliveries) == 0 {
+		// Never fanned out (its dead letter, if any, is the message's own):
+		// fan it out now to the endpoints that match.
+		start := time.Now()
+		n, err := f.Dispatch(ctx, tenant, m, nil)
+		if err != nil {
+			return 0, err
+		}
+		if err := f.messages.ClearDeadLetter(ctx, tenant, msgID, "", start); err != nil {
+			return 0, err
+		}
+		return n, nil
 	}
 	if len(eps) == 0 {
 		for ep := range deliveries {

@@ -54,7 +54,10 @@ const MaxSnippet = 4 << 10
 
 // Message is an event as the dispatcher keeps it.
 type Message struct {
-	ID          string    `json:"-"`
+	ID string `json:"-"`
+	// Orig is the id the event was sent with when it is stored under
+	// another (see RecordFor); empty when they are the same.
+	Orig        string    `json:"orig,omitempty"`
 	Source      string    `json:"source"`
 	Type        string    `json:"type"`
 	RoutingKey  string    `json:"key"`
@@ -143,7 +146,7 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 		return true, existing, nil
 	}
 	var prev Message
-	if meta, _ := res[1].(string); json.Unmarshal([]byte(meta), &prev) != nil || prev.Source != m.Source {
+	if meta, _ := res[1].(string); json.Unmarshal([]byte(meta), &prev) != nil || prev.Source != m.Source || prev.sentAs(m.ID) != m.sentAs(m.ID) {
 		return false, nil, fmt.Errorf("%w: %q is a message of source %q", ErrIDTaken, m.ID, prev.Source)
 	}
 	for i, v := range res[2:] {
@@ -152,6 +155,14 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 		}
 	}
 	return false, existing, nil
+}
+
+// sentAs is the id m was sent with, when it is stored under id.
+func (m *Message) sentAs(id string) string {
+	if m.Orig != "" {
+		return m.Orig
+	}
+	return id
 }
 
 // Get returns a message and its deliveries by endpoint id.
@@ -323,13 +334,14 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token
 	return out, next, nil
 }
 
-// DeadLetter records that the delivery of id to ep failed for good. The
+// DeadLetter records that the delivery of id to ep failed for good, and
+// why. An empty ep is a message that could not be fanned out at all. The
 // snippet of last is replaced by its Snippet, as AddAttempt does.
-func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dispatcherv1.Attempt, at time.Time) error {
+func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) error {
 	if last != nil {
 		last.ResponseSnippet = Snippet(last.ResponseSnippet)
 	}
-	dl := &dispatcherv1.DeadLetter{MessageId: id, EndpointId: ep, Time: timestamppb.New(at), LastAttempt: last}
+	dl := &dispatcherv1.DeadLetter{MessageId: id, EndpointId: ep, Time: timestamppb.New(at), LastAttempt: last, Reason: strings.ToValidUTF8(reason, "\uFFFD")}
 	v, err := protojson.Marshal(dl)
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
@@ -440,6 +452,25 @@ func (s *Store) Hold(ctx context.Context, tenant, id, ep string, at time.Time) e
 		return fmt.Errorf("hold delivery: %w", err)
 	}
 	return nil
+}
+
+// Held returns the ids of messages held for ep.
+func (s *Store) Held(ctx context.Context, tenant, ep string) ([]string, error) {
+	ids, err := s.rdb.ZRange(ctx, s.heldKey(tenant, ep), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list held deliveries: %w", err)
+	}
+	return ids, nil
+}
+
+// Unhold removes id from ep's held set and reports whether it was there:
+// whoever removes it owns sending it.
+func (s *Store) Unhold(ctx context.Context, tenant, id, ep string) (bool, error) {
+	n, err := s.rdb.ZRem(ctx, s.heldKey(tenant, ep), id).Result()
+	if err != nil {
+		return false, fmt.Errorf("release held delivery: %w", err)
+	}
+	return n == 1, nil
 }
 
 // Recoverable returns the ids of messages held or dead-lettered for ep

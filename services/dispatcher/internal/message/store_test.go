@@ -234,7 +234,7 @@ func deadLetterAll(t *testing.T, s *Store, tenant string, pairs [][2]string) {
 			t.Fatal(err)
 		}
 		last := &dispatcherv1.Attempt{EndpointId: p[1], Number: 8, StatusCode: 400, ResponseSnippet: "bad \xff request"}
-		if err := s.DeadLetter(context.Background(), tenant, p[0], p[1], last, start.Add(time.Duration(i)*time.Millisecond)); err != nil {
+		if err := s.DeadLetter(context.Background(), tenant, p[0], p[1], last, "test", start.Add(time.Duration(i)*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -316,10 +316,10 @@ func TestDeadLetters(t *testing.T) {
 
 	// Entries older than the retention period are trimmed.
 	old := time.Now().Add(-2 * retention)
-	if err := s.DeadLetter(ctx, "acme", "m2", "ep9", nil, old); err != nil {
+	if err := s.DeadLetter(ctx, "acme", "m2", "ep9", nil, "test", old); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeadLetter(ctx, "acme", "m3", "ep9", nil, time.Now()); err != nil {
+	if err := s.DeadLetter(ctx, "acme", "m3", "ep9", nil, "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if got := fmt.Sprint(listDeadLetters(t, s, "acme", "ep9", 10)); got != "[m3@ep9]" {
@@ -525,7 +525,7 @@ func TestNoWritesToExpiredMessages(t *testing.T) {
 	if err := s.SetDelivery(ctx, "acme", "expired", "ep1", Delivery{Status: StatusRetrying, Attempts: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeadLetter(ctx, "acme", "expired", "ep1", nil, time.Now()); err != nil {
+	if err := s.DeadLetter(ctx, "acme", "expired", "ep1", nil, "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if n := rdb.Exists(ctx, s.msgKey("acme", "expired")).Val(); n != 0 {

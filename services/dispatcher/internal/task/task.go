@@ -27,6 +27,7 @@ const (
 	HeaderNotBefore = "hy-not-before"
 	HeaderEventTime = "hy-event-time"
 	HeaderDeferrals = "hy-deferrals"
+	HeaderDelivered = "hy-delivered"
 )
 
 // Task is one message to deliver to one endpoint.
@@ -40,7 +41,10 @@ type Task struct {
 	ContentType string
 	EventTime   time.Time
 	NotBefore   time.Time // zero: now
-	Body        []byte
+	// Delivered: the subscriber accepted the message, but writing that
+	// down failed; the task only records it.
+	Delivered bool
+	Body      []byte
 }
 
 // ID identifies the task on the broker (its AMQP message id): a digest of
@@ -70,6 +74,9 @@ func (t *Task) Publishing() amqp.Publishing {
 	}
 	if t.Deferrals > 0 {
 		h[HeaderDeferrals] = int32(t.Deferrals)
+	}
+	if t.Delivered {
+		h[HeaderDelivered] = true
 	}
 	if !t.NotBefore.IsZero() {
 		h[HeaderNotBefore] = t.NotBefore.UnixMilli()
@@ -124,6 +131,7 @@ func Decode(d amqp.Delivery) (*Task, error) {
 	if ms, ok := intHeader(d.Headers[HeaderEventTime]); ok {
 		t.EventTime = time.UnixMilli(ms)
 	}
+	t.Delivered, _ = d.Headers[HeaderDelivered].(bool)
 	t.ContentType = d.ContentType
 	t.Body = d.Body
 	return &t, nil
