@@ -621,3 +621,36 @@ func TestSendMessageIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An endpoint that leaves max_in_flight and timeout unset is shown with the
+// values it is delivered with (the server's defaults), not 0 and null.
+func TestEndpointShowsEffectiveDefaults(t *testing.T) {
+	e := start(t)
+	ep := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/hook"})
+	check := func(what string, got *dispatcherv1.Endpoint) {
+		t.Helper()
+		if got.GetMaxInFlight() != 10 || got.GetTimeout().AsDuration() != 15*time.Second {
+			t.Errorf("%s: maxInFlight %d, timeout %v; want the defaults 10 and 15s", what, got.GetMaxInFlight(), got.GetTimeout())
+		}
+	}
+	check("create", ep)
+	got, err := e.eps.GetEndpoint(as(e.acme.key), &dispatcherv1.GetEndpointRequest{Id: ep.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("get", got)
+	list, err := e.eps.ListEndpoints(as(e.acme.key), &dispatcherv1.ListEndpointsRequest{})
+	if err != nil || len(list.GetEndpoints()) != 1 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	check("list", list.GetEndpoints()[0])
+	body := e.restOK(t, "GET", "/v1/endpoints/"+ep.GetId(), e.acme.key, "")
+	if body["maxInFlight"] != float64(10) || body["timeout"] != "15s" {
+		t.Errorf("REST: maxInFlight %v, timeout %v", body["maxInFlight"], body["timeout"])
+	}
+	// An endpoint's own values are kept.
+	own := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/other", MaxInFlight: 3, Timeout: durationpb.New(2 * time.Second)})
+	if own.GetMaxInFlight() != 3 || own.GetTimeout().AsDuration() != 2*time.Second {
+		t.Errorf("own values: %d %v", own.GetMaxInFlight(), own.GetTimeout())
+	}
+}
