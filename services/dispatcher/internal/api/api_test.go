@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -652,5 +653,45 @@ func TestEndpointShowsEffectiveDefaults(t *testing.T) {
 	own := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/other", MaxInFlight: 3, Timeout: durationpb.New(2 * time.Second)})
 	if own.GetMaxInFlight() != 3 || own.GetTimeout().AsDuration() != 2*time.Second {
 		t.Errorf("own values: %d %v", own.GetMaxInFlight(), own.GetTimeout())
+	}
+}
+
+// A resent delivery starts its retry schedule again, but its attempts keep
+// counting: the log numbers each endpoint's attempts 1, 2, 3… in order,
+// whatever number the attempt was made under, on every page.
+func TestAttemptsNumberedAcrossResends(t *testing.T) {
+	e := start(t)
+	a := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/a"}).GetId()
+	b := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/b"}).GetId()
+	e.record(t, e.acme.name, "msg-r", a) // a: attempt 1
+	ctx := context.Background()
+	// a retried once, then resent twice (the worker numbers a resend's
+	// first attempt 1); b attempted once in between.
+	for _, att := range []*dispatcherv1.Attempt{
+		{EndpointId: a, Number: 2}, {EndpointId: b, Number: 1}, {EndpointId: a, Number: 1}, {EndpointId: a, Number: 1},
+	} {
+		if err := e.store.AddAttempt(ctx, e.acme.name, "msg-r", att); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string][]int32{a: {1, 2, 3, 4}, b: {1}}
+	got := map[string][]int32{}
+	token := ""
+	for {
+		page, err := e.msgs.ListMessageAttempts(as(e.acme.key), &dispatcherv1.ListMessageAttemptsRequest{Id: "msg-r", PageSize: 2, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, att := range page.GetAttempts() {
+			got[att.GetEndpointId()] = append(got[att.GetEndpointId()], att.GetNumber())
+		}
+		if token = page.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	for ep, w := range want {
+		if !slices.Equal(got[ep], w) {
+			t.Errorf("endpoint %s: attempt numbers %v, want %v", ep, got[ep], w)
+		}
 	}
 }
