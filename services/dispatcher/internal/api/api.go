@@ -28,6 +28,7 @@ import (
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
@@ -107,9 +108,12 @@ func storeErr(err error, what, id string) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	default:
-		return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+		return server.Unavailable(domain, what, err)
 	}
 }
+
+// domain is the ErrorInfo domain of the dispatcher's errors.
+const domain = "hookyard.dispatcher.v1"
 
 // view is ep as callers see it: without its secret, and with the
 // delivery settings it leaves unset shown as the values it is delivered
