@@ -210,8 +210,11 @@ bench-dispatcher: deps ## Dispatcher load, isolation and memory test (DISPATCHER
 # ------------------------------------------------------------------- dev
 
 .PHONY: dev
+# On a terminal the script runs as its own foreground job (bash -m), so
+# Ctrl-C reaches the script and the services but not make: make would
+# otherwise end itself with SIGINT (status 130) after a clean stop.
 dev: ## Run the four services locally (deploy/local/dev.sh)
-	@deploy/local/dev.sh
+	@if [ -t 0 ]; then bash -m -c 'deploy/local/dev.sh; exit $$?'; else deploy/local/dev.sh; fi
 
 .PHONY: clean
 clean: ## Remove built binaries and local dev state (keeps ./bin tools)

@@ -7,8 +7,14 @@
 # Environment:
 #   HOOKYARD_API_KEYS      default dev:devkey-local (a development key, printed)
 #   HOOKYARD_ALLOW_CIDRS   default 127.0.0.0/8, so local subscribers work
-#   HOOKYARD_AMQP_URL, HOOKYARD_REDIS_URL and other HOOKYARD_* settings are
-#                          passed through to every service
+#   HOOKYARD_AMQP_URL      default amqp://guest:guest@127.0.0.1:5672/<DEV_VHOST>
+#   DEV_VHOST              RabbitMQ virtual host of the dev suite (default
+#                          hookyard-dev), created with rabbitmqctl or the
+#                          management API when missing, so that dev never
+#                          shares queues and exchanges with anything else
+#                          on the broker; "/" uses the default vhost
+#   HOOKYARD_REDIS_URL and other HOOKYARD_* settings are passed through to
+#                          every service
 #   DEV_BIND_HOST          interface the services listen on (default
 #                          127.0.0.1; set it empty to listen on all)
 #   DEV_READY_TIMEOUT      seconds to wait for every /readyz (default 30)
@@ -85,12 +91,18 @@ cleanup() {
 			((alive)) || break
 			sleep 0.2
 		done
+		local st
 		for s in "${!PID[@]}"; do
 			if kill -0 "${PID[$s]}" 2>/dev/null; then
 				say "$s did not stop within ${STOP_TIMEOUT}s; killing it"
 				kill -KILL "${PID[$s]}" 2>/dev/null
 			fi
 			wait "${PID[$s]}" 2>/dev/null
+			st=$?
+			if ((st != 0)); then
+				say "$s exited with status $st while stopping"
+				((rc == 0)) && rc=1
+			fi
 		done
 		sleep 0.2 # let the log prefixers flush
 	fi
@@ -100,12 +112,59 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
+# Ctrl-C is how dev is meant to stop: a clean stop exits 0.
+trap 'exit 0' INT
 trap 'exit 143' TERM
 
 # ------------------------------------------------------------------ deps
 
 "$ROOT/deploy/local/deps.sh"
+
+# ----------------------------------------------------------------- vhost
+
+# ensure_vhost VHOST: create the vhost and give guest access to it, with
+# rabbitmqctl (as root, or through passwordless sudo) or else the management
+# API; return 1 if neither is available.
+ensure_vhost() {
+	local v=$1 ctl=()
+	if command -v rabbitmqctl >/dev/null; then
+		if [[ $(id -u) == 0 ]]; then
+			ctl=(rabbitmqctl -q)
+		elif sudo -n true 2>/dev/null; then
+			ctl=(sudo -n rabbitmqctl -q)
+		fi
+	fi
+	if ((${#ctl[@]})) && timeout 30 "${ctl[@]}" list_vhosts name >/dev/null 2>&1; then
+		if ! timeout 30 "${ctl[@]}" list_vhosts name | grep -qxF -- "$v"; then
+			timeout 30 "${ctl[@]}" add_vhost "$v" >/dev/null || return 1
+		fi
+		timeout 30 "${ctl[@]}" set_permissions -p "$v" guest '.*' '.*' '.*' >/dev/null || return 1
+		return 0
+	fi
+	local api=http://127.0.0.1:15672/api enc
+	enc=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$v" 2>/dev/null) || enc=$v
+	if curl -sf -m 5 -u guest:guest "$api/overview" >/dev/null 2>&1; then
+		curl -sf -m 10 -u guest:guest -X PUT "$api/vhosts/$enc" >/dev/null &&
+			curl -sf -m 10 -u guest:guest -X PUT -H 'Content-Type: application/json' \
+				-d '{"configure":".*","write":".*","read":".*"}' "$api/permissions/$enc/guest" >/dev/null &&
+			return 0
+	fi
+	return 1
+}
+
+if [[ -z ${HOOKYARD_AMQP_URL:-} ]]; then
+	VHOST=${DEV_VHOST-hookyard-dev}
+	if [[ -z $VHOST || $VHOST == / ]]; then
+		export HOOKYARD_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/
+		say "RabbitMQ: using the default vhost '/' (DEV_VHOST=/)"
+	else
+		ensure_vhost "$VHOST" || die "cannot create the RabbitMQ vhost '$VHOST' (no usable rabbitmqctl, no management API on :15672). Create it once with
+  sudo rabbitmqctl add_vhost $VHOST && sudo rabbitmqctl set_permissions -p $VHOST guest '.*' '.*' '.*'
+or run with DEV_VHOST=/ to share the broker's default vhost"
+		export HOOKYARD_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/$VHOST
+		say "RabbitMQ: vhost '$VHOST' ($HOOKYARD_AMQP_URL)"
+	fi
+fi
 
 if [[ -z ${HOOKYARD_API_KEYS:-} ]]; then
 	export HOOKYARD_API_KEYS=dev:devkey-local
@@ -206,9 +265,10 @@ Try:
   curl -X POST -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' \\
     -d '{"name":"demo","provider":"github","secrets":["dev-secret"]}' http://$HOST:${HTTP_PORT[ingress]}/v1/sources
 
-  # then send it a signed GitHub webhook:
-  body='{"zen":"hello"}'; sig=\$(printf %s "\$body" | openssl dgst -sha256 -hmac dev-secret -r | cut -d' ' -f1)
-  curl -i -H 'X-GitHub-Event: ping' -H "X-GitHub-Delivery: \$(date +%s%N)" -H "X-Hub-Signature-256: sha256=\$sig" \\
+  # then send it a signed GitHub webhook (GitHub signs the body only, so a
+  # new delivery id needs a new body: the same body again is a replay):
+  d=\$(date +%s%N); body="{\\"zen\\":\\"hello \$d\\"}"; sig=\$(printf %s "\$body" | openssl dgst -sha256 -hmac dev-secret -r | cut -d' ' -f1)
+  curl -i -H 'X-GitHub-Event: ping' -H "X-GitHub-Delivery: \$d" -H "X-Hub-Signature-256: sha256=\$sig" \\
     -H 'Content-Type: application/json' -d "\$body" http://$HOST:${HTTP_PORT[ingress]}/webhooks/demo
 
 EOF

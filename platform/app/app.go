@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 )
 
 // Service describes one binary.
@@ -172,44 +172,30 @@ func Run(ctx context.Context, s Service, args []string) error {
 		return err
 	}
 
-	var wg sync.WaitGroup
-	errc := make(chan error, len(rt.workers)+1)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The workers and the server run until ctx ends or one of them fails;
+	// either way all of them are stopped and waited for.
+	g, runCtx := errgroup.WithContext(ctx)
 	for _, w := range rt.workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			if err := w.fn(runCtx); err != nil && runCtx.Err() == nil {
-				errc <- fmt.Errorf("worker %s: %w", w.name, err)
-				cancel()
+				return fmt.Errorf("worker %s: %w", w.name, err)
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := srv.Run(runCtx); err != nil {
-			errc <- err
-			cancel()
-		}
-	}()
+	g.Go(func() error { return srv.Run(runCtx) })
 	<-runCtx.Done()
 	log.Info("stopping", "reason", context.Cause(runCtx))
-	stopped := make(chan struct{})
-	go func() { wg.Wait(); close(stopped) }()
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
 	select {
-	case <-stopped:
+	case err := <-done:
+		if err == nil {
+			log.Info("stopped")
+		}
+		return err
 	case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
 		log.Error("workers did not stop within the shutdown timeout")
+		return nil
 	}
-	close(errc)
-	var errs []error
-	for err := range errc {
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		log.Info("stopped")
-	}
-	return errors.Join(errs...)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 
 	"golang.org/x/sync/semaphore"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -196,6 +197,13 @@ func gatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 		// The gateway could not encode what the client sent.
 		writeStatus(w, http.StatusBadRequest, status.New(codes.InvalidArgument, "request cannot be encoded: "+strings.TrimPrefix(st.Message(), "grpc: error while marshaling: ")))
 		return
+	}
+	if st, ok := status.FromError(err); ok {
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().AsDuration() > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int(max(1, ri.GetRetryDelay().AsDuration().Round(time.Second)/time.Second))))
+			}
+		}
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }

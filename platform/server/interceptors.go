@@ -66,6 +66,9 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		if err != nil {
 			attrs = append(attrs, "err", status.Convert(err).Message())
+			if c := cause(err); c != nil {
+				attrs = append(attrs, "cause", c.Error())
+			}
 		}
 		log.Log(ctx, level, "rpc", attrs...)
 		return resp, err

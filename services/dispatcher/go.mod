@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/google/uuid v1.6.0
+	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/hookyard/hookyard/gen v0.0.0
 	github.com/hookyard/hookyard/platform v0.0.0
 	github.com/prometheus/client_golang v1.25.0

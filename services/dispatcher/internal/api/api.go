@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
@@ -58,7 +60,11 @@ type Deps struct {
 	RotationOverlap time.Duration
 	// Retention is how long message ids are remembered.
 	Retention time.Duration
-	Log       *slog.Logger
+	// DefaultMaxInFlight and DefaultTimeout apply to endpoints that set
+	// none; endpoints are shown with them.
+	DefaultMaxInFlight int
+	DefaultTimeout     time.Duration
+	Log                *slog.Logger
 }
 
 // Endpoints implements EndpointService.
@@ -102,8 +108,25 @@ func storeErr(err error, what, id string) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	default:
-		return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+		return server.Unavailable(domain, what, err)
 	}
+}
+
+// domain is the ErrorInfo domain of the dispatcher's errors.
+const domain = "hookyard.dispatcher.v1"
+
+// view is ep as callers see it: without its secret, and with the
+// delivery settings it leaves unset shown as the values it is delivered
+// with. Stored, they stay unset, so they follow the server's defaults.
+func (d Deps) view(ep *dispatcherv1.Endpoint) *dispatcherv1.Endpoint {
+	out := endpoint.Public(ep)
+	if out.GetMaxInFlight() == 0 && d.DefaultMaxInFlight > 0 {
+		out.MaxInFlight = int32(d.DefaultMaxInFlight)
+	}
+	if out.GetTimeout() == nil && d.DefaultTimeout > 0 {
+		out.Timeout = durationpb.New(d.DefaultTimeout)
+	}
+	return out
 }
 
 // validate checks an endpoint as it would be stored. A retry schedule
@@ -137,6 +160,9 @@ func (s *Endpoints) CreateEndpoint(ctx context.Context, r *dispatcherv1.CreateEn
 	if err != nil {
 		return nil, storeErr(err, "endpoint", "")
 	}
+	secret := ep.GetSecret()
+	ep = s.view(ep)
+	ep.Secret = secret
 	return ep, nil
 }
 
@@ -150,7 +176,7 @@ func (s *Endpoints) GetEndpoint(ctx context.Context, r *dispatcherv1.GetEndpoint
 	if err != nil {
 		return nil, storeErr(err, "endpoint", r.GetId())
 	}
-	return endpoint.Public(rec.Endpoint), nil
+	return s.view(rec.Endpoint), nil
 }
 
 // ListEndpoints pages through the tenant's endpoints.
@@ -169,7 +195,7 @@ func (s *Endpoints) ListEndpoints(ctx context.Context, r *dispatcherv1.ListEndpo
 	}
 	out := &dispatcherv1.ListEndpointsResponse{NextPageToken: next}
 	for _, rec := range recs {
-		out.Endpoints = append(out.Endpoints, endpoint.Public(rec.Endpoint))
+		out.Endpoints = append(out.Endpoints, s.view(rec.Endpoint))
 	}
 	return out, nil
 }
@@ -221,7 +247,7 @@ func (s *Endpoints) UpdateEndpoint(ctx context.Context, r *dispatcherv1.UpdateEn
 			return nil, storeErr(err, "held messages", id)
 		}
 	}
-	return endpoint.Public(rec.Endpoint), nil
+	return s.view(rec.Endpoint), nil
 }
 
 // DeleteEndpoint deletes an endpoint; its pending tasks are dropped when

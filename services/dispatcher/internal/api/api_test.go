@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -619,5 +620,78 @@ func TestSendMessageIsIdempotent(t *testing.T) {
 	// Another tenant's ids are its own.
 	if _, err := e.msgs.SendMessage(as(e.globex.key), send); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An endpoint that leaves max_in_flight and timeout unset is shown with the
+// values it is delivered with (the server's defaults), not 0 and null.
+func TestEndpointShowsEffectiveDefaults(t *testing.T) {
+	e := start(t)
+	ep := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/hook"})
+	check := func(what string, got *dispatcherv1.Endpoint) {
+		t.Helper()
+		if got.GetMaxInFlight() != 10 || got.GetTimeout().AsDuration() != 15*time.Second {
+			t.Errorf("%s: maxInFlight %d, timeout %v; want the defaults 10 and 15s", what, got.GetMaxInFlight(), got.GetTimeout())
+		}
+	}
+	check("create", ep)
+	got, err := e.eps.GetEndpoint(as(e.acme.key), &dispatcherv1.GetEndpointRequest{Id: ep.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("get", got)
+	list, err := e.eps.ListEndpoints(as(e.acme.key), &dispatcherv1.ListEndpointsRequest{})
+	if err != nil || len(list.GetEndpoints()) != 1 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	check("list", list.GetEndpoints()[0])
+	body := e.restOK(t, "GET", "/v1/endpoints/"+ep.GetId(), e.acme.key, "")
+	if body["maxInFlight"] != float64(10) || body["timeout"] != "15s" {
+		t.Errorf("REST: maxInFlight %v, timeout %v", body["maxInFlight"], body["timeout"])
+	}
+	// An endpoint's own values are kept.
+	own := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/other", MaxInFlight: 3, Timeout: durationpb.New(2 * time.Second)})
+	if own.GetMaxInFlight() != 3 || own.GetTimeout().AsDuration() != 2*time.Second {
+		t.Errorf("own values: %d %v", own.GetMaxInFlight(), own.GetTimeout())
+	}
+}
+
+// A resent delivery starts its retry schedule again, but its attempts keep
+// counting: the log numbers each endpoint's attempts 1, 2, 3… in order,
+// whatever number the attempt was made under, on every page.
+func TestAttemptsNumberedAcrossResends(t *testing.T) {
+	e := start(t)
+	a := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/a"}).GetId()
+	b := e.create(t, e.acme.key, &dispatcherv1.Endpoint{Url: "https://example.com/b"}).GetId()
+	e.record(t, e.acme.name, "msg-r", a) // a: attempt 1
+	ctx := context.Background()
+	// a retried once, then resent twice (the worker numbers a resend's
+	// first attempt 1); b attempted once in between.
+	for _, att := range []*dispatcherv1.Attempt{
+		{EndpointId: a, Number: 2}, {EndpointId: b, Number: 1}, {EndpointId: a, Number: 1}, {EndpointId: a, Number: 1},
+	} {
+		if err := e.store.AddAttempt(ctx, e.acme.name, "msg-r", att); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string][]int32{a: {1, 2, 3, 4}, b: {1}}
+	got := map[string][]int32{}
+	token := ""
+	for {
+		page, err := e.msgs.ListMessageAttempts(as(e.acme.key), &dispatcherv1.ListMessageAttemptsRequest{Id: "msg-r", PageSize: 2, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, att := range page.GetAttempts() {
+			got[att.GetEndpointId()] = append(got[att.GetEndpointId()], att.GetNumber())
+		}
+		if token = page.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	for ep, w := range want {
+		if !slices.Equal(got[ep], w) {
+			t.Errorf("endpoint %s: attempt numbers %v, want %v", ep, got[ep], w)
+		}
 	}
 }

@@ -141,6 +141,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 		Endpoints: eps, Messages: msgs, Gate: gate, Fanout: f, Publisher: pub, Policy: policy,
 		Sends: dedupe.New(d.Redis, c.KeyPrefix+":send"), RotationOverlap: c.RotationOverlap,
 		Retention: c.Retention, Log: d.Log,
+		DefaultMaxInFlight: c.DefaultMaxInFlight, DefaultTimeout: c.DefaultTimeout,
 	}
 	return &Dispatcher{
 		Endpoints: &api.Endpoints{Deps: deps},

@@ -21,10 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -88,18 +88,17 @@ type Store struct {
 	prefix string
 	now    func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]cached // tenant -> endpoints
+	// cache maps a tenant to its endpoints for CacheTTL. When full it
+	// drops the tenants used least recently.
+	cache *expirable.LRU[string, []*Record]
 }
 
-type cached struct {
-	at      time.Time
-	records []*Record
-}
+// cacheSize bounds how many tenants' endpoints a replica caches.
+const cacheSize = 10_000
 
 // New returns a Store writing keys under prefix.
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, prefix: prefix, now: time.Now, cache: map[string]cached{}}
+	return &Store{rdb: rdb, prefix: prefix, now: time.Now, cache: expirable.NewLRU[string, []*Record](cacheSize, nil, CacheTTL)}
 }
 
 func (s *Store) key(tenant, id string) string {
@@ -108,9 +107,7 @@ func (s *Store) key(tenant, id string) string {
 func (s *Store) index(tenant string) string { return fmt.Sprintf("%s:eps:{%s}", s.prefix, tenant) }
 
 func (s *Store) forget(tenant string) {
-	s.mu.Lock()
-	delete(s.cache, tenant)
-	s.mu.Unlock()
+	s.cache.Remove(tenant)
 }
 
 // Create stores a new endpoint and returns it with its secret (the only time
@@ -222,12 +219,8 @@ func (s *Store) Matching(ctx context.Context, tenant, routingKey string) ([]*Rec
 
 // all returns every endpoint of tenant, at most CacheTTL stale.
 func (s *Store) all(ctx context.Context, tenant string) ([]*Record, error) {
-	now := s.now()
-	s.mu.Lock()
-	c, ok := s.cache[tenant]
-	s.mu.Unlock()
-	if ok && now.Sub(c.at) < CacheTTL {
-		return c.records, nil
+	if records, ok := s.cache.Get(tenant); ok {
+		return records, nil
 	}
 	ids, err := s.rdb.ZRange(ctx, s.index(tenant), 0, -1).Result()
 	if err != nil {
@@ -237,12 +230,7 @@ func (s *Store) all(ctx context.Context, tenant string) ([]*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if len(s.cache) > 10000 {
-		clear(s.cache) // bound memory with many tenants; refilled on demand
-	}
-	s.cache[tenant] = cached{at: now, records: records}
-	s.mu.Unlock()
+	s.cache.Add(tenant, records)
 	return records, nil
 }
 

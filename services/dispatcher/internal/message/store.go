@@ -309,26 +309,46 @@ func (s *Store) QueueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, 
 
 // Attempts pages through the attempt log, oldest first. Page tokens are
 // opaque offsets: the log is append-only, so offsets stay valid.
+//
+// Each attempt is numbered by its place among its endpoint's attempts in
+// the log, not by the number it was made under: a resend starts the retry
+// schedule (and so the worker's count) again, but the attempts go on
+// counting 1, 2, 3… So the page is read together with the entries before
+// it; the log is bounded by the retry schedule times the endpoints.
 func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token string) ([]*dispatcherv1.Attempt, string, error) {
 	off, err := decodeOffset(token)
 	if err != nil {
 		return nil, "", err
 	}
-	vals, err := s.rdb.LRange(ctx, s.attKey(tenant, id), int64(off), int64(off+size)).Result()
+	vals, err := s.rdb.LRange(ctx, s.attKey(tenant, id), 0, int64(off+size)).Result()
 	if err != nil {
 		return nil, "", fmt.Errorf("read attempts: %w", err)
 	}
 	next := ""
-	if len(vals) > size {
-		vals = vals[:size]
+	if len(vals) > off+size {
+		vals = vals[:off+size]
 		next = encodeOffset(off + size)
 	}
-	out := make([]*dispatcherv1.Attempt, 0, len(vals))
-	for _, v := range vals {
+	count := map[string]int32{}
+	out := make([]*dispatcherv1.Attempt, 0, size)
+	for i, v := range vals {
+		if i < off {
+			// Only the endpoint is needed of an attempt before the page.
+			var head struct {
+				EndpointID string `json:"endpointId"`
+			}
+			if err := json.Unmarshal([]byte(v), &head); err != nil {
+				return nil, "", fmt.Errorf("decode attempt: %w", err)
+			}
+			count[head.EndpointID]++
+			continue
+		}
 		a := &dispatcherv1.Attempt{}
 		if err := protojson.Unmarshal([]byte(v), a); err != nil {
 			return nil, "", fmt.Errorf("decode attempt: %w", err)
 		}
+		count[a.GetEndpointId()]++
+		a.Number = count[a.GetEndpointId()]
 		out = append(out, a)
 	}
 	return out, next, nil

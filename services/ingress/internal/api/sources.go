@@ -9,6 +9,7 @@ import (
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/services/ingress/internal/source"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,7 +33,7 @@ func storeError(err error, name string) error {
 	case errors.Is(err, source.ErrConflict):
 		return status.Errorf(codes.Aborted, "source %q: %v", name, err)
 	default:
-		return status.Errorf(codes.Unavailable, "source store: %v", err)
+		return server.Unavailable("hookyard.ingress.v1", "the source store", err)
 	}
 }
 

@@ -36,6 +36,9 @@ func Service() app.Service {
 			pub := rabbit.NewPublisher(rt.Rabbit, rabbit.PublisherConfig{Channels: publisherChannels})
 			rt.OnClose(pub.Close)
 			sources := source.New(rt.Redis, KeyPrefix)
+			// Source changes made through any replica end this one's
+			// cached copies.
+			rt.Go("source-changes", sources.Run)
 			in := ingest.New(pub, dedupe.New(rt.Redis, publish.DedupePrefix), rt.Log, rt.Registry)
 			in.Owners = publish.NewOwners(rt.Redis, KeyPrefix)
 

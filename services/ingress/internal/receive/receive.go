@@ -151,7 +151,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Time:        now,
 		DedupeTTL:   source.DedupeWindow(rec.Source),
 		Nonce:       ev.Nonce,
-		NonceTTL:    nonceTTL(cfg.Tolerance, source.DedupeWindow(rec.Source)),
+		NonceTTL:    nonceTTL(ev.Timed, cfg.Tolerance, source.DedupeWindow(rec.Source)),
 	})
 	switch {
 	case errors.Is(err, ingest.ErrNonceReused):
@@ -222,9 +222,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 
 // nonceTTL is how long a signature nonce stays bound: as long as the
 // signature it belongs to passes the timestamp check (with room for clock
-// skew), or, with the check off, the dedupe window.
-func nonceTTL(tolerance, window time.Duration) time.Duration {
-	if tolerance <= 0 {
+// skew), or, where the signature covers no timestamp or the check is off,
+// the dedupe window.
+func nonceTTL(timed bool, tolerance, window time.Duration) time.Duration {
+	if !timed || tolerance <= 0 {
 		return window
 	}
 	return 2*tolerance + time.Minute

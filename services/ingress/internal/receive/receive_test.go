@@ -464,3 +464,56 @@ func TestBodyBudgetSpentIs503(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A captured GitHub webhook replayed under a new X-GitHub-Delivery is
+// refused, and one replayed with a new X-GitHub-Event cannot reach the
+// subscribers of another event type: GitHub signs neither header.
+func TestGitHubReplayWithNewDeliveryIsRefused(t *testing.T) {
+	h := newHarness(t, "")
+	const ghSecret = "github-webhook-secret"
+	if _, err := h.store.Modify(context.Background(), h.tenant, h.source, func(cur *ingressv1.Source) (*ingressv1.Source, error) {
+		cur.Provider, cur.Secrets = "github", []string{ghSecret}
+		return cur, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"action":"opened","number":1,"pull_request":{"id":1}}`)
+	m := hmac.New(sha256.New, []byte(ghSecret))
+	m.Write(body)
+	sig := "sha256=" + hex.EncodeToString(m.Sum(nil))
+	send := func(delivery, event string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/webhooks/"+h.source, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Hub-Signature-256", sig)
+		req.Header.Set("X-GitHub-Delivery", delivery)
+		req.Header.Set("X-GitHub-Event", event)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, resp := send("d-1", "pull_request"); code != http.StatusAccepted {
+		t.Fatalf("original: %d %s", code, resp)
+	}
+	h.waitCount(1)
+	// GitHub's own redelivery keeps the delivery id: a duplicate.
+	if code, resp := send("d-1", "pull_request"); code != http.StatusOK {
+		t.Errorf("redelivery: %d %s, want 200 duplicate", code, resp)
+	}
+	if code, resp := send("d-2", "pull_request"); code != http.StatusUnauthorized {
+		t.Errorf("replay under a new delivery id: %d %s, want 401", code, resp)
+	}
+	if code, resp := send("d-3", "issues"); code != http.StatusUnauthorized {
+		t.Errorf("replay under a new delivery id and event: %d %s, want 401", code, resp)
+	}
+	if code, resp := send("d-1", "issues"); code >= 200 && code < 300 && !strings.Contains(resp, "duplicate") {
+		t.Errorf("replay under a new event: %d %s, want it not published", code, resp)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := h.count(); n != 1 {
+		t.Fatalf("%d messages on the bus, want only the original", n)
+	}
+}

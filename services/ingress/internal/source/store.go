@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/redis/go-redis/v9"
@@ -32,25 +34,46 @@ var (
 // ErrConflict means a source kept changing while an update was applied.
 var ErrConflict = errors.New("the source is being changed by other requests; retry")
 
-// Store is the Redis-backed source registry with a short-lived local cache
-// for the receiver's hot path.
+// Store is the Redis-backed source registry with a local cache for the
+// receiver's hot path.
+//
+// Every change (create, update, delete) increments a version in Redis and
+// publishes the source's name; Run, on every replica, drops the named entry
+// as the message arrives, and drops the whole cache when the version moved
+// without a message (one lost while resubscribing, say) or on resubscribe.
+// A deleted source is so refused by every replica within a message's
+// latency, and within VersionInterval if the message was lost.
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
-	// CacheTTL bounds how stale a replica's view of a source may be: an
-	// update or delete takes effect on every replica within it.
-	CacheTTL time.Duration
-	now      func() time.Time
+	// CacheTTL bounds how stale a cached source may be while Run is not
+	// following changes (not started, or Redis unreachable). LiveCacheTTL
+	// bounds it while Run is: invalidation ends entries sooner.
+	CacheTTL     time.Duration
+	LiveCacheTTL time.Duration
+	// VersionInterval is how often Run compares the change version.
+	VersionInterval time.Duration
+	now             func() time.Time
 
 	mu    sync.Mutex
-	cache map[string]cached
+	cache *lru.Cache[string, cached]
+	// gen counts local invalidations: a load that started before one
+	// does not cache what it read.
+	gen   uint64
+	live  atomic.Bool
 	group singleflight.Group
+
+	beforeCache func() // test hook: runs between a load and caching it
 }
 
 type cached struct {
 	rec *Record
 	at  time.Time
 }
+
+// cacheSize bounds the cache; the least recently used source is dropped
+// first, so a flood of unknown names cannot evict the busy ones all at once.
+const cacheSize = 100_000
 
 // Record is a stored source with its owner.
 type Record struct {
@@ -65,12 +88,19 @@ type stored struct {
 
 // New returns a Store with keys under prefix (e.g. "hookyard:ingress").
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, prefix: prefix, CacheTTL: 500 * time.Millisecond, now: time.Now, cache: map[string]cached{}}
+	c, _ := lru.New[string, cached](cacheSize)
+	return &Store{
+		rdb: rdb, prefix: prefix,
+		CacheTTL: 500 * time.Millisecond, LiveCacheTTL: time.Minute, VersionInterval: time.Second,
+		now: time.Now, cache: c,
+	}
 }
 
 // key is where a source is stored. Other services read its owner there
 // (publish.Owners), so the key and the record's "tenant" field are shared.
 func (s *Store) key(name string) string { return publish.SourceKey(s.prefix, name) }
+func (s *Store) versionKey() string     { return s.prefix + ":sources:version" }
+func (s *Store) channel() string        { return s.prefix + ":sources:changed" }
 func (s *Store) index(tenant string) string {
 	return s.prefix + ":tenant:" + tenant + ":sources"
 }
@@ -111,11 +141,17 @@ func (s *Store) Create(ctx context.Context, tenant string, src *ingressv1.Source
 	if !ok {
 		return nil, ErrExists
 	}
-	if err := s.rdb.ZAdd(ctx, s.index(tenant), redis.Z{Member: src.GetName()}).Err(); err != nil {
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, s.index(tenant), redis.Z{Member: src.GetName()})
+		s.changed(ctx, p, src.GetName())
+		return nil
+	})
+	if err != nil {
 		// Without its index entry the source would be invisible to List.
 		s.rdb.Del(context.WithoutCancel(ctx), s.key(src.GetName()))
 		return nil, fmt.Errorf("index source: %w", err)
 	}
+	s.invalidate(src.GetName())
 	return src, nil
 }
 
@@ -147,10 +183,15 @@ func (s *Store) Get(ctx context.Context, tenant, name string) (*ingressv1.Source
 // cached for CacheTTL, including "not found", so a flood of requests to an
 // unknown source costs Redis one read per interval.
 func (s *Store) Lookup(ctx context.Context, name string) (*Record, error) {
+	ttl := s.CacheTTL
+	if s.live.Load() {
+		ttl = s.LiveCacheTTL
+	}
 	s.mu.Lock()
-	c, ok := s.cache[name]
+	c, ok := s.cache.Get(name)
+	gen := s.gen
 	s.mu.Unlock()
-	if ok && s.now().Sub(c.at) < s.CacheTTL {
+	if ok && s.now().Sub(c.at) < ttl {
 		if c.rec == nil {
 			return nil, ErrNotFound
 		}
@@ -165,11 +206,13 @@ func (s *Store) Lookup(ctx context.Context, name string) (*Record, error) {
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, err
 		}
-		s.mu.Lock()
-		if len(s.cache) > 100_000 {
-			s.cache = map[string]cached{}
+		if s.beforeCache != nil {
+			s.beforeCache()
 		}
-		s.cache[name] = cached{rec: rec, at: s.now()}
+		s.mu.Lock()
+		if s.gen == gen {
+			s.cache.Add(name, cached{rec: rec, at: s.now()})
+		}
 		s.mu.Unlock()
 		return rec, nil
 	})
@@ -218,6 +261,7 @@ func (s *Store) Modify(ctx context.Context, tenant, name string, fn func(cur *in
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.Set(ctx, key, nb, 0)
+				s.changed(ctx, p, name)
 				return nil
 			})
 			out = src
@@ -229,6 +273,7 @@ func (s *Store) Modify(ctx context.Context, tenant, name string, fn func(cur *in
 		case err != nil:
 			return nil, err
 		}
+		s.invalidate(name)
 		return out, nil
 	}
 	return nil, fmt.Errorf("update source: %w", ErrConflict)
@@ -263,10 +308,12 @@ func (s *Store) Delete(ctx context.Context, tenant, name string) error {
 		}
 		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, key)
+			s.changed(ctx, p, name)
 			return nil
 		})
 		return err
 	}, key)
+	s.invalidate(name)
 	if errors.Is(err, ErrNotFound) {
 		return err
 	}
@@ -313,6 +360,92 @@ func (s *Store) List(ctx context.Context, tenant string, size int, token string)
 		out = append(out, src)
 	}
 	return out, next, nil
+}
+
+// changed queues, in the transaction that writes a source, the version
+// increment and the message other replicas invalidate on. Both commit with
+// the write or not at all.
+func (s *Store) changed(ctx context.Context, p redis.Pipeliner, name string) {
+	p.Incr(ctx, s.versionKey())
+	p.Publish(ctx, s.channel(), name)
+}
+
+// invalidate drops name from this replica's cache.
+func (s *Store) invalidate(name string) {
+	s.mu.Lock()
+	s.cache.Remove(name)
+	s.gen++
+	s.mu.Unlock()
+}
+
+// invalidateAll empties this replica's cache.
+func (s *Store) invalidateAll() {
+	s.mu.Lock()
+	s.cache.Purge()
+	s.gen++
+	s.mu.Unlock()
+}
+
+// Live reports whether Run is following changes, so cached entries may be
+// kept for LiveCacheTTL.
+func (s *Store) Live() bool { return s.live.Load() }
+
+// Run follows source changes made by any replica until ctx ends: it
+// subscribes to their messages and compares the change version every
+// VersionInterval. While either fails the cache falls back to CacheTTL.
+func (s *Store) Run(ctx context.Context) error {
+	defer s.live.Store(false)
+	ps := s.rdb.Subscribe(ctx, s.channel())
+	defer ps.Close()
+	msgs := ps.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(10 * time.Second))
+	tick := time.NewTicker(s.VersionInterval)
+	defer tick.Stop()
+	var (
+		subscribed bool
+		version    string
+		versionOK  bool
+	)
+	checkVersion := func() {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		v, err := s.rdb.Get(cctx, s.versionKey()).Result()
+		cancel()
+		if errors.Is(err, redis.Nil) {
+			v, err = "0", nil
+		}
+		if err != nil {
+			versionOK = false
+			return
+		}
+		if v != version || !versionOK {
+			// A change not (yet) announced, or the first reading after a
+			// gap: nothing cached before it can be trusted.
+			s.invalidateAll()
+		}
+		version, versionOK = v, true
+	}
+	for {
+		s.live.Store(subscribed && versionOK)
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			switch m := m.(type) {
+			case *redis.Subscription:
+				// Subscribed again after a reconnect: messages sent
+				// meanwhile are lost.
+				subscribed = m.Kind == "subscribe"
+				s.invalidateAll()
+				checkVersion()
+			case *redis.Message:
+				s.invalidate(m.Payload)
+			}
+		case <-tick.C:
+			checkVersion()
+		}
+	}
 }
 
 // ErrBadToken reports a page token this store did not issue.

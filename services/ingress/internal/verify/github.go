@@ -64,7 +64,9 @@ func verifyGitHub(c Config, r Request) (Event, *Error) {
 			typ += "." + action
 		}
 	}
-	return event(id, typ, r.Body)
+	ev, verr := event(id, typ, r.Body)
+	ev.Nonce = signatureNonce("github", sig)
+	return ev, verr
 }
 
 // githubAction returns the "action" of a JSON body, or of the JSON in the

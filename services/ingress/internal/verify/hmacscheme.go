@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -218,5 +219,11 @@ func verifyHMACScheme(c Config, r Request) (Event, *Error) {
 			typ = string(b.Type)
 		}
 	}
-	return event(id, typ, r.Body)
+	ev, verr := event(id, typ, r.Body)
+	if !slices.ContainsFunc(parts, func(p templatePart) bool { return p.name == "id" }) {
+		// The id is not signed: see signatureNonce.
+		ev.Nonce = signatureNonce("hmac", sig)
+		ev.Timed = s.TimestampHeader != "" && c.Tolerance > 0
+	}
+	return ev, verr
 }

@@ -66,5 +66,7 @@ func verifyLinear(c Config, r Request) (Event, *Error) {
 			return Event{}, err
 		}
 	}
-	return event(id, typ, r.Body)
+	ev, verr := event(id, typ, r.Body)
+	ev.Nonce, ev.Timed = signatureNonce("linear", sig), c.Tolerance > 0
+	return ev, verr
 }

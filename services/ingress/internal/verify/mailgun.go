@@ -62,7 +62,7 @@ func verifyMailgun(c Config, r Request) (Event, *Error) {
 		return Event{}, errMismatch()
 	}
 	ev, err := event(f.id, f.typ, r.Body)
-	ev.Nonce = f.token
+	ev.Nonce, ev.Timed = f.token, c.Tolerance > 0
 	return ev, err
 }
 

@@ -42,5 +42,7 @@ func verifyShopify(c Config, r Request) (Event, *Error) {
 	if err != nil {
 		return Event{}, err
 	}
-	return event(id, topic, r.Body)
+	ev, verr := event(id, topic, r.Body)
+	ev.Nonce = signatureNonce("shopify", sig)
+	return ev, verr
 }

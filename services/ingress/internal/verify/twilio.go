@@ -115,7 +115,9 @@ func verifyTwilio(c Config, r Request) (Event, *Error) {
 	if err != nil {
 		return Event{}, err
 	}
-	return event(id, twilioType(isJSON, form, r.Body), r.Body)
+	ev, verr := event(id, twilioType(isJSON, form, r.Body), r.Body)
+	ev.Nonce = signatureNonce("twilio", sig)
+	return ev, verr
 }
 
 // twilioIsJSON reports whether the body is JSON, by its Content-Type.

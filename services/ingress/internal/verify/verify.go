@@ -89,6 +89,10 @@ type Event struct {
 	// (Mailgun's token). The same nonce with another event id means a
 	// captured signature on a forged body; the receiver refuses it.
 	Nonce string
+	// Timed says the signature covers a timestamp checked against the
+	// tolerance, so the Nonce needs remembering only while that check
+	// passes; otherwise for the whole dedupe window.
+	Timed bool
 }
 
 // Error is the error Verify returns. Status is 400 when the request is
@@ -337,6 +341,18 @@ func matchHMAC(keys [][]byte, newHash func() hash.Hash, sigs [][]byte, parts ...
 		}
 	}
 	return -1, false
+}
+
+// signatureNonce is the Nonce of providers that send the event id (and
+// often the type) in headers their signature does not cover: GitHub,
+// Shopify, Linear, Twilio. The MAC that verified the request is a digest of
+// everything the provider signed, so a captured request replayed under a
+// new id header carries the same MAC, and the receiver, which binds the
+// nonce to the first id it arrived with, refuses it. The provider's own
+// retries keep the id and pass.
+func signatureNonce(provider string, mac []byte) string {
+	d := sha256.Sum256(append([]byte(provider+"\x00"), mac...))
+	return "sig:" + hex.EncodeToString(d[:])
 }
 
 // decodeHex decodes a hex signature. Upper case is accepted.

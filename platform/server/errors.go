@@ -1,0 +1,67 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// RetryAfter is the delay suggested to clients when a backing service is
+// unavailable.
+const RetryAfter = 5 * time.Second
+
+// edgeError is a status for the client carrying a cause that is only
+// logged: gRPC sends the status (GRPCStatus), the log interceptor writes
+// the cause (Unwrap).
+type edgeError struct {
+	st    *status.Status
+	cause error
+}
+
+func (e *edgeError) Error() string              { return e.st.Message() }
+func (e *edgeError) GRPCStatus() *status.Status { return e.st }
+func (e *edgeError) Unwrap() error              { return e.cause }
+
+// Unavailable is the error for a backing service (Redis, RabbitMQ) that
+// failed while serving a call. The client is told what was unavailable,
+// with an ErrorInfo (reason UNAVAILABLE in domain) and a RetryInfo; the
+// cause's text, which names hosts, keys and server internals, is logged,
+// never sent.
+func Unavailable(domain, what string, cause error) error {
+	st := status.New(codes.Unavailable, what+" is temporarily unavailable; retry later")
+	if d, err := st.WithDetails(
+		&errdetails.ErrorInfo{Reason: "UNAVAILABLE", Domain: domain},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(RetryAfter)},
+	); err == nil {
+		st = d
+	}
+	return &edgeError{st: st, cause: fmt.Errorf("%s: %w", what, cause)}
+}
+
+// InvalidArgument is the error for a field of the request that is wrong:
+// the message names the field, and a BadRequest detail carries it for
+// programs.
+func InvalidArgument(domain, field, description string) error {
+	st := status.New(codes.InvalidArgument, field+": "+description)
+	if d, err := st.WithDetails(
+		&errdetails.ErrorInfo{Reason: "INVALID_ARGUMENT", Domain: domain, Metadata: map[string]string{"field": field}},
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: description}}},
+	); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// cause returns the logged-only cause of an error made by Unavailable.
+func cause(err error) error {
+	var e *edgeError
+	if errors.As(err, &e) {
+		return e.cause
+	}
+	return nil
+}
