@@ -46,8 +46,10 @@ const (
 const DefaultRemember = 30 * 24 * time.Hour
 
 // DedupePrefix starts the Redis keys of published ids. Every service that
-// publishes uses it, so an id is one id whichever way it was sent.
-const DedupePrefix = "hookyard:events:dedupe"
+// publishes uses it, so an id is one id whichever way it was sent. It is
+// where the ingress service always kept webhook ids, under the same key
+// format, so ids remembered before the services shared it still count.
+const DedupePrefix = "hookyard:ingress:dedupe"
 
 // Errors. ErrInvalid is the caller's fault (400 / InvalidArgument),
 // ErrSourceNotAllowed a forged source (403 / PermissionDenied),

@@ -109,3 +109,20 @@ func TestSendMessageIDRules(t *testing.T) {
 		t.Fatalf("longest id: %v", err)
 	}
 }
+
+// A source and type too long together for a routing key are the caller's
+// error, and the broker connection the API shares keeps working.
+func TestSendMessageOverlongRoutingKey(t *testing.T) {
+	e := start(t)
+	data, _ := structpb.NewValue(map[string]any{"n": 1})
+	src := (e.id + strings.Repeat("s", publish.MaxSourceLen))[:publish.MaxSourceLen]
+	_, err := e.msgs.SendMessage(as(e.acme.key), &dispatcherv1.SendMessageRequest{Message: &dispatcherv1.Message{Id: "long-1", Source: src, Type: strings.Repeat("t", publish.MaxTypeLen), Data: data}})
+	wantCode(t, "overlong routing key", err, codes.InvalidArgument)
+	next := watch(t, e.id+".#")
+	if _, err := e.msgs.SendMessage(as(e.acme.key), &dispatcherv1.SendMessageRequest{Message: &dispatcherv1.Message{Id: "after-long", Source: e.id, Type: "order.created", Data: data}}); err != nil {
+		t.Fatalf("send after the refused one: %v", err)
+	}
+	if _, ok := next(5 * time.Second); !ok {
+		t.Fatal("the next message was not published")
+	}
+}
