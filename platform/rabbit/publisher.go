@@ -121,7 +121,13 @@ func (pc *pubChannel) takeReturn(tag uint64) (amqp.Return, bool) {
 	now := time.Now()
 	for drained := false; !drained; {
 		select {
-		case r := <-pc.returns:
+		case r, open := <-pc.returns:
+			if !open {
+				// The channel died; the library closed the Go channel.
+				// A nil channel is never ready, so the loop ends.
+				pc.returns = nil
+				continue
+			}
 			if t, ok := publishTag(r.Headers); ok {
 				pc.returned[t] = returned{r: r, at: now}
 			}
