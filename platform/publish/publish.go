@@ -46,8 +46,10 @@ const (
 const DefaultRemember = 30 * 24 * time.Hour
 
 // DedupePrefix starts the Redis keys of published ids. Every service that
-// publishes uses it, so an id is one id whichever way it was sent.
-const DedupePrefix = "hookyard:events:dedupe"
+// publishes uses it, so an id is one id whichever way it was sent. It is
+// where the ingress service always kept webhook ids, under the same key
+// format, so ids remembered before the services shared it still count.
+const DedupePrefix = "hookyard:ingress:dedupe"
 
 // Errors. ErrInvalid is the caller's fault (400 / InvalidArgument),
 // ErrSourceNotAllowed a forged source (403 / PermissionDenied),
@@ -133,9 +135,35 @@ func (p *Publisher) Remember() time.Duration { return p.cfg.Remember }
 // caller has established that the tenant owns the source (the receiver
 // looked the source up); internal publishes use PublishInternal.
 func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
-	key, msg, err := Encode(ev)
+	m, err := Prepare(ev)
 	if err != nil {
 		return Result{}, err
+	}
+	return p.PublishPrepared(ctx, m)
+}
+
+// Prepared is an event checked and encoded, ready to publish.
+type Prepared struct {
+	ev  Event
+	key string
+	msg amqp.Publishing
+}
+
+// Prepare checks and encodes ev (see Encode), for a caller that has more
+// to check before publishing it with PublishPrepared.
+func Prepare(ev Event) (Prepared, error) {
+	key, msg, err := Encode(ev)
+	if err != nil {
+		return Prepared{}, err
+	}
+	return Prepared{ev: ev, key: key, msg: msg}, nil
+}
+
+// PublishPrepared is Publish for an event already prepared.
+func (p *Publisher) PublishPrepared(ctx context.Context, m Prepared) (Result, error) {
+	ev, key, msg := m.ev, m.key, m.msg
+	if key == "" {
+		return Result{}, fmt.Errorf("%w: event not prepared", ErrInvalid)
 	}
 	remember := max(p.cfg.Remember, ev.Remember)
 	state, err := p.ids.Do(ctx, IDKey(p.ids, ev.Tenant, ev.Source, ev.ID), remember, func(ctx context.Context) error {
@@ -156,13 +184,15 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 // /v1/events, SendMessage): as Publish, after checking that the source is
 // one the tenant may publish under (see CheckSource).
 func (p *Publisher) PublishInternal(ctx context.Context, ev Event) (Result, error) {
-	if err := ValidSource(ev.Source); err != nil {
+	// The input is checked before Redis is asked who owns the source.
+	m, err := Prepare(ev)
+	if err != nil {
 		return Result{}, err
 	}
 	if err := p.owners.CheckSource(ctx, ev.Tenant, ev.Source); err != nil {
 		return Result{}, err
 	}
-	return p.Publish(ctx, ev)
+	return p.PublishPrepared(ctx, m)
 }
 
 // Emit publishes an event that needs no dedupe because its id is fresh (an

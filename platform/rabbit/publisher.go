@@ -100,18 +100,36 @@ type pubChannel struct {
 	// arrives its return is in this buffer or already moved to returned.
 	returns  chan amqp.Return
 	retMu    sync.Mutex
-	returned map[uint64]amqp.Return
+	returned map[uint64]returned
 }
+
+// returned is a return not yet claimed by its publish.
+type returned struct {
+	r  amqp.Return
+	at time.Time
+}
+
+// staleReturn is when a return nobody claimed is dropped: its publish
+// stopped waiting (its context ended) before the confirm. A publish still
+// waiting claims its return at once, because the confirm follows it.
+const staleReturn = time.Minute
 
 // takeReturn reports whether the publish with tag was returned.
 func (pc *pubChannel) takeReturn(tag uint64) (amqp.Return, bool) {
 	pc.retMu.Lock()
 	defer pc.retMu.Unlock()
+	now := time.Now()
 	for drained := false; !drained; {
 		select {
-		case r := <-pc.returns:
+		case r, open := <-pc.returns:
+			if !open {
+				// The channel died; the library closed the Go channel.
+				// A nil channel is never ready, so the loop ends.
+				pc.returns = nil
+				continue
+			}
 			if t, ok := publishTag(r.Headers); ok {
-				pc.returned[t] = r
+				pc.returned[t] = returned{r: r, at: now}
 			}
 		default:
 			drained = true
@@ -119,7 +137,14 @@ func (pc *pubChannel) takeReturn(tag uint64) (amqp.Return, bool) {
 	}
 	r, ok := pc.returned[tag]
 	delete(pc.returned, tag)
-	return r, ok
+	if len(pc.returned) > 64 {
+		for t, x := range pc.returned {
+			if now.Sub(x.at) > staleReturn {
+				delete(pc.returned, t)
+			}
+		}
+	}
+	return r.r, ok
 }
 
 func publishTag(h amqp.Table) (uint64, bool) {
@@ -309,7 +334,7 @@ func (p *Publisher) channel(ctx context.Context, s *pubSlot) (*pubChannel, error
 		ch:       ch,
 		inflight: make(chan struct{}, maxChannelInflight),
 		returns:  ch.NotifyReturn(make(chan amqp.Return, 2*maxChannelInflight)),
-		returned: make(map[uint64]amqp.Return),
+		returned: make(map[uint64]returned),
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {

@@ -131,3 +131,27 @@ func TestPublishToMissingQueueIsReturnedAndRedeclared(t *testing.T) {
 	}
 	a.waitCount(q, 101, 10*time.Second)
 }
+
+// When a channel dies the library closes its return channel; a publish
+// confirmed just before must still get its answer (and not spin on the
+// closed channel), including a return buffered before the close.
+func TestTakeReturnAfterChannelClosed(t *testing.T) {
+	pc := &pubChannel{returns: make(chan amqp.Return, 2), returned: make(map[uint64]returned)}
+	pc.returns <- amqp.Return{ReplyCode: amqp.NoRoute, Headers: amqp.Table{HeaderPublishTag: int64(7)}}
+	close(pc.returns)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, ok := pc.takeReturn(6); ok {
+			t.Error("tag 6 was not returned")
+		}
+		if r, ok := pc.takeReturn(7); !ok || r.ReplyCode != amqp.NoRoute {
+			t.Error("the buffered return of tag 7 was lost")
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("takeReturn spins on a closed return channel")
+	}
+}

@@ -853,9 +853,11 @@ func (x *SendTestEventResponse) GetMessageId() string {
 // Message is an event addressed to a tenant's endpoints.
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Idempotency key; generated when empty.
+	// Idempotency key, unique per tenant and source; generated when empty.
+	// 1-128 printable ASCII characters, no spaces, no '/'.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Source name; default "app".
+	// Source name; default "app". The rules of ingress's PublishRequest.source
+	// apply.
 	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
 	// Event type, e.g. "invoice.paid". Required.
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`

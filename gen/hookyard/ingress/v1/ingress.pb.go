@@ -51,8 +51,9 @@ type Source struct {
 	MaxBodyBytes int64 `protobuf:"varint,7,opt,name=max_body_bytes,json=maxBodyBytes,proto3" json:"max_body_bytes,omitempty"`
 	// Configuration of the generic "hmac" provider; ignored by others.
 	Hmac *HmacScheme `protobuf:"bytes,8,opt,name=hmac,proto3" json:"hmac,omitempty"`
-	// How long a delivered event id is remembered for deduplication. Unset
-	// means 72h.
+	// How long a delivered event id is remembered for deduplication, if
+	// longer than the service's event id retention (HOOKYARD_EVENT_ID_RETENTION,
+	// default 720h, which never shortens it).
 	DedupeWindow *durationpb.Duration `protobuf:"bytes,9,opt,name=dedupe_window,json=dedupeWindow,proto3" json:"dedupe_window,omitempty"`
 	// Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
@@ -622,9 +623,13 @@ func (*DeleteSourceResponse) Descriptor() ([]byte, []int) {
 // PublishRequest is the request of Publish.
 type PublishRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Idempotency key and event id. Generated when empty.
+	// Idempotency key and event id, unique per tenant and source. Generated
+	// when empty. 1-128 printable ASCII characters, no spaces, no '/'.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Source name the event is attributed to; default "app".
+	// Source name the event is attributed to; default "app". 1-63 lower-case
+	// letters, digits, '-' or '_'. Not "hookyard", not another tenant's
+	// webhook source, and a provider's name ("stripe", ...) only if the
+	// tenant owns a webhook source of that name.
 	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
 	// Event type, e.g. "user.created". Required.
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
@@ -23,11 +22,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
-	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/auth"
-	"github.com/hookyard/hookyard/platform/cloudevent"
-	"github.com/hookyard/hookyard/platform/dedupe"
-	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
@@ -53,9 +49,9 @@ type Deps struct {
 	Gate      *admit.Gate
 	Fanout    *fanout.Fanout
 	Publisher task.Publisher
-	// Sends remembers the ids of SendMessage calls, as ingress remembers
-	// webhook ids: claimed before the publish, done after its confirm.
-	Sends           *dedupe.Store
+	// Events publishes SendMessage's messages (platform/publish), the same
+	// way ingress publishes webhooks.
+	Events          *publish.Publisher
 	Policy          ssrf.Policy
 	RotationOverlap time.Duration
 	// Retention is how long message ids are remembered.
@@ -365,22 +361,9 @@ func (s *Endpoints) SendTestEvent(ctx context.Context, r *dispatcherv1.SendTestE
 	return &dispatcherv1.SendTestEventResponse{MessageId: m.ID}, nil
 }
 
-// validWord reports whether s can be part of a routing key: dot-separated
-// non-empty words without wildcards.
-func validKey(s string, max int) bool {
-	if s == "" || len(s) > max || !utf8.ValidString(s) {
-		return false
-	}
-	for w := range strings.SplitSeq(s, ".") {
-		if w == "" || w == "*" || w == "#" || strings.ContainsAny(w, " \t\r\n") {
-			return false
-		}
-	}
-	return true
-}
-
-// SendMessage publishes a message to hookyard.events, so it takes the same
-// path as a received webhook. It is idempotent on id per tenant.
+// SendMessage publishes a message to hookyard.events through the shared
+// publisher, so it takes the same path, rules and dedupe as a received
+// webhook or POST /v1/events. It is idempotent on (source, id) per tenant.
 func (s *Messages) SendMessage(ctx context.Context, r *dispatcherv1.SendMessageRequest) (*dispatcherv1.Message, error) {
 	tenant, err := auth.MustTenant(ctx)
 	if err != nil {
@@ -392,7 +375,7 @@ func (s *Messages) SendMessage(ctx context.Context, r *dispatcherv1.SendMessageR
 	}
 	id, source := in.GetId(), in.GetSource()
 	if source == "" {
-		source = "app"
+		source = publish.DefaultSource
 	}
 	if id == "" {
 		u, err := uuid.NewV7()
@@ -400,14 +383,6 @@ func (s *Messages) SendMessage(ctx context.Context, r *dispatcherv1.SendMessageR
 			return nil, status.Errorf(codes.Internal, "message id: %v", err)
 		}
 		id = u.String()
-	} else if len(id) > 200 || !utf8.ValidString(id) || strings.ContainsAny(id, " \t\r\n/") {
-		return nil, status.Error(codes.InvalidArgument, "id must be at most 200 bytes of UTF-8 without spaces or '/'")
-	}
-	if !validKey(source, 100) || strings.Contains(source, ".") {
-		return nil, status.Errorf(codes.InvalidArgument, "source %q must be one word (no dots, spaces or wildcards), at most 100 bytes", source)
-	}
-	if !validKey(in.GetType(), 200) {
-		return nil, status.Errorf(codes.InvalidArgument, "type %q is required: dot-separated words such as invoice.paid, at most 200 bytes, no wildcards", in.GetType())
 	}
 	data := in.GetData()
 	if data == nil {
@@ -420,46 +395,32 @@ func (s *Messages) SendMessage(ctx context.Context, r *dispatcherv1.SendMessageR
 	if len(body) > maxBody {
 		return nil, status.Errorf(codes.InvalidArgument, "data is %d bytes, at most %d", len(body), maxBody)
 	}
-	state, claim, err := s.Sends.Claim(ctx, s.Sends.Key(tenant, id))
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "send message %q: %v", id, err)
-	}
 	now := time.Now().UTC()
-	out := &dispatcherv1.Message{Id: id, Source: source, Type: in.GetType(), Data: data, CreateTime: timestamppb.New(now)}
-	switch state {
-	case dedupe.Done:
-		// A repeat of a call that was published: answer as that call did
-		// (the fan-out may not have recorded the message yet).
-		if got, err := s.GetMessage(ctx, &dispatcherv1.GetMessageRequest{Id: id}); err == nil {
-			return got, nil
-		}
-		return out, nil
-	case dedupe.InProgress:
+	res, err := s.Events.PublishInternal(ctx, publish.Event{
+		Tenant: tenant, Source: source, ID: id, Type: in.GetType(), Time: now,
+		ContentType: "application/json", Body: body,
+	})
+	switch {
+	case errors.Is(err, publish.ErrInvalid):
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, publish.ErrSourceNotAllowed):
+		return nil, status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, publish.ErrInProgress):
 		// Not a success yet: the other call may still fail.
 		return nil, status.Errorf(codes.Aborted, "message %q is being sent by another request; retry", id)
+	case ctx.Err() != nil:
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case err != nil:
+		s.Log.Warn("send message: publish failed", "message_id", id, "err", err)
+		return nil, status.Error(codes.Unavailable, "the event bus is unavailable; retry")
 	}
-	release := func() {
-		if err := s.Sends.Release(context.WithoutCancel(ctx), claim); err != nil {
-			s.Log.Warn("releasing a message id failed; the claim expires by itself", "message_id", id, "err", err)
+	out := &dispatcherv1.Message{Id: id, Source: source, Type: in.GetType(), Data: data, CreateTime: timestamppb.New(now)}
+	if res.Duplicate {
+		// A repeat of a call that was published: answer as that call did
+		// (the fan-out may not have recorded the message yet).
+		if got, err := s.GetMessage(ctx, &dispatcherv1.GetMessageRequest{Id: id}); err == nil && got.GetSource() == source {
+			return got, nil
 		}
-	}
-	msg, err := cloudevent.ToPublishing(&eventv1.Event{
-		Id: id, Source: source, Type: in.GetType(), Tenant: tenant, Time: timestamppb.New(now),
-		DataContentType: "application/json", Data: body,
-	})
-	if err != nil {
-		release()
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if err := s.Publisher.Publish(ctx, rabbit.EventsExchange, cloudevent.RoutingKey(source, in.GetType()), msg); err != nil {
-		release()
-		return nil, status.Errorf(codes.Unavailable, "publish message: %v", err)
-	}
-	// Published. If remembering that fails, a retry after the claim
-	// expires publishes again, which the fan-out and the delivered
-	// markers absorb; the call itself succeeded.
-	if err := s.Sends.Confirm(context.WithoutCancel(ctx), claim, s.Retention); err != nil {
-		s.Log.Warn("remembering a message id failed; a retry may publish it again", "message_id", id, "err", err)
 	}
 	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -46,6 +47,8 @@ type env struct {
 	store        *message.Store
 	endpoints    *endpoint.Store
 	sends        *dedupe.Store // the ids SendMessage remembers
+	prefix       string        // Redis key prefix of the test
+	rdb          redis.UniversalClient
 }
 
 type tenant struct{ name, key string }
@@ -63,6 +66,9 @@ func start(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	cfg.KeyPrefix, cfg.QueuePrefix, cfg.EventBindings = testenv.KeyPrefix(id), "hookyard.test.dispatcher."+id, id+".#"
+	// Sources and published ids under the test's own prefix.
+	cfg.SourcesKeyPrefix, cfg.EventIDsKeyPrefix = cfg.KeyPrefix, cfg.KeyPrefix+":ids"
+	e.prefix = cfg.KeyPrefix
 	rdb := testenv.Redis(t, cfg.KeyPrefix)
 	d, err := dispatcher.New(cfg, dispatcher.Deps{Rabbit: testenv.Rabbit(t), Redis: rdb, AllowCIDRs: allowed})
 	if err != nil {
@@ -70,7 +76,8 @@ func start(t *testing.T) *env {
 	}
 	e.store = message.New(rdb, cfg.KeyPrefix, cfg.Retention)
 	e.endpoints = endpoint.New(rdb, cfg.KeyPrefix)
-	e.sends = dedupe.New(rdb, cfg.KeyPrefix+":send")
+	e.sends = dedupe.New(rdb, cfg.EventIDsKeyPrefix)
+	e.rdb = rdb
 
 	keys, err := auth.ParseKeys(e.acme.name + ":" + e.acme.key + "," + e.globex.name + ":" + e.globex.key)
 	if err != nil {
@@ -594,12 +601,12 @@ func TestSendMessageIsIdempotent(t *testing.T) {
 		t.Fatalf("repeat: %v, %v", again, err)
 	}
 	sends := e.sends
-	if state, _, err := sends.Claim(context.Background(), sends.Key(e.acme.name, "order-1")); err != nil || state != dedupe.Done {
+	if state, _, err := sends.Claim(context.Background(), sends.Key(e.acme.name, e.id, "order-1")); err != nil || state != dedupe.Done {
 		t.Fatalf("id after two sends: state %v, %v; want done", state, err)
 	}
 	// While another call is still publishing an id, a repeat is not told
 	// it succeeded: that call may yet fail.
-	state, claim, err := sends.Claim(context.Background(), sends.Key(e.acme.name, "order-9"))
+	state, claim, err := sends.Claim(context.Background(), sends.Key(e.acme.name, e.id, "order-9"))
 	if err != nil || state != dedupe.Claimed {
 		t.Fatal(state, err)
 	}

@@ -23,9 +23,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
-	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
-	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/delay"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
@@ -61,7 +60,7 @@ const maxRetryAfter = 6 * time.Hour
 // OpEventSource and OpEventType name the operational event published when
 // an endpoint is disabled: routing key hookyard.endpoint.disabled.
 const (
-	OpEventSource = "hookyard"
+	OpEventSource = publish.OperationalSource
 	OpEventType   = "endpoint.disabled"
 )
 
@@ -455,14 +454,16 @@ func PublishDisabled(ctx context.Context, pub task.Publisher, tenant, id, reason
 	if err != nil {
 		return err
 	}
-	msg, err := cloudevent.ToPublishing(&eventv1.Event{
-		Id: evID.String(), Source: OpEventSource, Type: OpEventType, Tenant: tenant,
-		Time: timestamppb.Now(), DataContentType: "application/json", Data: data,
+	// The shared encoding and rules (platform/publish); the id is fresh,
+	// so there is nothing to dedupe.
+	key, msg, err := publish.Encode(publish.Event{
+		Tenant: tenant, Source: OpEventSource, ID: evID.String(), Type: OpEventType,
+		Time: time.Now(), ContentType: "application/json", Body: data,
 	})
 	if err != nil {
 		return err
 	}
-	if err := pub.Publish(ctx, rabbit.EventsExchange, cloudevent.RoutingKey(OpEventSource, OpEventType), msg); err != nil {
+	if err := pub.Publish(ctx, rabbit.EventsExchange, key, msg); err != nil {
 		return fmt.Errorf("publish endpoint.disabled: %w", err)
 	}
 	return nil

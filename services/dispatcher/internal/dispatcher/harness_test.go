@@ -56,6 +56,8 @@ func testConfig(id string) Config {
 		QueuePrefix:        "hookyard.test.dispatcher." + id,
 		KeyPrefix:          testenv.KeyPrefix(id),
 		EventBindings:      id + ".#",
+		SourcesKeyPrefix:   testenv.KeyPrefix(id),
+		EventIDsKeyPrefix:  testenv.KeyPrefix(id) + ":ids",
 	}
 }
 

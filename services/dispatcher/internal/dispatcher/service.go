@@ -18,6 +18,7 @@ import (
 	"github.com/hookyard/hookyard/platform/app"
 	"github.com/hookyard/hookyard/platform/config"
 	"github.com/hookyard/hookyard/platform/dedupe"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/ssrf"
@@ -47,6 +48,12 @@ type Config struct {
 	QueuePrefix        string
 	KeyPrefix          string
 	EventBindings      string
+	// SourcesKeyPrefix is where the ingress service keeps webhook sources
+	// (their owners decide who may send under a source name), and
+	// EventIDsKeyPrefix where published event ids are remembered, shared
+	// with the ingress service so an id is one id however it was sent.
+	SourcesKeyPrefix  string
+	EventIDsKeyPrefix string
 }
 
 // Register adds the settings to l.
@@ -62,6 +69,8 @@ func (c *Config) Register(l *config.Loader) {
 	l.Duration(&c.BreakerTimeout, "breaker-timeout", "HOOKYARD_DISPATCHER_BREAKER_TIMEOUT", 30*time.Second, "how long an open breaker waits before probing")
 	l.String(&c.QueuePrefix, "queue-prefix", "HOOKYARD_DISPATCHER_QUEUE_PREFIX", "hookyard.dispatcher", "prefix of the dispatcher's queue names")
 	l.String(&c.KeyPrefix, "key-prefix", "HOOKYARD_DISPATCHER_KEY_PREFIX", "hookyard:dispatcher", "prefix of the dispatcher's Redis keys")
+	l.String(&c.SourcesKeyPrefix, "sources-key-prefix", "HOOKYARD_SOURCES_KEY_PREFIX", publish.SourcesPrefix, "prefix of the Redis keys of the ingress service's webhook sources, whose owners decide who may send under a source name")
+	l.String(&c.EventIDsKeyPrefix, "event-ids-key-prefix", "HOOKYARD_EVENT_IDS_KEY_PREFIX", publish.DedupePrefix, "prefix of the Redis keys remembering published event ids, shared with the ingress service")
 	l.String(&c.EventBindings, "event-bindings", "HOOKYARD_DISPATCHER_EVENT_BINDINGS", "#", "comma-separated routing patterns the dispatcher consumes from hookyard.events")
 }
 
@@ -129,6 +138,18 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	msgs := message.New(d.Redis, c.KeyPrefix, c.Retention)
 	gate := admit.New(d.Redis, c.KeyPrefix, c.Retention)
 	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
+	// Published ids are remembered as long as messages are kept, so an id
+	// is answered as a duplicate, never accepted and then taken for a
+	// replay by the fan-out.
+	idsPrefix, sources := c.EventIDsKeyPrefix, c.SourcesKeyPrefix
+	if idsPrefix == "" {
+		idsPrefix = publish.DedupePrefix
+	}
+	if sources == "" {
+		sources = publish.SourcesPrefix
+	}
+	ids := dedupe.New(d.Redis, idsPrefix)
+	ids.Log = d.Log
 	m := metrics.New(d.Registry)
 	client := policy.Client(ssrf.ClientOptions{Timeout: endpoint.MaxTimeout, MaxIdleConnsPerHost: 64})
 	w := deliver.NewWorker(deliver.Config{
@@ -139,8 +160,9 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	f := fanout.New(q, eps, msgs, pub, m, d.Log)
 	deps := api.Deps{
 		Endpoints: eps, Messages: msgs, Gate: gate, Fanout: f, Publisher: pub, Policy: policy,
-		Sends: dedupe.New(d.Redis, c.KeyPrefix+":send"), RotationOverlap: c.RotationOverlap,
-		Retention: c.Retention, Log: d.Log,
+		Events:          publish.New(pub, ids, publish.NewOwners(d.Redis, sources), publish.Config{Remember: c.Retention}),
+		RotationOverlap: c.RotationOverlap,
+		Retention:       c.Retention, Log: d.Log,
 		DefaultMaxInFlight: c.DefaultMaxInFlight, DefaultTimeout: c.DefaultTimeout,
 	}
 	return &Dispatcher{

@@ -121,9 +121,9 @@ func (ev Event) event() publish.Event {
 // Ingest publishes a webhook's event unless its id was published before.
 // The caller looked the source up, so the tenant owns it.
 func (i *Ingester) Ingest(ctx context.Context, ev Event) (Result, error) {
-	pev := ev.event()
 	// Refuse what can never be published before binding the nonce to it.
-	if _, _, err := publish.Encode(pev); err != nil {
+	m, err := publish.Prepare(ev.event())
+	if err != nil {
 		return Result{}, err
 	}
 	if ev.Nonce != "" {
@@ -135,7 +135,7 @@ func (i *Ingester) Ingest(ctx context.Context, ev Event) (Result, error) {
 			return Result{}, ErrNonceReused
 		}
 	}
-	res, err := i.publisher().Publish(ctx, pev)
+	res, err := i.publisher().PublishPrepared(ctx, m)
 	return Result(res), err
 }
 

@@ -5,6 +5,7 @@ package ingress
 import (
 	"context"
 	"net/http"
+	"time"
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/app"
@@ -25,12 +26,16 @@ const KeyPrefix = publish.SourcesPrefix
 
 // Service describes the ingress binary.
 func Service() app.Service {
-	var publisherChannels int
+	var (
+		publisherChannels int
+		idRetention       time.Duration
+	)
 	return app.Service{
 		Name:  "ingress",
 		Ports: config.Ports{HTTP: ":8080", GRPC: ":9090"},
 		Flags: func(l *config.Loader) {
 			l.Int(&publisherChannels, "publisher-channels", "HOOKYARD_PUBLISHER_CHANNELS", rabbit.DefaultPublisherChannels, "confirm-mode channels for publishing")
+			l.Duration(&idRetention, "event-id-retention", "HOOKYARD_EVENT_ID_RETENTION", publish.DefaultRemember, "how long published event ids are remembered; keep it at least HOOKYARD_DISPATCHER_RETENTION")
 		},
 		Build: func(_ context.Context, rt *app.Runtime) error {
 			pub := rabbit.NewPublisher(rt.Rabbit, rabbit.PublisherConfig{Channels: publisherChannels})
@@ -41,6 +46,7 @@ func Service() app.Service {
 			rt.Go("source-changes", sources.Run)
 			in := ingest.New(pub, dedupe.New(rt.Redis, publish.DedupePrefix), rt.Log, rt.Registry)
 			in.Owners = publish.NewOwners(rt.Redis, KeyPrefix)
+			in.Remember = idRetention
 
 			ingressv1.RegisterSourceServiceServer(rt.Server.GRPC, &api.Sources{Store: sources})
 			ingressv1.RegisterEventServiceServer(rt.Server.GRPC, &api.Events{Ingest: in})
