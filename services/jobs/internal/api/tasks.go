@@ -44,19 +44,9 @@ type Tasks struct {
 // it is due now. It is also how schedules and triggers enqueue.
 func (d *Deps) Enqueue(ctx context.Context, tenant string, t *jobsv1.Task) (*jobsv1.Task, error) {
 	now := time.Now()
-	spec, err := specOf(t, now)
+	spec, err := d.spec(t, now)
 	if err != nil {
 		return nil, err
-	}
-	if spec.Name == bus.HTTPTask {
-		if _, err := httptask.Parse(spec.Args, d.Policy); err != nil {
-			return nil, invalid("%v", err)
-		}
-	}
-	if spec.CallbackURL != "" {
-		if err := d.Policy.ValidateURL(spec.CallbackURL); err != nil {
-			return nil, invalid("callbackUrl: %v", err)
-		}
 	}
 	id := t.GetId()
 	if id == "" {
@@ -78,6 +68,30 @@ func (d *Deps) Enqueue(ctx context.Context, tenant string, t *jobsv1.Task) (*job
 		}
 	}
 	return taskProto(st), nil
+}
+
+// Validate checks t as Enqueue would, without enqueueing it.
+func (d *Deps) Validate(t *jobsv1.Task) error {
+	_, err := d.spec(t, time.Now())
+	return err
+}
+
+func (d *Deps) spec(t *jobsv1.Task, now time.Time) (store.Spec, error) {
+	spec, err := specOf(t, now)
+	if err != nil {
+		return spec, err
+	}
+	if spec.Name == bus.HTTPTask {
+		if _, err := httptask.Parse(spec.Args, d.Policy); err != nil {
+			return spec, invalid("%v", err)
+		}
+	}
+	if spec.CallbackURL != "" {
+		if err := d.Policy.ValidateURL(spec.CallbackURL); err != nil {
+			return spec, invalid("callbackUrl: %v", err)
+		}
+	}
+	return spec, nil
 }
 
 // CreateTask enqueues a task.

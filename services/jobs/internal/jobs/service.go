@@ -1,5 +1,5 @@
 // Package jobs wires the jobs service: the task, worker, schedule and queue
-// APIs, the built-in http task runner, the pump that hands due tasks to the
+// APIs, the schedule ticker, the built-in http task runner, the pump that hands due tasks to the
 // broker and the reaper that enforces leases and hard time limits.
 package jobs
 
@@ -22,6 +22,7 @@ import (
 	"github.com/hookyard/hookyard/services/jobs/internal/bus"
 	"github.com/hookyard/hookyard/services/jobs/internal/httptask"
 	"github.com/hookyard/hookyard/services/jobs/internal/runner"
+	"github.com/hookyard/hookyard/services/jobs/internal/schedule"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
@@ -65,6 +66,8 @@ type Jobs struct {
 	Tasks     *api.Tasks
 	Workers   *api.Workers
 	Queues    *api.Queues
+	Schedules *schedule.API
+	Ticker    *schedule.Ticker
 }
 
 // New assembles the service.
@@ -97,6 +100,9 @@ func New(c Config, d Deps) (*Jobs, error) {
 	j.Tasks = &api.Tasks{Deps: deps}
 	j.Workers = &api.Workers{Deps: deps}
 	j.Queues = &api.Queues{Deps: deps}
+	ss := schedule.NewStore(st)
+	j.Schedules = &schedule.API{Store: ss, Validate: j.Tasks.Validate}
+	j.Ticker = &schedule.Ticker{Store: ss, Enqueue: j.Tasks.Enqueue, Log: d.Log}
 	return j, nil
 }
 
@@ -114,7 +120,7 @@ func (j *Jobs) Topology(ch *amqp.Channel) error { return j.Bus.Declare(ch) }
 func (j *Jobs) Register(srv *server.Server) {
 	jobsv1.RegisterTaskServiceServer(srv.GRPC, j.Tasks)
 	jobsv1.RegisterWorkerServiceServer(srv.GRPC, j.Workers)
-	jobsv1.RegisterScheduleServiceServer(srv.GRPC, jobsv1.UnimplementedScheduleServiceServer{})
+	jobsv1.RegisterScheduleServiceServer(srv.GRPC, j.Schedules)
 	jobsv1.RegisterQueueServiceServer(srv.GRPC, j.Queues)
 	srv.RegisterGateway(
 		jobsv1.RegisterTaskServiceHandler,
@@ -125,12 +131,18 @@ func (j *Jobs) Register(srv *server.Server) {
 
 // Run runs the background loops until ctx ends.
 func (j *Jobs) Run(ctx context.Context, grace time.Duration) error {
-	errc := make(chan error, 3)
-	go func() { errc <- j.Pump.Run(ctx) }()
-	go func() { errc <- j.Reaper.Run(ctx) }()
-	go func() { errc <- j.HTTP.Run(ctx, grace) }()
+	loops := []func() error{
+		func() error { return j.Pump.Run(ctx) },
+		func() error { return j.Reaper.Run(ctx) },
+		func() error { return j.Ticker.Run(ctx) },
+		func() error { return j.HTTP.Run(ctx, grace) },
+	}
+	errc := make(chan error, len(loops))
+	for _, f := range loops {
+		go func() { errc <- f() }()
+	}
 	var first error
-	for range 3 {
+	for range loops {
 		if err := <-errc; err != nil && first == nil {
 			first = err
 		}

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
-	"github.com/hookyard/hookyard/platform/redisconn"
 )
 
 // clock is a settable time source.
