@@ -23,9 +23,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookyard/hookyard/platform/loadtest"
+	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
 )
 
 // Targets from the performance issue.

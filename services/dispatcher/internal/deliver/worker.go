@@ -24,11 +24,11 @@ import (
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/delay"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
 )
 
 // Limits on what a subscriber can make the dispatcher read and keep.
