@@ -48,7 +48,10 @@ type Task struct {
 	MaxRetries int32 `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
 	// Do not run before this time.
 	Eta *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=eta,proto3" json:"eta,omitempty"`
-	// URL notified when the task finishes.
+	// URL notified when the task ends (succeeded, failed or cancelled): a
+	// POST of the completion event's data, signed with callback_secret as
+	// Standard Webhooks, through the outbound SSRF rules, retried with
+	// backoff for about 20 minutes.
 	CallbackUrl string `protobuf:"bytes,9,opt,name=callback_url,json=callbackUrl,proto3" json:"callback_url,omitempty"`
 	// Output only. pending, running, succeeded, failed, cancelled.
 	State string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
@@ -77,8 +80,15 @@ type Task struct {
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// Output only. A cancel was asked for while the task was running.
 	CancelRequested bool `protobuf:"varint,22,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Input only. The Standard Webhooks secret ("whsec_" and base64 of 24 to
+	// 64 bytes) the completion callback is signed with; required with
+	// callback_url. Never returned.
+	CallbackSecret string `protobuf:"bytes,23,opt,name=callback_secret,json=callbackSecret,proto3" json:"callback_secret,omitempty"`
+	// Output only. The completion callback: pending, delivered, or failed
+	// with the last error.
+	CallbackState string `protobuf:"bytes,24,opt,name=callback_state,json=callbackState,proto3" json:"callback_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -263,6 +273,20 @@ func (x *Task) GetCancelRequested() bool {
 		return x.CancelRequested
 	}
 	return false
+}
+
+func (x *Task) GetCallbackSecret() string {
+	if x != nil {
+		return x.CallbackSecret
+	}
+	return ""
+}
+
+func (x *Task) GetCallbackState() string {
+	if x != nil {
+		return x.CallbackState
+	}
+	return ""
 }
 
 // Attempt is one run of a task.
@@ -485,9 +509,7 @@ type Queue struct {
 	// Tasks running.
 	Running int64 `protobuf:"varint,3,opt,name=running,proto3" json:"running,omitempty"`
 	// Tasks that failed for good.
-	Dead int64 `protobuf:"varint,4,opt,name=dead,proto3" json:"dead,omitempty"`
-	// Tasks waiting for their eta or retry delay.
-	Scheduled     int64 `protobuf:"varint,5,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
+	Dead          int64 `protobuf:"varint,4,opt,name=dead,proto3" json:"dead,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -546,13 +568,6 @@ func (x *Queue) GetRunning() int64 {
 func (x *Queue) GetDead() int64 {
 	if x != nil {
 		return x.Dead
-	}
-	return 0
-}
-
-func (x *Queue) GetScheduled() int64 {
-	if x != nil {
-		return x.Scheduled
 	}
 	return 0
 }
@@ -1856,7 +1871,7 @@ var File_hookyard_jobs_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhookyard/jobs/v1/jobs.proto\x12\x10hookyard.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\a\n" +
+	"\x1bhookyard/jobs/v1/jobs.proto\x12\x10hookyard.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\b\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -1886,7 +1901,9 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"attemptLog\x129\n" +
 	"\n" +
 	"start_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12)\n" +
-	"\x10cancel_requested\x18\x16 \x01(\bR\x0fcancelRequested\"\xdb\x01\n" +
+	"\x10cancel_requested\x18\x16 \x01(\bR\x0fcancelRequested\x12'\n" +
+	"\x0fcallback_secret\x18\x17 \x01(\tR\x0ecallbackSecret\x12%\n" +
+	"\x0ecallback_state\x18\x18 \x01(\tR\rcallbackState\"\xdb\x01\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x129\n" +
 	"\n" +
@@ -1905,13 +1922,12 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\x06paused\x18\a \x01(\bR\x06paused\x12>\n" +
 	"\rlast_run_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastRunTime\x12 \n" +
 	"\flast_task_id\x18\t \x01(\tR\n" +
-	"lastTaskId\"}\n" +
+	"lastTaskId\"_\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x03R\x05ready\x12\x18\n" +
 	"\arunning\x18\x03 \x01(\x03R\arunning\x12\x12\n" +
-	"\x04dead\x18\x04 \x01(\x03R\x04dead\x12\x1c\n" +
-	"\tscheduled\x18\x05 \x01(\x03R\tscheduled\"?\n" +
+	"\x04dead\x18\x04 \x01(\x03R\x04dead\"?\n" +
 	"\x11CreateTaskRequest\x12*\n" +
 	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +

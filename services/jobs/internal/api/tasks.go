@@ -12,6 +12,7 @@ import (
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/jobs/internal/bus"
 	"github.com/hookyard/hookyard/services/jobs/internal/httptask"
@@ -90,6 +91,11 @@ func (d *Deps) spec(t *jobsv1.Task, now time.Time) (store.Spec, error) {
 		if err := d.Policy.ValidateURL(spec.CallbackURL); err != nil {
 			return spec, invalid("callbackUrl: %v", err)
 		}
+		if _, err := sign.ParseSecret(spec.CallbackSecret); err != nil {
+			return spec, invalid("callbackSecret: required with callbackUrl: %v", err)
+		}
+	} else if spec.CallbackSecret != "" {
+		return spec, invalid("callbackSecret: only with callbackUrl")
 	}
 	return spec, nil
 }

@@ -34,6 +34,8 @@ type Config struct {
 	Heartbeat       time.Duration
 	ResultTTL       time.Duration
 	DeadTTL         time.Duration
+	// EventsExchange receives the completion events (tests use their own).
+	EventsExchange string
 }
 
 // Register adds the settings to l.
@@ -68,6 +70,7 @@ type Jobs struct {
 	Queues    *api.Queues
 	Schedules *schedule.API
 	Ticker    *schedule.Ticker
+	Announcer *runner.Announcer
 }
 
 // New assembles the service.
@@ -100,6 +103,11 @@ func New(c Config, d Deps) (*Jobs, error) {
 	j.Tasks = &api.Tasks{Deps: deps}
 	j.Workers = &api.Workers{Deps: deps}
 	j.Queues = &api.Queues{Deps: deps}
+	exchange := c.EventsExchange
+	if exchange == "" {
+		exchange = rabbit.EventsExchange
+	}
+	j.Announcer = &runner.Announcer{Store: st, Publisher: pub, Exchange: exchange, Policy: policy, Log: d.Log}
 	ss := schedule.NewStore(st)
 	j.Schedules = &schedule.API{Store: ss, Validate: j.Tasks.Validate}
 	j.Ticker = &schedule.Ticker{Store: ss, Enqueue: j.Tasks.Enqueue, Log: d.Log}
@@ -135,6 +143,7 @@ func (j *Jobs) Run(ctx context.Context, grace time.Duration) error {
 		func() error { return j.Pump.Run(ctx) },
 		func() error { return j.Reaper.Run(ctx) },
 		func() error { return j.Ticker.Run(ctx) },
+		func() error { return j.Announcer.Run(ctx) },
 		func() error { return j.HTTP.Run(ctx, grace) },
 	}
 	errc := make(chan error, len(loops))

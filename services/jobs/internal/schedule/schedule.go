@@ -136,6 +136,9 @@ func (r *Record) Proto() *jobsv1.Schedule {
 		p.LastRunTime = tsOf(r.Last)
 	}
 	p.LastTaskId = r.LastTask
+	if p.Task != nil {
+		p.Task.CallbackSecret = "" // input only
+	}
 	return p
 }
 

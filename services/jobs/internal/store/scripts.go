@@ -41,7 +41,7 @@ return m
 `)
 
 // leaseScript starts an attempt of a pending task of generation gen.
-// KEYS: task, leases, qstat, sched, done channel.
+// KEYS: task, leases, qstat, sched, done channel, outbox.
 // ARGV: gen, now, leaseMs, worker, member, retentionMs.
 // Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
 // 0 stale message, -1 no such task, -2 expired (now cancelled).
@@ -55,6 +55,7 @@ if expire > 0 and now > expire then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now, 'error', 'expired before it started')
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PUBLISH', KEYS[5], 'cancelled')
+  redis.call('ZADD', KEYS[6], now, ARGV[5] .. '|cancelled|' .. redis.call('HGET', KEYS[1], 'attempts'))
   return {-2}
 end
 local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
@@ -84,7 +85,7 @@ return {1, lease, s[4] or '0'}
 // endScript ends the attempt of lease token. outcome is ok, fail or
 // expire; expire (the reaper) applies only once the lease has run out, and
 // token may then be "*" for whatever lease is current.
-// KEYS: task, attempts, leases, qstat, sched, dead, done channel.
+// KEYS: task, attempts, leases, qstat, sched, dead, done channel, outbox.
 // ARGV: token, now, outcome, result, error, noRetry, retryAfterMs, jitter
 // (0..1), member (tenant|id), resultTTL, deadTTL, id.
 // Returns {1, new state} or {0, state}.
@@ -114,6 +115,7 @@ local function finish(state, ttl)
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PUBLISH', KEYS[7], state)
+  redis.call('ZADD', KEYS[8], now, ARGV[9] .. '|' .. state .. '|' .. attempt)
   if refused then return {0, 'stale'} end
   return {1, state}
 end
@@ -153,7 +155,7 @@ return finish('failed', ARGV[11])
 `)
 
 // cancelScript cancels a pending task at once and marks a running one.
-// KEYS: task, sched, done channel. ARGV: now, member (tenant|id), ttl.
+// KEYS: task, sched, done channel, outbox. ARGV: now, member (tenant|id), ttl.
 // Returns the state after the call.
 var cancelScript = redis.NewScript(`
 local s = redis.call('HMGET', KEYS[1], 'state', 'gen')
@@ -164,6 +166,7 @@ if s[1] == 'pending' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[1], 'error', 'cancelled before it started')
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('PUBLISH', KEYS[3], 'cancelled')
+  redis.call('ZADD', KEYS[4], ARGV[1], ARGV[2] .. '|cancelled|' .. redis.call('HGET', KEYS[1], 'attempts'))
   return 'cancelled'
 end
 if s[1] == 'running' then redis.call('HSET', KEYS[1], 'cancel', 1) end

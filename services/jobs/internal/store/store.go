@@ -15,6 +15,8 @@
 //	{p}:d:<tenant>:<q>    zset, finish time → id of dead tasks
 //	{p}:sched             zset, due time → "tenant|id|gen": tasks to hand to the broker
 //	{p}:leases            zset, lease end → "tenant|id": running attempts
+//	{p}:outbox            zset, end time → "tenant|id|state|attempts": completion events to publish
+//	{p}:callbacks         zset, due time → "tenant|id|state|attempts|try": callbacks to deliver
 package store
 
 import (
@@ -51,18 +53,19 @@ var (
 
 // Spec is what a client sets on a task; it never changes after enqueue.
 type Spec struct {
-	Name        string          `json:"name"`
-	Args        json.RawMessage `json:"args,omitempty"`
-	Queue       string          `json:"queue"`
-	SoftLimit   time.Duration   `json:"soft"`
-	HardLimit   time.Duration   `json:"hard"`
-	MaxRetries  int             `json:"maxRetries"`
-	Backoff     time.Duration   `json:"backoff"`
-	BackoffMax  time.Duration   `json:"backoffMax"`
-	ETA         time.Time       `json:"eta,omitzero"`
-	Expire      time.Time       `json:"expire,omitzero"`
-	CallbackURL string          `json:"callbackUrl,omitempty"`
-	ScheduleID  string          `json:"schedule,omitempty"`
+	Name           string          `json:"name"`
+	Args           json.RawMessage `json:"args,omitempty"`
+	Queue          string          `json:"queue"`
+	SoftLimit      time.Duration   `json:"soft"`
+	HardLimit      time.Duration   `json:"hard"`
+	MaxRetries     int             `json:"maxRetries"`
+	Backoff        time.Duration   `json:"backoff"`
+	BackoffMax     time.Duration   `json:"backoffMax"`
+	ETA            time.Time       `json:"eta,omitzero"`
+	Expire         time.Time       `json:"expire,omitzero"`
+	CallbackURL    string          `json:"callbackUrl,omitempty"`
+	CallbackSecret string          `json:"callbackSecret,omitempty"`
+	ScheduleID     string          `json:"schedule,omitempty"`
 }
 
 // Attempt is one run of a task.
@@ -84,6 +87,7 @@ type Task struct {
 	Result          json.RawMessage
 	Error           string
 	CancelRequested bool
+	CallbackState   string
 	Created         time.Time
 	Started         time.Time
 	Finished        time.Time
@@ -148,6 +152,8 @@ func (s *Store) qstat(tenant, q string) string { return s.Key("qs", tenant, q) }
 func (s *Store) dead(tenant, q string) string  { return s.Key("d", tenant, q) }
 func (s *Store) sched() string                 { return s.Key("sched") }
 func (s *Store) leases() string                { return s.Key("leases") }
+func (s *Store) outbox() string                { return s.Key("outbox") }
+func (s *Store) callbacks() string             { return s.Key("callbacks") }
 func (s *Store) done(tenant, id string) string { return s.Key("done", tenant, id) }
 func member(tenant, id string) string          { return tenant + "|" + id }
 func ms(t time.Time) int64                     { return t.UnixMilli() }
@@ -210,7 +216,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Task, error) {
 }
 
 func decode(tenant, id string, h map[string]string, log []string) (*Task, error) {
-	t := &Task{Tenant: tenant, ID: id, State: h["state"], Error: h["error"], CancelRequested: h["cancel"] == "1"}
+	t := &Task{Tenant: tenant, ID: id, State: h["state"], Error: h["error"], CancelRequested: h["cancel"] == "1", CallbackState: h["cb"]}
 	if err := json.Unmarshal([]byte(h["spec"]), &t.Spec); err != nil {
 		return nil, fmt.Errorf("task %s: corrupt spec: %w", id, err)
 	}
@@ -387,7 +393,7 @@ func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Dura
 	}
 	_ = name
 	res, err := leaseScript.Run(ctx, s.rdb,
-		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID)},
+		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox()},
 		r.Gen, ms(s.cfg.Now()), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(),
 	).Slice()
 	if err != nil {
@@ -450,7 +456,7 @@ func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Ou
 		noRetry = "1"
 	}
 	res, err := endScript.Run(ctx, s.rdb,
-		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.qstat(tenant, queue), s.sched(), s.dead(tenant, queue), s.done(tenant, id)},
+		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.qstat(tenant, queue), s.sched(), s.dead(tenant, queue), s.done(tenant, id), s.outbox()},
 		token, ms(s.cfg.Now()), outcome, string(o.Result), o.Err, noRetry, o.RetryAfter.Milliseconds(), rand.Float64(),
 		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id,
 	).Slice()
@@ -502,7 +508,7 @@ func (s *Store) Expire(ctx context.Context, tenant, id string) (state string, ch
 // Cancel cancels a pending task (it will never run) or asks a running one
 // to stop. It returns the task after the call.
 func (s *Store) Cancel(ctx context.Context, tenant, id string) (*Task, error) {
-	st, err := cancelScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.sched(), s.done(tenant, id)},
+	st, err := cancelScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.sched(), s.done(tenant, id), s.outbox()},
 		ms(s.cfg.Now()), member(tenant, id), s.cfg.ResultTTL.Milliseconds()).Text()
 	if err != nil {
 		return nil, fmt.Errorf("cancel %s: %w", id, err)
@@ -615,4 +621,93 @@ func (s *Store) Holds(ctx context.Context, tenant, id string, token int64) bool 
 	st, _ := v[0].(string)
 	tok, _ := v[1].(string)
 	return st == Running && tok == strconv.FormatInt(token, 10)
+}
+
+// Ending is a task's end, waiting to be announced.
+type Ending struct {
+	Tenant, ID, State string
+	Attempts          int
+	Try               int // callback deliveries tried so far
+}
+
+func (e Ending) member() string {
+	return fmt.Sprintf("%s|%s|%s|%d", e.Tenant, e.ID, e.State, e.Attempts)
+}
+
+func (e Ending) cbMember() string { return fmt.Sprintf("%s|%d", e.member(), e.Try) }
+
+func parseEnding(v string) (Ending, bool) {
+	p := strings.Split(v, "|")
+	if len(p) < 4 || len(p) > 5 {
+		return Ending{}, false
+	}
+	e := Ending{Tenant: p[0], ID: p[1], State: p[2]}
+	var err error
+	if e.Attempts, err = strconv.Atoi(p[3]); err != nil {
+		return Ending{}, false
+	}
+	if len(p) == 5 {
+		if e.Try, err = strconv.Atoi(p[4]); err != nil {
+			return Ending{}, false
+		}
+	}
+	return e, true
+}
+
+func (s *Store) claimEndings(ctx context.Context, key string, limit int, rearm time.Duration) ([]Ending, error) {
+	m, err := claimScript.Run(ctx, s.rdb, []string{key}, ms(s.cfg.Now()), limit, rearm.Milliseconds()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("claim %s: %w", key, err)
+	}
+	var out []Ending
+	for _, v := range m {
+		if e, ok := parseEnding(v); ok {
+			out = append(out, e)
+		} else {
+			s.rdb.ZRem(ctx, key, v)
+		}
+	}
+	return out, nil
+}
+
+// ClaimEndings takes up to limit ends to announce; an entry comes back
+// after rearm unless Announced removes it.
+func (s *Store) ClaimEndings(ctx context.Context, limit int, rearm time.Duration) ([]Ending, error) {
+	return s.claimEndings(ctx, s.outbox(), limit, rearm)
+}
+
+// Announced records that e's event is published, and queues its callback
+// if the task has one, in one transaction.
+func (s *Store) Announced(ctx context.Context, e Ending, callback bool) error {
+	pipe := s.rdb.TxPipeline()
+	pipe.ZRem(ctx, s.outbox(), e.member())
+	if callback {
+		pipe.ZAdd(ctx, s.callbacks(), redis.Z{Score: float64(ms(s.cfg.Now())), Member: e.cbMember()})
+		pipe.HSet(ctx, s.task(e.Tenant, e.ID), "cb", "pending")
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// ClaimCallbacks takes up to limit due callbacks.
+func (s *Store) ClaimCallbacks(ctx context.Context, limit int, rearm time.Duration) ([]Ending, error) {
+	return s.claimEndings(ctx, s.callbacks(), limit, rearm)
+}
+
+// CallbackDone records the outcome of a callback delivery: delivered,
+// given up, or retried at next (when next is not zero).
+func (s *Store) CallbackDone(ctx context.Context, e Ending, state string, next time.Time) error {
+	pipe := s.rdb.TxPipeline()
+	pipe.ZRem(ctx, s.callbacks(), e.cbMember())
+	if !next.IsZero() {
+		e.Try++
+		pipe.ZAdd(ctx, s.callbacks(), redis.Z{Score: float64(ms(next)), Member: e.cbMember()})
+	}
+	// Only a task that still exists gets the state (HSET would revive an
+	// expired one without its fields).
+	if n, _ := s.rdb.Exists(ctx, s.task(e.Tenant, e.ID)).Result(); n == 1 {
+		pipe.HSet(ctx, s.task(e.Tenant, e.ID), "cb", state)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
 }
