@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
@@ -53,6 +54,7 @@ type Deps struct {
 	Rabbit     *rabbit.Conn
 	Redis      redis.UniversalClient
 	Log        *slog.Logger
+	Registry   prometheus.Registerer
 	AllowCIDRs string
 }
 
@@ -89,7 +91,7 @@ func New(c Config, d Deps) (*Jobs, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	policy := ssrf.Policy{Allow: allow}
-	st := store.New(d.Redis, store.Config{Prefix: c.KeyPrefix, ResultTTL: c.ResultTTL, DeadTTL: c.DeadTTL})
+	st := store.New(d.Redis, store.Config{Prefix: c.KeyPrefix, ResultTTL: c.ResultTTL, DeadTTL: c.DeadTTL, Observer: runner.NewMetrics(d.Registry)})
 	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
 	b := bus.New(d.Rabbit, pub, c.QueuePrefix)
 	hub := runner.NewHub()
@@ -172,7 +174,7 @@ func Service() app.Service {
 		}},
 		Build: func(_ context.Context, rt *app.Runtime) error {
 			var err error
-			j, err = New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, AllowCIDRs: rt.Config.AllowCIDRs})
+			j, err = New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
 			if err != nil {
 				return err
 			}

@@ -21,7 +21,7 @@ import "github.com/redis/go-redis/v9"
 // then field/value pairs.
 var enqueueScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local f = {'state', 'pending', 'gen', 1, 'token', 0, 'attempts', 0, 'free', 0, 'created', ARGV[2]}
+local f = {'state', 'pending', 'gen', 1, 'token', 0, 'attempts', 0, 'free', 0, 'created', ARGV[2], 'due', ARGV[3]}
 for i = 5, #ARGV do f[#f+1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(f))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -46,7 +46,7 @@ return m
 // Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
 // 0 stale message, -1 no such task, -2 expired (now cancelled).
 var leaseScript = redis.NewScript(`
-local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec')
+local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due')
 if not s[1] then return {-1} end
 if s[1] ~= 'pending' or s[2] ~= ARGV[1] then return {0} end
 local now = tonumber(ARGV[2])
@@ -65,7 +65,7 @@ local lease = math.min(now + tonumber(ARGV[3]), hard)
 redis.call('HSET', KEYS[1], 'state', 'running', 'started', now, 'lease', lease, 'hard', hard, 'worker', ARGV[4])
 redis.call('ZADD', KEYS[2], lease, ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'running', 1)
-return {1, token, attempt, lease, hard, s[5]}
+return {1, token, attempt, lease, hard, s[5], tonumber(s[6] or ARGV[2])}
 `)
 
 // heartbeatScript extends the lease of token up to the hard deadline.
@@ -116,7 +116,7 @@ local function finish(state, ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PUBLISH', KEYS[7], state)
   redis.call('ZADD', KEYS[8], now, ARGV[9] .. '|' .. state .. '|' .. attempt)
-  if refused then return {0, 'stale'} end
+  if refused then return {0, 'stale', state} end
   return {1, state}
 end
 if outcome == 'ok' then
@@ -134,10 +134,10 @@ log('failed', err)
 redis.call('HSET', KEYS[1], 'error', err)
 local function again(delay)
   local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
-  redis.call('HSET', KEYS[1], 'state', 'pending')
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'due', now + delay)
   redis.call('HDEL', KEYS[1], 'lease', 'hard')
   redis.call('ZADD', KEYS[5], now + delay, ARGV[9] .. '|' .. gen)
-  if refused then return {0, 'stale'} end
+  if refused then return {0, 'stale', 'pending'} end
   return {1, 'pending'}
 end
 local after = tonumber(ARGV[7])
@@ -181,7 +181,7 @@ local s = redis.call('HMGET', KEYS[1], 'state', 'attempts')
 if not s[1] then return -1 end
 if s[1] ~= 'failed' and s[1] ~= 'cancelled' then return 0 end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
-redis.call('HSET', KEYS[1], 'state', 'pending', 'free', s[2], 'cancel', 0)
+redis.call('HSET', KEYS[1], 'state', 'pending', 'free', s[2], 'cancel', 0, 'due', ARGV[1])
 redis.call('HDEL', KEYS[1], 'finished', 'expire')
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])

@@ -114,7 +114,26 @@ type Config struct {
 	DeadTTL time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Observer is told about starts and ends, for metrics.
+	Observer Observer
 }
+
+// Observer sees every enqueue, start and end of an attempt.
+type Observer interface {
+	Enqueued(queue, name string)
+	// Started reports an attempt and how long after its due time it began.
+	Started(queue, name string, latency time.Duration)
+	// Ended reports an attempt's end: state is the task's state after it
+	// (pending means it will be retried), expired whether the lease ran
+	// out.
+	Ended(queue, name, state string, runtime time.Duration, expired bool)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Enqueued(string, string)                           {}
+func (nopObserver) Started(string, string, time.Duration)             {}
+func (nopObserver) Ended(string, string, string, time.Duration, bool) {}
 
 // Store reads and changes tasks.
 type Store struct {
@@ -133,6 +152,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return &Store{rdb: rdb, p: "{" + cfg.Prefix + "}", cfg: cfg}
 }
@@ -198,6 +220,7 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 	if n == 0 {
 		return t, ErrExists
 	}
+	s.cfg.Observer.Enqueued(spec.Queue, spec.Name)
 	return t, nil
 }
 
@@ -387,14 +410,14 @@ func (s *Store) Published(ctx context.Context, r Ready) error {
 // Lease starts an attempt of r if it is still pending at generation r.Gen.
 // ok is false for a stale or duplicate note, which the caller drops.
 func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Duration) (l *Lease, ok bool, err error) {
-	name, queue, ok, err := s.Route(ctx, r)
+	_, queue, ok, err := s.Route(ctx, r)
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	_ = name
+	now := s.cfg.Now()
 	res, err := leaseScript.Run(ctx, s.rdb,
 		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox()},
-		r.Gen, ms(s.cfg.Now()), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(),
+		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(),
 	).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("lease %s: %w", r.ID, err)
@@ -407,6 +430,7 @@ func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Dura
 	if err := json.Unmarshal([]byte(res[5].(string)), &l.Spec); err != nil {
 		return nil, false, fmt.Errorf("lease %s: corrupt spec: %w", r.ID, err)
 	}
+	s.cfg.Observer.Started(l.Spec.Queue, l.Spec.Name, now.Sub(fromMS(res[6].(int64))))
 	return l, true, nil
 }
 
@@ -444,13 +468,17 @@ func (s *Store) End(ctx context.Context, tenant, id string, token int64, o Outco
 }
 
 func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Outcome) (string, error) {
-	queue, err := s.rdb.HGet(ctx, s.task(tenant, id), "queue").Result()
-	if errors.Is(err, redis.Nil) {
-		return "", ErrNotFound
-	}
+	v, err := s.rdb.HMGet(ctx, s.task(tenant, id), "queue", "name", "started").Result()
 	if err != nil {
 		return "", fmt.Errorf("end %s: %w", id, err)
 	}
+	queue, _ := v[0].(string)
+	name, _ := v[1].(string)
+	startedRaw, _ := v[2].(string)
+	if queue == "" {
+		return "", ErrNotFound
+	}
+	started, _ := strconv.ParseInt(startedRaw, 10, 64)
 	noRetry := "0"
 	if o.NoRetry {
 		noRetry = "1"
@@ -463,10 +491,15 @@ func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Ou
 	if err != nil {
 		return "", fmt.Errorf("end %s: %w", id, err)
 	}
+	state := res[1].(string)
 	if res[0].(int64) != 1 {
-		return res[1].(string), ErrLeaseLost
+		if len(res) == 3 { // refused at the hard deadline, which ended the attempt
+			s.cfg.Observer.Ended(queue, name, res[2].(string), s.cfg.Now().Sub(fromMS(started)), true)
+		}
+		return state, ErrLeaseLost
 	}
-	return res[1].(string), nil
+	s.cfg.Observer.Ended(queue, name, state, s.cfg.Now().Sub(fromMS(started)), outcome == "expire")
+	return state, nil
 }
 
 // Expired lists up to limit leases whose time has run out.
