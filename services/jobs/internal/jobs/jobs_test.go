@@ -143,12 +143,12 @@ func TestHTTPTaskHardLimitOnHangingServer(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	e := jobstest.Start(t, jobstest.Options{})
+	start := time.Now()
 	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks",
 		`{"name":"http","args":{"url":"`+srv.URL+`"},"maxRetries":-1,"hardTimeLimit":"1s"}`)
 	if code != 200 {
 		t.Fatalf("create: %d %v", code, task)
 	}
-	start := time.Now()
 	failed := e.WaitState(t, e.Acme, task["id"].(string), "failed", 20*time.Second)
 	if !strings.Contains(failed.Error, "hard time limit") {
 		t.Errorf("error %q, want the hard time limit", failed.Error)

@@ -25,6 +25,7 @@ import (
 	"github.com/hookyard/hookyard/services/jobs/internal/runner"
 	"github.com/hookyard/hookyard/services/jobs/internal/schedule"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
+	"github.com/hookyard/hookyard/services/jobs/internal/trigger"
 )
 
 // Config holds the jobs service's own settings.
@@ -73,6 +74,8 @@ type Jobs struct {
 	Schedules *schedule.API
 	Ticker    *schedule.Ticker
 	Announcer *runner.Announcer
+	Triggers  *trigger.API
+	Trigger   *trigger.Consumer
 }
 
 // New assembles the service.
@@ -110,6 +113,9 @@ func New(c Config, d Deps) (*Jobs, error) {
 		exchange = rabbit.EventsExchange
 	}
 	j.Announcer = &runner.Announcer{Store: st, Publisher: pub, Exchange: exchange, Policy: policy, Log: d.Log}
+	ts := trigger.NewStore(st)
+	j.Trigger = &trigger.Consumer{Store: ts, Conn: d.Rabbit, Queue: c.QueuePrefix + ".triggers", Exchange: exchange, Enqueue: j.Tasks.Enqueue, Log: d.Log}
+	j.Triggers = &trigger.API{Store: ts, Consumer: j.Trigger, Validate: j.Tasks.Validate}
 	ss := schedule.NewStore(st)
 	j.Schedules = &schedule.API{Store: ss, Validate: j.Tasks.Validate}
 	j.Ticker = &schedule.Ticker{Store: ss, Enqueue: j.Tasks.Enqueue, Log: d.Log}
@@ -124,7 +130,12 @@ func (j *Jobs) ended(_, _, state string) {
 }
 
 // Topology declares the service's fixed queues.
-func (j *Jobs) Topology(ch *amqp.Channel) error { return j.Bus.Declare(ch) }
+func (j *Jobs) Topology(ch *amqp.Channel) error {
+	if err := j.Bus.Declare(ch); err != nil {
+		return err
+	}
+	return j.Trigger.Declare(ch)
+}
 
 // Register adds the APIs to srv.
 func (j *Jobs) Register(srv *server.Server) {
@@ -132,10 +143,12 @@ func (j *Jobs) Register(srv *server.Server) {
 	jobsv1.RegisterWorkerServiceServer(srv.GRPC, j.Workers)
 	jobsv1.RegisterScheduleServiceServer(srv.GRPC, j.Schedules)
 	jobsv1.RegisterQueueServiceServer(srv.GRPC, j.Queues)
+	jobsv1.RegisterTriggerServiceServer(srv.GRPC, j.Triggers)
 	srv.RegisterGateway(
 		jobsv1.RegisterTaskServiceHandler,
 		jobsv1.RegisterScheduleServiceHandler,
 		jobsv1.RegisterQueueServiceHandler,
+		jobsv1.RegisterTriggerServiceHandler,
 	)
 }
 
@@ -146,6 +159,7 @@ func (j *Jobs) Run(ctx context.Context, grace time.Duration) error {
 		func() error { return j.Reaper.Run(ctx) },
 		func() error { return j.Ticker.Run(ctx) },
 		func() error { return j.Announcer.Run(ctx) },
+		func() error { return j.Trigger.Run(ctx) },
 		func() error { return j.HTTP.Run(ctx, grace) },
 	}
 	errc := make(chan error, len(loops))
@@ -170,7 +184,10 @@ func Service() app.Service {
 		Ports: config.Ports{HTTP: ":8083", GRPC: ":9093"},
 		Flags: c.Register,
 		Topology: []func(*amqp.Channel) error{func(ch *amqp.Channel) error {
-			return bus.New(nil, nil, c.QueuePrefix).Declare(ch)
+			if err := bus.New(nil, nil, c.QueuePrefix).Declare(ch); err != nil {
+				return err
+			}
+			return (&trigger.Consumer{Queue: c.QueuePrefix + ".triggers", Exchange: rabbit.EventsExchange}).Declare(ch)
 		}},
 		Build: func(_ context.Context, rt *app.Runtime) error {
 			var err error

@@ -69,6 +69,7 @@ type Replica struct {
 	Tasks   jobsv1.TaskServiceClient
 	Workers jobsv1.WorkerServiceClient
 	Sched   jobsv1.ScheduleServiceClient
+	Trig    jobsv1.TriggerServiceClient
 	Queues  jobsv1.QueueServiceClient
 	Base    string // REST base URL
 	Stop    func()
@@ -158,7 +159,7 @@ func (e *Env) startReplica(t testing.TB, o Options) *Replica {
 	}
 	r := &Replica{Jobs: j, Conn: cc, Base: "http://" + srv.HTTPAddr(),
 		Tasks: jobsv1.NewTaskServiceClient(cc), Workers: jobsv1.NewWorkerServiceClient(cc),
-		Sched: jobsv1.NewScheduleServiceClient(cc), Queues: jobsv1.NewQueueServiceClient(cc)}
+		Sched: jobsv1.NewScheduleServiceClient(cc), Queues: jobsv1.NewQueueServiceClient(cc), Trig: jobsv1.NewTriggerServiceClient(cc)}
 	stopped := false
 	r.Stop = func() {
 		if stopped {
@@ -179,7 +180,7 @@ func (e *Env) startReplica(t testing.TB, o Options) *Replica {
 func (e *Env) cleanup() {
 	ctx := context.Background()
 	prefix := "{" + e.Config.KeyPrefix + "}"
-	queues := append([]string{e.Config.QueuePrefix + ".http"}, e.extra...)
+	queues := append([]string{e.Config.QueuePrefix + ".http", e.Config.QueuePrefix + ".triggers"}, e.extra...)
 	for _, tn := range []Tenant{e.Acme, e.Other} {
 		names, _ := e.Redis.SMembers(ctx, prefix+":q:"+tn.Name).Result()
 		for _, q := range names {
