@@ -598,7 +598,11 @@ type Queue struct {
 	// Tasks running.
 	Running int64 `protobuf:"varint,3,opt,name=running,proto3" json:"running,omitempty"`
 	// Tasks that failed for good.
-	Dead          int64 `protobuf:"varint,4,opt,name=dead,proto3" json:"dead,omitempty"`
+	Dead int64 `protobuf:"varint,4,opt,name=dead,proto3" json:"dead,omitempty"`
+	// The queue is paused.
+	Paused bool `protobuf:"varint,5,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Tasks held back while the queue is paused.
+	Parked        int64 `protobuf:"varint,6,opt,name=parked,proto3" json:"parked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -657,6 +661,20 @@ func (x *Queue) GetRunning() int64 {
 func (x *Queue) GetDead() int64 {
 	if x != nil {
 		return x.Dead
+	}
+	return 0
+}
+
+func (x *Queue) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *Queue) GetParked() int64 {
+	if x != nil {
+		return x.Parked
 	}
 	return 0
 }
@@ -2168,6 +2186,98 @@ func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
+// PauseQueueRequest is the request of PauseQueue.
+type PauseQueueRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseQueueRequest) Reset() {
+	*x = PauseQueueRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseQueueRequest) ProtoMessage() {}
+
+func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseQueueRequest.ProtoReflect.Descriptor instead.
+func (*PauseQueueRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PauseQueueRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ResumeQueueRequest is the request of ResumeQueue.
+type ResumeQueueRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeQueueRequest) Reset() {
+	*x = ResumeQueueRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeQueueRequest) ProtoMessage() {}
+
+func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeQueueRequest.ProtoReflect.Descriptor instead.
+func (*ResumeQueueRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ResumeQueueRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // ListQueuesResponse is the response of ListQueues.
 type ListQueuesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2179,7 +2289,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2301,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2314,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -2280,12 +2390,14 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"createTime\x1a;\n" +
 	"\rArgsFromEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x01\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x03R\x05ready\x12\x18\n" +
 	"\arunning\x18\x03 \x01(\x03R\arunning\x12\x12\n" +
-	"\x04dead\x18\x04 \x01(\x03R\x04dead\"?\n" +
+	"\x04dead\x18\x04 \x01(\x03R\x04dead\x12\x16\n" +
+	"\x06paused\x18\x05 \x01(\bR\x06paused\x12\x16\n" +
+	"\x06parked\x18\x06 \x01(\x03R\x06parked\"?\n" +
 	"\x11CreateTaskRequest\x12*\n" +
 	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
@@ -2370,7 +2482,11 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\x14DeleteTriggerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x17\n" +
 	"\x15DeleteTriggerResponse\"\x13\n" +
-	"\x11ListQueuesRequest\"E\n" +
+	"\x11ListQueuesRequest\"'\n" +
+	"\x11PauseQueueRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"(\n" +
+	"\x12ResumeQueueRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
 	"\x12ListQueuesResponse\x12/\n" +
 	"\x06queues\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.QueueR\x06queues2\xce\x03\n" +
 	"\vTaskService\x12I\n" +
@@ -2398,10 +2514,13 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\n" +
 	"GetTrigger\x12#.hookyard.jobs.v1.GetTriggerRequest\x1a\x19.hookyard.jobs.v1.Trigger\x12]\n" +
 	"\fListTriggers\x12%.hookyard.jobs.v1.ListTriggersRequest\x1a&.hookyard.jobs.v1.ListTriggersResponse\x12`\n" +
-	"\rDeleteTrigger\x12&.hookyard.jobs.v1.DeleteTriggerRequest\x1a'.hookyard.jobs.v1.DeleteTriggerResponse2g\n" +
+	"\rDeleteTrigger\x12&.hookyard.jobs.v1.DeleteTriggerRequest\x1a'.hookyard.jobs.v1.DeleteTriggerResponse2\x81\x02\n" +
 	"\fQueueService\x12W\n" +
 	"\n" +
-	"ListQueues\x12#.hookyard.jobs.v1.ListQueuesRequest\x1a$.hookyard.jobs.v1.ListQueuesResponseB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
+	"ListQueues\x12#.hookyard.jobs.v1.ListQueuesRequest\x1a$.hookyard.jobs.v1.ListQueuesResponse\x12J\n" +
+	"\n" +
+	"PauseQueue\x12#.hookyard.jobs.v1.PauseQueueRequest\x1a\x17.hookyard.jobs.v1.Queue\x12L\n" +
+	"\vResumeQueue\x12$.hookyard.jobs.v1.ResumeQueueRequest\x1a\x17.hookyard.jobs.v1.QueueB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
 
 var (
 	file_hookyard_jobs_v1_jobs_proto_rawDescOnce sync.Once
@@ -2415,7 +2534,7 @@ func file_hookyard_jobs_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescData
 }
 
-var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*Task)(nil),                   // 0: hookyard.jobs.v1.Task
 	(*Attempt)(nil),                // 1: hookyard.jobs.v1.Attempt
@@ -2451,50 +2570,52 @@ var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*DeleteTriggerRequest)(nil),   // 31: hookyard.jobs.v1.DeleteTriggerRequest
 	(*DeleteTriggerResponse)(nil),  // 32: hookyard.jobs.v1.DeleteTriggerResponse
 	(*ListQueuesRequest)(nil),      // 33: hookyard.jobs.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),     // 34: hookyard.jobs.v1.ListQueuesResponse
-	nil,                            // 35: hookyard.jobs.v1.Trigger.ArgsFromEntry
-	(*structpb.Value)(nil),         // 36: google.protobuf.Value
-	(*durationpb.Duration)(nil),    // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 38: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 39: google.protobuf.FieldMask
+	(*PauseQueueRequest)(nil),      // 34: hookyard.jobs.v1.PauseQueueRequest
+	(*ResumeQueueRequest)(nil),     // 35: hookyard.jobs.v1.ResumeQueueRequest
+	(*ListQueuesResponse)(nil),     // 36: hookyard.jobs.v1.ListQueuesResponse
+	nil,                            // 37: hookyard.jobs.v1.Trigger.ArgsFromEntry
+	(*structpb.Value)(nil),         // 38: google.protobuf.Value
+	(*durationpb.Duration)(nil),    // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 40: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 41: google.protobuf.FieldMask
 }
 var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
-	36, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
-	37, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
-	37, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
-	38, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
-	36, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
-	38, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	38, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	37, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
-	38, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
-	37, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
-	37, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
+	38, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
+	39, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
+	39, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
+	40, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
+	38, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
+	40, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	40, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	39, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
+	40, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	39, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
+	39, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
 	1,  // 11: hookyard.jobs.v1.Task.attempt_log:type_name -> hookyard.jobs.v1.Attempt
-	38, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	38, // 13: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	38, // 14: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	40, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	40, // 13: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	40, // 14: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 15: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
-	38, // 16: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	37, // 17: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
-	38, // 18: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
+	40, // 16: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	39, // 17: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
+	40, // 18: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
 	0,  // 19: hookyard.jobs.v1.Trigger.task:type_name -> hookyard.jobs.v1.Task
-	35, // 20: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
-	38, // 21: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
+	37, // 20: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
+	40, // 21: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 22: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
 	0,  // 23: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	37, // 24: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	39, // 24: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
 	0,  // 25: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
-	38, // 26: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	37, // 27: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	38, // 28: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
-	38, // 29: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	36, // 30: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
-	37, // 31: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
+	40, // 26: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	39, // 27: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	40, // 28: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
+	40, // 29: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	38, // 30: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
+	39, // 31: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
 	2,  // 32: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
 	2,  // 33: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
 	2,  // 34: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	39, // 35: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	41, // 35: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
 	3,  // 36: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
 	3,  // 37: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
 	4,  // 38: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
@@ -2518,28 +2639,32 @@ var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
 	29, // 56: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
 	31, // 57: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
 	33, // 58: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
-	0,  // 59: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 60: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
-	8,  // 61: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
-	0,  // 62: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 63: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 64: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
-	13, // 65: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
-	15, // 66: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
-	17, // 67: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
-	19, // 68: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
-	2,  // 69: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	2,  // 70: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
-	23, // 71: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
-	2,  // 72: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	26, // 73: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
-	3,  // 74: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
-	3,  // 75: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
-	30, // 76: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
-	32, // 77: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
-	34, // 78: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
-	59, // [59:79] is the sub-list for method output_type
-	39, // [39:59] is the sub-list for method input_type
+	34, // 59: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
+	35, // 60: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
+	0,  // 61: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 62: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
+	8,  // 63: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
+	0,  // 64: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 65: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 66: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
+	13, // 67: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
+	15, // 68: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
+	17, // 69: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
+	19, // 70: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
+	2,  // 71: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	2,  // 72: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
+	23, // 73: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
+	2,  // 74: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	26, // 75: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
+	3,  // 76: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
+	3,  // 77: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
+	30, // 78: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
+	32, // 79: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
+	36, // 80: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
+	4,  // 81: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
+	4,  // 82: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
+	61, // [61:83] is the sub-list for method output_type
+	39, // [39:61] is the sub-list for method input_type
 	39, // [39:39] is the sub-list for extension type_name
 	39, // [39:39] is the sub-list for extension extendee
 	0,  // [0:39] is the sub-list for field type_name
@@ -2556,7 +2681,7 @@ func file_hookyard_jobs_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_jobs_v1_jobs_proto_rawDesc), len(file_hookyard_jobs_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -41,10 +41,11 @@ return m
 `)
 
 // leaseScript starts an attempt of a pending task of generation gen.
-// KEYS: task, leases, qstat, sched, done channel, outbox.
-// ARGV: gen, now, leaseMs, worker, member, retentionMs.
+// KEYS: task, leases, qstat, sched, done channel, outbox, paused set,
+// parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs.
 // Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
-// 0 stale message, -1 no such task, -2 expired (now cancelled).
+// 0 stale message, -1 no such task, -2 expired (now cancelled), -3 parked
+// because its queue is paused.
 var leaseScript = redis.NewScript(`
 local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due')
 if not s[1] then return {-1} end
@@ -57,6 +58,10 @@ if expire > 0 and now > expire then
   redis.call('PUBLISH', KEYS[5], 'cancelled')
   redis.call('ZADD', KEYS[6], now, ARGV[5] .. '|cancelled|' .. redis.call('HGET', KEYS[1], 'attempts'))
   return {-2}
+end
+if redis.call('SISMEMBER', KEYS[7], redis.call('HGET', KEYS[1], 'queue')) == 1 then
+  redis.call('ZADD', KEYS[8], now, ARGV[5] .. '|' .. s[2])
+  return {-3}
 end
 local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -188,4 +193,14 @@ redis.call('PERSIST', KEYS[2])
 redis.call('ZREM', KEYS[4], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2] .. '|' .. gen)
 return 1
+`)
+
+// resumeScript unpauses a queue and makes its parked tasks due now.
+// KEYS: paused set, parked zset, sched. ARGV: queue, now.
+var resumeScript = redis.NewScript(`
+redis.call('SREM', KEYS[1], ARGV[1])
+local m = redis.call('ZRANGE', KEYS[2], 0, -1)
+for _, v in ipairs(m) do redis.call('ZADD', KEYS[3], ARGV[2], v) end
+redis.call('DEL', KEYS[2])
+return #m
 `)

@@ -15,6 +15,8 @@
 //	{p}:d:<tenant>:<q>    zset, finish time → id of dead tasks
 //	{p}:sched             zset, due time → "tenant|id|gen": tasks to hand to the broker
 //	{p}:leases            zset, lease end → "tenant|id": running attempts
+//	{p}:paused:<tenant>   set, paused queue names
+//	{p}:parked:<t>:<q>    zset, "tenant|id|gen" of tasks held by a paused queue
 //	{p}:outbox            zset, end time → "tenant|id|state|attempts": completion events to publish
 //	{p}:callbacks         zset, due time → "tenant|id|state|attempts|try": callbacks to deliver
 package store
@@ -166,19 +168,21 @@ func (s *Store) Redis() redis.UniversalClient { return s.rdb }
 // Key returns a key under the store's hash tag.
 func (s *Store) Key(parts ...string) string { return s.p + ":" + strings.Join(parts, ":") }
 
-func (s *Store) task(tenant, id string) string { return s.Key("t", tenant, id) }
-func (s *Store) log(tenant, id string) string  { return s.Key("a", tenant, id) }
-func (s *Store) index(tenant string) string    { return s.Key("i", tenant) }
-func (s *Store) queues(tenant string) string   { return s.Key("q", tenant) }
-func (s *Store) qstat(tenant, q string) string { return s.Key("qs", tenant, q) }
-func (s *Store) dead(tenant, q string) string  { return s.Key("d", tenant, q) }
-func (s *Store) sched() string                 { return s.Key("sched") }
-func (s *Store) leases() string                { return s.Key("leases") }
-func (s *Store) outbox() string                { return s.Key("outbox") }
-func (s *Store) callbacks() string             { return s.Key("callbacks") }
-func (s *Store) done(tenant, id string) string { return s.Key("done", tenant, id) }
-func member(tenant, id string) string          { return tenant + "|" + id }
-func ms(t time.Time) int64                     { return t.UnixMilli() }
+func (s *Store) task(tenant, id string) string  { return s.Key("t", tenant, id) }
+func (s *Store) log(tenant, id string) string   { return s.Key("a", tenant, id) }
+func (s *Store) index(tenant string) string     { return s.Key("i", tenant) }
+func (s *Store) queues(tenant string) string    { return s.Key("q", tenant) }
+func (s *Store) qstat(tenant, q string) string  { return s.Key("qs", tenant, q) }
+func (s *Store) dead(tenant, q string) string   { return s.Key("d", tenant, q) }
+func (s *Store) sched() string                  { return s.Key("sched") }
+func (s *Store) leases() string                 { return s.Key("leases") }
+func (s *Store) paused(tenant string) string    { return s.Key("paused", tenant) }
+func (s *Store) parked(tenant, q string) string { return s.Key("parked", tenant, q) }
+func (s *Store) outbox() string                 { return s.Key("outbox") }
+func (s *Store) callbacks() string              { return s.Key("callbacks") }
+func (s *Store) done(tenant, id string) string  { return s.Key("done", tenant, id) }
+func member(tenant, id string) string           { return tenant + "|" + id }
+func ms(t time.Time) int64                      { return t.UnixMilli() }
 func fromMS(v int64) time.Time {
 	if v == 0 {
 		return time.Time{}
@@ -416,7 +420,8 @@ func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Dura
 	}
 	now := s.cfg.Now()
 	res, err := leaseScript.Run(ctx, s.rdb,
-		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox()},
+		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox(),
+			s.paused(r.Tenant), s.parked(r.Tenant, queue)},
 		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(),
 	).Slice()
 	if err != nil {
@@ -613,8 +618,23 @@ func Ended(state string) bool { return state == Succeeded || state == Failed || 
 
 // QueueStats are the counts of one queue.
 type QueueStats struct {
-	Name          string
-	Running, Dead int64
+	Name                  string
+	Running, Dead, Parked int64
+	Paused                bool
+}
+
+// Pause pauses a queue of tenant: no task of it starts until Resume.
+func (s *Store) Pause(ctx context.Context, tenant, queue string) error {
+	pipe := s.rdb.TxPipeline()
+	pipe.SAdd(ctx, s.paused(tenant), queue)
+	pipe.SAdd(ctx, s.queues(tenant), queue)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Resume unpauses a queue and makes its parked tasks due now.
+func (s *Store) Resume(ctx context.Context, tenant, queue string) error {
+	return resumeScript.Run(ctx, s.rdb, []string{s.paused(tenant), s.parked(tenant, queue), s.sched()}, queue, ms(s.cfg.Now())).Err()
 }
 
 // Queues returns the tenant's queues with their running and dead counts;
@@ -628,7 +648,11 @@ func (s *Store) Queues(ctx context.Context, tenant string) ([]QueueStats, error)
 	pipe := s.rdb.Pipeline()
 	run := make([]*redis.StringCmd, len(names))
 	dead := make([]*redis.IntCmd, len(names))
+	parked := make([]*redis.IntCmd, len(names))
+	paused := make([]*redis.BoolCmd, len(names))
 	for i, q := range names {
+		parked[i] = pipe.ZCard(ctx, s.parked(tenant, q))
+		paused[i] = pipe.SIsMember(ctx, s.paused(tenant), q)
 		pipe.ZRemRangeByScore(ctx, s.dead(tenant, q), "-inf", "("+cutoff)
 		run[i] = pipe.HGet(ctx, s.qstat(tenant, q), "running")
 		dead[i] = pipe.ZCard(ctx, s.dead(tenant, q))
@@ -639,7 +663,7 @@ func (s *Store) Queues(ctx context.Context, tenant string) ([]QueueStats, error)
 	out := make([]QueueStats, len(names))
 	for i, q := range names {
 		r, _ := run[i].Int64()
-		out[i] = QueueStats{Name: q, Running: r, Dead: dead[i].Val()}
+		out[i] = QueueStats{Name: q, Running: r, Dead: dead[i].Val(), Parked: parked[i].Val(), Paused: paused[i].Val()}
 	}
 	return out, nil
 }
