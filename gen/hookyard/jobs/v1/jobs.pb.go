@@ -48,7 +48,10 @@ type Task struct {
 	MaxRetries int32 `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
 	// Do not run before this time.
 	Eta *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=eta,proto3" json:"eta,omitempty"`
-	// URL notified when the task finishes.
+	// URL notified when the task ends (succeeded, failed or cancelled): a
+	// POST of the completion event's data, signed with callback_secret as
+	// Standard Webhooks, through the outbound SSRF rules, retried with
+	// backoff for about 20 minutes.
 	CallbackUrl string `protobuf:"bytes,9,opt,name=callback_url,json=callbackUrl,proto3" json:"callback_url,omitempty"`
 	// Output only. pending, running, succeeded, failed, cancelled.
 	State string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
@@ -77,8 +80,15 @@ type Task struct {
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// Output only. A cancel was asked for while the task was running.
 	CancelRequested bool `protobuf:"varint,22,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Input only. The Standard Webhooks secret ("whsec_" and base64 of 24 to
+	// 64 bytes) the completion callback is signed with; required with
+	// callback_url. Never returned.
+	CallbackSecret string `protobuf:"bytes,23,opt,name=callback_secret,json=callbackSecret,proto3" json:"callback_secret,omitempty"`
+	// Output only. The completion callback: pending, delivered, or failed
+	// with the last error.
+	CallbackState string `protobuf:"bytes,24,opt,name=callback_state,json=callbackState,proto3" json:"callback_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -263,6 +273,20 @@ func (x *Task) GetCancelRequested() bool {
 		return x.CancelRequested
 	}
 	return false
+}
+
+func (x *Task) GetCallbackSecret() string {
+	if x != nil {
+		return x.CallbackSecret
+	}
+	return ""
+}
+
+func (x *Task) GetCallbackState() string {
+	if x != nil {
+		return x.CallbackState
+	}
+	return ""
 }
 
 // Attempt is one run of a task.
@@ -475,6 +499,95 @@ func (x *Schedule) GetLastTaskId() string {
 	return ""
 }
 
+// Trigger enqueues a task for every event of the tenant whose routing key
+// ("<source>.<type>", e.g. "stripe.payment_intent.succeeded") matches
+// event_type. The task's id is "<trigger id>-<event id>", so an event
+// delivered twice enqueues one task.
+type Trigger struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Output only.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// AMQP topic pattern: words separated by '.', '*' matches one word and
+	// '#' any number, e.g. "stripe.payment_intent.*".
+	EventType string `protobuf:"bytes,2,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// The task to enqueue (id, eta, countdown and expire_time must be unset).
+	Task *Task `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	// Arguments taken from the event: argument name → JSON Pointer (RFC
+	// 6901) into the event's data, e.g. {"paymentIntent": "/data/object/id"}.
+	// They are set on the task's args, which must then be an object or
+	// unset. With no args_from and no args, args are the event's data.
+	ArgsFrom map[string]string `protobuf:"bytes,4,rep,name=args_from,json=argsFrom,proto3" json:"args_from,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Output only.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trigger) Reset() {
+	*x = Trigger{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trigger) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trigger) ProtoMessage() {}
+
+func (x *Trigger) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trigger.ProtoReflect.Descriptor instead.
+func (*Trigger) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Trigger) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Trigger) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *Trigger) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *Trigger) GetArgsFrom() map[string]string {
+	if x != nil {
+		return x.ArgsFrom
+	}
+	return nil
+}
+
+func (x *Trigger) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
 // Queue is a priority lane of tasks.
 type Queue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -486,15 +599,17 @@ type Queue struct {
 	Running int64 `protobuf:"varint,3,opt,name=running,proto3" json:"running,omitempty"`
 	// Tasks that failed for good.
 	Dead int64 `protobuf:"varint,4,opt,name=dead,proto3" json:"dead,omitempty"`
-	// Tasks waiting for their eta or retry delay.
-	Scheduled     int64 `protobuf:"varint,5,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
+	// The queue is paused.
+	Paused bool `protobuf:"varint,5,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Tasks held back while the queue is paused.
+	Parked        int64 `protobuf:"varint,6,opt,name=parked,proto3" json:"parked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[3]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +621,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[3]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +634,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{3}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Queue) GetName() string {
@@ -550,9 +665,16 @@ func (x *Queue) GetDead() int64 {
 	return 0
 }
 
-func (x *Queue) GetScheduled() int64 {
+func (x *Queue) GetPaused() bool {
 	if x != nil {
-		return x.Scheduled
+		return x.Paused
+	}
+	return false
+}
+
+func (x *Queue) GetParked() int64 {
+	if x != nil {
+		return x.Parked
 	}
 	return 0
 }
@@ -568,7 +690,7 @@ type CreateTaskRequest struct {
 
 func (x *CreateTaskRequest) Reset() {
 	*x = CreateTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[4]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +702,7 @@ func (x *CreateTaskRequest) String() string {
 func (*CreateTaskRequest) ProtoMessage() {}
 
 func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[4]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +715,7 @@ func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
 func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{4}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateTaskRequest) GetTask() *Task {
@@ -614,7 +736,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +748,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +761,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{5}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -668,7 +790,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +802,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +815,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{6}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListTasksRequest) GetPageSize() int32 {
@@ -744,7 +866,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +878,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +891,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{7}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -797,7 +919,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +931,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +944,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{8}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -843,7 +965,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +977,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +990,7 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{9}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RetryTaskRequest) GetId() string {
@@ -891,7 +1013,7 @@ type WaitTaskRequest struct {
 
 func (x *WaitTaskRequest) Reset() {
 	*x = WaitTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1025,7 @@ func (x *WaitTaskRequest) String() string {
 func (*WaitTaskRequest) ProtoMessage() {}
 
 func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1038,7 @@ func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTaskRequest.ProtoReflect.Descriptor instead.
 func (*WaitTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WaitTaskRequest) GetId() string {
@@ -948,7 +1070,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1082,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1095,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaseRequest) GetQueues() []string {
@@ -1019,7 +1141,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1153,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1166,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LeaseResponse) GetTask() *Task {
@@ -1102,7 +1224,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1236,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1249,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeartbeatRequest) GetTaskId() string {
@@ -1157,7 +1279,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1291,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1304,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeartbeatResponse) GetLeaseExpireTime() *timestamppb.Timestamp {
@@ -1214,7 +1336,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1348,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1361,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CompleteTaskRequest) GetTaskId() string {
@@ -1272,7 +1394,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1406,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1419,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
 }
 
 // FailTaskRequest is the request of FailTask.
@@ -1319,7 +1441,7 @@ type FailTaskRequest struct {
 
 func (x *FailTaskRequest) Reset() {
 	*x = FailTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1453,7 @@ func (x *FailTaskRequest) String() string {
 func (*FailTaskRequest) ProtoMessage() {}
 
 func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1466,7 @@ func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskRequest.ProtoReflect.Descriptor instead.
 func (*FailTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FailTaskRequest) GetTaskId() string {
@@ -1394,7 +1516,7 @@ type FailTaskResponse struct {
 
 func (x *FailTaskResponse) Reset() {
 	*x = FailTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1528,7 @@ func (x *FailTaskResponse) String() string {
 func (*FailTaskResponse) ProtoMessage() {}
 
 func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1541,7 @@ func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskResponse.ProtoReflect.Descriptor instead.
 func (*FailTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FailTaskResponse) GetState() string {
@@ -1440,7 +1562,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1574,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1587,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateScheduleRequest) GetSchedule() *Schedule {
@@ -1486,7 +1608,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1620,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1633,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetScheduleRequest) GetId() string {
@@ -1534,7 +1656,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1668,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1681,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListSchedulesRequest) GetPageSize() int32 {
@@ -1589,7 +1711,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1723,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1736,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -1644,7 +1766,7 @@ type UpdateScheduleRequest struct {
 
 func (x *UpdateScheduleRequest) Reset() {
 	*x = UpdateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1778,7 @@ func (x *UpdateScheduleRequest) String() string {
 func (*UpdateScheduleRequest) ProtoMessage() {}
 
 func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1791,7 @@ func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateScheduleRequest) GetSchedule() *Schedule {
@@ -1697,7 +1819,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1831,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1844,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteScheduleRequest) GetId() string {
@@ -1741,7 +1863,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1875,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1888,265 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
+}
+
+// CreateTriggerRequest is the request of CreateTrigger.
+type CreateTriggerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The trigger to create.
+	Trigger       *Trigger `protobuf:"bytes,1,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTriggerRequest) Reset() {
+	*x = CreateTriggerRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTriggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTriggerRequest) ProtoMessage() {}
+
+func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTriggerRequest.ProtoReflect.Descriptor instead.
+func (*CreateTriggerRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CreateTriggerRequest) GetTrigger() *Trigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return nil
+}
+
+// GetTriggerRequest is the request of GetTrigger.
+type GetTriggerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trigger id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTriggerRequest) Reset() {
+	*x = GetTriggerRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTriggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTriggerRequest) ProtoMessage() {}
+
+func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTriggerRequest.ProtoReflect.Descriptor instead.
+func (*GetTriggerRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetTriggerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ListTriggersRequest is the request of ListTriggers.
+type ListTriggersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTriggersRequest) Reset() {
+	*x = ListTriggersRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTriggersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTriggersRequest) ProtoMessage() {}
+
+func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTriggersRequest.ProtoReflect.Descriptor instead.
+func (*ListTriggersRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
+}
+
+// ListTriggersResponse is the response of ListTriggers.
+type ListTriggersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The triggers.
+	Triggers      []*Trigger `protobuf:"bytes,1,rep,name=triggers,proto3" json:"triggers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTriggersResponse) Reset() {
+	*x = ListTriggersResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTriggersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTriggersResponse) ProtoMessage() {}
+
+func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTriggersResponse.ProtoReflect.Descriptor instead.
+func (*ListTriggersResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListTriggersResponse) GetTriggers() []*Trigger {
+	if x != nil {
+		return x.Triggers
+	}
+	return nil
+}
+
+// DeleteTriggerRequest is the request of DeleteTrigger.
+type DeleteTriggerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trigger id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTriggerRequest) Reset() {
+	*x = DeleteTriggerRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTriggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTriggerRequest) ProtoMessage() {}
+
+func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTriggerRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTriggerRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *DeleteTriggerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// DeleteTriggerResponse is the response of DeleteTrigger.
+type DeleteTriggerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTriggerResponse) Reset() {
+	*x = DeleteTriggerResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTriggerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTriggerResponse) ProtoMessage() {}
+
+func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTriggerResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTriggerResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 // ListQueuesRequest is the request of ListQueues.
@@ -1778,7 +2158,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2170,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2183,99 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
+}
+
+// PauseQueueRequest is the request of PauseQueue.
+type PauseQueueRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseQueueRequest) Reset() {
+	*x = PauseQueueRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseQueueRequest) ProtoMessage() {}
+
+func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseQueueRequest.ProtoReflect.Descriptor instead.
+func (*PauseQueueRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PauseQueueRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ResumeQueueRequest is the request of ResumeQueue.
+type ResumeQueueRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeQueueRequest) Reset() {
+	*x = ResumeQueueRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeQueueRequest) ProtoMessage() {}
+
+func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeQueueRequest.ProtoReflect.Descriptor instead.
+func (*ResumeQueueRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ResumeQueueRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
 }
 
 // ListQueuesResponse is the response of ListQueues.
@@ -1817,7 +2289,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +2301,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +2314,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -1856,7 +2328,7 @@ var File_hookyard_jobs_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhookyard/jobs/v1/jobs.proto\x12\x10hookyard.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\a\n" +
+	"\x1bhookyard/jobs/v1/jobs.proto\x12\x10hookyard.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\b\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -1886,7 +2358,9 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"attemptLog\x129\n" +
 	"\n" +
 	"start_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12)\n" +
-	"\x10cancel_requested\x18\x16 \x01(\bR\x0fcancelRequested\"\xdb\x01\n" +
+	"\x10cancel_requested\x18\x16 \x01(\bR\x0fcancelRequested\x12'\n" +
+	"\x0fcallback_secret\x18\x17 \x01(\tR\x0ecallbackSecret\x12%\n" +
+	"\x0ecallback_state\x18\x18 \x01(\tR\rcallbackState\"\xdb\x01\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x129\n" +
 	"\n" +
@@ -1905,13 +2379,25 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\x06paused\x18\a \x01(\bR\x06paused\x12>\n" +
 	"\rlast_run_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastRunTime\x12 \n" +
 	"\flast_task_id\x18\t \x01(\tR\n" +
-	"lastTaskId\"}\n" +
+	"lastTaskId\"\xa4\x02\n" +
+	"\aTrigger\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x02 \x01(\tR\teventType\x12*\n" +
+	"\x04task\x18\x03 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\x12D\n" +
+	"\targs_from\x18\x04 \x03(\v2'.hookyard.jobs.v1.Trigger.ArgsFromEntryR\bargsFrom\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x1a;\n" +
+	"\rArgsFromEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x01\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x03R\x05ready\x12\x18\n" +
 	"\arunning\x18\x03 \x01(\x03R\arunning\x12\x12\n" +
-	"\x04dead\x18\x04 \x01(\x03R\x04dead\x12\x1c\n" +
-	"\tscheduled\x18\x05 \x01(\x03R\tscheduled\"?\n" +
+	"\x04dead\x18\x04 \x01(\x03R\x04dead\x12\x16\n" +
+	"\x06paused\x18\x05 \x01(\bR\x06paused\x12\x16\n" +
+	"\x06parked\x18\x06 \x01(\x03R\x06parked\"?\n" +
 	"\x11CreateTaskRequest\x12*\n" +
 	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
@@ -1985,8 +2471,22 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"updateMask\"'\n" +
 	"\x15DeleteScheduleRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x18\n" +
-	"\x16DeleteScheduleResponse\"\x13\n" +
-	"\x11ListQueuesRequest\"E\n" +
+	"\x16DeleteScheduleResponse\"K\n" +
+	"\x14CreateTriggerRequest\x123\n" +
+	"\atrigger\x18\x01 \x01(\v2\x19.hookyard.jobs.v1.TriggerR\atrigger\"#\n" +
+	"\x11GetTriggerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
+	"\x13ListTriggersRequest\"M\n" +
+	"\x14ListTriggersResponse\x125\n" +
+	"\btriggers\x18\x01 \x03(\v2\x19.hookyard.jobs.v1.TriggerR\btriggers\"&\n" +
+	"\x14DeleteTriggerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x17\n" +
+	"\x15DeleteTriggerResponse\"\x13\n" +
+	"\x11ListQueuesRequest\"'\n" +
+	"\x11PauseQueueRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"(\n" +
+	"\x12ResumeQueueRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
 	"\x12ListQueuesResponse\x12/\n" +
 	"\x06queues\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.QueueR\x06queues2\xce\x03\n" +
 	"\vTaskService\x12I\n" +
@@ -2008,10 +2508,19 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\vGetSchedule\x12$.hookyard.jobs.v1.GetScheduleRequest\x1a\x1a.hookyard.jobs.v1.Schedule\x12`\n" +
 	"\rListSchedules\x12&.hookyard.jobs.v1.ListSchedulesRequest\x1a'.hookyard.jobs.v1.ListSchedulesResponse\x12U\n" +
 	"\x0eUpdateSchedule\x12'.hookyard.jobs.v1.UpdateScheduleRequest\x1a\x1a.hookyard.jobs.v1.Schedule\x12c\n" +
-	"\x0eDeleteSchedule\x12'.hookyard.jobs.v1.DeleteScheduleRequest\x1a(.hookyard.jobs.v1.DeleteScheduleResponse2g\n" +
+	"\x0eDeleteSchedule\x12'.hookyard.jobs.v1.DeleteScheduleRequest\x1a(.hookyard.jobs.v1.DeleteScheduleResponse2\xf3\x02\n" +
+	"\x0eTriggerService\x12R\n" +
+	"\rCreateTrigger\x12&.hookyard.jobs.v1.CreateTriggerRequest\x1a\x19.hookyard.jobs.v1.Trigger\x12L\n" +
+	"\n" +
+	"GetTrigger\x12#.hookyard.jobs.v1.GetTriggerRequest\x1a\x19.hookyard.jobs.v1.Trigger\x12]\n" +
+	"\fListTriggers\x12%.hookyard.jobs.v1.ListTriggersRequest\x1a&.hookyard.jobs.v1.ListTriggersResponse\x12`\n" +
+	"\rDeleteTrigger\x12&.hookyard.jobs.v1.DeleteTriggerRequest\x1a'.hookyard.jobs.v1.DeleteTriggerResponse2\x81\x02\n" +
 	"\fQueueService\x12W\n" +
 	"\n" +
-	"ListQueues\x12#.hookyard.jobs.v1.ListQueuesRequest\x1a$.hookyard.jobs.v1.ListQueuesResponseB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
+	"ListQueues\x12#.hookyard.jobs.v1.ListQueuesRequest\x1a$.hookyard.jobs.v1.ListQueuesResponse\x12J\n" +
+	"\n" +
+	"PauseQueue\x12#.hookyard.jobs.v1.PauseQueueRequest\x1a\x17.hookyard.jobs.v1.Queue\x12L\n" +
+	"\vResumeQueue\x12$.hookyard.jobs.v1.ResumeQueueRequest\x1a\x17.hookyard.jobs.v1.QueueB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
 
 var (
 	file_hookyard_jobs_v1_jobs_proto_rawDescOnce sync.Once
@@ -2025,113 +2534,140 @@ func file_hookyard_jobs_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescData
 }
 
-var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*Task)(nil),                   // 0: hookyard.jobs.v1.Task
 	(*Attempt)(nil),                // 1: hookyard.jobs.v1.Attempt
 	(*Schedule)(nil),               // 2: hookyard.jobs.v1.Schedule
-	(*Queue)(nil),                  // 3: hookyard.jobs.v1.Queue
-	(*CreateTaskRequest)(nil),      // 4: hookyard.jobs.v1.CreateTaskRequest
-	(*GetTaskRequest)(nil),         // 5: hookyard.jobs.v1.GetTaskRequest
-	(*ListTasksRequest)(nil),       // 6: hookyard.jobs.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),      // 7: hookyard.jobs.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),      // 8: hookyard.jobs.v1.CancelTaskRequest
-	(*RetryTaskRequest)(nil),       // 9: hookyard.jobs.v1.RetryTaskRequest
-	(*WaitTaskRequest)(nil),        // 10: hookyard.jobs.v1.WaitTaskRequest
-	(*LeaseRequest)(nil),           // 11: hookyard.jobs.v1.LeaseRequest
-	(*LeaseResponse)(nil),          // 12: hookyard.jobs.v1.LeaseResponse
-	(*HeartbeatRequest)(nil),       // 13: hookyard.jobs.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),      // 14: hookyard.jobs.v1.HeartbeatResponse
-	(*CompleteTaskRequest)(nil),    // 15: hookyard.jobs.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),   // 16: hookyard.jobs.v1.CompleteTaskResponse
-	(*FailTaskRequest)(nil),        // 17: hookyard.jobs.v1.FailTaskRequest
-	(*FailTaskResponse)(nil),       // 18: hookyard.jobs.v1.FailTaskResponse
-	(*CreateScheduleRequest)(nil),  // 19: hookyard.jobs.v1.CreateScheduleRequest
-	(*GetScheduleRequest)(nil),     // 20: hookyard.jobs.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),   // 21: hookyard.jobs.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),  // 22: hookyard.jobs.v1.ListSchedulesResponse
-	(*UpdateScheduleRequest)(nil),  // 23: hookyard.jobs.v1.UpdateScheduleRequest
-	(*DeleteScheduleRequest)(nil),  // 24: hookyard.jobs.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil), // 25: hookyard.jobs.v1.DeleteScheduleResponse
-	(*ListQueuesRequest)(nil),      // 26: hookyard.jobs.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),     // 27: hookyard.jobs.v1.ListQueuesResponse
-	(*structpb.Value)(nil),         // 28: google.protobuf.Value
-	(*durationpb.Duration)(nil),    // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 31: google.protobuf.FieldMask
+	(*Trigger)(nil),                // 3: hookyard.jobs.v1.Trigger
+	(*Queue)(nil),                  // 4: hookyard.jobs.v1.Queue
+	(*CreateTaskRequest)(nil),      // 5: hookyard.jobs.v1.CreateTaskRequest
+	(*GetTaskRequest)(nil),         // 6: hookyard.jobs.v1.GetTaskRequest
+	(*ListTasksRequest)(nil),       // 7: hookyard.jobs.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),      // 8: hookyard.jobs.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),      // 9: hookyard.jobs.v1.CancelTaskRequest
+	(*RetryTaskRequest)(nil),       // 10: hookyard.jobs.v1.RetryTaskRequest
+	(*WaitTaskRequest)(nil),        // 11: hookyard.jobs.v1.WaitTaskRequest
+	(*LeaseRequest)(nil),           // 12: hookyard.jobs.v1.LeaseRequest
+	(*LeaseResponse)(nil),          // 13: hookyard.jobs.v1.LeaseResponse
+	(*HeartbeatRequest)(nil),       // 14: hookyard.jobs.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),      // 15: hookyard.jobs.v1.HeartbeatResponse
+	(*CompleteTaskRequest)(nil),    // 16: hookyard.jobs.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),   // 17: hookyard.jobs.v1.CompleteTaskResponse
+	(*FailTaskRequest)(nil),        // 18: hookyard.jobs.v1.FailTaskRequest
+	(*FailTaskResponse)(nil),       // 19: hookyard.jobs.v1.FailTaskResponse
+	(*CreateScheduleRequest)(nil),  // 20: hookyard.jobs.v1.CreateScheduleRequest
+	(*GetScheduleRequest)(nil),     // 21: hookyard.jobs.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),   // 22: hookyard.jobs.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),  // 23: hookyard.jobs.v1.ListSchedulesResponse
+	(*UpdateScheduleRequest)(nil),  // 24: hookyard.jobs.v1.UpdateScheduleRequest
+	(*DeleteScheduleRequest)(nil),  // 25: hookyard.jobs.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil), // 26: hookyard.jobs.v1.DeleteScheduleResponse
+	(*CreateTriggerRequest)(nil),   // 27: hookyard.jobs.v1.CreateTriggerRequest
+	(*GetTriggerRequest)(nil),      // 28: hookyard.jobs.v1.GetTriggerRequest
+	(*ListTriggersRequest)(nil),    // 29: hookyard.jobs.v1.ListTriggersRequest
+	(*ListTriggersResponse)(nil),   // 30: hookyard.jobs.v1.ListTriggersResponse
+	(*DeleteTriggerRequest)(nil),   // 31: hookyard.jobs.v1.DeleteTriggerRequest
+	(*DeleteTriggerResponse)(nil),  // 32: hookyard.jobs.v1.DeleteTriggerResponse
+	(*ListQueuesRequest)(nil),      // 33: hookyard.jobs.v1.ListQueuesRequest
+	(*PauseQueueRequest)(nil),      // 34: hookyard.jobs.v1.PauseQueueRequest
+	(*ResumeQueueRequest)(nil),     // 35: hookyard.jobs.v1.ResumeQueueRequest
+	(*ListQueuesResponse)(nil),     // 36: hookyard.jobs.v1.ListQueuesResponse
+	nil,                            // 37: hookyard.jobs.v1.Trigger.ArgsFromEntry
+	(*structpb.Value)(nil),         // 38: google.protobuf.Value
+	(*durationpb.Duration)(nil),    // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 40: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 41: google.protobuf.FieldMask
 }
 var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
-	28, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
-	29, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
-	29, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
-	30, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
-	28, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
-	30, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	30, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	29, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
-	30, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
-	29, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
-	29, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
+	38, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
+	39, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
+	39, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
+	40, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
+	38, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
+	40, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	40, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	39, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
+	40, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	39, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
+	39, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
 	1,  // 11: hookyard.jobs.v1.Task.attempt_log:type_name -> hookyard.jobs.v1.Attempt
-	30, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	30, // 13: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	30, // 14: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	40, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	40, // 13: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	40, // 14: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 15: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
-	30, // 16: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	29, // 17: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
-	30, // 18: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
-	0,  // 19: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
-	0,  // 20: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	29, // 21: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
-	0,  // 22: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
-	30, // 23: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	29, // 24: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	30, // 25: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
-	30, // 26: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	28, // 27: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
-	29, // 28: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
-	2,  // 29: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 30: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 31: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	31, // 32: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 33: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
-	4,  // 34: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
-	5,  // 35: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
-	6,  // 36: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
-	8,  // 37: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
-	9,  // 38: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
-	10, // 39: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
-	11, // 40: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
-	13, // 41: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
-	15, // 42: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
-	17, // 43: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
-	19, // 44: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
-	20, // 45: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
-	21, // 46: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
-	23, // 47: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
-	24, // 48: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
-	26, // 49: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
-	0,  // 50: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 51: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
-	7,  // 52: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
-	0,  // 53: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 54: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 55: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
-	12, // 56: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
-	14, // 57: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
-	16, // 58: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
-	18, // 59: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
-	2,  // 60: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	2,  // 61: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
-	22, // 62: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
-	2,  // 63: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	25, // 64: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
-	27, // 65: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
-	50, // [50:66] is the sub-list for method output_type
-	34, // [34:50] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	40, // 16: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	39, // 17: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
+	40, // 18: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
+	0,  // 19: hookyard.jobs.v1.Trigger.task:type_name -> hookyard.jobs.v1.Task
+	37, // 20: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
+	40, // 21: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 22: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
+	0,  // 23: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
+	39, // 24: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	0,  // 25: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
+	40, // 26: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	39, // 27: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	40, // 28: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
+	40, // 29: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	38, // 30: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
+	39, // 31: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
+	2,  // 32: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 33: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 34: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	41, // 35: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 36: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
+	3,  // 37: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
+	4,  // 38: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
+	5,  // 39: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
+	6,  // 40: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
+	7,  // 41: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
+	9,  // 42: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
+	10, // 43: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
+	11, // 44: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
+	12, // 45: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
+	14, // 46: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
+	16, // 47: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
+	18, // 48: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
+	20, // 49: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
+	21, // 50: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
+	22, // 51: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
+	24, // 52: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
+	25, // 53: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
+	27, // 54: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
+	28, // 55: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
+	29, // 56: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
+	31, // 57: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
+	33, // 58: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
+	34, // 59: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
+	35, // 60: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
+	0,  // 61: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 62: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
+	8,  // 63: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
+	0,  // 64: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 65: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 66: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
+	13, // 67: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
+	15, // 68: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
+	17, // 69: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
+	19, // 70: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
+	2,  // 71: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	2,  // 72: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
+	23, // 73: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
+	2,  // 74: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	26, // 75: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
+	3,  // 76: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
+	3,  // 77: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
+	30, // 78: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
+	32, // 79: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
+	36, // 80: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
+	4,  // 81: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
+	4,  // 82: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
+	61, // [61:83] is the sub-list for method output_type
+	39, // [39:61] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_jobs_v1_jobs_proto_init() }
@@ -2145,9 +2681,9 @@ func file_hookyard_jobs_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_jobs_v1_jobs_proto_rawDesc), len(file_hookyard_jobs_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   38,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_hookyard_jobs_v1_jobs_proto_goTypes,
 		DependencyIndexes: file_hookyard_jobs_v1_jobs_proto_depIdxs,

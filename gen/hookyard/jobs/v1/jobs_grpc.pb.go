@@ -845,7 +845,237 @@ var ScheduleService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	QueueService_ListQueues_FullMethodName = "/hookyard.jobs.v1.QueueService/ListQueues"
+	TriggerService_CreateTrigger_FullMethodName = "/hookyard.jobs.v1.TriggerService/CreateTrigger"
+	TriggerService_GetTrigger_FullMethodName    = "/hookyard.jobs.v1.TriggerService/GetTrigger"
+	TriggerService_ListTriggers_FullMethodName  = "/hookyard.jobs.v1.TriggerService/ListTriggers"
+	TriggerService_DeleteTrigger_FullMethodName = "/hookyard.jobs.v1.TriggerService/DeleteTrigger"
+)
+
+// TriggerServiceClient is the client API for TriggerService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// TriggerService turns events on hookyard.events into tasks.
+type TriggerServiceClient interface {
+	// Creates a trigger.
+	CreateTrigger(ctx context.Context, in *CreateTriggerRequest, opts ...grpc.CallOption) (*Trigger, error)
+	// Gets a trigger.
+	GetTrigger(ctx context.Context, in *GetTriggerRequest, opts ...grpc.CallOption) (*Trigger, error)
+	// Lists triggers.
+	ListTriggers(ctx context.Context, in *ListTriggersRequest, opts ...grpc.CallOption) (*ListTriggersResponse, error)
+	// Deletes a trigger; tasks it enqueued are not touched.
+	DeleteTrigger(ctx context.Context, in *DeleteTriggerRequest, opts ...grpc.CallOption) (*DeleteTriggerResponse, error)
+}
+
+type triggerServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewTriggerServiceClient(cc grpc.ClientConnInterface) TriggerServiceClient {
+	return &triggerServiceClient{cc}
+}
+
+func (c *triggerServiceClient) CreateTrigger(ctx context.Context, in *CreateTriggerRequest, opts ...grpc.CallOption) (*Trigger, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Trigger)
+	err := c.cc.Invoke(ctx, TriggerService_CreateTrigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *triggerServiceClient) GetTrigger(ctx context.Context, in *GetTriggerRequest, opts ...grpc.CallOption) (*Trigger, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Trigger)
+	err := c.cc.Invoke(ctx, TriggerService_GetTrigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *triggerServiceClient) ListTriggers(ctx context.Context, in *ListTriggersRequest, opts ...grpc.CallOption) (*ListTriggersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTriggersResponse)
+	err := c.cc.Invoke(ctx, TriggerService_ListTriggers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *triggerServiceClient) DeleteTrigger(ctx context.Context, in *DeleteTriggerRequest, opts ...grpc.CallOption) (*DeleteTriggerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteTriggerResponse)
+	err := c.cc.Invoke(ctx, TriggerService_DeleteTrigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TriggerServiceServer is the server API for TriggerService service.
+// All implementations must embed UnimplementedTriggerServiceServer
+// for forward compatibility.
+//
+// TriggerService turns events on hookyard.events into tasks.
+type TriggerServiceServer interface {
+	// Creates a trigger.
+	CreateTrigger(context.Context, *CreateTriggerRequest) (*Trigger, error)
+	// Gets a trigger.
+	GetTrigger(context.Context, *GetTriggerRequest) (*Trigger, error)
+	// Lists triggers.
+	ListTriggers(context.Context, *ListTriggersRequest) (*ListTriggersResponse, error)
+	// Deletes a trigger; tasks it enqueued are not touched.
+	DeleteTrigger(context.Context, *DeleteTriggerRequest) (*DeleteTriggerResponse, error)
+	mustEmbedUnimplementedTriggerServiceServer()
+}
+
+// UnimplementedTriggerServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedTriggerServiceServer struct{}
+
+func (UnimplementedTriggerServiceServer) CreateTrigger(context.Context, *CreateTriggerRequest) (*Trigger, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateTrigger not implemented")
+}
+func (UnimplementedTriggerServiceServer) GetTrigger(context.Context, *GetTriggerRequest) (*Trigger, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTrigger not implemented")
+}
+func (UnimplementedTriggerServiceServer) ListTriggers(context.Context, *ListTriggersRequest) (*ListTriggersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTriggers not implemented")
+}
+func (UnimplementedTriggerServiceServer) DeleteTrigger(context.Context, *DeleteTriggerRequest) (*DeleteTriggerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteTrigger not implemented")
+}
+func (UnimplementedTriggerServiceServer) mustEmbedUnimplementedTriggerServiceServer() {}
+func (UnimplementedTriggerServiceServer) testEmbeddedByValue()                        {}
+
+// UnsafeTriggerServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to TriggerServiceServer will
+// result in compilation errors.
+type UnsafeTriggerServiceServer interface {
+	mustEmbedUnimplementedTriggerServiceServer()
+}
+
+func RegisterTriggerServiceServer(s grpc.ServiceRegistrar, srv TriggerServiceServer) {
+	// If the following call panics, it indicates UnimplementedTriggerServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&TriggerService_ServiceDesc, srv)
+}
+
+func _TriggerService_CreateTrigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTriggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TriggerServiceServer).CreateTrigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TriggerService_CreateTrigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TriggerServiceServer).CreateTrigger(ctx, req.(*CreateTriggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TriggerService_GetTrigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTriggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TriggerServiceServer).GetTrigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TriggerService_GetTrigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TriggerServiceServer).GetTrigger(ctx, req.(*GetTriggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TriggerService_ListTriggers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTriggersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TriggerServiceServer).ListTriggers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TriggerService_ListTriggers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TriggerServiceServer).ListTriggers(ctx, req.(*ListTriggersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TriggerService_DeleteTrigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteTriggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TriggerServiceServer).DeleteTrigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TriggerService_DeleteTrigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TriggerServiceServer).DeleteTrigger(ctx, req.(*DeleteTriggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// TriggerService_ServiceDesc is the grpc.ServiceDesc for TriggerService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var TriggerService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hookyard.jobs.v1.TriggerService",
+	HandlerType: (*TriggerServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateTrigger",
+			Handler:    _TriggerService_CreateTrigger_Handler,
+		},
+		{
+			MethodName: "GetTrigger",
+			Handler:    _TriggerService_GetTrigger_Handler,
+		},
+		{
+			MethodName: "ListTriggers",
+			Handler:    _TriggerService_ListTriggers_Handler,
+		},
+		{
+			MethodName: "DeleteTrigger",
+			Handler:    _TriggerService_DeleteTrigger_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "hookyard/jobs/v1/jobs.proto",
+}
+
+const (
+	QueueService_ListQueues_FullMethodName  = "/hookyard.jobs.v1.QueueService/ListQueues"
+	QueueService_PauseQueue_FullMethodName  = "/hookyard.jobs.v1.QueueService/PauseQueue"
+	QueueService_ResumeQueue_FullMethodName = "/hookyard.jobs.v1.QueueService/ResumeQueue"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -856,6 +1086,11 @@ const (
 type QueueServiceClient interface {
 	// Lists queues with their depth.
 	ListQueues(ctx context.Context, in *ListQueuesRequest, opts ...grpc.CallOption) (*ListQueuesResponse, error)
+	// Pauses a queue: its tasks stay pending (parked) and none starts until
+	// it is resumed. Running tasks go on.
+	PauseQueue(ctx context.Context, in *PauseQueueRequest, opts ...grpc.CallOption) (*Queue, error)
+	// Resumes a paused queue; its parked tasks become due at once.
+	ResumeQueue(ctx context.Context, in *ResumeQueueRequest, opts ...grpc.CallOption) (*Queue, error)
 }
 
 type queueServiceClient struct {
@@ -876,6 +1111,26 @@ func (c *queueServiceClient) ListQueues(ctx context.Context, in *ListQueuesReque
 	return out, nil
 }
 
+func (c *queueServiceClient) PauseQueue(ctx context.Context, in *PauseQueueRequest, opts ...grpc.CallOption) (*Queue, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Queue)
+	err := c.cc.Invoke(ctx, QueueService_PauseQueue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ResumeQueue(ctx context.Context, in *ResumeQueueRequest, opts ...grpc.CallOption) (*Queue, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Queue)
+	err := c.cc.Invoke(ctx, QueueService_ResumeQueue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -884,6 +1139,11 @@ func (c *queueServiceClient) ListQueues(ctx context.Context, in *ListQueuesReque
 type QueueServiceServer interface {
 	// Lists queues with their depth.
 	ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error)
+	// Pauses a queue: its tasks stay pending (parked) and none starts until
+	// it is resumed. Running tasks go on.
+	PauseQueue(context.Context, *PauseQueueRequest) (*Queue, error)
+	// Resumes a paused queue; its parked tasks become due at once.
+	ResumeQueue(context.Context, *ResumeQueueRequest) (*Queue, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -896,6 +1156,12 @@ type UnimplementedQueueServiceServer struct{}
 
 func (UnimplementedQueueServiceServer) ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListQueues not implemented")
+}
+func (UnimplementedQueueServiceServer) PauseQueue(context.Context, *PauseQueueRequest) (*Queue, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseQueue not implemented")
+}
+func (UnimplementedQueueServiceServer) ResumeQueue(context.Context, *ResumeQueueRequest) (*Queue, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeQueue not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -936,6 +1202,42 @@ func _QueueService_ListQueues_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_PauseQueue_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseQueueRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).PauseQueue(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_PauseQueue_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).PauseQueue(ctx, req.(*PauseQueueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ResumeQueue_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeQueueRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ResumeQueue(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ResumeQueue_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ResumeQueue(ctx, req.(*ResumeQueueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -946,6 +1248,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListQueues",
 			Handler:    _QueueService_ListQueues_Handler,
+		},
+		{
+			MethodName: "PauseQueue",
+			Handler:    _QueueService_PauseQueue_Handler,
+		},
+		{
+			MethodName: "ResumeQueue",
+			Handler:    _QueueService_ResumeQueue_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

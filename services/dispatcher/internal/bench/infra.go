@@ -23,7 +23,7 @@ import (
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/redisconn"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
+	"github.com/hookyard/hookyard/platform/sign"
 )
 
 // broker is the benchmark's own AMQP connection: it publishes the events

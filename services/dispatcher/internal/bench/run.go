@@ -23,8 +23,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookyard/hookyard/platform/loadtest"
+	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 )
 

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
+	"github.com/hookyard/hookyard/platform/sign"
 )
 
 // Sink is the subscriber side: an HTTP server on loopback that records when

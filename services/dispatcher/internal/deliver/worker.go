@@ -26,12 +26,12 @@ import (
 	"github.com/hookyard/hookyard/platform/delay"
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/metrics"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 )
 

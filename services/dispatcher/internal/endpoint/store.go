@@ -31,7 +31,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
+	"github.com/hookyard/hookyard/platform/sign"
 )
 
 // Errors returned by Store.

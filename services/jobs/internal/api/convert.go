@@ -171,7 +171,7 @@ func specOf(t *jobsv1.Task, now time.Time) (store.Spec, error) {
 		}
 		s.Expire = t.GetExpireTime().AsTime()
 	}
-	s.CallbackURL = t.GetCallbackUrl()
+	s.CallbackURL, s.CallbackSecret = t.GetCallbackUrl(), t.GetCallbackSecret()
 	return s, nil
 }
 
@@ -215,6 +215,7 @@ func taskProto(t *store.Task) *jobsv1.Task {
 	p.State, p.Attempts, p.Result, p.Error = t.State, int32(t.Attempts), value(t.Result), t.Error
 	p.CreateTime, p.StartTime, p.FinishTime = ts(t.Created), ts(t.Started), ts(t.Finished)
 	p.CancelRequested = t.CancelRequested && t.State == store.Running
+	p.CallbackState = t.CallbackState
 	for _, a := range t.Log {
 		p.AttemptLog = append(p.AttemptLog, &jobsv1.Attempt{
 			Number: int32(a.Number), StartTime: ts(time.UnixMilli(a.Start)), EndTime: ts(time.UnixMilli(a.End)),

@@ -12,6 +12,7 @@ import (
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/jobs/internal/bus"
 	"github.com/hookyard/hookyard/services/jobs/internal/httptask"
@@ -44,19 +45,9 @@ type Tasks struct {
 // it is due now. It is also how schedules and triggers enqueue.
 func (d *Deps) Enqueue(ctx context.Context, tenant string, t *jobsv1.Task) (*jobsv1.Task, error) {
 	now := time.Now()
-	spec, err := specOf(t, now)
+	spec, err := d.spec(t, now)
 	if err != nil {
 		return nil, err
-	}
-	if spec.Name == bus.HTTPTask {
-		if _, err := httptask.Parse(spec.Args, d.Policy); err != nil {
-			return nil, invalid("%v", err)
-		}
-	}
-	if spec.CallbackURL != "" {
-		if err := d.Policy.ValidateURL(spec.CallbackURL); err != nil {
-			return nil, invalid("callbackUrl: %v", err)
-		}
 	}
 	id := t.GetId()
 	if id == "" {
@@ -78,6 +69,35 @@ func (d *Deps) Enqueue(ctx context.Context, tenant string, t *jobsv1.Task) (*job
 		}
 	}
 	return taskProto(st), nil
+}
+
+// Validate checks t as Enqueue would, without enqueueing it.
+func (d *Deps) Validate(t *jobsv1.Task) error {
+	_, err := d.spec(t, time.Now())
+	return err
+}
+
+func (d *Deps) spec(t *jobsv1.Task, now time.Time) (store.Spec, error) {
+	spec, err := specOf(t, now)
+	if err != nil {
+		return spec, err
+	}
+	if spec.Name == bus.HTTPTask {
+		if _, err := httptask.Parse(spec.Args, d.Policy); err != nil {
+			return spec, invalid("%v", err)
+		}
+	}
+	if spec.CallbackURL != "" {
+		if err := d.Policy.ValidateURL(spec.CallbackURL); err != nil {
+			return spec, invalid("callbackUrl: %v", err)
+		}
+		if _, err := sign.ParseSecret(spec.CallbackSecret); err != nil {
+			return spec, invalid("callbackSecret: required with callbackUrl: %v", err)
+		}
+	} else if spec.CallbackSecret != "" {
+		return spec, invalid("callbackSecret: only with callbackUrl")
+	}
+	return spec, nil
 }
 
 // CreateTask enqueues a task.

@@ -143,12 +143,12 @@ func TestHTTPTaskHardLimitOnHangingServer(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	e := jobstest.Start(t, jobstest.Options{})
+	start := time.Now()
 	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks",
 		`{"name":"http","args":{"url":"`+srv.URL+`"},"maxRetries":-1,"hardTimeLimit":"1s"}`)
 	if code != 200 {
 		t.Fatalf("create: %d %v", code, task)
 	}
-	start := time.Now()
 	failed := e.WaitState(t, e.Acme, task["id"].(string), "failed", 20*time.Second)
 	if !strings.Contains(failed.Error, "hard time limit") {
 		t.Errorf("error %q, want the hard time limit", failed.Error)
@@ -225,5 +225,40 @@ func TestBadInputs(t *testing.T) {
 	}
 	if code, _ := e.REST(t, e.Acme, "GET", "/v1/tasks/nope", ""); code != 404 {
 		t.Errorf("missing task: %d", code)
+	}
+}
+
+// A paused queue starts nothing; its tasks wait parked and run on resume.
+func TestPauseAndResumeQueue(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	defer srv.Close()
+	e := jobstest.Start(t, jobstest.Options{})
+	if code, q := e.REST(t, e.Acme, "POST", "/v1/queues/bulk:pause", `{}`); code != 200 || q["paused"] != true {
+		t.Fatalf("pause: %d %v", code, q)
+	}
+	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks", `{"name":"http","queue":"bulk","args":{"url":"`+srv.URL+`"}}`)
+	if code != 200 {
+		t.Fatalf("create: %d %v", code, task)
+	}
+	jobstest.WaitFor(t, 20*time.Second, "the task to be parked", func() bool {
+		_, l := e.REST(t, e.Acme, "GET", "/v1/queues", "")
+		for _, q := range l["queues"].([]any) {
+			if m := q.(map[string]any); m["name"] == "bulk" && m["parked"] == "1" {
+				return true
+			}
+		}
+		return false
+	})
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("a paused queue ran %d tasks", n)
+	}
+	if code, q := e.REST(t, e.Acme, "POST", "/v1/queues/bulk:resume", `{}`); code != 200 || q["paused"] == true {
+		t.Fatalf("resume: %d %v", code, q)
+	}
+	e.WaitState(t, e.Acme, task["id"].(string), "succeeded", 20*time.Second)
+	if code, _ := e.REST(t, e.Acme, "POST", "/v1/queues/a%20b:pause", `{}`); code != 400 {
+		t.Errorf("bad queue name: %d", code)
 	}
 }

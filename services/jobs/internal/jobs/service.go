@@ -1,5 +1,5 @@
 // Package jobs wires the jobs service: the task, worker, schedule and queue
-// APIs, the built-in http task runner, the pump that hands due tasks to the
+// APIs, the schedule ticker, the built-in http task runner, the pump that hands due tasks to the
 // broker and the reaper that enforces leases and hard time limits.
 package jobs
 
@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
@@ -22,7 +23,9 @@ import (
 	"github.com/hookyard/hookyard/services/jobs/internal/bus"
 	"github.com/hookyard/hookyard/services/jobs/internal/httptask"
 	"github.com/hookyard/hookyard/services/jobs/internal/runner"
+	"github.com/hookyard/hookyard/services/jobs/internal/schedule"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
+	"github.com/hookyard/hookyard/services/jobs/internal/trigger"
 )
 
 // Config holds the jobs service's own settings.
@@ -33,6 +36,8 @@ type Config struct {
 	Heartbeat       time.Duration
 	ResultTTL       time.Duration
 	DeadTTL         time.Duration
+	// EventsExchange receives the completion events (tests use their own).
+	EventsExchange string
 }
 
 // Register adds the settings to l.
@@ -50,6 +55,7 @@ type Deps struct {
 	Rabbit     *rabbit.Conn
 	Redis      redis.UniversalClient
 	Log        *slog.Logger
+	Registry   prometheus.Registerer
 	AllowCIDRs string
 }
 
@@ -65,6 +71,11 @@ type Jobs struct {
 	Tasks     *api.Tasks
 	Workers   *api.Workers
 	Queues    *api.Queues
+	Schedules *schedule.API
+	Ticker    *schedule.Ticker
+	Announcer *runner.Announcer
+	Triggers  *trigger.API
+	Trigger   *trigger.Consumer
 }
 
 // New assembles the service.
@@ -83,7 +94,7 @@ func New(c Config, d Deps) (*Jobs, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	policy := ssrf.Policy{Allow: allow}
-	st := store.New(d.Redis, store.Config{Prefix: c.KeyPrefix, ResultTTL: c.ResultTTL, DeadTTL: c.DeadTTL})
+	st := store.New(d.Redis, store.Config{Prefix: c.KeyPrefix, ResultTTL: c.ResultTTL, DeadTTL: c.DeadTTL, Observer: runner.NewMetrics(d.Registry)})
 	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
 	b := bus.New(d.Rabbit, pub, c.QueuePrefix)
 	hub := runner.NewHub()
@@ -97,6 +108,17 @@ func New(c Config, d Deps) (*Jobs, error) {
 	j.Tasks = &api.Tasks{Deps: deps}
 	j.Workers = &api.Workers{Deps: deps}
 	j.Queues = &api.Queues{Deps: deps}
+	exchange := c.EventsExchange
+	if exchange == "" {
+		exchange = rabbit.EventsExchange
+	}
+	j.Announcer = &runner.Announcer{Store: st, Publisher: pub, Exchange: exchange, Policy: policy, Log: d.Log}
+	ts := trigger.NewStore(st)
+	j.Trigger = &trigger.Consumer{Store: ts, Conn: d.Rabbit, Queue: c.QueuePrefix + ".triggers", Exchange: exchange, Enqueue: j.Tasks.Enqueue, Log: d.Log}
+	j.Triggers = &trigger.API{Store: ts, Consumer: j.Trigger, Validate: j.Tasks.Validate}
+	ss := schedule.NewStore(st)
+	j.Schedules = &schedule.API{Store: ss, Validate: j.Tasks.Validate}
+	j.Ticker = &schedule.Ticker{Store: ss, Enqueue: j.Tasks.Enqueue, Log: d.Log}
 	return j, nil
 }
 
@@ -108,29 +130,44 @@ func (j *Jobs) ended(_, _, state string) {
 }
 
 // Topology declares the service's fixed queues.
-func (j *Jobs) Topology(ch *amqp.Channel) error { return j.Bus.Declare(ch) }
+func (j *Jobs) Topology(ch *amqp.Channel) error {
+	if err := j.Bus.Declare(ch); err != nil {
+		return err
+	}
+	return j.Trigger.Declare(ch)
+}
 
 // Register adds the APIs to srv.
 func (j *Jobs) Register(srv *server.Server) {
 	jobsv1.RegisterTaskServiceServer(srv.GRPC, j.Tasks)
 	jobsv1.RegisterWorkerServiceServer(srv.GRPC, j.Workers)
-	jobsv1.RegisterScheduleServiceServer(srv.GRPC, jobsv1.UnimplementedScheduleServiceServer{})
+	jobsv1.RegisterScheduleServiceServer(srv.GRPC, j.Schedules)
 	jobsv1.RegisterQueueServiceServer(srv.GRPC, j.Queues)
+	jobsv1.RegisterTriggerServiceServer(srv.GRPC, j.Triggers)
 	srv.RegisterGateway(
 		jobsv1.RegisterTaskServiceHandler,
 		jobsv1.RegisterScheduleServiceHandler,
 		jobsv1.RegisterQueueServiceHandler,
+		jobsv1.RegisterTriggerServiceHandler,
 	)
 }
 
 // Run runs the background loops until ctx ends.
 func (j *Jobs) Run(ctx context.Context, grace time.Duration) error {
-	errc := make(chan error, 3)
-	go func() { errc <- j.Pump.Run(ctx) }()
-	go func() { errc <- j.Reaper.Run(ctx) }()
-	go func() { errc <- j.HTTP.Run(ctx, grace) }()
+	loops := []func() error{
+		func() error { return j.Pump.Run(ctx) },
+		func() error { return j.Reaper.Run(ctx) },
+		func() error { return j.Ticker.Run(ctx) },
+		func() error { return j.Announcer.Run(ctx) },
+		func() error { return j.Trigger.Run(ctx) },
+		func() error { return j.HTTP.Run(ctx, grace) },
+	}
+	errc := make(chan error, len(loops))
+	for _, f := range loops {
+		go func() { errc <- f() }()
+	}
 	var first error
-	for range 3 {
+	for range loops {
 		if err := <-errc; err != nil && first == nil {
 			first = err
 		}
@@ -147,11 +184,14 @@ func Service() app.Service {
 		Ports: config.Ports{HTTP: ":8083", GRPC: ":9093"},
 		Flags: c.Register,
 		Topology: []func(*amqp.Channel) error{func(ch *amqp.Channel) error {
-			return bus.New(nil, nil, c.QueuePrefix).Declare(ch)
+			if err := bus.New(nil, nil, c.QueuePrefix).Declare(ch); err != nil {
+				return err
+			}
+			return (&trigger.Consumer{Queue: c.QueuePrefix + ".triggers", Exchange: rabbit.EventsExchange}).Declare(ch)
 		}},
 		Build: func(_ context.Context, rt *app.Runtime) error {
 			var err error
-			j, err = New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, AllowCIDRs: rt.Config.AllowCIDRs})
+			j, err = New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
 			if err != nil {
 				return err
 			}

@@ -57,6 +57,9 @@ type Env struct {
 	Redis       redis.UniversalClient
 	Rabbit      *rabbit.Conn
 	Replicas    []*Replica
+
+	topology rabbit.Topology
+	extra    []string // queues to delete
 }
 
 // Replica is one running jobs service.
@@ -66,6 +69,7 @@ type Replica struct {
 	Tasks   jobsv1.TaskServiceClient
 	Workers jobsv1.WorkerServiceClient
 	Sched   jobsv1.ScheduleServiceClient
+	Trig    jobsv1.TriggerServiceClient
 	Queues  jobsv1.QueueServiceClient
 	Base    string // REST base URL
 	Stop    func()
@@ -96,13 +100,17 @@ func Start(t testing.TB, o Options) *Env {
 		KeyPrefix: "hookyard:test:jobs:" + id, QueuePrefix: rabbittest.UniqueName(t, "jobs"),
 		HTTPConcurrency: 8, Heartbeat: o.Heartbeat, ResultTTL: time.Hour, DeadTTL: time.Hour,
 	}
+	// A private events exchange: completion events stay out of the shared
+	// one (and its unrouted queue).
+	e.Config.EventsExchange = e.Config.QueuePrefix + ".events"
+	e.topology = rabbit.Topology{Events: e.Config.EventsExchange, Unrouted: e.Config.QueuePrefix + ".unrouted"}
 	rdb, err := redisconn.Open(RedisURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.Redis = rdb
 	ctx, cancel := context.WithCancel(context.Background())
-	conn := rabbit.DialConfig(ctx, rabbittest.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(rabbit.DeclareTopology)})
+	conn := rabbit.DialConfig(ctx, rabbittest.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(rabbit.DeclareTopology, e.topology.Declare)})
 	e.Rabbit = conn
 	t.Cleanup(func() {
 		e.cleanup()
@@ -151,7 +159,7 @@ func (e *Env) startReplica(t testing.TB, o Options) *Replica {
 	}
 	r := &Replica{Jobs: j, Conn: cc, Base: "http://" + srv.HTTPAddr(),
 		Tasks: jobsv1.NewTaskServiceClient(cc), Workers: jobsv1.NewWorkerServiceClient(cc),
-		Sched: jobsv1.NewScheduleServiceClient(cc), Queues: jobsv1.NewQueueServiceClient(cc)}
+		Sched: jobsv1.NewScheduleServiceClient(cc), Queues: jobsv1.NewQueueServiceClient(cc), Trig: jobsv1.NewTriggerServiceClient(cc)}
 	stopped := false
 	r.Stop = func() {
 		if stopped {
@@ -172,7 +180,7 @@ func (e *Env) startReplica(t testing.TB, o Options) *Replica {
 func (e *Env) cleanup() {
 	ctx := context.Background()
 	prefix := "{" + e.Config.KeyPrefix + "}"
-	queues := []string{e.Config.QueuePrefix + ".http"}
+	queues := append([]string{e.Config.QueuePrefix + ".http", e.Config.QueuePrefix + ".triggers"}, e.extra...)
 	for _, tn := range []Tenant{e.Acme, e.Other} {
 		names, _ := e.Redis.SMembers(ctx, prefix+":q:"+tn.Name).Result()
 		for _, q := range names {
@@ -187,6 +195,12 @@ func (e *Env) cleanup() {
 					ch.Close()
 				}
 			}
+		}
+		if ch, err := c.Channel(); err == nil {
+			_, _ = ch.QueueDelete(e.topology.Unrouted, false, false, false)
+			_ = ch.ExchangeDelete(e.topology.Events, false, false)
+			_ = ch.ExchangeDelete(e.topology.Unrouted, false, false)
+			ch.Close()
 		}
 		c.Close()
 	}
@@ -253,4 +267,28 @@ func (e *Env) WaitState(t *testing.T, tn Tenant, id, state string, timeout time.
 		return got.GetState() == state
 	})
 	return last
+}
+
+// Events returns the completion events published from now on whose
+// routing key matches pattern.
+func (e *Env) Events(t testing.TB, pattern string) <-chan amqp.Delivery {
+	t.Helper()
+	ch, err := e.Rabbit.Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	q := e.Config.QueuePrefix + ".capture." + fmt.Sprint(len(e.extra))
+	e.extra = append(e.extra, q)
+	if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q, pattern, e.Config.EventsExchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	d, err := ch.Consume(q, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

@@ -21,7 +21,7 @@ import "github.com/redis/go-redis/v9"
 // then field/value pairs.
 var enqueueScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local f = {'state', 'pending', 'gen', 1, 'token', 0, 'attempts', 0, 'free', 0, 'created', ARGV[2]}
+local f = {'state', 'pending', 'gen', 1, 'token', 0, 'attempts', 0, 'free', 0, 'created', ARGV[2], 'due', ARGV[3]}
 for i = 5, #ARGV do f[#f+1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(f))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -41,12 +41,13 @@ return m
 `)
 
 // leaseScript starts an attempt of a pending task of generation gen.
-// KEYS: task, leases, qstat, sched, done channel.
-// ARGV: gen, now, leaseMs, worker, member, retentionMs.
+// KEYS: task, leases, qstat, sched, done channel, outbox, paused set,
+// parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs.
 // Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
-// 0 stale message, -1 no such task, -2 expired (now cancelled).
+// 0 stale message, -1 no such task, -2 expired (now cancelled), -3 parked
+// because its queue is paused.
 var leaseScript = redis.NewScript(`
-local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec')
+local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due')
 if not s[1] then return {-1} end
 if s[1] ~= 'pending' or s[2] ~= ARGV[1] then return {0} end
 local now = tonumber(ARGV[2])
@@ -55,7 +56,12 @@ if expire > 0 and now > expire then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now, 'error', 'expired before it started')
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PUBLISH', KEYS[5], 'cancelled')
+  redis.call('ZADD', KEYS[6], now, ARGV[5] .. '|cancelled|' .. redis.call('HGET', KEYS[1], 'attempts'))
   return {-2}
+end
+if redis.call('SISMEMBER', KEYS[7], redis.call('HGET', KEYS[1], 'queue')) == 1 then
+  redis.call('ZADD', KEYS[8], now, ARGV[5] .. '|' .. s[2])
+  return {-3}
 end
 local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -64,7 +70,7 @@ local lease = math.min(now + tonumber(ARGV[3]), hard)
 redis.call('HSET', KEYS[1], 'state', 'running', 'started', now, 'lease', lease, 'hard', hard, 'worker', ARGV[4])
 redis.call('ZADD', KEYS[2], lease, ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'running', 1)
-return {1, token, attempt, lease, hard, s[5]}
+return {1, token, attempt, lease, hard, s[5], tonumber(s[6] or ARGV[2])}
 `)
 
 // heartbeatScript extends the lease of token up to the hard deadline.
@@ -84,7 +90,7 @@ return {1, lease, s[4] or '0'}
 // endScript ends the attempt of lease token. outcome is ok, fail or
 // expire; expire (the reaper) applies only once the lease has run out, and
 // token may then be "*" for whatever lease is current.
-// KEYS: task, attempts, leases, qstat, sched, dead, done channel.
+// KEYS: task, attempts, leases, qstat, sched, dead, done channel, outbox.
 // ARGV: token, now, outcome, result, error, noRetry, retryAfterMs, jitter
 // (0..1), member (tenant|id), resultTTL, deadTTL, id.
 // Returns {1, new state} or {0, state}.
@@ -114,7 +120,8 @@ local function finish(state, ttl)
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PUBLISH', KEYS[7], state)
-  if refused then return {0, 'stale'} end
+  redis.call('ZADD', KEYS[8], now, ARGV[9] .. '|' .. state .. '|' .. attempt)
+  if refused then return {0, 'stale', state} end
   return {1, state}
 end
 if outcome == 'ok' then
@@ -132,10 +139,10 @@ log('failed', err)
 redis.call('HSET', KEYS[1], 'error', err)
 local function again(delay)
   local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
-  redis.call('HSET', KEYS[1], 'state', 'pending')
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'due', now + delay)
   redis.call('HDEL', KEYS[1], 'lease', 'hard')
   redis.call('ZADD', KEYS[5], now + delay, ARGV[9] .. '|' .. gen)
-  if refused then return {0, 'stale'} end
+  if refused then return {0, 'stale', 'pending'} end
   return {1, 'pending'}
 end
 local after = tonumber(ARGV[7])
@@ -153,7 +160,7 @@ return finish('failed', ARGV[11])
 `)
 
 // cancelScript cancels a pending task at once and marks a running one.
-// KEYS: task, sched, done channel. ARGV: now, member (tenant|id), ttl.
+// KEYS: task, sched, done channel, outbox. ARGV: now, member (tenant|id), ttl.
 // Returns the state after the call.
 var cancelScript = redis.NewScript(`
 local s = redis.call('HMGET', KEYS[1], 'state', 'gen')
@@ -164,6 +171,7 @@ if s[1] == 'pending' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[1], 'error', 'cancelled before it started')
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('PUBLISH', KEYS[3], 'cancelled')
+  redis.call('ZADD', KEYS[4], ARGV[1], ARGV[2] .. '|cancelled|' .. redis.call('HGET', KEYS[1], 'attempts'))
   return 'cancelled'
 end
 if s[1] == 'running' then redis.call('HSET', KEYS[1], 'cancel', 1) end
@@ -178,11 +186,21 @@ local s = redis.call('HMGET', KEYS[1], 'state', 'attempts')
 if not s[1] then return -1 end
 if s[1] ~= 'failed' and s[1] ~= 'cancelled' then return 0 end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
-redis.call('HSET', KEYS[1], 'state', 'pending', 'free', s[2], 'cancel', 0)
+redis.call('HSET', KEYS[1], 'state', 'pending', 'free', s[2], 'cancel', 0, 'due', ARGV[1])
 redis.call('HDEL', KEYS[1], 'finished', 'expire')
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
 redis.call('ZREM', KEYS[4], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2] .. '|' .. gen)
 return 1
+`)
+
+// resumeScript unpauses a queue and makes its parked tasks due now.
+// KEYS: paused set, parked zset, sched. ARGV: queue, now.
+var resumeScript = redis.NewScript(`
+redis.call('SREM', KEYS[1], ARGV[1])
+local m = redis.call('ZRANGE', KEYS[2], 0, -1)
+for _, v in ipairs(m) do redis.call('ZADD', KEYS[3], ARGV[2], v) end
+redis.call('DEL', KEYS[2])
+return #m
 `)

@@ -15,6 +15,10 @@
 //	{p}:d:<tenant>:<q>    zset, finish time → id of dead tasks
 //	{p}:sched             zset, due time → "tenant|id|gen": tasks to hand to the broker
 //	{p}:leases            zset, lease end → "tenant|id": running attempts
+//	{p}:paused:<tenant>   set, paused queue names
+//	{p}:parked:<t>:<q>    zset, "tenant|id|gen" of tasks held by a paused queue
+//	{p}:outbox            zset, end time → "tenant|id|state|attempts": completion events to publish
+//	{p}:callbacks         zset, due time → "tenant|id|state|attempts|try": callbacks to deliver
 package store
 
 import (
@@ -51,18 +55,19 @@ var (
 
 // Spec is what a client sets on a task; it never changes after enqueue.
 type Spec struct {
-	Name        string          `json:"name"`
-	Args        json.RawMessage `json:"args,omitempty"`
-	Queue       string          `json:"queue"`
-	SoftLimit   time.Duration   `json:"soft"`
-	HardLimit   time.Duration   `json:"hard"`
-	MaxRetries  int             `json:"maxRetries"`
-	Backoff     time.Duration   `json:"backoff"`
-	BackoffMax  time.Duration   `json:"backoffMax"`
-	ETA         time.Time       `json:"eta,omitzero"`
-	Expire      time.Time       `json:"expire,omitzero"`
-	CallbackURL string          `json:"callbackUrl,omitempty"`
-	ScheduleID  string          `json:"schedule,omitempty"`
+	Name           string          `json:"name"`
+	Args           json.RawMessage `json:"args,omitempty"`
+	Queue          string          `json:"queue"`
+	SoftLimit      time.Duration   `json:"soft"`
+	HardLimit      time.Duration   `json:"hard"`
+	MaxRetries     int             `json:"maxRetries"`
+	Backoff        time.Duration   `json:"backoff"`
+	BackoffMax     time.Duration   `json:"backoffMax"`
+	ETA            time.Time       `json:"eta,omitzero"`
+	Expire         time.Time       `json:"expire,omitzero"`
+	CallbackURL    string          `json:"callbackUrl,omitempty"`
+	CallbackSecret string          `json:"callbackSecret,omitempty"`
+	ScheduleID     string          `json:"schedule,omitempty"`
 }
 
 // Attempt is one run of a task.
@@ -84,6 +89,7 @@ type Task struct {
 	Result          json.RawMessage
 	Error           string
 	CancelRequested bool
+	CallbackState   string
 	Created         time.Time
 	Started         time.Time
 	Finished        time.Time
@@ -110,7 +116,26 @@ type Config struct {
 	DeadTTL time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Observer is told about starts and ends, for metrics.
+	Observer Observer
 }
+
+// Observer sees every enqueue, start and end of an attempt.
+type Observer interface {
+	Enqueued(queue, name string)
+	// Started reports an attempt and how long after its due time it began.
+	Started(queue, name string, latency time.Duration)
+	// Ended reports an attempt's end: state is the task's state after it
+	// (pending means it will be retried), expired whether the lease ran
+	// out.
+	Ended(queue, name, state string, runtime time.Duration, expired bool)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Enqueued(string, string)                           {}
+func (nopObserver) Started(string, string, time.Duration)             {}
+func (nopObserver) Ended(string, string, string, time.Duration, bool) {}
 
 // Store reads and changes tasks.
 type Store struct {
@@ -130,6 +155,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	return &Store{rdb: rdb, p: "{" + cfg.Prefix + "}", cfg: cfg}
 }
 
@@ -140,17 +168,21 @@ func (s *Store) Redis() redis.UniversalClient { return s.rdb }
 // Key returns a key under the store's hash tag.
 func (s *Store) Key(parts ...string) string { return s.p + ":" + strings.Join(parts, ":") }
 
-func (s *Store) task(tenant, id string) string { return s.Key("t", tenant, id) }
-func (s *Store) log(tenant, id string) string  { return s.Key("a", tenant, id) }
-func (s *Store) index(tenant string) string    { return s.Key("i", tenant) }
-func (s *Store) queues(tenant string) string   { return s.Key("q", tenant) }
-func (s *Store) qstat(tenant, q string) string { return s.Key("qs", tenant, q) }
-func (s *Store) dead(tenant, q string) string  { return s.Key("d", tenant, q) }
-func (s *Store) sched() string                 { return s.Key("sched") }
-func (s *Store) leases() string                { return s.Key("leases") }
-func (s *Store) done(tenant, id string) string { return s.Key("done", tenant, id) }
-func member(tenant, id string) string          { return tenant + "|" + id }
-func ms(t time.Time) int64                     { return t.UnixMilli() }
+func (s *Store) task(tenant, id string) string  { return s.Key("t", tenant, id) }
+func (s *Store) log(tenant, id string) string   { return s.Key("a", tenant, id) }
+func (s *Store) index(tenant string) string     { return s.Key("i", tenant) }
+func (s *Store) queues(tenant string) string    { return s.Key("q", tenant) }
+func (s *Store) qstat(tenant, q string) string  { return s.Key("qs", tenant, q) }
+func (s *Store) dead(tenant, q string) string   { return s.Key("d", tenant, q) }
+func (s *Store) sched() string                  { return s.Key("sched") }
+func (s *Store) leases() string                 { return s.Key("leases") }
+func (s *Store) paused(tenant string) string    { return s.Key("paused", tenant) }
+func (s *Store) parked(tenant, q string) string { return s.Key("parked", tenant, q) }
+func (s *Store) outbox() string                 { return s.Key("outbox") }
+func (s *Store) callbacks() string              { return s.Key("callbacks") }
+func (s *Store) done(tenant, id string) string  { return s.Key("done", tenant, id) }
+func member(tenant, id string) string           { return tenant + "|" + id }
+func ms(t time.Time) int64                      { return t.UnixMilli() }
 func fromMS(v int64) time.Time {
 	if v == 0 {
 		return time.Time{}
@@ -192,6 +224,7 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 	if n == 0 {
 		return t, ErrExists
 	}
+	s.cfg.Observer.Enqueued(spec.Queue, spec.Name)
 	return t, nil
 }
 
@@ -210,7 +243,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Task, error) {
 }
 
 func decode(tenant, id string, h map[string]string, log []string) (*Task, error) {
-	t := &Task{Tenant: tenant, ID: id, State: h["state"], Error: h["error"], CancelRequested: h["cancel"] == "1"}
+	t := &Task{Tenant: tenant, ID: id, State: h["state"], Error: h["error"], CancelRequested: h["cancel"] == "1", CallbackState: h["cb"]}
 	if err := json.Unmarshal([]byte(h["spec"]), &t.Spec); err != nil {
 		return nil, fmt.Errorf("task %s: corrupt spec: %w", id, err)
 	}
@@ -381,14 +414,15 @@ func (s *Store) Published(ctx context.Context, r Ready) error {
 // Lease starts an attempt of r if it is still pending at generation r.Gen.
 // ok is false for a stale or duplicate note, which the caller drops.
 func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Duration) (l *Lease, ok bool, err error) {
-	name, queue, ok, err := s.Route(ctx, r)
+	_, queue, ok, err := s.Route(ctx, r)
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	_ = name
+	now := s.cfg.Now()
 	res, err := leaseScript.Run(ctx, s.rdb,
-		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID)},
-		r.Gen, ms(s.cfg.Now()), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(),
+		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox(),
+			s.paused(r.Tenant), s.parked(r.Tenant, queue)},
+		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(),
 	).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("lease %s: %w", r.ID, err)
@@ -401,6 +435,7 @@ func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Dura
 	if err := json.Unmarshal([]byte(res[5].(string)), &l.Spec); err != nil {
 		return nil, false, fmt.Errorf("lease %s: corrupt spec: %w", r.ID, err)
 	}
+	s.cfg.Observer.Started(l.Spec.Queue, l.Spec.Name, now.Sub(fromMS(res[6].(int64))))
 	return l, true, nil
 }
 
@@ -438,29 +473,38 @@ func (s *Store) End(ctx context.Context, tenant, id string, token int64, o Outco
 }
 
 func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Outcome) (string, error) {
-	queue, err := s.rdb.HGet(ctx, s.task(tenant, id), "queue").Result()
-	if errors.Is(err, redis.Nil) {
-		return "", ErrNotFound
-	}
+	v, err := s.rdb.HMGet(ctx, s.task(tenant, id), "queue", "name", "started").Result()
 	if err != nil {
 		return "", fmt.Errorf("end %s: %w", id, err)
 	}
+	queue, _ := v[0].(string)
+	name, _ := v[1].(string)
+	startedRaw, _ := v[2].(string)
+	if queue == "" {
+		return "", ErrNotFound
+	}
+	started, _ := strconv.ParseInt(startedRaw, 10, 64)
 	noRetry := "0"
 	if o.NoRetry {
 		noRetry = "1"
 	}
 	res, err := endScript.Run(ctx, s.rdb,
-		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.qstat(tenant, queue), s.sched(), s.dead(tenant, queue), s.done(tenant, id)},
+		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.qstat(tenant, queue), s.sched(), s.dead(tenant, queue), s.done(tenant, id), s.outbox()},
 		token, ms(s.cfg.Now()), outcome, string(o.Result), o.Err, noRetry, o.RetryAfter.Milliseconds(), rand.Float64(),
 		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id,
 	).Slice()
 	if err != nil {
 		return "", fmt.Errorf("end %s: %w", id, err)
 	}
+	state := res[1].(string)
 	if res[0].(int64) != 1 {
-		return res[1].(string), ErrLeaseLost
+		if len(res) == 3 { // refused at the hard deadline, which ended the attempt
+			s.cfg.Observer.Ended(queue, name, res[2].(string), s.cfg.Now().Sub(fromMS(started)), true)
+		}
+		return state, ErrLeaseLost
 	}
-	return res[1].(string), nil
+	s.cfg.Observer.Ended(queue, name, state, s.cfg.Now().Sub(fromMS(started)), outcome == "expire")
+	return state, nil
 }
 
 // Expired lists up to limit leases whose time has run out.
@@ -502,7 +546,7 @@ func (s *Store) Expire(ctx context.Context, tenant, id string) (state string, ch
 // Cancel cancels a pending task (it will never run) or asks a running one
 // to stop. It returns the task after the call.
 func (s *Store) Cancel(ctx context.Context, tenant, id string) (*Task, error) {
-	st, err := cancelScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.sched(), s.done(tenant, id)},
+	st, err := cancelScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.sched(), s.done(tenant, id), s.outbox()},
 		ms(s.cfg.Now()), member(tenant, id), s.cfg.ResultTTL.Milliseconds()).Text()
 	if err != nil {
 		return nil, fmt.Errorf("cancel %s: %w", id, err)
@@ -574,8 +618,23 @@ func Ended(state string) bool { return state == Succeeded || state == Failed || 
 
 // QueueStats are the counts of one queue.
 type QueueStats struct {
-	Name          string
-	Running, Dead int64
+	Name                  string
+	Running, Dead, Parked int64
+	Paused                bool
+}
+
+// Pause pauses a queue of tenant: no task of it starts until Resume.
+func (s *Store) Pause(ctx context.Context, tenant, queue string) error {
+	pipe := s.rdb.TxPipeline()
+	pipe.SAdd(ctx, s.paused(tenant), queue)
+	pipe.SAdd(ctx, s.queues(tenant), queue)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Resume unpauses a queue and makes its parked tasks due now.
+func (s *Store) Resume(ctx context.Context, tenant, queue string) error {
+	return resumeScript.Run(ctx, s.rdb, []string{s.paused(tenant), s.parked(tenant, queue), s.sched()}, queue, ms(s.cfg.Now())).Err()
 }
 
 // Queues returns the tenant's queues with their running and dead counts;
@@ -589,7 +648,11 @@ func (s *Store) Queues(ctx context.Context, tenant string) ([]QueueStats, error)
 	pipe := s.rdb.Pipeline()
 	run := make([]*redis.StringCmd, len(names))
 	dead := make([]*redis.IntCmd, len(names))
+	parked := make([]*redis.IntCmd, len(names))
+	paused := make([]*redis.BoolCmd, len(names))
 	for i, q := range names {
+		parked[i] = pipe.ZCard(ctx, s.parked(tenant, q))
+		paused[i] = pipe.SIsMember(ctx, s.paused(tenant), q)
 		pipe.ZRemRangeByScore(ctx, s.dead(tenant, q), "-inf", "("+cutoff)
 		run[i] = pipe.HGet(ctx, s.qstat(tenant, q), "running")
 		dead[i] = pipe.ZCard(ctx, s.dead(tenant, q))
@@ -600,7 +663,7 @@ func (s *Store) Queues(ctx context.Context, tenant string) ([]QueueStats, error)
 	out := make([]QueueStats, len(names))
 	for i, q := range names {
 		r, _ := run[i].Int64()
-		out[i] = QueueStats{Name: q, Running: r, Dead: dead[i].Val()}
+		out[i] = QueueStats{Name: q, Running: r, Dead: dead[i].Val(), Parked: parked[i].Val(), Paused: paused[i].Val()}
 	}
 	return out, nil
 }
@@ -615,4 +678,93 @@ func (s *Store) Holds(ctx context.Context, tenant, id string, token int64) bool 
 	st, _ := v[0].(string)
 	tok, _ := v[1].(string)
 	return st == Running && tok == strconv.FormatInt(token, 10)
+}
+
+// Ending is a task's end, waiting to be announced.
+type Ending struct {
+	Tenant, ID, State string
+	Attempts          int
+	Try               int // callback deliveries tried so far
+}
+
+func (e Ending) member() string {
+	return fmt.Sprintf("%s|%s|%s|%d", e.Tenant, e.ID, e.State, e.Attempts)
+}
+
+func (e Ending) cbMember() string { return fmt.Sprintf("%s|%d", e.member(), e.Try) }
+
+func parseEnding(v string) (Ending, bool) {
+	p := strings.Split(v, "|")
+	if len(p) < 4 || len(p) > 5 {
+		return Ending{}, false
+	}
+	e := Ending{Tenant: p[0], ID: p[1], State: p[2]}
+	var err error
+	if e.Attempts, err = strconv.Atoi(p[3]); err != nil {
+		return Ending{}, false
+	}
+	if len(p) == 5 {
+		if e.Try, err = strconv.Atoi(p[4]); err != nil {
+			return Ending{}, false
+		}
+	}
+	return e, true
+}
+
+func (s *Store) claimEndings(ctx context.Context, key string, limit int, rearm time.Duration) ([]Ending, error) {
+	m, err := claimScript.Run(ctx, s.rdb, []string{key}, ms(s.cfg.Now()), limit, rearm.Milliseconds()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("claim %s: %w", key, err)
+	}
+	var out []Ending
+	for _, v := range m {
+		if e, ok := parseEnding(v); ok {
+			out = append(out, e)
+		} else {
+			s.rdb.ZRem(ctx, key, v)
+		}
+	}
+	return out, nil
+}
+
+// ClaimEndings takes up to limit ends to announce; an entry comes back
+// after rearm unless Announced removes it.
+func (s *Store) ClaimEndings(ctx context.Context, limit int, rearm time.Duration) ([]Ending, error) {
+	return s.claimEndings(ctx, s.outbox(), limit, rearm)
+}
+
+// Announced records that e's event is published, and queues its callback
+// if the task has one, in one transaction.
+func (s *Store) Announced(ctx context.Context, e Ending, callback bool) error {
+	pipe := s.rdb.TxPipeline()
+	pipe.ZRem(ctx, s.outbox(), e.member())
+	if callback {
+		pipe.ZAdd(ctx, s.callbacks(), redis.Z{Score: float64(ms(s.cfg.Now())), Member: e.cbMember()})
+		pipe.HSet(ctx, s.task(e.Tenant, e.ID), "cb", "pending")
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// ClaimCallbacks takes up to limit due callbacks.
+func (s *Store) ClaimCallbacks(ctx context.Context, limit int, rearm time.Duration) ([]Ending, error) {
+	return s.claimEndings(ctx, s.callbacks(), limit, rearm)
+}
+
+// CallbackDone records the outcome of a callback delivery: delivered,
+// given up, or retried at next (when next is not zero).
+func (s *Store) CallbackDone(ctx context.Context, e Ending, state string, next time.Time) error {
+	pipe := s.rdb.TxPipeline()
+	pipe.ZRem(ctx, s.callbacks(), e.cbMember())
+	if !next.IsZero() {
+		e.Try++
+		pipe.ZAdd(ctx, s.callbacks(), redis.Z{Score: float64(ms(next)), Member: e.cbMember()})
+	}
+	// Only a task that still exists gets the state (HSET would revive an
+	// expired one without its fields).
+	if n, _ := s.rdb.Exists(ctx, s.task(e.Tenant, e.ID)).Result(); n == 1 {
+		pipe.HSet(ctx, s.task(e.Tenant, e.ID), "cb", state)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
 }

@@ -116,3 +116,50 @@ func TestRetryBudget(t *testing.T) {
 		t.Fatalf("task %+v", got)
 	}
 }
+
+type recorder struct {
+	mu    sync.Mutex
+	ended []string
+}
+
+func (r *recorder) Enqueued(string, string)               {}
+func (r *recorder) Started(string, string, time.Duration) {}
+func (r *recorder) Ended(q, n, state string, _ time.Duration, expired bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ended = append(r.ended, fmt.Sprintf("%s/%s/%s/%v", q, n, state, expired))
+}
+
+// Metrics see every end, including one refused at the hard deadline.
+func TestObserverSeesEveryEnd(t *testing.T) {
+	_, c := newStore(t)
+	rdb, _ := redisconn.Open(jobstest.RedisURL())
+	defer rdb.Close()
+	rec := &recorder{}
+	prefix := fmt.Sprintf("hookyard:test:jobs:obs:%x", rand.Uint64())
+	s := store.New(rdb, store.Config{Prefix: prefix, Now: c.Now, Observer: rec})
+	defer func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, "{"+prefix+"}:*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	}()
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, "acme", "t1", store.Spec{Name: "x", Queue: "q", HardLimit: time.Second, MaxRetries: 1, Backoff: time.Millisecond, BackoffMax: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	l := lease(t, s, "acme", "t1", 1)
+	c.Add(2 * time.Second)
+	if _, err := s.End(ctx, "acme", "t1", l.Token, store.Outcome{}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatal(err)
+	}
+	l = lease(t, s, "acme", "t1", 2)
+	if _, err := s.End(ctx, "acme", "t1", l.Token, store.Outcome{Err: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"q/x/pending/true", "q/x/failed/false"}
+	if fmt.Sprint(rec.ended) != fmt.Sprint(want) {
+		t.Fatalf("ended %v, want %v", rec.ended, want)
+	}
+}

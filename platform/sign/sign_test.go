@@ -11,7 +11,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/hookyard/hookyard/services/dispatcher/internal/sign"
+	"github.com/hookyard/hookyard/platform/sign"
 )
 
 // The reference vector from the Standard Webhooks specification, shared by

@@ -1,0 +1,209 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
+	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/sign"
+	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
+)
+
+// EventSource is the source of the jobs service's events: their routing
+// keys are jobs.task.succeeded, jobs.task.failed and jobs.task.cancelled.
+const EventSource = "jobs"
+
+// CallbackTries is how often a completion callback is tried; with the
+// backoff below the last try is about 20 minutes after the first.
+const CallbackTries = 9
+
+// Announcer publishes a completion event for every task that ends and
+// delivers the task's callback. Ends are queued in Redis by the same
+// script that ends the task, so none is lost when a replica dies; an event
+// may be published twice (same event id), never not at all.
+type Announcer struct {
+	Store     *store.Store
+	Publisher *rabbit.Publisher
+	Exchange  string
+	Policy    ssrf.Policy
+	Log       *slog.Logger
+	Interval  time.Duration // default 100ms
+
+	client *http.Client
+}
+
+// EventData is the data of a completion event and the body of a callback.
+type EventData struct {
+	ID         string          `json:"id"`
+	Name       string          `json:"name"`
+	Queue      string          `json:"queue"`
+	State      string          `json:"state"`
+	Attempts   int             `json:"attempts"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	CreateTime time.Time       `json:"createTime"`
+	FinishTime time.Time       `json:"finishTime,omitzero"`
+}
+
+// EventID is the stable id of the event of one end of a task.
+func EventID(e store.Ending) string { return fmt.Sprintf("%s.%s.%d", e.ID, e.State, e.Attempts) }
+
+func data(e store.Ending, t *store.Task) ([]byte, error) {
+	d := EventData{ID: t.ID, Name: t.Spec.Name, Queue: t.Spec.Queue, State: e.State, Attempts: e.Attempts,
+		Error: t.Error, CreateTime: t.Created, FinishTime: t.Finished}
+	if e.State == store.Succeeded {
+		d.Result, d.Error = t.Result, ""
+	}
+	return json.Marshal(d)
+}
+
+// Run announces until ctx ends.
+func (a *Announcer) Run(ctx context.Context) error {
+	if a.Interval <= 0 {
+		a.Interval = 100 * time.Millisecond
+	}
+	a.client = a.Policy.Client(ssrf.ClientOptions{})
+	t := time.NewTicker(a.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := a.events(ctx); err != nil && ctx.Err() == nil {
+			a.Log.Warn("completion events", "err", err)
+		}
+		if err := a.callbacks(ctx); err != nil && ctx.Err() == nil {
+			a.Log.Warn("completion callbacks", "err", err)
+		}
+	}
+}
+
+func (a *Announcer) events(ctx context.Context) error {
+	es, err := a.Store.ClaimEndings(ctx, 256, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, e := range es {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.announce(ctx, e); err != nil && ctx.Err() == nil {
+				a.Log.Warn("completion event", "task_id", e.ID, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (a *Announcer) announce(ctx context.Context, e store.Ending) error {
+	t, err := a.Store.Get(ctx, e.Tenant, e.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return a.Store.Announced(ctx, e, false)
+	}
+	if err != nil {
+		return err
+	}
+	body, err := data(e, t)
+	if err != nil {
+		return err
+	}
+	typ := "task." + e.State
+	msg, err := cloudevent.ToPublishing(&eventv1.Event{
+		Id: EventID(e), Source: EventSource, Type: typ, Tenant: e.Tenant, Subject: e.ID,
+		Time: timestamppb.New(t.Finished), DataContentType: "application/json", Data: body,
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.Publisher.Publish(ctx, a.Exchange, cloudevent.RoutingKey(EventSource, typ), msg); err != nil {
+		return err
+	}
+	return a.Store.Announced(ctx, e, t.Spec.CallbackURL != "")
+}
+
+func (a *Announcer) callbacks(ctx context.Context) error {
+	es, err := a.Store.ClaimCallbacks(ctx, 64, time.Minute)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, e := range es {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.deliver(ctx, e)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (a *Announcer) deliver(ctx context.Context, e store.Ending) {
+	t, err := a.Store.Get(ctx, e.Tenant, e.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		_ = a.Store.CallbackDone(ctx, e, "", time.Time{})
+		return
+	}
+	if err != nil {
+		return // claimed: it comes back after the rearm
+	}
+	err = a.post(ctx, e, t)
+	switch {
+	case err == nil:
+		_ = a.Store.CallbackDone(ctx, e, "delivered", time.Time{})
+	case e.Try+1 >= CallbackTries:
+		a.Log.Warn("completion callback given up", "task_id", e.ID, "tries", e.Try+1, "err", err)
+		_ = a.Store.CallbackDone(ctx, e, "failed: "+err.Error(), time.Time{})
+	default:
+		// 5s, 10s, 20s ... with full jitter on the upper half.
+		d := 5 * time.Second << e.Try
+		d = d/2 + rand.N(d/2+1)
+		_ = a.Store.CallbackDone(ctx, e, fmt.Sprintf("retrying: %v", err), time.Now().Add(d))
+	}
+}
+
+func (a *Announcer) post(ctx context.Context, e store.Ending, t *store.Task) error {
+	body, err := data(e, t)
+	if err != nil {
+		return err
+	}
+	secret, err := sign.ParseSecret(t.Spec.CallbackSecret)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.Spec.CallbackURL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "hookyard-jobs")
+	sign.Headers(req.Header, [][]byte{secret}, EventID(e), time.Now(), body)
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}

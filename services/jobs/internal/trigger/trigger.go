@@ -1,0 +1,387 @@
+// Package trigger turns events on hookyard.events into tasks: the service's
+// trigger queue is bound with every trigger's pattern, and each event of a
+// tenant enqueues the task of each of that tenant's matching triggers, with
+// arguments taken from the event. The task id is "<trigger>-<event id>", so
+// a redelivered or duplicated event enqueues one task.
+package trigger
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
+)
+
+// ErrNotFound means no such trigger for the tenant.
+var ErrNotFound = errors.New("trigger not found")
+
+// Store keeps triggers next to the tasks.
+//
+//	{p}:tr:<tenant>:<id>  string: the trigger (protojson)
+//	{p}:tri:<tenant>      set: the tenant's trigger ids
+//	{p}:trp               hash: pattern → triggers using it (for unbinding)
+type Store struct {
+	rdb   redis.UniversalClient
+	tasks *store.Store
+}
+
+// NewStore returns a Store under the task store's prefix.
+func NewStore(tasks *store.Store) *Store { return &Store{rdb: tasks.Redis(), tasks: tasks} }
+
+func (s *Store) key(tenant, id string) string { return s.tasks.Key("tr", tenant, id) }
+func (s *Store) index(tenant string) string   { return s.tasks.Key("tri", tenant) }
+func (s *Store) patterns() string             { return s.tasks.Key("trp") }
+
+// Create stores t (validated) and returns it with its id.
+func (s *Store) Create(ctx context.Context, tenant string, t *jobsv1.Trigger) (*jobsv1.Trigger, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	t = proto.Clone(t).(*jobsv1.Trigger)
+	t.Id, t.CreateTime = "tr"+hex.EncodeToString(b[:]), timestamppb.Now()
+	raw, err := protojson.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	pipe := s.rdb.TxPipeline()
+	pipe.Set(ctx, s.key(tenant, t.Id), raw, 0)
+	pipe.SAdd(ctx, s.index(tenant), t.Id)
+	pipe.HIncrBy(ctx, s.patterns(), t.EventType, 1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("create trigger: %w", err)
+	}
+	return t, nil
+}
+
+// Get reads a trigger.
+func (s *Store) Get(ctx context.Context, tenant, id string) (*jobsv1.Trigger, error) {
+	raw, err := s.rdb.Get(ctx, s.key(tenant, id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get trigger: %w", err)
+	}
+	t := &jobsv1.Trigger{}
+	if err := protojson.Unmarshal(raw, t); err != nil {
+		return nil, fmt.Errorf("trigger %s: corrupt: %w", id, err)
+	}
+	return t, nil
+}
+
+// List returns the tenant's triggers.
+func (s *Store) List(ctx context.Context, tenant string) ([]*jobsv1.Trigger, error) {
+	ids, err := s.rdb.SMembers(ctx, s.index(tenant)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list triggers: %w", err)
+	}
+	var out []*jobsv1.Trigger
+	for _, id := range ids {
+		t, err := s.Get(ctx, tenant, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// Delete removes a trigger and reports whether its pattern is now unused.
+func (s *Store) Delete(ctx context.Context, tenant, id string) (pattern string, unused bool, err error) {
+	t, err := s.Get(ctx, tenant, id)
+	if err != nil {
+		return "", false, err
+	}
+	pipe := s.rdb.TxPipeline()
+	pipe.Del(ctx, s.key(tenant, id))
+	pipe.SRem(ctx, s.index(tenant), id)
+	n := pipe.HIncrBy(ctx, s.patterns(), t.EventType, -1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return "", false, fmt.Errorf("delete trigger: %w", err)
+	}
+	if n.Val() <= 0 {
+		s.rdb.HDel(ctx, s.patterns(), t.EventType)
+		return t.EventType, true, nil
+	}
+	return t.EventType, false, nil
+}
+
+var patternRe = regexp.MustCompile(`^([A-Za-z0-9_-]+|\*|#)(\.([A-Za-z0-9_-]+|\*|#))*$`)
+
+// Match reports whether an AMQP topic pattern matches a routing key.
+func Match(pattern, key string) bool {
+	return match(strings.Split(pattern, "."), strings.Split(key, "."))
+}
+
+func match(p, k []string) bool {
+	for len(p) > 0 {
+		switch p[0] {
+		case "#":
+			for i := 0; i <= len(k); i++ {
+				if match(p[1:], k[i:]) {
+					return true
+				}
+			}
+			return false
+		case "*":
+			if len(k) == 0 {
+				return false
+			}
+		default:
+			if len(k) == 0 || k[0] != p[0] {
+				return false
+			}
+		}
+		p, k = p[1:], k[1:]
+	}
+	return len(k) == 0
+}
+
+// Pointer resolves an RFC 6901 JSON Pointer in doc.
+func Pointer(doc any, ptr string) (any, bool) {
+	if ptr == "" {
+		return doc, true
+	}
+	if !strings.HasPrefix(ptr, "/") {
+		return nil, false
+	}
+	for _, tok := range strings.Split(ptr[1:], "/") {
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		switch v := doc.(type) {
+		case map[string]any:
+			var ok bool
+			if doc, ok = v[tok]; !ok {
+				return nil, false
+			}
+		case []any:
+			i, err := strconv.Atoi(tok)
+			if err != nil || i < 0 || i >= len(v) || (len(tok) > 1 && tok[0] == '0') {
+				return nil, false
+			}
+			doc = v[i]
+		default:
+			return nil, false
+		}
+	}
+	return doc, true
+}
+
+// Validate checks a trigger given by a client (its task separately).
+func Validate(t *jobsv1.Trigger) error {
+	if t == nil {
+		return errors.New("trigger: required")
+	}
+	if len(t.GetEventType()) > 255 || !patternRe.MatchString(t.GetEventType()) {
+		return fmt.Errorf("eventType: %q is not an AMQP topic pattern (words of letters, digits, '-', '_', or '*' or '#', separated by '.')", t.GetEventType())
+	}
+	task := t.GetTask()
+	if task == nil {
+		return errors.New("task: required")
+	}
+	if task.GetId() != "" || task.GetEta() != nil || task.GetCountdown() != nil || task.GetExpireTime() != nil {
+		return errors.New("task: id, eta, countdown and expireTime must be unset")
+	}
+	if len(t.GetArgsFrom()) > 0 && task.GetArgs() != nil && task.GetArgs().GetStructValue() == nil {
+		return errors.New("task.args: must be an object (or unset) with argsFrom")
+	}
+	if len(t.GetArgsFrom()) > 64 {
+		return errors.New("argsFrom: at most 64")
+	}
+	for name, ptr := range t.GetArgsFrom() {
+		if name == "" || (ptr != "" && !strings.HasPrefix(ptr, "/")) {
+			return fmt.Errorf("argsFrom: %q: %q is not a JSON Pointer (\"/a/b\")", name, ptr)
+		}
+	}
+	return nil
+}
+
+// Task builds the task a trigger enqueues for an event.
+func Task(t *jobsv1.Trigger, ev *eventv1Event) (*jobsv1.Task, error) {
+	task := proto.Clone(t.GetTask()).(*jobsv1.Task)
+	task.Id = TaskID(t.GetId(), ev.ID)
+	var data any
+	jsonErr := json.Unmarshal(ev.Data, &data)
+	if len(t.GetArgsFrom()) == 0 {
+		if task.GetArgs() == nil {
+			if jsonErr != nil {
+				data = string(ev.Data)
+			}
+			v, err := structpb.NewValue(data)
+			if err != nil {
+				return nil, err
+			}
+			task.Args = v
+		}
+		return task, nil
+	}
+	if jsonErr != nil {
+		return nil, fmt.Errorf("event %s: data is not JSON: %v", ev.ID, jsonErr)
+	}
+	args := map[string]any{}
+	if s := task.GetArgs().GetStructValue(); s != nil {
+		args = s.AsMap()
+	}
+	for name, ptr := range t.GetArgsFrom() {
+		v, ok := Pointer(data, ptr)
+		if !ok {
+			return nil, fmt.Errorf("event %s: %s not found in the data", ev.ID, ptr)
+		}
+		args[name] = v
+	}
+	v, err := structpb.NewValue(args)
+	if err != nil {
+		return nil, err
+	}
+	task.Args = v
+	return task, nil
+}
+
+var idRe = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,90}$`)
+
+// TaskID is the id of a trigger's task for an event.
+func TaskID(trigger, eventID string) string {
+	if !idRe.MatchString(eventID) {
+		sum := sha256.Sum256([]byte(eventID))
+		eventID = hex.EncodeToString(sum[:16])
+	}
+	return trigger + "-" + eventID
+}
+
+// eventv1Event is what a trigger reads of an event.
+type eventv1Event struct {
+	ID     string
+	Tenant string
+	Data   []byte
+}
+
+// Enqueuer enqueues a task for a tenant.
+type Enqueuer func(ctx context.Context, tenant string, t *jobsv1.Task) (*jobsv1.Task, error)
+
+// Consumer consumes the trigger queue.
+type Consumer struct {
+	Store    *Store
+	Conn     *rabbit.Conn
+	Queue    string
+	Exchange string
+	Enqueue  Enqueuer
+	Log      *slog.Logger
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	at time.Time
+	ts []*jobsv1.Trigger
+}
+
+// Declare declares the trigger queue (its bindings are added by triggers).
+func (c *Consumer) Declare(ch *amqp.Channel) error {
+	return rabbit.DeclareQueue(ch, rabbit.QueueSpec{Name: c.Queue, Exchange: c.Exchange})
+}
+
+// Bind adds pattern to the queue's bindings.
+func (c *Consumer) Bind(ctx context.Context, pattern string, bind bool) error {
+	ch, err := c.Conn.Channel(ctx)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if bind {
+		return ch.QueueBind(c.Queue, pattern, c.Exchange, false, nil)
+	}
+	return ch.QueueUnbind(c.Queue, pattern, c.Exchange, nil)
+}
+
+// Run consumes until ctx ends.
+func (c *Consumer) Run(ctx context.Context) error {
+	return c.Conn.ConsumeWithConfig(ctx, c.Queue, rabbit.ConsumeConfig{Prefetch: 32, ShutdownGrace: 10 * time.Second}, c.handle)
+}
+
+func (c *Consumer) triggers(ctx context.Context, tenant string) ([]*jobsv1.Trigger, error) {
+	c.mu.Lock()
+	if c.cache == nil {
+		c.cache = map[string]cached{}
+	}
+	e, ok := c.cache[tenant]
+	c.mu.Unlock()
+	if ok && time.Since(e.at) < time.Second {
+		return e.ts, nil
+	}
+	ts, err := c.Store.List(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.cache[tenant] = cached{time.Now(), ts}
+	c.mu.Unlock()
+	return ts, nil
+}
+
+// Forget drops the cached triggers of tenant after a change.
+func (c *Consumer) Forget(tenant string) {
+	c.mu.Lock()
+	delete(c.cache, tenant)
+	c.mu.Unlock()
+}
+
+func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
+	ev, err := cloudevent.FromDelivery(d)
+	if err != nil || ev.GetTenant() == "" {
+		_ = d.Ack(false) // not an event a tenant's trigger can match
+		return
+	}
+	ts, err := c.triggers(ctx, ev.GetTenant())
+	if err != nil {
+		c.Log.Warn("triggers", "err", err)
+		time.Sleep(time.Second)
+		_ = d.Nack(false, true)
+		return
+	}
+	e := &eventv1Event{ID: ev.GetId(), Tenant: ev.GetTenant(), Data: ev.GetData()}
+	for _, t := range ts {
+		if !Match(t.GetEventType(), d.RoutingKey) {
+			continue
+		}
+		task, err := Task(t, e)
+		if err == nil {
+			_, err = c.Enqueue(ctx, e.Tenant, task)
+		}
+		if err != nil {
+			if status.Code(err) == codes.InvalidArgument || task == nil {
+				c.Log.Warn("trigger skipped an event", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
+				continue
+			}
+			c.Log.Warn("trigger", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
+			time.Sleep(time.Second)
+			_ = d.Nack(false, true) // tasks already enqueued are idempotent
+			return
+		}
+	}
+	_ = d.Ack(false)
+}
