@@ -299,4 +299,3 @@ func TestOriginOutsideAllowlistIsRefused(t *testing.T) {
 	}})
 	mustCode(t, err, codes.InvalidArgument)
 }
-
