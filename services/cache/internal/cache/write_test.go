@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -370,5 +371,42 @@ func TestEventInvalidatesByRule(t *testing.T) {
 	}
 	if _, err := get(c, "globex", "customers", "customer:cus_1"); err != nil {
 		t.Fatalf("another tenant's key was invalidated: %v", err)
+	}
+}
+
+type failingPublisher struct{}
+
+func (failingPublisher) Publish(context.Context, string, string, amqp.Publishing) error {
+	return errors.New("broker unreachable")
+}
+
+// A write whose message never reached the queue (the caller got an error,
+// but the cache already shows the value) is found by the sweeper and
+// reaches the origin after all.
+func TestWriteBehindSweeperRequeuesLostWrites(t *testing.T) {
+	h := newHarness(t, 1, true)
+	var rec recorder
+	h.setOrigin(func(w http.ResponseWriter, r *http.Request) { rec.record(r) })
+	c := h.replicas[0]
+	createNS(t, c, "acme", &cachev1.Namespace{Name: "users", Strategy: "write_behind", OriginUrl: h.url("/users/{key}")})
+	pub := c.Writes.Pub
+	c.Writes.Pub = failingPublisher{}
+	_, err := put(c, "acme", "users", "1", "v1")
+	mustCode(t, err, codes.Unavailable)
+	c.Writes.Pub = pub
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.RunWrites(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	c.Writes.SweepGrace = 0
+	n, err := c.Writes.Sweep(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("sweep: %d pending, %v; want 1", n, err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the swept write at the origin", func() bool { return len(rec.list()) == 1 })
+	if got := rec.list(); got[0] != "PUT /users/1 v1" {
+		t.Fatalf("origin got %q", got)
 	}
 }
