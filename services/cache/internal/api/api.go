@@ -182,7 +182,8 @@ func (c *Cache) DeleteNamespace(ctx context.Context, r *cachev1.DeleteNamespaceR
 	}
 	// A replica may still use its copy of the namespace for up to a
 	// second; retiring the epoch makes whatever it reads a miss.
-	if err := c.Entries.InvalidateAll(ctx, c.Entries.NS(rec.ID)); err != nil {
+	keep := namespace.TTL(rec.NS) + rec.NS.GetTtlJitter().AsDuration() + rec.NS.GetStaleWhileRevalidate().AsDuration() + namespace.NegativeTTL(rec.NS) + time.Minute
+	if err := c.Entries.Retire(ctx, c.Entries.NS(rec.ID), keep); err != nil {
 		c.Log.Warn("deleted namespace: retiring its values failed; they expire with their TTL", "namespace", r.GetName(), "err", err)
 	}
 	c.Metrics.Invalidations.WithLabelValues("delete").Inc()

@@ -121,6 +121,7 @@ func New(c Config, d Deps) (*Cache, error) {
 	wq := writebehind.New(c.WritesQueue())
 	wq.Rdb, wq.Entries, wq.Namespaces, wq.Origin, wq.Pub, wq.Metrics, wq.Log = d.Redis, es, nss, oc, pub, m, d.Log
 	wq.Concurrency = max(c.WriteConcurrency, 1)
+	wq.Prefix = c.KeyPrefix
 	if c.WriteMaxBackoff > 0 {
 		wq.MaxBackoff = c.WriteMaxBackoff
 	}
@@ -172,6 +173,7 @@ func Service() app.Service {
 			cc.Register(rt.Server)
 			rt.Go("events", cc.RunEvents)
 			rt.Go("writes", cc.RunWrites)
+			rt.Go("write-sweeper", cc.Writes.RunSweeper)
 			return nil
 		},
 	}

@@ -460,3 +460,21 @@ func (s *Store) InvalidateAll(ctx context.Context, n NS) error {
 // Key returns a Redis key of the namespace's own (in its hash slot) for
 // other packages' data, e.g. the write-behind backlog.
 func (n NS) Key(parts ...string) string { return n.base + ":" + strings.Join(parts, ":") }
+
+// Retire invalidates every value of a deleted namespace and lets its
+// bookkeeping keys expire after keep, by when its values are gone too.
+func (s *Store) Retire(ctx context.Context, n NS, keep time.Duration, extra ...string) error {
+	if err := s.InvalidateAll(ctx, n); err != nil {
+		return err
+	}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range append([]string{n.epoch(), n.seq(), n.fences(), n.floor(), n.idx()}, extra...) {
+			p.PExpire(ctx, k, keep)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("retire namespace: %w", err)
+	}
+	return nil
+}

@@ -14,6 +14,7 @@ type Metrics struct {
 	Invalidations *prometheus.CounterVec
 	EarlyRefresh  prometheus.Counter
 	WriteBehind   *prometheus.CounterVec
+	Backlog       prometheus.Gauge
 	Events        *prometheus.CounterVec
 }
 
@@ -51,15 +52,19 @@ func New(r prometheus.Registerer) *Metrics {
 		}),
 		WriteBehind: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookyard_cache_write_behind_total",
-			Help: "Write-behind events: queued, written, failed (retried later), superseded (coalesced into a later write), dropped (namespace gone).",
+			Help: "Write-behind events: queued, written, failed (retried later), superseded (coalesced into a later write), dropped (namespace gone), requeued (its message was lost; queued again by the sweeper).",
 		}, []string{"result"}),
+		Backlog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hookyard_cache_write_behind_backlog",
+			Help: "Write-behind writes not yet accepted by their origin, over all namespaces (as of the last sweep).",
+		}),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookyard_cache_events_total",
 			Help: "Events consumed for invalidation by outcome: applied, unmatched, invalid, error.",
 		}, []string{"result"}),
 	}
 	if r != nil {
-		r.MustRegister(m.Gets, m.Fills, m.FillWaits, m.Origin, m.OriginLatency, m.Invalidations, m.EarlyRefresh, m.WriteBehind, m.Events)
+		r.MustRegister(m.Gets, m.Fills, m.FillWaits, m.Origin, m.OriginLatency, m.Invalidations, m.EarlyRefresh, m.WriteBehind, m.Backlog, m.Events)
 	}
 	return m
 }

@@ -54,6 +54,12 @@ type Queue struct {
 	Pub        Publisher
 	Metrics    *metrics.Metrics
 	Log        *slog.Logger
+	// Prefix is the Redis key prefix of the sweeper's own keys.
+	Prefix string
+	// SweepEvery is how often one replica looks for pending writes whose
+	// message was lost; SweepGrace is how long past its due time a pending
+	// write must be to count as lost.
+	SweepEvery, SweepGrace time.Duration
 	// MaxBackoff caps the delay between attempts.
 	MaxBackoff time.Duration
 	// Concurrency is how many writes one replica sends at once.
@@ -67,7 +73,7 @@ type Publisher interface {
 
 // New returns the queue called name.
 func New(name string) *Queue {
-	return &Queue{Name: name, Ladder: delay.New(name), MaxBackoff: 5 * time.Minute, Concurrency: 16}
+	return &Queue{Name: name, Ladder: delay.New(name), MaxBackoff: 5 * time.Minute, Concurrency: 16, SweepEvery: 30 * time.Second, SweepGrace: 2 * time.Minute}
 }
 
 // Declare declares the queue, its DLQ and its delay queues.
@@ -91,13 +97,13 @@ func backlogKey(n entries.NS) string             { return n.Key("wbq") }
 func seqKey(n entries.NS) string                 { return n.Key("wbseq") }
 
 // pendLua records a pending write. KEYS: pending, backlog, seq. ARGV:
-// value, key.
+// value, key, tenant, namespace name.
 var pendScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local s = redis.call('INCR', KEYS[3])
 local at = redis.call('HGET', KEYS[1], 'at') or now
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'seq', s, 'at', at)
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'seq', s, 'at', at, 't', ARGV[3], 'ns', ARGV[4])
 redis.call('ZADD', KEYS[2], 'NX', at, ARGV[2])
 return s
 `)
@@ -106,7 +112,11 @@ return s
 // It returns once the queue has confirmed the message.
 func (q *Queue) Write(ctx context.Context, rec *namespace.Record, key string, v entries.Value) error {
 	n := q.Entries.NS(rec.ID)
-	if err := pendScript.Run(ctx, q.Rdb, []string{pendingKey(n, key), backlogKey(n), seqKey(n)}, v.Bytes, key).Err(); err != nil {
+	if err := pendScript.Run(ctx, q.Rdb, []string{pendingKey(n, key), backlogKey(n), seqKey(n)}, v.Bytes, key, rec.Tenant, rec.NS.GetName()).Err(); err != nil {
+		return fmt.Errorf("record pending write: %w", err)
+	}
+	// The sweeper looks for writes whose message was never queued here.
+	if err := q.Rdb.ZAdd(ctx, q.namespacesKey(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: rec.ID}).Err(); err != nil {
 		return fmt.Errorf("record pending write: %w", err)
 	}
 	if err := q.Entries.Set(ctx, n, key, v); err != nil {
@@ -131,6 +141,12 @@ func (q *Queue) publish(ctx context.Context, rec *namespace.Record, key string, 
 	if err := q.Pub.Publish(ctx, "", q.Ladder.Key(due), msg); err != nil {
 		return fmt.Errorf("queue write-behind: %w", err)
 	}
+	at := due
+	if at.IsZero() {
+		at = time.Now()
+	}
+	// Best effort: without it the sweeper queues a harmless duplicate.
+	q.Rdb.HSet(ctx, pendingKey(q.Entries.NS(rec.ID), key), "q", at.UnixMilli())
 	return nil
 }
 
