@@ -15,7 +15,12 @@
 //   - Publisher, which publishes with publisher confirms. Confirms are
 //     pipelined: any number of goroutines may publish at once and each waits
 //     only for its own confirm, so throughput is bounded by the broker's
-//     fsync batching rather than by one round trip per message.
+//     fsync batching rather than by one round trip per message. It checks
+//     every field before sending (a frame amqp091-go cannot encode would
+//     close the connection every publish shares) and publishes mandatory,
+//     so a message the broker cannot route is an error, not a confirmed
+//     drop. Events go through platform/publish, which adds the event rules
+//     and dedupe on top.
 //   - Conn.Consume, a manual-ack consumer that re-subscribes after
 //     reconnects and shuts down gracefully.
 //

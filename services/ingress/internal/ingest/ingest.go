@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hookyard/hookyard/platform/dedupe"
@@ -62,7 +63,8 @@ type Result struct {
 // Publisher is the broker side; *rabbit.Publisher implements it.
 type Publisher = publish.Confirmer
 
-// Ingester publishes events.
+// Ingester publishes events. Set its exported fields before the first
+// Ingest.
 type Ingester struct {
 	pub     Publisher
 	dedupe  *dedupe.Store
@@ -79,6 +81,9 @@ type Ingester struct {
 	// Owners answers who owns a source name, for IngestInternal. Nil
 	// refuses only the names reserved without a lookup.
 	Owners *publish.Owners
+
+	once sync.Once
+	p    *publish.Publisher
 }
 
 // New returns an Ingester. d keeps the published ids; in production it is
@@ -103,12 +108,15 @@ func RoutingKey(source, typ string) string { return publish.RoutingKey(source, t
 // MaxRoutingKey is AMQP's limit on a routing key (a short string).
 const MaxRoutingKey = rabbit.MaxShortString
 
+// publisher is built on first use, once the exported fields are set.
 func (i *Ingester) publisher() *publish.Publisher {
-	p := publish.New(i.pub, i.dedupe, i.Owners, publish.Config{
-		Exchange: i.Exchange, ConfirmTimeout: i.ConfirmTimeout, Remember: i.Remember,
+	i.once.Do(func() {
+		i.p = publish.New(i.pub, i.dedupe, i.Owners, publish.Config{
+			Exchange: i.Exchange, ConfirmTimeout: i.ConfirmTimeout, Remember: i.Remember,
+		})
+		i.p.Observe = func(d time.Duration) { i.confirm.Observe(d.Seconds()) }
 	})
-	p.Observe = func(d time.Duration) { i.confirm.Observe(d.Seconds()) }
-	return p
+	return i.p
 }
 
 func (ev Event) event() publish.Event {
