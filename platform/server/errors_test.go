@@ -93,6 +93,17 @@ func TestUnavailableHidesTheCause(t *testing.T) {
 		t.Errorf("REST: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 
+	// The standard gRPC server metrics count the call.
+	mresp, err := http.Get("http://" + s.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(metrics), `grpc_server_handled_total{grpc_code="Unavailable",grpc_method="GetTask"`) {
+		t.Errorf("grpc_server_handled_total does not count the call")
+	}
+
 	_, err = c.CreateTask(own, &jobsv1.CreateTaskRequest{})
 	st = status.Convert(err)
 	var field string
