@@ -116,3 +116,23 @@ func TestUnavailableHidesTheCause(t *testing.T) {
 		t.Errorf("invalid argument: %v %v", st.Code(), st.Details())
 	}
 }
+
+func TestBadRequestFields(t *testing.T) {
+	err := BadRequest("d", errors.Join(
+		errors.New(`name "Bad.Name": use lowercase`),
+		errors.New("retry_schedule[2]: too long"),
+		errors.New("endpoint is required"),
+	))
+	st := status.Convert(err)
+	var fields []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	if st.Code() != codes.InvalidArgument || strings.Join(fields, ",") != "name,retry_schedule[2]," {
+		t.Fatalf("got %v %q", st.Code(), fields)
+	}
+}
