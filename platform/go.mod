@@ -3,6 +3,8 @@ module github.com/hookyard/hookyard/platform
 go 1.26.0
 
 require (
+	github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus v1.1.1
+	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.4
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0
 	github.com/hookyard/hookyard/gen v0.0.0
 	github.com/prometheus/client_golang v1.25.0

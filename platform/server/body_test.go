@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -219,5 +221,36 @@ func TestRESTInvalidUTF8Is400(t *testing.T) {
 		if code != http.StatusBadRequest {
 			t.Errorf("%s: got %d %s, want 400", path, code, body)
 		}
+	}
+}
+
+// A client that connects and sends nothing (or half a request's headers)
+// is disconnected after the header timeout on HTTP and the handshake
+// timeout on gRPC, instead of holding a connection for minutes.
+func TestSilentClientsAreDisconnected(t *testing.T) {
+	s := startOpts(t, func(o *Options) {
+		o.ReadHeaderTimeout = 300 * time.Millisecond
+		o.HandshakeTimeout = 300 * time.Millisecond
+	})
+	for name, c := range map[string]struct{ addr, send string }{
+		"http headers":   {s.HTTPAddr(), "GET /healthz HTTP/1.1\r\nHost: x\r\n"},
+		"grpc handshake": {s.GRPCAddr(), ""},
+	} {
+		conn, err := net.Dial("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.send != "" {
+			if _, err := conn.Write([]byte(c.send)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err = io.Copy(io.Discard, conn)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("%s: still connected after 20s", name)
+		}
+		conn.Close()
 	}
 }

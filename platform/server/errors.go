@@ -65,3 +65,46 @@ func cause(err error) error {
 	}
 	return nil
 }
+
+// BadRequest is InvalidArgument for a validation error that may join
+// several (errors.Join), each worded "<field>: <what is wrong>" or
+// "<field> <value>: …": the message is err's text, and every part becomes
+// a field violation naming its field.
+func BadRequest(domain string, err error) error {
+	parts := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		parts = j.Unwrap()
+	}
+	br := &errdetails.BadRequest{}
+	for _, p := range parts {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+			Field: fieldOf(p.Error()), Description: p.Error(),
+		})
+	}
+	st := status.New(codes.InvalidArgument, err.Error())
+	if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: "INVALID_ARGUMENT", Domain: domain}, br); derr == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// fieldOf returns the field path a validation message starts with
+// ("retry_schedule[2]: …", "name \"x\": …"), or "" if it names none.
+func fieldOf(msg string) string {
+	i := 0
+	for i < len(msg) {
+		c := msg[i]
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '[' || c == ']' {
+			i++
+			continue
+		}
+		break
+	}
+	if i == 0 || i == len(msg) {
+		return ""
+	}
+	if msg[i] == ':' || msg[i] == ' ' && i+1 < len(msg) && msg[i+1] == '"' {
+		return msg[:i]
+	}
+	return ""
+}

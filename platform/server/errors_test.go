@@ -93,6 +93,17 @@ func TestUnavailableHidesTheCause(t *testing.T) {
 		t.Errorf("REST: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 
+	// The standard gRPC server metrics count the call.
+	mresp, err := http.Get("http://" + s.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(metrics), `grpc_server_handled_total{grpc_code="Unavailable",grpc_method="GetTask"`) {
+		t.Errorf("grpc_server_handled_total does not count the call")
+	}
+
 	_, err = c.CreateTask(own, &jobsv1.CreateTaskRequest{})
 	st = status.Convert(err)
 	var field string
@@ -103,5 +114,25 @@ func TestUnavailableHidesTheCause(t *testing.T) {
 	}
 	if st.Code() != codes.InvalidArgument || field != "task.name" || !strings.Contains(st.Message(), "task.name") {
 		t.Errorf("invalid argument: %v %v", st.Code(), st.Details())
+	}
+}
+
+func TestBadRequestFields(t *testing.T) {
+	err := BadRequest("d", errors.Join(
+		errors.New(`name "Bad.Name": use lowercase`),
+		errors.New("retry_schedule[2]: too long"),
+		errors.New("endpoint is required"),
+	))
+	st := status.Convert(err)
+	var fields []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	if st.Code() != codes.InvalidArgument || strings.Join(fields, ",") != "name,retry_schedule[2]," {
+		t.Fatalf("got %v %q", st.Code(), fields)
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
-	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -15,108 +17,67 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// A panic in one handler must cost one request, not the process.
-func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
-			}
-		}()
-		return h(ctx, req)
-	}
+// recoverOptions turn a panic in one handler into an Internal error for
+// that call, logged with its stack: it costs one request, not the process.
+func recoverOptions(log *slog.Logger) []recovery.Option {
+	return []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		method, _ := grpc.Method(ctx)
+		log.Error("panic", "method", method, "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})}
 }
 
-func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
-			}
-		}()
-		return h(srv, ss)
-	}
-}
+const healthCheck = "/grpc.health.v1.Health/Check"
 
-// logUnary runs after auth so that the log line carries the tenant; refused
-// calls are visible in the handled-total metric instead, which keeps a key
-// guessing client from flooding the log.
+// logUnary logs every call once it finished. It runs after auth so that the
+// log line carries the tenant; refused calls are visible in the
+// grpc_server_handled_total metric instead, which keeps a key guessing
+// client from flooding the log. Health checks (probes) are not logged.
 func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		start := time.Now()
-		resp, err := h(ctx, req)
-		tenant, _ := auth.Tenant(ctx)
-		code := status.Code(err)
-		level := slog.LevelInfo
-		switch code {
-		case codes.OK, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.Unauthenticated, codes.FailedPrecondition:
-		case codes.Internal, codes.Unknown, codes.DataLoss:
-			level = slog.LevelError
-		default:
-			level = slog.LevelWarn
-		}
-		if info.FullMethod == "/grpc.health.v1.Health/Check" && code == codes.OK {
-			level = slog.LevelDebug
-		}
-		attrs := []any{"method", info.FullMethod, "code", code.String(), "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
-		if tenant != "" {
-			attrs = append(attrs, "tenant", tenant)
-		}
-		if err != nil {
-			attrs = append(attrs, "err", status.Convert(err).Message())
-			if c := cause(err); c != nil {
-				attrs = append(attrs, "cause", c.Error())
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	next := logging.UnaryServerInterceptor(logger,
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithLevels(func(code codes.Code) logging.Level {
+			switch code {
+			case codes.OK, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.Unauthenticated, codes.FailedPrecondition:
+				return logging.LevelInfo
+			case codes.Internal, codes.Unknown, codes.DataLoss:
+				return logging.LevelError
 			}
-		}
-		log.Log(ctx, level, "rpc", attrs...)
-		return resp, err
-	}
-}
-
-type rpcMetrics struct {
-	handled *prometheus.CounterVec
-	latency *prometheus.HistogramVec
-}
-
-func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
-	m := &rpcMetrics{
-		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hookyard_grpc_server_handled_total",
-			Help: "RPCs completed, by method and status code.",
-		}, []string{"method", "code"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "hookyard_grpc_server_handling_seconds",
-			Help:    "RPC latency, by method.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"method"}),
-	}
-	reg.MustRegister(m.handled, m.latency)
-	return m
-}
-
-func (m *rpcMetrics) observe(method string, start time.Time, err error) {
-	m.handled.WithLabelValues(method, status.Code(err).String()).Inc()
-	m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
-}
-
-func (m *rpcMetrics) unary() grpc.UnaryServerInterceptor {
+			return logging.LevelWarn
+		}),
+		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			if tenant, ok := auth.Tenant(ctx); ok {
+				return logging.Fields{"tenant", tenant}
+			}
+			return nil
+		}),
+		// The cause behind an error whose status hides it (Unavailable).
+		logging.WithErrorFields(func(err error) logging.Fields {
+			if c := cause(err); c != nil {
+				return logging.Fields{"cause", c.Error()}
+			}
+			return nil
+		}),
+	)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		start := time.Now()
-		resp, err := h(ctx, req)
-		m.observe(info.FullMethod, start, err)
-		return resp, err
+		if info.FullMethod == healthCheck {
+			return h(ctx, req)
+		}
+		return next(ctx, req, info, h)
 	}
 }
 
-func (m *rpcMetrics) stream() grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		start := time.Now()
-		err := h(srv, ss)
-		m.observe(info.FullMethod, start, err)
-		return err
-	}
+// newRPCMetrics registers the standard grpc_server_* metrics (started,
+// handled by code, messages, handling time) on reg.
+func newRPCMetrics(reg prometheus.Registerer) *grpcprom.ServerMetrics {
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0005, 2, 16)),
+	))
+	reg.MustRegister(m)
+	return m
 }
 
 type statusRecorder struct {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,14 +134,14 @@ func New(o Options) *Server {
 	}
 	s.GRPC = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
-			recoverUnary(o.Log),
-			m.unary(),
+			recovery.UnaryServerInterceptor(recoverOptions(o.Log)...),
+			m.UnaryServerInterceptor(),
 			o.Keys.UnaryInterceptor(o.Public),
 			logUnary(o.Log),
 		),
 		grpc.ChainStreamInterceptor(
-			recoverStream(o.Log),
-			m.stream(),
+			recovery.StreamServerInterceptor(recoverOptions(o.Log)...),
+			m.StreamServerInterceptor(),
 			o.Keys.StreamInterceptor(o.Public),
 		),
 		// A REST body under the cap may grow when the gateway re-encodes

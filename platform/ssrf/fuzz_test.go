@@ -62,3 +62,32 @@ func FuzzValidateURL(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRedactURL: whatever the input, a password that url.Parse finds in it
+// is not in the redacted form, nor is an error of ValidateURL.
+func FuzzRedactURL(f *testing.F) {
+	for _, s := range []string{
+		"https://user:pw@example.com/a?b#c", "http://u:p@q@example.com", "https://token@h/",
+		"http://u:s3cret@exa mple.com/", "http://a@b:c@d/e@f", "http://:@/", "x://@", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		out := ssrf.RedactURL(raw)
+		u, err := url.Parse(raw)
+		if err != nil || u.User == nil {
+			return
+		}
+		pw, ok := u.User.Password()
+		if !ok || len(pw) < 4 || pw == "xxxxx" {
+			return
+		}
+		if strings.Contains(out, ":"+pw+"@") {
+			t.Fatalf("RedactURL(%q) = %q keeps the password", raw, out)
+		}
+		var p ssrf.Policy
+		if err := p.ValidateURL(raw); err != nil && strings.Contains(err.Error(), ":"+pw+"@") {
+			t.Fatalf("ValidateURL(%q) echoes the password: %v", raw, err)
+		}
+	})
+}

@@ -7,11 +7,17 @@ import "strings"
 // so a URL that does not parse is redacted too; everything else is kept as
 // given.
 func RedactURL(raw string) string {
-	i := strings.Index(raw, "://")
-	if i < 0 {
+	// Find the authority as url.Parse does: after an optional scheme, a
+	// part starting with "//".
+	start := 0
+	if i := schemeEnd(raw); i > 0 {
+		start = i + 1
+	}
+	if !strings.HasPrefix(raw[start:], "//") {
 		return raw
 	}
-	rest := raw[i+3:]
+	start += 2
+	rest := raw[start:]
 	end := strings.IndexAny(rest, "/?#")
 	if end < 0 {
 		end = len(rest)
@@ -24,7 +30,27 @@ func RedactURL(raw string) string {
 	if user, _, ok := strings.Cut(rest[:at], ":"); ok {
 		redacted = user + ":xxxxx"
 	}
-	return raw[:i+3] + redacted + rest[at:]
+	return raw[:start] + redacted + rest[at:]
+}
+
+// schemeEnd returns the index of the ':' ending raw's scheme, or -1 when
+// raw has none (the rules of url.Parse).
+func schemeEnd(raw string) int {
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
+		case '0' <= c && c <= '9' || c == '+' || c == '-' || c == '.':
+			if i == 0 {
+				return -1
+			}
+		case c == ':':
+			return i
+		default:
+			return -1
+		}
+	}
+	return -1
 }
 
 // hasUserinfo reports whether raw's authority holds credentials.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -131,14 +132,14 @@ func (d Deps) view(ep *dispatcherv1.Endpoint) *dispatcherv1.Endpoint {
 // no dead letter to recover.
 func (s *Endpoints) validate(ep *dispatcherv1.Endpoint) error {
 	if err := endpoint.Validate(ep, s.Policy); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return server.BadRequest(domain, err)
 	}
 	var total time.Duration
 	for _, d := range ep.GetRetrySchedule() {
 		total += d.AsDuration()
 	}
 	if s.Retention > 0 && total >= s.Retention {
-		return status.Errorf(codes.InvalidArgument, "retry_schedule: its delays add up to %v, which must be less than the retention period %v", total, s.Retention)
+		return server.BadRequest(domain, fmt.Errorf("retry_schedule: its delays add up to %v, which must be less than the retention period %v", total, s.Retention))
 	}
 	return nil
 }
@@ -211,7 +212,7 @@ func (s *Endpoints) UpdateEndpoint(ctx context.Context, r *dispatcherv1.UpdateEn
 		wasDisabled := rec.Endpoint.GetDisabled()
 		next := proto.Clone(rec.Endpoint).(*dispatcherv1.Endpoint)
 		if err := endpoint.ApplyUpdate(next, r.GetEndpoint(), r.GetUpdateMask()); err != nil {
-			return status.Error(codes.InvalidArgument, err.Error())
+			return server.BadRequest(domain, err)
 		}
 		if err := s.validate(next); err != nil {
 			return err

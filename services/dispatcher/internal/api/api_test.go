@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -700,5 +701,22 @@ func TestAttemptsNumberedAcrossResends(t *testing.T) {
 		if !slices.Equal(got[ep], w) {
 			t.Errorf("endpoint %s: attempt numbers %v, want %v", ep, got[ep], w)
 		}
+	}
+}
+
+// Refusals carry the wrong field as a BadRequest field violation.
+func TestValidationDetailsNameTheField(t *testing.T) {
+	e := start(t)
+	_, err := e.eps.CreateEndpoint(as(e.acme.key), &dispatcherv1.CreateEndpointRequest{Endpoint: &dispatcherv1.Endpoint{Url: "ftp://example.com/"}})
+	var fields []string
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	if !slices.Equal(fields, []string{"url"}) {
+		t.Fatalf("field violations %v, want [url] (%v)", fields, err)
 	}
 }

@@ -22,6 +22,9 @@ type Sources struct {
 	Store *source.Store
 }
 
+// domain is the ErrorInfo domain of the ingress API's errors.
+const domain = "hookyard.ingress.v1"
+
 func storeError(err error, name string) error {
 	switch {
 	case errors.Is(err, source.ErrNotFound):
@@ -33,7 +36,7 @@ func storeError(err error, name string) error {
 	case errors.Is(err, source.ErrConflict):
 		return status.Errorf(codes.Aborted, "source %q: %v", name, err)
 	default:
-		return server.Unavailable("hookyard.ingress.v1", "the source store", err)
+		return server.Unavailable(domain, "the source store", err)
 	}
 }
 
@@ -50,7 +53,7 @@ func (s *Sources) CreateSource(ctx context.Context, r *ingressv1.CreateSourceReq
 	src = proto.Clone(src).(*ingressv1.Source)
 	src.CreateTime, src.UpdateTime = nil, nil
 	if err := source.Validate(src); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, server.BadRequest(domain, err)
 	}
 	out, err := s.Store.Create(ctx, tenant, src)
 	if err != nil {
@@ -126,10 +129,10 @@ func (s *Sources) UpdateSource(ctx context.Context, r *ingressv1.UpdateSourceReq
 	out, err := s.Store.Modify(ctx, tenant, in.GetName(), func(cur *ingressv1.Source) (*ingressv1.Source, error) {
 		merged, err := source.Merge(cur, in, r.GetUpdateMask().GetPaths())
 		if err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, server.BadRequest(domain, err)
 		}
 		if err := source.Validate(merged); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, server.BadRequest(domain, err)
 		}
 		return merged, nil
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/services/ingress/internal/source"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -259,5 +261,26 @@ func TestMaskedPublicURLRefused(t *testing.T) {
 	}})
 	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "masked") {
 		t.Fatalf("masked public_url: %v", err)
+	}
+}
+
+// Refusals carry the wrong fields as BadRequest field violations, for
+// programs; the message still says it for people.
+func TestValidationDetailsNameTheFields(t *testing.T) {
+	s := newSources(t)
+	acme := auth.WithTenant(context.Background(), "acme")
+	_, err := s.CreateSource(acme, &ingressv1.CreateSourceRequest{Source: &ingressv1.Source{
+		Name: "Bad.Name", Provider: "myspace", Secrets: []string{"s"},
+	}})
+	var fields []string
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	if !slices.Contains(fields, "name") || !slices.Contains(fields, "provider") {
+		t.Fatalf("field violations %v, want name and provider (%v)", fields, err)
 	}
 }
