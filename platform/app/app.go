@@ -52,8 +52,9 @@ type Runtime struct {
 	Redis    redis.UniversalClient
 	Registry *prometheus.Registry
 
-	workers []worker
-	closers []func() error
+	workers     []worker
+	closers     []func() error
+	workerGrace time.Duration
 }
 
 type worker struct {
@@ -67,6 +68,13 @@ type worker struct {
 func (rt *Runtime) Go(name string, fn func(context.Context) error) {
 	rt.workers = append(rt.workers, worker{name, fn})
 }
+
+// WaitForWorkers makes shutdown wait up to d for the workers to return, when
+// that is longer than the configured shutdown timeout: a worker whose
+// in-flight work may take longer (an outbound request with a long
+// timeout) would otherwise have it cut, and its connections closed, in
+// the middle.
+func (rt *Runtime) WaitForWorkers(d time.Duration) { rt.workerGrace = max(rt.workerGrace, d) }
 
 // OnClose registers cleanup that runs after the server and workers stopped,
 // before the connections close.
@@ -194,7 +202,7 @@ func Run(ctx context.Context, s Service, args []string) error {
 			log.Info("stopped")
 		}
 		return err
-	case <-time.After(cfg.ShutdownTimeout + 5*time.Second):
+	case <-time.After(max(cfg.ShutdownTimeout, rt.workerGrace) + 5*time.Second):
 		log.Error("workers did not stop within the shutdown timeout")
 		return nil
 	}

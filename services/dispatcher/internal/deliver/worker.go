@@ -73,6 +73,11 @@ type Config struct {
 	BreakerFailures    uint32 // consecutive failures that open the breaker
 	BreakerTimeout     time.Duration
 	Concurrency        int // deliveries handled at once by this replica
+	// ShutdownGrace is how long attempts in flight may run on once the
+	// worker is stopped (default: the longest endpoint timeout and 5s).
+	// An attempt still running then is cut and its task returned as it
+	// was, without counting the attempt.
+	ShutdownGrace time.Duration
 }
 
 // Worker consumes the deliveries queue.
@@ -108,6 +113,9 @@ func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Sto
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 256
 	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = endpoint.MaxTimeout + 5*time.Second
+	}
 	return &Worker{cfg: cfg, queues: q, endpoints: eps, messages: msgs, gate: gate, pub: pub,
 		client: client, metrics: m, log: log, breakers: map[string]*breaker{}}
 }
@@ -118,9 +126,13 @@ func (w *Worker) Run(ctx context.Context, conn *rabbit.Conn) error {
 	return conn.ConsumeWithConfig(ctx, w.queues.Deliveries, rabbit.ConsumeConfig{
 		Prefetch:      w.cfg.Concurrency,
 		Concurrency:   w.cfg.Concurrency,
-		ShutdownGrace: endpoint.MaxTimeout + 5*time.Second,
+		ShutdownGrace: w.cfg.ShutdownGrace,
 	}, w.Handle)
 }
+
+// ShutdownGrace is how long Run lets attempts in flight finish once its
+// context ends.
+func (w *Worker) ShutdownGrace() time.Duration { return w.cfg.ShutdownGrace }
 
 // Handle processes one task delivery and acks, rejects or requeues it.
 func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
@@ -251,6 +263,16 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 	}
 
 	res := w.attempt(ctx, rec, t, timeout)
+	if res.err != nil && ctx.Err() != nil {
+		// Cut by shutdown, not failed by the subscriber: the task goes
+		// back as it was (Handle re-enqueues it), the attempt uncounted
+		// and its slot and token given back.
+		if err := w.gate.Cancel(context.WithoutCancel(ctx), req); err != nil {
+			w.log.Warn("releasing a cut attempt failed", "err", err, "endpoint_id", ep.GetId())
+		}
+		done(nil)
+		return fmt.Errorf("attempt cut by shutdown: %w", ctx.Err())
+	}
 	outcome := retry.Classify(res.status, res.err, ep.GetRetryClientErrors())
 	if outcome == retry.Delivered || outcome == retry.Permanent {
 		done(nil) // the subscriber is up and answering

@@ -8,8 +8,12 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
+	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/rabbit"
 )
 
 // deadLetters lists the harness tenant's dead letters by message id.
@@ -131,5 +135,31 @@ func TestRepeatingFanoutErrorEndsAsDeadLetter(t *testing.T) {
 	}
 	if n := h.counter("hookyard_dispatcher_fanout_events_total", map[string]string{"result": "error"}); n != 5 {
 		t.Fatalf("%v failed fan-outs, want 5", n)
+	}
+}
+
+// Quorum queues on RabbitMQ 3.10 count every return towards the delivery
+// limit, lost connections included: an event the broker dead-lettered for
+// its delivery limit is put back and delivered, not left as a dead letter.
+func TestDeliveryLimitDeadLetterIsRevived(t *testing.T) {
+	h := newHarness(t, loopback, nil)
+	s := newSink(t, ok)
+	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL})
+	msg, err := cloudevent.ToPublishing(&eventv1.Event{
+		Id: "evt-limit", Source: h.id, Type: "a.b", Tenant: h.tenant, Time: timestamppb.Now(),
+		DataContentType: "application/json", Data: []byte(`{}`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := h.cfg.Queues()
+	msg.Headers["x-death"] = []any{amqp.Table{"reason": "delivery_limit", "queue": q.Events, "count": int64(1)}}
+	msg.Headers["x-hookyard-routing-key"] = h.id + ".a.b"
+	if err := h.d.Publisher.Publish(context.Background(), "", rabbit.DLQName(q.Events), msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "delivery", func() bool { return h.deliveryStatus("evt-limit", ep.GetId()) == "delivered" })
+	if dls := h.deadLetters(); len(dls) != 0 {
+		t.Fatalf("dead letters: %v", dls)
 	}
 }

@@ -54,6 +54,7 @@ type Config struct {
 	// with the ingress service so an id is one id however it was sent.
 	SourcesKeyPrefix  string
 	EventIDsKeyPrefix string
+	ShutdownGrace     time.Duration
 }
 
 // Register adds the settings to l.
@@ -71,6 +72,7 @@ func (c *Config) Register(l *config.Loader) {
 	l.String(&c.KeyPrefix, "key-prefix", "HOOKYARD_DISPATCHER_KEY_PREFIX", "hookyard:dispatcher", "prefix of the dispatcher's Redis keys")
 	l.String(&c.SourcesKeyPrefix, "sources-key-prefix", "HOOKYARD_SOURCES_KEY_PREFIX", publish.SourcesPrefix, "prefix of the Redis keys of the ingress service's webhook sources, whose owners decide who may send under a source name")
 	l.String(&c.EventIDsKeyPrefix, "event-ids-key-prefix", "HOOKYARD_EVENT_IDS_KEY_PREFIX", publish.DedupePrefix, "prefix of the Redis keys remembering published event ids, shared with the ingress service")
+	l.Duration(&c.ShutdownGrace, "shutdown-grace", "HOOKYARD_DISPATCHER_SHUTDOWN_GRACE", endpoint.MaxTimeout+5*time.Second, "how long attempts in flight may run on after SIGTERM before they are cut and returned; at least the longest endpoint timeout, so that a deploy does not cut (and later repeat) a delivery the subscriber is processing")
 	l.String(&c.EventBindings, "event-bindings", "HOOKYARD_DISPATCHER_EVENT_BINDINGS", "#", "comma-separated routing patterns the dispatcher consumes from hookyard.events")
 }
 
@@ -155,7 +157,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	w := deliver.NewWorker(deliver.Config{
 		Schedule: schedule, DefaultTimeout: c.DefaultTimeout, DefaultMaxInFlight: c.DefaultMaxInFlight,
 		AutoDisableAfter: c.AutoDisableAfter, BreakerFailures: uint32(max(c.BreakerFailures, 1)),
-		BreakerTimeout: c.BreakerTimeout, Concurrency: c.Concurrency,
+		BreakerTimeout: c.BreakerTimeout, Concurrency: c.Concurrency, ShutdownGrace: c.ShutdownGrace,
 	}, q, eps, msgs, gate, pub, client, m, d.Log)
 	f := fanout.New(q, eps, msgs, pub, m, d.Log)
 	deps := api.Deps{
@@ -205,6 +207,9 @@ func Service() app.Service {
 			if err != nil {
 				return err
 			}
+			// The app waits for the attempts in flight, and for writing
+			// down their outcome, before it closes the connections.
+			rt.WaitForWorkers(d.Worker.ShutdownGrace() + 10*time.Second)
 			rt.OnClose(d.Publisher.Close)
 			d.Register(rt.Server)
 			rt.Go("fanout", d.RunFanout)

@@ -328,20 +328,19 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 	if err != nil {
 		return 0, err
 	}
-	if len(eps) == 0 && len(deliveries) == 0 {
-		// Never fanned out (its dead letter, if any, is the message's own):
-		// fan it out now to the endpoints that match.
+	fresh := 0
+	if len(eps) == 0 {
+		// A message whose fan-out failed (its dead letter is the
+		// message's own, with no endpoint) or that no endpoint matched
+		// when it came: fan it out now to the matching endpoints that have
+		// no delivery yet, then send the recorded deliveries again.
 		start := time.Now()
-		n, err := f.Dispatch(ctx, tenant, m, nil)
-		if err != nil {
+		if fresh, err = f.Dispatch(ctx, tenant, m, nil); err != nil {
 			return 0, err
 		}
 		if err := f.messages.ClearDeadLetter(ctx, tenant, msgID, "", start); err != nil {
 			return 0, err
 		}
-		return n, nil
-	}
-	if len(eps) == 0 {
 		for ep := range deliveries {
 			eps = append(eps, ep)
 		}
@@ -375,5 +374,5 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 			return 0, err
 		}
 	}
-	return len(eps), nil
+	return fresh + len(eps), nil
 }

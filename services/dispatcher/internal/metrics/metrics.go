@@ -25,7 +25,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookyard_dispatcher_deliveries_total",
-			Help: "Delivery attempts and their handling, by outcome (delivered, retry, gone, permanent, blocked, dead_letter, held, dropped).",
+			Help: "Delivery attempts and their handling, by outcome (delivered, retry, gone, permanent, blocked, dead_letter, held, dropped, duplicate).",
 		}, []string{"outcome"}),
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "hookyard_dispatcher_attempt_duration_seconds",
