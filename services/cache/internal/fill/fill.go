@@ -33,6 +33,7 @@ import (
 	"github.com/hookyard/hookyard/services/cache/internal/entries"
 	"github.com/hookyard/hookyard/services/cache/internal/metrics"
 	"github.com/hookyard/hookyard/services/cache/internal/namespace"
+	"github.com/hookyard/hookyard/services/cache/internal/near"
 	"github.com/hookyard/hookyard/services/cache/internal/origin"
 )
 
@@ -67,6 +68,8 @@ type Reader struct {
 	Origin  *origin.Client
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
+	// Near is this replica's near cache; nil means none.
+	Near *near.Cache
 	// PollMin and PollMax bound the interval of polling for another
 	// replica's fill.
 	PollMin, PollMax time.Duration
@@ -112,6 +115,24 @@ func hasOrigin(rec *namespace.Record) bool {
 
 // Get reads key of rec.
 func (r *Reader) Get(ctx context.Context, rec *namespace.Record, key string) (Result, error) {
+	var mark uint64
+	if near.Enabled(rec.NS) && r.Near != nil {
+		if e, ok := r.Near.Get(rec.ID, rec.NS, key); ok {
+			if now := time.Now(); now.Before(e.Fresh) {
+				r.Metrics.Gets.WithLabelValues("near_hit").Inc()
+				return Result{Entry: e, Hit: true, Now: now}, nil
+			}
+		}
+		mark = r.Near.Mark(rec.ID)
+	}
+	res, err := r.get(ctx, rec, key)
+	if err == nil && !res.Stale {
+		r.Near.Put(rec.ID, rec.NS, key, res.Entry, mark)
+	}
+	return res, err
+}
+
+func (r *Reader) get(ctx context.Context, rec *namespace.Record, key string) (Result, error) {
 	n := r.Entries.NS(rec.ID)
 	rd, err := r.Entries.Get(ctx, n, key)
 	if err != nil {
