@@ -215,6 +215,10 @@ func (r *Reader) fill(ctx context.Context, rec *namespace.Record, key, fk string
 	waited := false
 	refills := 0
 	for {
+		if time.Now().After(deadline) {
+			r.Metrics.FillWaits.WithLabelValues("timeout").Inc()
+			return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("timed out after %s waiting for another fill of key %q", (2 * leaseTTL).Round(time.Millisecond), key)}
+		}
 		lease, err := r.Entries.Acquire(ctx, n, key, leaseTTL, false)
 		switch {
 		case errors.Is(err, entries.ErrFilled):
@@ -226,13 +230,7 @@ func (r *Reader) fill(ctx context.Context, rec *namespace.Record, key, fk string
 			}
 			continue
 		case errors.Is(err, entries.ErrLeased):
-			if !waited {
-				waited = true
-			}
-			if time.Now().After(deadline) {
-				r.Metrics.FillWaits.WithLabelValues("timeout").Inc()
-				return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("timed out after %s waiting for another fill of key %q", (2 * leaseTTL).Round(time.Millisecond), key)}
-			}
+			waited = true
 			select {
 			case <-ctx.Done():
 				return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("waiting for another fill of key %q: %v", key, ctx.Err())}
