@@ -130,6 +130,7 @@ func New(c Config, d Deps) (*Cache, error) {
 	if c.WriteMaxBackoff > 0 {
 		wq.MaxBackoff = c.WriteMaxBackoff
 	}
+	reader.Pending = wq.PendingValue
 	ev := &invalidate.Consumer{
 		Queue: c.EventsQueue(), Exchange: c.Exchange, Bindings: c.bindings(), Entries: es, Namespaces: nss,
 		Pub: pub, Metrics: m, Log: d.Log, Concurrency: max(c.EventConcurrency, 1), RetryDelay: time.Second,

@@ -70,6 +70,9 @@ type Reader struct {
 	Log     *slog.Logger
 	// Near is this replica's near cache; nil means none.
 	Near *near.Cache
+	// Pending, when set, returns a write-behind write of key not yet at
+	// the origin: a fill stores it instead of the origin's older value.
+	Pending func(ctx context.Context, rec *namespace.Record, key string) ([]byte, bool, error)
 	// PollMin and PollMax bound the interval of polling for another
 	// replica's fill.
 	PollMin, PollMax time.Duration
@@ -299,7 +302,7 @@ func TTLFor(rec *namespace.Record) time.Duration {
 func (r *Reader) load(ctx context.Context, rec *namespace.Record, key string, lease *entries.Lease, fk string) (Result, error) {
 	n := r.Entries.NS(rec.ID)
 	start := time.Now()
-	got, err := r.Origin.Load(ctx, rec.NS, key)
+	got, err := r.loadOrigin(ctx, rec, key)
 	took := time.Since(start)
 	r.Metrics.OriginLatency.WithLabelValues("load").Observe(took.Seconds())
 	var v entries.Value
@@ -343,6 +346,21 @@ func (r *Reader) load(ctx context.Context, rec *namespace.Record, key string, le
 	r.Metrics.Fills.WithLabelValues("stored").Inc()
 	now := time.Now()
 	return Result{Entry: &entries.Entry{Value: v.Bytes, Stored: now, Fresh: now.Add(v.TTL), Delta: took, Tags: v.Tags}, Now: now}, nil
+}
+
+// loadOrigin loads key from the origin, or from its pending write-behind
+// write, which is newer than anything the origin has.
+func (r *Reader) loadOrigin(ctx context.Context, rec *namespace.Record, key string) (origin.Result, error) {
+	if r.Pending != nil && rec.NS.GetStrategy() == namespace.WriteBehind {
+		v, ok, err := r.Pending(ctx, rec, key)
+		if err != nil {
+			return origin.Result{}, &origin.Error{Reason: fmt.Sprintf("reading the pending write: %v", err)}
+		}
+		if ok {
+			return origin.Result{Value: v}, nil
+		}
+	}
+	return r.Origin.Load(ctx, rec.NS, key)
 }
 
 // refreshLater refreshes key in the background, unless a refresh or fill
