@@ -74,8 +74,15 @@ type Namespace struct {
 	// Probability scale of early refresh of hot keys (XFetch beta); unset or
 	// 0 turns early refresh off, 1 is the usual value.
 	EarlyRefreshBeta float64 `protobuf:"fixed64,18,opt,name=early_refresh_beta,json=earlyRefreshBeta,proto3" json:"early_refresh_beta,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// An in-process copy of hot values on every replica, in front of Redis.
+	// Unset means none. A near copy is dropped on every replica when the key
+	// is invalidated or written (Redis pub/sub), and all of them when a
+	// replica loses its subscription; ttl bounds how stale a copy can get if
+	// a notice is missed. Reads on other replicas may see the old value for
+	// the moment the notice takes to arrive.
+	NearCache     *NearCache `protobuf:"bytes,19,opt,name=near_cache,json=nearCache,proto3" json:"near_cache,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Namespace) Reset() {
@@ -235,6 +242,68 @@ func (x *Namespace) GetEarlyRefreshBeta() float64 {
 	return 0
 }
 
+func (x *Namespace) GetNearCache() *NearCache {
+	if x != nil {
+		return x.NearCache
+	}
+	return nil
+}
+
+// NearCache sizes the in-process copy of a namespace's values.
+type NearCache struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Values kept per replica; 1 to 100000.
+	MaxEntries int32 `protobuf:"varint,1,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	// How long a copy is used; unset means 5s, at most 60s.
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NearCache) Reset() {
+	*x = NearCache{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NearCache) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NearCache) ProtoMessage() {}
+
+func (x *NearCache) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NearCache.ProtoReflect.Descriptor instead.
+func (*NearCache) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NearCache) GetMaxEntries() int32 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+func (x *NearCache) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 // InvalidationRule invalidates keys and tags named by an event.
 type InvalidationRule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -254,7 +323,7 @@ type InvalidationRule struct {
 
 func (x *InvalidationRule) Reset() {
 	*x = InvalidationRule{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[1]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +335,7 @@ func (x *InvalidationRule) String() string {
 func (*InvalidationRule) ProtoMessage() {}
 
 func (x *InvalidationRule) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[1]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +348,7 @@ func (x *InvalidationRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidationRule.ProtoReflect.Descriptor instead.
 func (*InvalidationRule) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{1}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InvalidationRule) GetEventType() string {
@@ -336,7 +405,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[2]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +417,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[2]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +430,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{2}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Entry) GetKey() string {
@@ -431,7 +500,7 @@ type CreateNamespaceRequest struct {
 
 func (x *CreateNamespaceRequest) Reset() {
 	*x = CreateNamespaceRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[3]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +512,7 @@ func (x *CreateNamespaceRequest) String() string {
 func (*CreateNamespaceRequest) ProtoMessage() {}
 
 func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[3]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +525,7 @@ func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{3}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateNamespaceRequest) GetNamespace() *Namespace {
@@ -477,7 +546,7 @@ type GetNamespaceRequest struct {
 
 func (x *GetNamespaceRequest) Reset() {
 	*x = GetNamespaceRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[4]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +558,7 @@ func (x *GetNamespaceRequest) String() string {
 func (*GetNamespaceRequest) ProtoMessage() {}
 
 func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[4]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +571,7 @@ func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*GetNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{4}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetNamespaceRequest) GetName() string {
@@ -525,7 +594,7 @@ type UpdateNamespaceRequest struct {
 
 func (x *UpdateNamespaceRequest) Reset() {
 	*x = UpdateNamespaceRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[5]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +606,7 @@ func (x *UpdateNamespaceRequest) String() string {
 func (*UpdateNamespaceRequest) ProtoMessage() {}
 
 func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[5]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +619,7 @@ func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{5}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpdateNamespaceRequest) GetNamespace() *Namespace {
@@ -578,7 +647,7 @@ type DeleteNamespaceRequest struct {
 
 func (x *DeleteNamespaceRequest) Reset() {
 	*x = DeleteNamespaceRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[6]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +659,7 @@ func (x *DeleteNamespaceRequest) String() string {
 func (*DeleteNamespaceRequest) ProtoMessage() {}
 
 func (x *DeleteNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[6]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +672,7 @@ func (x *DeleteNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{6}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteNamespaceRequest) GetName() string {
@@ -622,7 +691,7 @@ type DeleteNamespaceResponse struct {
 
 func (x *DeleteNamespaceResponse) Reset() {
 	*x = DeleteNamespaceResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[7]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +703,7 @@ func (x *DeleteNamespaceResponse) String() string {
 func (*DeleteNamespaceResponse) ProtoMessage() {}
 
 func (x *DeleteNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[7]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +716,7 @@ func (x *DeleteNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{7}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{8}
 }
 
 // ListNamespacesRequest is the request of ListNamespaces.
@@ -663,7 +732,7 @@ type ListNamespacesRequest struct {
 
 func (x *ListNamespacesRequest) Reset() {
 	*x = ListNamespacesRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[8]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +744,7 @@ func (x *ListNamespacesRequest) String() string {
 func (*ListNamespacesRequest) ProtoMessage() {}
 
 func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[8]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +757,7 @@ func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesRequest.ProtoReflect.Descriptor instead.
 func (*ListNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{8}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListNamespacesRequest) GetPageSize() int32 {
@@ -718,7 +787,7 @@ type ListNamespacesResponse struct {
 
 func (x *ListNamespacesResponse) Reset() {
 	*x = ListNamespacesResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[9]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +799,7 @@ func (x *ListNamespacesResponse) String() string {
 func (*ListNamespacesResponse) ProtoMessage() {}
 
 func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[9]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +812,7 @@ func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesResponse.ProtoReflect.Descriptor instead.
 func (*ListNamespacesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{9}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListNamespacesResponse) GetNamespaces() []*Namespace {
@@ -773,7 +842,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[10]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +854,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[10]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +867,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{10}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetKeyRequest) GetNs() string {
@@ -828,7 +897,7 @@ type BatchGetKeysRequest struct {
 
 func (x *BatchGetKeysRequest) Reset() {
 	*x = BatchGetKeysRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[11]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +909,7 @@ func (x *BatchGetKeysRequest) String() string {
 func (*BatchGetKeysRequest) ProtoMessage() {}
 
 func (x *BatchGetKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[11]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +922,7 @@ func (x *BatchGetKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetKeysRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetKeysRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{11}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BatchGetKeysRequest) GetNs() string {
@@ -881,7 +950,7 @@ type BatchGetKeysResponse struct {
 
 func (x *BatchGetKeysResponse) Reset() {
 	*x = BatchGetKeysResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[12]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +962,7 @@ func (x *BatchGetKeysResponse) String() string {
 func (*BatchGetKeysResponse) ProtoMessage() {}
 
 func (x *BatchGetKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[12]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +975,7 @@ func (x *BatchGetKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetKeysResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetKeysResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{12}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BatchGetKeysResponse) GetResults() []*KeyResult {
@@ -934,7 +1003,7 @@ type KeyResult struct {
 
 func (x *KeyResult) Reset() {
 	*x = KeyResult{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[13]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1015,7 @@ func (x *KeyResult) String() string {
 func (*KeyResult) ProtoMessage() {}
 
 func (x *KeyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[13]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1028,7 @@ func (x *KeyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyResult.ProtoReflect.Descriptor instead.
 func (*KeyResult) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{13}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KeyResult) GetKey() string {
@@ -1005,7 +1074,7 @@ type PutKeyRequest struct {
 
 func (x *PutKeyRequest) Reset() {
 	*x = PutKeyRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[14]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1086,7 @@ func (x *PutKeyRequest) String() string {
 func (*PutKeyRequest) ProtoMessage() {}
 
 func (x *PutKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[14]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1099,7 @@ func (x *PutKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutKeyRequest.ProtoReflect.Descriptor instead.
 func (*PutKeyRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{14}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PutKeyRequest) GetNs() string {
@@ -1067,7 +1136,7 @@ type DeleteKeyRequest struct {
 
 func (x *DeleteKeyRequest) Reset() {
 	*x = DeleteKeyRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[15]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1148,7 @@ func (x *DeleteKeyRequest) String() string {
 func (*DeleteKeyRequest) ProtoMessage() {}
 
 func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[15]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1161,7 @@ func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteKeyRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{15}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteKeyRequest) GetNs() string {
@@ -1118,7 +1187,7 @@ type DeleteKeyResponse struct {
 
 func (x *DeleteKeyResponse) Reset() {
 	*x = DeleteKeyResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[16]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1199,7 @@ func (x *DeleteKeyResponse) String() string {
 func (*DeleteKeyResponse) ProtoMessage() {}
 
 func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[16]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1212,7 @@ func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteKeyResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{16}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{17}
 }
 
 // InvalidateNamespaceRequest is the request of InvalidateNamespace.
@@ -1168,7 +1237,7 @@ type InvalidateNamespaceRequest struct {
 
 func (x *InvalidateNamespaceRequest) Reset() {
 	*x = InvalidateNamespaceRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[17]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1249,7 @@ func (x *InvalidateNamespaceRequest) String() string {
 func (*InvalidateNamespaceRequest) ProtoMessage() {}
 
 func (x *InvalidateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[17]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1262,7 @@ func (x *InvalidateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*InvalidateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{17}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InvalidateNamespaceRequest) GetNs() string {
@@ -1250,7 +1319,7 @@ type InvalidateNamespaceResponse struct {
 
 func (x *InvalidateNamespaceResponse) Reset() {
 	*x = InvalidateNamespaceResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[18]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1331,7 @@ func (x *InvalidateNamespaceResponse) String() string {
 func (*InvalidateNamespaceResponse) ProtoMessage() {}
 
 func (x *InvalidateNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[18]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1344,7 @@ func (x *InvalidateNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*InvalidateNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{18}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InvalidateNamespaceResponse) GetInvalidated() int64 {
@@ -1300,7 +1369,7 @@ type ListPendingWritesRequest struct {
 
 func (x *ListPendingWritesRequest) Reset() {
 	*x = ListPendingWritesRequest{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[19]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1381,7 @@ func (x *ListPendingWritesRequest) String() string {
 func (*ListPendingWritesRequest) ProtoMessage() {}
 
 func (x *ListPendingWritesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[19]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1394,7 @@ func (x *ListPendingWritesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingWritesRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingWritesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{19}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListPendingWritesRequest) GetNs() string {
@@ -1362,7 +1431,7 @@ type ListPendingWritesResponse struct {
 
 func (x *ListPendingWritesResponse) Reset() {
 	*x = ListPendingWritesResponse{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[20]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1443,7 @@ func (x *ListPendingWritesResponse) String() string {
 func (*ListPendingWritesResponse) ProtoMessage() {}
 
 func (x *ListPendingWritesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[20]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1456,7 @@ func (x *ListPendingWritesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingWritesResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingWritesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{20}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListPendingWritesResponse) GetWrites() []*PendingWrite {
@@ -1423,7 +1492,7 @@ type PendingWrite struct {
 
 func (x *PendingWrite) Reset() {
 	*x = PendingWrite{}
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[21]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1504,7 @@ func (x *PendingWrite) String() string {
 func (*PendingWrite) ProtoMessage() {}
 
 func (x *PendingWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[21]
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1517,7 @@ func (x *PendingWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingWrite.ProtoReflect.Descriptor instead.
 func (*PendingWrite) Descriptor() ([]byte, []int) {
-	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{21}
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PendingWrite) GetKey() string {
@@ -1490,7 +1559,7 @@ var File_hookyard_cache_v1_cache_proto protoreflect.FileDescriptor
 
 const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\n" +
-	"\x1dhookyard/cache/v1/cache.proto\x12\x11hookyard.cache.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\a\n" +
+	"\x1dhookyard/cache/v1/cache.proto\x12\x11hookyard.cache.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\a\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1514,10 +1583,16 @@ const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\x12invalidation_rules\x18\x10 \x03(\v2#.hookyard.cache.v1.InvalidationRuleR\x11invalidationRules\x12;\n" +
 	"\vupdate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12,\n" +
-	"\x12early_refresh_beta\x18\x12 \x01(\x01R\x10earlyRefreshBeta\x1a:\n" +
+	"\x12early_refresh_beta\x18\x12 \x01(\x01R\x10earlyRefreshBeta\x12;\n" +
+	"\n" +
+	"near_cache\x18\x13 \x01(\v2\x1c.hookyard.cache.v1.NearCacheR\tnearCache\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\tNearCache\x12\x1f\n" +
+	"\vmax_entries\x18\x01 \x01(\x05R\n" +
+	"maxEntries\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"u\n" +
 	"\x10InvalidationRule\x12\x1d\n" +
 	"\n" +
 	"event_type\x18\x01 \x01(\tR\teventType\x12\x12\n" +
@@ -1626,85 +1701,88 @@ func file_hookyard_cache_v1_cache_proto_rawDescGZIP() []byte {
 	return file_hookyard_cache_v1_cache_proto_rawDescData
 }
 
-var file_hookyard_cache_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_hookyard_cache_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_hookyard_cache_v1_cache_proto_goTypes = []any{
 	(*Namespace)(nil),                   // 0: hookyard.cache.v1.Namespace
-	(*InvalidationRule)(nil),            // 1: hookyard.cache.v1.InvalidationRule
-	(*Entry)(nil),                       // 2: hookyard.cache.v1.Entry
-	(*CreateNamespaceRequest)(nil),      // 3: hookyard.cache.v1.CreateNamespaceRequest
-	(*GetNamespaceRequest)(nil),         // 4: hookyard.cache.v1.GetNamespaceRequest
-	(*UpdateNamespaceRequest)(nil),      // 5: hookyard.cache.v1.UpdateNamespaceRequest
-	(*DeleteNamespaceRequest)(nil),      // 6: hookyard.cache.v1.DeleteNamespaceRequest
-	(*DeleteNamespaceResponse)(nil),     // 7: hookyard.cache.v1.DeleteNamespaceResponse
-	(*ListNamespacesRequest)(nil),       // 8: hookyard.cache.v1.ListNamespacesRequest
-	(*ListNamespacesResponse)(nil),      // 9: hookyard.cache.v1.ListNamespacesResponse
-	(*GetKeyRequest)(nil),               // 10: hookyard.cache.v1.GetKeyRequest
-	(*BatchGetKeysRequest)(nil),         // 11: hookyard.cache.v1.BatchGetKeysRequest
-	(*BatchGetKeysResponse)(nil),        // 12: hookyard.cache.v1.BatchGetKeysResponse
-	(*KeyResult)(nil),                   // 13: hookyard.cache.v1.KeyResult
-	(*PutKeyRequest)(nil),               // 14: hookyard.cache.v1.PutKeyRequest
-	(*DeleteKeyRequest)(nil),            // 15: hookyard.cache.v1.DeleteKeyRequest
-	(*DeleteKeyResponse)(nil),           // 16: hookyard.cache.v1.DeleteKeyResponse
-	(*InvalidateNamespaceRequest)(nil),  // 17: hookyard.cache.v1.InvalidateNamespaceRequest
-	(*InvalidateNamespaceResponse)(nil), // 18: hookyard.cache.v1.InvalidateNamespaceResponse
-	(*ListPendingWritesRequest)(nil),    // 19: hookyard.cache.v1.ListPendingWritesRequest
-	(*ListPendingWritesResponse)(nil),   // 20: hookyard.cache.v1.ListPendingWritesResponse
-	(*PendingWrite)(nil),                // 21: hookyard.cache.v1.PendingWrite
-	nil,                                 // 22: hookyard.cache.v1.Namespace.HeadersEntry
-	(*durationpb.Duration)(nil),         // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),       // 25: google.protobuf.FieldMask
+	(*NearCache)(nil),                   // 1: hookyard.cache.v1.NearCache
+	(*InvalidationRule)(nil),            // 2: hookyard.cache.v1.InvalidationRule
+	(*Entry)(nil),                       // 3: hookyard.cache.v1.Entry
+	(*CreateNamespaceRequest)(nil),      // 4: hookyard.cache.v1.CreateNamespaceRequest
+	(*GetNamespaceRequest)(nil),         // 5: hookyard.cache.v1.GetNamespaceRequest
+	(*UpdateNamespaceRequest)(nil),      // 6: hookyard.cache.v1.UpdateNamespaceRequest
+	(*DeleteNamespaceRequest)(nil),      // 7: hookyard.cache.v1.DeleteNamespaceRequest
+	(*DeleteNamespaceResponse)(nil),     // 8: hookyard.cache.v1.DeleteNamespaceResponse
+	(*ListNamespacesRequest)(nil),       // 9: hookyard.cache.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),      // 10: hookyard.cache.v1.ListNamespacesResponse
+	(*GetKeyRequest)(nil),               // 11: hookyard.cache.v1.GetKeyRequest
+	(*BatchGetKeysRequest)(nil),         // 12: hookyard.cache.v1.BatchGetKeysRequest
+	(*BatchGetKeysResponse)(nil),        // 13: hookyard.cache.v1.BatchGetKeysResponse
+	(*KeyResult)(nil),                   // 14: hookyard.cache.v1.KeyResult
+	(*PutKeyRequest)(nil),               // 15: hookyard.cache.v1.PutKeyRequest
+	(*DeleteKeyRequest)(nil),            // 16: hookyard.cache.v1.DeleteKeyRequest
+	(*DeleteKeyResponse)(nil),           // 17: hookyard.cache.v1.DeleteKeyResponse
+	(*InvalidateNamespaceRequest)(nil),  // 18: hookyard.cache.v1.InvalidateNamespaceRequest
+	(*InvalidateNamespaceResponse)(nil), // 19: hookyard.cache.v1.InvalidateNamespaceResponse
+	(*ListPendingWritesRequest)(nil),    // 20: hookyard.cache.v1.ListPendingWritesRequest
+	(*ListPendingWritesResponse)(nil),   // 21: hookyard.cache.v1.ListPendingWritesResponse
+	(*PendingWrite)(nil),                // 22: hookyard.cache.v1.PendingWrite
+	nil,                                 // 23: hookyard.cache.v1.Namespace.HeadersEntry
+	(*durationpb.Duration)(nil),         // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),       // 26: google.protobuf.FieldMask
 }
 var file_hookyard_cache_v1_cache_proto_depIdxs = []int32{
-	23, // 0: hookyard.cache.v1.Namespace.ttl:type_name -> google.protobuf.Duration
-	24, // 1: hookyard.cache.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
-	22, // 2: hookyard.cache.v1.Namespace.headers:type_name -> hookyard.cache.v1.Namespace.HeadersEntry
-	23, // 3: hookyard.cache.v1.Namespace.timeout:type_name -> google.protobuf.Duration
-	23, // 4: hookyard.cache.v1.Namespace.ttl_jitter:type_name -> google.protobuf.Duration
-	23, // 5: hookyard.cache.v1.Namespace.negative_ttl:type_name -> google.protobuf.Duration
-	23, // 6: hookyard.cache.v1.Namespace.stale_while_revalidate:type_name -> google.protobuf.Duration
-	1,  // 7: hookyard.cache.v1.Namespace.invalidation_rules:type_name -> hookyard.cache.v1.InvalidationRule
-	24, // 8: hookyard.cache.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
-	24, // 9: hookyard.cache.v1.Entry.expire_time:type_name -> google.protobuf.Timestamp
-	23, // 10: hookyard.cache.v1.Entry.age:type_name -> google.protobuf.Duration
-	23, // 11: hookyard.cache.v1.Entry.ttl:type_name -> google.protobuf.Duration
-	0,  // 12: hookyard.cache.v1.CreateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
-	0,  // 13: hookyard.cache.v1.UpdateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
-	25, // 14: hookyard.cache.v1.UpdateNamespaceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 15: hookyard.cache.v1.ListNamespacesResponse.namespaces:type_name -> hookyard.cache.v1.Namespace
-	13, // 16: hookyard.cache.v1.BatchGetKeysResponse.results:type_name -> hookyard.cache.v1.KeyResult
-	2,  // 17: hookyard.cache.v1.KeyResult.entry:type_name -> hookyard.cache.v1.Entry
-	2,  // 18: hookyard.cache.v1.PutKeyRequest.entry:type_name -> hookyard.cache.v1.Entry
-	21, // 19: hookyard.cache.v1.ListPendingWritesResponse.writes:type_name -> hookyard.cache.v1.PendingWrite
-	24, // 20: hookyard.cache.v1.PendingWrite.create_time:type_name -> google.protobuf.Timestamp
-	24, // 21: hookyard.cache.v1.PendingWrite.next_attempt_time:type_name -> google.protobuf.Timestamp
-	3,  // 22: hookyard.cache.v1.CacheService.CreateNamespace:input_type -> hookyard.cache.v1.CreateNamespaceRequest
-	8,  // 23: hookyard.cache.v1.CacheService.ListNamespaces:input_type -> hookyard.cache.v1.ListNamespacesRequest
-	10, // 24: hookyard.cache.v1.CacheService.GetKey:input_type -> hookyard.cache.v1.GetKeyRequest
-	14, // 25: hookyard.cache.v1.CacheService.PutKey:input_type -> hookyard.cache.v1.PutKeyRequest
-	15, // 26: hookyard.cache.v1.CacheService.DeleteKey:input_type -> hookyard.cache.v1.DeleteKeyRequest
-	17, // 27: hookyard.cache.v1.CacheService.InvalidateNamespace:input_type -> hookyard.cache.v1.InvalidateNamespaceRequest
-	4,  // 28: hookyard.cache.v1.CacheService.GetNamespace:input_type -> hookyard.cache.v1.GetNamespaceRequest
-	5,  // 29: hookyard.cache.v1.CacheService.UpdateNamespace:input_type -> hookyard.cache.v1.UpdateNamespaceRequest
-	6,  // 30: hookyard.cache.v1.CacheService.DeleteNamespace:input_type -> hookyard.cache.v1.DeleteNamespaceRequest
-	11, // 31: hookyard.cache.v1.CacheService.BatchGetKeys:input_type -> hookyard.cache.v1.BatchGetKeysRequest
-	19, // 32: hookyard.cache.v1.CacheService.ListPendingWrites:input_type -> hookyard.cache.v1.ListPendingWritesRequest
-	0,  // 33: hookyard.cache.v1.CacheService.CreateNamespace:output_type -> hookyard.cache.v1.Namespace
-	9,  // 34: hookyard.cache.v1.CacheService.ListNamespaces:output_type -> hookyard.cache.v1.ListNamespacesResponse
-	2,  // 35: hookyard.cache.v1.CacheService.GetKey:output_type -> hookyard.cache.v1.Entry
-	2,  // 36: hookyard.cache.v1.CacheService.PutKey:output_type -> hookyard.cache.v1.Entry
-	16, // 37: hookyard.cache.v1.CacheService.DeleteKey:output_type -> hookyard.cache.v1.DeleteKeyResponse
-	18, // 38: hookyard.cache.v1.CacheService.InvalidateNamespace:output_type -> hookyard.cache.v1.InvalidateNamespaceResponse
-	0,  // 39: hookyard.cache.v1.CacheService.GetNamespace:output_type -> hookyard.cache.v1.Namespace
-	0,  // 40: hookyard.cache.v1.CacheService.UpdateNamespace:output_type -> hookyard.cache.v1.Namespace
-	7,  // 41: hookyard.cache.v1.CacheService.DeleteNamespace:output_type -> hookyard.cache.v1.DeleteNamespaceResponse
-	12, // 42: hookyard.cache.v1.CacheService.BatchGetKeys:output_type -> hookyard.cache.v1.BatchGetKeysResponse
-	20, // 43: hookyard.cache.v1.CacheService.ListPendingWrites:output_type -> hookyard.cache.v1.ListPendingWritesResponse
-	33, // [33:44] is the sub-list for method output_type
-	22, // [22:33] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	24, // 0: hookyard.cache.v1.Namespace.ttl:type_name -> google.protobuf.Duration
+	25, // 1: hookyard.cache.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
+	23, // 2: hookyard.cache.v1.Namespace.headers:type_name -> hookyard.cache.v1.Namespace.HeadersEntry
+	24, // 3: hookyard.cache.v1.Namespace.timeout:type_name -> google.protobuf.Duration
+	24, // 4: hookyard.cache.v1.Namespace.ttl_jitter:type_name -> google.protobuf.Duration
+	24, // 5: hookyard.cache.v1.Namespace.negative_ttl:type_name -> google.protobuf.Duration
+	24, // 6: hookyard.cache.v1.Namespace.stale_while_revalidate:type_name -> google.protobuf.Duration
+	2,  // 7: hookyard.cache.v1.Namespace.invalidation_rules:type_name -> hookyard.cache.v1.InvalidationRule
+	25, // 8: hookyard.cache.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 9: hookyard.cache.v1.Namespace.near_cache:type_name -> hookyard.cache.v1.NearCache
+	24, // 10: hookyard.cache.v1.NearCache.ttl:type_name -> google.protobuf.Duration
+	25, // 11: hookyard.cache.v1.Entry.expire_time:type_name -> google.protobuf.Timestamp
+	24, // 12: hookyard.cache.v1.Entry.age:type_name -> google.protobuf.Duration
+	24, // 13: hookyard.cache.v1.Entry.ttl:type_name -> google.protobuf.Duration
+	0,  // 14: hookyard.cache.v1.CreateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
+	0,  // 15: hookyard.cache.v1.UpdateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
+	26, // 16: hookyard.cache.v1.UpdateNamespaceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 17: hookyard.cache.v1.ListNamespacesResponse.namespaces:type_name -> hookyard.cache.v1.Namespace
+	14, // 18: hookyard.cache.v1.BatchGetKeysResponse.results:type_name -> hookyard.cache.v1.KeyResult
+	3,  // 19: hookyard.cache.v1.KeyResult.entry:type_name -> hookyard.cache.v1.Entry
+	3,  // 20: hookyard.cache.v1.PutKeyRequest.entry:type_name -> hookyard.cache.v1.Entry
+	22, // 21: hookyard.cache.v1.ListPendingWritesResponse.writes:type_name -> hookyard.cache.v1.PendingWrite
+	25, // 22: hookyard.cache.v1.PendingWrite.create_time:type_name -> google.protobuf.Timestamp
+	25, // 23: hookyard.cache.v1.PendingWrite.next_attempt_time:type_name -> google.protobuf.Timestamp
+	4,  // 24: hookyard.cache.v1.CacheService.CreateNamespace:input_type -> hookyard.cache.v1.CreateNamespaceRequest
+	9,  // 25: hookyard.cache.v1.CacheService.ListNamespaces:input_type -> hookyard.cache.v1.ListNamespacesRequest
+	11, // 26: hookyard.cache.v1.CacheService.GetKey:input_type -> hookyard.cache.v1.GetKeyRequest
+	15, // 27: hookyard.cache.v1.CacheService.PutKey:input_type -> hookyard.cache.v1.PutKeyRequest
+	16, // 28: hookyard.cache.v1.CacheService.DeleteKey:input_type -> hookyard.cache.v1.DeleteKeyRequest
+	18, // 29: hookyard.cache.v1.CacheService.InvalidateNamespace:input_type -> hookyard.cache.v1.InvalidateNamespaceRequest
+	5,  // 30: hookyard.cache.v1.CacheService.GetNamespace:input_type -> hookyard.cache.v1.GetNamespaceRequest
+	6,  // 31: hookyard.cache.v1.CacheService.UpdateNamespace:input_type -> hookyard.cache.v1.UpdateNamespaceRequest
+	7,  // 32: hookyard.cache.v1.CacheService.DeleteNamespace:input_type -> hookyard.cache.v1.DeleteNamespaceRequest
+	12, // 33: hookyard.cache.v1.CacheService.BatchGetKeys:input_type -> hookyard.cache.v1.BatchGetKeysRequest
+	20, // 34: hookyard.cache.v1.CacheService.ListPendingWrites:input_type -> hookyard.cache.v1.ListPendingWritesRequest
+	0,  // 35: hookyard.cache.v1.CacheService.CreateNamespace:output_type -> hookyard.cache.v1.Namespace
+	10, // 36: hookyard.cache.v1.CacheService.ListNamespaces:output_type -> hookyard.cache.v1.ListNamespacesResponse
+	3,  // 37: hookyard.cache.v1.CacheService.GetKey:output_type -> hookyard.cache.v1.Entry
+	3,  // 38: hookyard.cache.v1.CacheService.PutKey:output_type -> hookyard.cache.v1.Entry
+	17, // 39: hookyard.cache.v1.CacheService.DeleteKey:output_type -> hookyard.cache.v1.DeleteKeyResponse
+	19, // 40: hookyard.cache.v1.CacheService.InvalidateNamespace:output_type -> hookyard.cache.v1.InvalidateNamespaceResponse
+	0,  // 41: hookyard.cache.v1.CacheService.GetNamespace:output_type -> hookyard.cache.v1.Namespace
+	0,  // 42: hookyard.cache.v1.CacheService.UpdateNamespace:output_type -> hookyard.cache.v1.Namespace
+	8,  // 43: hookyard.cache.v1.CacheService.DeleteNamespace:output_type -> hookyard.cache.v1.DeleteNamespaceResponse
+	13, // 44: hookyard.cache.v1.CacheService.BatchGetKeys:output_type -> hookyard.cache.v1.BatchGetKeysResponse
+	21, // 45: hookyard.cache.v1.CacheService.ListPendingWrites:output_type -> hookyard.cache.v1.ListPendingWritesResponse
+	35, // [35:46] is the sub-list for method output_type
+	24, // [24:35] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_cache_v1_cache_proto_init() }
@@ -1718,7 +1796,7 @@ func file_hookyard_cache_v1_cache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_cache_v1_cache_proto_rawDesc), len(file_hookyard_cache_v1_cache_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -59,6 +59,10 @@ func newHarness(t *testing.T, replicas int, broker bool) *harness {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Near.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
 		h.replicas = append(h.replicas, c)
 	}
 	return h

@@ -27,6 +27,7 @@ import (
 	"github.com/hookyard/hookyard/services/cache/internal/invalidate"
 	"github.com/hookyard/hookyard/services/cache/internal/metrics"
 	"github.com/hookyard/hookyard/services/cache/internal/namespace"
+	"github.com/hookyard/hookyard/services/cache/internal/near"
 	"github.com/hookyard/hookyard/services/cache/internal/origin"
 	"github.com/hookyard/hookyard/services/cache/internal/writebehind"
 )
@@ -96,6 +97,7 @@ type Cache struct {
 	Publisher  *rabbit.Publisher
 	Namespaces *namespace.Store
 	Entries    *entries.Store
+	Near       *near.Cache
 	rabbit     *rabbit.Conn
 }
 
@@ -116,8 +118,11 @@ func New(c Config, d Deps) (*Cache, error) {
 	}
 	nss := namespace.New(d.Redis, c.KeyPrefix)
 	es := entries.New(d.Redis, c.KeyPrefix)
+	es.Channel = c.KeyPrefix + ":near"
+	nc := near.New(d.Redis, es.Channel, d.Log)
 	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
 	reader := fill.NewReader(es, oc, m, d.Log)
+	reader.Near = nc
 	wq := writebehind.New(c.WritesQueue())
 	wq.Rdb, wq.Entries, wq.Namespaces, wq.Origin, wq.Pub, wq.Metrics, wq.Log = d.Redis, es, nss, oc, pub, m, d.Log
 	wq.Concurrency = max(c.WriteConcurrency, 1)
@@ -125,6 +130,7 @@ func New(c Config, d Deps) (*Cache, error) {
 	if c.WriteMaxBackoff > 0 {
 		wq.MaxBackoff = c.WriteMaxBackoff
 	}
+	reader.Pending = wq.PendingValue
 	ev := &invalidate.Consumer{
 		Queue: c.EventsQueue(), Exchange: c.Exchange, Bindings: c.bindings(), Entries: es, Namespaces: nss,
 		Pub: pub, Metrics: m, Log: d.Log, Concurrency: max(c.EventConcurrency, 1), RetryDelay: time.Second,
@@ -134,7 +140,7 @@ func New(c Config, d Deps) (*Cache, error) {
 			Namespaces: nss, Entries: es, Reader: reader, Origin: oc, Writes: wq,
 			Policy: policy, Metrics: m, Log: d.Log,
 		},
-		Reader: reader, Writes: wq, Events: ev, Publisher: pub, Namespaces: nss, Entries: es, rabbit: d.Rabbit,
+		Reader: reader, Writes: wq, Events: ev, Publisher: pub, Namespaces: nss, Entries: es, Near: nc, rabbit: d.Rabbit,
 	}, nil
 }
 
@@ -173,6 +179,7 @@ func Service() app.Service {
 			cc.Register(rt.Server)
 			rt.Go("events", cc.RunEvents)
 			rt.Go("writes", cc.RunWrites)
+			rt.Go("near-cache", cc.Near.Run)
 			rt.Go("write-sweeper", cc.Writes.RunSweeper)
 			return nil
 		},

@@ -410,3 +410,27 @@ func TestWriteBehindSweeperRequeuesLostWrites(t *testing.T) {
 		t.Fatalf("origin got %q", got)
 	}
 }
+
+// Until the origin has a write-behind write, a read that misses (the
+// cached copy expired or was invalidated) answers the pending write, not
+// the origin's older value.
+func TestWriteBehindReadsPendingValue(t *testing.T) {
+	h := newHarness(t, 1, false)
+	h.setOrigin(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			fmt.Fprint(w, "old")
+		}
+	})
+	c := h.replicas[0]
+	createNS(t, c, "acme", &cachev1.Namespace{Name: "users", Strategy: "write_behind", OriginUrl: h.url("/users/{key}")})
+	c.Writes.Pub = failingPublisher{} // the write stays pending
+	_, err := put(c, "acme", "users", "1", "new")
+	mustCode(t, err, codes.Unavailable)
+	if _, err := c.API.InvalidateNamespace(tenantCtx("acme"), &cachev1.InvalidateNamespaceRequest{Ns: "users", Keys: []string{"1"}}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := get(c, "acme", "users", "1")
+	if err != nil || string(e.GetValue()) != "new" {
+		t.Fatalf("read %v %v, want the pending write", e, err)
+	}
+}

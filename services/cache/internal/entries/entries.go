@@ -48,6 +48,9 @@ type Store struct {
 	// namespace; a fill older than the oldest one forgotten is refused
 	// (and retried), never wrongly committed.
 	MaxFences int
+	// Channel, when set, is where every invalidation and write is
+	// announced for near caches (see Notice).
+	Channel string
 }
 
 // New returns a Store with keys under prefix.
@@ -57,11 +60,32 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 
 // NS addresses one namespace's data.
 type NS struct {
+	id   string
 	base string
 }
 
 // NS returns the data of the namespace with id.
-func (s *Store) NS(id string) NS { return NS{base: s.prefix + ":d:{" + id + "}"} }
+func (s *Store) NS(id string) NS { return NS{id: id, base: s.prefix + ":d:{" + id + "}"} }
+
+// Notice formats a near-cache notice: namespace id, kind ('k' key, 't'
+// tag, 'p' prefix, 'a' all) and value.
+func Notice(id string, kind byte, value string) string {
+	return id + "\x00" + string(kind) + value
+}
+
+// notify announces changes after they are made. It is best effort: a
+// near copy that misses its notice lives out its short TTL.
+func (s *Store) notify(ctx context.Context, n NS, kind byte, values ...string) {
+	if s.Channel == "" {
+		return
+	}
+	_, _ = s.rdb.Pipelined(context.WithoutCancel(ctx), func(p redis.Pipeliner) error {
+		for _, v := range values {
+			p.Publish(ctx, s.Channel, Notice(n.id, kind, v))
+		}
+		return nil
+	})
+}
 
 func (n NS) entry(key string) string { return n.base + ":e:" + key }
 func (n NS) lease(key string) string { return n.base + ":l:" + key }
@@ -323,7 +347,9 @@ func (s *Store) Commit(ctx context.Context, n NS, l *Lease, v Value) error {
 // lease, so a fill that loaded the origin before this write cannot
 // overwrite it.
 func (s *Store) Set(ctx context.Context, n NS, key string, v Value) error {
-	return s.store(ctx, n, "set", key, nil, v)
+	err := s.store(ctx, n, "set", key, nil, v)
+	s.notify(ctx, n, 'k', key)
+	return err
 }
 
 var deleteScript = redis.NewScript(`
@@ -338,6 +364,7 @@ return n
 // Invalidate removes keys and takes away their fill leases. It returns how
 // many values were removed.
 func (s *Store) Invalidate(ctx context.Context, n NS, keys ...string) (int64, error) {
+	defer s.notify(ctx, n, 'k', keys...)
 	var total int64
 	for len(keys) > 0 {
 		batch := keys[:min(len(keys), 256)]
@@ -379,6 +406,7 @@ func (s *Store) InvalidateTag(ctx context.Context, n NS, tag string) (int64, err
 	if err := s.fence(ctx, n, "t:"+tag); err != nil {
 		return 0, fmt.Errorf("invalidate tag %q: %w", tag, err)
 	}
+	defer s.notify(ctx, n, 't', tag)
 	var total int64
 	iter := s.rdb.SScan(ctx, n.tag(tag), 0, "", 500).Iterator()
 	var batch []string
@@ -411,6 +439,7 @@ func (s *Store) InvalidatePrefix(ctx context.Context, n NS, prefix string) (int6
 	if err := s.fence(ctx, n, "p:"+prefix); err != nil {
 		return 0, fmt.Errorf("invalidate prefix %q: %w", prefix, err)
 	}
+	defer s.notify(ctx, n, 'p', prefix)
 	var total int64
 	var batch []string
 	iter := s.rdb.ZScan(ctx, n.idx(), 0, globEscape(prefix)+"*", 500).Iterator()
@@ -454,6 +483,7 @@ func (s *Store) InvalidateAll(ctx context.Context, n NS) error {
 	if err := s.rdb.Incr(ctx, n.epoch()).Err(); err != nil {
 		return fmt.Errorf("invalidate namespace: %w", err)
 	}
+	s.notify(ctx, n, 'a', "")
 	return nil
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/hookyard/hookyard/services/cache/internal/entries"
 	"github.com/hookyard/hookyard/services/cache/internal/metrics"
 	"github.com/hookyard/hookyard/services/cache/internal/namespace"
+	"github.com/hookyard/hookyard/services/cache/internal/near"
 	"github.com/hookyard/hookyard/services/cache/internal/origin"
 )
 
@@ -67,6 +68,11 @@ type Reader struct {
 	Origin  *origin.Client
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
+	// Near is this replica's near cache; nil means none.
+	Near *near.Cache
+	// Pending, when set, returns a write-behind write of key not yet at
+	// the origin: a fill stores it instead of the origin's older value.
+	Pending func(ctx context.Context, rec *namespace.Record, key string) ([]byte, bool, error)
 	// PollMin and PollMax bound the interval of polling for another
 	// replica's fill.
 	PollMin, PollMax time.Duration
@@ -112,6 +118,24 @@ func hasOrigin(rec *namespace.Record) bool {
 
 // Get reads key of rec.
 func (r *Reader) Get(ctx context.Context, rec *namespace.Record, key string) (Result, error) {
+	var mark uint64
+	if near.Enabled(rec.NS) && r.Near != nil {
+		if e, ok := r.Near.Get(rec.ID, rec.NS, key); ok {
+			if now := time.Now(); now.Before(e.Fresh) {
+				r.Metrics.Gets.WithLabelValues("near_hit").Inc()
+				return Result{Entry: e, Hit: true, Now: now}, nil
+			}
+		}
+		mark = r.Near.Mark(rec.ID)
+	}
+	res, err := r.get(ctx, rec, key)
+	if err == nil && !res.Stale {
+		r.Near.Put(rec.ID, rec.NS, key, res.Entry, mark)
+	}
+	return res, err
+}
+
+func (r *Reader) get(ctx context.Context, rec *namespace.Record, key string) (Result, error) {
 	n := r.Entries.NS(rec.ID)
 	rd, err := r.Entries.Get(ctx, n, key)
 	if err != nil {
@@ -194,6 +218,10 @@ func (r *Reader) fill(ctx context.Context, rec *namespace.Record, key, fk string
 	waited := false
 	refills := 0
 	for {
+		if time.Now().After(deadline) {
+			r.Metrics.FillWaits.WithLabelValues("timeout").Inc()
+			return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("timed out after %s waiting for another fill of key %q", (2 * leaseTTL).Round(time.Millisecond), key)}
+		}
 		lease, err := r.Entries.Acquire(ctx, n, key, leaseTTL, false)
 		switch {
 		case errors.Is(err, entries.ErrFilled):
@@ -205,13 +233,7 @@ func (r *Reader) fill(ctx context.Context, rec *namespace.Record, key, fk string
 			}
 			continue
 		case errors.Is(err, entries.ErrLeased):
-			if !waited {
-				waited = true
-			}
-			if time.Now().After(deadline) {
-				r.Metrics.FillWaits.WithLabelValues("timeout").Inc()
-				return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("timed out after %s waiting for another fill of key %q", (2 * leaseTTL).Round(time.Millisecond), key)}
-			}
+			waited = true
 			select {
 			case <-ctx.Done():
 				return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("waiting for another fill of key %q: %v", key, ctx.Err())}
@@ -280,7 +302,7 @@ func TTLFor(rec *namespace.Record) time.Duration {
 func (r *Reader) load(ctx context.Context, rec *namespace.Record, key string, lease *entries.Lease, fk string) (Result, error) {
 	n := r.Entries.NS(rec.ID)
 	start := time.Now()
-	got, err := r.Origin.Load(ctx, rec.NS, key)
+	got, err := r.loadOrigin(ctx, rec, key)
 	took := time.Since(start)
 	r.Metrics.OriginLatency.WithLabelValues("load").Observe(took.Seconds())
 	var v entries.Value
@@ -324,6 +346,21 @@ func (r *Reader) load(ctx context.Context, rec *namespace.Record, key string, le
 	r.Metrics.Fills.WithLabelValues("stored").Inc()
 	now := time.Now()
 	return Result{Entry: &entries.Entry{Value: v.Bytes, Stored: now, Fresh: now.Add(v.TTL), Delta: took, Tags: v.Tags}, Now: now}, nil
+}
+
+// loadOrigin loads key from the origin, or from its pending write-behind
+// write, which is newer than anything the origin has.
+func (r *Reader) loadOrigin(ctx context.Context, rec *namespace.Record, key string) (origin.Result, error) {
+	if r.Pending != nil && rec.NS.GetStrategy() == namespace.WriteBehind {
+		v, ok, err := r.Pending(ctx, rec, key)
+		if err != nil {
+			return origin.Result{}, &origin.Error{Reason: fmt.Sprintf("reading the pending write: %v", err)}
+		}
+		if ok {
+			return origin.Result{Value: v}, nil
+		}
+	}
+	return r.Origin.Load(ctx, rec.NS, key)
 }
 
 // refreshLater refreshes key in the background, unless a refresh or fill

@@ -23,7 +23,7 @@ func New(r prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Gets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookyard_cache_gets_total",
-			Help: "Key reads by result: hit, stale (served within the stale-while-revalidate window), miss (filled or not found), negative (a remembered origin 404), error.",
+			Help: "Key reads by result: near_hit (this replica's near cache), hit, stale (served within the stale-while-revalidate window), miss (filled or not found), negative (a remembered origin 404), error.",
 		}, []string{"result"}),
 		Fills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookyard_cache_fills_total",

@@ -138,6 +138,14 @@ func Validate(ns *cachev1.Namespace, policy ssrf.Policy) error {
 	if m := ns.GetMaxValueBytes(); m < 0 || m > MaxValue {
 		return fmt.Errorf("max_value_bytes must be between 0 (default %d) and %d", DefaultMaxValue, MaxValue)
 	}
+	if nc := ns.GetNearCache(); nc != nil {
+		if nc.GetMaxEntries() < 1 || nc.GetMaxEntries() > 100_000 {
+			return fmt.Errorf("near_cache.max_entries must be between 1 and 100000")
+		}
+		if t := nc.GetTtl().AsDuration(); nc.Ttl != nil && (t <= 0 || t > time.Minute) {
+			return fmt.Errorf("near_cache.ttl must be positive and at most 1m")
+		}
+	}
 	if b := ns.GetEarlyRefreshBeta(); b < 0 || b > 10 {
 		return fmt.Errorf("early_refresh_beta must be between 0 and 10")
 	}

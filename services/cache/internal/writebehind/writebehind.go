@@ -287,6 +287,18 @@ func Backoff(n int, cap time.Duration) time.Duration {
 	return d - time.Duration(float64(d)*0.2*rand.Float64())
 }
 
+// PendingValue returns key's write not yet accepted by the origin, if any.
+func (q *Queue) PendingValue(ctx context.Context, rec *namespace.Record, key string) ([]byte, bool, error) {
+	v, err := q.Rdb.HGet(ctx, pendingKey(q.Entries.NS(rec.ID), key), "v").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return v, true, nil
+}
+
 // Pending is a write not yet accepted by the origin.
 type Pending struct {
 	Key      string

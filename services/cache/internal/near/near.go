@@ -1,0 +1,213 @@
+// Package near keeps an in-process copy of hot values of the namespaces
+// that ask for one, in front of Redis, and drops copies when any replica
+// invalidates or writes them.
+//
+// Every invalidation and write is announced on one Redis pub/sub channel
+// (package entries publishes after the change is made); every replica
+// subscribes and drops the copies a notice names. A copy is only stored if
+// no notice for its namespace arrived since the Redis read it came from, so
+// a read racing an invalidation cannot plant the old value after the
+// notice. When the subscription drops, every copy is dropped (notices may
+// have been missed), and copies expire after the namespace's near TTL in
+// any case.
+package near
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/redis/go-redis/v9"
+
+	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
+	"github.com/hookyard/hookyard/services/cache/internal/entries"
+)
+
+// DefaultTTL is a copy's life when the namespace sets none.
+const DefaultTTL = 5 * time.Second
+
+// Cache is one replica's near cache of every namespace.
+type Cache struct {
+	rdb     redis.UniversalClient
+	channel string
+	log     *slog.Logger
+
+	mu  sync.Mutex
+	nss map[string]*nsCache
+	// ready is false until the subscription is confirmed, and again while
+	// it is down: then nothing is stored.
+	ready bool
+}
+
+type nsCache struct {
+	lru  *expirable.LRU[string, *entries.Entry]
+	size int
+	ttl  time.Duration
+	gen  uint64
+}
+
+// New returns a near cache listening on channel.
+func New(rdb redis.UniversalClient, channel string, log *slog.Logger) *Cache {
+	return &Cache{rdb: rdb, channel: channel, log: log, nss: map[string]*nsCache{}}
+}
+
+// Enabled reports whether ns wants a near cache.
+func Enabled(ns *cachev1.Namespace) bool { return ns.GetNearCache().GetMaxEntries() > 0 }
+
+func settings(ns *cachev1.Namespace) (int, time.Duration) {
+	ttl := ns.GetNearCache().GetTtl().AsDuration()
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	return int(ns.GetNearCache().GetMaxEntries()), ttl
+}
+
+// ns returns the cache of namespace id, (re)made to ns's settings.
+func (c *Cache) ns(id string, ns *cachev1.Namespace) *nsCache {
+	size, ttl := settings(ns)
+	n := c.nss[id]
+	if n == nil || n.size != size || n.ttl != ttl {
+		var gen uint64
+		if n != nil {
+			gen = n.gen + 1
+		}
+		n = &nsCache{lru: expirable.NewLRU[string, *entries.Entry](size, nil, ttl), size: size, ttl: ttl, gen: gen}
+		c.nss[id] = n
+	}
+	return n
+}
+
+// Get returns the copy of key, if any.
+func (c *Cache) Get(id string, ns *cachev1.Namespace, key string) (*entries.Entry, bool) {
+	if c == nil || !Enabled(ns) {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nss[id]
+	if n == nil {
+		return nil, false
+	}
+	return n.lru.Get(key)
+}
+
+// Mark returns the namespace's notice generation, to be passed to Put with
+// a value read from Redis after it.
+func (c *Cache) Mark(id string) uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := c.nss[id]; n != nil {
+		return n.gen
+	}
+	return 0
+}
+
+// Put stores a copy of e, unless a notice for the namespace arrived since
+// mark was taken.
+func (c *Cache) Put(id string, ns *cachev1.Namespace, key string, e *entries.Entry, mark uint64) {
+	if c == nil || !Enabled(ns) || e == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.ready {
+		return
+	}
+	n := c.ns(id, ns)
+	if n.gen != mark {
+		return
+	}
+	n.lru.Add(key, e)
+}
+
+// Run listens for notices until ctx ends.
+func (c *Cache) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		c.listen(ctx)
+		c.flush(false)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+func (c *Cache) listen(ctx context.Context) {
+	ps := c.rdb.Subscribe(ctx, c.channel)
+	defer ps.Close()
+	// Receive does not watch ctx; closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("near cache: lost its invalidation subscription; dropping every copy", "err", err)
+			}
+			return
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			// (Re)subscribed: notices before this are unknown.
+			c.flush(true)
+		case *redis.Message:
+			c.apply(m.Payload)
+		}
+	}
+}
+
+func (c *Cache) flush(ready bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nss {
+		n.lru.Purge()
+		n.gen++
+	}
+	c.ready = ready
+}
+
+// apply drops what a notice (entries.Notice) names.
+func (c *Cache) apply(payload string) {
+	id, rest, ok := strings.Cut(payload, "\x00")
+	if !ok || rest == "" {
+		return
+	}
+	kind, value := rest[0], rest[1:]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nss[id]
+	if n == nil {
+		return
+	}
+	n.gen++
+	switch kind {
+	case 'k':
+		n.lru.Remove(value)
+	case 'p':
+		for _, k := range n.lru.Keys() {
+			if strings.HasPrefix(k, value) {
+				n.lru.Remove(k)
+			}
+		}
+	case 't':
+		for _, k := range n.lru.Keys() {
+			if e, ok := n.lru.Peek(k); ok {
+				for _, t := range e.Tags {
+					if t == value {
+						n.lru.Remove(k)
+						break
+					}
+				}
+			}
+		}
+	default:
+		n.lru.Purge()
+	}
+}

@@ -1,0 +1,91 @@
+package near
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
+	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
+	"github.com/hookyard/hookyard/services/cache/internal/entries"
+	"github.com/hookyard/hookyard/services/cache/internal/testenv"
+)
+
+var ns = &cachev1.Namespace{Name: "n", NearCache: &cachev1.NearCache{MaxEntries: 10, Ttl: durationpb.New(time.Minute)}}
+
+func run(t *testing.T, c *Cache) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func entry(v string) *entries.Entry {
+	return &entries.Entry{Value: []byte(v), Fresh: time.Now().Add(time.Hour), Tags: []string{"tag"}}
+}
+
+// putReady stores a copy once the subscription is up (before, nothing is
+// stored).
+func putReady(t *testing.T, c *Cache, key string) {
+	testenv.WaitFor(t, 10*time.Second, "the near cache to store", func() bool {
+		c.Put("id", ns, key, entry("v"), c.Mark("id"))
+		_, ok := c.Get("id", ns, key)
+		return ok
+	})
+}
+
+func TestNoticesDropCopies(t *testing.T) {
+	id := testenv.ID()
+	rdb := testenv.Redis(t, "hookyard:test:cache:"+id)
+	channel := "hookyard:test:cache:" + id + ":near"
+	c := New(rdb, channel, slog.New(slog.DiscardHandler))
+	run(t, c)
+	for _, notice := range []string{
+		entries.Notice("id", 'k', "a"), entries.Notice("id", 't', "tag"),
+		entries.Notice("id", 'p', "a"), entries.Notice("id", 'a', ""),
+	} {
+		putReady(t, c, "a")
+		if err := rdb.Publish(context.Background(), channel, notice).Err(); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 10*time.Second, "the notice to drop the copy", func() bool {
+			_, ok := c.Get("id", ns, "a")
+			return !ok
+		})
+	}
+	// A notice between a Redis read and storing its value wins.
+	mark := c.Mark("id")
+	if err := rdb.Publish(context.Background(), channel, entries.Notice("id", 'k', "b")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the notice", func() bool { return c.Mark("id") != mark })
+	c.Put("id", ns, "b", entry("old"), mark)
+	if _, ok := c.Get("id", ns, "b"); ok {
+		t.Fatal("a value read before a notice was stored after it")
+	}
+}
+
+func TestLostSubscriptionDropsCopies(t *testing.T) {
+	id := testenv.ID()
+	proxy := rabbittest.NewProxy(t, "127.0.0.1:6379")
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	c := New(rdb, "hookyard:test:cache:"+id+":near", slog.New(slog.DiscardHandler))
+	run(t, c)
+	putReady(t, c, "a")
+	proxy.Cut()
+	testenv.WaitFor(t, 10*time.Second, "the copies to be dropped", func() bool {
+		_, ok := c.Get("id", ns, "a")
+		return !ok
+	})
+	c.Put("id", ns, "a", entry("v"), c.Mark("id"))
+	if _, ok := c.Get("id", ns, "a"); ok {
+		t.Fatal("stored a copy while unsubscribed")
+	}
+	proxy.Restore()
+	putReady(t, c, "a")
+}
