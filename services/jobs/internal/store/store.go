@@ -788,3 +788,55 @@ func (s *Store) CallbackDone(ctx context.Context, e Ending, state string, next t
 	_, err := pipe.Exec(ctx)
 	return err
 }
+
+// Prune removes index entries of tasks whose retention has ended, for
+// every tenant. List prunes what it reads; this catches the rest, so the
+// index does not grow with tasks nobody lists. Only entries older than the
+// shortest retention are looked at. It returns how many it removed.
+func (s *Store) Prune(ctx context.Context) (int, error) {
+	cutoff := strconv.FormatInt(ms(s.cfg.Now().Add(-min(s.cfg.ResultTTL, s.cfg.DeadTTL))), 10)
+	removed := 0
+	iter := s.rdb.Scan(ctx, 0, s.Key("i", "*"), 100).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		tenant := strings.TrimPrefix(key, s.Key("i", ""))
+		for offset := int64(0); ; {
+			ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offset, Count: 500}).Result()
+			if err != nil {
+				return removed, fmt.Errorf("prune %s: %w", key, err)
+			}
+			if len(ids) == 0 {
+				break
+			}
+			pipe := s.rdb.Pipeline()
+			ex := make([]*redis.IntCmd, len(ids))
+			for i, id := range ids {
+				ex[i] = pipe.Exists(ctx, s.task(tenant, id))
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return removed, fmt.Errorf("prune %s: %w", key, err)
+			}
+			var gone []any
+			for i, id := range ids {
+				if ex[i].Val() == 0 {
+					gone = append(gone, id)
+				}
+			}
+			if len(gone) > 0 {
+				if err := s.rdb.ZRem(ctx, key, gone...).Err(); err != nil {
+					return removed, err
+				}
+				removed += len(gone)
+			}
+			offset += int64(len(ids) - len(gone))
+		}
+	}
+	return removed, iter.Err()
+}
+
+// Janitor takes the janitor's turn for ttl: true for one caller across
+// all replicas per period.
+func (s *Store) Janitor(ctx context.Context, ttl time.Duration) bool {
+	ok, err := s.rdb.SetNX(ctx, s.Key("janitor"), "1", ttl).Result()
+	return err == nil && ok
+}

@@ -206,3 +206,36 @@ func TestUniqueKeyReleasedOnEveryEnd(t *testing.T) {
 		t.Fatalf("repeat: %v", err)
 	}
 }
+
+// Prune drops index entries whose tasks expired, and only those.
+func TestPruneIndex(t *testing.T) {
+	s, c := newStore(t)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond}
+	for _, id := range []string{"old-gone", "old-kept"} {
+		if _, err := s.Enqueue(ctx, "acme", id, spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Add(48 * time.Hour)
+	if _, err := s.Enqueue(ctx, "acme", "new", spec); err != nil {
+		t.Fatal(err)
+	}
+	// Simulate the retention of old-gone ending.
+	if _, err := s.Cancel(ctx, "acme", "old-gone"); err != nil {
+		t.Fatal(err)
+	}
+	s.Redis().Del(ctx, s.Key("t", "acme", "old-gone"))
+	n, err := s.Prune(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("pruned %d, %v", n, err)
+	}
+	got, _, err := s.List(ctx, "acme", store.Filter{}, 10, "")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("list after prune: %v %v", got, err)
+	}
+	left, _ := s.Redis().ZCard(ctx, s.Key("i", "acme")).Result()
+	if left != 2 {
+		t.Errorf("index has %d entries, want 2", left)
+	}
+}
