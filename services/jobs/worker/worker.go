@@ -90,6 +90,10 @@ type Config struct {
 	Queues []string
 	// Slots is how many tasks run at once; default 1.
 	Slots int
+	// Lanes, when set, replace Queues and Slots: each lane leases from its
+	// queues into slots of its own, so a busy lane (bulk) never takes the
+	// slots of another (critical).
+	Lanes []Lane
 	// ID names the worker in attempt logs; default "go-worker".
 	ID string
 	// DrainTimeout bounds how long Run waits for running handlers after
@@ -103,6 +107,17 @@ type Config struct {
 	Log *slog.Logger
 }
 
+// Lane is a set of queues with its own slots.
+type Lane struct {
+	Queues []string
+	Slots  int
+}
+
+type lane struct {
+	Lane
+	slots chan struct{}
+}
+
 // Worker runs handlers for leased tasks.
 type Worker struct {
 	client jobsv1.WorkerServiceClient
@@ -114,7 +129,7 @@ type Worker struct {
 	running  atomic.Int64
 	stuck    atomic.Int64
 	refused  atomic.Int64
-	slots    chan struct{}
+	lanes    []*lane
 	hctx     context.Context
 	hcancel  context.CancelFunc
 	inflight sync.WaitGroup
@@ -137,7 +152,18 @@ func New(cc grpc.ClientConnInterface, cfg Config) *Worker {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Worker{client: jobsv1.NewWorkerServiceClient(cc), cfg: cfg, handlers: map[string]Handler{}, slots: make(chan struct{}, cfg.Slots)}
+	if len(cfg.Lanes) == 0 {
+		cfg.Lanes = []Lane{{Queues: cfg.Queues, Slots: cfg.Slots}}
+	}
+	w := &Worker{client: jobsv1.NewWorkerServiceClient(cc), cfg: cfg, handlers: map[string]Handler{}}
+	for _, l := range cfg.Lanes {
+		if len(l.Queues) == 0 {
+			l.Queues = []string{"default"}
+		}
+		l.Slots = max(l.Slots, 1)
+		w.lanes = append(w.lanes, &lane{Lane: l, slots: make(chan struct{}, l.Slots)})
+	}
+	return w
 }
 
 // Handle registers h for tasks named name.
@@ -167,24 +193,23 @@ func (w *Worker) auth(ctx context.Context) context.Context {
 func (w *Worker) Run(ctx context.Context) error {
 	w.hctx, w.hcancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer w.hcancel()
-	backoff := 100 * time.Millisecond
-	var err error
-	for ctx.Err() == nil {
-		err = w.session(ctx)
-		if c := status.Code(err); c == codes.Unauthenticated || c == codes.InvalidArgument || c == codes.PermissionDenied {
-			break
-		}
-		if err != nil && ctx.Err() == nil {
-			w.cfg.Log.Warn("jobs worker: lease stream ended", "err", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	errs := make(chan error, len(w.lanes))
+	for _, l := range w.lanes {
+		go func() {
+			err := w.lease(lctx, l)
+			if err != nil {
+				stop() // a refused configuration stops every lane
 			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
+			errs <- err
+		}()
+	}
+	var err error
+	for range w.lanes {
+		if e := <-errs; e != nil && err == nil {
+			err = e
 		}
-		backoff = 100 * time.Millisecond
-		err = nil
 	}
 	done := make(chan struct{})
 	go func() { w.inflight.Wait(); close(done) }()
@@ -200,10 +225,33 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
-func (w *Worker) session(ctx context.Context) error {
+// lease keeps a lease stream of l open until ctx ends; it returns an
+// error only for a refused configuration.
+func (w *Worker) lease(ctx context.Context, l *lane) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := w.session(ctx, l)
+		if c := status.Code(err); c == codes.Unauthenticated || c == codes.InvalidArgument || c == codes.PermissionDenied {
+			return err
+		}
+		if err != nil && ctx.Err() == nil {
+			w.cfg.Log.Warn("jobs worker: lease stream ended", "queues", l.Queues, "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+	return nil
+}
+
+func (w *Worker) session(ctx context.Context, l *lane) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := w.client.Lease(w.auth(sctx), &jobsv1.LeaseRequest{Queues: w.cfg.Queues, Slots: int32(w.cfg.Slots), WorkerId: w.cfg.ID})
+	stream, err := w.client.Lease(w.auth(sctx), &jobsv1.LeaseRequest{Queues: l.Queues, Slots: int32(l.Slots), WorkerId: w.cfg.ID})
 	if err != nil {
 		return err
 	}
@@ -216,7 +264,7 @@ func (w *Worker) session(ctx context.Context) error {
 			return err
 		}
 		select {
-		case w.slots <- struct{}{}:
+		case l.slots <- struct{}{}:
 		default:
 			// Every slot is taken, by a handler that overran its hard
 			// limit: hand the task back without spending an attempt.
@@ -226,7 +274,7 @@ func (w *Worker) session(ctx context.Context) error {
 		w.inflight.Add(1)
 		go func() {
 			defer w.inflight.Done()
-			defer func() { <-w.slots }()
+			defer func() { <-l.slots }()
 			w.run(m)
 		}()
 	}

@@ -153,3 +153,27 @@ func TestGracefulDrain(t *testing.T) {
 		t.Fatalf("after drain: %s", got.State)
 	}
 }
+
+// A lane full of slow bulk work does not delay the critical lane.
+func TestLanesHaveTheirOwnSlots(t *testing.T) {
+	t.Parallel()
+	e := jobstest.Start(t, jobstest.Options{})
+	release := make(chan struct{})
+	defer close(release)
+	startWorker(t, e, worker.Config{Lanes: []worker.Lane{{Queues: []string{"bulk"}, Slots: 1}, {Queues: []string{"critical"}, Slots: 1}}},
+		map[string]worker.Handler{
+			"slow": func(ctx context.Context, _ *worker.Task) (any, error) {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil, nil
+			},
+			"fast": func(context.Context, *worker.Task) (any, error) { return "ok", nil },
+		})
+	for range 3 {
+		enqueue(t, e, &jobsv1.Task{Name: "slow", Queue: "bulk"})
+	}
+	urgent := enqueue(t, e, &jobsv1.Task{Name: "fast", Queue: "critical"})
+	e.WaitState(t, e.Acme, urgent.Id, "succeeded", 20*time.Second)
+}

@@ -87,6 +87,13 @@ type Task struct {
 	// Output only. The completion callback: pending, delivered, or failed
 	// with the last error.
 	CallbackState string `protobuf:"bytes,24,opt,name=callback_state,json=callbackState,proto3" json:"callback_state,omitempty"`
+	// At most one pending or running task per unique key (and tenant): an
+	// enqueue while another holds the key fails with ALREADY_EXISTS naming
+	// it. The key is released when the holder ends in any state, or after
+	// unique_ttl.
+	UniqueKey string `protobuf:"bytes,25,opt,name=unique_key,json=uniqueKey,proto3" json:"unique_key,omitempty"`
+	// Longest time the unique key is held; default 24h.
+	UniqueTtl     *durationpb.Duration `protobuf:"bytes,26,opt,name=unique_ttl,json=uniqueTtl,proto3" json:"unique_ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -287,6 +294,20 @@ func (x *Task) GetCallbackState() string {
 		return x.CallbackState
 	}
 	return ""
+}
+
+func (x *Task) GetUniqueKey() string {
+	if x != nil {
+		return x.UniqueKey
+	}
+	return ""
+}
+
+func (x *Task) GetUniqueTtl() *durationpb.Duration {
+	if x != nil {
+		return x.UniqueTtl
+	}
+	return nil
 }
 
 // Attempt is one run of a task.
@@ -725,6 +746,98 @@ func (x *CreateTaskRequest) GetTask() *Task {
 	return nil
 }
 
+// BatchCreateTasksRequest is the request of BatchCreateTasks.
+type BatchCreateTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tasks to enqueue.
+	Requests      []*CreateTaskRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCreateTasksRequest) Reset() {
+	*x = BatchCreateTasksRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCreateTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCreateTasksRequest) ProtoMessage() {}
+
+func (x *BatchCreateTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCreateTasksRequest.ProtoReflect.Descriptor instead.
+func (*BatchCreateTasksRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BatchCreateTasksRequest) GetRequests() []*CreateTaskRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// BatchCreateTasksResponse is the response of BatchCreateTasks.
+type BatchCreateTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tasks, in the order of the requests.
+	Tasks         []*Task `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCreateTasksResponse) Reset() {
+	*x = BatchCreateTasksResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCreateTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCreateTasksResponse) ProtoMessage() {}
+
+func (x *BatchCreateTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCreateTasksResponse.ProtoReflect.Descriptor instead.
+func (*BatchCreateTasksResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BatchCreateTasksResponse) GetTasks() []*Task {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
 // GetTaskRequest is the request of GetTask.
 type GetTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -736,7 +849,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +861,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +874,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{6}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -790,7 +903,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +915,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +928,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{7}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListTasksRequest) GetPageSize() int32 {
@@ -866,7 +979,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +991,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1004,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{8}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -919,7 +1032,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1044,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1057,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{9}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -965,7 +1078,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1090,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1103,7 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RetryTaskRequest) GetId() string {
@@ -1013,7 +1126,7 @@ type WaitTaskRequest struct {
 
 func (x *WaitTaskRequest) Reset() {
 	*x = WaitTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1138,7 @@ func (x *WaitTaskRequest) String() string {
 func (*WaitTaskRequest) ProtoMessage() {}
 
 func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1151,7 @@ func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTaskRequest.ProtoReflect.Descriptor instead.
 func (*WaitTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitTaskRequest) GetId() string {
@@ -1070,7 +1183,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1195,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1208,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeaseRequest) GetQueues() []string {
@@ -1141,7 +1254,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1266,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1279,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LeaseResponse) GetTask() *Task {
@@ -1224,7 +1337,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1349,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1362,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeartbeatRequest) GetTaskId() string {
@@ -1279,7 +1392,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1404,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1417,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeartbeatResponse) GetLeaseExpireTime() *timestamppb.Timestamp {
@@ -1336,7 +1449,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1461,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1474,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CompleteTaskRequest) GetTaskId() string {
@@ -1394,7 +1507,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1519,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1532,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
 }
 
 // FailTaskRequest is the request of FailTask.
@@ -1441,7 +1554,7 @@ type FailTaskRequest struct {
 
 func (x *FailTaskRequest) Reset() {
 	*x = FailTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1566,7 @@ func (x *FailTaskRequest) String() string {
 func (*FailTaskRequest) ProtoMessage() {}
 
 func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1579,7 @@ func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskRequest.ProtoReflect.Descriptor instead.
 func (*FailTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FailTaskRequest) GetTaskId() string {
@@ -1516,7 +1629,7 @@ type FailTaskResponse struct {
 
 func (x *FailTaskResponse) Reset() {
 	*x = FailTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1641,7 @@ func (x *FailTaskResponse) String() string {
 func (*FailTaskResponse) ProtoMessage() {}
 
 func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1654,7 @@ func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskResponse.ProtoReflect.Descriptor instead.
 func (*FailTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FailTaskResponse) GetState() string {
@@ -1562,7 +1675,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1687,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1700,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateScheduleRequest) GetSchedule() *Schedule {
@@ -1608,7 +1721,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1733,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1746,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetScheduleRequest) GetId() string {
@@ -1656,7 +1769,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1781,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1794,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListSchedulesRequest) GetPageSize() int32 {
@@ -1711,7 +1824,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1836,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1849,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -1766,7 +1879,7 @@ type UpdateScheduleRequest struct {
 
 func (x *UpdateScheduleRequest) Reset() {
 	*x = UpdateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1891,7 @@ func (x *UpdateScheduleRequest) String() string {
 func (*UpdateScheduleRequest) ProtoMessage() {}
 
 func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1904,7 @@ func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateScheduleRequest) GetSchedule() *Schedule {
@@ -1819,7 +1932,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +1944,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +1957,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteScheduleRequest) GetId() string {
@@ -1863,7 +1976,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1988,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2001,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
 }
 
 // CreateTriggerRequest is the request of CreateTrigger.
@@ -1902,7 +2015,7 @@ type CreateTriggerRequest struct {
 
 func (x *CreateTriggerRequest) Reset() {
 	*x = CreateTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2027,7 @@ func (x *CreateTriggerRequest) String() string {
 func (*CreateTriggerRequest) ProtoMessage() {}
 
 func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2040,7 @@ func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTriggerRequest.ProtoReflect.Descriptor instead.
 func (*CreateTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateTriggerRequest) GetTrigger() *Trigger {
@@ -1948,7 +2061,7 @@ type GetTriggerRequest struct {
 
 func (x *GetTriggerRequest) Reset() {
 	*x = GetTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2073,7 @@ func (x *GetTriggerRequest) String() string {
 func (*GetTriggerRequest) ProtoMessage() {}
 
 func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2086,7 @@ func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTriggerRequest.ProtoReflect.Descriptor instead.
 func (*GetTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetTriggerRequest) GetId() string {
@@ -1992,7 +2105,7 @@ type ListTriggersRequest struct {
 
 func (x *ListTriggersRequest) Reset() {
 	*x = ListTriggersRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2117,7 @@ func (x *ListTriggersRequest) String() string {
 func (*ListTriggersRequest) ProtoMessage() {}
 
 func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2130,7 @@ func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTriggersRequest.ProtoReflect.Descriptor instead.
 func (*ListTriggersRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
 }
 
 // ListTriggersResponse is the response of ListTriggers.
@@ -2031,7 +2144,7 @@ type ListTriggersResponse struct {
 
 func (x *ListTriggersResponse) Reset() {
 	*x = ListTriggersResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2156,7 @@ func (x *ListTriggersResponse) String() string {
 func (*ListTriggersResponse) ProtoMessage() {}
 
 func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2169,7 @@ func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTriggersResponse.ProtoReflect.Descriptor instead.
 func (*ListTriggersResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListTriggersResponse) GetTriggers() []*Trigger {
@@ -2077,7 +2190,7 @@ type DeleteTriggerRequest struct {
 
 func (x *DeleteTriggerRequest) Reset() {
 	*x = DeleteTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2202,7 @@ func (x *DeleteTriggerRequest) String() string {
 func (*DeleteTriggerRequest) ProtoMessage() {}
 
 func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2215,7 @@ func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteTriggerRequest) GetId() string {
@@ -2121,7 +2234,7 @@ type DeleteTriggerResponse struct {
 
 func (x *DeleteTriggerResponse) Reset() {
 	*x = DeleteTriggerResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2246,7 @@ func (x *DeleteTriggerResponse) String() string {
 func (*DeleteTriggerResponse) ProtoMessage() {}
 
 func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2259,7 @@ func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
 }
 
 // ListQueuesRequest is the request of ListQueues.
@@ -2158,7 +2271,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2283,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2296,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
 }
 
 // PauseQueueRequest is the request of PauseQueue.
@@ -2197,7 +2310,7 @@ type PauseQueueRequest struct {
 
 func (x *PauseQueueRequest) Reset() {
 	*x = PauseQueueRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2322,7 @@ func (x *PauseQueueRequest) String() string {
 func (*PauseQueueRequest) ProtoMessage() {}
 
 func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2335,7 @@ func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseQueueRequest.ProtoReflect.Descriptor instead.
 func (*PauseQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PauseQueueRequest) GetName() string {
@@ -2243,7 +2356,7 @@ type ResumeQueueRequest struct {
 
 func (x *ResumeQueueRequest) Reset() {
 	*x = ResumeQueueRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2368,7 @@ func (x *ResumeQueueRequest) String() string {
 func (*ResumeQueueRequest) ProtoMessage() {}
 
 func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2381,7 @@ func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeQueueRequest.ProtoReflect.Descriptor instead.
 func (*ResumeQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ResumeQueueRequest) GetName() string {
@@ -2289,7 +2402,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2414,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2427,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -2328,7 +2441,7 @@ var File_hookyard_jobs_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhookyard/jobs/v1/jobs.proto\x12\x10hookyard.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\b\n" +
+	"\x1bhookyard/jobs/v1/jobs.proto\x12\x10hookyard.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\t\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -2360,7 +2473,11 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"start_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12)\n" +
 	"\x10cancel_requested\x18\x16 \x01(\bR\x0fcancelRequested\x12'\n" +
 	"\x0fcallback_secret\x18\x17 \x01(\tR\x0ecallbackSecret\x12%\n" +
-	"\x0ecallback_state\x18\x18 \x01(\tR\rcallbackState\"\xdb\x01\n" +
+	"\x0ecallback_state\x18\x18 \x01(\tR\rcallbackState\x12\x1d\n" +
+	"\n" +
+	"unique_key\x18\x19 \x01(\tR\tuniqueKey\x128\n" +
+	"\n" +
+	"unique_ttl\x18\x1a \x01(\v2\x19.google.protobuf.DurationR\tuniqueTtl\"\xdb\x01\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x129\n" +
 	"\n" +
@@ -2399,7 +2516,11 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\x06paused\x18\x05 \x01(\bR\x06paused\x12\x16\n" +
 	"\x06parked\x18\x06 \x01(\x03R\x06parked\"?\n" +
 	"\x11CreateTaskRequest\x12*\n" +
-	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\" \n" +
+	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\"Z\n" +
+	"\x17BatchCreateTasksRequest\x12?\n" +
+	"\brequests\x18\x01 \x03(\v2#.hookyard.jobs.v1.CreateTaskRequestR\brequests\"H\n" +
+	"\x18BatchCreateTasksResponse\x12,\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x16.hookyard.jobs.v1.TaskR\x05tasks\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x8e\x01\n" +
 	"\x10ListTasksRequest\x12\x1b\n" +
@@ -2488,10 +2609,11 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\x12ResumeQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
 	"\x12ListQueuesResponse\x12/\n" +
-	"\x06queues\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.QueueR\x06queues2\xce\x03\n" +
+	"\x06queues\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.QueueR\x06queues2\xb9\x04\n" +
 	"\vTaskService\x12I\n" +
 	"\n" +
-	"CreateTask\x12#.hookyard.jobs.v1.CreateTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12C\n" +
+	"CreateTask\x12#.hookyard.jobs.v1.CreateTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12i\n" +
+	"\x10BatchCreateTasks\x12).hookyard.jobs.v1.BatchCreateTasksRequest\x1a*.hookyard.jobs.v1.BatchCreateTasksResponse\x12C\n" +
 	"\aGetTask\x12 .hookyard.jobs.v1.GetTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12T\n" +
 	"\tListTasks\x12\".hookyard.jobs.v1.ListTasksRequest\x1a#.hookyard.jobs.v1.ListTasksResponse\x12I\n" +
 	"\n" +
@@ -2534,140 +2656,147 @@ func file_hookyard_jobs_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescData
 }
 
-var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
-	(*Task)(nil),                   // 0: hookyard.jobs.v1.Task
-	(*Attempt)(nil),                // 1: hookyard.jobs.v1.Attempt
-	(*Schedule)(nil),               // 2: hookyard.jobs.v1.Schedule
-	(*Trigger)(nil),                // 3: hookyard.jobs.v1.Trigger
-	(*Queue)(nil),                  // 4: hookyard.jobs.v1.Queue
-	(*CreateTaskRequest)(nil),      // 5: hookyard.jobs.v1.CreateTaskRequest
-	(*GetTaskRequest)(nil),         // 6: hookyard.jobs.v1.GetTaskRequest
-	(*ListTasksRequest)(nil),       // 7: hookyard.jobs.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),      // 8: hookyard.jobs.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),      // 9: hookyard.jobs.v1.CancelTaskRequest
-	(*RetryTaskRequest)(nil),       // 10: hookyard.jobs.v1.RetryTaskRequest
-	(*WaitTaskRequest)(nil),        // 11: hookyard.jobs.v1.WaitTaskRequest
-	(*LeaseRequest)(nil),           // 12: hookyard.jobs.v1.LeaseRequest
-	(*LeaseResponse)(nil),          // 13: hookyard.jobs.v1.LeaseResponse
-	(*HeartbeatRequest)(nil),       // 14: hookyard.jobs.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),      // 15: hookyard.jobs.v1.HeartbeatResponse
-	(*CompleteTaskRequest)(nil),    // 16: hookyard.jobs.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),   // 17: hookyard.jobs.v1.CompleteTaskResponse
-	(*FailTaskRequest)(nil),        // 18: hookyard.jobs.v1.FailTaskRequest
-	(*FailTaskResponse)(nil),       // 19: hookyard.jobs.v1.FailTaskResponse
-	(*CreateScheduleRequest)(nil),  // 20: hookyard.jobs.v1.CreateScheduleRequest
-	(*GetScheduleRequest)(nil),     // 21: hookyard.jobs.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),   // 22: hookyard.jobs.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),  // 23: hookyard.jobs.v1.ListSchedulesResponse
-	(*UpdateScheduleRequest)(nil),  // 24: hookyard.jobs.v1.UpdateScheduleRequest
-	(*DeleteScheduleRequest)(nil),  // 25: hookyard.jobs.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil), // 26: hookyard.jobs.v1.DeleteScheduleResponse
-	(*CreateTriggerRequest)(nil),   // 27: hookyard.jobs.v1.CreateTriggerRequest
-	(*GetTriggerRequest)(nil),      // 28: hookyard.jobs.v1.GetTriggerRequest
-	(*ListTriggersRequest)(nil),    // 29: hookyard.jobs.v1.ListTriggersRequest
-	(*ListTriggersResponse)(nil),   // 30: hookyard.jobs.v1.ListTriggersResponse
-	(*DeleteTriggerRequest)(nil),   // 31: hookyard.jobs.v1.DeleteTriggerRequest
-	(*DeleteTriggerResponse)(nil),  // 32: hookyard.jobs.v1.DeleteTriggerResponse
-	(*ListQueuesRequest)(nil),      // 33: hookyard.jobs.v1.ListQueuesRequest
-	(*PauseQueueRequest)(nil),      // 34: hookyard.jobs.v1.PauseQueueRequest
-	(*ResumeQueueRequest)(nil),     // 35: hookyard.jobs.v1.ResumeQueueRequest
-	(*ListQueuesResponse)(nil),     // 36: hookyard.jobs.v1.ListQueuesResponse
-	nil,                            // 37: hookyard.jobs.v1.Trigger.ArgsFromEntry
-	(*structpb.Value)(nil),         // 38: google.protobuf.Value
-	(*durationpb.Duration)(nil),    // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 40: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 41: google.protobuf.FieldMask
+	(*Task)(nil),                     // 0: hookyard.jobs.v1.Task
+	(*Attempt)(nil),                  // 1: hookyard.jobs.v1.Attempt
+	(*Schedule)(nil),                 // 2: hookyard.jobs.v1.Schedule
+	(*Trigger)(nil),                  // 3: hookyard.jobs.v1.Trigger
+	(*Queue)(nil),                    // 4: hookyard.jobs.v1.Queue
+	(*CreateTaskRequest)(nil),        // 5: hookyard.jobs.v1.CreateTaskRequest
+	(*BatchCreateTasksRequest)(nil),  // 6: hookyard.jobs.v1.BatchCreateTasksRequest
+	(*BatchCreateTasksResponse)(nil), // 7: hookyard.jobs.v1.BatchCreateTasksResponse
+	(*GetTaskRequest)(nil),           // 8: hookyard.jobs.v1.GetTaskRequest
+	(*ListTasksRequest)(nil),         // 9: hookyard.jobs.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 10: hookyard.jobs.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 11: hookyard.jobs.v1.CancelTaskRequest
+	(*RetryTaskRequest)(nil),         // 12: hookyard.jobs.v1.RetryTaskRequest
+	(*WaitTaskRequest)(nil),          // 13: hookyard.jobs.v1.WaitTaskRequest
+	(*LeaseRequest)(nil),             // 14: hookyard.jobs.v1.LeaseRequest
+	(*LeaseResponse)(nil),            // 15: hookyard.jobs.v1.LeaseResponse
+	(*HeartbeatRequest)(nil),         // 16: hookyard.jobs.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 17: hookyard.jobs.v1.HeartbeatResponse
+	(*CompleteTaskRequest)(nil),      // 18: hookyard.jobs.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),     // 19: hookyard.jobs.v1.CompleteTaskResponse
+	(*FailTaskRequest)(nil),          // 20: hookyard.jobs.v1.FailTaskRequest
+	(*FailTaskResponse)(nil),         // 21: hookyard.jobs.v1.FailTaskResponse
+	(*CreateScheduleRequest)(nil),    // 22: hookyard.jobs.v1.CreateScheduleRequest
+	(*GetScheduleRequest)(nil),       // 23: hookyard.jobs.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),     // 24: hookyard.jobs.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 25: hookyard.jobs.v1.ListSchedulesResponse
+	(*UpdateScheduleRequest)(nil),    // 26: hookyard.jobs.v1.UpdateScheduleRequest
+	(*DeleteScheduleRequest)(nil),    // 27: hookyard.jobs.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 28: hookyard.jobs.v1.DeleteScheduleResponse
+	(*CreateTriggerRequest)(nil),     // 29: hookyard.jobs.v1.CreateTriggerRequest
+	(*GetTriggerRequest)(nil),        // 30: hookyard.jobs.v1.GetTriggerRequest
+	(*ListTriggersRequest)(nil),      // 31: hookyard.jobs.v1.ListTriggersRequest
+	(*ListTriggersResponse)(nil),     // 32: hookyard.jobs.v1.ListTriggersResponse
+	(*DeleteTriggerRequest)(nil),     // 33: hookyard.jobs.v1.DeleteTriggerRequest
+	(*DeleteTriggerResponse)(nil),    // 34: hookyard.jobs.v1.DeleteTriggerResponse
+	(*ListQueuesRequest)(nil),        // 35: hookyard.jobs.v1.ListQueuesRequest
+	(*PauseQueueRequest)(nil),        // 36: hookyard.jobs.v1.PauseQueueRequest
+	(*ResumeQueueRequest)(nil),       // 37: hookyard.jobs.v1.ResumeQueueRequest
+	(*ListQueuesResponse)(nil),       // 38: hookyard.jobs.v1.ListQueuesResponse
+	nil,                              // 39: hookyard.jobs.v1.Trigger.ArgsFromEntry
+	(*structpb.Value)(nil),           // 40: google.protobuf.Value
+	(*durationpb.Duration)(nil),      // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 42: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 43: google.protobuf.FieldMask
 }
 var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
-	38, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
-	39, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
-	39, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
-	40, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
-	38, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
-	40, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	40, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	39, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
-	40, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
-	39, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
-	39, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
+	40, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
+	41, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
+	41, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
+	42, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
+	40, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
+	42, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	42, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	41, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
+	42, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	41, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
+	41, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
 	1,  // 11: hookyard.jobs.v1.Task.attempt_log:type_name -> hookyard.jobs.v1.Attempt
-	40, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	40, // 13: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	40, // 14: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 15: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
-	40, // 16: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	39, // 17: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
-	40, // 18: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
-	0,  // 19: hookyard.jobs.v1.Trigger.task:type_name -> hookyard.jobs.v1.Task
-	37, // 20: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
-	40, // 21: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 22: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
-	0,  // 23: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	39, // 24: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
-	0,  // 25: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
-	40, // 26: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	39, // 27: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	40, // 28: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
-	40, // 29: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	38, // 30: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
-	39, // 31: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
-	2,  // 32: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 33: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 34: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	41, // 35: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 36: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
-	3,  // 37: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
-	4,  // 38: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
-	5,  // 39: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
-	6,  // 40: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
-	7,  // 41: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
-	9,  // 42: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
-	10, // 43: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
-	11, // 44: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
-	12, // 45: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
-	14, // 46: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
-	16, // 47: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
-	18, // 48: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
-	20, // 49: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
-	21, // 50: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
-	22, // 51: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
-	24, // 52: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
-	25, // 53: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
-	27, // 54: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
-	28, // 55: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
-	29, // 56: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
-	31, // 57: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
-	33, // 58: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
-	34, // 59: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
-	35, // 60: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
-	0,  // 61: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 62: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
-	8,  // 63: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
-	0,  // 64: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 65: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 66: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
-	13, // 67: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
-	15, // 68: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
-	17, // 69: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
-	19, // 70: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
-	2,  // 71: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	2,  // 72: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
-	23, // 73: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
-	2,  // 74: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	26, // 75: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
-	3,  // 76: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
-	3,  // 77: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
-	30, // 78: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
-	32, // 79: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
-	36, // 80: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
-	4,  // 81: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
-	4,  // 82: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
-	61, // [61:83] is the sub-list for method output_type
-	39, // [39:61] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	42, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	41, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
+	42, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	42, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 16: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
+	42, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	41, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
+	42, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
+	0,  // 20: hookyard.jobs.v1.Trigger.task:type_name -> hookyard.jobs.v1.Task
+	39, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
+	42, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 23: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
+	5,  // 24: hookyard.jobs.v1.BatchCreateTasksRequest.requests:type_name -> hookyard.jobs.v1.CreateTaskRequest
+	0,  // 25: hookyard.jobs.v1.BatchCreateTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
+	0,  // 26: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
+	41, // 27: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	0,  // 28: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
+	42, // 29: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	41, // 30: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	42, // 31: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
+	42, // 32: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	40, // 33: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
+	41, // 34: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
+	2,  // 35: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 36: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 37: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	43, // 38: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 39: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
+	3,  // 40: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
+	4,  // 41: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
+	5,  // 42: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
+	6,  // 43: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
+	8,  // 44: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
+	9,  // 45: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
+	11, // 46: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
+	12, // 47: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
+	13, // 48: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
+	14, // 49: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
+	16, // 50: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
+	18, // 51: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
+	20, // 52: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
+	22, // 53: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
+	23, // 54: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
+	24, // 55: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
+	26, // 56: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
+	27, // 57: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
+	29, // 58: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
+	30, // 59: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
+	31, // 60: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
+	33, // 61: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
+	35, // 62: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
+	36, // 63: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
+	37, // 64: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
+	0,  // 65: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
+	7,  // 66: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
+	0,  // 67: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
+	10, // 68: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
+	0,  // 69: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 70: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 71: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
+	15, // 72: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
+	17, // 73: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
+	19, // 74: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
+	21, // 75: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
+	2,  // 76: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	2,  // 77: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
+	25, // 78: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
+	2,  // 79: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	28, // 80: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
+	3,  // 81: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
+	3,  // 82: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
+	32, // 83: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
+	34, // 84: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
+	38, // 85: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
+	4,  // 86: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
+	4,  // 87: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
+	65, // [65:88] is the sub-list for method output_type
+	42, // [42:65] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_jobs_v1_jobs_proto_init() }
@@ -2681,7 +2810,7 @@ func file_hookyard_jobs_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_jobs_v1_jobs_proto_rawDesc), len(file_hookyard_jobs_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

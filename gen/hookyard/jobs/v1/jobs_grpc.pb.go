@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TaskService_CreateTask_FullMethodName = "/hookyard.jobs.v1.TaskService/CreateTask"
-	TaskService_GetTask_FullMethodName    = "/hookyard.jobs.v1.TaskService/GetTask"
-	TaskService_ListTasks_FullMethodName  = "/hookyard.jobs.v1.TaskService/ListTasks"
-	TaskService_CancelTask_FullMethodName = "/hookyard.jobs.v1.TaskService/CancelTask"
-	TaskService_RetryTask_FullMethodName  = "/hookyard.jobs.v1.TaskService/RetryTask"
-	TaskService_WaitTask_FullMethodName   = "/hookyard.jobs.v1.TaskService/WaitTask"
+	TaskService_CreateTask_FullMethodName       = "/hookyard.jobs.v1.TaskService/CreateTask"
+	TaskService_BatchCreateTasks_FullMethodName = "/hookyard.jobs.v1.TaskService/BatchCreateTasks"
+	TaskService_GetTask_FullMethodName          = "/hookyard.jobs.v1.TaskService/GetTask"
+	TaskService_ListTasks_FullMethodName        = "/hookyard.jobs.v1.TaskService/ListTasks"
+	TaskService_CancelTask_FullMethodName       = "/hookyard.jobs.v1.TaskService/CancelTask"
+	TaskService_RetryTask_FullMethodName        = "/hookyard.jobs.v1.TaskService/RetryTask"
+	TaskService_WaitTask_FullMethodName         = "/hookyard.jobs.v1.TaskService/WaitTask"
 )
 
 // TaskServiceClient is the client API for TaskService service.
@@ -35,6 +36,9 @@ const (
 type TaskServiceClient interface {
 	// Enqueues a task. The body is the task itself; idempotent on task.id.
 	CreateTask(ctx context.Context, in *CreateTaskRequest, opts ...grpc.CallOption) (*Task, error)
+	// Enqueues up to 1000 tasks. All are validated first: one invalid task
+	// fails the call and enqueues none. Each is idempotent on its id.
+	BatchCreateTasks(ctx context.Context, in *BatchCreateTasksRequest, opts ...grpc.CallOption) (*BatchCreateTasksResponse, error)
 	// Gets a task with its state and result.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// Lists tasks, newest first.
@@ -62,6 +66,16 @@ func (c *taskServiceClient) CreateTask(ctx context.Context, in *CreateTaskReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Task)
 	err := c.cc.Invoke(ctx, TaskService_CreateTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) BatchCreateTasks(ctx context.Context, in *BatchCreateTasksRequest, opts ...grpc.CallOption) (*BatchCreateTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchCreateTasksResponse)
+	err := c.cc.Invoke(ctx, TaskService_BatchCreateTasks_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +140,9 @@ func (c *taskServiceClient) WaitTask(ctx context.Context, in *WaitTaskRequest, o
 type TaskServiceServer interface {
 	// Enqueues a task. The body is the task itself; idempotent on task.id.
 	CreateTask(context.Context, *CreateTaskRequest) (*Task, error)
+	// Enqueues up to 1000 tasks. All are validated first: one invalid task
+	// fails the call and enqueues none. Each is idempotent on its id.
+	BatchCreateTasks(context.Context, *BatchCreateTasksRequest) (*BatchCreateTasksResponse, error)
 	// Gets a task with its state and result.
 	GetTask(context.Context, *GetTaskRequest) (*Task, error)
 	// Lists tasks, newest first.
@@ -151,6 +168,9 @@ type UnimplementedTaskServiceServer struct{}
 
 func (UnimplementedTaskServiceServer) CreateTask(context.Context, *CreateTaskRequest) (*Task, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateTask not implemented")
+}
+func (UnimplementedTaskServiceServer) BatchCreateTasks(context.Context, *BatchCreateTasksRequest) (*BatchCreateTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchCreateTasks not implemented")
 }
 func (UnimplementedTaskServiceServer) GetTask(context.Context, *GetTaskRequest) (*Task, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTask not implemented")
@@ -202,6 +222,24 @@ func _TaskService_CreateTask_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(TaskServiceServer).CreateTask(ctx, req.(*CreateTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_BatchCreateTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchCreateTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).BatchCreateTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_BatchCreateTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).BatchCreateTasks(ctx, req.(*BatchCreateTasksRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -306,6 +344,10 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateTask",
 			Handler:    _TaskService_CreateTask_Handler,
+		},
+		{
+			MethodName: "BatchCreateTasks",
+			Handler:    _TaskService_BatchCreateTasks_Handler,
 		},
 		{
 			MethodName: "GetTask",

@@ -172,6 +172,23 @@ func specOf(t *jobsv1.Task, now time.Time) (store.Spec, error) {
 		s.Expire = t.GetExpireTime().AsTime()
 	}
 	s.CallbackURL, s.CallbackSecret = t.GetCallbackUrl(), t.GetCallbackSecret()
+	if k := t.GetUniqueKey(); k != "" {
+		if len(k) > 256 {
+			return s, invalid("uniqueKey: at most 256 bytes")
+		}
+		s.UniqueKey = k
+		if s.UniqueTTL, err = duration("uniqueTtl", t.GetUniqueTtl()); err != nil {
+			return s, err
+		}
+		if s.UniqueTTL == 0 {
+			s.UniqueTTL = 24 * time.Hour
+		}
+		if s.UniqueTTL < time.Second || s.UniqueTTL > 30*24*time.Hour {
+			return s, invalid("uniqueTtl: %s is outside 1s..720h", s.UniqueTTL)
+		}
+	} else if t.GetUniqueTtl() != nil {
+		return s, invalid("uniqueTtl: only with uniqueKey")
+	}
 	return s, nil
 }
 
@@ -207,6 +224,7 @@ func specProto(id string, s store.Spec) *jobsv1.Task {
 		SoftTimeLimit: dur(s.SoftLimit), HardTimeLimit: dur(s.HardLimit),
 		MaxRetries: int32(s.MaxRetries), Eta: ts(s.ETA), CallbackUrl: s.CallbackURL,
 		ExpireTime: ts(s.Expire), RetryBackoff: dur(s.Backoff), RetryBackoffMax: dur(s.BackoffMax),
+		UniqueKey: s.UniqueKey, UniqueTtl: dur(s.UniqueTTL),
 	}
 }
 
@@ -236,6 +254,10 @@ func grpcErr(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, store.ErrState):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	var u *store.UniqueError
+	if errors.As(err, &u) {
+		return status.Error(codes.AlreadyExists, err.Error())
 	}
 	if _, ok := status.FromError(err); ok {
 		return err

@@ -109,6 +109,37 @@ func (s *Tasks) CreateTask(ctx context.Context, r *jobsv1.CreateTaskRequest) (*j
 	return s.Enqueue(ctx, tenant, r.GetTask())
 }
 
+// MaxBatch caps BatchCreateTasks.
+const MaxBatch = 1000
+
+// BatchCreateTasks validates every task, then enqueues them in order.
+func (s *Tasks) BatchCreateTasks(ctx context.Context, r *jobsv1.BatchCreateTasksRequest) (*jobsv1.BatchCreateTasksResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if n := len(r.GetRequests()); n == 0 || n > MaxBatch {
+		return nil, invalid("requests: %d, give 1 to %d", n, MaxBatch)
+	}
+	for i, req := range r.GetRequests() {
+		if err := s.Validate(req.GetTask()); err != nil {
+			return nil, invalid("requests[%d]: %s", i, status.Convert(err).Message())
+		}
+		if id := req.GetTask().GetId(); id != "" && !idRe.MatchString(id) {
+			return nil, invalid("requests[%d].task.id: %q: 1 to 128 letters, digits, '.', '_', ':' or '-'", i, id)
+		}
+	}
+	out := &jobsv1.BatchCreateTasksResponse{}
+	for i, req := range r.GetRequests() {
+		t, err := s.Enqueue(ctx, tenant, req.GetTask())
+		if err != nil {
+			return nil, status.Errorf(status.Code(err), "requests[%d] (the ones before it are enqueued): %s", i, status.Convert(err).Message())
+		}
+		out.Tasks = append(out.Tasks, t)
+	}
+	return out, nil
+}
+
 func (s *Tasks) id(ctx context.Context, id string) (string, error) {
 	tenant, err := auth.MustTenant(ctx)
 	if err != nil {

@@ -262,3 +262,51 @@ func TestPauseAndResumeQueue(t *testing.T) {
 		t.Errorf("bad queue name: %d", code)
 	}
 }
+
+func TestBatchCreate(t *testing.T) {
+	t.Parallel()
+	e := jobstest.Start(t, jobstest.Options{})
+	code, out := e.REST(t, e.Acme, "POST", "/v1/tasks:batchCreate",
+		`{"requests":[{"task":{"id":"b1","name":"x"}},{"task":{"id":"b2","name":"y","queue":"other"}}]}`)
+	if code != 200 || len(out["tasks"].([]any)) != 2 {
+		t.Fatalf("batch: %d %v", code, out)
+	}
+	code, out = e.REST(t, e.Acme, "POST", "/v1/tasks:batchCreate",
+		`{"requests":[{"task":{"id":"b3","name":"x"}},{"task":{"name":"x","queue":"bad queue"}}]}`)
+	if code != 400 || !strings.Contains(out["message"].(string), "requests[1]") {
+		t.Fatalf("invalid batch: %d %v", code, out)
+	}
+	if code, _ := e.REST(t, e.Acme, "GET", "/v1/tasks/b3", ""); code != 404 {
+		t.Errorf("a task of an invalid batch was enqueued: %d", code)
+	}
+}
+
+// A cancel is kept in Redis: a replica that starts after it (here: the
+// only one left) never runs the task.
+func TestCancelSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	defer srv.Close()
+	e := jobstest.Start(t, jobstest.Options{Replicas: 2})
+	ctx := e.Acme.Ctx(context.Background())
+	args, _ := structpb.NewValue(map[string]any{"url": srv.URL})
+	task, err := e.Replicas[1].Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{
+		Name: "http", Args: args, Countdown: durationpb.New(1500 * time.Millisecond)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Replicas[1].Tasks.CancelTask(ctx, &jobsv1.CancelTaskRequest{Id: task.Id}); err != nil {
+		t.Fatal(err)
+	}
+	e.Replicas[1].Stop()
+	control, err := e.Replicas[0].Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{
+		Name: "http", Args: args, Countdown: durationpb.New(1500 * time.Millisecond)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.WaitState(t, e.Acme, control.Id, "succeeded", 20*time.Second)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("server called %d times, want 1", n)
+	}
+}

@@ -28,10 +28,22 @@ func (r *Reaper) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(r.Interval)
 	defer t.Stop()
+	janitor := time.NewTicker(time.Minute)
+	defer janitor.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-janitor.C:
+			// One replica per five minutes drops index entries of expired tasks.
+			if r.Store.Janitor(ctx, 5*time.Minute-time.Second) {
+				if n, err := r.Store.Prune(ctx); err != nil {
+					r.Log.Warn("prune task index", "err", err)
+				} else if n > 0 {
+					r.Log.Info("pruned task index", "removed", n)
+				}
+			}
+			continue
 		case <-t.C:
 		}
 		due, err := r.Store.Expired(ctx, 256)

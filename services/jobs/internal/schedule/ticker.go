@@ -93,11 +93,12 @@ func (t *Ticker) fire(ctx context.Context, tenant, id string) error {
 	// Enqueue first: if this replica dies before advancing, the next one
 	// enqueues the same id, which is taken once.
 	if _, err := t.Enqueue(ctx, tenant, task); err != nil {
-		if status.Code(err) != codes.InvalidArgument {
+		if c := status.Code(err); c != codes.InvalidArgument && c != codes.AlreadyExists {
 			return fmt.Errorf("enqueue tick %s: %w", taskID, err)
 		}
 		// The task no longer passes validation (e.g. its URL is now
-		// refused): skip the tick rather than retry it for ever.
+		// refused) or its unique key is held by an earlier tick's task:
+		// skip the tick rather than retry it for ever.
 		t.Log.Warn("schedule skipped a tick", "schedule_id", id, "task_id", taskID, "err", err)
 	}
 	next := timing.Next(r.Next)

@@ -16,13 +16,21 @@ import "github.com/redis/go-redis/v9"
 // immutable settings spec (JSON), name, queue, maxr, bo, bomax, hardms,
 // expire.
 
-// enqueueScript creates a pending task unless the id exists.
-// KEYS: task, index, sched, queues set. ARGV: id, now, due, member,
-// then field/value pairs.
+// enqueueScript creates a pending task unless the id exists or its unique
+// key is held. KEYS: task, index, sched, queues set, unique key.
+// ARGV: id, now, due, member, uniqueTTL, unique ("1" to use the key), then
+// field/value pairs.
+// Returns 1, 0 if the id exists, or the id holding the unique key.
 var enqueueScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[6] == '1' then
+  local holder = redis.call('GET', KEYS[5])
+  if holder and holder ~= ARGV[1] then return holder end
+  redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[5])
+end
 local f = {'state', 'pending', 'gen', 1, 'token', 0, 'attempts', 0, 'free', 0, 'created', ARGV[2], 'due', ARGV[3]}
-for i = 5, #ARGV do f[#f+1] = ARGV[i] end
+for i = 7, #ARGV do f[#f+1] = ARGV[i] end
+if ARGV[6] == '1' then f[#f+1] = 'ukey'; f[#f+1] = KEYS[5] end
 redis.call('HSET', KEYS[1], unpack(f))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
@@ -42,7 +50,9 @@ return m
 
 // leaseScript starts an attempt of a pending task of generation gen.
 // KEYS: task, leases, qstat, sched, done channel, outbox, paused set,
-// parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs.
+// parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs, id.
+// (The unique key is named by the task's ukey field; it shares the hash
+// tag, so it lives on the same Cluster shard.)
 // Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
 // 0 stale message, -1 no such task, -2 expired (now cancelled), -3 parked
 // because its queue is paused.
@@ -53,6 +63,8 @@ if s[1] ~= 'pending' or s[2] ~= ARGV[1] then return {0} end
 local now = tonumber(ARGV[2])
 local expire = tonumber(s[3] or '0')
 if expire > 0 and now > expire then
+  local u = redis.call('HGET', KEYS[1], 'ukey')
+  if u and redis.call('GET', u) == ARGV[7] then redis.call('DEL', u) end
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now, 'error', 'expired before it started')
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PUBLISH', KEYS[5], 'cancelled')
@@ -115,6 +127,8 @@ local function log(o, e)
   redis.call('RPUSH', KEYS[2], cjson.encode({number = attempt, start = tonumber(s[10]), ['end'] = now, outcome = o, error = e, worker = s[11]}))
 end
 local function finish(state, ttl)
+  local u = redis.call('HGET', KEYS[1], 'ukey')
+  if u and redis.call('GET', u) == ARGV[12] then redis.call('DEL', u) end
   redis.call('HSET', KEYS[1], 'state', state, 'finished', now)
   redis.call('HDEL', KEYS[1], 'lease', 'hard')
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -160,7 +174,7 @@ return finish('failed', ARGV[11])
 `)
 
 // cancelScript cancels a pending task at once and marks a running one.
-// KEYS: task, sched, done channel, outbox. ARGV: now, member (tenant|id), ttl.
+// KEYS: task, sched, done channel, outbox. ARGV: now, member (tenant|id), ttl, id.
 // Returns the state after the call.
 var cancelScript = redis.NewScript(`
 local s = redis.call('HMGET', KEYS[1], 'state', 'gen')
@@ -168,6 +182,8 @@ if not s[1] then return '' end
 if s[1] == 'pending' then
   redis.call('ZREM', KEYS[2], ARGV[2] .. '|' .. s[2])
   redis.call('HINCRBY', KEYS[1], 'gen', 1)
+  local u = redis.call('HGET', KEYS[1], 'ukey')
+  if u and redis.call('GET', u) == ARGV[4] then redis.call('DEL', u) end
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[1], 'error', 'cancelled before it started')
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('PUBLISH', KEYS[3], 'cancelled')

@@ -67,6 +67,8 @@ type Spec struct {
 	Expire         time.Time       `json:"expire,omitzero"`
 	CallbackURL    string          `json:"callbackUrl,omitempty"`
 	CallbackSecret string          `json:"callbackSecret,omitempty"`
+	UniqueKey      string          `json:"uniqueKey,omitempty"`
+	UniqueTTL      time.Duration   `json:"uniqueTtl,omitempty"`
 	ScheduleID     string          `json:"schedule,omitempty"`
 }
 
@@ -207,16 +209,26 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 	if !spec.Expire.IsZero() {
 		expire = ms(spec.Expire)
 	}
-	n, err := enqueueScript.Run(ctx, s.rdb,
-		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant)},
-		id, ms(now), ms(due), member(tenant, id)+"|1",
+	// An unused unique key is still named under the hash tag, so the
+	// script's keys stay on one Cluster slot.
+	ukey, unique := s.Key("u-none"), "0"
+	if spec.UniqueKey != "" {
+		ukey, unique = s.Key("u", tenant, spec.UniqueKey), "1"
+	}
+	res, err := enqueueScript.Run(ctx, s.rdb,
+		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant), ukey},
+		id, ms(now), ms(due), member(tenant, id)+"|1", max(spec.UniqueTTL, time.Millisecond).Milliseconds(), unique,
 		"spec", raw, "name", spec.Name, "queue", spec.Queue, "maxr", spec.MaxRetries,
 		"bo", spec.Backoff.Milliseconds(), "bomax", spec.BackoffMax.Milliseconds(),
 		"hardms", spec.HardLimit.Milliseconds(), "expire", expire,
-	).Int()
+	).Result()
 	if err != nil {
 		return nil, fmt.Errorf("enqueue %s: %w", id, err)
 	}
+	if holder, ok := res.(string); ok {
+		return nil, &UniqueError{Key: spec.UniqueKey, Holder: holder}
+	}
+	n := res.(int64)
 	t, err := s.Get(ctx, tenant, id)
 	if err != nil {
 		return nil, err
@@ -226,6 +238,14 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 	}
 	s.cfg.Observer.Enqueued(spec.Queue, spec.Name)
 	return t, nil
+}
+
+// UniqueError is returned by Enqueue when another task holds the unique
+// key.
+type UniqueError struct{ Key, Holder string }
+
+func (e *UniqueError) Error() string {
+	return fmt.Sprintf("uniqueKey %q is held by task %s, which is pending or running", e.Key, e.Holder)
 }
 
 // Get reads a task with its attempt log.
@@ -422,7 +442,7 @@ func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Dura
 	res, err := leaseScript.Run(ctx, s.rdb,
 		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox(),
 			s.paused(r.Tenant), s.parked(r.Tenant, queue)},
-		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(),
+		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(), r.ID,
 	).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("lease %s: %w", r.ID, err)
@@ -547,7 +567,7 @@ func (s *Store) Expire(ctx context.Context, tenant, id string) (state string, ch
 // to stop. It returns the task after the call.
 func (s *Store) Cancel(ctx context.Context, tenant, id string) (*Task, error) {
 	st, err := cancelScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.sched(), s.done(tenant, id), s.outbox()},
-		ms(s.cfg.Now()), member(tenant, id), s.cfg.ResultTTL.Milliseconds()).Text()
+		ms(s.cfg.Now()), member(tenant, id), s.cfg.ResultTTL.Milliseconds(), id).Text()
 	if err != nil {
 		return nil, fmt.Errorf("cancel %s: %w", id, err)
 	}
@@ -767,4 +787,56 @@ func (s *Store) CallbackDone(ctx context.Context, e Ending, state string, next t
 	}
 	_, err := pipe.Exec(ctx)
 	return err
+}
+
+// Prune removes index entries of tasks whose retention has ended, for
+// every tenant. List prunes what it reads; this catches the rest, so the
+// index does not grow with tasks nobody lists. Only entries older than the
+// shortest retention are looked at. It returns how many it removed.
+func (s *Store) Prune(ctx context.Context) (int, error) {
+	cutoff := strconv.FormatInt(ms(s.cfg.Now().Add(-min(s.cfg.ResultTTL, s.cfg.DeadTTL))), 10)
+	removed := 0
+	iter := s.rdb.Scan(ctx, 0, s.Key("i", "*"), 100).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		tenant := strings.TrimPrefix(key, s.Key("i", ""))
+		for offset := int64(0); ; {
+			ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offset, Count: 500}).Result()
+			if err != nil {
+				return removed, fmt.Errorf("prune %s: %w", key, err)
+			}
+			if len(ids) == 0 {
+				break
+			}
+			pipe := s.rdb.Pipeline()
+			ex := make([]*redis.IntCmd, len(ids))
+			for i, id := range ids {
+				ex[i] = pipe.Exists(ctx, s.task(tenant, id))
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return removed, fmt.Errorf("prune %s: %w", key, err)
+			}
+			var gone []any
+			for i, id := range ids {
+				if ex[i].Val() == 0 {
+					gone = append(gone, id)
+				}
+			}
+			if len(gone) > 0 {
+				if err := s.rdb.ZRem(ctx, key, gone...).Err(); err != nil {
+					return removed, err
+				}
+				removed += len(gone)
+			}
+			offset += int64(len(ids) - len(gone))
+		}
+	}
+	return removed, iter.Err()
+}
+
+// Janitor takes the janitor's turn for ttl: true for one caller across
+// all replicas per period.
+func (s *Store) Janitor(ctx context.Context, ttl time.Duration) bool {
+	ok, err := s.rdb.SetNX(ctx, s.Key("janitor"), "1", ttl).Result()
+	return err == nil && ok
 }

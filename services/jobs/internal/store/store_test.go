@@ -163,3 +163,79 @@ func TestObserverSeesEveryEnd(t *testing.T) {
 		t.Fatalf("ended %v, want %v", rec.ended, want)
 	}
 }
+
+// A unique key admits one pending or running task and is released on
+// every end: success, failure, cancel.
+func TestUniqueKeyReleasedOnEveryEnd(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond, UniqueKey: "k", UniqueTTL: time.Hour}
+	enqueue := func(id string) error { _, err := s.Enqueue(ctx, "acme", id, spec); return err }
+	var u *store.UniqueError
+	if err := enqueue("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := enqueue("b"); !errors.As(err, &u) || u.Holder != "a" {
+		t.Fatalf("second while pending: %v", err)
+	}
+	if _, err := s.Cancel(ctx, "acme", "a"); err != nil { // cancel releases
+		t.Fatal(err)
+	}
+	if err := enqueue("c"); err != nil {
+		t.Fatalf("after cancel: %v", err)
+	}
+	l := lease(t, s, "acme", "c", 1)
+	if err := enqueue("d"); !errors.As(err, &u) {
+		t.Fatalf("second while running: %v", err)
+	}
+	if _, err := s.End(ctx, "acme", "c", l.Token, store.Outcome{Err: "boom", NoRetry: true}); err != nil { // failure releases
+		t.Fatal(err)
+	}
+	if err := enqueue("e"); err != nil {
+		t.Fatalf("after failure: %v", err)
+	}
+	l = lease(t, s, "acme", "e", 1)
+	if _, err := s.End(ctx, "acme", "e", l.Token, store.Outcome{Result: []byte(`1`)}); err != nil { // success releases
+		t.Fatal(err)
+	}
+	if err := enqueue("f"); err != nil {
+		t.Fatalf("after success: %v", err)
+	}
+	// The same id again is the idempotent repeat, not a conflict.
+	if err := enqueue("f"); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("repeat: %v", err)
+	}
+}
+
+// Prune drops index entries whose tasks expired, and only those.
+func TestPruneIndex(t *testing.T) {
+	s, c := newStore(t)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond}
+	for _, id := range []string{"old-gone", "old-kept"} {
+		if _, err := s.Enqueue(ctx, "acme", id, spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Add(48 * time.Hour)
+	if _, err := s.Enqueue(ctx, "acme", "new", spec); err != nil {
+		t.Fatal(err)
+	}
+	// Simulate the retention of old-gone ending.
+	if _, err := s.Cancel(ctx, "acme", "old-gone"); err != nil {
+		t.Fatal(err)
+	}
+	s.Redis().Del(ctx, s.Key("t", "acme", "old-gone"))
+	n, err := s.Prune(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("pruned %d, %v", n, err)
+	}
+	got, _, err := s.List(ctx, "acme", store.Filter{}, 10, "")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("list after prune: %v %v", got, err)
+	}
+	left, _ := s.Redis().ZCard(ctx, s.Key("i", "acme")).Result()
+	if left != 2 {
+		t.Errorf("index has %d entries, want 2", left)
+	}
+}
