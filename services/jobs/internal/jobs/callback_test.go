@@ -16,7 +16,7 @@ import (
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 )
 
-// A task that ends publishes jobs.task.<state> and POSTs its callback,
+// A task that ends publishes hookyard.jobs.task.<state> and POSTs its callback,
 // signed as Standard Webhooks, retrying a failing receiver.
 func TestCompletionEventAndSignedCallback(t *testing.T) {
 	t.Parallel()
@@ -44,7 +44,7 @@ func TestCompletionEventAndSignedCallback(t *testing.T) {
 	defer target.Close()
 
 	e := jobstest.Start(t, jobstest.Options{})
-	events := e.Events(t, "jobs.task.#")
+	events := e.Events(t, "hookyard.jobs.task.#")
 	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks",
 		`{"name":"http","args":{"url":"`+target.URL+`"},"callbackUrl":"`+cb.URL+`/done","callbackSecret":"`+secret+`"}`)
 	if code != 200 {
@@ -61,7 +61,7 @@ func TestCompletionEventAndSignedCallback(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.RoutingKey != "jobs.task.succeeded" || ev.Subject != id || ev.Tenant != e.Acme.Name {
+		if d.RoutingKey != "hookyard.jobs.task.succeeded" || ev.Subject != id || ev.Tenant != e.Acme.Name {
 			t.Errorf("event %s %v", d.RoutingKey, ev)
 		}
 	case <-time.After(20 * time.Second):

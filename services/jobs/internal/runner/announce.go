@@ -3,6 +3,8 @@ package runner
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,19 +15,17 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
-	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
-// EventSource is the source of the jobs service's events: their routing
-// keys are jobs.task.succeeded, jobs.task.failed and jobs.task.cancelled.
-const EventSource = "jobs"
+// EventSource is the source of the jobs service's events, the one Hookyard
+// reserves for its own events so that no tenant can forge them: their
+// routing keys are hookyard.jobs.task.succeeded, .failed and .cancelled.
+const EventSource = publish.OperationalSource
 
 // CallbackTries is how often a completion callback is tried; with the
 // backoff below the last try is about 20 minutes after the first.
@@ -60,7 +60,16 @@ type EventData struct {
 }
 
 // EventID is the stable id of the event of one end of a task.
-func EventID(e store.Ending) string { return fmt.Sprintf("%s.%s.%d", e.ID, e.State, e.Attempts) }
+func EventID(e store.Ending) string {
+	id := fmt.Sprintf("%s.%s.%d", e.ID, e.State, e.Attempts)
+	if len(id) > publish.MaxIDLen {
+		// A task id near its 128-byte cap leaves no room for the suffix;
+		// a digest keeps the event id stable and within the rule set.
+		sum := sha256.Sum256([]byte(id))
+		id = "t" + hex.EncodeToString(sum[:20])
+	}
+	return id
+}
 
 func data(e store.Ending, t *store.Task) ([]byte, error) {
 	d := EventData{ID: t.ID, Name: t.Spec.Name, Queue: t.Spec.Queue, State: e.State, Attempts: e.Attempts,
@@ -125,15 +134,14 @@ func (a *Announcer) announce(ctx context.Context, e store.Ending) error {
 	if err != nil {
 		return err
 	}
-	typ := "task." + e.State
-	msg, err := cloudevent.ToPublishing(&eventv1.Event{
-		Id: EventID(e), Source: EventSource, Type: typ, Tenant: e.Tenant, Subject: e.ID,
-		Time: timestamppb.New(t.Finished), DataContentType: "application/json", Data: body,
+	key, msg, err := publish.Encode(publish.Event{
+		Tenant: e.Tenant, Source: EventSource, ID: EventID(e), Type: "jobs.task." + e.State, Subject: e.ID,
+		Time: t.Finished, ContentType: "application/json", Body: body,
 	})
 	if err != nil {
 		return err
 	}
-	if err := a.Publisher.Publish(ctx, a.Exchange, cloudevent.RoutingKey(EventSource, typ), msg); err != nil {
+	if err := a.Publisher.Publish(ctx, a.Exchange, key, msg); err != nil {
 		return err
 	}
 	return a.Store.Announced(ctx, e, t.Spec.CallbackURL != "")
