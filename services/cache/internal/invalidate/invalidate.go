@@ -20,10 +20,10 @@ import (
 
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/topic"
 	"github.com/hookyard/hookyard/services/cache/internal/entries"
 	"github.com/hookyard/hookyard/services/cache/internal/metrics"
 	"github.com/hookyard/hookyard/services/cache/internal/namespace"
-	"github.com/hookyard/hookyard/services/cache/internal/topic"
 )
 
 // RoutingKeyHeader carries an event's original routing key on a copy put

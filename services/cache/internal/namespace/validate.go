@@ -9,7 +9,7 @@ import (
 
 	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
 	"github.com/hookyard/hookyard/platform/ssrf"
-	"github.com/hookyard/hookyard/services/cache/internal/topic"
+	"github.com/hookyard/hookyard/platform/topic"
 )
 
 // Strategies.

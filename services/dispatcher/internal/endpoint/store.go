@@ -32,6 +32,7 @@ import (
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/platform/sign"
+	"github.com/hookyard/hookyard/platform/topic"
 )
 
 // Errors returned by Store.
@@ -210,7 +211,7 @@ func (s *Store) Matching(ctx context.Context, tenant, routingKey string) ([]*Rec
 	}
 	var out []*Record
 	for _, r := range all {
-		if MatchAny(r.Endpoint.GetEventTypes(), routingKey) {
+		if topic.MatchAny(r.Endpoint.GetEventTypes(), routingKey) {
 			out = append(out, r)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/topic"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
 	"github.com/hookyard/hookyard/services/jobs/internal/trigger"
 )
@@ -96,7 +97,7 @@ func TestTopicMatchAndPointer(t *testing.T) {
 		{"stripe.#", "stripe.invoice.paid", true}, {"#", "a", true}, {"*.invoice.paid", "stripe.invoice.paid", true},
 		{"stripe.*", "stripe.invoice.paid", false}, {"a.#.z", "a.z", true}, {"a.#.z", "a.b.c.z", true}, {"a.b", "a.b.c", false},
 	} {
-		if got := trigger.Match(c.p, c.k); got != c.ok {
+		if got := topic.Match(c.p, c.k); got != c.ok {
 			t.Errorf("Match(%q, %q) = %v", c.p, c.k, got)
 		}
 	}

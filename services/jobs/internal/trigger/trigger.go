@@ -32,6 +32,7 @@ import (
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/topic"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
@@ -132,35 +133,6 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) (pattern string, 
 }
 
 var patternRe = regexp.MustCompile(`^([A-Za-z0-9_-]+|\*|#)(\.([A-Za-z0-9_-]+|\*|#))*$`)
-
-// Match reports whether an AMQP topic pattern matches a routing key.
-func Match(pattern, key string) bool {
-	return match(strings.Split(pattern, "."), strings.Split(key, "."))
-}
-
-func match(p, k []string) bool {
-	for len(p) > 0 {
-		switch p[0] {
-		case "#":
-			for i := 0; i <= len(k); i++ {
-				if match(p[1:], k[i:]) {
-					return true
-				}
-			}
-			return false
-		case "*":
-			if len(k) == 0 {
-				return false
-			}
-		default:
-			if len(k) == 0 || k[0] != p[0] {
-				return false
-			}
-		}
-		p, k = p[1:], k[1:]
-	}
-	return len(k) == 0
-}
 
 // Pointer resolves an RFC 6901 JSON Pointer in doc.
 func Pointer(doc any, ptr string) (any, bool) {
@@ -365,7 +337,7 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 	}
 	e := &eventv1Event{ID: ev.GetId(), Tenant: ev.GetTenant(), Data: ev.GetData()}
 	for _, t := range ts {
-		if !Match(t.GetEventType(), d.RoutingKey) {
+		if !topic.Match(t.GetEventType(), d.RoutingKey) {
 			continue
 		}
 		task, err := Task(t, e)

@@ -1,6 +1,14 @@
-package endpoint
+// Package topic matches AMQP topic patterns against routing keys the way
+// the broker does: words are separated by dots, "*" matches exactly one
+// word and "#" zero or more. The dispatcher (endpoint event types), the
+// cache (invalidation rules) and jobs (triggers) all match with it, so a
+// pattern means the same everywhere, and a queue binding too.
+package topic
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Match reports whether routingKey matches the AMQP topic pattern: words are
 // separated by dots, "*" matches exactly one word and "#" zero or more. The
@@ -73,4 +81,23 @@ func MatchAny(patterns []string, routingKey string) bool {
 		}
 	}
 	return false
+}
+
+// Validate checks that pattern is a usable topic pattern.
+func Validate(pattern string) error {
+	if pattern == "" {
+		return fmt.Errorf("empty pattern")
+	}
+	if len(pattern) > 255 {
+		return fmt.Errorf("pattern %q is longer than 255 bytes", pattern[:32]+"…")
+	}
+	for _, w := range strings.Split(pattern, ".") {
+		if w == "" {
+			return fmt.Errorf("pattern %q has an empty word", pattern)
+		}
+		if w != "#" && w != "*" && strings.ContainsAny(w, "#*") {
+			return fmt.Errorf("pattern %q: '*' and '#' must be whole words", pattern)
+		}
+	}
+	return nil
 }
