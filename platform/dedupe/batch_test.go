@@ -246,3 +246,23 @@ func BenchmarkDoParallel(b *testing.B) {
 		})
 	}
 }
+
+// A script Redis does not have cached (after a restart, or never loaded)
+// is sent again with EVAL in the same flush.
+func TestBatchLoadsUnknownScript(t *testing.T) {
+	s, _ := testStore(t)
+	want := fmt.Sprintf("fresh-%d", time.Now().UnixNano())
+	script := redis.NewScript(fmt.Sprintf("return %q", want))
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := s.run(context.Background(), script, nil).Text()
+			if err != nil || got != want {
+				t.Errorf("got %q %v, want %q", got, err, want)
+			}
+		}()
+	}
+	wg.Wait()
+}
