@@ -51,11 +51,23 @@ type Store struct {
 	// Log receives the failures Do survives (a confirm or release that
 	// did not reach Redis). Nil discards them.
 	Log *slog.Logger
+
+	// batch shares round trips between concurrent callers; nil sends
+	// each script on its own (a Store not made by New).
+	batch *batcher
 }
 
 // New returns a Store whose keys start with prefix.
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, prefix: prefix, ClaimTTL: 30 * time.Second}
+	return &Store{rdb: rdb, prefix: prefix, ClaimTTL: 30 * time.Second, batch: &batcher{rdb: rdb}}
+}
+
+// run runs a script, in a round trip shared with concurrent callers.
+func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	if s.batch == nil {
+		return script.Run(ctx, s.rdb, keys, args...)
+	}
+	return s.batch.run(ctx, script, keys, args...)
 }
 
 // Claim is a claim on one id.
@@ -82,7 +94,7 @@ func (s *Store) Claim(ctx context.Context, key string) (State, Claim, error) {
 	}
 	token := "pending:" + hex.EncodeToString(b[:])
 	// One round trip: take the id, or learn who has it.
-	v, err := claimScript.Run(ctx, s.rdb, []string{key}, token, s.ClaimTTL.Milliseconds()).Text()
+	v, err := s.run(ctx, claimScript, []string{key}, token, s.ClaimTTL.Milliseconds()).Text()
 	switch {
 	case err != nil:
 		return 0, Claim{}, fmt.Errorf("dedupe claim: %w", err)
@@ -119,7 +131,7 @@ return 0`)
 
 // Confirm marks the id published, remembered for ttl.
 func (s *Store) Confirm(ctx context.Context, c Claim, ttl time.Duration) error {
-	if err := confirmScript.Run(ctx, s.rdb, []string{c.key}, c.token, ttl.Milliseconds()).Err(); err != nil {
+	if err := s.run(ctx, confirmScript, []string{c.key}, c.token, ttl.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("dedupe confirm: %w", err)
 	}
 	return nil
@@ -127,7 +139,7 @@ func (s *Store) Confirm(ctx context.Context, c Claim, ttl time.Duration) error {
 
 // Release gives the id back after a failed publish so a retry can proceed.
 func (s *Store) Release(ctx context.Context, c Claim) error {
-	if err := releaseScript.Run(ctx, s.rdb, []string{c.key}, c.token).Err(); err != nil {
+	if err := s.run(ctx, releaseScript, []string{c.key}, c.token).Err(); err != nil {
 		return fmt.Errorf("dedupe release: %w", err)
 	}
 	return nil
@@ -142,7 +154,7 @@ return 0`)
 // callers succeed only with the same value. It reports whether value is
 // the bound one.
 func (s *Store) Bind(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
-	n, err := bindScript.Run(ctx, s.rdb, []string{key}, value, max(ttl.Milliseconds(), 1)).Int()
+	n, err := s.run(ctx, bindScript, []string{key}, value, max(ttl.Milliseconds(), 1)).Int()
 	if err != nil {
 		return false, fmt.Errorf("dedupe bind: %w", err)
 	}

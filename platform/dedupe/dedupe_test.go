@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-func testStore(t *testing.T) (*Store, redis.UniversalClient) {
+func testStore(t testing.TB) (*Store, redis.UniversalClient) {
 	t.Helper()
 	u := os.Getenv("HOOKYARD_REDIS_URL")
 	if u == "" {

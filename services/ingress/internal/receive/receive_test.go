@@ -35,7 +35,7 @@ import (
 const secret = "whsec_receive_test_secret"
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *httptest.Server
 	store   *source.Store
 	rdb     redis.UniversalClient
@@ -57,7 +57,7 @@ func redisURL() string {
 
 // newHarness runs the receiver against the real broker (through a proxy the
 // test can cut) and real Redis, with a queue bound to the source's events.
-func newHarness(t *testing.T, rdbURL string) *harness {
+func newHarness(t testing.TB, rdbURL string) *harness {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)

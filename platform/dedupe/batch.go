@@ -1,0 +1,127 @@
+package dedupe
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxBatch bounds the scripts sent in one pipeline, so that one flush does
+// not hold Redis (and the requests queued behind it) for long.
+const maxBatch = 256
+
+// batchTimeout bounds one pipelined round trip. Callers stop waiting when
+// their own context ends; this only frees the flushing goroutine.
+const batchTimeout = 10 * time.Second
+
+// batcher sends the scripts of concurrent callers to Redis in shared
+// pipelined round trips. It has no timer: a script arriving while Redis is
+// idle is sent at once, and the scripts that arrive while a round trip is
+// in flight go together in the next one. Under load this turns one round
+// trip (and its syscalls and wake-ups) per script into one per batch; when
+// idle it adds nothing but a goroutine hand-off.
+//
+// Each script is atomic on its own key and Redis runs a pipeline's
+// scripts in order, so batching changes no outcome: two claims of one id
+// in a batch are a claim and an InProgress, as they would be one after the
+// other. A failed round trip fails every script in it.
+type batcher struct {
+	rdb redis.UniversalClient
+
+	mu      sync.Mutex
+	queue   []*call
+	running bool
+	sending int // calls in the round trip in flight
+}
+
+// call is one script run waiting for its batch.
+type call struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+	done   chan struct{}
+}
+
+// run queues a script and waits for its result, or for ctx.
+func (b *batcher) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
+	c := &call{script: s, keys: keys, args: args, done: make(chan struct{})}
+	b.mu.Lock()
+	b.queue = append(b.queue, c)
+	if !b.running {
+		b.running = true
+		go b.flushLoop()
+	}
+	b.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.cmd
+	case <-ctx.Done():
+		// The script may still run; every script here is safe to run
+		// after its caller left (a claim expires, the rest are fenced).
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(ctx.Err())
+		return cmd
+	}
+}
+
+// flushLoop sends batches until the queue is empty.
+func (b *batcher) flushLoop() {
+	for {
+		b.mu.Lock()
+		if len(b.queue) == 0 {
+			b.queue = nil
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		n := min(len(b.queue), maxBatch)
+		batch := b.queue[:n:n]
+		b.queue = b.queue[n:]
+		b.sending = n
+		b.mu.Unlock()
+		b.flush(batch)
+		b.mu.Lock()
+		b.sending = 0
+		b.mu.Unlock()
+	}
+}
+
+// flush runs batch in one pipeline: EVALSHA for every script, then, only
+// if Redis lost its script cache, EVAL for those it did not know.
+func (b *batcher) flush(batch []*call) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	pipelined := func(calls []*call, eval bool) {
+		_, _ = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range calls {
+				if eval {
+					c.cmd = c.script.Eval(ctx, p, c.keys, c.args...)
+				} else {
+					c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
+				}
+			}
+			return nil
+		})
+	}
+	pipelined(batch, false)
+	var retry []*call
+	for _, c := range batch {
+		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			retry = append(retry, c)
+		}
+	}
+	if len(retry) > 0 {
+		pipelined(retry, true)
+	}
+	for _, c := range batch {
+		if c.cmd == nil {
+			c.cmd = redis.NewCmd(ctx)
+			c.cmd.SetErr(fmt.Errorf("dedupe: script not sent"))
+		}
+		close(c.done)
+	}
+}
