@@ -20,6 +20,10 @@ MODULES ?= $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 SERVICES := ingress dispatcher cache jobs
 
 TEST_TIMEOUT ?= 10m
+# buf breaking compares proto/ with this git ref (main: a branch must not
+# break what has landed; on main itself it compares with itself).
+BREAKING_REF ?= main
+BREAKING_AGAINST ?= .git\#branch=$(BREAKING_REF),subdir=proto
 TEST_FLAGS ?=
 RACE ?= -race
 FUZZTIME ?= 10s
@@ -101,13 +105,20 @@ gen-check: gen ## Fail if the generated code differs from what is committed
 # ------------------------------------------------------------------ lint
 
 .PHONY: lint
-lint: tools ## buf lint, go vet on every module, gofmt on every .go file
+lint: tools ## buf lint, buf breaking against BREAKING_AGAINST, go mod tidy, go vet on every module, gofmt on every .go file
 	@$(PRELUDE)
 	echo "lint: buf lint"
 	'$(BIN)'/buf lint || fail=1
+	if [[ -n '$(BREAKING_AGAINST)' ]] && git rev-parse --verify -q '$(BREAKING_REF)' >/dev/null; then
+		echo "lint: buf breaking against $(BREAKING_AGAINST)"
+		'$(BIN)'/buf breaking --against '$(BREAKING_AGAINST)' || fail=1
+	else
+		echo "lint: buf breaking skipped ($(BREAKING_REF) is not in this clone)"
+	fi
 	for m in "$${modules[@]}"; do
 		( cd "$$m" && has_pkgs ) || continue
-		echo "lint: go vet $${m#$(CURDIR)/}"
+		echo "lint: go mod tidy, go vet $${m#$(CURDIR)/}"
+		( cd "$$m" && $(GO) mod tidy -diff >/dev/null ) || { echo "  go.mod/go.sum of $${m#$(CURDIR)/} are not tidy; run go mod tidy there" >&2; fail=1; }
 		( cd "$$m" && $(GO) vet ./... ) || fail=1
 	done
 	echo "lint: gofmt"
