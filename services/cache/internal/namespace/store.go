@@ -15,9 +15,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -57,9 +57,11 @@ type Store struct {
 	// settings after an update or delete.
 	CacheTTL time.Duration
 
-	mu      sync.Mutex
-	cache   map[string]cached
-	tenants map[string]cachedList
+	// Bounded LRUs: when full, the least recently used entry goes, not
+	// the whole map (which would send every replica's reads to Redis at
+	// once).
+	cache   *lru.Cache[string, cached]
+	tenants *lru.Cache[string, cachedList]
 	group   singleflight.Group
 }
 
@@ -75,7 +77,9 @@ type cachedList struct {
 
 // New returns a Store with keys under prefix (e.g. "hookyard:cache").
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, prefix: prefix, CacheTTL: time.Second, cache: map[string]cached{}, tenants: map[string]cachedList{}}
+	cache, _ := lru.New[string, cached](100_000)
+	tenants, _ := lru.New[string, cachedList](10_000)
+	return &Store{rdb: rdb, prefix: prefix, CacheTTL: time.Second, cache: cache, tenants: tenants}
 }
 
 func (s *Store) key(tenant, name string) string { return s.prefix + ":ns:" + tenant + ":" + name }
@@ -156,9 +160,7 @@ func (s *Store) Get(ctx context.Context, tenant, name string) (*Record, error) {
 // read and write paths.
 func (s *Store) Lookup(ctx context.Context, tenant, name string) (*Record, error) {
 	k := tenant + "\x00" + name
-	s.mu.Lock()
-	c, ok := s.cache[k]
-	s.mu.Unlock()
+	c, ok := s.cache.Get(k)
 	if ok && time.Since(c.at) < s.CacheTTL {
 		if c.rec == nil {
 			return nil, ErrNotFound
@@ -172,12 +174,7 @@ func (s *Store) Lookup(ctx context.Context, tenant, name string) (*Record, error
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, err
 		}
-		s.mu.Lock()
-		if len(s.cache) > 100_000 {
-			s.cache = map[string]cached{}
-		}
-		s.cache[k] = cached{rec: rec, at: time.Now()}
-		s.mu.Unlock()
+		s.cache.Add(k, cached{rec: rec, at: time.Now()})
 		return rec, nil
 	})
 	if err != nil {
@@ -193,9 +190,7 @@ func (s *Store) Lookup(ctx context.Context, tenant, name string) (*Record, error
 // Tenant returns all of tenant's namespaces through a local copy at most
 // CacheTTL old, for matching events against invalidation rules.
 func (s *Store) Tenant(ctx context.Context, tenant string) ([]*Record, error) {
-	s.mu.Lock()
-	c, ok := s.tenants[tenant]
-	s.mu.Unlock()
+	c, ok := s.tenants.Get(tenant)
 	if ok && time.Since(c.at) < s.CacheTTL {
 		return c.recs, nil
 	}
@@ -217,12 +212,7 @@ func (s *Store) Tenant(ctx context.Context, tenant string) ([]*Record, error) {
 			}
 			recs = append(recs, rec)
 		}
-		s.mu.Lock()
-		if len(s.tenants) > 10_000 {
-			s.tenants = map[string]cachedList{}
-		}
-		s.tenants[tenant] = cachedList{recs: recs, at: time.Now()}
-		s.mu.Unlock()
+		s.tenants.Add(tenant, cachedList{recs: recs, at: time.Now()})
 		return recs, nil
 	})
 	if err != nil {
@@ -233,10 +223,8 @@ func (s *Store) Tenant(ctx context.Context, tenant string) ([]*Record, error) {
 }
 
 func (s *Store) forget(tenant, name string) {
-	s.mu.Lock()
-	delete(s.cache, tenant+"\x00"+name)
-	delete(s.tenants, tenant)
-	s.mu.Unlock()
+	s.cache.Remove(tenant + "\x00" + name)
+	s.tenants.Remove(tenant)
 }
 
 // Modify replaces tenant's namespace with what fn makes of the stored one,
