@@ -190,6 +190,9 @@ func TestNamespaceValidation(t *testing.T) {
 		"bad template":     {Name: "x", Strategy: "cache_aside", InvalidationRules: []*cachev1.InvalidationRule{{EventType: "a.b", Keys: []string{"k:{data.id"}}}},
 		"empty rule":       {Name: "x", Strategy: "cache_aside", InvalidationRules: []*cachev1.InvalidationRule{{EventType: "a.b"}}},
 		"bad method":       {Name: "x", Strategy: "write_through", OriginUrl: "http://127.0.0.1:1/{key}", WriteMethod: "DELETE"},
+		// A near TTL under 100ns made the LRU's sweeper panic, killing
+		// every replica that read from the namespace.
+		"tiny near ttl": {Name: "x", Strategy: "cache_aside", NearCache: &cachev1.NearCache{MaxEntries: 1, Ttl: durationpb.New(50 * time.Nanosecond)}},
 	}
 	for name, ns := range bad {
 		_, err := c.API.CreateNamespace(tenantCtx("acme"), &cachev1.CreateNamespaceRequest{Namespace: ns})

@@ -142,8 +142,11 @@ func Validate(ns *cachev1.Namespace, policy ssrf.Policy) error {
 		if nc.GetMaxEntries() < 1 || nc.GetMaxEntries() > 100_000 {
 			return fmt.Errorf("near_cache.max_entries must be between 1 and 100000")
 		}
-		if t := nc.GetTtl().AsDuration(); nc.Ttl != nil && (t <= 0 || t > time.Minute) {
-			return fmt.Errorf("near_cache.ttl must be positive and at most 1m")
+		// The near cache's expiry sweeps at ttl/100; below a second the
+		// sweeps cost more than the copies save (and below 100ns the
+		// interval is zero, which panics in the LRU library).
+		if t := nc.GetTtl().AsDuration(); nc.Ttl != nil && (t < time.Second || t > time.Minute) {
+			return fmt.Errorf("near_cache.ttl must be between 1s and 1m")
 		}
 	}
 	if b := ns.GetEarlyRefreshBeta(); b < 0 || b > 10 {

@@ -160,7 +160,15 @@ func (r *Runner) Do(ctx context.Context, l *store.Lease) store.Outcome {
 	if a.Method == "" {
 		a.Method = http.MethodPost
 	}
-	rctx, cancel := context.WithDeadline(ctx, l.Hard)
+	// The service owns the request, so the soft limit ends it as the hard
+	// one would; the hard limit still bounds it if the soft one is unset.
+	soft := l.Hard
+	if l.Spec.SoftLimit > 0 {
+		if at := time.Now().Add(l.Spec.SoftLimit); at.Before(soft) {
+			soft = at
+		}
+	}
+	rctx, cancel := context.WithDeadline(ctx, soft)
 	defer cancel()
 	var stop error
 	hbDone := make(chan struct{})
@@ -198,6 +206,8 @@ func (r *Runner) Do(ctx context.Context, l *store.Lease) store.Outcome {
 		return store.Outcome{Err: "interrupted by a service shutdown", RetryAfter: time.Millisecond}
 	case o.Err != "" && !time.Now().Before(l.Hard):
 		return store.Outcome{Err: "hard time limit exceeded: " + o.Err}
+	case o.Err != "" && !time.Now().Before(soft):
+		return store.Outcome{Err: "soft time limit exceeded: " + o.Err}
 	}
 	return o
 }

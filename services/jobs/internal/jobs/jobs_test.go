@@ -158,6 +158,31 @@ func TestHTTPTaskHardLimitOnHangingServer(t *testing.T) {
 	}
 }
 
+// The built-in http task's soft limit ends the request; it used to run on
+// to the hard limit.
+func TestHTTPTaskSoftLimitEndsRequest(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	e := jobstest.Start(t, jobstest.Options{})
+	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks",
+		`{"name":"http","args":{"url":"`+srv.URL+`"},"maxRetries":-1,"softTimeLimit":"1s","hardTimeLimit":"60s"}`)
+	if code != 200 {
+		t.Fatalf("create: %d %v", code, task)
+	}
+	failed := e.WaitState(t, e.Acme, task["id"].(string), "failed", 30*time.Second)
+	if !strings.Contains(failed.Error, "soft time limit") {
+		t.Errorf("error %q, want the soft time limit", failed.Error)
+	}
+}
+
 func TestCancelPendingTaskNeverRuns(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int32

@@ -90,6 +90,8 @@ func TestScheduleCRUDAndValidation(t *testing.T) {
 	for _, body := range []string{
 		`{"task":{"name":"x"}}`,
 		`{"cron":"* * *","task":{"name":"x"}}`,
+		// 30 February never comes: its zero next tick was due forever.
+		`{"cron":"0 0 30 2 *","task":{"name":"x"}}`,
 		`{"cron":"0 9 * * *","timeZone":"Mars/Olympus","task":{"name":"x"}}`,
 		`{"cron":"0 9 * * *","interval":"1s","task":{"name":"x"}}`,
 		`{"interval":"1ms","task":{"name":"x"}}`,

@@ -83,6 +83,12 @@ func ParseTiming(s *jobsv1.Schedule, anchor time.Time) (Timing, error) {
 			return t, fmt.Errorf("timeZone: %q is not an IANA time zone", tz)
 		}
 	}
+	// The cron library answers the zero time for an expression that never
+	// matches (30 February); stored, that tick would be due forever and
+	// hold the head of the due set against every other schedule.
+	if t.Next(time.Now()).IsZero() {
+		return t, fmt.Errorf("cron: %q never fires", s.GetCron())
+	}
 	return t, nil
 }
 
