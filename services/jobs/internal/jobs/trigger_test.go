@@ -89,6 +89,41 @@ func TestTriggerRunsTaskFromEvent(t *testing.T) {
 	}
 }
 
+// A trigger on "#" sees every event of its tenant, jobs' own completion
+// events included; if those fired it, each task's end would enqueue the
+// next, forever.
+func TestTriggerIgnoresJobsOwnEvents(t *testing.T) {
+	t.Parallel()
+	bodies := make(chan string, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+	}))
+	defer srv.Close()
+	e := jobstest.Start(t, jobstest.Options{})
+	r := e.Replicas[0]
+	code, tr := e.REST(t, e.Acme, "POST", "/v1/triggers",
+		`{"eventType":"#","task":{"name":"http","args":{"url":"`+srv.URL+`","body":"x"}}}`)
+	if code != 200 {
+		t.Fatalf("create trigger: %d %v", code, tr)
+	}
+	msg, err := cloudevent.ToPublishing(&eventv1.Event{Id: "evt_1", Source: "app", Type: "order.paid", Tenant: e.Acme.Name,
+		Time: timestamppb.Now(), DataContentType: "application/json", Data: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Jobs.Publisher.Publish(context.Background(), e.Config.EventsExchange, cloudevent.RoutingKey("app", "order.paid"), msg); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitState(t, e.Acme, trigger.TaskID(tr["id"].(string), "evt_1"), "succeeded", 20*time.Second)
+	<-bodies
+	select {
+	case <-bodies:
+		t.Fatal("a completion event fired the trigger again")
+	case <-time.After(5 * time.Second):
+	}
+}
+
 func TestTopicMatchAndPointer(t *testing.T) {
 	for _, c := range []struct {
 		p, k string

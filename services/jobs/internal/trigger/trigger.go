@@ -31,6 +31,7 @@ import (
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/topic"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
@@ -326,6 +327,12 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 	ev, err := cloudevent.FromDelivery(d)
 	if err != nil || ev.GetTenant() == "" {
 		_ = d.Ack(false) // not an event a tenant's trigger can match
+		return
+	}
+	if ev.GetSource() == publish.OperationalSource && strings.HasPrefix(ev.GetType(), "jobs.") {
+		// A task's own completion firing a trigger could enqueue tasks
+		// forever; follow-up work is what callbacks are for.
+		_ = d.Ack(false)
 		return
 	}
 	ts, err := c.triggers(ctx, ev.GetTenant())
