@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 
 	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
@@ -42,11 +42,19 @@ type Cache struct {
 	ready bool
 }
 
+// nsCache is a plain LRU whose entries carry their expiry: the library's
+// expirable LRU starts a sweeper goroutine that never ends, so remaking a
+// namespace's cache on every settings change leaked one.
 type nsCache struct {
-	lru  *expirable.LRU[string, *entries.Entry]
+	lru  *lru.Cache[string, copyOf]
 	size int
 	ttl  time.Duration
 	gen  uint64
+}
+
+type copyOf struct {
+	e   *entries.Entry
+	exp time.Time
 }
 
 // New returns a near cache listening on channel.
@@ -74,7 +82,11 @@ func (c *Cache) ns(id string, ns *cachev1.Namespace) *nsCache {
 		if n != nil {
 			gen = n.gen + 1
 		}
-		n = &nsCache{lru: expirable.NewLRU[string, *entries.Entry](size, nil, ttl), size: size, ttl: ttl, gen: gen}
+		if n != nil {
+			n.lru.Purge()
+		}
+		l, _ := lru.New[string, copyOf](size)
+		n = &nsCache{lru: l, size: size, ttl: ttl, gen: gen}
 		c.nss[id] = n
 	}
 	return n
@@ -91,7 +103,15 @@ func (c *Cache) Get(id string, ns *cachev1.Namespace, key string) (*entries.Entr
 	if n == nil {
 		return nil, false
 	}
-	return n.lru.Get(key)
+	v, ok := n.lru.Get(key)
+	if !ok {
+		return nil, false
+	}
+	if !time.Now().Before(v.exp) {
+		n.lru.Remove(key)
+		return nil, false
+	}
+	return v.e, true
 }
 
 // Mark returns the namespace's notice generation, to be passed to Put with
@@ -123,7 +143,7 @@ func (c *Cache) Put(id string, ns *cachev1.Namespace, key string, e *entries.Ent
 	if n.gen != mark {
 		return
 	}
-	n.lru.Add(key, e)
+	n.lru.Add(key, copyOf{e: e, exp: time.Now().Add(n.ttl)})
 }
 
 // Run listens for notices until ctx ends.
@@ -198,8 +218,8 @@ func (c *Cache) apply(payload string) {
 		}
 	case 't':
 		for _, k := range n.lru.Keys() {
-			if e, ok := n.lru.Peek(k); ok {
-				for _, t := range e.Tags {
+			if v, ok := n.lru.Peek(k); ok {
+				for _, t := range v.e.Tags {
 					if t == value {
 						n.lru.Remove(k)
 						break

@@ -89,3 +89,30 @@ func TestLostSubscriptionDropsCopies(t *testing.T) {
 	proxy.Restore()
 	putReady(t, c, "a")
 }
+
+// A copy lives for the namespace's near TTL, and remaking the cache for new
+// settings starts it empty.
+func TestCopiesExpireAndSettingsStartAfresh(t *testing.T) {
+	id := testenv.ID()
+	rdb := testenv.Redis(t, "hookyard:test:cache:"+id)
+	c := New(rdb, "hookyard:test:cache:"+id+":near", slog.New(slog.DiscardHandler))
+	run(t, c)
+	short := &cachev1.Namespace{Name: "n", NearCache: &cachev1.NearCache{MaxEntries: 10, Ttl: durationpb.New(time.Second)}}
+	testenv.WaitFor(t, 10*time.Second, "the near cache to store", func() bool {
+		c.Put("id", short, "a", entry("v"), c.Mark("id"))
+		_, ok := c.Get("id", short, "a")
+		return ok
+	})
+	testenv.WaitFor(t, 10*time.Second, "the copy to expire", func() bool {
+		_, ok := c.Get("id", short, "a")
+		return !ok
+	})
+	c.Put("id", short, "b", entry("v"), c.Mark("id"))
+	if _, ok := c.Get("id", short, "b"); !ok {
+		t.Fatal("copy not stored")
+	}
+	c.Put("id", ns, "c", entry("v"), c.Mark("id")) // other settings: a new cache
+	if _, ok := c.Get("id", ns, "b"); ok {
+		t.Error("a copy survived the settings change")
+	}
+}
