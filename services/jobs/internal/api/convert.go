@@ -254,6 +254,8 @@ func grpcErr(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, store.ErrState):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, store.ErrTooManyQueues):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	var u *store.UniqueError
 	if errors.As(err, &u) {

@@ -18,18 +18,20 @@ import "github.com/redis/go-redis/v9"
 
 // enqueueScript creates a pending task unless the id exists or its unique
 // key is held. KEYS: task, index, sched, queues set, unique key.
-// ARGV: id, now, due, member, uniqueTTL, unique ("1" to use the key), then
-// field/value pairs.
-// Returns 1, 0 if the id exists, or the id holding the unique key.
+// ARGV: id, now, due, member, uniqueTTL, unique ("1" to use the key),
+// queue, maxQueues, then field/value pairs.
+// Returns 1, 0 if the id exists, -1 if the queue would be one more than
+// maxQueues, or the id holding the unique key.
 var enqueueScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SISMEMBER', KEYS[4], ARGV[7]) == 0 and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[8]) then return -1 end
 if ARGV[6] == '1' then
   local holder = redis.call('GET', KEYS[5])
   if holder and holder ~= ARGV[1] then return holder end
   redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[5])
 end
 local f = {'state', 'pending', 'gen', 1, 'token', 0, 'attempts', 0, 'free', 0, 'created', ARGV[2], 'due', ARGV[3]}
-for i = 7, #ARGV do f[#f+1] = ARGV[i] end
+for i = 9, #ARGV do f[#f+1] = ARGV[i] end
 if ARGV[6] == '1' then f[#f+1] = 'ukey'; f[#f+1] = KEYS[5] end
 redis.call('HSET', KEYS[1], unpack(f))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])

@@ -51,6 +51,9 @@ var (
 	// or the task was leased again.
 	ErrLeaseLost = errors.New("lease lost: the attempt already ended (hard time limit, missed heartbeats or a newer lease)")
 	ErrExists    = errors.New("task already exists")
+	// ErrTooManyQueues: each queue is a quorum queue on the broker, so a
+	// tenant's distinct queue names are capped.
+	ErrTooManyQueues = fmt.Errorf("a tenant may use at most %d queues", MaxQueues)
 )
 
 // Spec is what a client sets on a task; it never changes after enqueue.
@@ -192,6 +195,9 @@ func fromMS(v int64) time.Time {
 	return time.UnixMilli(v)
 }
 
+// MaxQueues caps the distinct queues of one tenant.
+const MaxQueues = 100
+
 // Enqueue stores a new pending task, due at spec.ETA (or now). It returns
 // ErrExists, and the stored task, when the id is taken: the id is the
 // idempotency key.
@@ -218,6 +224,7 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 	res, err := enqueueScript.Run(ctx, s.rdb,
 		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant), ukey},
 		id, ms(now), ms(due), member(tenant, id)+"|1", max(spec.UniqueTTL, time.Millisecond).Milliseconds(), unique,
+		spec.Queue, MaxQueues,
 		"spec", raw, "name", spec.Name, "queue", spec.Queue, "maxr", spec.MaxRetries,
 		"bo", spec.Backoff.Milliseconds(), "bomax", spec.BackoffMax.Milliseconds(),
 		"hardms", spec.HardLimit.Milliseconds(), "expire", expire,
@@ -229,6 +236,9 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 		return nil, &UniqueError{Key: spec.UniqueKey, Holder: holder}
 	}
 	n := res.(int64)
+	if n == -1 {
+		return nil, ErrTooManyQueues
+	}
 	t, err := s.Get(ctx, tenant, id)
 	if err != nil {
 		return nil, err

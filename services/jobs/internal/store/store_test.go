@@ -239,3 +239,31 @@ func TestPruneIndex(t *testing.T) {
 		t.Errorf("index has %d entries, want 2", left)
 	}
 }
+
+// Every queue name becomes a quorum queue on the broker, so one tenant's
+// distinct queues are capped; queues it already uses stay open, and other
+// tenants are not affected.
+func TestQueuesPerTenantAreCapped(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	spec := func(q string) store.Spec {
+		return store.Spec{Name: "x", Queue: q, HardLimit: time.Second, Backoff: time.Second, BackoffMax: time.Second}
+	}
+	for i := range store.MaxQueues {
+		if _, err := s.Enqueue(ctx, "acme", fmt.Sprintf("t%d", i), spec(fmt.Sprintf("q%d", i))); err != nil {
+			t.Fatalf("queue %d: %v", i, err)
+		}
+	}
+	if _, err := s.Enqueue(ctx, "acme", "over", spec("one-more")); !errors.Is(err, store.ErrTooManyQueues) {
+		t.Fatalf("queue %d: %v, want ErrTooManyQueues", store.MaxQueues+1, err)
+	}
+	if _, err := s.Get(ctx, "acme", "over"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused task was stored: %v", err)
+	}
+	if _, err := s.Enqueue(ctx, "acme", "again", spec("q7")); err != nil {
+		t.Errorf("a queue in use: %v", err)
+	}
+	if _, err := s.Enqueue(ctx, "other", "t1", spec("one-more")); err != nil {
+		t.Errorf("another tenant: %v", err)
+	}
+}

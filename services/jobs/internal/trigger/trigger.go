@@ -352,7 +352,7 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 			_, err = c.Enqueue(ctx, e.Tenant, task)
 		}
 		if err != nil {
-			if code := status.Code(err); code == codes.InvalidArgument || code == codes.AlreadyExists || task == nil {
+			if code := status.Code(err); code == codes.InvalidArgument || code == codes.AlreadyExists || code == codes.ResourceExhausted || task == nil {
 				c.Log.Warn("trigger skipped an event", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
 				continue
 			}
