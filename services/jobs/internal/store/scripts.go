@@ -50,7 +50,9 @@ for _, v in ipairs(m) do redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumbe
 return m
 `)
 
-// leaseScript starts an attempt of a pending task of generation gen.
+// leaseScript starts an attempt of a pending task of generation gen. Its
+// note has arrived, so whatever the outcome the schedule's entry for that
+// generation (kept in case the note was lost) goes.
 // KEYS: task, leases, qstat, sched, done channel, outbox, paused set,
 // parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs, id.
 // (The unique key is named by the task's ukey field; it shares the hash
@@ -59,6 +61,7 @@ return m
 // 0 stale message, -1 no such task, -2 expired (now cancelled), -3 parked
 // because its queue is paused.
 var leaseScript = redis.NewScript(`
+redis.call('ZREM', KEYS[4], ARGV[5] .. '|' .. ARGV[1])
 local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due')
 if not s[1] then return {-1} end
 if s[1] ~= 'pending' or s[2] ~= ARGV[1] then return {0} end

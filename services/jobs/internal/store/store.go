@@ -436,9 +436,16 @@ func (s *Store) Route(ctx context.Context, r Ready) (name, queue string, ok bool
 	return name, queue, true, nil
 }
 
-// Published removes a ready entry once the broker has confirmed its note.
+// NoteTimeout is how long a published note may go unconsumed before it is
+// published again. A note is the only carrier of a pending task, and the
+// broker can lose one (dead-lettered after its delivery limit, say while
+// Redis is down); a duplicate is dropped by the generation check.
+const NoteTimeout = 15 * time.Minute
+
+// Published pushes a ready entry NoteTimeout ahead once the broker has
+// confirmed its note; leasing (or finding the note stale) removes it.
 func (s *Store) Published(ctx context.Context, r Ready) error {
-	return s.rdb.ZRem(ctx, s.sched(), r.String()).Err()
+	return s.rdb.ZAddXX(ctx, s.sched(), redis.Z{Score: float64(ms(s.cfg.Now().Add(NoteTimeout))), Member: r.String()}).Err()
 }
 
 // Lease starts an attempt of r if it is still pending at generation r.Gen.

@@ -267,3 +267,36 @@ func TestQueuesPerTenantAreCapped(t *testing.T) {
 		t.Errorf("another tenant: %v", err)
 	}
 }
+
+// A published note is the only carrier of a pending task; if the broker
+// loses it (dead-lettered after many nacks during a Redis outage), the
+// schedule must publish it again rather than leave the task pending
+// forever. Once the task is leased, the entry is gone.
+func TestLostNoteIsPublishedAgain(t *testing.T) {
+	s, c := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, "acme", "t1", store.Spec{Name: "x", Queue: "q", HardLimit: time.Second, Backoff: time.Second, BackoffMax: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.Claim(ctx, 10, 30*time.Second)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("claim: %v %v", rs, err)
+	}
+	if err := s.Published(ctx, rs[0]); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(time.Minute)
+	if rs, _ := s.Claim(ctx, 10, 30*time.Second); len(rs) != 0 {
+		t.Fatalf("claimed again right after it was published: %v", rs)
+	}
+	c.Add(store.NoteTimeout) // the note never came back
+	rs, err = s.Claim(ctx, 10, 30*time.Second)
+	if err != nil || len(rs) != 1 || rs[0] != (store.Ready{Tenant: "acme", ID: "t1", Gen: 1}) {
+		t.Fatalf("lost note not claimed again: %v %v", rs, err)
+	}
+	lease(t, s, "acme", "t1", 1)
+	c.Add(2 * store.NoteTimeout)
+	if rs, _ := s.Claim(ctx, 10, 30*time.Second); len(rs) != 0 {
+		t.Fatalf("claimed after the lease: %v", rs)
+	}
+}
