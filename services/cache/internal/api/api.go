@@ -19,6 +19,7 @@ import (
 
 	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/cache/internal/entries"
 	"github.com/hookyard/hookyard/services/cache/internal/fill"
@@ -65,18 +66,6 @@ func nsError(err error, name string) error {
 	return status.Errorf(codes.Unavailable, "namespace store: %v", err)
 }
 
-func pageSize(n int32) (int, error) {
-	switch {
-	case n < 0:
-		return 0, status.Error(codes.InvalidArgument, "page_size must not be negative")
-	case n == 0:
-		return 50, nil
-	case n > 1000:
-		return 1000, nil
-	}
-	return int(n), nil
-}
-
 // CreateNamespace creates a namespace.
 func (c *Cache) CreateNamespace(ctx context.Context, r *cachev1.CreateNamespaceRequest) (*cachev1.Namespace, error) {
 	tenant, err := auth.MustTenant(ctx)
@@ -121,7 +110,7 @@ func (c *Cache) ListNamespaces(ctx context.Context, r *cachev1.ListNamespacesReq
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(r.GetPageSize())
+	size, err := server.PageSize(r.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
@@ -471,7 +460,7 @@ func (c *Cache) ListPendingWrites(ctx context.Context, r *cachev1.ListPendingWri
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(r.GetPageSize())
+	size, err := server.PageSize(r.GetPageSize())
 	if err != nil {
 		return nil, err
 	}

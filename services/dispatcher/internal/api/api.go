@@ -34,10 +34,8 @@ import (
 	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 )
 
-// Page size limits shared by the list calls.
+// Limits of the API.
 const (
-	defaultPageSize = 50
-	maxPageSize     = 1000
 	// defaultRecoverWindow is how far back recover looks without since_time.
 	defaultRecoverWindow = 7 * 24 * time.Hour
 	maxBody              = 1 << 20
@@ -74,18 +72,6 @@ type Endpoints struct {
 type Messages struct {
 	dispatcherv1.UnimplementedMessageServiceServer
 	Deps
-}
-
-func pageSize(n int32) (int, error) {
-	switch {
-	case n < 0:
-		return 0, status.Errorf(codes.InvalidArgument, "page_size must not be negative, got %d", n)
-	case n == 0:
-		return defaultPageSize, nil
-	case n > maxPageSize:
-		return maxPageSize, nil
-	}
-	return int(n), nil
 }
 
 // storeErr maps a store error to a status.
@@ -182,7 +168,7 @@ func (s *Endpoints) ListEndpoints(ctx context.Context, r *dispatcherv1.ListEndpo
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(r.GetPageSize())
+	size, err := server.PageSize(r.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
@@ -468,7 +454,7 @@ func (s *Messages) ListMessageAttempts(ctx context.Context, r *dispatcherv1.List
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(r.GetPageSize())
+	size, err := server.PageSize(r.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
@@ -508,7 +494,7 @@ func (s *Messages) ListDeadLetters(ctx context.Context, r *dispatcherv1.ListDead
 	if err != nil {
 		return nil, err
 	}
-	size, err := pageSize(r.GetPageSize())
+	size, err := server.PageSize(r.GetPageSize())
 	if err != nil {
 		return nil, err
 	}

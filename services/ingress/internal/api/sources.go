@@ -84,7 +84,7 @@ func (s *Sources) ListSources(ctx context.Context, r *ingressv1.ListSourcesReque
 	if err != nil {
 		return nil, err
 	}
-	size, err := PageSize(r.GetPageSize())
+	size, err := server.PageSize(r.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
@@ -97,19 +97,6 @@ func (s *Sources) ListSources(ctx context.Context, r *ingressv1.ListSourcesReque
 		resp.Sources = append(resp.Sources, source.Masked(src))
 	}
 	return resp, nil
-}
-
-// PageSize applies the API's paging defaults (50, at most 1000).
-func PageSize(n int32) (int, error) {
-	switch {
-	case n < 0:
-		return 0, status.Error(codes.InvalidArgument, "page_size must not be negative")
-	case n == 0:
-		return 50, nil
-	case n > 1000:
-		return 1000, nil
-	}
-	return int(n), nil
 }
 
 // UpdateSource changes the fields in update_mask; with no mask, every field
