@@ -21,8 +21,10 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/auth"
@@ -254,12 +256,17 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// WaitState waits until the task is in state and returns it.
+// WaitState waits until the task is in state and returns it. A task
+// that does not exist yet counts as not there yet: triggers and
+// schedules create theirs asynchronously.
 func (e *Env) WaitState(t *testing.T, tn Tenant, id, state string, timeout time.Duration) *jobsv1.Task {
 	t.Helper()
 	var last *jobsv1.Task
 	WaitFor(t, timeout, "task "+id+" to be "+state, func() bool {
 		got, err := e.Replicas[0].Tasks.GetTask(tn.Ctx(context.Background()), &jobsv1.GetTaskRequest{Id: id})
+		if status.Code(err) == codes.NotFound {
+			return false
+		}
 		if err != nil {
 			t.Fatalf("get %s: %v", id, err)
 		}
