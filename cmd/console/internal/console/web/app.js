@@ -1,0 +1,574 @@
+// Hookyard console. Plain DOM code, no build step.
+//
+// Everything shown comes from the services, and much of it from third
+// parties (response snippets, payloads, error texts), so the DOM is built
+// only with createElement and text nodes: no HTML string is ever parsed.
+'use strict';
+
+const KEY = 'hookyard.apiKey';
+const RECENT = 'hookyard.recentMessages';
+const REFRESH_MS = 3000;
+const STATES = ['pending', 'running', 'succeeded', 'failed', 'cancelled'];
+
+// ------------------------------------------------------------------ DOM
+
+// h builds an element. Children that are not nodes become text nodes.
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (k.startsWith('on')) {
+      el.addEventListener(k.slice(2), v);
+    } else if (k === 'href') {
+      // Only the console's own routes: never a URL that came from data.
+      if (typeof v !== 'string' || !v.startsWith('#/')) throw new Error('refusing link ' + v);
+      el.setAttribute('href', v);
+    } else if (k === 'class') {
+      el.className = v;
+    } else {
+      el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+  for (const kid of kids.flat(Infinity)) {
+    if (kid == null || kid === false) continue;
+    el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return el;
+}
+
+function route(...parts) {
+  return '#/' + parts.map((p) => encodeURIComponent(p)).join('/');
+}
+
+function table(headers, rows, empty) {
+  if (!rows.length) return h('div', { class: 'empty' }, empty || 'Nothing here.');
+  return h('table', {}, h('thead', {}, h('tr', {}, headers.map((x) => h('th', {}, x)))), h('tbody', {}, rows));
+}
+
+const BADGES = {
+  delivered: 'ok', succeeded: 'ok', healthy: 'ok', active: 'ok',
+  pending: 'warn', retrying: 'warn', running: 'warn', failing: 'warn', paused: 'warn',
+  failed: 'bad', disabled: 'bad', dead: 'bad',
+};
+
+function badge(text) {
+  return h('span', { class: 'badge ' + (BADGES[text] || '') }, text || '—');
+}
+
+function statusCode(code) {
+  if (!code) return h('span', { class: 'badge' }, 'none');
+  return h('span', { class: 'badge ' + (code >= 200 && code < 300 ? 'ok' : code >= 500 || code === 410 ? 'bad' : 'warn') }, code);
+}
+
+function snippet(text) {
+  if (!text) return '';
+  return h('pre', { class: 'snippet' }, text.length > 600 ? text.slice(0, 600) + '…' : text);
+}
+
+function when(ts) {
+  if (!ts) return '';
+  const d = new Date(ts);
+  return isNaN(d) ? ts : d.toLocaleString();
+}
+
+function json(v) {
+  return h('pre', {}, JSON.stringify(v, null, 2));
+}
+
+function toast(text) {
+  const t = document.getElementById('toast');
+  t.textContent = text;
+  t.classList.add('show');
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => t.classList.remove('show'), 4000);
+}
+
+// ------------------------------------------------------------------ API
+
+class APIError extends Error {
+  constructor(status, message, service) {
+    super(message);
+    this.status = status;
+    this.service = service;
+  }
+}
+
+function apiKey() {
+  return sessionStorage.getItem(KEY);
+}
+
+async function api(service, method, path, body) {
+  const headers = { Authorization: 'Bearer ' + apiKey() };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch('/api/' + service + path, {
+    method, headers, cache: 'no-store', credentials: 'omit',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let data = {};
+  try {
+    data = text ? JSON.parse(text) : {};
+  } catch {
+    data = { message: text.slice(0, 200) };
+  }
+  if (res.status === 401) {
+    logout('The API key was refused (' + service + ').');
+    throw new APIError(401, 'unauthenticated', service);
+  }
+  if (!res.ok) throw new APIError(res.status, (data && data.message) || res.statusText, service);
+  return data;
+}
+
+function qs(params) {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v) p.set(k, v);
+  const s = p.toString();
+  return s ? '?' + s : '';
+}
+
+function seg(s) {
+  return encodeURIComponent(s);
+}
+
+function errorBox(err) {
+  return h('div', { class: 'error', role: 'alert' }, (err.service ? err.service + ': ' : '') + err.message);
+}
+
+// act runs an action from a button, reports its outcome, and refreshes.
+async function act(button, fn) {
+  button.disabled = true;
+  try {
+    const msg = await fn();
+    if (msg) toast(msg);
+    if (current.refresh) current.refresh();
+  } catch (err) {
+    toast('Failed: ' + err.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------- recent messages
+
+// The dispatcher has no "list messages" call, so the deliveries page shows
+// the messages this browser session sent, resent or looked up.
+function recent() {
+  try {
+    return JSON.parse(sessionStorage.getItem(RECENT) || '[]');
+  } catch {
+    return [];
+  }
+}
+
+function remember(id) {
+  const list = [id, ...recent().filter((x) => x !== id)].slice(0, 25);
+  sessionStorage.setItem(RECENT, JSON.stringify(list));
+}
+
+// --------------------------------------------------------------- views
+
+// live re-renders box from load every few seconds while the page is shown;
+// current.refresh re-renders it now (after an action).
+function live(box, load) {
+  let stopped = false;
+  let running = false;
+  const tick = async () => {
+    if (running) return;
+    running = true;
+    clearTimeout(current.timer);
+    let el;
+    try {
+      el = await load();
+    } catch (err) {
+      el = errorBox(err);
+    }
+    running = false;
+    if (stopped) return;
+    box.replaceChildren(el);
+    box.dataset.loaded = 'true';
+    current.timer = setTimeout(tick, REFRESH_MS);
+  };
+  current.stop = () => {
+    stopped = true;
+  };
+  current.refresh = tick;
+  tick();
+  return box;
+}
+
+async function deliveriesView() {
+  const ids = recent();
+  const rows = [];
+  await Promise.all(ids.map(async (id) => {
+    try {
+      const [m, a] = await Promise.all([
+        api('dispatcher', 'GET', '/v1/messages/' + seg(id)),
+        api('dispatcher', 'GET', '/v1/messages/' + seg(id) + '/attempts?pageSize=1000'),
+      ]);
+      const last = {};
+      for (const at of a.attempts || []) last[at.endpointId] = at;
+      const ds = m.deliveries && m.deliveries.length ? m.deliveries : [{}];
+      for (const d of ds) {
+        const at = last[d.endpointId] || {};
+        rows.push({ t: m.createTime || '', el: h('tr', { 'data-message': id, 'data-status': d.status || '' },
+          h('td', {}, h('a', { href: route('messages', id), class: 'mono' }, id)),
+          h('td', {}, m.source + '.' + m.type),
+          h('td', { class: 'mono' }, d.endpointId || 'no endpoint matched'),
+          h('td', {}, badge(d.status)),
+          h('td', { class: 'num' }, d.attempts || 0),
+          h('td', {}, at.number ? statusCode(at.statusCode) : ''),
+          h('td', {}, at.errorClass ? at.errorClass + ': ' + (at.error || '') : ''),
+          h('td', {}, snippet(at.responseSnippet)),
+          h('td', {}, when(d.nextAttemptTime || at.time)),
+        ) });
+      }
+    } catch (err) {
+      if (err.status === 404) return;
+      rows.push({ t: '', el: h('tr', {}, h('td', { class: 'mono' }, id), h('td', { colspan: 8 }, errorBox(err))) });
+    }
+  }));
+  rows.sort((x, y) => (x.t < y.t ? 1 : x.t > y.t ? -1 : 0));
+  return table(['Message', 'Event', 'Endpoint', 'Status', 'Attempts', 'Last response', 'Error', 'Response snippet', 'Last / next attempt'],
+    rows.map((r) => r.el), 'No messages yet: send one, send a test event from Endpoints, or look one up by id.');
+}
+
+function pageDeliveries() {
+  const out = h('div', {}, h('h1', {}, 'Recent deliveries'),
+    h('p', { class: 'note' }, 'Messages sent, resent or looked up in this browser session, with each endpoint\'s delivery status and the last response. ' +
+      'The dispatcher API has no list of all messages; failed deliveries are all on Dead letters.'));
+  const lookup = h('form', { onsubmit: (e) => {
+    e.preventDefault();
+    const id = lookup.elements.id.value.trim();
+    if (id) location.hash = route('messages', id);
+  } }, h('label', {}, 'Message id', h('input', { name: 'id', required: true, size: 36 })), h('button', { type: 'submit' }, 'Open'));
+  const send = h('form', { onsubmit: (e) => {
+    e.preventDefault();
+    const f = send.elements;
+    let data;
+    try {
+      data = f.data.value.trim() ? JSON.parse(f.data.value) : {};
+    } catch (err) {
+      toast('Data is not JSON: ' + err.message);
+      return;
+    }
+    act(f.submit, async () => {
+      const m = await api('dispatcher', 'POST', '/v1/messages', { source: f.source.value.trim() || undefined, type: f.type.value.trim(), data });
+      remember(m.id);
+      return 'Sent message ' + m.id;
+    });
+  } },
+  h('label', {}, 'Source', h('input', { name: 'source', placeholder: 'app', size: 10 })),
+  h('label', {}, 'Type', h('input', { name: 'type', required: true, placeholder: 'order.created' })),
+  h('label', {}, 'Data (JSON)', h('textarea', { name: 'data', placeholder: '{"id": 1}' })),
+  h('button', { type: 'submit', name: 'submit', class: 'primary' }, 'Send message'));
+  out.append(lookup, h('h2', {}, 'Send a message'), send, h('h2', {}, 'Deliveries'), live(h('div', { id: 'deliveries' }), deliveriesView));
+  return out;
+}
+
+function pageMessage(id) {
+  remember(id);
+  const box = h('div', { id: 'message' });
+  const load = async () => {
+    const [m, a] = await Promise.all([
+      api('dispatcher', 'GET', '/v1/messages/' + seg(id)),
+      api('dispatcher', 'GET', '/v1/messages/' + seg(id) + '/attempts?pageSize=1000'),
+    ]);
+    const resend = (endpointId) => h('button', { type: 'button', onclick: (e) => act(e.target, async () => {
+      const r = await api('dispatcher', 'POST', '/v1/messages/' + seg(id) + ':resend', endpointId ? { endpointId } : {});
+      return 'Queued ' + (r.resentCount || 0) + ' deliveries again';
+    }) }, endpointId ? 'Resend' : 'Resend to all');
+    return h('div', {},
+      h('dl', {}, h('dt', {}, 'Source'), h('dd', {}, m.source), h('dt', {}, 'Type'), h('dd', {}, m.type),
+        h('dt', {}, 'Created'), h('dd', {}, when(m.createTime)), h('dt', {}, 'Data'), h('dd', {}, json(m.data))),
+      h('h2', {}, 'Deliveries ', resend('')),
+      table(['Endpoint', 'Status', 'Attempts', 'Next attempt', ''], (m.deliveries || []).map((d) => h('tr', { 'data-endpoint': d.endpointId, 'data-status': d.status },
+        h('td', { class: 'mono' }, d.endpointId), h('td', {}, badge(d.status)), h('td', { class: 'num' }, d.attempts || 0),
+        h('td', {}, when(d.nextAttemptTime)), h('td', {}, resend(d.endpointId)))), 'No endpoint matched this message.'),
+      h('h2', {}, 'Attempts'),
+      table(['#', 'Time', 'Endpoint', 'Status', 'Latency', 'Error', 'Response snippet'], (a.attempts || []).map((at) => h('tr', { 'data-attempt': at.number, 'data-status-code': at.statusCode || 0 },
+        h('td', { class: 'num' }, at.number), h('td', {}, when(at.time)), h('td', { class: 'mono' }, at.endpointId),
+        h('td', {}, statusCode(at.statusCode)), h('td', {}, at.latency || ''),
+        h('td', {}, at.errorClass ? at.errorClass + ': ' + (at.error || '') : ''), h('td', {}, snippet(at.responseSnippet)))), 'No attempts yet.'));
+  };
+  return h('div', {}, h('h1', {}, 'Message ', h('span', { class: 'mono' }, id)), live(box, load));
+}
+
+function pageDeadLetters() {
+  const params = new URLSearchParams(location.hash.split('?')[1] || '');
+  const endpointId = params.get('endpointId') || '';
+  let token = '';
+  const box = h('div', { id: 'dead-letters' });
+  const load = async () => {
+    const r = await api('dispatcher', 'GET', '/v1/deadLetters' + qs({ endpointId, pageSize: 100, pageToken: token }));
+    const rows = (r.deadLetters || []).map((d) => {
+      const at = d.lastAttempt || {};
+      return h('tr', { 'data-message': d.messageId, 'data-endpoint': d.endpointId },
+        h('td', {}, when(d.time)),
+        h('td', {}, h('a', { href: route('messages', d.messageId), class: 'mono' }, d.messageId)),
+        h('td', { class: 'mono' }, d.endpointId), h('td', {}, d.reason),
+        h('td', {}, statusCode(at.statusCode)), h('td', {}, at.errorClass ? at.errorClass + ': ' + (at.error || '') : ''),
+        h('td', {}, snippet(at.responseSnippet)),
+        h('td', {}, h('button', { type: 'button', onclick: (e) => act(e.target, async () => {
+          const res = await api('dispatcher', 'POST', '/v1/messages/' + seg(d.messageId) + ':resend', { endpointId: d.endpointId });
+          remember(d.messageId);
+          return 'Resent ' + d.messageId + ': ' + (res.resentCount || 0) + ' delivery queued';
+        }) }, 'Resend')));
+    });
+    return h('div', {}, table(['Dead-lettered', 'Message', 'Endpoint', 'Reason', 'Last response', 'Error', 'Response snippet', ''], rows, 'No dead letters.'),
+      r.nextPageToken ? h('p', {}, h('button', { type: 'button', onclick: () => { token = r.nextPageToken; current.refresh(); } }, 'Older…')) : null);
+  };
+  const filter = h('form', { onsubmit: (e) => {
+    e.preventDefault();
+    const v = filter.elements.endpointId.value.trim();
+    location.hash = '#/dead-letters' + qs({ endpointId: v });
+  } }, h('label', {}, 'Endpoint id', h('input', { name: 'endpointId', value: endpointId, size: 36 })), h('button', { type: 'submit' }, 'Filter'));
+  return h('div', {}, h('h1', {}, 'Dead letters'),
+    h('p', { class: 'note' }, 'Deliveries that spent their retries or failed for good, newest first. Resend queues the delivery again; its new attempts show on the message.'),
+    filter, live(box, load));
+}
+
+function endpointState(e) {
+  if (e.disabled) return 'disabled';
+  if (e.failingSince) return 'failing';
+  return 'healthy';
+}
+
+function pageEndpoints() {
+  const box = h('div', { id: 'endpoints' });
+  const load = async () => {
+    const r = await api('dispatcher', 'GET', '/v1/endpoints?pageSize=1000');
+    return table(['Id', 'URL', 'Event types', 'State', 'Rate limit', 'Max in flight', 'Timeout', 'Created', ''],
+      (r.endpoints || []).map((e) => h('tr', { 'data-endpoint': e.id, 'data-state': endpointState(e) },
+        h('td', { class: 'mono' }, e.id, e.description ? h('div', { class: 'note' }, e.description) : null),
+        h('td', { class: 'mono' }, e.url),
+        h('td', {}, (e.eventTypes || []).join(', ') || 'all'),
+        h('td', {}, badge(endpointState(e)),
+          e.disabled && e.disabledReason ? h('div', {}, e.disabledReason) : null,
+          e.failingSince ? h('div', { class: 'note' }, 'failing since ' + when(e.failingSince)) : null),
+        h('td', { class: 'num' }, e.rateLimit ? e.rateLimit + '/s' : 'none'),
+        h('td', { class: 'num' }, e.maxInFlight || 'default'),
+        h('td', {}, e.timeout || 'default'),
+        h('td', {}, when(e.createTime)),
+        h('td', { class: 'actions' },
+          h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
+            const res = await api('dispatcher', 'POST', '/v1/endpoints/' + seg(e.id) + ':sendTest', {});
+            remember(res.messageId);
+            return 'Test event sent: ' + res.messageId;
+          }) }, 'Send test'),
+          h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
+            const res = await api('dispatcher', 'POST', '/v1/endpoints/' + seg(e.id) + ':recover', {});
+            return 'Recovered; ' + (res.resentCount || 0) + ' messages resent';
+          }) }, 'Recover')))), 'No endpoints.');
+  };
+  return h('div', {}, h('h1', {}, 'Endpoints'),
+    h('p', { class: 'note' }, 'State: disabled (by an operator or after failing too long), failing (the current run of failures started at "failing since") or healthy. ' +
+      'Circuit-breaker state is kept per dispatcher replica and is not in the API; see hookyard_dispatcher_breaker_state in each replica\'s metrics.'),
+    live(box, load));
+}
+
+function pageSources() {
+  const box = h('div', { id: 'sources' });
+  const load = async () => {
+    const r = await api('ingress', 'GET', '/v1/sources?pageSize=1000');
+    return table(['Name', 'Webhook path', 'Provider', 'Secrets', 'Tolerance', 'Public URL', 'Created', 'Updated'],
+      (r.sources || []).map((s) => h('tr', { 'data-source': s.name },
+        h('td', { class: 'mono' }, s.name), h('td', { class: 'mono' }, '/webhooks/' + s.name), h('td', {}, s.provider),
+        h('td', { class: 'num' }, (s.secrets || []).length), h('td', {}, s.tolerance || '5m (default)'),
+        h('td', { class: 'mono' }, s.publicUrl || ''), h('td', {}, when(s.createTime)), h('td', {}, when(s.updateTime)))), 'No sources.');
+  };
+  return h('div', {}, h('h1', {}, 'Sources'),
+    h('p', { class: 'note' }, 'Webhook sources of this tenant. The ingress API does not report received webhooks or verification failures per source; ' +
+      'service-wide counts are in its metrics (hookyard_ingress_received_total by provider, hookyard_ingress_rejected_total by reason).'),
+    live(box, load));
+}
+
+function taskRow(t) {
+  const canCancel = (t.state === 'pending' || t.state === 'running') && !t.cancelRequested;
+  const canRetry = t.state === 'failed' || t.state === 'cancelled';
+  return h('tr', { 'data-task': t.id, 'data-state': t.state },
+    h('td', {}, h('a', { href: route('tasks', t.id), class: 'mono' }, t.id)),
+    h('td', {}, t.name), h('td', {}, t.queue), h('td', {}, badge(t.state), t.cancelRequested ? h('div', { class: 'note' }, 'cancel requested') : null),
+    h('td', { class: 'num' }, t.attempts || 0), h('td', {}, snippet(t.error)),
+    h('td', {}, when(t.createTime)), h('td', {}, when(t.finishTime || t.eta)),
+    h('td', { class: 'actions' },
+      canCancel ? h('button', { type: 'button', class: 'danger', onclick: (e) => act(e.target, async () => {
+        const r = await api('jobs', 'POST', '/v1/tasks/' + seg(t.id) + ':cancel', {});
+        return 'Task ' + t.id + ': ' + r.state + (r.cancelRequested ? ' (cancel requested)' : '');
+      }) }, 'Cancel') : null,
+      canRetry ? h('button', { type: 'button', onclick: (e) => act(e.target, async () => {
+        const r = await api('jobs', 'POST', '/v1/tasks/' + seg(t.id) + ':retry', {});
+        return 'Task ' + t.id + ': ' + r.state;
+      }) }, 'Retry') : null));
+}
+
+function pageTasks() {
+  const params = new URLSearchParams(location.hash.split('?')[1] || '');
+  const state = params.get('state') || 'pending';
+  const queue = params.get('queue') || '';
+  const box = h('div', { id: 'tasks' });
+  const load = async () => {
+    const r = await api('jobs', 'GET', '/v1/tasks' + qs({ state, queue, pageSize: 200 }));
+    return table(['Id', 'Name', 'Queue', 'State', 'Attempts', 'Error', 'Created', 'Finished / due', ''],
+      (r.tasks || []).map((t) => taskRow(t)), 'No ' + state + ' tasks' + (queue ? ' in ' + queue : '') + '.');
+  };
+  const filter = h('form', { onsubmit: (e) => {
+    e.preventDefault();
+    location.hash = '#/tasks' + qs({ state, queue: filter.elements.queue.value.trim() });
+  } }, h('label', {}, 'Queue', h('input', { name: 'queue', value: queue })), h('button', { type: 'submit' }, 'Filter'));
+  return h('div', {}, h('h1', {}, 'Tasks'),
+    h('div', { class: 'tabs' }, STATES.map((s) => h('a', { href: '#/tasks' + qs({ state: s, queue }), class: s === state ? 'active' : '' }, s))),
+    filter, live(box, load));
+}
+
+function pageTask(id) {
+  const box = h('div', { id: 'task' });
+  const load = async () => {
+    const t = await api('jobs', 'GET', '/v1/tasks/' + seg(id));
+    return h('div', {},
+      table(['Id', 'Name', 'Queue', 'State', 'Attempts', 'Error', 'Created', 'Finished / due', ''], [taskRow(t)]),
+      h('h2', {}, 'Details'),
+      h('dl', {}, h('dt', {}, 'Arguments'), h('dd', {}, json(t.args)),
+        h('dt', {}, 'Result'), h('dd', {}, t.result === undefined ? '' : json(t.result)),
+        h('dt', {}, 'Time limits'), h('dd', {}, 'soft ' + (t.softTimeLimit || 'none') + ', hard ' + (t.hardTimeLimit || 'none')),
+        h('dt', {}, 'Retries'), h('dd', {}, String(t.maxRetries || 0)),
+        h('dt', {}, 'Callback'), h('dd', { class: 'mono' }, t.callbackUrl ? t.callbackUrl + ' (' + (t.callbackState || '') + ')' : '')),
+      h('h2', {}, 'Attempts'),
+      table(['#', 'Started', 'Ended', 'Outcome', 'Worker', 'Error'], (t.attemptLog || []).map((a) => h('tr', {},
+        h('td', { class: 'num' }, a.number), h('td', {}, when(a.startTime)), h('td', {}, when(a.endTime)),
+        h('td', {}, badge(a.outcome)), h('td', { class: 'mono' }, a.worker), h('td', {}, snippet(a.error)))), 'No attempts yet.'));
+  };
+  return h('div', {}, h('h1', {}, 'Task ', h('span', { class: 'mono' }, id)), live(box, load));
+}
+
+function pageQueues() {
+  const box = h('div', { id: 'queues' });
+  const load = async () => {
+    const r = await api('jobs', 'GET', '/v1/queues');
+    return table(['Queue', 'Ready', 'Running', 'Parked', 'Dead', 'State', ''], (r.queues || []).map((q) => h('tr', { 'data-queue': q.name },
+      h('td', {}, h('a', { href: '#/tasks' + qs({ state: 'pending', queue: q.name }) }, q.name)),
+      h('td', { class: 'num' }, q.ready || 0), h('td', { class: 'num' }, q.running || 0),
+      h('td', { class: 'num' }, q.parked || 0), h('td', { class: 'num' }, q.dead || 0),
+      h('td', {}, badge(q.paused ? 'paused' : 'active')),
+      h('td', {}, h('button', { type: 'button', onclick: (e) => act(e.target, async () => {
+        await api('jobs', 'POST', '/v1/queues/' + seg(q.name) + (q.paused ? ':resume' : ':pause'), {});
+        return 'Queue ' + q.name + (q.paused ? ' resumed' : ' paused');
+      }) }, q.paused ? 'Resume' : 'Pause')))), 'No queues yet.');
+  };
+  return h('div', {}, h('h1', {}, 'Queues'),
+    h('p', { class: 'note' }, 'Depth of each jobs queue of this tenant: ready to run, running, parked (waiting for a free slot or a paused queue), and dead (failed for good).'),
+    live(box, load));
+}
+
+function pageCache() {
+  const box = h('div', { id: 'namespaces' });
+  const result = h('div', { id: 'key-result' });
+  const load = async () => {
+    const r = await api('cache', 'GET', '/v1/namespaces?pageSize=1000');
+    return table(['Namespace', 'Strategy', 'TTL', 'Origin', 'Invalidation rules', 'Created'], (r.namespaces || []).map((n) => h('tr', { 'data-namespace': n.name },
+      h('td', { class: 'mono' }, n.name), h('td', {}, n.strategy || ''), h('td', {}, n.ttl || ''),
+      h('td', { class: 'mono' }, n.originUrl || ''), h('td', { class: 'num' }, (n.invalidationRules || []).length + (n.invalidateOn || []).length),
+      h('td', {}, when(n.createTime)))), 'No namespaces.');
+  };
+  const probe = h('form', { onsubmit: (e) => {
+    e.preventDefault();
+    const f = probe.elements;
+    act(f.submit, async () => {
+      const en = await api('cache', 'GET', '/v1/namespaces/' + seg(f.ns.value.trim()) + '/keys/' + seg(f.key.value));
+      let value = '';
+      try {
+        value = new TextDecoder().decode(Uint8Array.from(atob(en.value || ''), (c) => c.charCodeAt(0)));
+      } catch {
+        value = '(binary)';
+      }
+      result.replaceChildren(h('dl', {}, h('dt', {}, 'Hit'), h('dd', {}, badge(en.hit ? 'hit' : 'miss')),
+        h('dt', {}, 'Age'), h('dd', {}, en.age || ''), h('dt', {}, 'Expires'), h('dd', {}, when(en.expireTime)),
+        h('dt', {}, 'Stale'), h('dd', {}, en.stale ? 'yes' : 'no'), h('dt', {}, 'Value'), h('dd', {}, snippet(value))));
+    });
+  } }, h('label', {}, 'Namespace', h('input', { name: 'ns', required: true })), h('label', {}, 'Key', h('input', { name: 'key', required: true })),
+  h('button', { type: 'submit', name: 'submit' }, 'Get'));
+  return h('div', {}, h('h1', {}, 'Cache namespaces'),
+    h('p', { class: 'note' }, 'The cache API does not report a hit ratio per namespace; each read answers whether it was a hit (try one below), ' +
+      'and the service-wide ratio is in its metrics (hookyard_cache_gets_total by result).'),
+    live(box, load), h('h2', {}, 'Read a key'), probe, result);
+}
+
+// -------------------------------------------------------------- routing
+
+const current = { stop: null, timer: null, refresh: null };
+
+function login(message) {
+  const form = h('form', { onsubmit: async (e) => {
+    e.preventDefault();
+    const key = form.elements.key.value.trim();
+    if (!key) return;
+    sessionStorage.setItem(KEY, key);
+    // Any service can tell whether the key is known; take the first that answers.
+    for (const [svc, path] of [['dispatcher', '/v1/endpoints?pageSize=1'], ['jobs', '/v1/queues'], ['ingress', '/v1/sources?pageSize=1'], ['cache', '/v1/namespaces?pageSize=1']]) {
+      try {
+        await api(svc, 'GET', path);
+        break;
+      } catch (err) {
+        if (err.status === 401) return;
+      }
+    }
+    if (!apiKey()) return;
+    if (!location.hash || location.hash === '#/login') location.hash = '#/deliveries';
+    else render();
+  } },
+  h('label', {}, 'API key', h('input', { name: 'key', type: 'password', autocomplete: 'off', required: true, autofocus: true })),
+  h('button', { type: 'submit', class: 'primary' }, 'Log in'));
+  return h('div', { class: 'login' }, h('h1', {}, 'Hookyard console'),
+    h('p', { class: 'note' }, 'Log in with a tenant API key. It is kept in this tab only (session storage) and sent with each API call.'),
+    message ? h('div', { class: 'error', role: 'alert' }, message) : null, form);
+}
+
+function logout(message) {
+  sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(RECENT);
+  render(message);
+}
+
+function render(message) {
+  if (current.stop) current.stop();
+  clearTimeout(current.timer);
+  current.stop = null;
+  current.refresh = null;
+  const main = document.getElementById('main');
+  const nav = document.getElementById('nav');
+  const out = document.getElementById('logout');
+  if (!apiKey()) {
+    nav.hidden = true;
+    out.hidden = true;
+    main.replaceChildren(login(message));
+    return;
+  }
+  nav.hidden = false;
+  out.hidden = false;
+  const [path] = location.hash.slice(2).split('?');
+  const parts = path.split('/').map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  });
+  for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.getAttribute('href') === '#/' + parts[0]);
+  let page;
+  switch (parts[0]) {
+    case 'messages': page = parts[1] ? pageMessage(parts[1]) : pageDeliveries(); break;
+    case 'dead-letters': page = pageDeadLetters(); break;
+    case 'endpoints': page = pageEndpoints(); break;
+    case 'sources': page = pageSources(); break;
+    case 'tasks': page = parts[1] ? pageTask(parts[1]) : pageTasks(); break;
+    case 'queues': page = pageQueues(); break;
+    case 'cache': page = pageCache(); break;
+    default: page = pageDeliveries();
+  }
+  main.replaceChildren(page);
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  document.getElementById('logout').addEventListener('click', () => logout());
+  window.addEventListener('hashchange', () => render());
+  render();
+});
