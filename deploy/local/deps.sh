@@ -20,6 +20,11 @@
 #                       repository)
 #   DEPS_RABBIT_TIMEOUT seconds to wait for RabbitMQ to boot (default 90)
 #   DEPS_NO_INSTALL=1   never run apt-get, even as root
+#   DEPS_NO_BROWSER=1   skip what the web console's browser test needs
+#                       (Debian's chromium, node and npm, and npm ci in
+#                       cmd/console/e2e); without it a missing piece is
+#                       installed, or reported without failing: the test
+#                       itself fails in CI and skips elsewhere
 set -euo pipefail
 
 AMQP_URL=${HOOKYARD_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}
@@ -246,12 +251,61 @@ rabbit_stop() { # host port
 	say "rabbitmq: stopped $1:$2"
 }
 
+# ------------------------------------------------- console browser test
+
+E2E_DIR=$ROOT/cmd/console/e2e
+
+apt_get_quiet() { # packages...
+	local log
+	log=$(mktemp)
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >"$log" 2>&1; then
+		# Stale or missing package lists on a fresh machine.
+		if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; } >"$log" 2>&1; then
+			tail -n 20 "$log" >&2
+			rm -f "$log"
+			return 1
+		fi
+	fi
+	rm -f "$log"
+}
+
+browser_up() {
+	[[ ${DEPS_NO_BROWSER:-0} == 1 ]] && return 0
+	local pkgs=()
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || pkgs+=(chromium)
+	command -v node >/dev/null || pkgs+=(nodejs)
+	command -v npm >/dev/null || pkgs+=(npm)
+	if ((${#pkgs[@]})); then
+		if is_root && [[ ${DEPS_NO_INSTALL:-0} != 1 ]] && command -v apt-get >/dev/null; then
+			say "browser test: installing ${pkgs[*]} with apt-get"
+			apt_get_quiet "${pkgs[@]}" || {
+				say "browser test: apt-get install ${pkgs[*]} failed"
+				return 0
+			}
+		else
+			say "browser test: ${pkgs[*]} missing; install with: sudo apt-get install -y ${pkgs[*]}"
+			return 0
+		fi
+	fi
+	# npm ci only when the installed tree does not match the lock file.
+	if ! cmp -s "$E2E_DIR/package-lock.json" "$E2E_DIR/node_modules/.hookyard-lock" 2>/dev/null; then
+		say "browser test: npm ci in cmd/console/e2e"
+		(cd "$E2E_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null) || {
+			say "browser test: npm ci failed"
+			return 0
+		}
+		cp "$E2E_DIR/package-lock.json" "$E2E_DIR/node_modules/.hookyard-lock"
+	fi
+	say "browser test: chromium, node and playwright-core ready"
+}
+
 # ----------------------------------------------------------------- main
 
 case ${1:-up} in
 up)
 	rabbit_up
 	redis_up
+	browser_up
 	;;
 stop)
 	[[ -n ${DEPS_STATE_FILE:-} ]] || die "stop needs DEPS_STATE_FILE (the file a previous up wrote)"

@@ -194,7 +194,7 @@ func TestPagesUseNoHTMLSinks(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil || n < 3 {
+	if err != nil || n < 4 {
 		t.Fatalf("walked %d files: %v", n, err)
 	}
 }

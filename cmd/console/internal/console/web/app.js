@@ -131,7 +131,8 @@ function seg(s) {
 }
 
 function errorBox(err) {
-  return h('div', { class: 'error', role: 'alert' }, (err.service ? err.service + ': ' : '') + err.message);
+  const prefix = err.service && !err.message.startsWith(err.service) ? err.service + ': ' : '';
+  return h('div', { class: 'error', role: 'alert' }, prefix + err.message);
 }
 
 // act runs an action from a button, reports its outcome, and refreshes.
@@ -455,7 +456,7 @@ function pageQueues() {
       }) }, q.paused ? 'Resume' : 'Pause')))), 'No queues yet.');
   };
   return h('div', {}, h('h1', {}, 'Queues'),
-    h('p', { class: 'note' }, 'Depth of each jobs queue of this tenant: ready to run, running, parked (waiting for a free slot or a paused queue), and dead (failed for good).'),
+    h('p', { class: 'note' }, 'Depth of each jobs queue of this tenant: ready (waiting in the broker), running, parked (held back while the queue is paused) and dead (failed for good).'),
     live(box, load));
 }
 
