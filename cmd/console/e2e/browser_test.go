@@ -184,7 +184,7 @@ func requireTools(t *testing.T) (chromium, node string) {
 			}
 		}
 	}
-	if chromium == "" {
+	if fi, err := os.Stat(chromium); chromium == "" || err != nil || fi.IsDir() {
 		missing = append(missing, "chromium (apt-get install chromium, or set CHROMIUM_PATH)")
 	}
 	node, err := exec.LookPath("node")
@@ -287,12 +287,13 @@ func cleanRedis(t *testing.T, redisURL, prefix string) {
 func buildServices(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
 	for _, s := range console.Services {
-		pkg := "github.com/hookyard/hookyard/services/" + s.Name + "/cmd/" + s.Name
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, s.Name), pkg)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
+		args = append(args, "github.com/hookyard/hookyard/services/"+s.Name+"/cmd/"+s.Name)
+	}
+	// One go build compiles the four in parallel.
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return dir
 }

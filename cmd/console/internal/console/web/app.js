@@ -71,6 +71,17 @@ function when(ts) {
   return isNaN(d) ? ts : d.toLocaleString();
 }
 
+// dur shows a protojson duration ("0.002613068s") readably.
+function dur(d) {
+  const m = /^(-?\d+(?:\.\d+)?)s$/.exec(d || '');
+  if (!m) return d || '';
+  const s = Number(m[1]);
+  if (s < 1) return Math.round(s * 1000) + ' ms';
+  if (s < 120) return (Math.round(s * 10) / 10) + ' s';
+  if (s < 7200) return Math.round(s / 60) + ' min';
+  return (Math.round(s / 360) / 10) + ' h';
+}
+
 function json(v) {
   return h('pre', {}, JSON.stringify(v, null, 2));
 }
@@ -288,7 +299,7 @@ function pageMessage(id) {
       h('h2', {}, 'Attempts'),
       table(['#', 'Time', 'Endpoint', 'Status', 'Latency', 'Error', 'Response snippet'], (a.attempts || []).map((at) => h('tr', { 'data-attempt': at.number, 'data-status-code': at.statusCode || 0 },
         h('td', { class: 'num' }, at.number), h('td', {}, when(at.time)), h('td', { class: 'mono' }, at.endpointId),
-        h('td', {}, statusCode(at.statusCode)), h('td', {}, at.latency || ''),
+        h('td', {}, statusCode(at.statusCode)), h('td', {}, dur(at.latency)),
         h('td', {}, at.errorClass ? at.errorClass + ': ' + (at.error || '') : ''), h('td', {}, snippet(at.responseSnippet)))), 'No attempts yet.'));
   };
   return h('div', {}, h('h1', {}, 'Message ', h('span', { class: 'mono' }, id)), live(box, load));
@@ -348,7 +359,7 @@ function pageEndpoints() {
           e.failingSince ? h('div', { class: 'note' }, 'failing since ' + when(e.failingSince)) : null),
         h('td', { class: 'num' }, e.rateLimit ? e.rateLimit + '/s' : 'none'),
         h('td', { class: 'num' }, e.maxInFlight || 'default'),
-        h('td', {}, e.timeout || 'default'),
+        h('td', {}, e.timeout ? dur(e.timeout) : 'default'),
         h('td', {}, when(e.createTime)),
         h('td', { class: 'actions' },
           h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
@@ -374,7 +385,7 @@ function pageSources() {
     return table(['Name', 'Webhook path', 'Provider', 'Secrets', 'Tolerance', 'Public URL', 'Created', 'Updated'],
       (r.sources || []).map((s) => h('tr', { 'data-source': s.name },
         h('td', { class: 'mono' }, s.name), h('td', { class: 'mono' }, '/webhooks/' + s.name), h('td', {}, s.provider),
-        h('td', { class: 'num' }, (s.secrets || []).length), h('td', {}, s.tolerance || '5m (default)'),
+        h('td', { class: 'num' }, (s.secrets || []).length), h('td', {}, s.tolerance ? dur(s.tolerance) : '5 min (default)'),
         h('td', { class: 'mono' }, s.publicUrl || ''), h('td', {}, when(s.createTime)), h('td', {}, when(s.updateTime)))), 'No sources.');
   };
   return h('div', {}, h('h1', {}, 'Sources'),
@@ -430,7 +441,7 @@ function pageTask(id) {
       h('h2', {}, 'Details'),
       h('dl', {}, h('dt', {}, 'Arguments'), h('dd', {}, json(t.args)),
         h('dt', {}, 'Result'), h('dd', {}, t.result === undefined ? '' : json(t.result)),
-        h('dt', {}, 'Time limits'), h('dd', {}, 'soft ' + (t.softTimeLimit || 'none') + ', hard ' + (t.hardTimeLimit || 'none')),
+        h('dt', {}, 'Time limits'), h('dd', {}, 'soft ' + (dur(t.softTimeLimit) || 'default') + ', hard ' + (dur(t.hardTimeLimit) || 'default')),
         h('dt', {}, 'Retries'), h('dd', {}, String(t.maxRetries || 0)),
         h('dt', {}, 'Callback'), h('dd', { class: 'mono' }, t.callbackUrl ? t.callbackUrl + ' (' + (t.callbackState || '') + ')' : '')),
       h('h2', {}, 'Attempts'),
@@ -466,7 +477,7 @@ function pageCache() {
   const load = async () => {
     const r = await api('cache', 'GET', '/v1/namespaces?pageSize=1000');
     return table(['Namespace', 'Strategy', 'TTL', 'Origin', 'Invalidation rules', 'Created'], (r.namespaces || []).map((n) => h('tr', { 'data-namespace': n.name },
-      h('td', { class: 'mono' }, n.name), h('td', {}, n.strategy || ''), h('td', {}, n.ttl || ''),
+      h('td', { class: 'mono' }, n.name), h('td', {}, n.strategy || ''), h('td', {}, dur(n.ttl)),
       h('td', { class: 'mono' }, n.originUrl || ''), h('td', { class: 'num' }, (n.invalidationRules || []).length + (n.invalidateOn || []).length),
       h('td', {}, when(n.createTime)))), 'No namespaces.');
   };
@@ -482,7 +493,7 @@ function pageCache() {
         value = '(binary)';
       }
       result.replaceChildren(h('dl', {}, h('dt', {}, 'Hit'), h('dd', {}, badge(en.hit ? 'hit' : 'miss')),
-        h('dt', {}, 'Age'), h('dd', {}, en.age || ''), h('dt', {}, 'Expires'), h('dd', {}, when(en.expireTime)),
+        h('dt', {}, 'Age'), h('dd', {}, dur(en.age)), h('dt', {}, 'Expires'), h('dd', {}, when(en.expireTime)),
         h('dt', {}, 'Stale'), h('dd', {}, en.stale ? 'yes' : 'no'), h('dt', {}, 'Value'), h('dd', {}, snippet(value))));
     });
   } }, h('label', {}, 'Namespace', h('input', { name: 'ns', required: true })), h('label', {}, 'Key', h('input', { name: 'key', required: true })),
