@@ -96,6 +96,12 @@ try {
   assert.equal(await page.locator('#endpoints tr[data-endpoint]').count(), 2);
   assert.equal(await page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"]`).getAttribute('data-state'), 'healthy');
   await shot('endpoints');
+  const flaky = page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"]`);
+  await flaky.getByRole('button', { name: 'Disable' }).click();
+  await page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"][data-state=disabled]`).waitFor();
+  await shot('endpoints-disabled');
+  await flaky.getByRole('button', { name: 'Enable' }).click();
+  await page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"][data-state=healthy]`).waitFor();
 
   step('sources');
   await go('#/sources', '#sources');

@@ -367,6 +367,10 @@ function pageEndpoints() {
             remember(res.messageId);
             return 'Test event sent: ' + res.messageId;
           }) }, 'Send test'),
+          h('button', { type: 'button', class: e.disabled ? '' : 'danger', onclick: (ev) => act(ev.target, async () => {
+            await api('dispatcher', 'PATCH', '/v1/endpoints/' + seg(e.id) + '?updateMask=disabled', { disabled: !e.disabled });
+            return 'Endpoint ' + e.id + (e.disabled ? ' enabled' : ' disabled');
+          }) }, e.disabled ? 'Enable' : 'Disable'),
           h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
             const res = await api('dispatcher', 'POST', '/v1/endpoints/' + seg(e.id) + ':recover', {});
             return 'Recovered; ' + (res.resentCount || 0) + ' messages resent';
