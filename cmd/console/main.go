@@ -28,13 +28,19 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	var c console.Config
+	var probe bool
 	l := config.NewLoader("console")
 	c.Register(l)
+	// A command, not a setting: no environment variable.
+	l.FS.BoolVar(&probe, "healthcheck", false, "ask the console on -http-addr for /healthz, exit 0 if it answers 200 and 1 if not; for container probes")
 	if err := l.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if probe {
+		return console.HealthCheck(ctx, c.HTTPAddr)
 	}
 	return console.Serve(ctx, c)
 }
