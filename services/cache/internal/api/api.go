@@ -335,7 +335,17 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 	n := c.Entries.NS(rec.ID)
 	switch rec.NS.GetStrategy() {
 	case namespace.WriteThrough:
+		// Overlapping writes to one key may reach the origin in another
+		// order than the cache; the write is counted in first, and the
+		// cache keeps its value only if no other write overlapped it.
+		w, err := c.Entries.BeginWrite(ctx, n, r.GetKey(), namespace.Timeout(rec.NS)+5*time.Second)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "cache store: %v", err)
+		}
 		if err := c.Origin.Write(ctx, rec.NS, r.GetKey(), e.GetValue()); err != nil {
+			if eerr := c.Entries.EndWrite(context.WithoutCancel(ctx), n, w); eerr != nil {
+				c.Log.Warn("write-through: ending a failed write", "key", r.GetKey(), "err", eerr)
+			}
 			c.Metrics.Origin.WithLabelValues("write", "error").Inc()
 			var oe *origin.Error
 			if errors.As(err, &oe) && oe.Status >= 400 && oe.Status < 500 {
@@ -344,7 +354,9 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 			return nil, status.Errorf(codes.Unavailable, "origin write failed; cache unchanged: %v", err)
 		}
 		c.Metrics.Origin.WithLabelValues("write", "ok").Inc()
-		if err := c.Entries.Set(ctx, n, r.GetKey(), v); err != nil {
+		if err := c.Entries.SetWritten(ctx, n, w, v); errors.Is(err, entries.ErrOverlapped) {
+			c.Log.Debug("write-through: overlapping writes; the key was invalidated", "key", r.GetKey())
+		} else if err != nil {
 			// The origin has the new value; make sure the cache does not
 			// keep serving the old one.
 			if _, ierr := c.Entries.Invalidate(context.WithoutCancel(ctx), n, r.GetKey()); ierr != nil {

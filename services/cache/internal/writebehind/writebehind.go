@@ -96,31 +96,20 @@ func lockKey(n entries.NS, key string) string    { return n.Key("wbl", key) }
 func backlogKey(n entries.NS) string             { return n.Key("wbq") }
 func seqKey(n entries.NS) string                 { return n.Key("wbseq") }
 
-// pendLua records a pending write. KEYS: pending, backlog, seq. ARGV:
-// value, key, tenant, namespace name.
-var pendScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local s = redis.call('INCR', KEYS[3])
-local at = redis.call('HGET', KEYS[1], 'at') or now
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'seq', s, 'at', at, 't', ARGV[3], 'ns', ARGV[4])
-redis.call('ZADD', KEYS[2], 'NX', at, ARGV[2])
-return s
-`)
-
 // Write stores value for key in the cache and queues it for the origin.
 // It returns once the queue has confirmed the message.
 func (q *Queue) Write(ctx context.Context, rec *namespace.Record, key string, v entries.Value) error {
 	n := q.Entries.NS(rec.ID)
-	if err := pendScript.Run(ctx, q.Rdb, []string{pendingKey(n, key), backlogKey(n), seqKey(n)}, v.Bytes, key, rec.Tenant, rec.NS.GetName()).Err(); err != nil {
-		return fmt.Errorf("record pending write: %w", err)
-	}
 	// The sweeper looks for writes whose message was never queued here.
 	if err := q.Rdb.ZAdd(ctx, q.namespacesKey(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: rec.ID}).Err(); err != nil {
 		return fmt.Errorf("record pending write: %w", err)
 	}
-	if err := q.Entries.Set(ctx, n, key, v); err != nil {
-		return err
+	// The cache and the pending write change in one step, so concurrent
+	// writes cannot leave the cache holding another value than the one
+	// the origin is going to get.
+	p := entries.Pend{Pending: pendingKey(n, key), Backlog: backlogKey(n), Seq: seqKey(n), Tenant: rec.Tenant, Name: rec.NS.GetName()}
+	if _, err := q.Entries.SetPending(ctx, n, key, v, p); err != nil {
+		return fmt.Errorf("record pending write: %w", err)
 	}
 	if err := q.publish(ctx, rec, key, time.Time{}); err != nil {
 		return err
