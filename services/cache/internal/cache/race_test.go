@@ -6,11 +6,14 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
+	"github.com/hookyard/hookyard/services/cache/internal/testenv"
 )
 
 // Concurrent write-behind writes to one key: whatever the interleaving, the
@@ -107,3 +110,49 @@ func TestWriteThroughRacingWritesDoNotLeaveCacheOlder(t *testing.T) {
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(context.Context, string, string, amqp.Publishing) error { return nil }
+
+// A write-behind write whose origin is slower than the key's lock: the lock
+// is kept while the write runs, so no other consumer writes the same key at
+// the same time.
+func TestWriteBehindLockOutlivesSlowOrigin(t *testing.T) {
+	h := newHarness(t, 2, true)
+	var inFlight, most atomic.Int64
+	var rec recorder
+	h.setOrigin(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		time.Sleep(2500 * time.Millisecond)
+		rec.record(r)
+	})
+	c := h.replicas[0]
+	createNS(t, c, "acme", &cachev1.Namespace{Name: "users", Strategy: "write_behind", OriginUrl: h.url("/users/{key}")})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, r := range h.replicas {
+		r.Writes.LockTTL = 300 * time.Millisecond
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = r.RunWrites(ctx) }()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, v := range []string{"v1", "v2", "v3"} {
+		if _, err := put(c, "acme", "users", "1", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, 60*time.Second, "an empty backlog", func() bool {
+		p, err := c.API.ListPendingWrites(tenantCtx("acme"), &cachev1.ListPendingWritesRequest{Ns: "users"})
+		return err == nil && len(p.GetWrites()) == 0
+	})
+	if m := most.Load(); m != 1 {
+		t.Fatalf("%d origin writes of one key ran at once; want 1", m)
+	}
+	if got := rec.list(); len(got) == 0 || got[len(got)-1] != "PUT /users/1 v3" {
+		t.Fatalf("origin writes %q, want v3 last", got)
+	}
+}
