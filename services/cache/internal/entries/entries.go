@@ -18,7 +18,9 @@
 //	          their latest invalidation; fencefloor is the seq below which
 //	          fences were trimmed.
 //	idx       sorted set of keys scored by expiry, for prefix invalidation.
-//	t:<tag>   set of the keys carrying a tag.
+//	tz:<tag>  sorted set of the keys carrying a tag, scored by when they
+//	          expire; each store drops the expired ones, so a tag that
+//	          keeps getting keys does not grow without bound.
 //	w:<key>   write-through writes of the key in flight, and how many
 //	          began in all, to detect overlapping writes.
 //
@@ -91,13 +93,17 @@ func (s *Store) notify(ctx context.Context, n NS, kind byte, values ...string) {
 
 func (n NS) entry(key string) string { return n.base + ":e:" + key }
 func (n NS) lease(key string) string { return n.base + ":l:" + key }
-func (n NS) tag(tag string) string   { return n.base + ":t:" + tag }
-func (n NS) epoch() string           { return n.base + ":epoch" }
-func (n NS) seq() string             { return n.base + ":seq" }
-func (n NS) fences() string          { return n.base + ":fences" }
-func (n NS) floor() string           { return n.base + ":fencefloor" }
-func (n NS) idx() string             { return n.base + ":idx" }
-func (n NS) guard(key string) string { return n.base + ":w:" + key }
+func (n NS) tag(tag string) string   { return n.base + ":tz:" + tag }
+
+// legacyTag is where earlier versions kept a tag's keys, as a plain set
+// that was never pruned; it is still read when the tag is invalidated.
+func (n NS) legacyTag(tag string) string { return n.base + ":t:" + tag }
+func (n NS) epoch() string               { return n.base + ":epoch" }
+func (n NS) seq() string                 { return n.base + ":seq" }
+func (n NS) fences() string              { return n.base + ":fences" }
+func (n NS) floor() string               { return n.base + ":fencefloor" }
+func (n NS) idx() string                 { return n.base + ":idx" }
+func (n NS) guard(key string) string     { return n.base + ":w:" + key }
 
 // Entry is a stored value.
 type Entry struct {
@@ -318,7 +324,8 @@ redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
 redis.call('ZADD', KEYS[7], now + keep, key)
 for i = 1, ntags do
-  redis.call('SADD', KEYS[11 + i], key)
+  redis.call('ZREMRANGEBYSCORE', KEYS[11 + i], '-inf', now)
+  redis.call('ZADD', KEYS[11 + i], 'GT', now + keep, key)
   if redis.call('PTTL', KEYS[11 + i]) < keep then redis.call('PEXPIRE', KEYS[11 + i], keep) end
 end
 return res
@@ -536,7 +543,6 @@ func (s *Store) InvalidateTag(ctx context.Context, n NS, tag string) (int64, err
 	}
 	defer s.notify(ctx, n, 't', tag)
 	var total int64
-	iter := s.rdb.SScan(ctx, n.tag(tag), 0, "", 500).Iterator()
 	var batch []string
 	flush := func() error {
 		c, err := s.Invalidate(ctx, n, batch...)
@@ -544,15 +550,32 @@ func (s *Store) InvalidateTag(ctx context.Context, n NS, tag string) (int64, err
 		batch = batch[:0]
 		return err
 	}
-	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
+	add := func(k string) error {
+		batch = append(batch, k)
 		if len(batch) == 256 {
-			if err := flush(); err != nil {
+			return flush()
+		}
+		return nil
+	}
+	// ZSCAN yields member, score, member, score…
+	iter := s.rdb.ZScan(ctx, n.tag(tag), 0, "", 500).Iterator()
+	for i := 0; iter.Next(ctx); i++ {
+		if i%2 == 0 {
+			if err := add(iter.Val()); err != nil {
 				return total, err
 			}
 		}
 	}
 	if err := iter.Err(); err != nil {
+		return total, fmt.Errorf("invalidate tag %q: %w", tag, err)
+	}
+	legacy := s.rdb.SScan(ctx, n.legacyTag(tag), 0, "", 500).Iterator()
+	for legacy.Next(ctx) {
+		if err := add(legacy.Val()); err != nil {
+			return total, err
+		}
+	}
+	if err := legacy.Err(); err != nil {
 		return total, fmt.Errorf("invalidate tag %q: %w", tag, err)
 	}
 	if err := flush(); err != nil {
