@@ -33,6 +33,7 @@ const (
 	MaxTemplates       = 20
 	MaxHeaders         = 32
 	MaxKeyBytes        = 512
+	MaxNearBytes       = 1 << 30
 )
 
 // ValidName reports whether name can name a namespace.
@@ -141,6 +142,9 @@ func Validate(ns *cachev1.Namespace, policy ssrf.Policy) error {
 	if nc := ns.GetNearCache(); nc != nil {
 		if nc.GetMaxEntries() < 1 || nc.GetMaxEntries() > 100_000 {
 			return fmt.Errorf("near_cache.max_entries must be between 1 and 100000")
+		}
+		if b := nc.GetMaxBytes(); b < 0 || b > MaxNearBytes {
+			return fmt.Errorf("near_cache.max_bytes must be between 0 (default 16 MiB) and %d", int64(MaxNearBytes))
 		}
 		// The near cache's expiry sweeps at ttl/100; below a second the
 		// sweeps cost more than the copies save (and below 100ns the

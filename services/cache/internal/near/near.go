@@ -29,6 +29,13 @@ import (
 // DefaultTTL is a copy's life when the namespace sets none.
 const DefaultTTL = 5 * time.Second
 
+// DefaultMaxBytes bounds a namespace's copies when it sets no max_bytes.
+const DefaultMaxBytes = 16 << 20
+
+// overhead approximates a copy's memory beyond its key, value and tags
+// (the entry, the list element, the map slot).
+const overhead = 160
+
 // Cache is one replica's near cache of every namespace.
 type Cache struct {
 	rdb     redis.UniversalClient
@@ -50,11 +57,22 @@ type nsCache struct {
 	size int
 	ttl  time.Duration
 	gen  uint64
+	// bytes is what the copies hold; maxBytes bounds it.
+	bytes, maxBytes int64
 }
 
 type copyOf struct {
-	e   *entries.Entry
-	exp time.Time
+	e    *entries.Entry
+	exp  time.Time
+	size int64
+}
+
+func sizeOf(key string, e *entries.Entry) int64 {
+	n := int64(len(key)+len(e.Value)) + overhead
+	for _, t := range e.Tags {
+		n += int64(len(t)) + 16
+	}
+	return n
 }
 
 // New returns a near cache listening on channel.
@@ -65,19 +83,23 @@ func New(rdb redis.UniversalClient, channel string, log *slog.Logger) *Cache {
 // Enabled reports whether ns wants a near cache.
 func Enabled(ns *cachev1.Namespace) bool { return ns.GetNearCache().GetMaxEntries() > 0 }
 
-func settings(ns *cachev1.Namespace) (int, time.Duration) {
+func settings(ns *cachev1.Namespace) (int, int64, time.Duration) {
 	ttl := ns.GetNearCache().GetTtl().AsDuration()
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	return int(ns.GetNearCache().GetMaxEntries()), ttl
+	b := ns.GetNearCache().GetMaxBytes()
+	if b <= 0 {
+		b = DefaultMaxBytes
+	}
+	return int(ns.GetNearCache().GetMaxEntries()), b, ttl
 }
 
 // ns returns the cache of namespace id, (re)made to ns's settings.
 func (c *Cache) ns(id string, ns *cachev1.Namespace) *nsCache {
-	size, ttl := settings(ns)
+	size, maxBytes, ttl := settings(ns)
 	n := c.nss[id]
-	if n == nil || n.size != size || n.ttl != ttl {
+	if n == nil || n.size != size || n.ttl != ttl || n.maxBytes != maxBytes {
 		var gen uint64
 		if n != nil {
 			gen = n.gen + 1
@@ -85,8 +107,11 @@ func (c *Cache) ns(id string, ns *cachev1.Namespace) *nsCache {
 		if n != nil {
 			n.lru.Purge()
 		}
-		l, _ := lru.New[string, copyOf](size)
-		n = &nsCache{lru: l, size: size, ttl: ttl, gen: gen}
+		nc := &nsCache{size: size, ttl: ttl, gen: gen, maxBytes: maxBytes}
+		// Called (under c.mu) for every copy that leaves, however it
+		// leaves: removed, purged or evicted.
+		nc.lru, _ = lru.NewWithEvict(size, func(_ string, v copyOf) { nc.bytes -= v.size })
+		n = nc
 		c.nss[id] = n
 	}
 	return n
@@ -143,7 +168,19 @@ func (c *Cache) Put(id string, ns *cachev1.Namespace, key string, e *entries.Ent
 	if n.gen != mark {
 		return
 	}
-	n.lru.Add(key, copyOf{e: e, exp: time.Now().Add(n.ttl)})
+	// The key's older copy goes either way: e is newer.
+	n.lru.Remove(key)
+	size := sizeOf(key, e)
+	if size > n.maxBytes {
+		return
+	}
+	n.lru.Add(key, copyOf{e: e, exp: time.Now().Add(n.ttl), size: size})
+	n.bytes += size
+	for n.bytes > n.maxBytes {
+		if _, _, ok := n.lru.RemoveOldest(); !ok {
+			break
+		}
+	}
 }
 
 // Run listens for notices until ctx ends.
