@@ -44,6 +44,11 @@ type Cache struct {
 
 	mu  sync.Mutex
 	nss map[string]*nsCache
+	// seq numbers notices (and flushes) in arrival order; a namespace's
+	// gen is the seq of its latest. orphan is the seq of the latest notice
+	// for a namespace that had no cache here yet: it is the mark of such a
+	// namespace, so a read that raced that notice is not stored either.
+	seq, orphan uint64
 	// ready is false until the subscription is confirmed, and again while
 	// it is down: then nothing is stored.
 	ready bool
@@ -100,11 +105,11 @@ func (c *Cache) ns(id string, ns *cachev1.Namespace) *nsCache {
 	size, maxBytes, ttl := settings(ns)
 	n := c.nss[id]
 	if n == nil || n.size != size || n.ttl != ttl || n.maxBytes != maxBytes {
-		var gen uint64
+		gen := c.orphan
 		if n != nil {
-			gen = n.gen + 1
-		}
-		if n != nil {
+			// New settings: marks taken before no longer fit.
+			c.seq++
+			gen = c.seq
 			n.lru.Purge()
 		}
 		nc := &nsCache{size: size, ttl: ttl, gen: gen, maxBytes: maxBytes}
@@ -150,7 +155,7 @@ func (c *Cache) Mark(id string) uint64 {
 	if n := c.nss[id]; n != nil {
 		return n.gen
 	}
-	return 0
+	return c.orphan
 }
 
 // Put stores a copy of e, unless a notice for the namespace arrived since
@@ -162,6 +167,9 @@ func (c *Cache) Put(id string, ns *cachev1.Namespace, key string, e *entries.Ent
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.ready {
+		return
+	}
+	if n := c.nss[id]; n == nil && mark != c.orphan {
 		return
 	}
 	n := c.ns(id, ns)
@@ -223,10 +231,12 @@ func (c *Cache) listen(ctx context.Context) {
 func (c *Cache) flush(ready bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.seq++
 	for _, n := range c.nss {
 		n.lru.Purge()
-		n.gen++
+		n.gen = c.seq
 	}
+	c.orphan = c.seq
 	c.ready = ready
 }
 
@@ -239,11 +249,13 @@ func (c *Cache) apply(payload string) {
 	kind, value := rest[0], rest[1:]
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.seq++
 	n := c.nss[id]
 	if n == nil {
+		c.orphan = c.seq
 		return
 	}
-	n.gen++
+	n.gen = c.seq
 	switch kind {
 	case 'k':
 		n.lru.Remove(value)

@@ -157,3 +157,29 @@ func TestCopiesAreBoundedByBytes(t *testing.T) {
 		t.Fatal("an oversized value evicted the others")
 	}
 }
+
+// A notice for a namespace this replica has no copies of yet still counts:
+// a value read from Redis before it must not be stored after it.
+func TestNoticeForNamespaceNotYetCachedStillCounts(t *testing.T) {
+	id := testenv.ID()
+	rdb := testenv.Redis(t, "hookyard:test:cache:"+id)
+	channel := "hookyard:test:cache:" + id + ":near"
+	c := New(rdb, channel, slog.New(slog.DiscardHandler))
+	run(t, c)
+	putReady(t, c, "a") // namespace "id" is known; "fresh" is not
+	mark := c.Mark("fresh")
+	// Notices arrive in order: once the second one has been applied, so
+	// has the first.
+	if err := rdb.Publish(context.Background(), channel, entries.Notice("fresh", 'k', "b")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	seen := c.Mark("id")
+	if err := rdb.Publish(context.Background(), channel, entries.Notice("id", 'k', "zzz")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the notices", func() bool { return c.Mark("id") != seen })
+	c.Put("fresh", ns, "b", entry("old"), mark)
+	if _, ok := c.Get("fresh", ns, "b"); ok {
+		t.Fatal("a value read before a notice was stored after it")
+	}
+}
