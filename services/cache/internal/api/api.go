@@ -85,7 +85,7 @@ func (c *Cache) CreateNamespace(ctx context.Context, r *cachev1.CreateNamespaceR
 	if err != nil {
 		return nil, nsError(err, ns.GetName())
 	}
-	return rec.NS, nil
+	return namespace.Masked(rec.NS), nil
 }
 
 // GetNamespace returns a namespace.
@@ -101,7 +101,7 @@ func (c *Cache) GetNamespace(ctx context.Context, r *cachev1.GetNamespaceRequest
 	if err != nil {
 		return nil, nsError(err, r.GetName())
 	}
-	return rec.NS, nil
+	return namespace.Masked(rec.NS), nil
 }
 
 // ListNamespaces pages through the tenant's namespaces by name.
@@ -120,7 +120,7 @@ func (c *Cache) ListNamespaces(ctx context.Context, r *cachev1.ListNamespacesReq
 	}
 	resp := &cachev1.ListNamespacesResponse{NextPageToken: next}
 	for _, rec := range recs {
-		resp.Namespaces = append(resp.Namespaces, rec.NS)
+		resp.Namespaces = append(resp.Namespaces, namespace.Masked(rec.NS))
 	}
 	return resp, nil
 }
@@ -144,6 +144,9 @@ func (c *Cache) UpdateNamespace(ctx context.Context, r *cachev1.UpdateNamespaceR
 		if err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
+		if err := namespace.Unmask(merged, cur); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
 		namespace.Normalize(merged)
 		if err := namespace.Validate(merged, c.Policy); err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -153,7 +156,7 @@ func (c *Cache) UpdateNamespace(ctx context.Context, r *cachev1.UpdateNamespaceR
 	if err != nil {
 		return nil, nsError(err, in.GetName())
 	}
-	return rec.NS, nil
+	return namespace.Masked(rec.NS), nil
 }
 
 // DeleteNamespace deletes a namespace; its values go with it.
