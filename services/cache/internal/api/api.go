@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -42,6 +43,9 @@ type Cache struct {
 	Log        *slog.Logger
 }
 
+// domain is the ErrorInfo domain of the service's errors.
+const domain = "hookyard.cache.v1"
+
 // Limits of the key API.
 const (
 	MaxBatch = 100
@@ -56,7 +60,7 @@ func nsError(err error, name string) error {
 	case errors.Is(err, namespace.ErrExists):
 		return status.Errorf(codes.AlreadyExists, "namespace %q exists", name)
 	case errors.Is(err, namespace.ErrBadToken):
-		return status.Error(codes.InvalidArgument, "page_token is invalid")
+		return server.InvalidArgument(domain, "page_token", "invalid; pass the next_page_token of a previous call")
 	case errors.Is(err, namespace.ErrConflict):
 		return status.Errorf(codes.Aborted, "namespace %q: %v", name, err)
 	}
@@ -73,13 +77,13 @@ func (c *Cache) CreateNamespace(ctx context.Context, r *cachev1.CreateNamespaceR
 		return nil, err
 	}
 	if r.GetNamespace() == nil {
-		return nil, status.Error(codes.InvalidArgument, "namespace is required")
+		return nil, server.InvalidArgument(domain, "namespace", "required")
 	}
 	ns := proto.Clone(r.GetNamespace()).(*cachev1.Namespace)
 	ns.CreateTime, ns.UpdateTime = nil, nil
 	namespace.Normalize(ns)
 	if err := namespace.Validate(ns, c.Policy); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, server.BadRequest(domain, err)
 	}
 	rec, err := c.Namespaces.Create(ctx, tenant, ns)
 	if err != nil {
@@ -134,7 +138,7 @@ func (c *Cache) UpdateNamespace(ctx context.Context, r *cachev1.UpdateNamespaceR
 	}
 	in := r.GetNamespace()
 	if in == nil {
-		return nil, status.Error(codes.InvalidArgument, "namespace is required")
+		return nil, server.InvalidArgument(domain, "namespace", "required")
 	}
 	if !namespace.ValidName(in.GetName()) {
 		return nil, status.Errorf(codes.NotFound, "namespace %q not found", in.GetName())
@@ -142,14 +146,14 @@ func (c *Cache) UpdateNamespace(ctx context.Context, r *cachev1.UpdateNamespaceR
 	rec, err := c.Namespaces.Modify(ctx, tenant, in.GetName(), func(cur *cachev1.Namespace) (*cachev1.Namespace, error) {
 		merged, err := namespace.Merge(cur, in, r.GetUpdateMask().GetPaths())
 		if err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, server.BadRequest(domain, err)
 		}
 		if err := namespace.Unmask(merged, cur); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, server.BadRequest(domain, err)
 		}
 		namespace.Normalize(merged)
 		if err := namespace.Validate(merged, c.Policy); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, server.BadRequest(domain, err)
 		}
 		return merged, nil
 	})
@@ -200,7 +204,7 @@ func (c *Cache) lookup(ctx context.Context, name string) (*namespace.Record, err
 
 func keyError(key string) error {
 	if err := namespace.ValidKey(key); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return server.BadRequest(domain, err)
 	}
 	return nil
 }
@@ -256,7 +260,7 @@ func (c *Cache) BatchGetKeys(ctx context.Context, r *cachev1.BatchGetKeysRequest
 		return nil, err
 	}
 	if len(r.GetKeys()) == 0 || len(r.GetKeys()) > MaxBatch {
-		return nil, status.Errorf(codes.InvalidArgument, "keys: give 1 to %d keys", MaxBatch)
+		return nil, server.InvalidArgument(domain, "keys", fmt.Sprintf("give 1 to %d keys", MaxBatch))
 	}
 	for _, k := range r.GetKeys() {
 		if err := keyError(k); err != nil {
@@ -311,26 +315,26 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 	}
 	e := r.GetEntry()
 	if e == nil {
-		return nil, status.Error(codes.InvalidArgument, "entry is required")
+		return nil, server.InvalidArgument(domain, "entry", "required")
 	}
 	if e.GetKey() != "" && e.GetKey() != r.GetKey() {
-		return nil, status.Errorf(codes.InvalidArgument, "entry.key %q differs from the key in the path %q", e.GetKey(), r.GetKey())
+		return nil, server.InvalidArgument(domain, "entry.key", fmt.Sprintf("%q differs from the key in the path %q", e.GetKey(), r.GetKey()))
 	}
 	if limit := namespace.MaxValueBytes(rec.NS); int64(len(e.GetValue())) > limit {
-		return nil, status.Errorf(codes.InvalidArgument, "value of %d bytes exceeds the namespace's max_value_bytes %d", len(e.GetValue()), limit)
+		return nil, server.InvalidArgument(domain, "entry.value", fmt.Sprintf("%d bytes exceed the namespace's max_value_bytes %d", len(e.GetValue()), limit))
 	}
 	if len(e.GetTags()) > MaxTags {
-		return nil, status.Errorf(codes.InvalidArgument, "tags: at most %d", MaxTags)
+		return nil, server.InvalidArgument(domain, "entry.tags", fmt.Sprintf("at most %d", MaxTags))
 	}
 	for _, t := range e.GetTags() {
 		if err := namespace.ValidKey(t); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "tag %q: %v", t, err)
+			return nil, server.InvalidArgument(domain, "entry.tags", fmt.Sprintf("%q: %v", t, err))
 		}
 	}
 	ttl := fill.TTLFor(rec)
 	if e.Ttl != nil {
 		if err := e.GetTtl().CheckValid(); err != nil || e.GetTtl().AsDuration() <= 0 || e.GetTtl().AsDuration() > namespace.MaxTTL {
-			return nil, status.Errorf(codes.InvalidArgument, "ttl must be positive and at most %s", namespace.MaxTTL)
+			return nil, server.InvalidArgument(domain, "entry.ttl", fmt.Sprintf("must be positive and at most %s", namespace.MaxTTL))
 		}
 		ttl = e.GetTtl().AsDuration()
 	}
@@ -414,14 +418,14 @@ func (c *Cache) InvalidateNamespace(ctx context.Context, r *cachev1.InvalidateNa
 		case strings.HasSuffix(p, "*") && !strings.ContainsAny(p[:len(p)-1], "*?[]\\"):
 			prefixes = append(prefixes, p[:len(p)-1])
 		default:
-			return nil, status.Errorf(codes.InvalidArgument, "pattern %q: only \"*\" and \"prefix*\" are supported", p)
+			return nil, server.InvalidArgument(domain, "patterns", fmt.Sprintf("%q: only \"*\" and \"prefix*\" are supported", p))
 		}
 	}
 	if !all && len(r.GetKeys())+len(r.GetTags())+len(prefixes) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "name keys, tags, prefixes, patterns or all")
+		return nil, server.InvalidArgument(domain, "keys", "name keys, tags, prefixes, patterns or all")
 	}
 	if len(r.GetKeys())+len(r.GetTags())+len(prefixes) > MaxItems {
-		return nil, status.Errorf(codes.InvalidArgument, "at most %d keys, tags and prefixes in one call", MaxItems)
+		return nil, server.InvalidArgument(domain, "keys", fmt.Sprintf("at most %d keys, tags and prefixes in one call", MaxItems))
 	}
 	for _, k := range r.GetKeys() {
 		if err := keyError(k); err != nil {
@@ -430,7 +434,7 @@ func (c *Cache) InvalidateNamespace(ctx context.Context, r *cachev1.InvalidateNa
 	}
 	for _, t := range append(append([]string(nil), r.GetTags()...), prefixes...) {
 		if err := namespace.ValidKey(t); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "%q: %v", t, err)
+			return nil, server.InvalidArgument(domain, "tags", fmt.Sprintf("%q: %v", t, err))
 		}
 	}
 	n := c.Entries.NS(rec.ID)

@@ -39,7 +39,7 @@ func Merge(cur, in *cachev1.Namespace, paths []string) (*cachev1.Namespace, erro
 		switch fd.Name() {
 		case "name":
 			if in.GetName() != cur.GetName() {
-				return nil, fmt.Errorf("name cannot be changed; create a new namespace")
+				return nil, fmt.Errorf("name: cannot be changed; create a new namespace")
 			}
 			continue
 		case "create_time", "update_time":
@@ -47,7 +47,7 @@ func Merge(cur, in *cachev1.Namespace, paths []string) (*cachev1.Namespace, erro
 				// Echoed from a read (read-modify-write): ignored.
 				continue
 			}
-			return nil, fmt.Errorf("%s is output only", fd.Name())
+			return nil, fmt.Errorf("%s: output only", fd.Name())
 		}
 		if done[fd.Name()] {
 			continue
