@@ -83,7 +83,11 @@ type Namespace struct {
 	// replica loses its subscription; ttl bounds how stale a copy can get if
 	// a notice is missed. Reads on other replicas may see the old value for
 	// the moment the notice takes to arrive.
-	NearCache     *NearCache `protobuf:"bytes,19,opt,name=near_cache,json=nearCache,proto3" json:"near_cache,omitempty"`
+	NearCache *NearCache `protobuf:"bytes,19,opt,name=near_cache,json=nearCache,proto3" json:"near_cache,omitempty"`
+	// Output only. The namespace's server-assigned id, which names it in
+	// the near-cache notices on Redis (a namespace deleted and created
+	// again gets a new one).
+	Uid           string `protobuf:"bytes,20,opt,name=uid,proto3" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -250,6 +254,13 @@ func (x *Namespace) GetNearCache() *NearCache {
 		return x.NearCache
 	}
 	return nil
+}
+
+func (x *Namespace) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
 }
 
 // NearCache sizes the in-process copy of a namespace's values.
@@ -1573,7 +1584,7 @@ var File_hookyard_cache_v1_cache_proto protoreflect.FileDescriptor
 
 const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\n" +
-	"\x1dhookyard/cache/v1/cache.proto\x12\x11hookyard.cache.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\a\n" +
+	"\x1dhookyard/cache/v1/cache.proto\x12\x11hookyard.cache.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\a\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1599,7 +1610,8 @@ const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"updateTime\x12,\n" +
 	"\x12early_refresh_beta\x18\x12 \x01(\x01R\x10earlyRefreshBeta\x12;\n" +
 	"\n" +
-	"near_cache\x18\x13 \x01(\v2\x1c.hookyard.cache.v1.NearCacheR\tnearCache\x1a:\n" +
+	"near_cache\x18\x13 \x01(\v2\x1c.hookyard.cache.v1.NearCacheR\tnearCache\x12\x10\n" +
+	"\x03uid\x18\x14 \x01(\tR\x03uid\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"v\n" +

@@ -80,7 +80,7 @@ func (c *Cache) CreateNamespace(ctx context.Context, r *cachev1.CreateNamespaceR
 		return nil, server.InvalidArgument(domain, "namespace", "required")
 	}
 	ns := proto.Clone(r.GetNamespace()).(*cachev1.Namespace)
-	ns.CreateTime, ns.UpdateTime = nil, nil
+	ns.CreateTime, ns.UpdateTime, ns.Uid = nil, nil, ""
 	namespace.Normalize(ns)
 	if err := namespace.Validate(ns, c.Policy); err != nil {
 		return nil, server.BadRequest(domain, err)
@@ -89,7 +89,7 @@ func (c *Cache) CreateNamespace(ctx context.Context, r *cachev1.CreateNamespaceR
 	if err != nil {
 		return nil, nsError(err, ns.GetName())
 	}
-	return namespace.Masked(rec.NS), nil
+	return namespace.View(rec), nil
 }
 
 // GetNamespace returns a namespace.
@@ -105,7 +105,7 @@ func (c *Cache) GetNamespace(ctx context.Context, r *cachev1.GetNamespaceRequest
 	if err != nil {
 		return nil, nsError(err, r.GetName())
 	}
-	return namespace.Masked(rec.NS), nil
+	return namespace.View(rec), nil
 }
 
 // ListNamespaces pages through the tenant's namespaces by name.
@@ -124,7 +124,7 @@ func (c *Cache) ListNamespaces(ctx context.Context, r *cachev1.ListNamespacesReq
 	}
 	resp := &cachev1.ListNamespacesResponse{NextPageToken: next}
 	for _, rec := range recs {
-		resp.Namespaces = append(resp.Namespaces, namespace.Masked(rec.NS))
+		resp.Namespaces = append(resp.Namespaces, namespace.View(rec))
 	}
 	return resp, nil
 }
@@ -160,7 +160,7 @@ func (c *Cache) UpdateNamespace(ctx context.Context, r *cachev1.UpdateNamespaceR
 	if err != nil {
 		return nil, nsError(err, in.GetName())
 	}
-	return namespace.Masked(rec.NS), nil
+	return namespace.View(rec), nil
 }
 
 // DeleteNamespace deletes a namespace; its values go with it.

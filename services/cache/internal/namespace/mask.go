@@ -12,13 +12,11 @@ import (
 // values are credentials (Authorization, API keys).
 const HeaderMask = "********"
 
-// Masked returns a copy of ns fit for a response, its header values
-// replaced by HeaderMask.
-func Masked(ns *cachev1.Namespace) *cachev1.Namespace {
-	if len(ns.GetHeaders()) == 0 {
-		return ns
-	}
-	out := proto.Clone(ns).(*cachev1.Namespace)
+// View returns a copy of rec's namespace fit for a response: its uid set
+// and its header values replaced by HeaderMask.
+func View(rec *Record) *cachev1.Namespace {
+	out := proto.Clone(rec.NS).(*cachev1.Namespace)
+	out.Uid = rec.ID
 	for k := range out.Headers {
 		out.Headers[k] = HeaderMask
 	}

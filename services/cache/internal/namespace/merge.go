@@ -42,7 +42,7 @@ func Merge(cur, in *cachev1.Namespace, paths []string) (*cachev1.Namespace, erro
 				return nil, fmt.Errorf("name: cannot be changed; create a new namespace")
 			}
 			continue
-		case "create_time", "update_time":
+		case "create_time", "update_time", "uid":
 			if implicit {
 				// Echoed from a read (read-modify-write): ignored.
 				continue

@@ -280,3 +280,20 @@ func (c *Cache) apply(payload string) {
 		n.lru.Purge()
 	}
 }
+
+// Drop removes the copy of key of namespace id, as a notice for it would:
+// for a writer that should read its own write before the notice comes.
+func (c *Cache) Drop(id, key string) {
+	if c == nil {
+		return
+	}
+	c.apply(entries.Notice(id, 'k', key))
+}
+
+// Ready reports whether the notice subscription is up (copies are stored
+// only then).
+func (c *Cache) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
