@@ -212,6 +212,14 @@ bench-go: deps ## Go benchmarks of every module (BENCH, BENCHTIME, BENCH_FLAGS)
 INGRESS_BENCH_FLAGS ?= -n 20000
 DISPATCHER_BENCH_FLAGS ?= -n 5000 -c 64 -pending 100000
 
+# The cache benchmark runs the service in-process against local Redis
+# (CACHE_BENCH_FLAGS, e.g. '-n 20000 -origin-delay 50ms').
+CACHE_BENCH_FLAGS ?= -n 5000
+
+.PHONY: bench-cache
+bench-cache: deps ## Cache hit, near-cache hit and read-through latency against raw Redis (CACHE_BENCH_FLAGS)
+	@cd services/cache && $(GO) run ./cmd/cache-bench $(CACHE_BENCH_FLAGS)
+
 .PHONY: bench-ingress bench-dispatcher
 bench-ingress: deps ## Ingress load test against its ceilings (INGRESS_BENCH_FLAGS)
 	@cd services/ingress && $(GO) run ./cmd/ingress-bench $(INGRESS_BENCH_FLAGS)

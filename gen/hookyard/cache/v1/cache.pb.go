@@ -46,7 +46,10 @@ type Namespace struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// cache_aside, read_through (default), write_through or write_behind.
 	Strategy string `protobuf:"bytes,7,opt,name=strategy,proto3" json:"strategy,omitempty"`
-	// Headers sent with every origin request (e.g. Authorization).
+	// Headers sent with every origin request (e.g. Authorization). Their
+	// values are secrets: responses carry "********" in place of each value.
+	// An update that sends "********" back for a header keeps its stored
+	// value.
 	Headers map[string]string `protobuf:"bytes,8,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Origin request timeout; unset means 5s, at most 60s.
 	Timeout *durationpb.Duration `protobuf:"bytes,9,opt,name=timeout,proto3" json:"timeout,omitempty"`
@@ -80,7 +83,11 @@ type Namespace struct {
 	// replica loses its subscription; ttl bounds how stale a copy can get if
 	// a notice is missed. Reads on other replicas may see the old value for
 	// the moment the notice takes to arrive.
-	NearCache     *NearCache `protobuf:"bytes,19,opt,name=near_cache,json=nearCache,proto3" json:"near_cache,omitempty"`
+	NearCache *NearCache `protobuf:"bytes,19,opt,name=near_cache,json=nearCache,proto3" json:"near_cache,omitempty"`
+	// Output only. The namespace's server-assigned id, which names it in
+	// the near-cache notices on Redis (a namespace deleted and created
+	// again gets a new one).
+	Uid           string `protobuf:"bytes,20,opt,name=uid,proto3" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,13 +256,24 @@ func (x *Namespace) GetNearCache() *NearCache {
 	return nil
 }
 
+func (x *Namespace) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
 // NearCache sizes the in-process copy of a namespace's values.
 type NearCache struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Values kept per replica; 1 to 100000.
 	MaxEntries int32 `protobuf:"varint,1,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
 	// How long a copy is used; unset means 5s, at most 60s.
-	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Bytes of copies (values, keys and tags) kept per replica; the least
+	// recently used are dropped beyond it. Unset or 0 means 16 MiB, at most
+	// 1 GiB. A value larger than this is not copied.
+	MaxBytes      int64 `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -302,6 +320,13 @@ func (x *NearCache) GetTtl() *durationpb.Duration {
 		return x.Ttl
 	}
 	return nil
+}
+
+func (x *NearCache) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
 }
 
 // InvalidationRule invalidates keys and tags named by an event.
@@ -1559,7 +1584,7 @@ var File_hookyard_cache_v1_cache_proto protoreflect.FileDescriptor
 
 const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\n" +
-	"\x1dhookyard/cache/v1/cache.proto\x12\x11hookyard.cache.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\a\n" +
+	"\x1dhookyard/cache/v1/cache.proto\x12\x11hookyard.cache.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\a\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1585,14 +1610,16 @@ const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"updateTime\x12,\n" +
 	"\x12early_refresh_beta\x18\x12 \x01(\x01R\x10earlyRefreshBeta\x12;\n" +
 	"\n" +
-	"near_cache\x18\x13 \x01(\v2\x1c.hookyard.cache.v1.NearCacheR\tnearCache\x1a:\n" +
+	"near_cache\x18\x13 \x01(\v2\x1c.hookyard.cache.v1.NearCacheR\tnearCache\x12\x10\n" +
+	"\x03uid\x18\x14 \x01(\tR\x03uid\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"v\n" +
 	"\tNearCache\x12\x1f\n" +
 	"\vmax_entries\x18\x01 \x01(\x05R\n" +
 	"maxEntries\x12+\n" +
-	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"u\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1b\n" +
+	"\tmax_bytes\x18\x03 \x01(\x03R\bmaxBytes\"u\n" +
 	"\x10InvalidationRule\x12\x1d\n" +
 	"\n" +
 	"event_type\x18\x01 \x01(\tR\teventType\x12\x12\n" +

@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -42,6 +43,9 @@ type Cache struct {
 	Log        *slog.Logger
 }
 
+// domain is the ErrorInfo domain of the service's errors.
+const domain = "hookyard.cache.v1"
+
 // Limits of the key API.
 const (
 	MaxBatch = 100
@@ -56,7 +60,7 @@ func nsError(err error, name string) error {
 	case errors.Is(err, namespace.ErrExists):
 		return status.Errorf(codes.AlreadyExists, "namespace %q exists", name)
 	case errors.Is(err, namespace.ErrBadToken):
-		return status.Error(codes.InvalidArgument, "page_token is invalid")
+		return server.InvalidArgument(domain, "page_token", "invalid; pass the next_page_token of a previous call")
 	case errors.Is(err, namespace.ErrConflict):
 		return status.Errorf(codes.Aborted, "namespace %q: %v", name, err)
 	}
@@ -73,19 +77,19 @@ func (c *Cache) CreateNamespace(ctx context.Context, r *cachev1.CreateNamespaceR
 		return nil, err
 	}
 	if r.GetNamespace() == nil {
-		return nil, status.Error(codes.InvalidArgument, "namespace is required")
+		return nil, server.InvalidArgument(domain, "namespace", "required")
 	}
 	ns := proto.Clone(r.GetNamespace()).(*cachev1.Namespace)
-	ns.CreateTime, ns.UpdateTime = nil, nil
+	ns.CreateTime, ns.UpdateTime, ns.Uid = nil, nil, ""
 	namespace.Normalize(ns)
 	if err := namespace.Validate(ns, c.Policy); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, server.BadRequest(domain, err)
 	}
 	rec, err := c.Namespaces.Create(ctx, tenant, ns)
 	if err != nil {
 		return nil, nsError(err, ns.GetName())
 	}
-	return rec.NS, nil
+	return namespace.View(rec), nil
 }
 
 // GetNamespace returns a namespace.
@@ -101,7 +105,7 @@ func (c *Cache) GetNamespace(ctx context.Context, r *cachev1.GetNamespaceRequest
 	if err != nil {
 		return nil, nsError(err, r.GetName())
 	}
-	return rec.NS, nil
+	return namespace.View(rec), nil
 }
 
 // ListNamespaces pages through the tenant's namespaces by name.
@@ -120,7 +124,7 @@ func (c *Cache) ListNamespaces(ctx context.Context, r *cachev1.ListNamespacesReq
 	}
 	resp := &cachev1.ListNamespacesResponse{NextPageToken: next}
 	for _, rec := range recs {
-		resp.Namespaces = append(resp.Namespaces, rec.NS)
+		resp.Namespaces = append(resp.Namespaces, namespace.View(rec))
 	}
 	return resp, nil
 }
@@ -134,7 +138,7 @@ func (c *Cache) UpdateNamespace(ctx context.Context, r *cachev1.UpdateNamespaceR
 	}
 	in := r.GetNamespace()
 	if in == nil {
-		return nil, status.Error(codes.InvalidArgument, "namespace is required")
+		return nil, server.InvalidArgument(domain, "namespace", "required")
 	}
 	if !namespace.ValidName(in.GetName()) {
 		return nil, status.Errorf(codes.NotFound, "namespace %q not found", in.GetName())
@@ -142,18 +146,21 @@ func (c *Cache) UpdateNamespace(ctx context.Context, r *cachev1.UpdateNamespaceR
 	rec, err := c.Namespaces.Modify(ctx, tenant, in.GetName(), func(cur *cachev1.Namespace) (*cachev1.Namespace, error) {
 		merged, err := namespace.Merge(cur, in, r.GetUpdateMask().GetPaths())
 		if err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, server.BadRequest(domain, err)
+		}
+		if err := namespace.Unmask(merged, cur); err != nil {
+			return nil, server.BadRequest(domain, err)
 		}
 		namespace.Normalize(merged)
 		if err := namespace.Validate(merged, c.Policy); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, server.BadRequest(domain, err)
 		}
 		return merged, nil
 	})
 	if err != nil {
 		return nil, nsError(err, in.GetName())
 	}
-	return rec.NS, nil
+	return namespace.View(rec), nil
 }
 
 // DeleteNamespace deletes a namespace; its values go with it.
@@ -197,7 +204,7 @@ func (c *Cache) lookup(ctx context.Context, name string) (*namespace.Record, err
 
 func keyError(key string) error {
 	if err := namespace.ValidKey(key); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return server.BadRequest(domain, err)
 	}
 	return nil
 }
@@ -253,7 +260,7 @@ func (c *Cache) BatchGetKeys(ctx context.Context, r *cachev1.BatchGetKeysRequest
 		return nil, err
 	}
 	if len(r.GetKeys()) == 0 || len(r.GetKeys()) > MaxBatch {
-		return nil, status.Errorf(codes.InvalidArgument, "keys: give 1 to %d keys", MaxBatch)
+		return nil, server.InvalidArgument(domain, "keys", fmt.Sprintf("give 1 to %d keys", MaxBatch))
 	}
 	for _, k := range r.GetKeys() {
 		if err := keyError(k); err != nil {
@@ -308,26 +315,26 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 	}
 	e := r.GetEntry()
 	if e == nil {
-		return nil, status.Error(codes.InvalidArgument, "entry is required")
+		return nil, server.InvalidArgument(domain, "entry", "required")
 	}
 	if e.GetKey() != "" && e.GetKey() != r.GetKey() {
-		return nil, status.Errorf(codes.InvalidArgument, "entry.key %q differs from the key in the path %q", e.GetKey(), r.GetKey())
+		return nil, server.InvalidArgument(domain, "entry.key", fmt.Sprintf("%q differs from the key in the path %q", e.GetKey(), r.GetKey()))
 	}
 	if limit := namespace.MaxValueBytes(rec.NS); int64(len(e.GetValue())) > limit {
-		return nil, status.Errorf(codes.InvalidArgument, "value of %d bytes exceeds the namespace's max_value_bytes %d", len(e.GetValue()), limit)
+		return nil, server.InvalidArgument(domain, "entry.value", fmt.Sprintf("%d bytes exceed the namespace's max_value_bytes %d", len(e.GetValue()), limit))
 	}
 	if len(e.GetTags()) > MaxTags {
-		return nil, status.Errorf(codes.InvalidArgument, "tags: at most %d", MaxTags)
+		return nil, server.InvalidArgument(domain, "entry.tags", fmt.Sprintf("at most %d", MaxTags))
 	}
 	for _, t := range e.GetTags() {
 		if err := namespace.ValidKey(t); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "tag %q: %v", t, err)
+			return nil, server.InvalidArgument(domain, "entry.tags", fmt.Sprintf("%q: %v", t, err))
 		}
 	}
 	ttl := fill.TTLFor(rec)
 	if e.Ttl != nil {
 		if err := e.GetTtl().CheckValid(); err != nil || e.GetTtl().AsDuration() <= 0 || e.GetTtl().AsDuration() > namespace.MaxTTL {
-			return nil, status.Errorf(codes.InvalidArgument, "ttl must be positive and at most %s", namespace.MaxTTL)
+			return nil, server.InvalidArgument(domain, "entry.ttl", fmt.Sprintf("must be positive and at most %s", namespace.MaxTTL))
 		}
 		ttl = e.GetTtl().AsDuration()
 	}
@@ -335,7 +342,17 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 	n := c.Entries.NS(rec.ID)
 	switch rec.NS.GetStrategy() {
 	case namespace.WriteThrough:
+		// Overlapping writes to one key may reach the origin in another
+		// order than the cache; the write is counted in first, and the
+		// cache keeps its value only if no other write overlapped it.
+		w, err := c.Entries.BeginWrite(ctx, n, r.GetKey(), namespace.Timeout(rec.NS)+5*time.Second)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "cache store: %v", err)
+		}
 		if err := c.Origin.Write(ctx, rec.NS, r.GetKey(), e.GetValue()); err != nil {
+			if eerr := c.Entries.EndWrite(context.WithoutCancel(ctx), n, w); eerr != nil {
+				c.Log.Warn("write-through: ending a failed write", "key", r.GetKey(), "err", eerr)
+			}
 			c.Metrics.Origin.WithLabelValues("write", "error").Inc()
 			var oe *origin.Error
 			if errors.As(err, &oe) && oe.Status >= 400 && oe.Status < 500 {
@@ -344,7 +361,9 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 			return nil, status.Errorf(codes.Unavailable, "origin write failed; cache unchanged: %v", err)
 		}
 		c.Metrics.Origin.WithLabelValues("write", "ok").Inc()
-		if err := c.Entries.Set(ctx, n, r.GetKey(), v); err != nil {
+		if err := c.Entries.SetWritten(ctx, n, w, v); errors.Is(err, entries.ErrOverlapped) {
+			c.Log.Debug("write-through: overlapping writes; the key was invalidated", "key", r.GetKey())
+		} else if err != nil {
 			// The origin has the new value; make sure the cache does not
 			// keep serving the old one.
 			if _, ierr := c.Entries.Invalidate(context.WithoutCancel(ctx), n, r.GetKey()); ierr != nil {
@@ -399,14 +418,14 @@ func (c *Cache) InvalidateNamespace(ctx context.Context, r *cachev1.InvalidateNa
 		case strings.HasSuffix(p, "*") && !strings.ContainsAny(p[:len(p)-1], "*?[]\\"):
 			prefixes = append(prefixes, p[:len(p)-1])
 		default:
-			return nil, status.Errorf(codes.InvalidArgument, "pattern %q: only \"*\" and \"prefix*\" are supported", p)
+			return nil, server.InvalidArgument(domain, "patterns", fmt.Sprintf("%q: only \"*\" and \"prefix*\" are supported", p))
 		}
 	}
 	if !all && len(r.GetKeys())+len(r.GetTags())+len(prefixes) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "name keys, tags, prefixes, patterns or all")
+		return nil, server.InvalidArgument(domain, "keys", "name keys, tags, prefixes, patterns or all")
 	}
 	if len(r.GetKeys())+len(r.GetTags())+len(prefixes) > MaxItems {
-		return nil, status.Errorf(codes.InvalidArgument, "at most %d keys, tags and prefixes in one call", MaxItems)
+		return nil, server.InvalidArgument(domain, "keys", fmt.Sprintf("at most %d keys, tags and prefixes in one call", MaxItems))
 	}
 	for _, k := range r.GetKeys() {
 		if err := keyError(k); err != nil {
@@ -415,7 +434,7 @@ func (c *Cache) InvalidateNamespace(ctx context.Context, r *cachev1.InvalidateNa
 	}
 	for _, t := range append(append([]string(nil), r.GetTags()...), prefixes...) {
 		if err := namespace.ValidKey(t); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "%q: %v", t, err)
+			return nil, server.InvalidArgument(domain, "tags", fmt.Sprintf("%q: %v", t, err))
 		}
 	}
 	n := c.Entries.NS(rec.ID)

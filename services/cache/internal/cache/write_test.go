@@ -192,7 +192,8 @@ func TestNamespaceValidation(t *testing.T) {
 		"bad method":       {Name: "x", Strategy: "write_through", OriginUrl: "http://127.0.0.1:1/{key}", WriteMethod: "DELETE"},
 		// A near TTL under 100ns made the LRU's sweeper panic, killing
 		// every replica that read from the namespace.
-		"tiny near ttl": {Name: "x", Strategy: "cache_aside", NearCache: &cachev1.NearCache{MaxEntries: 1, Ttl: durationpb.New(50 * time.Nanosecond)}},
+		"huge near bytes": {Name: "x", Strategy: "cache_aside", NearCache: &cachev1.NearCache{MaxEntries: 1, MaxBytes: 1 << 40}},
+		"tiny near ttl":   {Name: "x", Strategy: "cache_aside", NearCache: &cachev1.NearCache{MaxEntries: 1, Ttl: durationpb.New(50 * time.Nanosecond)}},
 	}
 	for name, ns := range bad {
 		_, err := c.API.CreateNamespace(tenantCtx("acme"), &cachev1.CreateNamespaceRequest{Namespace: ns})

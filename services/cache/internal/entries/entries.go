@@ -18,7 +18,11 @@
 //	          their latest invalidation; fencefloor is the seq below which
 //	          fences were trimmed.
 //	idx       sorted set of keys scored by expiry, for prefix invalidation.
-//	t:<tag>   set of the keys carrying a tag.
+//	tz:<tag>  sorted set of the keys carrying a tag, scored by when they
+//	          expire; each store drops the expired ones, so a tag that
+//	          keeps getting keys does not grow without bound.
+//	w:<key>   write-through writes of the key in flight, and how many
+//	          began in all, to detect overlapping writes.
 //
 // A fill commits only if, atomically: its lease token is still there (a key
 // invalidation or a write deletes the lease), the epoch is the one it
@@ -89,12 +93,17 @@ func (s *Store) notify(ctx context.Context, n NS, kind byte, values ...string) {
 
 func (n NS) entry(key string) string { return n.base + ":e:" + key }
 func (n NS) lease(key string) string { return n.base + ":l:" + key }
-func (n NS) tag(tag string) string   { return n.base + ":t:" + tag }
-func (n NS) epoch() string           { return n.base + ":epoch" }
-func (n NS) seq() string             { return n.base + ":seq" }
-func (n NS) fences() string          { return n.base + ":fences" }
-func (n NS) floor() string           { return n.base + ":fencefloor" }
-func (n NS) idx() string             { return n.base + ":idx" }
+func (n NS) tag(tag string) string   { return n.base + ":tz:" + tag }
+
+// legacyTag is where earlier versions kept a tag's keys, as a plain set
+// that was never pruned; it is still read when the tag is invalidated.
+func (n NS) legacyTag(tag string) string { return n.base + ":t:" + tag }
+func (n NS) epoch() string               { return n.base + ":epoch" }
+func (n NS) seq() string                 { return n.base + ":seq" }
+func (n NS) fences() string              { return n.base + ":fences" }
+func (n NS) floor() string               { return n.base + ":fencefloor" }
+func (n NS) idx() string                 { return n.base + ":idx" }
+func (n NS) guard(key string) string     { return n.base + ":w:" + key }
 
 // Entry is a stored value.
 type Entry struct {
@@ -255,14 +264,26 @@ type Value struct {
 }
 
 // storeLua writes an entry. KEYS: entry, lease, epoch, seq, fences, floor,
-// idx, then one tag set per tag. ARGV: mode ("fill" or "set"), token,
-// epoch, seq, value, negative, ttl ms, keep ms, delta ms, key, tags joined
-// by newlines, then the tags.
+// idx, write guard, pending, backlog, pending seq, then one tag set per
+// tag. ARGV: mode, token, epoch, seq, value, negative, ttl ms, keep ms,
+// delta ms, key, tags joined by newlines, three mode arguments, then the
+// tags.
+//
+// Modes: "fill" commits a fill under its lease (token, epoch, seq);
+// "set" stores unconditionally; "pend" stores and records the value as
+// the key's pending write-behind write in the same step (mode arguments:
+// tenant, namespace name), so the cache and the write the origin will
+// get never disagree; "wt" ends a write-through write begun by beginLua
+// (token: its number; mode argument 1: "1" when no other write was in
+// flight when it began): it stores only when no other write to the key
+// overlapped it, and otherwise removes the value, since the origin's
+// order of overlapping writes is unknown.
 const storeLua = `
-local ntags = #KEYS - 7
+local ntags = #KEYS - 11
+local mode = ARGV[1]
 local key = ARGV[10]
 local ep = redis.call('GET', KEYS[3]) or '0'
-if ARGV[1] == 'fill' then
+if mode == 'fill' then
   if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
   if ep ~= ARGV[3] then return -1 end
   local since = tonumber(ARGV[4])
@@ -273,14 +294,29 @@ if ARGV[1] == 'fill' then
     if kind == 'p:' and string.sub(key, 1, #val) == val then return -3 end
     if kind == 't:' then
       for i = 1, ntags do
-        if ARGV[11 + i] == val then return -3 end
+        if ARGV[14 + i] == val then return -3 end
       end
     end
   end
 end
-redis.call('DEL', KEYS[2])
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if mode == 'wt' then
+  local s = tonumber(redis.call('HGET', KEYS[8], 's') or '0')
+  if redis.call('HINCRBY', KEYS[8], 'n', -1) <= 0 then redis.call('DEL', KEYS[8]) end
+  if ARGV[12] ~= '1' or s ~= tonumber(ARGV[2]) then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return -4
+  end
+end
+local res = 1
+if mode == 'pend' then
+  res = redis.call('INCR', KEYS[11])
+  local at = redis.call('HGET', KEYS[9], 'at') or now
+  redis.call('HSET', KEYS[9], 'v', ARGV[5], 'seq', res, 'at', at, 't', ARGV[12], 'ns', ARGV[13])
+  redis.call('ZADD', KEYS[10], 'NX', at, key)
+end
+redis.call('DEL', KEYS[2])
 local keep = tonumber(ARGV[8])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[5], 'at', now, 'fresh', now + tonumber(ARGV[7]), 'neg', ARGV[6], 'd', ARGV[9], 'ep', ep, 'tg', ARGV[11])
@@ -288,10 +324,11 @@ redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
 redis.call('ZADD', KEYS[7], now + keep, key)
 for i = 1, ntags do
-  redis.call('SADD', KEYS[7 + i], key)
-  if redis.call('PTTL', KEYS[7 + i]) < keep then redis.call('PEXPIRE', KEYS[7 + i], keep) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[11 + i], '-inf', now)
+  redis.call('ZADD', KEYS[11 + i], 'GT', now + keep, key)
+  if redis.call('PTTL', KEYS[11 + i]) < keep then redis.call('PEXPIRE', KEYS[11 + i], keep) end
 end
-return 1
+return res
 `
 
 var storeScript = redis.NewScript(storeLua)
@@ -304,52 +341,150 @@ var (
 	ErrFencesAhead = errors.New("too many invalidations while the key was filled")
 )
 
-func (s *Store) store(ctx context.Context, n NS, mode, key string, l *Lease, v Value) error {
-	keys := []string{n.entry(key), n.lease(key), n.epoch(), n.seq(), n.fences(), n.floor(), n.idx()}
+// ErrOverlapped means another write to the key overlapped a write-through
+// write; the value was removed rather than stored.
+var ErrOverlapped = errors.New("another write to the key overlapped this one; the cached value was removed")
+
+// storeArgs are the mode-dependent parts of a store.
+type storeArgs struct {
+	mode  string
+	lease *Lease
+	write *Write
+	pend  *Pend
+}
+
+func (s *Store) store(ctx context.Context, n NS, key string, a storeArgs, v Value) (int64, error) {
+	keys := []string{n.entry(key), n.lease(key), n.epoch(), n.seq(), n.fences(), n.floor(), n.idx(), n.guard(key)}
 	neg := "0"
 	if v.Negative {
 		neg = "1"
 	}
 	var tok, ep, seq string
-	if l != nil {
+	var extra [3]string
+	if l := a.lease; l != nil {
 		tok, ep, seq = l.token, l.epoch, l.seq
 	}
-	args := []any{mode, tok, ep, seq, v.Bytes, neg, max(v.TTL.Milliseconds(), 1), max(v.Keep.Milliseconds(), v.TTL.Milliseconds(), 1),
-		v.Delta.Milliseconds(), key, strings.Join(v.Tags, "\n")}
+	if w := a.write; w != nil {
+		tok = strconv.FormatInt(w.n, 10)
+		if w.clean {
+			extra[0] = "1"
+		}
+	}
+	if p := a.pend; p != nil {
+		keys = append(keys, p.Pending, p.Backlog, p.Seq)
+		extra[0], extra[1] = p.Tenant, p.Name
+	} else {
+		// Unused; named so that every key the script may touch is declared.
+		keys = append(keys, n.entry(key), n.entry(key), n.entry(key))
+	}
+	args := []any{a.mode, tok, ep, seq, v.Bytes, neg, max(v.TTL.Milliseconds(), 1), max(v.Keep.Milliseconds(), v.TTL.Milliseconds(), 1),
+		v.Delta.Milliseconds(), key, strings.Join(v.Tags, "\n"), extra[0], extra[1], extra[2]}
 	for _, t := range v.Tags {
 		keys = append(keys, n.tag(t))
 		args = append(args, t)
 	}
-	res, err := storeScript.Run(ctx, s.rdb, keys, args...).Int()
+	res, err := storeScript.Run(ctx, s.rdb, keys, args...).Int64()
 	if err != nil {
-		return fmt.Errorf("store %q: %w", key, err)
+		return 0, fmt.Errorf("store %q: %w", key, err)
 	}
 	switch res {
 	case 0:
-		return ErrLeaseLost
+		return 0, ErrLeaseLost
 	case -1:
-		return ErrEpochMoved
+		return 0, ErrEpochMoved
 	case -2:
-		return ErrFencesAhead
+		return 0, ErrFencesAhead
 	case -3:
-		return ErrFenced
+		return 0, ErrFenced
+	case -4:
+		return 0, ErrOverlapped
 	}
-	return nil
+	return res, nil
 }
 
 // Commit stores a fill's value if nothing invalidated the key since the
 // lease was taken; otherwise it stores nothing and says why.
 func (s *Store) Commit(ctx context.Context, n NS, l *Lease, v Value) error {
-	return s.store(ctx, n, "fill", l.Key, l, v)
+	_, err := s.store(ctx, n, l.Key, storeArgs{mode: "fill", lease: l}, v)
+	return err
 }
 
 // Set stores a written value unconditionally. It takes away any fill's
 // lease, so a fill that loaded the origin before this write cannot
 // overwrite it.
 func (s *Store) Set(ctx context.Context, n NS, key string, v Value) error {
-	err := s.store(ctx, n, "set", key, nil, v)
+	_, err := s.store(ctx, n, key, storeArgs{mode: "set"}, v)
 	s.notify(ctx, n, 'k', key)
 	return err
+}
+
+// Pend names the Redis keys (in the namespace's slot, see NS.Key) and
+// fields of a pending write-behind write.
+type Pend struct {
+	Pending, Backlog, Seq string
+	Tenant, Name          string
+}
+
+// SetPending stores a write-behind value and records it as the key's
+// pending write in one atomic step, and returns the write's sequence
+// number: concurrent writes to one key leave the cache holding the same
+// value the origin is going to get.
+func (s *Store) SetPending(ctx context.Context, n NS, key string, v Value, p Pend) (int64, error) {
+	seq, err := s.store(ctx, n, key, storeArgs{mode: "pend", pend: &p}, v)
+	s.notify(ctx, n, 'k', key)
+	return seq, err
+}
+
+// Write is a write-through write in progress (between BeginWrite and
+// SetWritten or EndWrite).
+type Write struct {
+	Key   string
+	n     int64
+	clean bool
+}
+
+// beginLua counts a write-through write in. KEYS: write guard. ARGV: ttl
+// ms. It returns the write's number, negative when other writes were in
+// flight.
+var beginScript = redis.NewScript(`
+local busy = tonumber(redis.call('HGET', KEYS[1], 'n') or '0') > 0
+local s = redis.call('HINCRBY', KEYS[1], 's', 1)
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if busy then return -s end
+return s
+`)
+
+// BeginWrite starts a write-through write of key, before its origin write;
+// ttl bounds how long it counts as in flight if its writer dies.
+func (s *Store) BeginWrite(ctx context.Context, n NS, key string, ttl time.Duration) (*Write, error) {
+	r, err := beginScript.Run(ctx, s.rdb, []string{n.guard(key)}, max(ttl.Milliseconds(), 1)).Int64()
+	if err != nil {
+		return nil, fmt.Errorf("begin write %q: %w", key, err)
+	}
+	if r < 0 {
+		return &Write{Key: key, n: -r}, nil
+	}
+	return &Write{Key: key, n: r, clean: true}, nil
+}
+
+// SetWritten ends w once the origin accepted it: it stores v if no other
+// write to the key overlapped w, else removes the key's value (and returns
+// ErrOverlapped), since which of them the origin kept is unknown.
+func (s *Store) SetWritten(ctx context.Context, n NS, w *Write, v Value) error {
+	_, err := s.store(ctx, n, w.Key, storeArgs{mode: "wt", write: w}, v)
+	s.notify(ctx, n, 'k', w.Key)
+	return err
+}
+
+var endScript = redis.NewScript(`
+if redis.call('HINCRBY', KEYS[1], 'n', -1) <= 0 then redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// EndWrite ends w without storing anything (its origin write failed).
+func (s *Store) EndWrite(ctx context.Context, n NS, w *Write) error {
+	return endScript.Run(ctx, s.rdb, []string{n.guard(w.Key)}).Err()
 }
 
 var deleteScript = redis.NewScript(`
@@ -408,7 +543,6 @@ func (s *Store) InvalidateTag(ctx context.Context, n NS, tag string) (int64, err
 	}
 	defer s.notify(ctx, n, 't', tag)
 	var total int64
-	iter := s.rdb.SScan(ctx, n.tag(tag), 0, "", 500).Iterator()
 	var batch []string
 	flush := func() error {
 		c, err := s.Invalidate(ctx, n, batch...)
@@ -416,15 +550,32 @@ func (s *Store) InvalidateTag(ctx context.Context, n NS, tag string) (int64, err
 		batch = batch[:0]
 		return err
 	}
-	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
+	add := func(k string) error {
+		batch = append(batch, k)
 		if len(batch) == 256 {
-			if err := flush(); err != nil {
+			return flush()
+		}
+		return nil
+	}
+	// ZSCAN yields member, score, member, score…
+	iter := s.rdb.ZScan(ctx, n.tag(tag), 0, "", 500).Iterator()
+	for i := 0; iter.Next(ctx); i++ {
+		if i%2 == 0 {
+			if err := add(iter.Val()); err != nil {
 				return total, err
 			}
 		}
 	}
 	if err := iter.Err(); err != nil {
+		return total, fmt.Errorf("invalidate tag %q: %w", tag, err)
+	}
+	legacy := s.rdb.SScan(ctx, n.legacyTag(tag), 0, "", 500).Iterator()
+	for legacy.Next(ctx) {
+		if err := add(legacy.Val()); err != nil {
+			return total, err
+		}
+	}
+	if err := legacy.Err(); err != nil {
 		return total, fmt.Errorf("invalidate tag %q: %w", tag, err)
 	}
 	if err := flush(); err != nil {

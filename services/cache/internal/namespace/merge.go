@@ -13,12 +13,14 @@ import (
 // Merge applies the fields of in named by paths to cur; with no paths,
 // every field set in in (a PATCH without a mask). A nested path such as
 // "headers.X-Key", which grpc-gateway derives from a PATCH body, replaces
-// its whole top-level field.
+// its whole top-level field. Output-only fields are ignored without a mask
+// and refused in one.
 func Merge(cur, in *cachev1.Namespace, paths []string) (*cachev1.Namespace, error) {
 	out := proto.Clone(cur).(*cachev1.Namespace)
 	src, dst := in.ProtoReflect(), out.ProtoReflect()
 	fields := src.Descriptor().Fields()
-	if len(paths) == 0 {
+	implicit := len(paths) == 0
+	if implicit {
 		src.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
 			paths = append(paths, string(fd.Name()))
 			return true
@@ -37,11 +39,15 @@ func Merge(cur, in *cachev1.Namespace, paths []string) (*cachev1.Namespace, erro
 		switch fd.Name() {
 		case "name":
 			if in.GetName() != cur.GetName() {
-				return nil, fmt.Errorf("name cannot be changed; create a new namespace")
+				return nil, fmt.Errorf("name: cannot be changed; create a new namespace")
 			}
 			continue
-		case "create_time", "update_time":
-			return nil, fmt.Errorf("%s is output only", fd.Name())
+		case "create_time", "update_time", "uid":
+			if implicit {
+				// Echoed from a read (read-modify-write): ignored.
+				continue
+			}
+			return nil, fmt.Errorf("%s: output only", fd.Name())
 		}
 		if done[fd.Name()] {
 			continue

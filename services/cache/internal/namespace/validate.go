@@ -33,6 +33,7 @@ const (
 	MaxTemplates       = 20
 	MaxHeaders         = 32
 	MaxKeyBytes        = 512
+	MaxNearBytes       = 1 << 30
 )
 
 // ValidName reports whether name can name a namespace.
@@ -52,11 +53,11 @@ func ValidName(name string) bool {
 func ValidKey(key string) error {
 	switch {
 	case key == "":
-		return errors.New("key is required")
+		return errors.New("key: required")
 	case len(key) > MaxKeyBytes:
-		return fmt.Errorf("key is longer than %d bytes", MaxKeyBytes)
+		return fmt.Errorf("key: longer than %d bytes", MaxKeyBytes)
 	case strings.ContainsAny(key, "\x00\n\r"):
-		return errors.New("key must not contain NUL, CR or LF")
+		return errors.New("key: must not contain NUL, CR or LF")
 	}
 	return nil
 }
@@ -88,7 +89,7 @@ func Validate(ns *cachev1.Namespace, policy ssrf.Policy) error {
 		return fmt.Errorf("strategy %q: use cache_aside, read_through, write_through or write_behind", ns.GetStrategy())
 	}
 	if ns.GetStrategy() != CacheAside && ns.GetOriginUrl() == "" {
-		return fmt.Errorf("origin_url is required by strategy %s", ns.GetStrategy())
+		return fmt.Errorf("origin_url: required by strategy %s", ns.GetStrategy())
 	}
 	if ns.GetOriginUrl() != "" {
 		if err := checkTemplate("origin_url", ns.GetOriginUrl(), policy); err != nil {
@@ -110,47 +111,50 @@ func Validate(ns *cachev1.Namespace, policy ssrf.Policy) error {
 	}
 	for k, v := range ns.GetHeaders() {
 		if k == "" || strings.ContainsAny(k, " :\r\n\t") || strings.ContainsAny(v, "\r\n") {
-			return fmt.Errorf("header %q is not a valid HTTP header", k)
+			return fmt.Errorf("headers: %q is not a valid HTTP header", k)
 		}
 		if strings.EqualFold(k, "Host") || strings.EqualFold(k, "Content-Length") {
-			return fmt.Errorf("header %q cannot be set", k)
+			return fmt.Errorf("headers: %q cannot be set", k)
 		}
 	}
 	ttl := TTL(ns)
 	if ns.Ttl != nil && (ttl <= 0 || ttl > MaxTTL) {
-		return fmt.Errorf("ttl must be positive and at most %s", MaxTTL)
+		return fmt.Errorf("ttl: must be positive and at most %s", MaxTTL)
 	}
 	if err := ns.GetTtl().CheckValid(); ns.Ttl != nil && err != nil {
 		return fmt.Errorf("ttl: %w", err)
 	}
 	if j := ns.GetTtlJitter().AsDuration(); j < 0 || (j > 0 && j >= ttl) {
-		return fmt.Errorf("ttl_jitter must be at least 0 and less than ttl (%s)", ttl)
+		return fmt.Errorf("ttl_jitter: must be at least 0 and less than ttl (%s)", ttl)
 	}
 	if n := ns.GetNegativeTtl().AsDuration(); n < 0 || n > MaxTTL {
-		return fmt.Errorf("negative_ttl must be between 0s and %s", MaxTTL)
+		return fmt.Errorf("negative_ttl: must be between 0s and %s", MaxTTL)
 	}
 	if s := ns.GetStaleWhileRevalidate().AsDuration(); s < 0 || s > MaxTTL {
-		return fmt.Errorf("stale_while_revalidate must be between 0s and %s", MaxTTL)
+		return fmt.Errorf("stale_while_revalidate: must be between 0s and %s", MaxTTL)
 	}
 	if t := ns.GetTimeout().AsDuration(); ns.Timeout != nil && (t <= 0 || t > MaxTimeout) {
-		return fmt.Errorf("timeout must be positive and at most %s", MaxTimeout)
+		return fmt.Errorf("timeout: must be positive and at most %s", MaxTimeout)
 	}
 	if m := ns.GetMaxValueBytes(); m < 0 || m > MaxValue {
-		return fmt.Errorf("max_value_bytes must be between 0 (default %d) and %d", DefaultMaxValue, MaxValue)
+		return fmt.Errorf("max_value_bytes: must be between 0 (default %d) and %d", DefaultMaxValue, MaxValue)
 	}
 	if nc := ns.GetNearCache(); nc != nil {
 		if nc.GetMaxEntries() < 1 || nc.GetMaxEntries() > 100_000 {
-			return fmt.Errorf("near_cache.max_entries must be between 1 and 100000")
+			return fmt.Errorf("near_cache.max_entries: must be between 1 and 100000")
+		}
+		if b := nc.GetMaxBytes(); b < 0 || b > MaxNearBytes {
+			return fmt.Errorf("near_cache.max_bytes: must be between 0 (default 16 MiB) and %d", int64(MaxNearBytes))
 		}
 		// The near cache's expiry sweeps at ttl/100; below a second the
 		// sweeps cost more than the copies save (and below 100ns the
 		// interval is zero, which panics in the LRU library).
 		if t := nc.GetTtl().AsDuration(); nc.Ttl != nil && (t < time.Second || t > time.Minute) {
-			return fmt.Errorf("near_cache.ttl must be between 1s and 1m")
+			return fmt.Errorf("near_cache.ttl: must be between 1s and 1m")
 		}
 	}
 	if b := ns.GetEarlyRefreshBeta(); b < 0 || b > 10 {
-		return fmt.Errorf("early_refresh_beta must be between 0 and 10")
+		return fmt.Errorf("early_refresh_beta: must be between 0 and 10")
 	}
 	for _, p := range ns.GetInvalidateOn() {
 		if err := topic.Validate(p); err != nil {

@@ -29,6 +29,13 @@ import (
 // DefaultTTL is a copy's life when the namespace sets none.
 const DefaultTTL = 5 * time.Second
 
+// DefaultMaxBytes bounds a namespace's copies when it sets no max_bytes.
+const DefaultMaxBytes = 16 << 20
+
+// overhead approximates a copy's memory beyond its key, value and tags
+// (the entry, the list element, the map slot).
+const overhead = 160
+
 // Cache is one replica's near cache of every namespace.
 type Cache struct {
 	rdb     redis.UniversalClient
@@ -37,6 +44,11 @@ type Cache struct {
 
 	mu  sync.Mutex
 	nss map[string]*nsCache
+	// seq numbers notices (and flushes) in arrival order; a namespace's
+	// gen is the seq of its latest. orphan is the seq of the latest notice
+	// for a namespace that had no cache here yet: it is the mark of such a
+	// namespace, so a read that raced that notice is not stored either.
+	seq, orphan uint64
 	// ready is false until the subscription is confirmed, and again while
 	// it is down: then nothing is stored.
 	ready bool
@@ -50,11 +62,22 @@ type nsCache struct {
 	size int
 	ttl  time.Duration
 	gen  uint64
+	// bytes is what the copies hold; maxBytes bounds it.
+	bytes, maxBytes int64
 }
 
 type copyOf struct {
-	e   *entries.Entry
-	exp time.Time
+	e    *entries.Entry
+	exp  time.Time
+	size int64
+}
+
+func sizeOf(key string, e *entries.Entry) int64 {
+	n := int64(len(key)+len(e.Value)) + overhead
+	for _, t := range e.Tags {
+		n += int64(len(t)) + 16
+	}
+	return n
 }
 
 // New returns a near cache listening on channel.
@@ -65,28 +88,35 @@ func New(rdb redis.UniversalClient, channel string, log *slog.Logger) *Cache {
 // Enabled reports whether ns wants a near cache.
 func Enabled(ns *cachev1.Namespace) bool { return ns.GetNearCache().GetMaxEntries() > 0 }
 
-func settings(ns *cachev1.Namespace) (int, time.Duration) {
+func settings(ns *cachev1.Namespace) (int, int64, time.Duration) {
 	ttl := ns.GetNearCache().GetTtl().AsDuration()
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	return int(ns.GetNearCache().GetMaxEntries()), ttl
+	b := ns.GetNearCache().GetMaxBytes()
+	if b <= 0 {
+		b = DefaultMaxBytes
+	}
+	return int(ns.GetNearCache().GetMaxEntries()), b, ttl
 }
 
 // ns returns the cache of namespace id, (re)made to ns's settings.
 func (c *Cache) ns(id string, ns *cachev1.Namespace) *nsCache {
-	size, ttl := settings(ns)
+	size, maxBytes, ttl := settings(ns)
 	n := c.nss[id]
-	if n == nil || n.size != size || n.ttl != ttl {
-		var gen uint64
+	if n == nil || n.size != size || n.ttl != ttl || n.maxBytes != maxBytes {
+		gen := c.orphan
 		if n != nil {
-			gen = n.gen + 1
-		}
-		if n != nil {
+			// New settings: marks taken before no longer fit.
+			c.seq++
+			gen = c.seq
 			n.lru.Purge()
 		}
-		l, _ := lru.New[string, copyOf](size)
-		n = &nsCache{lru: l, size: size, ttl: ttl, gen: gen}
+		nc := &nsCache{size: size, ttl: ttl, gen: gen, maxBytes: maxBytes}
+		// Called (under c.mu) for every copy that leaves, however it
+		// leaves: removed, purged or evicted.
+		nc.lru, _ = lru.NewWithEvict(size, func(_ string, v copyOf) { nc.bytes -= v.size })
+		n = nc
 		c.nss[id] = n
 	}
 	return n
@@ -125,7 +155,7 @@ func (c *Cache) Mark(id string) uint64 {
 	if n := c.nss[id]; n != nil {
 		return n.gen
 	}
-	return 0
+	return c.orphan
 }
 
 // Put stores a copy of e, unless a notice for the namespace arrived since
@@ -139,11 +169,26 @@ func (c *Cache) Put(id string, ns *cachev1.Namespace, key string, e *entries.Ent
 	if !c.ready {
 		return
 	}
+	if n := c.nss[id]; n == nil && mark != c.orphan {
+		return
+	}
 	n := c.ns(id, ns)
 	if n.gen != mark {
 		return
 	}
-	n.lru.Add(key, copyOf{e: e, exp: time.Now().Add(n.ttl)})
+	// The key's older copy goes either way: e is newer.
+	n.lru.Remove(key)
+	size := sizeOf(key, e)
+	if size > n.maxBytes {
+		return
+	}
+	n.lru.Add(key, copyOf{e: e, exp: time.Now().Add(n.ttl), size: size})
+	n.bytes += size
+	for n.bytes > n.maxBytes {
+		if _, _, ok := n.lru.RemoveOldest(); !ok {
+			break
+		}
+	}
 }
 
 // Run listens for notices until ctx ends.
@@ -186,10 +231,12 @@ func (c *Cache) listen(ctx context.Context) {
 func (c *Cache) flush(ready bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.seq++
 	for _, n := range c.nss {
 		n.lru.Purge()
-		n.gen++
+		n.gen = c.seq
 	}
+	c.orphan = c.seq
 	c.ready = ready
 }
 
@@ -202,11 +249,13 @@ func (c *Cache) apply(payload string) {
 	kind, value := rest[0], rest[1:]
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.seq++
 	n := c.nss[id]
 	if n == nil {
+		c.orphan = c.seq
 		return
 	}
-	n.gen++
+	n.gen = c.seq
 	switch kind {
 	case 'k':
 		n.lru.Remove(value)
@@ -230,4 +279,21 @@ func (c *Cache) apply(payload string) {
 	default:
 		n.lru.Purge()
 	}
+}
+
+// Drop removes the copy of key of namespace id, as a notice for it would:
+// for a writer that should read its own write before the notice comes.
+func (c *Cache) Drop(id, key string) {
+	if c == nil {
+		return
+	}
+	c.apply(entries.Notice(id, 'k', key))
+}
+
+// Ready reports whether the notice subscription is up (copies are stored
+// only then).
+func (c *Cache) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
 }

@@ -2,6 +2,7 @@ package near
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -114,5 +115,71 @@ func TestCopiesExpireAndSettingsStartAfresh(t *testing.T) {
 	c.Put("id", ns, "c", entry("v"), c.Mark("id")) // other settings: a new cache
 	if _, ok := c.Get("id", ns, "b"); ok {
 		t.Error("a copy survived the settings change")
+	}
+}
+
+// The near cache is bounded by the bytes it holds, not only by its entry
+// count: a few large values cannot take the replica's memory.
+func TestCopiesAreBoundedByBytes(t *testing.T) {
+	id := testenv.ID()
+	rdb := testenv.Redis(t, "hookyard:test:cache:"+id)
+	c := New(rdb, "hookyard:test:cache:"+id+":near", slog.New(slog.DiscardHandler))
+	run(t, c)
+	small := &cachev1.Namespace{Name: "n", NearCache: &cachev1.NearCache{MaxEntries: 1000, MaxBytes: 2000, Ttl: durationpb.New(time.Minute)}}
+	big := func() *entries.Entry {
+		return &entries.Entry{Value: make([]byte, 600), Fresh: time.Now().Add(time.Hour)}
+	}
+	testenv.WaitFor(t, 10*time.Second, "the near cache to store", func() bool {
+		c.Put("id", small, "k0", big(), c.Mark("id"))
+		_, ok := c.Get("id", small, "k0")
+		return ok
+	})
+	for i := 1; i < 10; i++ {
+		c.Put("id", small, fmt.Sprint("k", i), big(), c.Mark("id"))
+	}
+	held := 0
+	for i := range 10 {
+		if _, ok := c.Get("id", small, fmt.Sprint("k", i)); ok {
+			held++
+		}
+	}
+	if held == 0 || held*600 > 2000 {
+		t.Fatalf("holds %d copies of 600 bytes under a 2000-byte bound", held)
+	}
+	if _, ok := c.Get("id", small, "k9"); !ok {
+		t.Fatal("the most recent copy was dropped")
+	}
+	c.Put("id", small, "huge", &entries.Entry{Value: make([]byte, 5000), Fresh: time.Now().Add(time.Hour)}, c.Mark("id"))
+	if _, ok := c.Get("id", small, "huge"); ok {
+		t.Fatal("a value larger than the whole bound was copied")
+	}
+	if _, ok := c.Get("id", small, "k9"); !ok {
+		t.Fatal("an oversized value evicted the others")
+	}
+}
+
+// A notice for a namespace this replica has no copies of yet still counts:
+// a value read from Redis before it must not be stored after it.
+func TestNoticeForNamespaceNotYetCachedStillCounts(t *testing.T) {
+	id := testenv.ID()
+	rdb := testenv.Redis(t, "hookyard:test:cache:"+id)
+	channel := "hookyard:test:cache:" + id + ":near"
+	c := New(rdb, channel, slog.New(slog.DiscardHandler))
+	run(t, c)
+	putReady(t, c, "a") // namespace "id" is known; "fresh" is not
+	mark := c.Mark("fresh")
+	// Notices arrive in order: once the second one has been applied, so
+	// has the first.
+	if err := rdb.Publish(context.Background(), channel, entries.Notice("fresh", 'k', "b")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	seen := c.Mark("id")
+	if err := rdb.Publish(context.Background(), channel, entries.Notice("id", 'k', "zzz")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the notices", func() bool { return c.Mark("id") != seen })
+	c.Put("fresh", ns, "b", entry("old"), mark)
+	if _, ok := c.Get("fresh", ns, "b"); ok {
+		t.Fatal("a value read before a notice was stored after it")
 	}
 }

@@ -19,7 +19,9 @@ package writebehind
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +66,9 @@ type Queue struct {
 	MaxBackoff time.Duration
 	// Concurrency is how many writes one replica sends at once.
 	Concurrency int
+	// LockTTL is how long a key's write lock lasts unless renewed; zero
+	// means the namespace's origin timeout plus 5s.
+	LockTTL time.Duration
 }
 
 // Publisher publishes with confirms (rabbit.Publisher).
@@ -96,31 +101,20 @@ func lockKey(n entries.NS, key string) string    { return n.Key("wbl", key) }
 func backlogKey(n entries.NS) string             { return n.Key("wbq") }
 func seqKey(n entries.NS) string                 { return n.Key("wbseq") }
 
-// pendLua records a pending write. KEYS: pending, backlog, seq. ARGV:
-// value, key, tenant, namespace name.
-var pendScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local s = redis.call('INCR', KEYS[3])
-local at = redis.call('HGET', KEYS[1], 'at') or now
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'seq', s, 'at', at, 't', ARGV[3], 'ns', ARGV[4])
-redis.call('ZADD', KEYS[2], 'NX', at, ARGV[2])
-return s
-`)
-
 // Write stores value for key in the cache and queues it for the origin.
 // It returns once the queue has confirmed the message.
 func (q *Queue) Write(ctx context.Context, rec *namespace.Record, key string, v entries.Value) error {
 	n := q.Entries.NS(rec.ID)
-	if err := pendScript.Run(ctx, q.Rdb, []string{pendingKey(n, key), backlogKey(n), seqKey(n)}, v.Bytes, key, rec.Tenant, rec.NS.GetName()).Err(); err != nil {
-		return fmt.Errorf("record pending write: %w", err)
-	}
 	// The sweeper looks for writes whose message was never queued here.
 	if err := q.Rdb.ZAdd(ctx, q.namespacesKey(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: rec.ID}).Err(); err != nil {
 		return fmt.Errorf("record pending write: %w", err)
 	}
-	if err := q.Entries.Set(ctx, n, key, v); err != nil {
-		return err
+	// The cache and the pending write change in one step, so concurrent
+	// writes cannot leave the cache holding another value than the one
+	// the origin is going to get.
+	p := entries.Pend{Pending: pendingKey(n, key), Backlog: backlogKey(n), Seq: seqKey(n), Tenant: rec.Tenant, Name: rec.NS.GetName()}
+	if _, err := q.Entries.SetPending(ctx, n, key, v, p); err != nil {
+		return fmt.Errorf("record pending write: %w", err)
 	}
 	if err := q.publish(ctx, rec, key, time.Time{}); err != nil {
 		return err
@@ -194,21 +188,78 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-// doneScript removes the pending write if it is still the one written.
-// KEYS: pending, backlog. ARGV: seq, key.
+var extendScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
+
+// doneScript removes the pending write if it is still the one written and
+// the lock is still the writer's. KEYS: pending, backlog, lock. ARGV: seq,
+// key, lock token. It returns 1 when done, 0 when a newer value is
+// pending, -1 when the lock was lost.
 var doneScript = redis.NewScript(`
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
 `)
 
+// failScript records a failed attempt if the lock is still the writer's.
+// KEYS: pending, lock. ARGV: lock token, attempts, error, next attempt ms.
+var failScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'attempts', ARGV[2], 'err', ARGV[3], 'next', ARGV[4])
+return 1
+`)
+
+// hold renews the lock every third of its TTL while the returned context
+// lives; if the lock is lost (renewal finds another token, or fails for a
+// whole TTL), the context is cancelled, which aborts the origin write.
+func (q *Queue) hold(ctx context.Context, lock, tok string, ttl time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			ok, err := extendScript.Run(ctx, q.Rdb, []string{lock}, tok, ttl.Milliseconds()).Int()
+			switch {
+			case err == nil && ok == 1:
+				last = time.Now()
+			case err == nil || time.Since(last) >= ttl:
+				if ctx.Err() == nil {
+					q.Log.Warn("write-behind: lost the key's lock; abandoning the write", "lock", lock, "err", err)
+				}
+				cancel()
+				return
+			}
+		}
+	}()
+	return ctx, cancel
+}
+
 // write sends key's pending value to the origin. It returns the zero time
 // when nothing is left to do, else when to try again.
+//
+// A lock per key keeps one writer at a time; it is renewed while the
+// writer works and every Redis change the writer makes is fenced by its
+// token, so a writer that lost its lock changes nothing.
 func (q *Queue) write(ctx context.Context, rec *namespace.Record, key string) time.Time {
 	n := q.Entries.NS(rec.ID)
-	tok := strconv.FormatInt(time.Now().UnixNano(), 36)
-	ok, err := q.Rdb.SetNX(ctx, lockKey(n, key), tok, namespace.Timeout(rec.NS)+5*time.Second).Result()
+	tok := token()
+	ttl := q.LockTTL
+	if ttl <= 0 {
+		ttl = namespace.Timeout(rec.NS) + 5*time.Second
+	}
+	lock := lockKey(n, key)
+	ok, err := q.Rdb.SetNX(ctx, lock, tok, ttl).Result()
 	if err != nil {
 		q.Log.Warn("write-behind: lock failed", "key", key, "err", err)
 		return time.Now().Add(time.Second)
@@ -218,9 +269,11 @@ func (q *Queue) write(ctx context.Context, rec *namespace.Record, key string) ti
 		// finish before a newer pending value arrived).
 		return time.Now().Add(time.Second)
 	}
-	defer unlockScript.Run(context.WithoutCancel(ctx), q.Rdb, []string{lockKey(n, key)}, tok)
+	defer unlockScript.Run(context.WithoutCancel(ctx), q.Rdb, []string{lock}, tok)
+	wctx, stop := q.hold(ctx, lock, tok, ttl)
+	defer stop()
 	for range 3 {
-		vals, err := q.Rdb.HMGet(ctx, pendingKey(n, key), "v", "seq", "attempts").Result()
+		vals, err := q.Rdb.HMGet(wctx, pendingKey(n, key), "v", "seq", "attempts").Result()
 		if err != nil {
 			return time.Now().Add(time.Second)
 		}
@@ -231,29 +284,42 @@ func (q *Queue) write(ctx context.Context, rec *namespace.Record, key string) ti
 		}
 		seq, _ := vals[1].(string)
 		start := time.Now()
-		err = q.Origin.Write(ctx, rec.NS, key, []byte(v))
+		err = q.Origin.Write(wctx, rec.NS, key, []byte(v))
 		q.Metrics.OriginLatency.WithLabelValues("write").Observe(time.Since(start).Seconds())
+		if wctx.Err() != nil && ctx.Err() == nil {
+			// The lock was lost: whoever holds it now writes.
+			return time.Now().Add(time.Second)
+		}
 		if err != nil {
 			q.Metrics.Origin.WithLabelValues("write", "error").Inc()
 			q.Metrics.WriteBehind.WithLabelValues("failed").Inc()
 			attempts, _ := strconv.Atoi(fmt.Sprint(vals[2]))
 			next := time.Now().Add(Backoff(attempts+1, q.MaxBackoff))
-			q.Rdb.HSet(ctx, pendingKey(n, key), "attempts", attempts+1, "err", err.Error(), "next", next.UnixMilli())
+			failScript.Run(wctx, q.Rdb, []string{pendingKey(n, key), lock}, tok, attempts+1, err.Error(), next.UnixMilli())
 			q.Log.Warn("write-behind: origin write failed; will retry", "key", key, "attempt", attempts+1, "err", err, "retry_at", next)
 			return next
 		}
 		q.Metrics.Origin.WithLabelValues("write", "ok").Inc()
-		done, err := doneScript.Run(ctx, q.Rdb, []string{pendingKey(n, key), backlogKey(n)}, seq, key).Int()
+		done, err := doneScript.Run(wctx, q.Rdb, []string{pendingKey(n, key), backlogKey(n), lock}, seq, key, tok).Int()
 		if err != nil {
 			return time.Now().Add(time.Second)
 		}
-		if done == 1 {
+		switch done {
+		case 1:
 			q.Metrics.WriteBehind.WithLabelValues("written").Inc()
 			return time.Time{}
+		case -1:
+			return time.Now().Add(time.Second)
 		}
 		// A newer value arrived while this one was written: send it too.
 	}
 	return time.Now().Add(time.Second)
+}
+
+func token() string {
+	var b [12]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // settle acknowledges d once whatever remains is queued for later.
