@@ -1775,7 +1775,8 @@ func (x *StreamEventsRequest) GetIncludeAttempts() bool {
 // StreamEventsResponse is one item of StreamEvents.
 type StreamEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Position of this item; empty on ready.
+	// Position of this item; on ready, the position the stream starts
+	// after. Pass the last one received as cursor to resume.
 	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// The item.
 	//
