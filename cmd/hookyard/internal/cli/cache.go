@@ -11,8 +11,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
 	"github.com/hookyard/hookyard/cmd/hookyard/internal/output"
+	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
 )
 
 func (a *app) cacheCmd() *cobra.Command {

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/cmd/hookyard/internal/output"
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 )
 
 // paging adds --page-size and --page-token.

@@ -7,8 +7,8 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/cmd/hookyard/internal/output"
+	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 )
 
 func (a *app) sourcesCmd() *cobra.Command {

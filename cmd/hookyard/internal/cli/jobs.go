@@ -10,8 +10,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/cmd/hookyard/internal/output"
+	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 )
 
 func taskRows(t *jobsv1.Task) [][2]string {
@@ -144,7 +144,7 @@ func (a *app) tasksCmd() *cobra.Command {
 	waitCmd := &cobra.Command{
 		Use: "wait ID", Short: "Wait until a task ends; exit 7 if it failed or was cancelled", Args: args("ID"),
 		Example: `  hookyard tasks wait 01J... --for 10m && echo done`,
-		RunE: func(cmd *cobra.Command, in []string) error { return a.waitTask(cmd, in[0], waitFor) },
+		RunE:    func(cmd *cobra.Command, in []string) error { return a.waitTask(cmd, in[0], waitFor) },
 	}
 	waitCmd.Flags().DurationVar(&waitFor, "for", 0, "give up after this long (default: wait as long as it takes)")
 

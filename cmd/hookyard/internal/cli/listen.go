@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/cmd/hookyard/internal/listen"
 	"github.com/hookyard/hookyard/cmd/hookyard/internal/output"
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/platform/sign"
 )
 
