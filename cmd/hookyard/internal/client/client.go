@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -67,7 +69,11 @@ func (c *Clients) conn(addr string) (*grpc.ClientConn, error) {
 	if c.s.TLS {
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+	// Reconnects are capped at a few seconds apart (gRPC's default grows
+	// to two minutes), so that listen and tail resume soon after an outage.
+	cp := grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: 10 * time.Second}
+	cp.Backoff.BaseDelay, cp.Backoff.MaxDelay = 250*time.Millisecond, 5*time.Second
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithConnectParams(cp),
 		grpc.WithPerRPCCredentials(key{value: c.s.APIKey, secure: c.s.TLS}))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
