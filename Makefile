@@ -140,7 +140,7 @@ lint: tools ## buf lint, buf breaking against BREAKING_AGAINST, go mod tidy, go 
 # ----------------------------------------------------------------- build
 
 .PHONY: build
-build: ## Build every module, and bin/<service> for each service
+build: ## Build every module, bin/<service> for each service and bin/hookyard (the CLI)
 	@$(PRELUDE)
 	for m in "$${modules[@]}"; do
 		( cd "$$m" && has_pkgs ) || continue
@@ -153,6 +153,7 @@ build: ## Build every module, and bin/<service> for each service
 		fi
 		$(GO) build -o '$(BIN)'/$$s ./services/$$s/cmd/$$s || fail=1
 	done
+	$(GO) build -o '$(BIN)'/hookyard ./cmd/hookyard || fail=1
 	exit $$fail
 
 # ------------------------------------------------------------------ test
@@ -229,7 +230,7 @@ dev: ## Run the four services locally (deploy/local/dev.sh)
 
 .PHONY: clean
 clean: ## Remove built binaries and local dev state (keeps ./bin tools)
-	@rm -f $(addprefix '$(BIN)'/,$(SERVICES))
+	@rm -f $(addprefix '$(BIN)'/,$(SERVICES) hookyard)
 	rm -rf .dev
 
 .PHONY: distclean

@@ -225,6 +225,7 @@ func (h *Hub) closeStream(ctx context.Context, tenant string) {
 	h.streams--
 	if h.local[tenant]--; h.local[tenant] <= 0 {
 		delete(h.local, tenant)
+		delete(h.wake, tenant) // nobody here waits on it any more
 	}
 	h.mu.Unlock()
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
