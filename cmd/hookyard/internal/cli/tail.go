@@ -70,13 +70,13 @@ func printTail(out output.Printer, r *dispatcherv1.StreamEventsResponse) error {
 	}
 	if at := r.GetAttempt(); at != nil {
 		a := at.GetAttempt()
-		result := fmt.Sprintf("%d %s", a.GetStatusCode(), output.Duration(a.GetLatency()))
+		result := fmt.Sprintf("%d %s", a.GetStatusCode(), a.GetLatency().AsDuration().Round(time.Millisecond))
 		if a.GetErrorClass() != "" {
 			result += "  " + a.GetErrorClass() + ": " + output.Cut(a.GetError(), 80)
 		} else if a.GetStatusCode()/100 == 2 {
 			result += "  delivered"
 		}
-		_, err := fmt.Fprintf(out.W, "%s  attempt  %-32s %s -> %s #%d  %s\n", now, "", at.GetMessageId(), a.GetEndpointId(), a.GetNumber(), result)
+		_, err := fmt.Fprintf(out.W, "%s  attempt  %s -> %s #%d  %s\n", now, at.GetMessageId(), a.GetEndpointId(), a.GetNumber(), result)
 		return err
 	}
 	return nil
