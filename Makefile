@@ -140,7 +140,7 @@ lint: tools ## buf lint, buf breaking against BREAKING_AGAINST, go mod tidy, go 
 # ----------------------------------------------------------------- build
 
 .PHONY: build
-build: ## Build every module, bin/<service> for each service and bin/console
+build: ## Build every module, bin/<service> for each service, bin/hookyard (the CLI) and bin/console
 	@$(PRELUDE)
 	for m in "$${modules[@]}"; do
 		( cd "$$m" && has_pkgs ) || continue
@@ -153,6 +153,7 @@ build: ## Build every module, bin/<service> for each service and bin/console
 		fi
 		$(GO) build -o '$(BIN)'/$$s ./services/$$s/cmd/$$s || fail=1
 	done
+	$(GO) build -o '$(BIN)'/hookyard ./cmd/hookyard || fail=1
 	$(GO) build -o '$(BIN)'/console ./cmd/console || fail=1
 	exit $$fail
 
@@ -238,7 +239,7 @@ dev: ## Run the four services locally (deploy/local/dev.sh)
 
 .PHONY: clean
 clean: ## Remove built binaries and local dev state (keeps ./bin tools)
-	@rm -f $(addprefix '$(BIN)'/,$(SERVICES) console)
+	@rm -f $(addprefix '$(BIN)'/,$(SERVICES) hookyard console)
 	rm -rf .dev
 
 .PHONY: distclean

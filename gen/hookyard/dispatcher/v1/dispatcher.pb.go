@@ -7,6 +7,7 @@
 package dispatcherv1
 
 import (
+	v1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -1705,11 +1706,368 @@ func (x *EndpointDisabled) GetFailingSince() *timestamppb.Timestamp {
 	return nil
 }
 
+// StreamEventsRequest is the request of StreamEvents.
+type StreamEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// AMQP topic patterns over "<source>.<type>"; empty means every event.
+	// Attempts are not filtered.
+	EventTypes []string `protobuf:"bytes,1,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	// The cursor of the last response received, to resume after it; empty
+	// starts with what arrives from now on.
+	Cursor string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Also stream the tenant's delivery attempts.
+	IncludeAttempts bool `protobuf:"varint,3,opt,name=include_attempts,json=includeAttempts,proto3" json:"include_attempts,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StreamEventsRequest) Reset() {
+	*x = StreamEventsRequest{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamEventsRequest) ProtoMessage() {}
+
+func (x *StreamEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamEventsRequest.ProtoReflect.Descriptor instead.
+func (*StreamEventsRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StreamEventsRequest) GetEventTypes() []string {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+func (x *StreamEventsRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *StreamEventsRequest) GetIncludeAttempts() bool {
+	if x != nil {
+		return x.IncludeAttempts
+	}
+	return false
+}
+
+// StreamEventsResponse is one item of StreamEvents.
+type StreamEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position of this item; on ready, the position the stream starts
+	// after. Pass the last one received as cursor to resume.
+	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// The item.
+	//
+	// Types that are valid to be assigned to Item:
+	//
+	//	*StreamEventsResponse_Ready
+	//	*StreamEventsResponse_Event
+	//	*StreamEventsResponse_Attempt
+	Item          isStreamEventsResponse_Item `protobuf_oneof:"item"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamEventsResponse) Reset() {
+	*x = StreamEventsResponse{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamEventsResponse) ProtoMessage() {}
+
+func (x *StreamEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamEventsResponse.ProtoReflect.Descriptor instead.
+func (*StreamEventsResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StreamEventsResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *StreamEventsResponse) GetItem() isStreamEventsResponse_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *StreamEventsResponse) GetReady() *StreamReady {
+	if x != nil {
+		if x, ok := x.Item.(*StreamEventsResponse_Ready); ok {
+			return x.Ready
+		}
+	}
+	return nil
+}
+
+func (x *StreamEventsResponse) GetEvent() *StreamedEvent {
+	if x != nil {
+		if x, ok := x.Item.(*StreamEventsResponse_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *StreamEventsResponse) GetAttempt() *StreamedAttempt {
+	if x != nil {
+		if x, ok := x.Item.(*StreamEventsResponse_Attempt); ok {
+			return x.Attempt
+		}
+	}
+	return nil
+}
+
+type isStreamEventsResponse_Item interface {
+	isStreamEventsResponse_Item()
+}
+
+type StreamEventsResponse_Ready struct {
+	// First response: the stream is open.
+	Ready *StreamReady `protobuf:"bytes,2,opt,name=ready,proto3,oneof"`
+}
+
+type StreamEventsResponse_Event struct {
+	// An event, as fanned out.
+	Event *StreamedEvent `protobuf:"bytes,3,opt,name=event,proto3,oneof"`
+}
+
+type StreamEventsResponse_Attempt struct {
+	// A delivery attempt (with include_attempts).
+	Attempt *StreamedAttempt `protobuf:"bytes,4,opt,name=attempt,proto3,oneof"`
+}
+
+func (*StreamEventsResponse_Ready) isStreamEventsResponse_Item() {}
+
+func (*StreamEventsResponse_Event) isStreamEventsResponse_Item() {}
+
+func (*StreamEventsResponse_Attempt) isStreamEventsResponse_Item() {}
+
+// StreamReady opens a stream.
+type StreamReady struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the cursor is older than what the server keeps: items may
+	// have been missed.
+	Gap bool `protobuf:"varint,1,opt,name=gap,proto3" json:"gap,omitempty"`
+	// How long items are kept for a resume after the last stream of the
+	// tenant ends.
+	ResumeWindow  *durationpb.Duration `protobuf:"bytes,2,opt,name=resume_window,json=resumeWindow,proto3" json:"resume_window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamReady) Reset() {
+	*x = StreamReady{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamReady) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamReady) ProtoMessage() {}
+
+func (x *StreamReady) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamReady.ProtoReflect.Descriptor instead.
+func (*StreamReady) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *StreamReady) GetGap() bool {
+	if x != nil {
+		return x.Gap
+	}
+	return false
+}
+
+func (x *StreamReady) GetResumeWindow() *durationpb.Duration {
+	if x != nil {
+		return x.ResumeWindow
+	}
+	return nil
+}
+
+// StreamedEvent is an event of the tenant.
+type StreamedEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event; data holds its raw bytes.
+	Event *v1.Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// The id the dispatcher delivers it under (webhook-id): the event id, or
+	// "<source>:<id>" when another event had that id.
+	MessageId string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// "<source>.<type>".
+	RoutingKey    string `protobuf:"bytes,3,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamedEvent) Reset() {
+	*x = StreamedEvent{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamedEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamedEvent) ProtoMessage() {}
+
+func (x *StreamedEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamedEvent.ProtoReflect.Descriptor instead.
+func (*StreamedEvent) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *StreamedEvent) GetEvent() *v1.Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *StreamedEvent) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *StreamedEvent) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
+// StreamedAttempt is a delivery attempt of the tenant.
+type StreamedAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Message id.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// The attempt; its response snippet is cut to 256 bytes.
+	Attempt       *Attempt `protobuf:"bytes,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamedAttempt) Reset() {
+	*x = StreamedAttempt{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamedAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamedAttempt) ProtoMessage() {}
+
+func (x *StreamedAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamedAttempt.ProtoReflect.Descriptor instead.
+func (*StreamedAttempt) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *StreamedAttempt) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *StreamedAttempt) GetAttempt() *Attempt {
+	if x != nil {
+		return x.Attempt
+	}
+	return nil
+}
+
 var File_hookyard_dispatcher_v1_dispatcher_proto protoreflect.FileDescriptor
 
 const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\n" +
-	"'hookyard/dispatcher/v1/dispatcher.proto\x12\x16hookyard.dispatcher.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x05\n" +
+	"'hookyard/dispatcher/v1/dispatcher.proto\x12\x16hookyard.dispatcher.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhookyard/event/v1/event.proto\"\xf6\x05\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12 \n" +
@@ -1838,7 +2196,31 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12?\n" +
-	"\rfailing_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince2\xf9\x06\n" +
+	"\rfailing_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\"y\n" +
+	"\x13StreamEventsRequest\x12\x1f\n" +
+	"\vevent_types\x18\x01 \x03(\tR\n" +
+	"eventTypes\x12\x16\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\x12)\n" +
+	"\x10include_attempts\x18\x03 \x01(\bR\x0fincludeAttempts\"\xf7\x01\n" +
+	"\x14StreamEventsResponse\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12;\n" +
+	"\x05ready\x18\x02 \x01(\v2#.hookyard.dispatcher.v1.StreamReadyH\x00R\x05ready\x12=\n" +
+	"\x05event\x18\x03 \x01(\v2%.hookyard.dispatcher.v1.StreamedEventH\x00R\x05event\x12C\n" +
+	"\aattempt\x18\x04 \x01(\v2'.hookyard.dispatcher.v1.StreamedAttemptH\x00R\aattemptB\x06\n" +
+	"\x04item\"_\n" +
+	"\vStreamReady\x12\x10\n" +
+	"\x03gap\x18\x01 \x01(\bR\x03gap\x12>\n" +
+	"\rresume_window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fresumeWindow\"\x7f\n" +
+	"\rStreamedEvent\x12.\n" +
+	"\x05event\x18\x01 \x01(\v2\x18.hookyard.event.v1.EventR\x05event\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x1f\n" +
+	"\vrouting_key\x18\x03 \x01(\tR\n" +
+	"routingKey\"k\n" +
+	"\x0fStreamedAttempt\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x129\n" +
+	"\aattempt\x18\x02 \x01(\v2\x1f.hookyard.dispatcher.v1.AttemptR\aattempt2\xf9\x06\n" +
 	"\x0fEndpointService\x12a\n" +
 	"\x0eCreateEndpoint\x12-.hookyard.dispatcher.v1.CreateEndpointRequest\x1a .hookyard.dispatcher.v1.Endpoint\x12[\n" +
 	"\vGetEndpoint\x12*.hookyard.dispatcher.v1.GetEndpointRequest\x1a .hookyard.dispatcher.v1.Endpoint\x12l\n" +
@@ -1854,7 +2236,9 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"GetMessage\x12).hookyard.dispatcher.v1.GetMessageRequest\x1a\x1f.hookyard.dispatcher.v1.Message\x12~\n" +
 	"\x13ListMessageAttempts\x122.hookyard.dispatcher.v1.ListMessageAttemptsRequest\x1a3.hookyard.dispatcher.v1.ListMessageAttemptsResponse\x12l\n" +
 	"\rResendMessage\x12,.hookyard.dispatcher.v1.ResendMessageRequest\x1a-.hookyard.dispatcher.v1.ResendMessageResponse\x12r\n" +
-	"\x0fListDeadLetters\x12..hookyard.dispatcher.v1.ListDeadLettersRequest\x1a/.hookyard.dispatcher.v1.ListDeadLettersResponseBFZDgithub.com/hookyard/hookyard/gen/hookyard/dispatcher/v1;dispatcherv1b\x06proto3"
+	"\x0fListDeadLetters\x12..hookyard.dispatcher.v1.ListDeadLettersRequest\x1a/.hookyard.dispatcher.v1.ListDeadLettersResponse2\x81\x01\n" +
+	"\x12EventStreamService\x12k\n" +
+	"\fStreamEvents\x12+.hookyard.dispatcher.v1.StreamEventsRequest\x1a,.hookyard.dispatcher.v1.StreamEventsResponse0\x01BFZDgithub.com/hookyard/hookyard/gen/hookyard/dispatcher/v1;dispatcherv1b\x06proto3"
 
 var (
 	file_hookyard_dispatcher_v1_dispatcher_proto_rawDescOnce sync.Once
@@ -1868,7 +2252,7 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP() []byte {
 	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescData
 }
 
-var file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_hookyard_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(*Endpoint)(nil),                     // 0: hookyard.dispatcher.v1.Endpoint
 	(*CreateEndpointRequest)(nil),        // 1: hookyard.dispatcher.v1.CreateEndpointRequest
@@ -1897,69 +2281,83 @@ var file_hookyard_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(*ListDeadLettersResponse)(nil),      // 24: hookyard.dispatcher.v1.ListDeadLettersResponse
 	(*DeadLetter)(nil),                   // 25: hookyard.dispatcher.v1.DeadLetter
 	(*EndpointDisabled)(nil),             // 26: hookyard.dispatcher.v1.EndpointDisabled
-	nil,                                  // 27: hookyard.dispatcher.v1.Endpoint.HeadersEntry
-	(*durationpb.Duration)(nil),          // 28: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 29: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 30: google.protobuf.FieldMask
-	(*structpb.Value)(nil),               // 31: google.protobuf.Value
+	(*StreamEventsRequest)(nil),          // 27: hookyard.dispatcher.v1.StreamEventsRequest
+	(*StreamEventsResponse)(nil),         // 28: hookyard.dispatcher.v1.StreamEventsResponse
+	(*StreamReady)(nil),                  // 29: hookyard.dispatcher.v1.StreamReady
+	(*StreamedEvent)(nil),                // 30: hookyard.dispatcher.v1.StreamedEvent
+	(*StreamedAttempt)(nil),              // 31: hookyard.dispatcher.v1.StreamedAttempt
+	nil,                                  // 32: hookyard.dispatcher.v1.Endpoint.HeadersEntry
+	(*durationpb.Duration)(nil),          // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 34: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 35: google.protobuf.FieldMask
+	(*structpb.Value)(nil),               // 36: google.protobuf.Value
+	(*v1.Event)(nil),                     // 37: hookyard.event.v1.Event
 }
 var file_hookyard_dispatcher_v1_dispatcher_proto_depIdxs = []int32{
-	27, // 0: hookyard.dispatcher.v1.Endpoint.headers:type_name -> hookyard.dispatcher.v1.Endpoint.HeadersEntry
-	28, // 1: hookyard.dispatcher.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
-	28, // 2: hookyard.dispatcher.v1.Endpoint.retry_schedule:type_name -> google.protobuf.Duration
-	29, // 3: hookyard.dispatcher.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	29, // 4: hookyard.dispatcher.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	29, // 5: hookyard.dispatcher.v1.Endpoint.failing_since:type_name -> google.protobuf.Timestamp
+	32, // 0: hookyard.dispatcher.v1.Endpoint.headers:type_name -> hookyard.dispatcher.v1.Endpoint.HeadersEntry
+	33, // 1: hookyard.dispatcher.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
+	33, // 2: hookyard.dispatcher.v1.Endpoint.retry_schedule:type_name -> google.protobuf.Duration
+	34, // 3: hookyard.dispatcher.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	34, // 4: hookyard.dispatcher.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	34, // 5: hookyard.dispatcher.v1.Endpoint.failing_since:type_name -> google.protobuf.Timestamp
 	0,  // 6: hookyard.dispatcher.v1.CreateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
 	0,  // 7: hookyard.dispatcher.v1.ListEndpointsResponse.endpoints:type_name -> hookyard.dispatcher.v1.Endpoint
 	0,  // 8: hookyard.dispatcher.v1.UpdateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
-	30, // 9: hookyard.dispatcher.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
-	28, // 10: hookyard.dispatcher.v1.RotateEndpointSecretRequest.overlap:type_name -> google.protobuf.Duration
-	29, // 11: hookyard.dispatcher.v1.RotateEndpointSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
-	29, // 12: hookyard.dispatcher.v1.RecoverEndpointRequest.since_time:type_name -> google.protobuf.Timestamp
-	31, // 13: hookyard.dispatcher.v1.Message.data:type_name -> google.protobuf.Value
-	29, // 14: hookyard.dispatcher.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	35, // 9: hookyard.dispatcher.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
+	33, // 10: hookyard.dispatcher.v1.RotateEndpointSecretRequest.overlap:type_name -> google.protobuf.Duration
+	34, // 11: hookyard.dispatcher.v1.RotateEndpointSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
+	34, // 12: hookyard.dispatcher.v1.RecoverEndpointRequest.since_time:type_name -> google.protobuf.Timestamp
+	36, // 13: hookyard.dispatcher.v1.Message.data:type_name -> google.protobuf.Value
+	34, // 14: hookyard.dispatcher.v1.Message.create_time:type_name -> google.protobuf.Timestamp
 	15, // 15: hookyard.dispatcher.v1.Message.deliveries:type_name -> hookyard.dispatcher.v1.Delivery
-	29, // 16: hookyard.dispatcher.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
-	29, // 17: hookyard.dispatcher.v1.Attempt.time:type_name -> google.protobuf.Timestamp
-	28, // 18: hookyard.dispatcher.v1.Attempt.latency:type_name -> google.protobuf.Duration
+	34, // 16: hookyard.dispatcher.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	34, // 17: hookyard.dispatcher.v1.Attempt.time:type_name -> google.protobuf.Timestamp
+	33, // 18: hookyard.dispatcher.v1.Attempt.latency:type_name -> google.protobuf.Duration
 	14, // 19: hookyard.dispatcher.v1.SendMessageRequest.message:type_name -> hookyard.dispatcher.v1.Message
 	16, // 20: hookyard.dispatcher.v1.ListMessageAttemptsResponse.attempts:type_name -> hookyard.dispatcher.v1.Attempt
 	25, // 21: hookyard.dispatcher.v1.ListDeadLettersResponse.dead_letters:type_name -> hookyard.dispatcher.v1.DeadLetter
-	29, // 22: hookyard.dispatcher.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
+	34, // 22: hookyard.dispatcher.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
 	16, // 23: hookyard.dispatcher.v1.DeadLetter.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	29, // 24: hookyard.dispatcher.v1.EndpointDisabled.failing_since:type_name -> google.protobuf.Timestamp
-	1,  // 25: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:input_type -> hookyard.dispatcher.v1.CreateEndpointRequest
-	2,  // 26: hookyard.dispatcher.v1.EndpointService.GetEndpoint:input_type -> hookyard.dispatcher.v1.GetEndpointRequest
-	3,  // 27: hookyard.dispatcher.v1.EndpointService.ListEndpoints:input_type -> hookyard.dispatcher.v1.ListEndpointsRequest
-	5,  // 28: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:input_type -> hookyard.dispatcher.v1.UpdateEndpointRequest
-	6,  // 29: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:input_type -> hookyard.dispatcher.v1.DeleteEndpointRequest
-	8,  // 30: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:input_type -> hookyard.dispatcher.v1.RotateEndpointSecretRequest
-	10, // 31: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:input_type -> hookyard.dispatcher.v1.RecoverEndpointRequest
-	12, // 32: hookyard.dispatcher.v1.EndpointService.SendTestEvent:input_type -> hookyard.dispatcher.v1.SendTestEventRequest
-	17, // 33: hookyard.dispatcher.v1.MessageService.SendMessage:input_type -> hookyard.dispatcher.v1.SendMessageRequest
-	18, // 34: hookyard.dispatcher.v1.MessageService.GetMessage:input_type -> hookyard.dispatcher.v1.GetMessageRequest
-	19, // 35: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:input_type -> hookyard.dispatcher.v1.ListMessageAttemptsRequest
-	21, // 36: hookyard.dispatcher.v1.MessageService.ResendMessage:input_type -> hookyard.dispatcher.v1.ResendMessageRequest
-	23, // 37: hookyard.dispatcher.v1.MessageService.ListDeadLetters:input_type -> hookyard.dispatcher.v1.ListDeadLettersRequest
-	0,  // 38: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	0,  // 39: hookyard.dispatcher.v1.EndpointService.GetEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	4,  // 40: hookyard.dispatcher.v1.EndpointService.ListEndpoints:output_type -> hookyard.dispatcher.v1.ListEndpointsResponse
-	0,  // 41: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	7,  // 42: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:output_type -> hookyard.dispatcher.v1.DeleteEndpointResponse
-	9,  // 43: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:output_type -> hookyard.dispatcher.v1.RotateEndpointSecretResponse
-	11, // 44: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:output_type -> hookyard.dispatcher.v1.RecoverEndpointResponse
-	13, // 45: hookyard.dispatcher.v1.EndpointService.SendTestEvent:output_type -> hookyard.dispatcher.v1.SendTestEventResponse
-	14, // 46: hookyard.dispatcher.v1.MessageService.SendMessage:output_type -> hookyard.dispatcher.v1.Message
-	14, // 47: hookyard.dispatcher.v1.MessageService.GetMessage:output_type -> hookyard.dispatcher.v1.Message
-	20, // 48: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:output_type -> hookyard.dispatcher.v1.ListMessageAttemptsResponse
-	22, // 49: hookyard.dispatcher.v1.MessageService.ResendMessage:output_type -> hookyard.dispatcher.v1.ResendMessageResponse
-	24, // 50: hookyard.dispatcher.v1.MessageService.ListDeadLetters:output_type -> hookyard.dispatcher.v1.ListDeadLettersResponse
-	38, // [38:51] is the sub-list for method output_type
-	25, // [25:38] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	34, // 24: hookyard.dispatcher.v1.EndpointDisabled.failing_since:type_name -> google.protobuf.Timestamp
+	29, // 25: hookyard.dispatcher.v1.StreamEventsResponse.ready:type_name -> hookyard.dispatcher.v1.StreamReady
+	30, // 26: hookyard.dispatcher.v1.StreamEventsResponse.event:type_name -> hookyard.dispatcher.v1.StreamedEvent
+	31, // 27: hookyard.dispatcher.v1.StreamEventsResponse.attempt:type_name -> hookyard.dispatcher.v1.StreamedAttempt
+	33, // 28: hookyard.dispatcher.v1.StreamReady.resume_window:type_name -> google.protobuf.Duration
+	37, // 29: hookyard.dispatcher.v1.StreamedEvent.event:type_name -> hookyard.event.v1.Event
+	16, // 30: hookyard.dispatcher.v1.StreamedAttempt.attempt:type_name -> hookyard.dispatcher.v1.Attempt
+	1,  // 31: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:input_type -> hookyard.dispatcher.v1.CreateEndpointRequest
+	2,  // 32: hookyard.dispatcher.v1.EndpointService.GetEndpoint:input_type -> hookyard.dispatcher.v1.GetEndpointRequest
+	3,  // 33: hookyard.dispatcher.v1.EndpointService.ListEndpoints:input_type -> hookyard.dispatcher.v1.ListEndpointsRequest
+	5,  // 34: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:input_type -> hookyard.dispatcher.v1.UpdateEndpointRequest
+	6,  // 35: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:input_type -> hookyard.dispatcher.v1.DeleteEndpointRequest
+	8,  // 36: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:input_type -> hookyard.dispatcher.v1.RotateEndpointSecretRequest
+	10, // 37: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:input_type -> hookyard.dispatcher.v1.RecoverEndpointRequest
+	12, // 38: hookyard.dispatcher.v1.EndpointService.SendTestEvent:input_type -> hookyard.dispatcher.v1.SendTestEventRequest
+	17, // 39: hookyard.dispatcher.v1.MessageService.SendMessage:input_type -> hookyard.dispatcher.v1.SendMessageRequest
+	18, // 40: hookyard.dispatcher.v1.MessageService.GetMessage:input_type -> hookyard.dispatcher.v1.GetMessageRequest
+	19, // 41: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:input_type -> hookyard.dispatcher.v1.ListMessageAttemptsRequest
+	21, // 42: hookyard.dispatcher.v1.MessageService.ResendMessage:input_type -> hookyard.dispatcher.v1.ResendMessageRequest
+	23, // 43: hookyard.dispatcher.v1.MessageService.ListDeadLetters:input_type -> hookyard.dispatcher.v1.ListDeadLettersRequest
+	27, // 44: hookyard.dispatcher.v1.EventStreamService.StreamEvents:input_type -> hookyard.dispatcher.v1.StreamEventsRequest
+	0,  // 45: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	0,  // 46: hookyard.dispatcher.v1.EndpointService.GetEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	4,  // 47: hookyard.dispatcher.v1.EndpointService.ListEndpoints:output_type -> hookyard.dispatcher.v1.ListEndpointsResponse
+	0,  // 48: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	7,  // 49: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:output_type -> hookyard.dispatcher.v1.DeleteEndpointResponse
+	9,  // 50: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:output_type -> hookyard.dispatcher.v1.RotateEndpointSecretResponse
+	11, // 51: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:output_type -> hookyard.dispatcher.v1.RecoverEndpointResponse
+	13, // 52: hookyard.dispatcher.v1.EndpointService.SendTestEvent:output_type -> hookyard.dispatcher.v1.SendTestEventResponse
+	14, // 53: hookyard.dispatcher.v1.MessageService.SendMessage:output_type -> hookyard.dispatcher.v1.Message
+	14, // 54: hookyard.dispatcher.v1.MessageService.GetMessage:output_type -> hookyard.dispatcher.v1.Message
+	20, // 55: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:output_type -> hookyard.dispatcher.v1.ListMessageAttemptsResponse
+	22, // 56: hookyard.dispatcher.v1.MessageService.ResendMessage:output_type -> hookyard.dispatcher.v1.ResendMessageResponse
+	24, // 57: hookyard.dispatcher.v1.MessageService.ListDeadLetters:output_type -> hookyard.dispatcher.v1.ListDeadLettersResponse
+	28, // 58: hookyard.dispatcher.v1.EventStreamService.StreamEvents:output_type -> hookyard.dispatcher.v1.StreamEventsResponse
+	45, // [45:59] is the sub-list for method output_type
+	31, // [31:45] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_dispatcher_v1_dispatcher_proto_init() }
@@ -1967,15 +2365,20 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_init() {
 	if File_hookyard_dispatcher_v1_dispatcher_proto != nil {
 		return
 	}
+	file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[28].OneofWrappers = []any{
+		(*StreamEventsResponse_Ready)(nil),
+		(*StreamEventsResponse_Event)(nil),
+		(*StreamEventsResponse_Attempt)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc), len(file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   33,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_hookyard_dispatcher_v1_dispatcher_proto_goTypes,
 		DependencyIndexes: file_hookyard_dispatcher_v1_dispatcher_proto_depIdxs,

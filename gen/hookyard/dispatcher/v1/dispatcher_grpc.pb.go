@@ -675,3 +675,122 @@ var MessageService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "hookyard/dispatcher/v1/dispatcher.proto",
 }
+
+const (
+	EventStreamService_StreamEvents_FullMethodName = "/hookyard.dispatcher.v1.EventStreamService/StreamEvents"
+)
+
+// EventStreamServiceClient is the client API for EventStreamService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// EventStreamService streams the caller's events as the dispatcher receives
+// them, for development tools (hookyard listen and tail). It is gRPC only.
+type EventStreamServiceClient interface {
+	// Streams the tenant's events, and optionally its delivery attempts, from
+	// now on or after a cursor. The first response is ready; a dropped stream
+	// resumes with the cursor of the last response it received, and gets
+	// what arrived meanwhile if that lies within resume_window.
+	StreamEvents(ctx context.Context, in *StreamEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamEventsResponse], error)
+}
+
+type eventStreamServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewEventStreamServiceClient(cc grpc.ClientConnInterface) EventStreamServiceClient {
+	return &eventStreamServiceClient{cc}
+}
+
+func (c *eventStreamServiceClient) StreamEvents(ctx context.Context, in *StreamEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &EventStreamService_ServiceDesc.Streams[0], EventStreamService_StreamEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamEventsRequest, StreamEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EventStreamService_StreamEventsClient = grpc.ServerStreamingClient[StreamEventsResponse]
+
+// EventStreamServiceServer is the server API for EventStreamService service.
+// All implementations must embed UnimplementedEventStreamServiceServer
+// for forward compatibility.
+//
+// EventStreamService streams the caller's events as the dispatcher receives
+// them, for development tools (hookyard listen and tail). It is gRPC only.
+type EventStreamServiceServer interface {
+	// Streams the tenant's events, and optionally its delivery attempts, from
+	// now on or after a cursor. The first response is ready; a dropped stream
+	// resumes with the cursor of the last response it received, and gets
+	// what arrived meanwhile if that lies within resume_window.
+	StreamEvents(*StreamEventsRequest, grpc.ServerStreamingServer[StreamEventsResponse]) error
+	mustEmbedUnimplementedEventStreamServiceServer()
+}
+
+// UnimplementedEventStreamServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedEventStreamServiceServer struct{}
+
+func (UnimplementedEventStreamServiceServer) StreamEvents(*StreamEventsRequest, grpc.ServerStreamingServer[StreamEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamEvents not implemented")
+}
+func (UnimplementedEventStreamServiceServer) mustEmbedUnimplementedEventStreamServiceServer() {}
+func (UnimplementedEventStreamServiceServer) testEmbeddedByValue()                            {}
+
+// UnsafeEventStreamServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to EventStreamServiceServer will
+// result in compilation errors.
+type UnsafeEventStreamServiceServer interface {
+	mustEmbedUnimplementedEventStreamServiceServer()
+}
+
+func RegisterEventStreamServiceServer(s grpc.ServiceRegistrar, srv EventStreamServiceServer) {
+	// If the following call panics, it indicates UnimplementedEventStreamServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&EventStreamService_ServiceDesc, srv)
+}
+
+func _EventStreamService_StreamEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(EventStreamServiceServer).StreamEvents(m, &grpc.GenericServerStream[StreamEventsRequest, StreamEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EventStreamService_StreamEventsServer = grpc.ServerStreamingServer[StreamEventsResponse]
+
+// EventStreamService_ServiceDesc is the grpc.ServiceDesc for EventStreamService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var EventStreamService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hookyard.dispatcher.v1.EventStreamService",
+	HandlerType: (*EventStreamServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamEvents",
+			Handler:       _EventStreamService_StreamEvents_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "hookyard/dispatcher/v1/dispatcher.proto",
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/hookyard/hookyard/services/dispatcher/internal/deliver"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/listen"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/metrics"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
@@ -55,6 +56,9 @@ type Config struct {
 	SourcesKeyPrefix  string
 	EventIDsKeyPrefix string
 	ShutdownGrace     time.Duration
+	// ListenWindow is how long a tenant's events are kept for an event
+	// stream (hookyard listen, tail) to resume after it dropped.
+	ListenWindow time.Duration
 }
 
 // Register adds the settings to l.
@@ -73,6 +77,7 @@ func (c *Config) Register(l *config.Loader) {
 	l.String(&c.SourcesKeyPrefix, "sources-key-prefix", "HOOKYARD_SOURCES_KEY_PREFIX", publish.SourcesPrefix, "prefix of the Redis keys of the ingress service's webhook sources, whose owners decide who may send under a source name")
 	l.String(&c.EventIDsKeyPrefix, "event-ids-key-prefix", "HOOKYARD_EVENT_IDS_KEY_PREFIX", publish.DedupePrefix, "prefix of the Redis keys remembering published event ids, shared with the ingress service")
 	l.Duration(&c.ShutdownGrace, "shutdown-grace", "HOOKYARD_DISPATCHER_SHUTDOWN_GRACE", endpoint.MaxTimeout+5*time.Second, "how long attempts in flight may run on after SIGTERM before they are cut and returned; at least the longest endpoint timeout, so that a deploy does not cut (and later repeat) a delivery the subscriber is processing")
+	l.Duration(&c.ListenWindow, "listen-window", "HOOKYARD_DISPATCHER_LISTEN_WINDOW", listen.DefaultWindow, "how long after its last event stream (hookyard listen, tail) ends a tenant's events are still kept, so a dropped stream resumes without a loss")
 	l.String(&c.EventBindings, "event-bindings", "HOOKYARD_DISPATCHER_EVENT_BINDINGS", "#", "comma-separated routing patterns the dispatcher consumes from hookyard.events")
 }
 
@@ -104,8 +109,10 @@ type Dispatcher struct {
 	Worker    *deliver.Worker
 	// DeadLetters records what the broker dead-letters.
 	DeadLetters *deadletter.Consumer
-	Publisher   *rabbit.Publisher
-	rabbit      *rabbit.Conn
+	// Listen serves event streams (hookyard listen and tail).
+	Listen    *listen.Hub
+	Publisher *rabbit.Publisher
+	rabbit    *rabbit.Conn
 }
 
 // New assembles a Dispatcher.
@@ -160,6 +167,8 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 		BreakerTimeout: c.BreakerTimeout, Concurrency: c.Concurrency, ShutdownGrace: c.ShutdownGrace,
 	}, q, eps, msgs, gate, pub, client, m, d.Log)
 	f := fanout.New(q, eps, msgs, pub, m, d.Log)
+	hub := listen.New(d.Redis, c.KeyPrefix, msgs, listen.Config{Window: c.ListenWindow}, d.Log)
+	msgs.OnAttempt, f.OnEvent = hub.QueueAttempt, hub.Event
 	deps := api.Deps{
 		Endpoints: eps, Messages: msgs, Gate: gate, Fanout: f, Publisher: pub, Policy: policy,
 		Events:          publish.New(pub, ids, publish.NewOwners(d.Redis, sources), publish.Config{Remember: c.Retention}),
@@ -170,7 +179,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	return &Dispatcher{
 		Endpoints: &api.Endpoints{Deps: deps},
 		Messages:  &api.Messages{Deps: deps},
-		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit,
+		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit, Listen: hub,
 		DeadLetters: deadletter.New(q, f, msgs, gate, pub, m, d.Log),
 	}, nil
 }
@@ -180,6 +189,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 func (d *Dispatcher) Register(srv *server.Server) {
 	dispatcherv1.RegisterEndpointServiceServer(srv.GRPC, d.Endpoints)
 	dispatcherv1.RegisterMessageServiceServer(srv.GRPC, d.Messages)
+	dispatcherv1.RegisterEventStreamServiceServer(srv.GRPC, d.Listen)
 	srv.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler)
 }
 
@@ -215,6 +225,7 @@ func Service() app.Service {
 			rt.Go("fanout", d.RunFanout)
 			rt.Go("deliveries", d.RunDeliveries)
 			rt.Go("deadletters", d.RunDeadLetters)
+			rt.Go("listen", d.Listen.Run)
 			return nil
 		},
 	}

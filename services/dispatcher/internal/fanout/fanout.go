@@ -46,6 +46,9 @@ type Fanout struct {
 	// fan-out keeps failing (defaults: the constants of those names).
 	MaxPutBacks    int
 	MinFailingTime time.Duration
+	// OnEvent, if set, sees each event once it is fanned out (package
+	// listen streams events with it).
+	OnEvent func(ctx context.Context, tenant string, m *message.Message)
 }
 
 // RoutingKeyHeader carries an event's original routing key on a copy put
@@ -119,6 +122,9 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	f.metrics.Published.WithLabelValues("ok").Inc()
+	if f.OnEvent != nil {
+		f.OnEvent(ctx, ev.GetTenant(), m)
+	}
 	f.log.Debug("event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
 	_ = d.Ack(false)
 }

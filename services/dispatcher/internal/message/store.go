@@ -79,6 +79,9 @@ type Store struct {
 	rdb       redis.UniversalClient
 	prefix    string
 	retention time.Duration
+	// OnAttempt, if set, adds its own writes for each attempt recorded to
+	// the same pipeline (package listen streams attempts with it).
+	OnAttempt func(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt)
 }
 
 // New returns a Store keeping records for retention.
@@ -304,6 +307,9 @@ func (s *Store) QueueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, 
 	key := s.attKey(tenant, id)
 	pipe.RPush(ctx, key, v)
 	pipe.Expire(ctx, key, s.retention)
+	if s.OnAttempt != nil {
+		s.OnAttempt(ctx, pipe, tenant, id, a)
+	}
 	return nil
 }
 
