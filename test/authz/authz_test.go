@@ -328,4 +328,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
