@@ -220,4 +220,3 @@ func (r Report) Print(w io.Writer) {
 	}
 	tw.Flush()
 }
-
