@@ -26,6 +26,7 @@ func main() {
 	flag.DurationVar(&cfg.Gap, "gap", 15*time.Second, "time between two faults")
 	flag.DurationVar(&cfg.BrokerCut, "broker-cut", 30*time.Second, "how long the broker is cut off")
 	flag.BoolVar(&cfg.RestartRedis, "redis", true, "run a redis-server of our own and restart it")
+	flag.BoolVar(&cfg.RestartRabbit, "rabbit", false, "run a RabbitMQ node of our own and restart it (else the shared broker is only cut off)")
 	flag.DurationVar(&cfg.Drain, "drain", 20*time.Minute, "how long delivery may take after the last send")
 	flag.Parse()
 	if cfg.N == 0 {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -30,8 +31,12 @@ type Config struct {
 	Gap          time.Duration // between two faults
 	BrokerCut    time.Duration // how long the broker is unreachable
 	RestartRedis bool          // run a Redis of our own and restart it
-	Drain        time.Duration // how long delivery may take after the last send
-	Out          io.Writer
+	// RestartRabbit runs a RabbitMQ node of our own (rabbitmq-server,
+	// own node name and ports) and restarts it; otherwise the shared
+	// broker is used in a vhost of its own and only cut off.
+	RestartRabbit bool
+	Drain         time.Duration // how long delivery may take after the last send
+	Out           io.Writer
 }
 
 // Report holds the figures of a run.
@@ -66,11 +71,23 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	}
 
 	id := suite.NewID()
-	if err := suite.AddVHost(ctx, id); err != nil {
-		return rep, err
-	}
-	defer func() { _ = suite.DeleteVHost(context.Background(), id) }()
 	base, _ := url.Parse(envOr("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+	vhost := id
+	var rmq *Rabbit
+	if cfg.RestartRabbit {
+		logf("starting a RabbitMQ node of our own (a minute or more on a loaded machine)")
+		if rmq, err = StartRabbit(ctx, filepath.Join(dir, "rabbitmq"), id); err != nil {
+			return rep, err
+		}
+		defer rmq.Stop()
+		base, _ = url.Parse(rmq.URL())
+		vhost = ""
+	} else {
+		if err := suite.AddVHost(ctx, vhost); err != nil {
+			return rep, err
+		}
+		defer func() { _ = suite.DeleteVHost(context.Background(), vhost) }()
+	}
 	target := base.Host
 	if base.Port() == "" {
 		target += ":5672"
@@ -95,10 +112,10 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	defer tasks.close()
 
 	tenant, key := "t"+id, "key-"+suite.RandHex(16)
-	logf("building and starting the four services (vhost %s through a proxy at %s)", id, proxy.Addr())
+	logf("building and starting the four services (vhost %q through a proxy at %s)", vhost, proxy.Addr())
 	st, err := suite.Start(ctx, dir, suite.Options{
 		ID: id, Keys: map[string]string{tenant: key},
-		AMQPURL: suite.VHostURL(base.String(), id), RedisURL: redisURL, Logf: logf,
+		AMQPURL: suite.VHostURL(base.String(), vhost), RedisURL: redisURL, Logf: logf,
 		Env: map[string]string{
 			// Enough retries that a 20 % failing subscriber is reached
 			// (0.2^13 per message), spaced for a short run.
@@ -172,6 +189,14 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 			proxy.Restore()
 			return waitReady(ctx, st)
 		})
+		if rmq != nil {
+			step("restart RabbitMQ", func() error {
+				if err := rmq.Restart(ctx); err != nil {
+					return err
+				}
+				return waitReady(ctx, st)
+			})
+		}
 		if rdb != nil {
 			step("restart Redis", func() error {
 				if err := rdb.Restart(ctx); err != nil {
