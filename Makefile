@@ -228,6 +228,18 @@ bench-ingress: deps ## Ingress load test against its ceilings (INGRESS_BENCH_FLA
 bench-dispatcher: deps ## Dispatcher load, isolation and memory test (DISPATCHER_BENCH_FLAGS)
 	@cd services/dispatcher && $(GO) run ./cmd/dispatcher-bench $(DISPATCHER_BENCH_FLAGS)
 
+# End-to-end runs of the real binaries (test/): the flow, auth and
+# hostile-input tests are part of `make test`; these print figures.
+FAULTS_FLAGS ?=
+BURST_FLAGS ?=
+
+.PHONY: test-faults bench-burst
+test-faults: deps ## Webhooks through the suite while each service is killed, the broker cut and Redis restarted (FAULTS_N, FAULTS_FLAGS)
+	@cd test && $(GO) run ./cmd/hookyard-faults $(FAULTS_FLAGS)
+
+bench-burst: deps ## A burst of 50,000 Stripe webhooks through the suite: ingress p99, backlog drain, RSS (BURST_N, BURST_FLAGS)
+	@cd test && $(GO) run ./cmd/hookyard-burst $(BURST_FLAGS)
+
 # ------------------------------------------------------------------- dev
 
 .PHONY: dev

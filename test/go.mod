@@ -1,0 +1,28 @@
+module github.com/hookyard/hookyard/test
+
+go 1.26.0
+
+replace (
+	github.com/hookyard/hookyard/gen => ../gen
+	github.com/hookyard/hookyard/platform => ../platform
+)
+
+require (
+	github.com/hookyard/hookyard/gen v0.0.0
+	github.com/hookyard/hookyard/platform v0.0.0
+	github.com/redis/go-redis/v9 v9.23.0
+	github.com/standard-webhooks/standard-webhooks/libraries v0.0.1
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+	google.golang.org/genproto/googleapis/api v0.0.0-20261026165753-2ffab32bce7e // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261019180522-ce908d29299b // indirect
+)

@@ -1,0 +1,405 @@
+// Package faults sends webhooks through the real suite while it breaks
+// it: each service killed with SIGKILL and restarted, the broker cut off
+// by a TCP proxy, Redis restarted. It then counts what was acknowledged,
+// delivered, duplicated and lost.
+package faults
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hookyard/hookyard/test/internal/sink"
+	"github.com/hookyard/hookyard/test/internal/suite"
+)
+
+// Config says how hard to push.
+type Config struct {
+	N            int           // webhooks to send
+	Concurrency  int           // senders at once
+	FailRate     float64       // fraction of deliveries the subscriber answers 503
+	Gap          time.Duration // between two faults
+	BrokerCut    time.Duration // how long the broker is unreachable
+	RestartRedis bool          // run a Redis of our own and restart it
+	// RestartRabbit runs a RabbitMQ node of our own (rabbitmq-server,
+	// own node name and ports) and restarts it; otherwise the shared
+	// broker is used in a vhost of its own and only cut off.
+	RestartRabbit bool
+	Drain         time.Duration // how long delivery may take after the last send
+	Out           io.Writer
+}
+
+// Report holds the figures of a run.
+type Report struct {
+	Sent, Acknowledged, GaveUp     int
+	Delivered, Duplicated, Lost    int
+	TasksEnded, TasksNotEnded      int
+	SubscriberRequests, Answered5x int64
+	Faults                         []string
+	SendTime, DrainTime            time.Duration
+}
+
+// Run performs one run. It returns an error when the run could not be
+// done; lost deliveries or unfinished tasks are in the report.
+func Run(ctx context.Context, cfg Config) (rep Report, err error) {
+	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
+	dir, err := os.MkdirTemp("", "hookyard-faults-")
+	if err != nil {
+		return rep, err
+	}
+	defer os.RemoveAll(dir)
+
+	redisURL := ""
+	var rdb *Redis
+	if cfg.RestartRedis {
+		if rdb, err = StartRedis(ctx, dir); err != nil {
+			return rep, err
+		}
+		defer rdb.Stop()
+		redisURL = rdb.URL()
+		logf("own Redis at %s (append-only)", redisURL)
+	}
+
+	id := suite.NewID()
+	base, _ := url.Parse(envOr("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+	vhost := id
+	var rmq *Rabbit
+	if cfg.RestartRabbit {
+		logf("starting a RabbitMQ node of our own (a minute or more on a loaded machine)")
+		if rmq, err = StartRabbit(ctx, filepath.Join(dir, "rabbitmq"), id); err != nil {
+			return rep, err
+		}
+		defer rmq.Stop()
+		base, _ = url.Parse(rmq.URL())
+		vhost = ""
+	} else {
+		if err := suite.AddVHost(ctx, vhost); err != nil {
+			return rep, err
+		}
+		defer func() { _ = suite.DeleteVHost(context.Background(), vhost) }()
+	}
+	target := base.Host
+	if base.Port() == "" {
+		target += ":5672"
+	}
+	proxy, err := NewProxy(target)
+	if err != nil {
+		return rep, err
+	}
+	defer proxy.Close()
+	base.Host = proxy.Addr()
+
+	sub, err := sink.Start()
+	if err != nil {
+		return rep, err
+	}
+	defer sub.Close()
+	sub.FailRate(cfg.FailRate)
+	tasks, err := newTaskTarget()
+	if err != nil {
+		return rep, err
+	}
+	defer tasks.close()
+
+	tenant, key := "t"+id, "key-"+suite.RandHex(16)
+	logf("building and starting the four services (vhost %q through a proxy at %s)", vhost, proxy.Addr())
+	st, err := suite.Start(ctx, dir, suite.Options{
+		ID: id, Keys: map[string]string{tenant: key},
+		AMQPURL: suite.VHostURL(base.String(), vhost), RedisURL: redisURL, Logf: logf,
+		Env: map[string]string{
+			// Enough retries that a 20 % failing subscriber is reached
+			// (0.2^13 per message), spaced for a short run.
+			"HOOKYARD_RETRY_SCHEDULE": "1s,1s,2s,2s,5s,5s,10s,10s,10s,15s,15s,30s",
+		},
+	})
+	if err != nil {
+		return rep, err
+	}
+	defer st.Close()
+	defer func() {
+		if err != nil {
+			logf("%s", st.Logs())
+		}
+	}()
+
+	source, secret := "stripe-"+id, "whsec_"+suite.RandHex(16)
+	if err := st.Ingress().JSON(ctx, "POST", "/v1/sources", key, map[string]any{"name": source, "provider": "stripe", "secrets": []string{secret}}, 200, nil); err != nil {
+		return rep, err
+	}
+	var ep struct{ ID, Secret string }
+	if err := st.Dispatcher().JSON(ctx, "POST", "/v1/endpoints", key, map[string]any{"url": sub.URL("/hooks"), "eventTypes": []string{source + ".#"}, "maxInFlight": 32}, 200, &ep); err != nil {
+		return rep, err
+	}
+	if err := sub.SetSecret("/hooks", ep.Secret); err != nil {
+		return rep, err
+	}
+	var trig struct{ ID string }
+	if err := st.Jobs().JSON(ctx, "POST", "/v1/triggers", key, map[string]any{
+		"eventType": source + ".#",
+		"task":      map[string]any{"name": "http", "args": map[string]any{"url": tasks.url(), "method": "POST"}, "maxRetries": 20, "retryBackoffMax": "5s"},
+		"argsFrom":  map[string]string{"body": "/id"},
+	}, 200, &trig); err != nil {
+		return rep, err
+	}
+
+	// Faults, one after another, while the webhooks are sent.
+	faultsDone := make(chan struct{})
+	go func() {
+		defer close(faultsDone)
+		step := func(name string, fn func() error) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(cfg.Gap):
+			}
+			start := time.Now()
+			err := fn()
+			line := fmt.Sprintf("%-28s %v", name, time.Since(start).Round(100*time.Millisecond))
+			if err != nil {
+				line += " ERROR: " + err.Error()
+			}
+			logf("fault: %s", line)
+			rep.Faults = append(rep.Faults, line)
+		}
+		for _, name := range suite.Names {
+			svc := st.Services[name]
+			step("kill -9 "+name+", restart", func() error {
+				if err := svc.Kill(); err != nil {
+					return err
+				}
+				return svc.Start(ctx)
+			})
+		}
+		step(fmt.Sprintf("cut the broker for %v", cfg.BrokerCut), func() error {
+			proxy.Cut()
+			select {
+			case <-ctx.Done():
+			case <-time.After(cfg.BrokerCut):
+			}
+			proxy.Restore()
+			return waitReady(ctx, st)
+		})
+		if rmq != nil {
+			step("restart RabbitMQ", func() error {
+				if err := rmq.Restart(ctx); err != nil {
+					return err
+				}
+				return waitReady(ctx, st)
+			})
+		}
+		if rdb != nil {
+			step("restart Redis", func() error {
+				if err := rdb.Restart(ctx); err != nil {
+					return err
+				}
+				return waitReady(ctx, st)
+			})
+		}
+	}()
+
+	// Senders behave like a provider: a webhook is sent again until it is
+	// answered 2xx, with the same event id.
+	var acked sync.Map // event id → true
+	var nAcked, nGaveUp atomic.Int64
+	start := time.Now()
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				evt := fmt.Sprintf("evt_%s_%d", id, i)
+				body := []byte(fmt.Sprintf(`{"id":%q,"object":"event","type":"invoice.paid","data":{"object":{"id":"in_%d"}}}`, evt, i))
+				backoff := 200 * time.Millisecond
+				giveUp := time.Now().Add(10 * time.Minute)
+				for {
+					code, _, err := st.Ingress().PostStripe(ctx, source, secret, body)
+					if err == nil && code/100 == 2 {
+						acked.Store(evt, true)
+						nAcked.Add(1)
+						break
+					}
+					if ctx.Err() != nil || time.Now().After(giveUp) {
+						nGaveUp.Add(1)
+						break
+					}
+					time.Sleep(backoff)
+					backoff = min(2*backoff, 2*time.Second)
+				}
+			}
+		}()
+	}
+	go func() {
+		defer close(next)
+		for i := range cfg.N {
+			if i > 0 && i%1000 == 0 {
+				logf("sent %d, acknowledged %d, delivered %d", i, nAcked.Load(), len(sub.Counts()))
+			}
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	rep.SendTime = time.Since(start)
+	rep.Sent, rep.Acknowledged, rep.GaveUp = cfg.N, int(nAcked.Load()), int(nGaveUp.Load())
+	logf("sent %d in %v: acknowledged %d, gave up %d; waiting for the faults to end", cfg.N, rep.SendTime.Round(time.Second), rep.Acknowledged, rep.GaveUp)
+	<-faultsDone
+
+	// Drain: every acknowledged webhook delivered, every task ended.
+	drainStart := time.Now()
+	var ids []string
+	acked.Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
+	_ = suite.Eventually(ctx, cfg.Drain, func() error {
+		counts := sub.Counts()
+		missing := 0
+		for _, evt := range ids {
+			if counts[evt] == 0 {
+				missing++
+			}
+		}
+		if missing > 0 {
+			logf("waiting for %d of %d deliveries", missing, len(ids))
+			time.Sleep(5 * time.Second)
+			return fmt.Errorf("%d not delivered", missing)
+		}
+		return nil
+	})
+	counts := sub.Counts()
+	for _, evt := range ids {
+		switch n := counts[evt]; {
+		case n == 0:
+			rep.Lost++
+		default:
+			rep.Delivered++
+			rep.Duplicated += n - 1
+		}
+	}
+	rep.TasksEnded, rep.TasksNotEnded = taskStates(ctx, st, key, trig.ID, ids, cfg.Drain-time.Since(drainStart), logf)
+	rep.DrainTime = time.Since(drainStart)
+	rep.SubscriberRequests, rep.Answered5x, _, _ = sub.Stats()
+	for _, s := range st.Services {
+		if err := s.Healthy(ctx); err != nil {
+			return rep, fmt.Errorf("after the run: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// taskStates waits until the task of every event has ended and counts.
+func taskStates(ctx context.Context, st *suite.Stack, key, trigger string, ids []string, wait time.Duration, logf func(string, ...any)) (ended, notEnded int) {
+	pending := append([]string(nil), ids...)
+	deadline := time.Now().Add(max(wait, time.Minute))
+	for {
+		var mu sync.Mutex
+		var still []string
+		work := make(chan string)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for evt := range work {
+					var task struct{ State string }
+					err := st.Jobs().JSON(ctx, "GET", "/v1/tasks/"+url.PathEscape(trigger+"-"+evt), key, nil, http.StatusOK, &task)
+					if err != nil || (task.State != "succeeded" && task.State != "failed" && task.State != "cancelled") {
+						mu.Lock()
+						still = append(still, evt)
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		for _, evt := range pending {
+			work <- evt
+		}
+		close(work)
+		wg.Wait()
+		pending = still
+		if len(pending) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return len(ids) - len(pending), len(pending)
+		}
+		logf("waiting for %d of %d tasks to end", len(pending), len(ids))
+		time.Sleep(5 * time.Second)
+	}
+}
+
+func waitReady(ctx context.Context, st *suite.Stack) error {
+	var errs error
+	for _, s := range st.Services {
+		errs = errors.Join(errs, suite.Eventually(ctx, suite.ReadyTimeout, func() error {
+			code, _, err := s.Do(ctx, "GET", "/readyz", "", nil)
+			if err != nil {
+				return err
+			}
+			if code != 200 {
+				return fmt.Errorf("%s /readyz: %d", s.Name, code)
+			}
+			return nil
+		}))
+	}
+	return errs
+}
+
+// Print writes the report as a table.
+func (r Report) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "webhooks sent\t", r.Sent, "\t")
+	fmt.Fprintln(tw, "acknowledged (2xx)\t", r.Acknowledged, "\t")
+	fmt.Fprintln(tw, "never acknowledged\t", r.GaveUp, "\t")
+	fmt.Fprintln(tw, "delivered\t", r.Delivered, "\t")
+	fmt.Fprintln(tw, "duplicated (absorbed by webhook-id)\t", r.Duplicated, "\t")
+	fmt.Fprintln(tw, "lost\t", r.Lost, "\t")
+	fmt.Fprintln(tw, "tasks ended\t", r.TasksEnded, "\t")
+	fmt.Fprintln(tw, "tasks not ended\t", r.TasksNotEnded, "\t")
+	fmt.Fprintln(tw, "subscriber requests\t", r.SubscriberRequests, "\t")
+	fmt.Fprintln(tw, "answered 503 on purpose\t", r.Answered5x, "\t")
+	fmt.Fprintln(tw, "send time\t", r.SendTime.Round(time.Second), "\t")
+	fmt.Fprintln(tw, "drain time\t", r.DrainTime.Round(time.Second), "\t")
+	tw.Flush()
+	for _, f := range r.Faults {
+		fmt.Fprintln(w, "fault:", f)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// taskTarget is what the triggered http tasks call: it answers 204.
+type taskTarget struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func newTaskTarget() (*taskTarget, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	t := &taskTarget{ln: ln, srv: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	})}}
+	go func() { _ = t.srv.Serve(ln) }()
+	return t, nil
+}
+
+func (t *taskTarget) url() string { return "http://" + t.ln.Addr().String() + "/task" }
+func (t *taskTarget) close()      { _ = t.srv.Close() }
