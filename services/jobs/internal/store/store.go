@@ -123,6 +123,8 @@ type Config struct {
 	Now func() time.Time
 	// Observer is told about starts and ends, for metrics.
 	Observer Observer
+	// MaxWaiters caps the Wait calls served at once (default 10000).
+	MaxWaiters int
 }
 
 // Observer sees every enqueue, start and end of an attempt.
@@ -144,9 +146,10 @@ func (nopObserver) Ended(string, string, string, time.Duration, bool) {}
 
 // Store reads and changes tasks.
 type Store struct {
-	rdb redis.UniversalClient
-	p   string
-	cfg Config
+	rdb     redis.UniversalClient
+	p       string
+	cfg     Config
+	waiters *waiters
 }
 
 // New returns a Store on rdb.
@@ -163,7 +166,10 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	return &Store{rdb: rdb, p: "{" + cfg.Prefix + "}", cfg: cfg}
+	if cfg.MaxWaiters <= 0 {
+		cfg.MaxWaiters = 10000
+	}
+	return &Store{rdb: rdb, p: "{" + cfg.Prefix + "}", cfg: cfg, waiters: &waiters{max: cfg.MaxWaiters, chans: map[string][]chan struct{}{}}}
 }
 
 // Redis returns the client, for packages that keep their own keys next to
@@ -618,36 +624,6 @@ func (s *Store) Retry(ctx context.Context, tenant, id string) (*Task, error) {
 		return nil, ErrState
 	}
 	return s.Get(ctx, tenant, id)
-}
-
-// Wait blocks until the task is in an end state, ctx ends or timeout
-// passes, and returns it as it is then.
-func (s *Store) Wait(ctx context.Context, tenant, id string, timeout time.Duration) (*Task, error) {
-	sub := s.rdb.Subscribe(ctx, s.done(tenant, id))
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		return nil, fmt.Errorf("wait %s: %w", id, err)
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	// The subscription is in place before the first read, so an end
-	// between the two is not missed; the ticker covers a lost message.
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		t, err := s.Get(ctx, tenant, id)
-		if err != nil || Ended(t.State) {
-			return t, err
-		}
-		select {
-		case <-sub.Channel():
-		case <-tick.C:
-		case <-deadline.C:
-			return s.Get(ctx, tenant, id)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 }
 
 // Ended reports whether state is an end state.
