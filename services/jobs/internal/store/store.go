@@ -123,6 +123,9 @@ type Config struct {
 	Now func() time.Time
 	// Observer is told about starts and ends, for metrics.
 	Observer Observer
+	// MaxDead caps the dead set of one queue, oldest out (default
+	// 100000); the tasks themselves still expire after DeadTTL.
+	MaxDead int
 	// MaxWaiters caps the Wait calls served at once (default 10000).
 	MaxWaiters int
 }
@@ -166,6 +169,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
+	if cfg.MaxDead <= 0 {
+		cfg.MaxDead = 100000
+	}
 	if cfg.MaxWaiters <= 0 {
 		cfg.MaxWaiters = 10000
 	}
@@ -200,6 +206,9 @@ func fromMS(v int64) time.Time {
 	}
 	return time.UnixMilli(v)
 }
+
+// MaxAttemptLog is how many attempts a task's log keeps (the latest).
+const MaxAttemptLog = 100
 
 // MaxQueues caps the distinct queues of one tenant.
 const MaxQueues = 100
@@ -534,7 +543,7 @@ func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Ou
 	res, err := endScript.Run(ctx, s.rdb,
 		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.qstat(tenant, queue), s.sched(), s.dead(tenant, queue), s.done(tenant, id), s.outbox()},
 		token, ms(s.cfg.Now()), outcome, string(o.Result), o.Err, noRetry, o.RetryAfter.Milliseconds(), rand.Float64(),
-		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id,
+		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id, s.cfg.MaxDead, MaxAttemptLog,
 	).Slice()
 	if err != nil {
 		return "", fmt.Errorf("end %s: %w", id, err)
