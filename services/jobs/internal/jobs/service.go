@@ -117,7 +117,7 @@ func New(c Config, d Deps) (*Jobs, error) {
 	}
 	j.Announcer = &runner.Announcer{Store: st, Publisher: pub, Exchange: exchange, Policy: policy, Log: d.Log}
 	ts := trigger.NewStore(st)
-	j.Trigger = &trigger.Consumer{Store: ts, Conn: d.Rabbit, Queue: c.QueuePrefix + ".triggers", Exchange: exchange, Enqueue: j.Tasks.Enqueue, Log: d.Log}
+	j.Trigger = &trigger.Consumer{Store: ts, Conn: d.Rabbit, Queue: c.QueuePrefix + ".triggers", Exchange: exchange, Enqueue: j.Tasks.Enqueue, Log: d.Log, Publisher: pub}
 	j.Triggers = &trigger.API{Store: ts, Consumer: j.Trigger, Validate: j.Tasks.Validate}
 	ss := schedule.NewStore(st)
 	j.Schedules = &schedule.API{Store: ss, Validate: j.Tasks.Validate}

@@ -301,6 +301,11 @@ type Consumer struct {
 	Exchange string
 	Enqueue  Enqueuer
 	Log      *slog.Logger
+	// Publisher puts an event back on the queue after a fault.
+	Publisher *rabbit.Publisher
+	// RetryDelay is the pause before an event is tried again after a
+	// fault (default 1s).
+	RetryDelay time.Duration
 
 	mu    sync.Mutex
 	cache map[string]cached
@@ -373,16 +378,19 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 		_ = d.Ack(false)
 		return
 	}
+	key := d.RoutingKey
+	if k, ok := d.Headers[routingKeyHeader].(string); ok {
+		key = k // an event put back after a fault
+	}
 	ts, err := c.triggers(ctx, ev.GetTenant())
 	if err != nil {
 		c.Log.Warn("triggers", "err", err)
-		time.Sleep(time.Second)
-		_ = d.Nack(false, true)
+		c.later(ctx, d, key)
 		return
 	}
 	e := &eventv1Event{ID: ev.GetId(), Tenant: ev.GetTenant(), Data: ev.GetData()}
 	for _, t := range ts {
-		if !topic.Match(t.GetEventType(), d.RoutingKey) {
+		if !topic.Match(t.GetEventType(), key) {
 			continue
 		}
 		task, err := Task(t, e)
@@ -395,10 +403,44 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 				continue
 			}
 			c.Log.Warn("trigger", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
-			time.Sleep(time.Second)
-			_ = d.Nack(false, true) // tasks already enqueued are idempotent
+			c.later(ctx, d, key) // tasks already enqueued are idempotent
 			return
 		}
+	}
+	_ = d.Ack(false)
+}
+
+// routingKeyHeader carries an event's routing key when it is put back on
+// the trigger queue through the default exchange.
+const routingKeyHeader = "x-hookyard-routing-key"
+
+// later tries d again after RetryDelay. A fault such as Redis being down
+// is no fault of the event's, so it is put back as a new message rather
+// than requeued: a requeue would spend the quorum queue's delivery limit
+// and dead-letter a healthy event after a few seconds of outage. Only if
+// that publish fails is it requeued.
+func (c *Consumer) later(ctx context.Context, d amqp.Delivery, key string) {
+	delay := c.RetryDelay
+	if delay <= 0 {
+		delay = time.Second
+	}
+	select {
+	case <-ctx.Done():
+		_ = d.Nack(false, true)
+		return
+	case <-time.After(delay):
+	}
+	headers := amqp.Table{}
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	headers[routingKeyHeader] = key
+	msg := amqp.Publishing{Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
+		DeliveryMode: amqp.Persistent, CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp,
+		Type: d.Type, AppId: d.AppId, Body: d.Body}
+	if c.Publisher == nil || c.Publisher.Publish(ctx, "", c.Queue, msg) != nil {
+		_ = d.Nack(false, true)
+		return
 	}
 	_ = d.Ack(false)
 }
