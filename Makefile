@@ -218,6 +218,11 @@ bench-ingress: deps ## Ingress load test against its ceilings (INGRESS_BENCH_FLA
 bench-dispatcher: deps ## Dispatcher load, isolation and memory test (DISPATCHER_BENCH_FLAGS)
 	@cd services/dispatcher && $(GO) run ./cmd/dispatcher-bench $(DISPATCHER_BENCH_FLAGS)
 
+JOBS_BENCHTIME ?= 2000x
+.PHONY: bench-jobs
+bench-jobs: deps ## Jobs: no-op task throughput and enqueue->start latency (JOBS_BENCHTIME)
+	@cd services/jobs && $(GO) test -run '^$$' -bench . -benchtime=$(JOBS_BENCHTIME) ./internal/jobs/
+
 # ------------------------------------------------------------------- dev
 
 .PHONY: dev
