@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +19,12 @@ import (
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
-func redisURL() string { return "redis://127.0.0.1:6379/0" }
+func redisURL() string {
+	if u := os.Getenv("HOOKYARD_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
 
 func newStore(t *testing.T) *Store {
 	t.Helper()
