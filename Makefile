@@ -240,6 +240,11 @@ test-faults: deps ## Webhooks through the suite while each service is killed, th
 bench-burst: deps ## A burst of 50,000 Stripe webhooks through the suite: ingress p99, backlog drain, RSS (BURST_N, BURST_FLAGS)
 	@cd test && $(GO) run ./cmd/hookyard-burst $(BURST_FLAGS)
 
+JOBS_BENCHTIME ?= 2000x
+.PHONY: bench-jobs
+bench-jobs: deps ## Jobs: no-op task throughput and enqueue->start latency (JOBS_BENCHTIME)
+	@cd services/jobs && $(GO) test -run '^$$' -bench . -benchtime=$(JOBS_BENCHTIME) ./internal/jobs/
+
 # ------------------------------------------------------------------- dev
 
 .PHONY: dev

@@ -254,7 +254,7 @@ func grpcErr(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, store.ErrState):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, store.ErrTooManyQueues):
+	case errors.Is(err, store.ErrTooManyQueues), errors.Is(err, store.ErrTooManyWaiters):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	var u *store.UniqueError

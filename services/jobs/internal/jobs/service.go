@@ -36,6 +36,8 @@ type Config struct {
 	Heartbeat       time.Duration
 	ResultTTL       time.Duration
 	DeadTTL         time.Duration
+	// MaxWaiters caps the WaitTask calls one replica serves at once.
+	MaxWaiters int
 	// EventsExchange receives the completion events (tests use their own).
 	EventsExchange string
 }
@@ -47,6 +49,7 @@ func (c *Config) Register(l *config.Loader) {
 	l.Int(&c.HTTPConcurrency, "http-concurrency", "HOOKYARD_JOBS_HTTP_CONCURRENCY", 64, "built-in http tasks run at once by one replica")
 	l.Duration(&c.Heartbeat, "heartbeat", "HOOKYARD_JOBS_HEARTBEAT", 5*time.Second, "how often workers heartbeat; a lease not renewed for two intervals ends and the task runs elsewhere")
 	l.Duration(&c.ResultTTL, "result-ttl", "HOOKYARD_JOBS_RESULT_TTL", 24*time.Hour, "how long succeeded and cancelled tasks (and results) are kept")
+	l.Int(&c.MaxWaiters, "max-waiters", "HOOKYARD_JOBS_MAX_WAITERS", 10000, "WaitTask calls one replica serves at once; more are RESOURCE_EXHAUSTED")
 	l.Duration(&c.DeadTTL, "dead-ttl", "HOOKYARD_JOBS_DEAD_TTL", 7*24*time.Hour, "how long failed tasks are kept, listable and retryable")
 }
 
@@ -94,7 +97,7 @@ func New(c Config, d Deps) (*Jobs, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	policy := ssrf.Policy{Allow: allow}
-	st := store.New(d.Redis, store.Config{Prefix: c.KeyPrefix, ResultTTL: c.ResultTTL, DeadTTL: c.DeadTTL, Observer: runner.NewMetrics(d.Registry)})
+	st := store.New(d.Redis, store.Config{Prefix: c.KeyPrefix, ResultTTL: c.ResultTTL, DeadTTL: c.DeadTTL, MaxWaiters: c.MaxWaiters, Observer: runner.NewMetrics(d.Registry)})
 	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
 	b := bus.New(d.Rabbit, pub, c.QueuePrefix)
 	hub := runner.NewHub()
@@ -114,7 +117,7 @@ func New(c Config, d Deps) (*Jobs, error) {
 	}
 	j.Announcer = &runner.Announcer{Store: st, Publisher: pub, Exchange: exchange, Policy: policy, Log: d.Log}
 	ts := trigger.NewStore(st)
-	j.Trigger = &trigger.Consumer{Store: ts, Conn: d.Rabbit, Queue: c.QueuePrefix + ".triggers", Exchange: exchange, Enqueue: j.Tasks.Enqueue, Log: d.Log}
+	j.Trigger = &trigger.Consumer{Store: ts, Conn: d.Rabbit, Queue: c.QueuePrefix + ".triggers", Exchange: exchange, Enqueue: j.Tasks.Enqueue, Log: d.Log, Publisher: pub}
 	j.Triggers = &trigger.API{Store: ts, Consumer: j.Trigger, Validate: j.Tasks.Validate}
 	ss := schedule.NewStore(st)
 	j.Schedules = &schedule.API{Store: ss, Validate: j.Tasks.Validate}
@@ -156,6 +159,7 @@ func (j *Jobs) Register(srv *server.Server) {
 func (j *Jobs) Run(ctx context.Context, grace time.Duration) error {
 	loops := []func() error{
 		func() error { return j.Pump.Run(ctx) },
+		func() error { return j.Store.RunWaiters(ctx) },
 		func() error { return j.Reaper.Run(ctx) },
 		func() error { return j.Ticker.Run(ctx) },
 		func() error { return j.Announcer.Run(ctx) },

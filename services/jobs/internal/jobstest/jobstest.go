@@ -82,6 +82,7 @@ type Options struct {
 	Heartbeat  time.Duration // default 300ms
 	AllowCIDRs string        // default 127.0.0.0/8
 	Replicas   int           // default 1
+	MaxWaiters int           // default 1000
 }
 
 // Start runs the service with o.
@@ -96,11 +97,14 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Replicas == 0 {
 		o.Replicas = 1
 	}
+	if o.MaxWaiters == 0 {
+		o.MaxWaiters = 1000
+	}
 	id := fmt.Sprintf("t%x%04x", time.Now().UnixNano(), rand.N(1<<16))
 	e := &Env{ID: id, Acme: Tenant{"acme-" + id, "acme-key-" + id}, Other: Tenant{"other-" + id, "other-key-" + id}}
 	e.Config = jobs.Config{
 		KeyPrefix: "hookyard:test:jobs:" + id, QueuePrefix: rabbittest.UniqueName(t, "jobs"),
-		HTTPConcurrency: 8, Heartbeat: o.Heartbeat, ResultTTL: time.Hour, DeadTTL: time.Hour,
+		HTTPConcurrency: 8, Heartbeat: o.Heartbeat, ResultTTL: time.Hour, DeadTTL: time.Hour, MaxWaiters: o.MaxWaiters,
 	}
 	// A private events exchange: completion events stay out of the shared
 	// one (and its unrouted queue).

@@ -29,6 +29,9 @@ func mapErr(err error) error {
 	if errors.Is(err, ErrNotFound) {
 		return status.Error(codes.NotFound, "schedule not found")
 	}
+	if errors.Is(err, ErrTooManySchedules) {
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
 	if _, ok := status.FromError(err); ok {
 		return err
 	}

@@ -1,7 +1,9 @@
 // Package schedule runs periodic tasks: a cron expression in a time zone,
 // or a fixed interval.
 //
-// Every replica runs a Ticker. A due tick is fired by enqueueing the task
+// Every replica runs a Ticker. A ticker claims due schedules for a lease
+// (Lease), so replicas split the due schedules between them and never
+// fire one tick at the same time. A due tick is fired by enqueueing the task
 // with the id "<schedule>-<tick in Unix ms>", and only then is the
 // schedule advanced, with a compare-and-set on its next tick. Replicas
 // racing for a tick, or a replica dying between the two steps, therefore
@@ -112,6 +114,8 @@ func (t Timing) Next(after time.Time) time.Time {
 type Store struct {
 	rdb   redis.UniversalClient
 	tasks *store.Store
+	// MaxSchedules caps the schedules of one tenant (default 1000).
+	MaxSchedules int
 }
 
 // NewStore returns a Store keeping its keys under the task store's prefix.
@@ -164,6 +168,24 @@ func definition(s *jobsv1.Schedule) *jobsv1.Schedule {
 	return d
 }
 
+func (s *Store) maxSchedules() int {
+	if s.MaxSchedules > 0 {
+		return s.MaxSchedules
+	}
+	return 1000
+}
+
+// createScript stores a schedule unless the tenant is at its cap.
+// KEYS: schedule, index, due. ARGV: max, id, member, def, now, next, due
+// score ("" when paused). Returns 1, or 0 at the cap.
+var createScript = redis.NewScript(`
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'def', ARGV[4], 'anchor', ARGV[5], 'next', ARGV[6], 'created', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+if ARGV[7] ~= '' then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[3]) end
+return 1
+`)
+
 // Create stores a new schedule; def must be validated.
 func (s *Store) Create(ctx context.Context, tenant string, def *jobsv1.Schedule, now time.Time) (*Record, error) {
 	r := &Record{Tenant: tenant, ID: newID(), Def: definition(def), Anchor: now}
@@ -176,14 +198,17 @@ func (s *Store) Create(ctx context.Context, tenant string, def *jobsv1.Schedule,
 	if err != nil {
 		return nil, err
 	}
-	pipe := s.rdb.TxPipeline()
-	pipe.HSet(ctx, s.key(tenant, r.ID), "def", raw, "anchor", now.UnixMilli(), "next", r.Next.UnixMilli(), "created", now.UnixMilli())
-	pipe.ZAdd(ctx, s.index(tenant), redis.Z{Score: float64(now.UnixMilli()), Member: r.ID})
+	due := ""
 	if !r.Def.Paused {
-		pipe.ZAdd(ctx, s.due(), redis.Z{Score: float64(r.Next.UnixMilli()), Member: tenant + "|" + r.ID})
+		due = strconv.FormatInt(r.Next.UnixMilli(), 10)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	n, err := createScript.Run(ctx, s.rdb, []string{s.key(tenant, r.ID), s.index(tenant), s.due()},
+		s.maxSchedules(), r.ID, tenant+"|"+r.ID, raw, now.UnixMilli(), r.Next.UnixMilli(), due).Int()
+	if err != nil {
 		return nil, fmt.Errorf("create schedule: %w", err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%w: a tenant may have at most %d", ErrTooManySchedules, s.maxSchedules())
 	}
 	return r, nil
 }
@@ -274,9 +299,24 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 	return nil
 }
 
-// Due lists schedules whose next tick has come.
+// Lease is how long a replica holds the schedules it claimed: another
+// replica takes them over only if it has not advanced them by then.
+const Lease = 10 * time.Second
+
+// claimScript takes due schedules for one replica by pushing their score
+// a lease ahead. KEYS: due. ARGV: now, limit, leaseMs.
+var claimScript = redis.NewScript(`
+local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, v in ipairs(m) do redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), v) end
+return m
+`)
+
+// Due claims up to limit schedules whose next tick has come. They are
+// this replica's until Advance or Release, or until Lease passes, so two
+// replicas never fire one tick at once and the due work splits between
+// them.
 func (s *Store) Due(ctx context.Context, now time.Time, limit int) ([][2]string, error) {
-	m, err := s.rdb.ZRangeByScore(ctx, s.due(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit)}).Result()
+	m, err := claimScript.Run(ctx, s.rdb, []string{s.due()}, now.UnixMilli(), limit, Lease.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, err
 	}
@@ -287,6 +327,12 @@ func (s *Store) Due(ctx context.Context, now time.Time, limit int) ([][2]string,
 		}
 	}
 	return out, nil
+}
+
+// Release hands a claimed schedule back, due at next (if it is still in
+// the due set: a paused or deleted one is not brought back).
+func (s *Store) Release(ctx context.Context, tenant, id string, next time.Time) {
+	s.rdb.ZAddXX(ctx, s.due(), redis.Z{Score: float64(next.UnixMilli()), Member: tenant + "|" + id})
 }
 
 // advanceScript moves a schedule from tick to next, if it still is at
@@ -309,3 +355,6 @@ func (s *Store) Advance(ctx context.Context, r *Record, tick, next time.Time, ta
 func (s *Store) Drop(ctx context.Context, tenant, id string) {
 	s.rdb.ZRem(ctx, s.due(), tenant+"|"+id)
 }
+
+// ErrTooManySchedules is returned by Create at a tenant's cap.
+var ErrTooManySchedules = errors.New("too many schedules")

@@ -55,17 +55,22 @@ func (t *Ticker) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		due, err := t.Store.Due(ctx, t.Now(), 100)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.Log.Warn("schedules", "err", err)
-			}
-			continue
+		t.poll(ctx)
+	}
+}
+
+// poll fires the due schedules once.
+func (t *Ticker) poll(ctx context.Context) {
+	due, err := t.Store.Due(ctx, t.Now(), 32)
+	if err != nil {
+		if ctx.Err() == nil {
+			t.Log.Warn("schedules", "err", err)
 		}
-		for _, d := range due {
-			if err := t.fire(ctx, d[0], d[1]); err != nil && ctx.Err() == nil {
-				t.Log.Warn("fire schedule", "schedule_id", d[1], "err", err)
-			}
+		return
+	}
+	for _, d := range due {
+		if err := t.fire(ctx, d[0], d[1]); err != nil && ctx.Err() == nil {
+			t.Log.Warn("fire schedule", "schedule_id", d[1], "err", err)
 		}
 	}
 }
@@ -85,7 +90,8 @@ func (t *Ticker) fire(ctx context.Context, tenant, id string) error {
 	}
 	now := t.Now()
 	if r.Next.After(now) {
-		return nil // another replica advanced it
+		t.Store.Release(ctx, tenant, id, r.Next) // another replica advanced it
+		return nil
 	}
 	taskID := TaskID(id, r.Next)
 	task := proto.Clone(r.Def.GetTask()).(*jobsv1.Task)
@@ -94,6 +100,7 @@ func (t *Ticker) fire(ctx context.Context, tenant, id string) error {
 	// enqueues the same id, which is taken once.
 	if _, err := t.Enqueue(ctx, tenant, task); err != nil {
 		if c := status.Code(err); c != codes.InvalidArgument && c != codes.AlreadyExists {
+			t.Store.Release(ctx, tenant, id, r.Next) // due again at once, for any replica
 			return fmt.Errorf("enqueue tick %s: %w", taskID, err)
 		}
 		// The task no longer passes validation (e.g. its URL is now

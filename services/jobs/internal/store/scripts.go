@@ -109,7 +109,10 @@ return {1, lease, s[4] or '0'}
 // token may then be "*" for whatever lease is current.
 // KEYS: task, attempts, leases, qstat, sched, dead, done channel, outbox.
 // ARGV: token, now, outcome, result, error, noRetry, retryAfterMs, jitter
-// (0..1), member (tenant|id), resultTTL, deadTTL, id.
+// (0..1), member (tenant|id), resultTTL, deadTTL, id, maxDead, maxLog.
+// The attempt log keeps the latest maxLog attempts ("retry later" adds one
+// each time, without end); the dead set drops entries past the retention
+// and beyond maxDead, oldest first.
 // Returns {1, new state} or {0, state}.
 var endScript = redis.NewScript(`
 local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard')
@@ -130,6 +133,7 @@ redis.call('ZREM', KEYS[3], ARGV[9])
 local attempt = tonumber(s[4])
 local function log(o, e)
   redis.call('RPUSH', KEYS[2], cjson.encode({number = attempt, start = tonumber(s[10]), ['end'] = now, outcome = o, error = e, worker = s[11]}))
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[14]), -1)
 end
 local function finish(state, ttl)
   local u = redis.call('HGET', KEYS[1], 'ukey')
@@ -175,6 +179,8 @@ if ARGV[6] ~= '1' and spent <= tonumber(s[6]) then
   return again(math.floor(bound * tonumber(ARGV[8])))
 end
 redis.call('ZADD', KEYS[6], now, ARGV[12])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (now - tonumber(ARGV[11])))
+redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -tonumber(ARGV[13]) - 1)
 return finish('failed', ARGV[11])
 `)
 

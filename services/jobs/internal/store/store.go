@@ -123,6 +123,11 @@ type Config struct {
 	Now func() time.Time
 	// Observer is told about starts and ends, for metrics.
 	Observer Observer
+	// MaxDead caps the dead set of one queue, oldest out (default
+	// 100000); the tasks themselves still expire after DeadTTL.
+	MaxDead int
+	// MaxWaiters caps the Wait calls served at once (default 10000).
+	MaxWaiters int
 }
 
 // Observer sees every enqueue, start and end of an attempt.
@@ -144,9 +149,10 @@ func (nopObserver) Ended(string, string, string, time.Duration, bool) {}
 
 // Store reads and changes tasks.
 type Store struct {
-	rdb redis.UniversalClient
-	p   string
-	cfg Config
+	rdb     redis.UniversalClient
+	p       string
+	cfg     Config
+	waiters *waiters
 }
 
 // New returns a Store on rdb.
@@ -163,7 +169,13 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	return &Store{rdb: rdb, p: "{" + cfg.Prefix + "}", cfg: cfg}
+	if cfg.MaxDead <= 0 {
+		cfg.MaxDead = 100000
+	}
+	if cfg.MaxWaiters <= 0 {
+		cfg.MaxWaiters = 10000
+	}
+	return &Store{rdb: rdb, p: "{" + cfg.Prefix + "}", cfg: cfg, waiters: &waiters{max: cfg.MaxWaiters, chans: map[string][]chan struct{}{}}}
 }
 
 // Redis returns the client, for packages that keep their own keys next to
@@ -194,6 +206,9 @@ func fromMS(v int64) time.Time {
 	}
 	return time.UnixMilli(v)
 }
+
+// MaxAttemptLog is how many attempts a task's log keeps (the latest).
+const MaxAttemptLog = 100
 
 // MaxQueues caps the distinct queues of one tenant.
 const MaxQueues = 100
@@ -528,7 +543,7 @@ func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Ou
 	res, err := endScript.Run(ctx, s.rdb,
 		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.qstat(tenant, queue), s.sched(), s.dead(tenant, queue), s.done(tenant, id), s.outbox()},
 		token, ms(s.cfg.Now()), outcome, string(o.Result), o.Err, noRetry, o.RetryAfter.Milliseconds(), rand.Float64(),
-		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id,
+		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id, s.cfg.MaxDead, MaxAttemptLog,
 	).Slice()
 	if err != nil {
 		return "", fmt.Errorf("end %s: %w", id, err)
@@ -618,36 +633,6 @@ func (s *Store) Retry(ctx context.Context, tenant, id string) (*Task, error) {
 		return nil, ErrState
 	}
 	return s.Get(ctx, tenant, id)
-}
-
-// Wait blocks until the task is in an end state, ctx ends or timeout
-// passes, and returns it as it is then.
-func (s *Store) Wait(ctx context.Context, tenant, id string, timeout time.Duration) (*Task, error) {
-	sub := s.rdb.Subscribe(ctx, s.done(tenant, id))
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		return nil, fmt.Errorf("wait %s: %w", id, err)
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	// The subscription is in place before the first read, so an end
-	// between the two is not missed; the ticker covers a lost message.
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		t, err := s.Get(ctx, tenant, id)
-		if err != nil || Ended(t.State) {
-			return t, err
-		}
-		select {
-		case <-sub.Channel():
-		case <-tick.C:
-		case <-deadline.C:
-			return s.Get(ctx, tenant, id)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 }
 
 // Ended reports whether state is an end state.

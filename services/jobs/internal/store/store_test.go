@@ -25,13 +25,19 @@ func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 
 func newStore(t *testing.T) (*store.Store, *clock) {
 	t.Helper()
+	return newStoreWith(t, store.Config{})
+}
+
+func newStoreWith(t *testing.T, cfg store.Config) (*store.Store, *clock) {
+	t.Helper()
 	rdb, err := redisconn.Open(jobstest.RedisURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	prefix := fmt.Sprintf("hookyard:test:jobs:store:%x%04x", time.Now().UnixNano(), rand.N(1<<16))
 	c := &clock{t: time.Now()}
-	s := store.New(rdb, store.Config{Prefix: prefix, Now: c.Now})
+	cfg.Prefix, cfg.Now = prefix, c.Now
+	s := store.New(rdb, cfg)
 	t.Cleanup(func() {
 		ctx := context.Background()
 		iter := rdb.Scan(ctx, 0, "{"+prefix+"}:*", 1000).Iterator()
@@ -298,5 +304,49 @@ func TestLostNoteIsPublishedAgain(t *testing.T) {
 	c.Add(2 * store.NoteTimeout)
 	if rs, _ := s.Claim(ctx, 10, 30*time.Second); len(rs) != 0 {
 		t.Fatalf("claimed after the lease: %v", rs)
+	}
+}
+
+// The dead set of a queue is capped (oldest out), and a task retried later
+// again and again keeps only its latest attempts in its log.
+func TestDeadSetAndAttemptLogAreCapped(t *testing.T) {
+	s, c := newStoreWith(t, store.Config{MaxDead: 3})
+	ctx := context.Background()
+	for i := range 5 {
+		id := fmt.Sprintf("d%d", i)
+		if _, err := s.Enqueue(ctx, "acme", id, store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		l := lease(t, s, "acme", id, 1)
+		if st, err := s.End(ctx, "acme", id, l.Token, store.Outcome{Err: "boom"}); err != nil || st != store.Failed {
+			t.Fatalf("end %s: %s %v", id, st, err)
+		}
+		c.Add(time.Millisecond)
+	}
+	qs, err := s.Queues(ctx, "acme")
+	if err != nil || len(qs) != 1 {
+		t.Fatalf("queues: %v %v", qs, err)
+	}
+	if qs[0].Dead != 3 {
+		t.Errorf("dead set holds %d, want the cap of 3", qs[0].Dead)
+	}
+
+	if _, err := s.Enqueue(ctx, "acme", "later", store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	n := store.MaxAttemptLog + 20
+	for gen := int64(1); gen <= int64(n); gen++ {
+		l := lease(t, s, "acme", "later", gen)
+		if st, err := s.End(ctx, "acme", "later", l.Token, store.Outcome{Err: "busy", RetryAfter: time.Millisecond}); err != nil || st != store.Pending {
+			t.Fatalf("retry later: %s %v", st, err)
+		}
+		c.Add(2 * time.Millisecond)
+	}
+	got, err := s.Get(ctx, "acme", "later")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Log) != store.MaxAttemptLog || got.Log[len(got.Log)-1].Number != n {
+		t.Errorf("log holds %d attempts ending with %d, want the latest %d ending with %d", len(got.Log), got.Log[len(got.Log)-1].Number, store.MaxAttemptLog, n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,6 +21,8 @@ type API struct {
 	Consumer *Consumer
 	// Validate checks the trigger's task as CreateTask would.
 	Validate func(t *jobsv1.Task) error
+
+	beforeUnbind atomic.Pointer[func()] // tests: runs just before a pattern is unbound
 }
 
 func mapErr(err error) error {
@@ -52,6 +55,11 @@ func (a *API) CreateTrigger(ctx context.Context, r *jobsv1.CreateTriggerRequest)
 	if err := a.Validate(r.GetTrigger().GetTask()); err != nil {
 		return nil, err
 	}
+	unlock, err := a.Store.Lock(ctx, r.GetTrigger().GetEventType())
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	defer unlock()
 	// Bind first: a trigger that exists is never missing its binding.
 	if err := a.Consumer.Bind(ctx, r.GetTrigger().GetEventType(), true); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "bind %s: %v", r.GetTrigger().GetEventType(), err)
@@ -101,14 +109,28 @@ func (a *API) DeleteTrigger(ctx context.Context, r *jobsv1.DeleteTriggerRequest)
 	if err != nil {
 		return nil, err
 	}
-	pattern, unused, err := a.Store.Delete(ctx, tenant, r.GetId())
+	t, err := a.Store.Get(ctx, tenant, r.GetId())
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	pattern := t.GetEventType()
+	unlock, err := a.Store.Lock(ctx, pattern)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	defer unlock()
+	unused, err := a.Store.Delete(ctx, tenant, t)
 	if err != nil {
 		return nil, mapErr(err)
 	}
 	a.Consumer.Forget(tenant)
 	if unused {
-		// A trigger created meanwhile with the same pattern re-binds it;
-		// an extra binding only costs events the consumer ignores.
+		// Under the pattern's lock no create can count it meanwhile; if
+		// the unbind fails, an extra binding only costs events the
+		// consumer ignores.
+		if f := a.beforeUnbind.Load(); f != nil {
+			(*f)()
+		}
 		_ = a.Consumer.Bind(ctx, pattern, false)
 	}
 	return &jobsv1.DeleteTriggerResponse{}, nil

@@ -113,24 +113,62 @@ func (s *Store) List(ctx context.Context, tenant string) ([]*jobsv1.Trigger, err
 	return out, nil
 }
 
+// deleteScript removes a trigger and lowers its pattern's count, dropping
+// the count at zero. KEYS: trigger, index, patterns. ARGV: id, pattern.
+// Returns the count left, or -1 if the trigger was already gone.
+var deleteScript = redis.NewScript(`
+if redis.call('DEL', KEYS[1]) == 0 then return -1 end
+redis.call('SREM', KEYS[2], ARGV[1])
+local n = redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
+if n <= 0 then redis.call('HDEL', KEYS[3], ARGV[2]); n = 0 end
+return n
+`)
+
 // Delete removes a trigger and reports whether its pattern is now unused.
-func (s *Store) Delete(ctx context.Context, tenant, id string) (pattern string, unused bool, err error) {
-	t, err := s.Get(ctx, tenant, id)
+// The caller holds the pattern's lock (Lock), so no create can slip in
+// between this and the unbind.
+func (s *Store) Delete(ctx context.Context, tenant string, t *jobsv1.Trigger) (unused bool, err error) {
+	n, err := deleteScript.Run(ctx, s.rdb, []string{s.key(tenant, t.Id), s.index(tenant), s.patterns()}, t.Id, t.EventType).Int()
 	if err != nil {
-		return "", false, err
+		return false, fmt.Errorf("delete trigger: %w", err)
 	}
-	pipe := s.rdb.TxPipeline()
-	pipe.Del(ctx, s.key(tenant, id))
-	pipe.SRem(ctx, s.index(tenant), id)
-	n := pipe.HIncrBy(ctx, s.patterns(), t.EventType, -1)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return "", false, fmt.Errorf("delete trigger: %w", err)
+	if n < 0 {
+		return false, ErrNotFound
 	}
-	if n.Val() <= 0 {
-		s.rdb.HDel(ctx, s.patterns(), t.EventType)
-		return t.EventType, true, nil
+	return n == 0, nil
+}
+
+// lockTTL bounds how long a crashed replica's pattern lock blocks others.
+const lockTTL = 30 * time.Second
+
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// Lock serialises the changes of one pattern's count together with the
+// broker's (un)binding, across replicas and tenants: without it, a delete
+// that found its pattern unused could unbind it after another tenant's
+// create had counted and bound it. It returns the unlock function.
+func (s *Store) Lock(ctx context.Context, pattern string) (func(), error) {
+	key := s.tasks.Key("trlock", pattern)
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	for {
+		ok, err := s.rdb.SetNX(ctx, key, token, lockTTL).Result()
+		if err != nil {
+			return nil, fmt.Errorf("lock pattern %s: %w", pattern, err)
+		}
+		if ok {
+			return func() { unlockScript.Run(context.WithoutCancel(ctx), s.rdb, []string{key}, token) }, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return t.EventType, false, nil
 }
 
 var patternRe = regexp.MustCompile(`^([A-Za-z0-9_-]+|\*|#)(\.([A-Za-z0-9_-]+|\*|#))*$`)
@@ -263,6 +301,11 @@ type Consumer struct {
 	Exchange string
 	Enqueue  Enqueuer
 	Log      *slog.Logger
+	// Publisher puts an event back on the queue after a fault.
+	Publisher *rabbit.Publisher
+	// RetryDelay is the pause before an event is tried again after a
+	// fault (default 1s).
+	RetryDelay time.Duration
 
 	mu    sync.Mutex
 	cache map[string]cached
@@ -335,16 +378,19 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 		_ = d.Ack(false)
 		return
 	}
+	key := d.RoutingKey
+	if k, ok := d.Headers[routingKeyHeader].(string); ok {
+		key = k // an event put back after a fault
+	}
 	ts, err := c.triggers(ctx, ev.GetTenant())
 	if err != nil {
 		c.Log.Warn("triggers", "err", err)
-		time.Sleep(time.Second)
-		_ = d.Nack(false, true)
+		c.later(ctx, d, key)
 		return
 	}
 	e := &eventv1Event{ID: ev.GetId(), Tenant: ev.GetTenant(), Data: ev.GetData()}
 	for _, t := range ts {
-		if !topic.Match(t.GetEventType(), d.RoutingKey) {
+		if !topic.Match(t.GetEventType(), key) {
 			continue
 		}
 		task, err := Task(t, e)
@@ -357,10 +403,44 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 				continue
 			}
 			c.Log.Warn("trigger", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
-			time.Sleep(time.Second)
-			_ = d.Nack(false, true) // tasks already enqueued are idempotent
+			c.later(ctx, d, key) // tasks already enqueued are idempotent
 			return
 		}
+	}
+	_ = d.Ack(false)
+}
+
+// routingKeyHeader carries an event's routing key when it is put back on
+// the trigger queue through the default exchange.
+const routingKeyHeader = "x-hookyard-routing-key"
+
+// later tries d again after RetryDelay. A fault such as Redis being down
+// is no fault of the event's, so it is put back as a new message rather
+// than requeued: a requeue would spend the quorum queue's delivery limit
+// and dead-letter a healthy event after a few seconds of outage. Only if
+// that publish fails is it requeued.
+func (c *Consumer) later(ctx context.Context, d amqp.Delivery, key string) {
+	delay := c.RetryDelay
+	if delay <= 0 {
+		delay = time.Second
+	}
+	select {
+	case <-ctx.Done():
+		_ = d.Nack(false, true)
+		return
+	case <-time.After(delay):
+	}
+	headers := amqp.Table{}
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	headers[routingKeyHeader] = key
+	msg := amqp.Publishing{Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
+		DeliveryMode: amqp.Persistent, CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp,
+		Type: d.Type, AppId: d.AppId, Body: d.Body}
+	if c.Publisher == nil || c.Publisher.Publish(ctx, "", c.Queue, msg) != nil {
+		_ = d.Nack(false, true)
+		return
 	}
 	_ = d.Ack(false)
 }

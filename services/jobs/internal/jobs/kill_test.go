@@ -1,0 +1,109 @@
+package jobs_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
+	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
+)
+
+// TestKillReplicaMidTask runs the real binary, SIGKILLs it while it runs
+// a built-in http task, and starts it again: the killed attempt's lease
+// runs out, the attempt is failed as such, and the task runs again and
+// succeeds. No task is lost with the process.
+func TestKillReplicaMidTask(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "jobs")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/jobs")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	var calls atomic.Int32
+	started := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			started <- struct{}{}
+			<-r.Context().Done() // hangs until the process holding it dies
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+
+	// The in-process replica only provides keys, queues, cleanup and an
+	// enqueue; it is stopped so the subprocess does all the work.
+	e := jobstest.Start(t, jobstest.Options{})
+	j := e.Replicas[0].Jobs
+	e.Replicas[0].Stop()
+	args, _ := structpb.NewValue(map[string]any{"url": srv.URL})
+	task, err := j.Tasks.Enqueue(context.Background(), e.Acme.Name, &jobsv1.Task{Name: "http", Args: args,
+		MaxRetries: 3, HardTimeLimit: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	run := func() *exec.Cmd {
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(),
+			"HOOKYARD_AMQP_URL="+rabbittest.URL(), "HOOKYARD_REDIS_URL="+jobstest.RedisURL(),
+			"HOOKYARD_HTTP_ADDR=127.0.0.1:0", "HOOKYARD_GRPC_ADDR=127.0.0.1:0",
+			"HOOKYARD_API_KEYS="+e.Acme.Name+":"+e.Acme.Key, "HOOKYARD_ALLOW_CIDRS=127.0.0.0/8",
+			"HOOKYARD_LOG_LEVEL=warn", "HOOKYARD_JOBS_HEARTBEAT=300ms",
+			"HOOKYARD_JOBS_KEY_PREFIX="+e.Config.KeyPrefix, "HOOKYARD_JOBS_QUEUE_PREFIX="+e.Config.QueuePrefix,
+		)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	cmd := run()
+	select {
+	case <-started:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the subprocess never ran the task")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	got, err := j.Store.Get(context.Background(), e.Acme.Name, task.Id)
+	if err != nil || got.State != store.Running {
+		t.Fatalf("after the kill: %+v %v, want running", got, err)
+	}
+
+	run()
+	jobstest.WaitFor(t, 60*time.Second, "the task to succeed after the restart", func() bool {
+		got, err = j.Store.Get(context.Background(), e.Acme.Name, task.Id)
+		return err == nil && store.Ended(got.State)
+	})
+	if got.State != store.Succeeded || got.Attempts != 2 || len(got.Log) != 2 {
+		t.Fatalf("task ended %s after %d attempts, log %+v; want succeeded on the second", got.State, got.Attempts, got.Log)
+	}
+	if !strings.Contains(got.Log[0].Error, "lease expired") {
+		t.Errorf("first attempt ended with %q, want its lease expired", got.Log[0].Error)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("the URL was called %d times, want 2", n)
+	}
+}
