@@ -95,31 +95,21 @@ func Validate(src *ingressv1.Source) error {
 	}
 	if len(errs) == 0 {
 		// The provider's own checks: key formats, the hmac template.
-		if err := VerifyConfig(src, time.Time{}).Validate(); err != nil {
+		if err := VerifyConfig(src).Validate(); err != nil {
 			bad("%v", err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// VerifyConfig is the verifier configuration of src at time now: secrets
-// that expired before now are left out. A zero now keeps every secret.
-func VerifyConfig(src *ingressv1.Source, now time.Time) verify.Config {
+// VerifyConfig is the verifier configuration of src, with every secret.
+func VerifyConfig(src *ingressv1.Source) verify.Config {
 	c := verify.Config{
 		Provider:  src.GetProvider(),
-		Tolerance: DefaultTolerance,
+		Tolerance: Tolerance(src),
 		PublicURL: src.GetPublicUrl(),
 	}
-	if d := src.GetTolerance(); d != nil {
-		c.Tolerance = d.AsDuration()
-	}
-	exp := src.GetSecretExpireTimes()
-	for i, s := range src.GetSecrets() {
-		if !now.IsZero() && i < len(exp) && exp[i] != nil && exp[i].AsTime().Before(now) {
-			continue
-		}
-		c.Secrets = append(c.Secrets, s)
-	}
+	c.Secrets = src.GetSecrets()
 	if h := src.GetHmac(); h != nil {
 		c.HMAC = &verify.HMACScheme{
 			SignatureHeader: h.GetSignatureHeader(),
@@ -135,6 +125,20 @@ func VerifyConfig(src *ingressv1.Source, now time.Time) verify.Config {
 	return c
 }
 
+// Compile builds src's verifier; a secret is accepted until its expiry
+// time, if it has one.
+func Compile(src *ingressv1.Source) (*verify.Verifier, error) {
+	var expires []time.Time
+	for _, t := range src.GetSecretExpireTimes() {
+		var at time.Time
+		if t != nil {
+			at = t.AsTime()
+		}
+		expires = append(expires, at)
+	}
+	return verify.Compile(VerifyConfig(src), expires)
+}
+
 // masked reports whether u's credentials are what Masked shows instead of
 // them, sent back by a client that read the source.
 func masked(u *url.URL) bool {
@@ -145,6 +149,14 @@ func masked(u *url.URL) bool {
 		return pw == "xxxxx"
 	}
 	return u.User.Username() == "xxxxx"
+}
+
+// Tolerance is the clock skew src accepts on signed timestamps.
+func Tolerance(src *ingressv1.Source) time.Duration {
+	if d := src.GetTolerance(); d != nil {
+		return d.AsDuration()
+	}
+	return DefaultTolerance
 }
 
 // MaxBody is the body cap of src.

@@ -14,7 +14,7 @@ import "crypto/sha1"
 
 const intercomSigHeader = "X-Hub-Signature"
 
-func verifyIntercom(c Config, r Request) (Event, *Error) {
+func verifyIntercom(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, intercomSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -23,7 +23,7 @@ func verifyIntercom(c Config, r Request) (Event, *Error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha1.New, [][]byte{sig}, r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha1.New, [][]byte{sig}, r.Body); !ok {
 		return Event{}, errMismatch()
 	}
 	var body struct {

@@ -52,7 +52,7 @@ func parsePaddleHeader(v string) (ts string, sigs [][]byte, err *Error) {
 	return ts, sigs, nil
 }
 
-func verifyPaddle(c Config, r Request) (Event, *Error) {
+func verifyPaddle(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, paddleHeader)
 	if err != nil {
 		return Event{}, err
@@ -71,7 +71,7 @@ func verifyPaddle(c Config, r Request) (Event, *Error) {
 	if err := checkTime(c, r, t); err != nil {
 		return Event{}, err
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, sigs, []byte(ts), []byte(":"), r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha256.New, sigs, []byte(ts), []byte(":"), r.Body); !ok {
 		return Event{}, errMismatch()
 	}
 	var body struct {

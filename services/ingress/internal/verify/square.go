@@ -18,7 +18,7 @@ func validateSquare(c Config) error {
 	return err
 }
 
-func verifySquare(c Config, r Request) (Event, *Error) {
+func verifySquare(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, squareSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -27,7 +27,7 @@ func verifySquare(c Config, r Request) (Event, *Error) {
 	if !ok {
 		return Event{}, errMalformed(squareSigHeader + " header: not base64")
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, [][]byte{sig}, []byte(c.PublicURL), r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha256.New, [][]byte{sig}, []byte(c.PublicURL), r.Body); !ok {
 		return Event{}, errMismatch()
 	}
 	var body struct {
