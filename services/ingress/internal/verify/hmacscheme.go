@@ -206,11 +206,9 @@ func verifyHMACScheme(c *compiled, r Request) (Event, *Error) {
 		}
 	}
 	if typ == "" && looksLikeJSON(r.Body) {
-		var b struct {
-			Type jsonText `json:"type"`
-		}
-		if decodeJSON(r.Body, &b) == nil {
-			typ = string(b.Type)
+		var t [1]string
+		if jsonFields(r.Body, typeField, t[:]) == nil {
+			typ = t[0]
 		}
 	}
 	ev, verr := event(id, typ, r.Body)

@@ -74,12 +74,11 @@ func verifyPaddle(c *compiled, r Request) (Event, *Error) {
 	if _, ok := matchHMAC(c.raw, sha256.New, sigs, []byte(ts), []byte(":"), r.Body); !ok {
 		return Event{}, errMismatch()
 	}
-	var body struct {
-		EventID   jsonText `json:"event_id"`
-		EventType jsonText `json:"event_type"`
-	}
-	if err := decodeJSON(r.Body, &body); err != nil {
+	var v [2]string
+	if err := jsonFields(r.Body, paddleFields, v[:]); err != nil {
 		return Event{}, err
 	}
-	return event(string(body.EventID), string(body.EventType), r.Body)
+	return event(v[0], v[1], r.Body)
 }
+
+var paddleFields = []string{"event_id", "event_type"}

@@ -131,14 +131,15 @@ func verifyStandard(c *compiled, r Request) (Event, *Error) {
 	if !standardMatch(c.std, v1, v1a, content) {
 		return Event{}, errMismatch()
 	}
-	var body struct {
-		Type jsonText `json:"type"`
+	// A body that is not JSON has no type; jsonFields leaves it empty.
+	var typ [1]string
+	if looksLikeJSON(r.Body) {
+		_ = jsonFields(r.Body, typeField, typ[:])
 	}
-	if looksLikeJSON(r.Body) && decodeJSON(r.Body, &body) != nil {
-		body.Type = ""
-	}
-	return event(id, string(body.Type), r.Body)
+	return event(id, typ[0], r.Body)
 }
+
+var typeField = []string{"type"}
 
 func standardMatch(keys standardKeys, v1, v1a [][]byte, content []byte) bool {
 	if len(v1) > 0 {

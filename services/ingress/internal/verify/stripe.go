@@ -74,12 +74,11 @@ func verifyStripe(c *compiled, r Request) (Event, *Error) {
 	if _, ok := matchHMAC(c.raw, sha256.New, sigs, []byte(ts), []byte("."), r.Body); !ok {
 		return Event{}, errMismatch()
 	}
-	var body struct {
-		ID   jsonText `json:"id"`
-		Type jsonText `json:"type"`
-	}
-	if err := decodeJSON(r.Body, &body); err != nil {
+	var v [2]string
+	if err := jsonFields(r.Body, stripeFields, v[:]); err != nil {
 		return Event{}, err
 	}
-	return event(string(body.ID), string(body.Type), r.Body)
+	return event(v[0], v[1], r.Body)
 }
+
+var stripeFields = []string{"id", "type"}
