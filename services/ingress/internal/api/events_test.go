@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ import (
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
-	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 	"github.com/hookyard/hookyard/services/ingress/internal/api"
 	"github.com/hookyard/hookyard/services/ingress/internal/ingress"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -34,22 +33,7 @@ type eventsEnv struct {
 // everything, and real Redis under a private prefix.
 func newEvents(t *testing.T) *eventsEnv {
 	t.Helper()
-	u := os.Getenv("HOOKYARD_REDIS_URL")
-	if u == "" {
-		u = "redis://127.0.0.1:6379/0"
-	}
-	rdb, err := redisconn.Open(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("test:events:%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(context.Background(), keys...)
-		}
-		rdb.Close()
-	})
+	rdb, prefix := redistest.New(t, "events")
 	topo := rabbit.Topology{Events: rabbittest.UniqueName(t, "events"), Unrouted: rabbittest.UniqueName(t, "unrouted")}
 	ctx, cancel := context.WithCancel(context.Background())
 	conn := rabbit.DialConfig(ctx, rabbittest.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(topo.Declare)})

@@ -9,39 +9,22 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"testing"
 	"time"
-
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
-	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // The service as New assembles it takes a source through the API and then
 // that source's signed webhooks onto the bus; other methods get 405.
 func TestAssembledServiceReceivesWebhooks(t *testing.T) {
-	u := os.Getenv("HOOKYARD_REDIS_URL")
-	if u == "" {
-		u = "redis://127.0.0.1:6379/0"
-	}
-	rdb, err := redisconn.Open(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("test:ingress:%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(context.Background(), keys...)
-		}
-		rdb.Close()
-	})
+	rdb, prefix := redistest.New(t, "ingress")
 	topo := rabbit.Topology{Events: rabbittest.UniqueName(t, "events"), Unrouted: rabbittest.UniqueName(t, "unrouted")}
 	ctx, cancel := context.WithCancel(context.Background())
 	conn := rabbit.DialConfig(ctx, rabbittest.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(topo.Declare)})
