@@ -42,6 +42,9 @@ func Validate(src *ingressv1.Source) error {
 		bad("name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", src.GetName())
 	} else if publish.ReservedForWebhooks(src.GetName()) {
 		bad("name %q: reserved for events published through the API", src.GetName())
+	} else if slices.Contains(publish.ProviderNames, src.GetName()) && src.GetProvider() != src.GetName() {
+		// Consumers bound to "stripe.#" take its events for Stripe's.
+		bad("name %q: a provider's name; a source of that name must use provider %q", src.GetName(), src.GetName())
 	}
 	if !slices.Contains(verify.Providers(), src.GetProvider()) {
 		bad("provider %q: must be one of %s", src.GetProvider(), strings.Join(verify.Providers(), ", "))
