@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -27,11 +26,22 @@ const (
 	maxSecretLen        = 4096
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
-// ValidName reports whether name may name a source. Dots are excluded
-// because the name is the first word of the AMQP routing key.
-func ValidName(name string) bool { return nameRE.MatchString(name) }
+// ValidName reports whether name may name a source: 1-63 of [a-z0-9_-],
+// starting with a letter or digit. Dots are excluded because the name is
+// the first word of the AMQP routing key. It runs on every webhook, so it
+// is a loop rather than a regular expression.
+func ValidName(name string) bool {
+	if name == "" || len(name) > 63 || name[0] == '_' || name[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks a source as it would be stored. The errors are meant for
 // the API caller.
