@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"testing"
 	"time"
 
@@ -17,7 +16,8 @@ import (
 
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
-	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
+	"github.com/hookyard/hookyard/platform/testwait"
 )
 
 // ID returns a name no other test run uses.
@@ -27,26 +27,7 @@ func ID() string { return fmt.Sprintf("t%x%04x", time.Now().UnixNano(), rand.N(1
 // deleted and the client closed.
 func Redis(t testing.TB, prefix string) redis.UniversalClient {
 	t.Helper()
-	u := os.Getenv("HOOKYARD_REDIS_URL")
-	if u == "" {
-		u = "redis://127.0.0.1:6379/0"
-	}
-	rdb, err := redisconn.Open(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("redis: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
-		}
-		rdb.Close()
-	})
-	return rdb
+	return redistest.Open(t, prefix+":")
 }
 
 // Rabbit dials the broker with setup as its topology and waits until the
@@ -86,11 +67,5 @@ func Cleanup(t testing.TB, queues, exchanges []string) {
 // WaitFor polls cond until it holds or timeout passes, then fails the test.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Eventually(t, timeout, what, cond)
 }

@@ -8,10 +8,10 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/platform/patch"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/retry"
 )
@@ -118,52 +118,24 @@ func ValidatePatterns(patterns []string) error {
 	return nil
 }
 
-// updatable lists the fields UpdateEndpoint may change.
-var updatable = map[string]bool{
-	"url": true, "description": true, "event_types": true, "headers": true,
-	"rate_limit": true, "max_in_flight": true, "timeout": true, "disabled": true,
-	"retry_schedule": true, "retry_client_errors": true,
+// updates are the rules of UpdateEndpoint's mask.
+var updates = patch.Rules{
+	Kind:     "endpoint",
+	Identity: []string{"id"},
+	Updatable: []string{"url", "description", "event_types", "headers", "rate_limit", "max_in_flight",
+		"timeout", "disabled", "retry_schedule", "retry_client_errors"},
 }
 
 // ApplyUpdate copies the fields named by mask from src to dst. An empty
 // mask means every field that is set (non-zero) in src.
 func ApplyUpdate(dst, src *dispatcherv1.Endpoint, mask *fieldmaskpb.FieldMask) error {
-	paths := mask.GetPaths()
-	if len(paths) == 0 {
-		src.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-			if updatable[string(fd.Name())] {
-				paths = append(paths, string(fd.Name()))
-			}
-			return true
-		})
+	out, err := patch.Apply(dst, src, mask.GetPaths(), updates)
+	if err != nil {
+		return err
 	}
-	for _, p := range paths {
-		if p == "id" {
-			continue
-		}
-		if !updatable[p] {
-			return fmt.Errorf("update_mask: field %q cannot be updated (updatable: url, description, event_types, headers, rate_limit, max_in_flight, timeout, disabled, retry_schedule, retry_client_errors)", p)
-		}
-		fd := dst.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(p))
-		if src.ProtoReflect().Has(fd) {
-			dst.ProtoReflect().Set(fd, src.ProtoReflect().Get(fd))
-		} else {
-			dst.ProtoReflect().Clear(fd)
-		}
-	}
-	dst.Headers = cloneMap(dst.Headers)
+	proto.Reset(dst)
+	proto.Merge(dst, out)
 	return nil
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // Public returns ep as the API shows it: a copy without the secret.

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"testing"
 	"time"
 
@@ -18,19 +17,15 @@ import (
 
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
-	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
+	"github.com/hookyard/hookyard/platform/testwait"
 )
 
 // AMQPURL is the broker the tests use.
 func AMQPURL() string { return rabbittest.URL() }
 
 // RedisURL is the Redis the tests use.
-func RedisURL() string {
-	if u := os.Getenv("HOOKYARD_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
+func RedisURL() string { return redistest.URL() }
 
 // ID returns a name no other test run uses, usable in queue names, Redis
 // keys and routing keys.
@@ -43,31 +38,11 @@ func KeyPrefix(id string) string { return "hookyard:test:dispatcher:" + id }
 // deleted and the client closed.
 func Redis(t testing.TB, prefix string) redis.UniversalClient {
 	t.Helper()
-	rdb, err := redisconn.Open(RedisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		DeleteKeys(rdb, prefix)
-		rdb.Close()
-	})
-	return rdb
+	return redistest.Open(t, prefix+":")
 }
 
 // DeleteKeys deletes every key under prefix (and nothing else).
-func DeleteKeys(rdb redis.UniversalClient, prefix string) {
-	ctx := context.Background()
-	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		rdb.Del(ctx, keys[:n]...)
-		keys = keys[n:]
-	}
-}
+func DeleteKeys(rdb redis.UniversalClient, prefix string) { redistest.DeleteKeys(rdb, prefix+":") }
 
 // Rabbit dials the broker, declaring the shared topology and whatever
 // declare adds, and waits until the connection is up. The connection is
@@ -103,11 +78,5 @@ func DeleteQueues(queues []string) {
 // WaitFor polls cond until it holds or timeout passes, then fails the test.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Eventually(t, timeout, what, cond)
 }

@@ -1,10 +1,8 @@
-package api
+package api_test
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,51 +10,38 @@ import (
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/cloudevent"
-	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
-	"github.com/hookyard/hookyard/platform/redisconn"
-	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
-	"github.com/hookyard/hookyard/services/ingress/internal/source"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
+	"github.com/hookyard/hookyard/services/ingress/internal/api"
+	"github.com/hookyard/hookyard/services/ingress/internal/ingress"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 type eventsEnv struct {
-	events  *Events
-	sources *Sources
+	events  *api.Events
+	sources *api.Sources
 	ch      *amqp.Channel
 	queue   string
 }
 
-// newEvents serves the Events API over the real broker (a private events
-// exchange, with a queue bound to everything) and Redis.
+// newEvents assembles the service as the binary does (ingress.New) over
+// the real broker, with a private events exchange and a queue bound to
+// everything, and real Redis under a private prefix.
 func newEvents(t *testing.T) *eventsEnv {
 	t.Helper()
-	u := os.Getenv("HOOKYARD_REDIS_URL")
-	if u == "" {
-		u = "redis://127.0.0.1:6379/0"
-	}
-	rdb, err := redisconn.Open(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("test:events:%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(context.Background(), keys...)
-		}
-		rdb.Close()
-	})
-	s := &Sources{Store: source.New(rdb, prefix)}
+	rdb, prefix := redistest.New(t, "events")
 	topo := rabbit.Topology{Events: rabbittest.UniqueName(t, "events"), Unrouted: rabbittest.UniqueName(t, "unrouted")}
 	ctx, cancel := context.WithCancel(context.Background())
 	conn := rabbit.DialConfig(ctx, rabbittest.URL(), rabbit.Config{Setup: rabbit.DeclareFunc(topo.Declare)})
-	pub := rabbit.NewPublisher(conn, rabbit.PublisherConfig{Channels: 1})
-	t.Cleanup(func() { pub.Close(); conn.Close(); cancel() })
+	in := ingress.New(ingress.Config{
+		PublisherChannels: 1, KeyPrefix: prefix, DedupePrefix: prefix + ":dedupe",
+		Exchange: topo.Events, ConfirmTimeout: 5 * time.Second,
+	}, ingress.Deps{Rabbit: conn, Redis: rdb})
+	t.Cleanup(func() { in.Publisher.Close(); conn.Close(); cancel() })
 
 	admin, err := amqp.Dial(rabbittest.URL())
 	if err != nil {
@@ -82,10 +67,7 @@ func newEvents(t *testing.T) *eventsEnv {
 		_ = ch.ExchangeDelete(topo.Events, false, false)
 		_ = ch.ExchangeDelete(topo.Unrouted, false, false)
 	})
-	in := ingest.New(pub, dedupe.New(rdb, prefix+":dedupe"), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	in.Exchange, in.ConfirmTimeout = topo.Events, 5*time.Second
-	in.Owners = publish.NewOwners(rdb, prefix)
-	return &eventsEnv{events: &Events{Ingest: in}, sources: s, ch: ch, queue: q}
+	return &eventsEnv{events: in.EventAPI, sources: in.SourceAPI, ch: ch, queue: q}
 }
 
 func (e *eventsEnv) next(t *testing.T, wait time.Duration) (amqp.Delivery, bool) {
@@ -119,7 +101,7 @@ func TestPublishRefusesForgedSources(t *testing.T) {
 
 	for _, src := range []string{theirs, "stripe", "github", "hookyard"} {
 		_, err := e.events.Publish(acme, &ingressv1.PublishRequest{Source: src, Type: "order.paid", Id: "forged-" + src})
-		if code(err) != codes.PermissionDenied {
+		if status.Code(err) != codes.PermissionDenied {
 			t.Errorf("acme publishing as %q: %v, want PermissionDenied", src, err)
 		}
 	}
@@ -156,7 +138,7 @@ func TestPublishRefusesForgedSources(t *testing.T) {
 	if _, err := e.events.Publish(acme, &ingressv1.PublishRequest{Source: "github", Type: "push", Id: "p-1"}); err != nil {
 		t.Fatalf("owner of source github: %v", err)
 	}
-	if _, err := e.events.Publish(globex, &ingressv1.PublishRequest{Source: "github", Type: "push", Id: "p-2"}); code(err) != codes.PermissionDenied {
+	if _, err := e.events.Publish(globex, &ingressv1.PublishRequest{Source: "github", Type: "push", Id: "p-2"}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("globex as github: %v, want PermissionDenied", err)
 	}
 }
@@ -167,7 +149,7 @@ func TestPublishIDRules(t *testing.T) {
 	e := newEvents(t)
 	acme := auth.WithTenant(context.Background(), "acme")
 	for _, id := range []string{"a/b", "a b", "a\r\nb", strings.Repeat("i", publish.MaxIDLen+1)} {
-		if _, err := e.events.Publish(acme, &ingressv1.PublishRequest{Type: "user.created", Id: id}); code(err) != codes.InvalidArgument {
+		if _, err := e.events.Publish(acme, &ingressv1.PublishRequest{Type: "user.created", Id: id}); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("id %q: %v, want InvalidArgument", id, err)
 		}
 	}

@@ -106,14 +106,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.m.bodyBytes.Observe(float64(len(body)))
 
-	cfg := source.VerifyConfig(rec.Source, now)
-	if len(cfg.Secrets) == 0 {
-		h.reject(w, name, "bad_signature", http.StatusUnauthorized, "the source has no active secret")
+	if rec.Verifier == nil {
+		h.log.Error("source does not compile", "source", name, "err", rec.VerifyErr)
+		h.reject(w, name, "misconfigured", http.StatusInternalServerError, "source misconfigured")
 		return
 	}
-	vreq := verify.Request{Header: r.Header, Body: body, Now: now}
 	start := time.Now()
-	ev, err := verify.Verify(cfg, vreq)
+	ev, err := rec.Verifier.Verify(verify.Request{Header: r.Header, Body: body, Now: now})
 	h.m.verify.WithLabelValues(provider).Observe(time.Since(start).Seconds())
 	if err != nil {
 		var ve *verify.Error
@@ -127,10 +126,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, name, reason, ve.Status, ve.Reason)
 		return
 	}
-	if out, ctype, ok := verify.Handshake(cfg, vreq); ok {
+	if ev.Reply != nil {
 		h.m.handshakes.WithLabelValues(provider).Inc()
-		w.Header().Set("Content-Type", ctype)
-		_, _ = w.Write(out)
+		w.Header().Set("Content-Type", ev.ReplyType)
+		_, _ = w.Write(ev.Reply)
 		return
 	}
 
@@ -151,7 +150,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Time:        now,
 		DedupeTTL:   source.DedupeWindow(rec.Source),
 		Nonce:       ev.Nonce,
-		NonceTTL:    nonceTTL(ev.Timed, cfg.Tolerance, source.DedupeWindow(rec.Source)),
+		NonceTTL:    nonceTTL(ev.Timed, source.Tolerance(rec.Source), source.DedupeWindow(rec.Source)),
 	})
 	switch {
 	case errors.Is(err, ingest.ErrNonceReused):

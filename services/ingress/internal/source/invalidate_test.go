@@ -3,35 +3,18 @@ package source
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
-	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
+	"github.com/hookyard/hookyard/platform/testwait"
 	"github.com/redis/go-redis/v9"
 )
 
 func testRedis(t *testing.T) (redis.UniversalClient, string) {
 	t.Helper()
-	u := os.Getenv("HOOKYARD_REDIS_URL")
-	if u == "" {
-		u = "redis://127.0.0.1:6379/0"
-	}
-	rdb, err := redisconn.Open(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("test:source:%s:%d", t.Name(), time.Now().UnixNano())
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(context.Background(), keys...)
-		}
-		rdb.Close()
-	})
-	return rdb, prefix
+	return redistest.New(t, "source")
 }
 
 // replica is a Store as another ingress replica holds it: its own cache,
@@ -55,13 +38,7 @@ func replica(t *testing.T, rdb redis.UniversalClient, prefix string) *Store {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Eventually(t, 20*time.Second, what, cond)
 }
 
 var stripeSource = &ingressv1.Source{Name: "inv", Provider: "stripe", Secrets: []string{"whsec_abcdefghijklmnop1234"}}

@@ -18,6 +18,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	ingressv1 "github.com/hookyard/hookyard/gen/hookyard/ingress/v1"
 	"github.com/hookyard/hookyard/platform/publish"
+	"github.com/hookyard/hookyard/services/ingress/internal/verify"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -79,6 +80,11 @@ const cacheSize = 100_000
 type Record struct {
 	Tenant string
 	Source *ingressv1.Source
+	// Verifier is the source's compiled verifier, built once as Lookup
+	// loads the source (nil elsewhere, or if the stored source no longer
+	// compiles, which VerifyErr then says).
+	Verifier  *verify.Verifier
+	VerifyErr error
 }
 
 type stored struct {
@@ -205,6 +211,9 @@ func (s *Store) Lookup(ctx context.Context, name string) (*Record, error) {
 		rec, err := s.load(lctx, name)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, err
+		}
+		if rec != nil {
+			rec.Verifier, rec.VerifyErr = Compile(rec.Source)
 		}
 		if s.beforeCache != nil {
 			s.beforeCache()

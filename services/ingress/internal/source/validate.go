@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -27,11 +26,22 @@ const (
 	maxSecretLen        = 4096
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
-// ValidName reports whether name may name a source. Dots are excluded
-// because the name is the first word of the AMQP routing key.
-func ValidName(name string) bool { return nameRE.MatchString(name) }
+// ValidName reports whether name may name a source: 1-63 of [a-z0-9_-],
+// starting with a letter or digit. Dots are excluded because the name is
+// the first word of the AMQP routing key. It runs on every webhook, so it
+// is a loop rather than a regular expression.
+func ValidName(name string) bool {
+	if name == "" || len(name) > 63 || name[0] == '_' || name[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks a source as it would be stored. The errors are meant for
 // the API caller.
@@ -42,6 +52,9 @@ func Validate(src *ingressv1.Source) error {
 		bad("name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", src.GetName())
 	} else if publish.ReservedForWebhooks(src.GetName()) {
 		bad("name %q: reserved for events published through the API", src.GetName())
+	} else if slices.Contains(publish.ProviderNames, src.GetName()) && src.GetProvider() != src.GetName() {
+		// Consumers bound to "stripe.#" take its events for Stripe's.
+		bad("name %q: a provider's name; a source of that name must use provider %q", src.GetName(), src.GetName())
 	}
 	if !slices.Contains(verify.Providers(), src.GetProvider()) {
 		bad("provider %q: must be one of %s", src.GetProvider(), strings.Join(verify.Providers(), ", "))
@@ -95,31 +108,21 @@ func Validate(src *ingressv1.Source) error {
 	}
 	if len(errs) == 0 {
 		// The provider's own checks: key formats, the hmac template.
-		if err := VerifyConfig(src, time.Time{}).Validate(); err != nil {
+		if err := VerifyConfig(src).Validate(); err != nil {
 			bad("%v", err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// VerifyConfig is the verifier configuration of src at time now: secrets
-// that expired before now are left out. A zero now keeps every secret.
-func VerifyConfig(src *ingressv1.Source, now time.Time) verify.Config {
+// VerifyConfig is the verifier configuration of src, with every secret.
+func VerifyConfig(src *ingressv1.Source) verify.Config {
 	c := verify.Config{
 		Provider:  src.GetProvider(),
-		Tolerance: DefaultTolerance,
+		Tolerance: Tolerance(src),
 		PublicURL: src.GetPublicUrl(),
 	}
-	if d := src.GetTolerance(); d != nil {
-		c.Tolerance = d.AsDuration()
-	}
-	exp := src.GetSecretExpireTimes()
-	for i, s := range src.GetSecrets() {
-		if !now.IsZero() && i < len(exp) && exp[i] != nil && exp[i].AsTime().Before(now) {
-			continue
-		}
-		c.Secrets = append(c.Secrets, s)
-	}
+	c.Secrets = src.GetSecrets()
 	if h := src.GetHmac(); h != nil {
 		c.HMAC = &verify.HMACScheme{
 			SignatureHeader: h.GetSignatureHeader(),
@@ -135,6 +138,20 @@ func VerifyConfig(src *ingressv1.Source, now time.Time) verify.Config {
 	return c
 }
 
+// Compile builds src's verifier; a secret is accepted until its expiry
+// time, if it has one.
+func Compile(src *ingressv1.Source) (*verify.Verifier, error) {
+	var expires []time.Time
+	for _, t := range src.GetSecretExpireTimes() {
+		var at time.Time
+		if t != nil {
+			at = t.AsTime()
+		}
+		expires = append(expires, at)
+	}
+	return verify.Compile(VerifyConfig(src), expires)
+}
+
 // masked reports whether u's credentials are what Masked shows instead of
 // them, sent back by a client that read the source.
 func masked(u *url.URL) bool {
@@ -145,6 +162,14 @@ func masked(u *url.URL) bool {
 		return pw == "xxxxx"
 	}
 	return u.User.Username() == "xxxxx"
+}
+
+// Tolerance is the clock skew src accepts on signed timestamps.
+func Tolerance(src *ingressv1.Source) time.Duration {
+	if d := src.GetTolerance(); d != nil {
+		return d.AsDuration()
+	}
+	return DefaultTolerance
 }
 
 // MaxBody is the body cap of src.

@@ -63,7 +63,7 @@ type discordBody struct {
 	} `json:"event"`
 }
 
-func verifyDiscord(c Config, r Request) (Event, *Error) {
+func verifyDiscord(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, discordSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -83,15 +83,11 @@ func verifyDiscord(c Config, r Request) (Event, *Error) {
 	if err := checkTime(c, r, t); err != nil {
 		return Event{}, err
 	}
-	keys, kerr := parseDiscordKeys(c.Secrets)
-	if kerr != nil {
-		return Event{}, &Error{Status: 500, Reason: "source misconfigured"}
-	}
 	msg := make([]byte, 0, len(ts)+len(r.Body))
 	msg = append(msg, ts...)
 	msg = append(msg, r.Body...)
 	verified := false
-	for _, k := range keys {
+	for _, k := range c.ed {
 		if ed25519.Verify(k, msg, sig) {
 			verified = true
 			break
@@ -104,7 +100,11 @@ func verifyDiscord(c Config, r Request) (Event, *Error) {
 	if err := decodeJSON(r.Body, &b); err != nil {
 		return Event{}, err
 	}
-	return event(string(b.ID), discordType(b), r.Body)
+	ev, err := event(string(b.ID), discordType(b), r.Body)
+	if err == nil {
+		discordReply(&ev, b)
+	}
+	return ev, err
 }
 
 func discordType(b discordBody) string {
@@ -121,14 +121,4 @@ func discordType(b discordBody) string {
 		return "interaction." + string(b.Type)
 	}
 	return ""
-}
-
-// discordIsPing reports whether a verified body is an interaction PING,
-// which must be answered with a PONG.
-func discordIsPing(body []byte) bool {
-	var b discordBody
-	if decodeJSON(body, &b) != nil {
-		return false
-	}
-	return b.Event == nil && b.Type == "1"
 }

@@ -39,7 +39,7 @@ func parsePrefixedHex(name, v, prefix string) ([]byte, *Error) {
 	return sig, nil
 }
 
-func verifyGitHub(c Config, r Request) (Event, *Error) {
+func verifyGitHub(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, githubSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -48,7 +48,7 @@ func verifyGitHub(c Config, r Request) (Event, *Error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, [][]byte{sig}, r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha256.New, [][]byte{sig}, r.Body); !ok {
 		return Event{}, errMismatch()
 	}
 	id, err := optionalHeader(r, githubDeliveryHeader)

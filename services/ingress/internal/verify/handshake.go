@@ -4,78 +4,60 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"time"
 )
 
 // maxChallengeLen caps what is echoed back in a handshake.
 const maxChallengeLen = 1024
 
-// Handshake answers the requests a provider sends to check that an
-// endpoint is really its subscriber, which must be answered with a
-// provider-specific body instead of being treated as an event:
+// Handshakes are the requests a provider sends to check that an endpoint
+// is really its subscriber, which must be answered with a
+// provider-specific body (Event.Reply) instead of being treated as an
+// event:
 //
 //   - Slack url_verification: the "challenge" is echoed as text/plain.
 //   - Zoom endpoint.url_validation: {"plainToken": ..., "encryptedToken":
 //     hex HMAC-SHA256(secret, plainToken)}.
 //   - Discord interaction PING (type 1): {"type":1} (PONG).
 //
-// A handshake is answered only when the request itself verifies. For Zoom
-// this is essential and not just tidy: the answer is an HMAC under the
-// same secret that signs Zoom's webhooks, so answering unverified
-// requests would let anyone obtain a valid signature of their choosing.
-// For rotation, Zoom's answer uses the secret that verified the request.
-//
-// ok is false for every other request, including ones that do not verify;
-// the caller then goes on to Verify as usual.
+// A handshake is answered only when the request itself verifies: the
+// provider's verify function recognises it after the signature check, in
+// the same pass. For Zoom this is essential and not just tidy: the answer
+// is an HMAC under the same secret that signs Zoom's webhooks, so
+// answering unverified requests would let anyone obtain a valid signature
+// of their choosing. For rotation, Zoom's answer uses the secret that
+// verified the request.
+
+// Handshake returns the answer to r if it is a verified provider
+// handshake; ok is false for every other request, including ones that do
+// not verify.
 func Handshake(c Config, r Request) (body []byte, contentType string, ok bool) {
-	if c.Validate() != nil {
+	ev, err := Verify(c, r)
+	if err != nil || ev.Reply == nil {
 		return nil, "", false
 	}
-	switch c.Provider {
-	case "slack":
-		return slackHandshake(c, r)
-	case "zoom":
-		return zoomHandshake(c, r)
-	case "discord":
-		return discordHandshake(c, r)
-	}
-	return nil, "", false
+	return ev.Reply, ev.ReplyType, true
 }
 
-func slackHandshake(c Config, r Request) ([]byte, string, bool) {
-	if _, err := verify(c, r); err != nil {
-		return nil, "", false
+// slackReply answers a verified url_verification request.
+func slackReply(ev *Event, b slackBody) {
+	if b.Type == "url_verification" && b.Challenge != "" && len(b.Challenge) <= maxChallengeLen {
+		ev.Reply, ev.ReplyType = []byte(b.Challenge), "text/plain; charset=utf-8"
 	}
-	var b slackBody
-	if !looksLikeJSON(r.Body) || decodeJSON(r.Body, &b) != nil {
-		return nil, "", false
-	}
-	if b.Type != "url_verification" || b.Challenge == "" || len(b.Challenge) > maxChallengeLen {
-		return nil, "", false
-	}
-	return []byte(b.Challenge), "text/plain; charset=utf-8", true
 }
 
-func zoomHandshake(c Config, r Request) ([]byte, string, bool) {
-	if r.Now.IsZero() {
-		r.Now = time.Now()
-	}
-	_, b, secret, err := checkZoom(c, r)
-	if err != nil || b.Event != "endpoint.url_validation" {
-		return nil, "", false
-	}
+// zoomReply answers a verified endpoint.url_validation request.
+func zoomReply(ev *Event, b zoomBody, secret string) {
 	token := string(b.Payload.PlainToken)
-	if token == "" || len(token) > maxChallengeLen {
-		return nil, "", false
+	if b.Event != "endpoint.url_validation" || token == "" || len(token) > maxChallengeLen {
+		return
 	}
-	out, jerr := json.Marshal(struct {
+	out, err := json.Marshal(struct {
 		PlainToken     string `json:"plainToken"`
 		EncryptedToken string `json:"encryptedToken"`
 	}{token, zoomEncryptedToken(secret, token)})
-	if jerr != nil {
-		return nil, "", false
+	if err == nil {
+		ev.Reply, ev.ReplyType = out, "application/json"
 	}
-	return out, "application/json", true
 }
 
 // zoomEncryptedToken is Zoom's name for hex HMAC-SHA256(secret, plainToken).
@@ -83,12 +65,9 @@ func zoomEncryptedToken(secret, plainToken string) string {
 	return hex.EncodeToString(macOf(sha256.New, []byte(secret), []byte(plainToken)))
 }
 
-func discordHandshake(c Config, r Request) ([]byte, string, bool) {
-	if _, err := verify(c, r); err != nil {
-		return nil, "", false
+// discordReply answers a verified interaction PING with a PONG.
+func discordReply(ev *Event, b discordBody) {
+	if b.Event == nil && b.Type == "1" {
+		ev.Reply, ev.ReplyType = []byte(`{"type":1}`), "application/json"
 	}
-	if !discordIsPing(r.Body) {
-		return nil, "", false
-	}
-	return []byte(`{"type":1}`), "application/json", true
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"net/http"
 	"slices"
 	"strings"
 )
@@ -144,13 +143,8 @@ func validHeaderName(h string) bool {
 	return h != ""
 }
 
-func verifyHMACScheme(c Config, r Request) (Event, *Error) {
-	s := c.HMAC
-	newHash, herr := s.hash()
-	parts, perr := parseTemplate(s.SignedContent)
-	if herr != nil || perr != nil {
-		return Event{}, &Error{Status: http.StatusInternalServerError, Reason: "source misconfigured"}
-	}
+func verifyHMACScheme(c *compiled, r Request) (Event, *Error) {
+	s, newHash, parts := c.HMAC, c.hmacHash, c.hmacParts
 	h, err := header(r, s.SignatureHeader)
 	if err != nil {
 		return Event{}, err
@@ -202,7 +196,7 @@ func verifyHMACScheme(c Config, r Request) (Event, *Error) {
 			content = append(content, []byte(ts))
 		}
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), newHash, [][]byte{sig}, content...); !ok {
+	if _, ok := matchHMAC(c.raw, newHash, [][]byte{sig}, content...); !ok {
 		return Event{}, errMismatch()
 	}
 	typ := ""
@@ -212,11 +206,9 @@ func verifyHMACScheme(c Config, r Request) (Event, *Error) {
 		}
 	}
 	if typ == "" && looksLikeJSON(r.Body) {
-		var b struct {
-			Type jsonText `json:"type"`
-		}
-		if decodeJSON(r.Body, &b) == nil {
-			typ = string(b.Type)
+		var t [1]string
+		if jsonFields(r.Body, typeField, t[:]) == nil {
+			typ = t[0]
 		}
 	}
 	ev, verr := event(id, typ, r.Body)

@@ -14,7 +14,7 @@ import "crypto/sha1"
 
 const intercomSigHeader = "X-Hub-Signature"
 
-func verifyIntercom(c Config, r Request) (Event, *Error) {
+func verifyIntercom(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, intercomSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -23,15 +23,14 @@ func verifyIntercom(c Config, r Request) (Event, *Error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha1.New, [][]byte{sig}, r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha1.New, [][]byte{sig}, r.Body); !ok {
 		return Event{}, errMismatch()
 	}
-	var body struct {
-		ID    jsonText `json:"id"`
-		Topic jsonText `json:"topic"`
-	}
-	if err := decodeJSON(r.Body, &body); err != nil {
+	var v [2]string
+	if err := jsonFields(r.Body, intercomFields, v[:]); err != nil {
 		return Event{}, err
 	}
-	return event(string(body.ID), string(body.Topic), r.Body)
+	return event(v[0], v[1], r.Body)
 }
+
+var intercomFields = []string{"id", "topic"}

@@ -21,7 +21,7 @@ const (
 	linearEventHeader    = "Linear-Event"
 )
 
-func verifyLinear(c Config, r Request) (Event, *Error) {
+func verifyLinear(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, linearSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -30,7 +30,7 @@ func verifyLinear(c Config, r Request) (Event, *Error) {
 	if !ok {
 		return Event{}, errMalformed(linearSigHeader + " header: not hex")
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, [][]byte{sig}, r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha256.New, [][]byte{sig}, r.Body); !ok {
 		return Event{}, errMismatch()
 	}
 	var body struct {

@@ -36,7 +36,7 @@ type mailgunFields struct {
 	id, typ                     string
 }
 
-func verifyMailgun(c Config, r Request) (Event, *Error) {
+func verifyMailgun(c *compiled, r Request) (Event, *Error) {
 	f, err := mailgunParse(r)
 	if err != nil {
 		return Event{}, err
@@ -58,7 +58,7 @@ func verifyMailgun(c Config, r Request) (Event, *Error) {
 	if err := checkTime(c, r, t); err != nil {
 		return Event{}, err
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, [][]byte{sig}, []byte(f.timestamp), []byte(f.token)); !ok {
+	if _, ok := matchHMAC(c.raw, sha256.New, [][]byte{sig}, []byte(f.timestamp), []byte(f.token)); !ok {
 		return Event{}, errMismatch()
 	}
 	ev, err := event(f.id, f.typ, r.Body)

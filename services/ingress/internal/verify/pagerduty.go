@@ -38,7 +38,7 @@ func parsePagerDutyHeader(v string) ([][]byte, *Error) {
 	return sigs, nil
 }
 
-func verifyPagerDuty(c Config, r Request) (Event, *Error) {
+func verifyPagerDuty(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, pagerDutyHeader)
 	if err != nil {
 		return Event{}, err
@@ -50,7 +50,7 @@ func verifyPagerDuty(c Config, r Request) (Event, *Error) {
 	if len(sigs) == 0 {
 		return Event{}, &Error{Status: 401, Reason: "no v1 signature in " + pagerDutyHeader + " header"}
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, sigs, r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha256.New, sigs, r.Body); !ok {
 		return Event{}, errMismatch()
 	}
 	var body struct {

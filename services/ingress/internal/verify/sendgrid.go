@@ -68,7 +68,7 @@ func validateSendGrid(c Config) error {
 	return err
 }
 
-func verifySendGrid(c Config, r Request) (Event, *Error) {
+func verifySendGrid(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, sendGridSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -88,15 +88,11 @@ func verifySendGrid(c Config, r Request) (Event, *Error) {
 	if err := checkTime(c, r, t); err != nil {
 		return Event{}, err
 	}
-	keys, kerr := parseSendGridKeys(c.Secrets)
-	if kerr != nil {
-		return Event{}, &Error{Status: 500, Reason: "source misconfigured"}
-	}
 	d := sha256.New()
 	d.Write([]byte(ts))
 	d.Write(r.Body)
 	digest := d.Sum(nil)
-	for _, k := range keys {
+	for _, k := range c.ecdsa {
 		if ecdsa.VerifyASN1(k, digest, sig) {
 			return event("", "event", r.Body)
 		}

@@ -17,7 +17,7 @@ const (
 	shopifyTopicHeader   = "X-Shopify-Topic"
 )
 
-func verifyShopify(c Config, r Request) (Event, *Error) {
+func verifyShopify(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, shopifySigHeader)
 	if err != nil {
 		return Event{}, err
@@ -26,7 +26,7 @@ func verifyShopify(c Config, r Request) (Event, *Error) {
 	if !ok {
 		return Event{}, errMalformed(shopifySigHeader + " header: not base64")
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, [][]byte{sig}, r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha256.New, [][]byte{sig}, r.Body); !ok {
 		return Event{}, errMismatch()
 	}
 	id, err := optionalHeader(r, shopifyWebhookHeader)

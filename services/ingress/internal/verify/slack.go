@@ -34,7 +34,7 @@ type slackBody struct {
 	} `json:"event"`
 }
 
-func verifySlack(c Config, r Request) (Event, *Error) {
+func verifySlack(c *compiled, r Request) (Event, *Error) {
 	if err := checkV0(c, r, slackSigHeader, slackTSHeader); err != nil {
 		return Event{}, err
 	}
@@ -47,7 +47,11 @@ func verifySlack(c Config, r Request) (Event, *Error) {
 		if typ == "" {
 			typ = string(b.Type)
 		}
-		return event(string(b.EventID), typ, r.Body)
+		ev, err := event(string(b.EventID), typ, r.Body)
+		if err == nil {
+			slackReply(&ev, b)
+		}
+		return ev, err
 	}
 	form, err := url.ParseQuery(string(r.Body))
 	if err != nil {
@@ -72,14 +76,14 @@ func verifySlack(c Config, r Request) (Event, *Error) {
 // checkV0 checks the "v0=" scheme that Slack and Zoom share: HMAC-SHA256
 // of "v0:<timestamp>:<body>", hex, in sigHeader, with the timestamp in
 // tsHeader.
-func checkV0(c Config, r Request, sigHeader, tsHeader string) *Error {
+func checkV0(c *compiled, r Request, sigHeader, tsHeader string) *Error {
 	_, err := matchV0(c, r, sigHeader, tsHeader)
 	return err
 }
 
 // matchV0 is checkV0 returning the index of the secret that matched, which
 // Zoom's URL validation answer is computed with.
-func matchV0(c Config, r Request, sigHeader, tsHeader string) (int, *Error) {
+func matchV0(c *compiled, r Request, sigHeader, tsHeader string) (int, *Error) {
 	h, err := header(r, sigHeader)
 	if err != nil {
 		return -1, err
@@ -99,7 +103,7 @@ func matchV0(c Config, r Request, sigHeader, tsHeader string) (int, *Error) {
 	if err := checkTime(c, r, t); err != nil {
 		return -1, err
 	}
-	i, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, [][]byte{sig}, []byte("v0:"+ts+":"), r.Body)
+	i, ok := matchHMAC(c.raw, sha256.New, [][]byte{sig}, []byte("v0:"+ts+":"), r.Body)
 	if !ok {
 		return -1, errMismatch()
 	}

@@ -18,7 +18,7 @@ func validateSquare(c Config) error {
 	return err
 }
 
-func verifySquare(c Config, r Request) (Event, *Error) {
+func verifySquare(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, squareSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -27,15 +27,14 @@ func verifySquare(c Config, r Request) (Event, *Error) {
 	if !ok {
 		return Event{}, errMalformed(squareSigHeader + " header: not base64")
 	}
-	if _, ok := matchHMAC(rawKeys(c.Secrets), sha256.New, [][]byte{sig}, []byte(c.PublicURL), r.Body); !ok {
+	if _, ok := matchHMAC(c.raw, sha256.New, [][]byte{sig}, []byte(c.PublicURL), r.Body); !ok {
 		return Event{}, errMismatch()
 	}
-	var body struct {
-		EventID jsonText `json:"event_id"`
-		Type    jsonText `json:"type"`
-	}
-	if err := decodeJSON(r.Body, &body); err != nil {
+	var v [2]string
+	if err := jsonFields(r.Body, squareFields, v[:]); err != nil {
 		return Event{}, err
 	}
-	return event(string(body.EventID), string(body.Type), r.Body)
+	return event(v[0], v[1], r.Body)
 }
+
+var squareFields = []string{"event_id", "type"}

@@ -90,7 +90,7 @@ func parseStandardSignatures(name, v string) (v1, v1a [][]byte, err *Error) {
 	return v1, v1a, nil
 }
 
-func verifyStandard(c Config, r Request) (Event, *Error) {
+func verifyStandard(c *compiled, r Request) (Event, *Error) {
 	prefix := "Webhook-"
 	if r.Header.Get("Webhook-Signature") == "" && r.Header.Get("Svix-Signature") != "" {
 		prefix = "Svix-"
@@ -122,27 +122,24 @@ func verifyStandard(c Config, r Request) (Event, *Error) {
 	if err := checkTime(c, r, t); err != nil {
 		return Event{}, err
 	}
-	keys, kerr := parseStandardKeys(c.Secrets)
-	if kerr != nil {
-		return Event{}, &Error{Status: 500, Reason: "source misconfigured"}
-	}
 	content := make([]byte, 0, len(id)+len(ts)+2+len(r.Body))
 	content = append(content, id...)
 	content = append(content, '.')
 	content = append(content, ts...)
 	content = append(content, '.')
 	content = append(content, r.Body...)
-	if !standardMatch(keys, v1, v1a, content) {
+	if !standardMatch(c.std, v1, v1a, content) {
 		return Event{}, errMismatch()
 	}
-	var body struct {
-		Type jsonText `json:"type"`
+	// A body that is not JSON has no type; jsonFields leaves it empty.
+	var typ [1]string
+	if looksLikeJSON(r.Body) {
+		_ = jsonFields(r.Body, typeField, typ[:])
 	}
-	if looksLikeJSON(r.Body) && decodeJSON(r.Body, &body) != nil {
-		body.Type = ""
-	}
-	return event(id, string(body.Type), r.Body)
+	return event(id, typ[0], r.Body)
 }
+
+var typeField = []string{"type"}
 
 func standardMatch(keys standardKeys, v1, v1a [][]byte, content []byte) bool {
 	if len(v1) > 0 {

@@ -69,7 +69,7 @@ func validatePublicURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-func verifyTwilio(c Config, r Request) (Event, *Error) {
+func verifyTwilio(c *compiled, r Request) (Event, *Error) {
 	h, err := header(r, twilioSigHeader)
 	if err != nil {
 		return Event{}, err
@@ -101,7 +101,7 @@ func verifyTwilio(c Config, r Request) (Event, *Error) {
 		}
 	}
 	matched := false
-	keys := rawKeys(c.Secrets)
+	keys := c.raw
 	for _, s := range signed {
 		if _, ok := matchHMAC(keys, sha1.New, [][]byte{sig}, []byte(s)); ok {
 			matched = true

@@ -93,6 +93,10 @@ type Event struct {
 	// tolerance, so the Nonce needs remembering only while that check
 	// passes; otherwise for the whole dedupe window.
 	Timed bool
+	// Reply, when set, is the answer to a provider handshake (of type
+	// ReplyType): the request is no event and is not published.
+	Reply     []byte
+	ReplyType string
 }
 
 // Error is the error Verify returns. Status is 400 when the request is
@@ -114,7 +118,7 @@ func (e *Error) Error() string {
 
 // provider is the entry of one provider in the registry.
 type provider struct {
-	verify func(c Config, r Request) (Event, *Error)
+	verify func(c *compiled, r Request) (Event, *Error)
 	// validate checks what is specific to the provider (key formats,
 	// required fields). It may be nil.
 	validate func(c Config) error
@@ -184,25 +188,14 @@ func (c Config) Validate() error {
 }
 
 // Verify authenticates r as a webhook of the provider in c and returns the
-// event it carries. The error, when not nil, is an *Error.
+// event it carries. The error, when not nil, is an *Error. A receiver
+// verifying many requests of one source uses Compile instead.
 func Verify(c Config, r Request) (Event, error) {
-	ev, err := verify(c, r)
+	v, err := Compile(c, nil)
 	if err != nil {
-		return Event{}, err
-	}
-	return ev, nil
-}
-
-// verify is Verify with a concrete error type, so that a nil *Error never
-// becomes a non-nil error interface.
-func verify(c Config, r Request) (Event, *Error) {
-	if err := c.Validate(); err != nil {
 		return Event{}, &Error{Status: http.StatusInternalServerError, Reason: "source misconfigured"}
 	}
-	if r.Now.IsZero() {
-		r.Now = time.Now()
-	}
-	return registry[c.Provider].verify(c, r)
+	return v.Verify(r)
 }
 
 // Errors shared by the providers.
@@ -290,7 +283,7 @@ func parseDigits(s string) (int64, bool) {
 // checkTime refuses a signed timestamp further than c.Tolerance from the
 // request time, in either direction: a timestamp in the future is as
 // suspect as an old one. Tolerance 0 turns the check off.
-func checkTime(c Config, r Request, t time.Time) *Error {
+func checkTime(c *compiled, r Request, t time.Time) *Error {
 	if c.Tolerance <= 0 {
 		return nil
 	}

@@ -25,25 +25,20 @@ type zoomBody struct {
 	} `json:"payload"`
 }
 
-func verifyZoom(c Config, r Request) (Event, *Error) {
-	ev, _, _, err := checkZoom(c, r)
-	return ev, err
-}
-
-// checkZoom verifies a Zoom request and also returns the body and the
-// secret that verified it, which the URL validation handshake needs.
-func checkZoom(c Config, r Request) (Event, zoomBody, string, *Error) {
-	var b zoomBody
+func verifyZoom(c *compiled, r Request) (Event, *Error) {
 	i, err := matchV0(c, r, zoomSigHeader, zoomTSHeader)
 	if err != nil {
-		return Event{}, b, "", err
+		return Event{}, err
 	}
+	var b zoomBody
 	if err := decodeJSON(r.Body, &b); err != nil {
-		return Event{}, b, "", err
+		return Event{}, err
 	}
 	ev, err := event("", string(b.Event), r.Body)
 	if err != nil {
-		return Event{}, b, "", err
+		return Event{}, err
 	}
-	return ev, b, c.Secrets[i], nil
+	// The URL validation answer uses the secret that verified it.
+	zoomReply(&ev, b, c.Secrets[i])
+	return ev, nil
 }

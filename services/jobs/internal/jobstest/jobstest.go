@@ -32,6 +32,7 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/platform/server"
+	"github.com/hookyard/hookyard/platform/testwait"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobs"
 )
 
@@ -251,13 +252,7 @@ func (e *Env) REST(t *testing.T, tn Tenant, method, path, body string) (int, map
 // WaitFor polls cond until it holds or timeout passes, then fails the test.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Eventually(t, timeout, what, cond)
 }
 
 // WaitState waits until the task is in state and returns it. A task
