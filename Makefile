@@ -218,6 +218,19 @@ bench-ingress: deps ## Ingress load test against its ceilings (INGRESS_BENCH_FLA
 bench-dispatcher: deps ## Dispatcher load, isolation and memory test (DISPATCHER_BENCH_FLAGS)
 	@cd services/dispatcher && $(GO) run ./cmd/dispatcher-bench $(DISPATCHER_BENCH_FLAGS)
 
+# ---------------------------------------------------------------- deploy
+
+IMAGE_REPO ?= hookyard
+IMAGE_TAG ?= dev
+
+.PHONY: images check-rules
+images: ## OCI image tarballs of the services in dist/images, no Docker needed (docker load -i dist/images/<service>.tar)
+	@cd deploy && $(GO) run ./cmd/images -root '$(CURDIR)' -out '$(CURDIR)/dist/images' -repo '$(IMAGE_REPO)' -tag '$(IMAGE_TAG)' $(SERVICES)
+
+check-rules: ## promtool check rules on deploy/prometheus (skipped if promtool is not installed; the deploy tests check them too)
+	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/*.yaml
+	else echo "check-rules: promtool not installed; 'cd deploy && go test -run Rules .' checks the rules with promtool's own code"; fi
+
 # ------------------------------------------------------------------- dev
 
 .PHONY: dev
