@@ -245,6 +245,19 @@ JOBS_BENCHTIME ?= 2000x
 bench-jobs: deps ## Jobs: no-op task throughput and enqueue->start latency (JOBS_BENCHTIME)
 	@cd services/jobs && $(GO) test -run '^$$' -bench . -benchtime=$(JOBS_BENCHTIME) ./internal/jobs/
 
+# ---------------------------------------------------------------- deploy
+
+IMAGE_REPO ?= hookyard
+IMAGE_TAG ?= dev
+
+.PHONY: images check-rules
+images: ## OCI image tarballs of the services in dist/images, no Docker needed (docker load -i dist/images/<service>.tar)
+	@cd deploy && $(GO) run ./cmd/images -root '$(CURDIR)' -out '$(CURDIR)/dist/images' -repo '$(IMAGE_REPO)' -tag '$(IMAGE_TAG)' $(SERVICES)
+
+check-rules: ## promtool check rules on deploy/prometheus (skipped if promtool is not installed; the deploy tests check them too)
+	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/*.yaml
+	else echo "check-rules: promtool not installed; 'cd deploy && go test -run Rules .' checks the rules with promtool's own code"; fi
+
 # ------------------------------------------------------------------- dev
 
 .PHONY: dev

@@ -20,6 +20,7 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/platform/server"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
@@ -97,7 +98,7 @@ func NewLogger(level, service string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: %w", level, err)
 	}
-	h := slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})
+	h := trace.LogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 	return slog.New(h).With("service", service), nil
 }
 
@@ -125,6 +126,17 @@ func Run(ctx context.Context, s Service, args []string) error {
 	if err != nil {
 		return err
 	}
+	stopTracing, err := trace.Setup(ctx, s.Name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("trace flush", "err", err)
+		}
+	}()
 	keys, err := auth.ParseKeys(cfg.APIKeys)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/trace"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -203,7 +204,9 @@ func (s *consumer) session(ctx context.Context) (*amqp.Channel, bool, error) {
 			go func() {
 				defer s.wg.Done()
 				defer func() { <-s.sem }()
-				s.handler(s.hctx, d)
+				hctx, end := trace.StartConsume(s.hctx, s.queue, d)
+				s.handler(hctx, d)
+				end()
 			}()
 		}
 	}

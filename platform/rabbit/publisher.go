@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/trace"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -219,6 +220,7 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 	for k, v := range msg.Headers {
 		h[k] = v
 	}
+	trace.InjectAMQP(ctx, h)
 	pc.pubMu.Lock()
 	tag := pc.seq + 1
 	h[HeaderPublishTag] = int64(tag)

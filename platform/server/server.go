@@ -19,6 +19,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -133,6 +134,7 @@ func New(o Options) *Server {
 		bodies: NewBodyBudget(o.BodyMemoryBytes, o.BodyWait),
 	}
 	s.GRPC = grpc.NewServer(
+		grpc.StatsHandler(trace.ServerHandler()),
 		grpc.ChainUnaryInterceptor(
 			recovery.UnaryServerInterceptor(recoverOptions(o.Log)...),
 			m.UnaryServerInterceptor(),
@@ -227,7 +229,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	conn, err := grpc.NewClient(dialTarget(s.grpcLis.Addr()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()), trace.ClientOption())
 	if err != nil {
 		return fmt.Errorf("gateway dial: %w", err)
 	}
@@ -238,7 +240,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	s.httpSrv = &http.Server{
-		Handler:           httpMetrics(s.opts.Registry, s.mux),
+		Handler:           trace.Handler(httpMetrics(s.opts.Registry, s.mux)),
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		// A whole request, body included, must arrive within ReadTimeout.
 		ReadTimeout:    30 * time.Second,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/cache/internal/namespace"
 )
 
@@ -57,6 +58,7 @@ func (c *Client) Load(ctx context.Context, ns *cachev1.Namespace, key string) (R
 	for k, v := range ns.GetHeaders() {
 		req.Header.Set(k, v)
 	}
+	trace.InjectHTTP(ctx, req.Header)
 	start := time.Now()
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
@@ -104,6 +106,7 @@ func (c *Client) Write(ctx context.Context, ns *cachev1.Namespace, key string, v
 	for k, v := range ns.GetHeaders() {
 		req.Header.Set(k, v)
 	}
+	trace.InjectHTTP(ctx, req.Header)
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}

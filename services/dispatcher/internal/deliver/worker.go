@@ -27,6 +27,7 @@ import (
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/sign"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
@@ -523,6 +524,7 @@ func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task
 		req.Header.Set("Content-Type", ct)
 		req.Header.Set("User-Agent", "Hookyard-Dispatcher/1")
 		sign.Headers(req.Header, rec.SigningKeys(start), t.Message, start, t.Body)
+		trace.InjectHTTP(rctx, req.Header)
 		resp, err := w.client.Do(req)
 		att.Latency = durationpb.New(time.Since(start))
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
@@ -223,6 +224,7 @@ func (r *Runner) call(ctx context.Context, a Args) store.Outcome {
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", "hookyard-jobs")
 	}
+	trace.InjectHTTP(ctx, req.Header)
 	resp, err := r.client.Do(req)
 	if err != nil {
 		var blocked *ssrf.BlockedError

@@ -19,6 +19,7 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
@@ -204,6 +205,7 @@ func (a *Announcer) post(ctx context.Context, e store.Ending, t *store.Task) err
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "hookyard-jobs")
 	sign.Headers(req.Header, [][]byte{secret}, EventID(e), time.Now(), body)
+	trace.InjectHTTP(ctx, req.Header)
 	resp, err := a.client.Do(req)
 	if err != nil {
 		return err

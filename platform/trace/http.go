@@ -1,0 +1,89 @@
+package trace
+
+import (
+	"context"
+	"net/http"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
+)
+
+// InjectHTTP sets traceparent (and tracestate, baggage) on an outbound
+// request's headers from ctx.
+func InjectHTTP(ctx context.Context, h http.Header) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
+	Propagator.Inject(ctx, propagation.HeaderCarrier(h))
+}
+
+// Handler starts a server span for every request, child of the caller's
+// traceparent when it sends one, and names it after the matched route.
+func Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := Tracer().Start(ctx, r.Method,
+			trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(
+				attribute.String("http.request.method", r.Method),
+				attribute.String("url.path", r.URL.Path),
+			))
+		defer span.End()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		r = r.WithContext(ctx)
+		next.ServeHTTP(rec, r)
+		if r.Pattern != "" {
+			span.SetName(r.Pattern)
+			span.SetAttributes(attribute.String("http.route", r.Pattern))
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", rec.code))
+		if rec.code >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(rec.code))
+		}
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code    int
+	written bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.written {
+		s.code, s.written = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.written = true
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flush,
+// deadlines).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// ServerHandler is the gRPC server's stats handler: it extracts trace
+// context from incoming metadata and starts a server span per call. Health
+// checks are left out (probes call them every few seconds).
+func ServerHandler() stats.Handler {
+	return otelgrpc.NewServerHandler(
+		otelgrpc.WithPropagators(Propagator),
+		otelgrpc.WithFilter(func(i *stats.RPCTagInfo) bool {
+			return i.FullMethodName != "/grpc.health.v1.Health/Check" && i.FullMethodName != "/grpc.health.v1.Health/Watch"
+		}),
+	)
+}
+
+// ClientOption makes a gRPC client (the REST gateway's loopback
+// connection) send the caller's trace context on.
+func ClientOption() grpc.DialOption {
+	return grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(Propagator)))
+}
