@@ -409,21 +409,42 @@ return redis.call('HGET', KEYS[1], 'failing_since')
 // returns its start (at if the endpoint no longer exists). It is one
 // script call, cheap enough for every failed attempt.
 func (s *Store) MarkFailing(ctx context.Context, tenant, id string, at time.Time) (time.Time, error) {
-	v, err := markFailingScript.Run(ctx, s.rdb, []string{s.key(tenant, id)}, at.UnixMilli()).Text()
-	if errors.Is(err, redis.Nil) {
-		return at, nil
-	}
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	since := s.QueueMarkFailing(ctx, pipe, tenant, id, at)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return time.Time{}, fmt.Errorf("mark endpoint failing: %w", err)
 	}
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return at, nil
-	}
-	return time.UnixMilli(ms), nil
+	return since(), nil
 }
 
-// QueueClearFailing adds the end of a failure run to pipe. The worker
+// QueueMarkFailing adds MarkFailing to pipe; the function it returns
+// reads the start of the run once pipe has run (at when it failed). It
+// sends the script itself (EVAL): a pipeline cannot fall back from EVALSHA
+// when Redis has lost its script cache.
+func (s *Store) QueueMarkFailing(ctx context.Context, pipe redis.Pipeliner, tenant, id string, at time.Time) func() time.Time {
+	cmd := markFailingScript.Eval(ctx, pipe, []string{s.key(tenant, id)}, at.UnixMilli())
+	return func() time.Time {
+		v, err := cmd.Text()
+		if err != nil {
+			return at
+		}
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return at
+		}
+		return time.UnixMilli(ms)
+	}
+}
+
+// ClearFailing ends a failure run.
+func (s *Store) ClearFailing(ctx context.Context, tenant, id string) error {
+	if err := s.rdb.HDel(ctx, s.key(tenant, id), "failing_since").Err(); err != nil {
+		return fmt.Errorf("end failure run: %w", err)
+	}
+	return nil
+}
+
+// QueueClearFailing adds ClearFailing to pipe. The worker
 // sends it with every successful attempt's bookkeeping, not only when its
 // cached copy of the endpoint shows a run: the copy may be up to CacheTTL
 // older than the failure that started one, and a run left behind would

@@ -481,39 +481,40 @@ func TestMarkDelivered(t *testing.T) {
 	}
 }
 
-func TestQueuedBookkeepingInOnePipeline(t *testing.T) {
+func TestSettleWritesAttemptAndState(t *testing.T) {
 	s, rdb := newStore(t)
 	ctx := context.Background()
 	if _, err := s.Record(ctx, "acme", newMessage("m")); err != nil {
 		t.Fatal(err)
 	}
-	pipe := s.Pipeline()
-	a := &dispatcherv1.Attempt{EndpointId: "ep1", Number: 1, StatusCode: 200, ResponseSnippet: "ok\xff"}
-	if err := s.QueueAttempt(ctx, pipe, "acme", "m", a); err != nil {
-		t.Fatal(err)
-	}
-	s.QueueDelivery(ctx, pipe, "acme", "m", "ep1", Delivery{Status: StatusDelivered, Attempts: 1})
-	// Nothing is written before Exec.
-	if n := rdb.Exists(ctx, s.attKey("acme", "m")).Val(); n != 0 {
-		t.Fatal("attempt written before the pipeline ran")
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	a := &dispatcherv1.Attempt{EndpointId: "ep1", Number: 1, StatusCode: 400, ResponseSnippet: "no\xff"}
+	other := s.prefix + ":other"
+	op := func(ctx context.Context, pipe redis.Pipeliner) { pipe.Set(ctx, other, "1", time.Minute) }
+	o := Outcome{Attempt: a, State: Delivery{Status: StatusFailed, Attempts: 1}, DeadLetter: "permanent", At: time.Now()}
+	if err := s.Settle(ctx, "acme", "m", "ep1", o, op); err != nil {
 		t.Fatal(err)
 	}
 	atts, _, err := s.Attempts(ctx, "acme", "m", 10, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(atts) != 1 || atts[0].GetStatusCode() != 200 || atts[0].GetResponseSnippet() != "ok\uFFFD" {
-		t.Fatalf("attempts %v, want the one queued, its snippet made valid UTF-8", atts)
+	if len(atts) != 1 || atts[0].GetStatusCode() != 400 || atts[0].GetResponseSnippet() != "no\uFFFD" {
+		t.Fatalf("attempts %v, want the one settled, its snippet made valid UTF-8", atts)
 	}
 	checkTTL(t, rdb, s.attKey("acme", "m"))
 	_, ds, err := s.Get(ctx, "acme", "m")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := ds["ep1"]; d.Status != StatusDelivered || d.Attempts != 1 {
-		t.Errorf("ep1: %+v, want delivered after 1 attempt", d)
+	if d := ds["ep1"]; d.Status != StatusFailed || d.Attempts != 1 {
+		t.Errorf("ep1: %+v, want failed after 1 attempt", d)
+	}
+	dls, _, err := s.DeadLetters(ctx, "acme", "ep1", 10, "")
+	if err != nil || len(dls) != 1 || dls[0].GetReason() != "permanent" || dls[0].GetLastAttempt().GetStatusCode() != 400 {
+		t.Errorf("dead letters %v %v, want the one settled", dls, err)
+	}
+	if rdb.Exists(ctx, other).Val() != 1 {
+		t.Error("the other store's write was not sent")
 	}
 }
 
