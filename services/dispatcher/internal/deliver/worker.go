@@ -240,7 +240,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		// Delivered before. Its state may not have been written (Redis
 		// failed after the marker was set), so make sure of it rather than
 		// leave the delivery pending forever.
-		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts)
+		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Total())
 	case admit.Stale:
 		// A second copy of the task; the first carries the delivery on.
 		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
@@ -298,7 +298,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 	var failingSince func() time.Time
 	switch outcome {
 	case retry.Delivered:
-		o.State = message.Delivery{Status: message.StatusDelivered, Attempts: t.Attempts}
+		o.State = message.Delivery{Status: message.StatusDelivered, Attempts: t.Total()}
 		ops = append(ops, func(ctx context.Context, pipe redis.Pipeliner) {
 			w.endpoints.QueueClearFailing(ctx, pipe, t.Tenant, t.Endpoint)
 		})
@@ -308,9 +308,9 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone); err != nil {
 			return err
 		}
-		o.State, o.Held = message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts}, true
+		o.State, o.Held = message.Delivery{Status: message.StatusHeld, Attempts: t.Total()}, true
 	case retry.Permanent:
-		o.State = message.Delivery{Status: message.StatusFailed, Attempts: t.Attempts}
+		o.State = message.Delivery{Status: message.StatusFailed, Attempts: t.Total()}
 		o.DeadLetter = "permanent failure: " + res.record.GetError()
 	default: // Retry or Blocked
 		ops = append(ops, func(ctx context.Context, pipe redis.Pipeliner) {
@@ -318,7 +318,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 		})
 		delay, ok := retry.Delay(endpoint.Schedule(ep, w.cfg.Schedule), t.Attempts, jitter, nil)
 		if !ok {
-			o.State = message.Delivery{Status: message.StatusFailed, Attempts: t.Attempts}
+			o.State = message.Delivery{Status: message.StatusFailed, Attempts: t.Total()}
 			o.DeadLetter = fmt.Sprintf("retries exhausted after %d attempts", t.Attempts)
 			break
 		}
@@ -326,7 +326,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 			delay = retry.Lengthen(delay, res.header, now, maxRetryAfter)
 		}
 		t.NotBefore = now.Add(delay)
-		o.State = message.Delivery{Status: message.StatusRetrying, Attempts: t.Attempts, Next: t.NotBefore}
+		o.State = message.Delivery{Status: message.StatusRetrying, Attempts: t.Total(), Next: t.NotBefore}
 	}
 	write := func() error { return w.messages.Settle(ctx, t.Tenant, t.Message, t.Endpoint, o, ops...) }
 	if err := write(); err != nil {
@@ -385,7 +385,7 @@ func (w *Worker) recordDelivered(ctx context.Context, t *task.Task) error {
 	if err := w.gate.MarkDelivered(ctx, t.Endpoint, t.Message); err != nil {
 		return err
 	}
-	if err := w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts); err != nil {
+	if err := w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Total()); err != nil {
 		return err
 	}
 	if err := w.endpoints.ClearFailing(ctx, t.Tenant, t.Endpoint); err != nil {
@@ -398,7 +398,7 @@ func (w *Worker) recordDelivered(ctx context.Context, t *task.Task) error {
 // hold parks t, for which no attempt was made, until its endpoint is
 // re-enabled.
 func (w *Worker) hold(ctx context.Context, t *task.Task) error {
-	o := message.Outcome{State: message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts}, Held: true, At: time.Now()}
+	o := message.Outcome{State: message.Delivery{Status: message.StatusHeld, Attempts: t.Total()}, Held: true, At: time.Now()}
 	if err := w.messages.Settle(ctx, t.Tenant, t.Message, t.Endpoint, o); err != nil {
 		return err
 	}
@@ -419,7 +419,7 @@ func (w *Worker) recheckHold(ctx context.Context, t *task.Task) error {
 	if err != nil {
 		return err
 	}
-	mine, err := w.messages.Unhold(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusPending, Attempts: t.Attempts})
+	mine, err := w.messages.Unhold(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusPending, Attempts: t.Total()})
 	if err != nil || !mine {
 		return err
 	}
@@ -497,7 +497,7 @@ func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task
 	defer w.metrics.InFlight.WithLabelValues(ep.GetId()).Dec()
 
 	start := time.Now()
-	att := &dispatcherv1.Attempt{EndpointId: ep.GetId(), Number: int32(t.Attempts + 1), Time: timestamppb.New(start)}
+	att := &dispatcherv1.Attempt{EndpointId: ep.GetId(), Number: int32(t.Total() + 1), Time: timestamppb.New(start)}
 	res := result{record: att}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -320,7 +320,8 @@ type Forgetter interface {
 }
 
 // Requeue sends a recorded message again to the given endpoints (all of
-// its endpoints when eps is empty), starting a fresh attempt count. It
+// its endpoints when eps is empty), starting the retry schedule again;
+// its attempts go on counting from the attempts made before. It
 // clears dead letters, held entries and delivered markers first, so an
 // explicit resend is delivered even if it was delivered before.
 func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID string, eps []string) (int, error) {
@@ -359,11 +360,13 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 		if err := gate.Forget(ctx, ep, msgID); err != nil {
 			return 0, err
 		}
-		if err := f.messages.SetDelivery(ctx, tenant, msgID, ep, message.Delivery{Status: message.StatusPending}); err != nil {
+		// The attempt count goes on from the attempts made so far.
+		before := deliveries[ep].Attempts
+		if err := f.messages.SetDelivery(ctx, tenant, msgID, ep, message.Delivery{Status: message.StatusPending, Attempts: before}); err != nil {
 			return 0, err
 		}
 		if err := f.queues.Enqueue(ctx, f.pub, &task.Task{
-			Tenant: tenant, Message: msgID, Endpoint: ep, RoutingKey: m.RoutingKey,
+			Tenant: tenant, Message: msgID, Endpoint: ep, RoutingKey: m.RoutingKey, Before: before,
 			ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
 		}); err != nil {
 			// Nothing was queued: show the delivery as it was.

@@ -305,9 +305,9 @@ func (s *Store) queueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, 
 // opaque offsets: the log is append-only, so offsets stay valid.
 //
 // Each attempt is numbered by its place among its endpoint's attempts in
-// the log, not by the number it was made under: a resend starts the retry
-// schedule (and so the worker's count) again, but the attempts go on
-// counting 1, 2, 3… So the page is read together with the entries before
+// the log. The worker stores the same number (a resend carries on the
+// count), but attempts logged before it did were stored as 1 again after a
+// resend, and the log stays the authority. So the page is read together with the entries before
 // it; the log is bounded by the retry schedule times the endpoints.
 func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token string) ([]*dispatcherv1.Attempt, string, error) {
 	off, err := decodeOffset(token)
