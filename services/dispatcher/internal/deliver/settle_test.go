@@ -216,3 +216,4 @@ func TestAttemptAndStateAreWrittenTogether(t *testing.T) {
 		})
 	}
 }
+

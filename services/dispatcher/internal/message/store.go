@@ -521,7 +521,9 @@ func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, op
 		s.queueHold(ctx, pipe, tenant, id, ep, o.At)
 	}
 	s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
-	if _, err := pipe.Exec(ctx); err != nil {
+	// A nil reply is an answer (an op's script found nothing), not a
+	// failure.
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("record attempt outcome: %w", err)
 	}
 	return nil

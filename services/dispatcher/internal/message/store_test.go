@@ -518,6 +518,24 @@ func TestSettleWritesAttemptAndState(t *testing.T) {
 	}
 }
 
+// An op whose command answers nil (a script that found nothing, as
+// marking a deleted endpoint failing does) does not fail the write.
+func TestSettleTakesNilRepliesForAnswers(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Record(ctx, "acme", newMessage("m")); err != nil {
+		t.Fatal(err)
+	}
+	op := func(ctx context.Context, pipe redis.Pipeliner) { pipe.Get(ctx, s.prefix+":missing") }
+	o := Outcome{Attempt: &dispatcherv1.Attempt{EndpointId: "ep1", Number: 1, StatusCode: 503}, State: Delivery{Status: StatusRetrying, Attempts: 1}, At: time.Now()}
+	if err := s.Settle(ctx, "acme", "m", "ep1", o, op); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	if _, ds, err := s.Get(ctx, "acme", "m"); err != nil || ds["ep1"].Status != StatusRetrying {
+		t.Fatalf("delivery %+v, %v; want retrying", ds["ep1"], err)
+	}
+}
+
 // A delivery that outlives its message (a retry schedule longer than the
 // retention) must not bring the message's key back without a TTL.
 func TestNoWritesToExpiredMessages(t *testing.T) {
