@@ -216,4 +216,3 @@ func TestAttemptAndStateAreWrittenTogether(t *testing.T) {
 		})
 	}
 }
-
