@@ -21,11 +21,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -92,6 +94,13 @@ type Store struct {
 	// cache maps a tenant to its endpoints for CacheTTL. When full it
 	// drops the tenants used least recently.
 	cache *expirable.LRU[string, []*Record]
+	// loads makes the callers that find a tenant's copy expired share one
+	// read: at every expiry each worker and fan-out slot used to read
+	// and decode all of the tenant's endpoints itself. gen counts local
+	// writes, so that a read started before one is neither joined nor
+	// cached after it.
+	loads singleflight.Group
+	gen   atomic.Uint64
 }
 
 // cacheSize bounds how many tenants' endpoints a replica caches.
@@ -108,6 +117,7 @@ func (s *Store) key(tenant, id string) string {
 func (s *Store) index(tenant string) string { return fmt.Sprintf("%s:eps:{%s}", s.prefix, tenant) }
 
 func (s *Store) forget(tenant string) {
+	s.gen.Add(1)
 	s.cache.Remove(tenant)
 }
 
@@ -223,16 +233,27 @@ func (s *Store) all(ctx context.Context, tenant string) ([]*Record, error) {
 	if records, ok := s.cache.Get(tenant); ok {
 		return records, nil
 	}
-	ids, err := s.rdb.ZRange(ctx, s.index(tenant), 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list endpoints: %w", err)
-	}
-	records, err := s.load(ctx, tenant, ids)
+	gen := s.gen.Load()
+	v, err, _ := s.loads.Do(strconv.FormatUint(gen, 10)+"/"+tenant, func() (any, error) {
+		// Not cancelled by the first caller leaving: the others wait on it.
+		ctx := context.WithoutCancel(ctx)
+		ids, err := s.rdb.ZRange(ctx, s.index(tenant), 0, -1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list endpoints: %w", err)
+		}
+		records, err := s.load(ctx, tenant, ids)
+		if err != nil {
+			return nil, err
+		}
+		if s.gen.Load() == gen {
+			s.cache.Add(tenant, records)
+		}
+		return records, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	s.cache.Add(tenant, records)
-	return records, nil
+	return v.([]*Record), nil
 }
 
 func (s *Store) load(ctx context.Context, tenant string, ids []string) ([]*Record, error) {
