@@ -3,8 +3,9 @@
 //
 // The event is acked only after every task is confirmed by the broker. If
 // the dispatcher dies in between, the event comes back and fan-out runs
-// again: endpoints whose delivery is already recorded are skipped, and a
-// task published twice is caught by the delivered marker and attempt lock
+// again: endpoints whose delivery is under way (a worker took it up) are
+// skipped, those still pending get their task again, and a task published
+// twice is caught by the delivered marker and attempt lock
 // (package admit), so a crash costs at most a duplicate task, never a lost
 // one.
 package fanout
@@ -229,8 +230,9 @@ func (f *Fanout) Record(ctx context.Context, tenant string, m *message.Message) 
 	return err
 }
 
-// Dispatch records m and enqueues a task for each matching endpoint that
-// has no delivery yet (or, with only set, for those endpoints). It returns
+// Dispatch records m with a pending delivery for each matching endpoint
+// that has none, and enqueues a task for each whose delivery is not under
+// way yet (or, with only set, for those endpoints). It returns
 // the number of tasks published.
 func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message, only []string) (int, error) {
 	var ids []string
@@ -272,9 +274,6 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 	}
 	if err := g.Wait(); err != nil {
 		return 0, fmt.Errorf("publish delivery tasks: %w", err)
-	}
-	if err := f.messages.InitDeliveries(ctx, tenant, m.ID, todo); err != nil {
-		return 0, err
 	}
 	return len(todo), nil
 }

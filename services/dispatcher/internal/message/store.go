@@ -96,19 +96,26 @@ func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
 
 // recordScript writes a message's meta, body and TTL in one step unless
-// the message exists, then reports which of the delivery fields in
-// ARGV[4:] exist. Done as separate commands, a crash (or a lost
-// connection) after the first left a message with no body and no TTL that
-// every later Record took for complete: a resend then delivered an empty
-// body and the key never expired.
+// the message exists, and a pending delivery (ARGV[4]) for each of the
+// fields in ARGV[5:] that has none. For a message that existed it returns
+// its meta and, per field, 1 if that delivery is under way (a worker has
+// written a state beyond pending). Done as separate commands, a crash (or
+// a lost connection) after the first left a message with no body and no
+// TTL that every later Record took for complete: a resend then delivered
+// an empty body and the key never expired.
 var recordScript = redis.NewScript(`
 if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'body', ARGV[2])
+  for i = 5, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {1}
 end
 local out = {0, redis.call('HGET', KEYS[1], 'meta')}
-for i = 4, #ARGV do out[#out + 1] = redis.call('HEXISTS', KEYS[1], ARGV[i]) end
+for i = 5, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
+  if v and not string.find(v, '"status":"pending"', 1, true) then out[#out + 1] = 1 else out[#out + 1] = 0 end
+end
 return out
 `)
 
@@ -124,16 +131,22 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 	return created, err
 }
 
-// RecordFor is Record that also returns which of endpoints already have a
-// delivery of m, in the same round trip: the fan-out
-// needs both for every event.
+// RecordFor is Record that also records a pending delivery of m for
+// each of endpoints that has none, and returns which of them are under
+// way, in the same round trip: the fan-out needs both for every event. A
+// delivery still pending is not under way: its task may never have been
+// published (the fan-out failed or crashed before the confirm), so a
+// replayed event publishes it again; a second copy of a task is harmless
+// (package admit). Deliveries are recorded before their tasks so that
+// the fan-out makes one write per event, not two.
 func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoints []string) (created bool, existing map[string]bool, err error) {
 	meta, err := json.Marshal(m)
 	if err != nil {
 		return false, nil, fmt.Errorf("encode message: %w", err)
 	}
-	args := make([]any, 0, 3+len(endpoints))
-	args = append(args, meta, m.Body, s.retention.Milliseconds())
+	pending, _ := json.Marshal(Delivery{Status: StatusPending})
+	args := make([]any, 0, 4+len(endpoints))
+	args = append(args, meta, m.Body, s.retention.Milliseconds(), pending)
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}

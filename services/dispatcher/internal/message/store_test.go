@@ -125,19 +125,33 @@ func TestDeliveryStatus(t *testing.T) {
 		}
 	}
 	// Recording the message again (a replayed event) reports the
-	// deliveries it has, and changes nothing.
+	// deliveries under way (ep1; ep3 is only pending, so its task may
+	// never have gone out), records ep4 as pending and changes nothing
+	// else.
 	created, has, err := s.RecordFor(ctx, "acme", newMessage("m"), []string{"ep1", "ep4", "ep3"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if created || !has["ep1"] || !has["ep3"] || has["ep4"] || len(has) != 2 {
-		t.Errorf("RecordFor = %v, %v; want not created, ep1 and ep3", created, has)
+	if created || !has["ep1"] || len(has) != 1 {
+		t.Errorf("RecordFor = %v, %v; want not created, ep1 under way", created, has)
 	}
-	if _, ds2, _ := s.Get(ctx, "acme", "m"); len(ds2) != len(want) {
-		t.Errorf("RecordFor changed the deliveries: %v", ds2)
+	want["ep4"] = Delivery{Status: StatusPending}
+	_, ds2, _ := s.Get(ctx, "acme", "m")
+	for ep, w := range want {
+		if d := ds2[ep]; d.Status != w.Status || d.Attempts != w.Attempts || len(ds2) != len(want) {
+			t.Errorf("after RecordFor %s: %+v, want %+v (all: %v)", ep, d, w, ds2)
+		}
 	}
 	if created, has, _ := s.RecordFor(ctx, "globex", newMessage("m"), []string{"ep1"}); !created || len(has) != 0 {
 		t.Errorf("another tenant's message: created %v, deliveries %v; want created, none", created, has)
+	}
+	// A new message is recorded with its deliveries pending, in the same
+	// write.
+	if _, _, err := s.RecordFor(ctx, "acme", newMessage("m2"), []string{"ep1", "ep2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ds3, _ := s.Get(ctx, "acme", "m2"); len(ds3) != 2 || ds3["ep1"].Status != StatusPending || ds3["ep2"].Status != StatusPending {
+		t.Errorf("new message's deliveries %v, want ep1 and ep2 pending", ds3)
 	}
 }
 
