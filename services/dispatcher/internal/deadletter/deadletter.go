@@ -201,7 +201,7 @@ func (c *Consumer) HandleTask(ctx context.Context, d amqp.Delivery) {
 	ctx = context.WithoutCancel(ctx)
 	delivered, err := c.gate.Delivered(ctx, t.Endpoint, t.Message)
 	if err == nil && delivered {
-		err = c.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts)
+		err = c.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Total())
 		if err == nil {
 			_ = d.Ack(false)
 			return
@@ -209,10 +209,10 @@ func (c *Consumer) HandleTask(ctx context.Context, d amqp.Delivery) {
 	}
 	reason := Reason(d)
 	if err == nil {
-		err = c.messages.DeadLetter(ctx, t.Tenant, t.Message, t.Endpoint, nil, reason, time.Now())
-	}
-	if err == nil {
-		err = c.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusFailed, Attempts: t.Attempts})
+		err = c.messages.Settle(ctx, t.Tenant, t.Message, t.Endpoint, message.Outcome{
+			State:      message.Delivery{Status: message.StatusFailed, Attempts: t.Total()},
+			DeadLetter: reason, At: time.Now(),
+		})
 	}
 	if err != nil {
 		c.log.Warn("recording a dead-lettered task failed; trying later", "err", err, "message_id", t.Message)

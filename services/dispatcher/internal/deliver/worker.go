@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -240,7 +241,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		// Delivered before. Its state may not have been written (Redis
 		// failed after the marker was set), so make sure of it rather than
 		// leave the delivery pending forever.
-		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts)
+		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Total())
 	case admit.Stale:
 		// A second copy of the task; the first carries the delivery on.
 		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
@@ -280,26 +281,55 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 	} else {
 		done(errors.New(outcome.String()))
 	}
+	// Bookkeeping must complete even while shutting down.
+	return w.settle(context.WithoutCancel(ctx), rec, t, req, outcome, res)
+}
+
+// settle records the outcome of an attempt and acts on it. The attempt,
+// the release of its admission, the delivery state it leads to and any
+// dead letter or hold are written in one round trip (message.Store.Settle).
+func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task, req admit.Request, outcome retry.Outcome, res result) error {
+	ep := rec.Endpoint
+	now := time.Now()
 	t.Deferrals = 0
-	// Bookkeeping must complete even while shutting down. The lease, the
-	// attempt log and, on success, the delivery state go in one round
-	// trip: on the hot path that is all there is to write.
-	ctx = context.WithoutCancel(ctx)
-	delivered := outcome == retry.Delivered
 	t.Attempts++
-	write := func() error {
-		pipe := w.messages.Pipeline()
-		w.gate.QueueFinish(ctx, pipe, req, delivered)
-		if err := w.messages.QueueAttempt(ctx, pipe, t.Tenant, t.Message, res.record); err != nil {
-			w.log.Warn("recording attempt failed", "err", err, "message_id", t.Message)
-		}
-		if delivered {
-			w.messages.QueueDelivery(ctx, pipe, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusDelivered, Attempts: t.Attempts})
+	delivered := outcome == retry.Delivered
+	o := message.Outcome{Attempt: res.record, At: now}
+	ops := []message.Op{func(ctx context.Context, pipe redis.Pipeliner) { w.gate.QueueFinish(ctx, pipe, req, delivered) }}
+	var failingSince func() time.Time
+	switch outcome {
+	case retry.Delivered:
+		o.State = message.Delivery{Status: message.StatusDelivered, Attempts: t.Total()}
+		ops = append(ops, func(ctx context.Context, pipe redis.Pipeliner) {
 			w.endpoints.QueueClearFailing(ctx, pipe, t.Tenant, t.Endpoint)
+		})
+	case retry.Gone:
+		// Disabled first: if that fails, nothing of the attempt is
+		// written and the task is tried again.
+		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone); err != nil {
+			return err
 		}
-		_, err := pipe.Exec(ctx)
-		return err
+		o.State, o.Held = message.Delivery{Status: message.StatusHeld, Attempts: t.Total()}, true
+	case retry.Permanent:
+		o.State = message.Delivery{Status: message.StatusFailed, Attempts: t.Total()}
+		o.DeadLetter = "permanent failure: " + res.record.GetError()
+	default: // Retry or Blocked
+		ops = append(ops, func(ctx context.Context, pipe redis.Pipeliner) {
+			failingSince = w.endpoints.QueueMarkFailing(ctx, pipe, t.Tenant, ep.GetId(), now)
+		})
+		delay, ok := retry.Delay(endpoint.Schedule(ep, w.cfg.Schedule), t.Attempts, jitter, nil)
+		if !ok {
+			o.State = message.Delivery{Status: message.StatusFailed, Attempts: t.Total()}
+			o.DeadLetter = fmt.Sprintf("retries exhausted after %d attempts", t.Attempts)
+			break
+		}
+		if res.status == http.StatusTooManyRequests || res.status == http.StatusServiceUnavailable {
+			delay = retry.Lengthen(delay, res.header, now, maxRetryAfter)
+		}
+		t.NotBefore = now.Add(delay)
+		o.State = message.Delivery{Status: message.StatusRetrying, Attempts: t.Total(), Next: t.NotBefore}
 	}
+	write := func() error { return w.messages.Settle(ctx, t.Tenant, t.Message, t.Endpoint, o, ops...) }
 	if err := write(); err != nil {
 		if !delivered {
 			return fmt.Errorf("finish attempt: %w", err)
@@ -313,7 +343,25 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		}
 	}
 	w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
-	return w.settle(ctx, rec, t, outcome, res)
+	if o.DeadLetter != "" {
+		w.metrics.DeadLetter.Inc()
+		w.metrics.Deliveries.WithLabelValues("dead_letter").Inc()
+	}
+	if failingSince != nil && w.cfg.AutoDisableAfter > 0 && now.Sub(failingSince()) >= w.cfg.AutoDisableAfter {
+		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonFailing); err != nil {
+			return err
+		}
+	}
+	switch {
+	case o.Held:
+		return w.recheckHold(ctx, t)
+	case o.State.Status == message.StatusRetrying:
+		if err := w.queues.Enqueue(ctx, w.pub, t); err != nil {
+			return err
+		}
+		w.metrics.Retries.Inc()
+	}
+	return nil
 }
 
 // retryWrite retries write with a growing pause for up to about six
@@ -338,85 +386,32 @@ func (w *Worker) recordDelivered(ctx context.Context, t *task.Task) error {
 	if err := w.gate.MarkDelivered(ctx, t.Endpoint, t.Message); err != nil {
 		return err
 	}
-	if err := w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Attempts); err != nil {
+	if err := w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Total()); err != nil {
 		return err
 	}
-	pipe := w.messages.Pipeline()
-	w.endpoints.QueueClearFailing(ctx, pipe, t.Tenant, t.Endpoint)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("end failure run: %w", err)
+	if err := w.endpoints.ClearFailing(ctx, t.Tenant, t.Endpoint); err != nil {
+		return err
 	}
 	w.metrics.Deliveries.WithLabelValues("delivered").Inc()
 	return nil
 }
 
-// settle acts on the outcome of an attempt.
-func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task, outcome retry.Outcome, res result) error {
-	ep := rec.Endpoint
-	now := time.Now()
-	switch outcome {
-	case retry.Delivered:
-		// The delivery state and the end of any failure run were written
-		// with the attempt.
-		return nil
-	case retry.Gone:
-		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone); err != nil {
-			return err
-		}
-		return w.hold(ctx, t)
-	case retry.Permanent:
-		return w.deadLetter(ctx, t, res.record, "permanent failure: "+res.record.GetError())
-	}
-	// Retry or Blocked.
-	since, err := w.endpoints.MarkFailing(ctx, t.Tenant, ep.GetId(), now)
-	if err != nil {
-		return err
-	}
-	if w.cfg.AutoDisableAfter > 0 && now.Sub(since) >= w.cfg.AutoDisableAfter {
-		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonFailing); err != nil {
-			return err
-		}
-	}
-	schedule := endpoint.Schedule(ep, w.cfg.Schedule)
-	delay, ok := retry.Delay(schedule, t.Attempts, jitter, nil)
-	if !ok {
-		return w.deadLetter(ctx, t, res.record, fmt.Sprintf("retries exhausted after %d attempts", t.Attempts))
-	}
-	if res.status == http.StatusTooManyRequests || res.status == http.StatusServiceUnavailable {
-		delay = retry.Lengthen(delay, res.header, now, maxRetryAfter)
-	}
-	t.NotBefore = now.Add(delay)
-	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusRetrying, Attempts: t.Attempts, Next: t.NotBefore}); err != nil {
-		return err
-	}
-	if err := w.queues.Enqueue(ctx, w.pub, t); err != nil {
-		return err
-	}
-	w.metrics.Retries.Inc()
-	return nil
-}
-
-func (w *Worker) deadLetter(ctx context.Context, t *task.Task, last *dispatcherv1.Attempt, reason string) error {
-	if err := w.messages.DeadLetter(ctx, t.Tenant, t.Message, t.Endpoint, last, reason, time.Now()); err != nil {
-		return err
-	}
-	w.metrics.DeadLetter.Inc()
-	w.metrics.Deliveries.WithLabelValues("dead_letter").Inc()
-	return w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusFailed, Attempts: t.Attempts})
-}
-
-// hold parks t until its endpoint is re-enabled. The endpoint may have
-// been re-enabled since it was read, and whoever re-enabled it may have
-// listed the held set before t was added: so the endpoint is read again
-// after t is held, and if it is enabled by then t is taken back out and
-// sent now (unless the re-enabling took it first).
+// hold parks t, for which no attempt was made, until its endpoint is
+// re-enabled.
 func (w *Worker) hold(ctx context.Context, t *task.Task) error {
-	if err := w.messages.Hold(ctx, t.Tenant, t.Message, t.Endpoint, time.Now()); err != nil {
+	o := message.Outcome{State: message.Delivery{Status: message.StatusHeld, Attempts: t.Total()}, Held: true, At: time.Now()}
+	if err := w.messages.Settle(ctx, t.Tenant, t.Message, t.Endpoint, o); err != nil {
 		return err
 	}
-	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusHeld, Attempts: t.Attempts}); err != nil {
-		return err
-	}
+	return w.recheckHold(ctx, t)
+}
+
+// recheckHold follows a hold. The endpoint may have been re-enabled since
+// it was read, and whoever re-enabled it may have listed the held set
+// before t was added: so the endpoint is read again after t is held, and
+// if it is enabled by then t is taken back out and sent now (unless the
+// re-enabling took it first).
+func (w *Worker) recheckHold(ctx context.Context, t *task.Task) error {
 	rec, err := w.endpoints.Get(ctx, t.Tenant, t.Endpoint)
 	if errors.Is(err, endpoint.ErrNotFound) || (err == nil && rec.Endpoint.GetDisabled()) {
 		w.metrics.Deliveries.WithLabelValues("held").Inc()
@@ -425,14 +420,11 @@ func (w *Worker) hold(ctx context.Context, t *task.Task) error {
 	if err != nil {
 		return err
 	}
-	mine, err := w.messages.Unhold(ctx, t.Tenant, t.Message, t.Endpoint)
+	mine, err := w.messages.Unhold(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusPending, Attempts: t.Total()})
 	if err != nil || !mine {
 		return err
 	}
 	t.NotBefore = time.Time{}
-	if err := w.messages.SetDelivery(ctx, t.Tenant, t.Message, t.Endpoint, message.Delivery{Status: message.StatusPending, Attempts: t.Attempts}); err != nil {
-		return err
-	}
 	return w.queues.Enqueue(ctx, w.pub, t)
 }
 
@@ -506,7 +498,7 @@ func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task
 	defer w.metrics.InFlight.WithLabelValues(ep.GetId()).Dec()
 
 	start := time.Now()
-	att := &dispatcherv1.Attempt{EndpointId: ep.GetId(), Number: int32(t.Attempts + 1), Time: timestamppb.New(start)}
+	att := &dispatcherv1.Attempt{EndpointId: ep.GetId(), Number: int32(t.Total() + 1), Time: timestamppb.New(start)}
 	res := result{record: att}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -387,4 +388,40 @@ func TestSlowEndpointDoesNotBlockOthers(t *testing.T) {
 
 func newHarnessCtx(_ *harness, tenant string) context.Context {
 	return auth.WithTenant(context.Background(), tenant)
+}
+
+// A resent delivery starts its retry schedule again but continues its
+// attempt count: the attempt the resend makes is stored as number 2, and
+// the delivery shows 2 attempts, not 1.
+func TestResendContinuesAttemptCount(t *testing.T) {
+	h := newHarness(t, loopback, nil)
+	s := newSink(t, func(request) int { return http.StatusBadRequest })
+	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL})
+	h.publish("count-1", "x.y", []byte(`{}`))
+	waitFor(t, 20*time.Second, "dead letter", func() bool { return h.deliveryStatus("count-1", ep.GetId()) == "failed" })
+	s.setAnswer(ok)
+	if _, err := h.d.Messages.ResendMessage(h.ctx(), &dispatcherv1.ResendMessageRequest{Id: "count-1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "delivery after resend", func() bool { return h.deliveryStatus("count-1", ep.GetId()) == "delivered" })
+	for _, d := range h.message("count-1").GetDeliveries() {
+		if d.GetAttempts() != 2 {
+			t.Errorf("delivery %v: want 2 attempts", d)
+		}
+	}
+	raw, err := h.rdb.LRange(context.Background(), fmt.Sprintf("%s:att:{%s}:%s", h.cfg.KeyPrefix, h.tenant, "count-1"), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var numbers []int32
+	for _, v := range raw {
+		a := &dispatcherv1.Attempt{}
+		if err := protojson.Unmarshal([]byte(v), a); err != nil {
+			t.Fatal(err)
+		}
+		numbers = append(numbers, a.GetNumber())
+	}
+	if !slices.Equal(numbers, []int32{1, 2}) {
+		t.Fatalf("stored attempt numbers %v, want [1 2]", numbers)
+	}
 }

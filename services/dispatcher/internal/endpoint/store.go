@@ -21,11 +21,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -92,6 +94,13 @@ type Store struct {
 	// cache maps a tenant to its endpoints for CacheTTL. When full it
 	// drops the tenants used least recently.
 	cache *expirable.LRU[string, []*Record]
+	// loads makes the callers that find a tenant's copy expired share one
+	// read: at every expiry each worker and fan-out slot used to read
+	// and decode all of the tenant's endpoints itself. gen counts local
+	// writes, so that a read started before one is neither joined nor
+	// cached after it.
+	loads singleflight.Group
+	gen   atomic.Uint64
 }
 
 // cacheSize bounds how many tenants' endpoints a replica caches.
@@ -108,6 +117,7 @@ func (s *Store) key(tenant, id string) string {
 func (s *Store) index(tenant string) string { return fmt.Sprintf("%s:eps:{%s}", s.prefix, tenant) }
 
 func (s *Store) forget(tenant string) {
+	s.gen.Add(1)
 	s.cache.Remove(tenant)
 }
 
@@ -223,16 +233,27 @@ func (s *Store) all(ctx context.Context, tenant string) ([]*Record, error) {
 	if records, ok := s.cache.Get(tenant); ok {
 		return records, nil
 	}
-	ids, err := s.rdb.ZRange(ctx, s.index(tenant), 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list endpoints: %w", err)
-	}
-	records, err := s.load(ctx, tenant, ids)
+	gen := s.gen.Load()
+	v, err, _ := s.loads.Do(strconv.FormatUint(gen, 10)+"/"+tenant, func() (any, error) {
+		// Not cancelled by the first caller leaving: the others wait on it.
+		ctx := context.WithoutCancel(ctx)
+		ids, err := s.rdb.ZRange(ctx, s.index(tenant), 0, -1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list endpoints: %w", err)
+		}
+		records, err := s.load(ctx, tenant, ids)
+		if err != nil {
+			return nil, err
+		}
+		if s.gen.Load() == gen {
+			s.cache.Add(tenant, records)
+		}
+		return records, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	s.cache.Add(tenant, records)
-	return records, nil
+	return v.([]*Record), nil
 }
 
 func (s *Store) load(ctx context.Context, tenant string, ids []string) ([]*Record, error) {
@@ -409,21 +430,42 @@ return redis.call('HGET', KEYS[1], 'failing_since')
 // returns its start (at if the endpoint no longer exists). It is one
 // script call, cheap enough for every failed attempt.
 func (s *Store) MarkFailing(ctx context.Context, tenant, id string, at time.Time) (time.Time, error) {
-	v, err := markFailingScript.Run(ctx, s.rdb, []string{s.key(tenant, id)}, at.UnixMilli()).Text()
-	if errors.Is(err, redis.Nil) {
-		return at, nil
-	}
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	since := s.QueueMarkFailing(ctx, pipe, tenant, id, at)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return time.Time{}, fmt.Errorf("mark endpoint failing: %w", err)
 	}
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return at, nil
-	}
-	return time.UnixMilli(ms), nil
+	return since(), nil
 }
 
-// QueueClearFailing adds the end of a failure run to pipe. The worker
+// QueueMarkFailing adds MarkFailing to pipe; the function it returns
+// reads the start of the run once pipe has run (at when it failed). It
+// sends the script itself (EVAL): a pipeline cannot fall back from EVALSHA
+// when Redis has lost its script cache.
+func (s *Store) QueueMarkFailing(ctx context.Context, pipe redis.Pipeliner, tenant, id string, at time.Time) func() time.Time {
+	cmd := markFailingScript.Eval(ctx, pipe, []string{s.key(tenant, id)}, at.UnixMilli())
+	return func() time.Time {
+		v, err := cmd.Text()
+		if err != nil {
+			return at
+		}
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return at
+		}
+		return time.UnixMilli(ms)
+	}
+}
+
+// ClearFailing ends a failure run.
+func (s *Store) ClearFailing(ctx context.Context, tenant, id string) error {
+	if err := s.rdb.HDel(ctx, s.key(tenant, id), "failing_since").Err(); err != nil {
+		return fmt.Errorf("end failure run: %w", err)
+	}
+	return nil
+}
+
+// QueueClearFailing adds ClearFailing to pipe. The worker
 // sends it with every successful attempt's bookkeeping, not only when its
 // cached copy of the endpoint shows a run: the copy may be up to CacheTTL
 // older than the failure that started one, and a run left behind would

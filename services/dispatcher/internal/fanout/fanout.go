@@ -3,8 +3,9 @@
 //
 // The event is acked only after every task is confirmed by the broker. If
 // the dispatcher dies in between, the event comes back and fan-out runs
-// again: endpoints whose delivery is already recorded are skipped, and a
-// task published twice is caught by the delivered marker and attempt lock
+// again: endpoints whose delivery is under way (a worker took it up) are
+// skipped, those still pending get their task again, and a task published
+// twice is caught by the delivered marker and attempt lock
 // (package admit), so a crash costs at most a duplicate task, never a lost
 // one.
 package fanout
@@ -235,8 +236,9 @@ func (f *Fanout) Record(ctx context.Context, tenant string, m *message.Message) 
 	return err
 }
 
-// Dispatch records m and enqueues a task for each matching endpoint that
-// has no delivery yet (or, with only set, for those endpoints). It returns
+// Dispatch records m with a pending delivery for each matching endpoint
+// that has none, and enqueues a task for each whose delivery is not under
+// way yet (or, with only set, for those endpoints). It returns
 // the number of tasks published.
 func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message, only []string) (int, error) {
 	var ids []string
@@ -278,9 +280,6 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 	}
 	if err := g.Wait(); err != nil {
 		return 0, fmt.Errorf("publish delivery tasks: %w", err)
-	}
-	if err := f.messages.InitDeliveries(ctx, tenant, m.ID, todo); err != nil {
-		return 0, err
 	}
 	return len(todo), nil
 }
@@ -326,7 +325,8 @@ type Forgetter interface {
 }
 
 // Requeue sends a recorded message again to the given endpoints (all of
-// its endpoints when eps is empty), starting a fresh attempt count. It
+// its endpoints when eps is empty), starting the retry schedule again;
+// its attempts go on counting from the attempts made before. It
 // clears dead letters, held entries and delivered markers first, so an
 // explicit resend is delivered even if it was delivered before.
 func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID string, eps []string) (int, error) {
@@ -365,11 +365,13 @@ func (f *Fanout) Requeue(ctx context.Context, gate Forgetter, tenant, msgID stri
 		if err := gate.Forget(ctx, ep, msgID); err != nil {
 			return 0, err
 		}
-		if err := f.messages.SetDelivery(ctx, tenant, msgID, ep, message.Delivery{Status: message.StatusPending}); err != nil {
+		// The attempt count goes on from the attempts made so far.
+		before := deliveries[ep].Attempts
+		if err := f.messages.SetDelivery(ctx, tenant, msgID, ep, message.Delivery{Status: message.StatusPending, Attempts: before}); err != nil {
 			return 0, err
 		}
 		if err := f.queues.Enqueue(ctx, f.pub, &task.Task{
-			Tenant: tenant, Message: msgID, Endpoint: ep, RoutingKey: m.RoutingKey,
+			Tenant: tenant, Message: msgID, Endpoint: ep, RoutingKey: m.RoutingKey, Before: before,
 			ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
 		}); err != nil {
 			// Nothing was queued: show the delivery as it was.

@@ -99,19 +99,26 @@ func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
 
 // recordScript writes a message's meta, body and TTL in one step unless
-// the message exists, then reports which of the delivery fields in
-// ARGV[4:] exist. Done as separate commands, a crash (or a lost
-// connection) after the first left a message with no body and no TTL that
-// every later Record took for complete: a resend then delivered an empty
-// body and the key never expired.
+// the message exists, and a pending delivery (ARGV[4]) for each of the
+// fields in ARGV[5:] that has none. For a message that existed it returns
+// its meta and, per field, 1 if that delivery is under way (a worker has
+// written a state beyond pending). Done as separate commands, a crash (or
+// a lost connection) after the first left a message with no body and no
+// TTL that every later Record took for complete: a resend then delivered
+// an empty body and the key never expired.
 var recordScript = redis.NewScript(`
 if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'body', ARGV[2])
+  for i = 5, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {1}
 end
 local out = {0, redis.call('HGET', KEYS[1], 'meta')}
-for i = 4, #ARGV do out[#out + 1] = redis.call('HEXISTS', KEYS[1], ARGV[i]) end
+for i = 5, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
+  if v and not string.find(v, '"status":"pending"', 1, true) then out[#out + 1] = 1 else out[#out + 1] = 0 end
+end
 return out
 `)
 
@@ -127,16 +134,22 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 	return created, err
 }
 
-// RecordFor is Record that also returns which of endpoints already have a
-// delivery of m, in the same round trip: the fan-out
-// needs both for every event.
+// RecordFor is Record that also records a pending delivery of m for
+// each of endpoints that has none, and returns which of them are under
+// way, in the same round trip: the fan-out needs both for every event. A
+// delivery still pending is not under way: its task may never have been
+// published (the fan-out failed or crashed before the confirm), so a
+// replayed event publishes it again; a second copy of a task is harmless
+// (package admit). Deliveries are recorded before their tasks so that
+// the fan-out makes one write per event, not two.
 func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoints []string) (created bool, existing map[string]bool, err error) {
 	meta, err := json.Marshal(m)
 	if err != nil {
 		return false, nil, fmt.Errorf("encode message: %w", err)
 	}
-	args := make([]any, 0, 3+len(endpoints))
-	args = append(args, meta, m.Body, s.retention.Milliseconds())
+	pending, _ := json.Marshal(Delivery{Status: StatusPending})
+	args := make([]any, 0, 4+len(endpoints))
+	args = append(args, meta, m.Body, s.retention.Milliseconds(), pending)
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}
@@ -215,7 +228,7 @@ func (s *Store) InitDeliveries(ctx context.Context, tenant, id string, endpoints
 // SetDelivery overwrites the state of a delivery.
 func (s *Store) SetDelivery(ctx context.Context, tenant, id, ep string, d Delivery) error {
 	pipe := s.rdb.Pipeline()
-	s.QueueDelivery(ctx, pipe, tenant, id, ep, d)
+	s.queueDelivery(ctx, pipe, tenant, id, ep, d)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("record delivery: %w", err)
 	}
@@ -244,11 +257,6 @@ func (s *Store) MarkDelivered(ctx context.Context, tenant, id, ep string, attemp
 	return nil
 }
 
-// Pipeline returns a pipeline on the store's Redis. The worker sends an
-// attempt's bookkeeping (admission, attempt log, delivery state) through
-// one, in one round trip instead of three.
-func (s *Store) Pipeline() redis.Pipeliner { return s.rdb.Pipeline() }
-
 // setFieldScript sets a field of a message that still exists. A plain
 // HSET on a message past its retention would create a hash holding only
 // that field, with no TTL: a key that never expires.
@@ -258,8 +266,7 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `)
 
-// QueueDelivery adds SetDelivery to pipe.
-func (s *Store) QueueDelivery(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, d Delivery) {
+func (s *Store) queueDelivery(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, d Delivery) {
 	v, _ := json.Marshal(d)
 	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "d:"+ep, v)
 }
@@ -287,7 +294,7 @@ func Snippet(s string) string {
 // Snippet.
 func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcherv1.Attempt) error {
 	pipe := s.rdb.Pipeline()
-	if err := s.QueueAttempt(ctx, pipe, tenant, id, a); err != nil {
+	if err := s.queueAttempt(ctx, pipe, tenant, id, a); err != nil {
 		return err
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -296,9 +303,9 @@ func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcher
 	return nil
 }
 
-// QueueAttempt adds AddAttempt to pipe; it fails only if a cannot be
+// queueAttempt adds AddAttempt to pipe; it fails only if a cannot be
 // encoded.
-func (s *Store) QueueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt) error {
+func (s *Store) queueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt) error {
 	a.ResponseSnippet = Snippet(a.ResponseSnippet)
 	v, err := protojson.Marshal(a)
 	if err != nil {
@@ -317,9 +324,9 @@ func (s *Store) QueueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, 
 // opaque offsets: the log is append-only, so offsets stay valid.
 //
 // Each attempt is numbered by its place among its endpoint's attempts in
-// the log, not by the number it was made under: a resend starts the retry
-// schedule (and so the worker's count) again, but the attempts go on
-// counting 1, 2, 3… So the page is read together with the entries before
+// the log. The worker stores the same number (a resend carries on the
+// count), but attempts logged before it did were stored as 1 again after a
+// resend, and the log stays the authority. So the page is read together with the entries before
 // it; the log is bounded by the retry schedule times the endpoints.
 func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token string) ([]*dispatcherv1.Attempt, string, error) {
 	off, err := decodeOffset(token)
@@ -364,6 +371,17 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token
 // why. An empty ep is a message that could not be fanned out at all. The
 // snippet of last is replaced by its Snippet, as AddAttempt does.
 func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) error {
+	pipe := s.rdb.TxPipeline()
+	if err := s.queueDeadLetter(ctx, pipe, tenant, id, ep, last, reason, at); err != nil {
+		return err
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record dead letter: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) queueDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) error {
 	if last != nil {
 		last.ResponseSnippet = Snippet(last.ResponseSnippet)
 	}
@@ -374,7 +392,6 @@ func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dis
 	}
 	score := float64(at.UnixMilli())
 	cut := strconv.FormatInt(at.Add(-s.retention).UnixMilli(), 10)
-	pipe := s.rdb.TxPipeline()
 	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "dl:"+ep, v)
 	for _, k := range []string{s.dlKey(tenant), s.dleKey(tenant, ep)} {
 		member := id
@@ -384,9 +401,6 @@ func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dis
 		pipe.ZAdd(ctx, k, redis.Z{Score: score, Member: member})
 		pipe.ZRemRangeByScore(ctx, k, "-inf", "("+cut)
 		pipe.Expire(ctx, k, s.retention)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("record dead letter: %w", err)
 	}
 	return nil
 }
@@ -469,13 +483,67 @@ func (s *Store) ClearDeadLetter(ctx context.Context, tenant, id, ep string, befo
 
 // Hold records that a delivery waits for its endpoint to be re-enabled.
 func (s *Store) Hold(ctx context.Context, tenant, id, ep string, at time.Time) error {
-	k := s.heldKey(tenant, ep)
 	pipe := s.rdb.TxPipeline()
+	s.queueHold(ctx, pipe, tenant, id, ep, at)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("hold delivery: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) queueHold(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, at time.Time) {
+	k := s.heldKey(tenant, ep)
 	pipe.ZAdd(ctx, k, redis.Z{Score: float64(at.UnixMilli()), Member: id})
 	pipe.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(at.Add(-s.retention).UnixMilli(), 10))
 	pipe.Expire(ctx, k, s.retention)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("hold delivery: %w", err)
+}
+
+// Outcome is what one attempt, or a decision taken without one, leaves
+// behind for a delivery.
+type Outcome struct {
+	// Attempt is appended to the attempt log unless nil.
+	Attempt *dispatcherv1.Attempt
+	// State is the delivery's new state.
+	State Delivery
+	// DeadLetter, unless empty, records a dead letter with this reason
+	// and Attempt as its last attempt.
+	DeadLetter string
+	// Held adds the message to the endpoint's held set.
+	Held bool
+	At   time.Time
+}
+
+// Op is a write of another store that Settle sends in its transaction.
+type Op func(ctx context.Context, pipe redis.Pipeliner)
+
+// Settle records o, and runs ops, in one round trip: one MULTI/EXEC, so an
+// attempt is logged if and only if the delivery state it led to is. Done
+// as separate writes, a failure in between left an attempt whose delivery
+// still showed pending, or a dead letter with no failed state. (In Redis
+// Cluster the transaction is per slot; a message's keys share one.)
+func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, ops ...Op) error {
+	pipe := s.rdb.TxPipeline()
+	for _, op := range ops {
+		op(ctx, pipe)
+	}
+	if o.Attempt != nil {
+		if err := s.queueAttempt(ctx, pipe, tenant, id, o.Attempt); err != nil {
+			return err
+		}
+	}
+	if o.DeadLetter != "" {
+		if err := s.queueDeadLetter(ctx, pipe, tenant, id, ep, o.Attempt, o.DeadLetter, o.At); err != nil {
+			return err
+		}
+	}
+	if o.Held {
+		s.queueHold(ctx, pipe, tenant, id, ep, o.At)
+	}
+	s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
+	// A nil reply is an answer (an op's script found nothing), not a
+	// failure.
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("record attempt outcome: %w", err)
 	}
 	return nil
 }
@@ -489,10 +557,20 @@ func (s *Store) Held(ctx context.Context, tenant, ep string) ([]string, error) {
 	return ids, nil
 }
 
+// unholdScript removes a message from a held set and, if it was there
+// and the message still exists, sets its delivery state.
+var unholdScript = redis.NewScript(`
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+return 1
+`)
+
 // Unhold removes id from ep's held set and reports whether it was there:
-// whoever removes it owns sending it.
-func (s *Store) Unhold(ctx context.Context, tenant, id, ep string) (bool, error) {
-	n, err := s.rdb.ZRem(ctx, s.heldKey(tenant, ep), id).Result()
+// whoever removes it owns sending it. If it was, the delivery's state
+// becomes d, in the same step.
+func (s *Store) Unhold(ctx context.Context, tenant, id, ep string, d Delivery) (bool, error) {
+	v, _ := json.Marshal(d)
+	n, err := unholdScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, id), s.heldKey(tenant, ep)}, id, "d:"+ep, v).Int()
 	if err != nil {
 		return false, fmt.Errorf("release held delivery: %w", err)
 	}

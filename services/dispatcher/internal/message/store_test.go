@@ -125,19 +125,33 @@ func TestDeliveryStatus(t *testing.T) {
 		}
 	}
 	// Recording the message again (a replayed event) reports the
-	// deliveries it has, and changes nothing.
+	// deliveries under way (ep1; ep3 is only pending, so its task may
+	// never have gone out), records ep4 as pending and changes nothing
+	// else.
 	created, has, err := s.RecordFor(ctx, "acme", newMessage("m"), []string{"ep1", "ep4", "ep3"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if created || !has["ep1"] || !has["ep3"] || has["ep4"] || len(has) != 2 {
-		t.Errorf("RecordFor = %v, %v; want not created, ep1 and ep3", created, has)
+	if created || !has["ep1"] || len(has) != 1 {
+		t.Errorf("RecordFor = %v, %v; want not created, ep1 under way", created, has)
 	}
-	if _, ds2, _ := s.Get(ctx, "acme", "m"); len(ds2) != len(want) {
-		t.Errorf("RecordFor changed the deliveries: %v", ds2)
+	want["ep4"] = Delivery{Status: StatusPending}
+	_, ds2, _ := s.Get(ctx, "acme", "m")
+	for ep, w := range want {
+		if d := ds2[ep]; d.Status != w.Status || d.Attempts != w.Attempts || len(ds2) != len(want) {
+			t.Errorf("after RecordFor %s: %+v, want %+v (all: %v)", ep, d, w, ds2)
+		}
 	}
 	if created, has, _ := s.RecordFor(ctx, "globex", newMessage("m"), []string{"ep1"}); !created || len(has) != 0 {
 		t.Errorf("another tenant's message: created %v, deliveries %v; want created, none", created, has)
+	}
+	// A new message is recorded with its deliveries pending, in the same
+	// write.
+	if _, _, err := s.RecordFor(ctx, "acme", newMessage("m2"), []string{"ep1", "ep2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ds3, _ := s.Get(ctx, "acme", "m2"); len(ds3) != 2 || ds3["ep1"].Status != StatusPending || ds3["ep2"].Status != StatusPending {
+		t.Errorf("new message's deliveries %v, want ep1 and ep2 pending", ds3)
 	}
 }
 
@@ -481,39 +495,58 @@ func TestMarkDelivered(t *testing.T) {
 	}
 }
 
-func TestQueuedBookkeepingInOnePipeline(t *testing.T) {
+func TestSettleWritesAttemptAndState(t *testing.T) {
 	s, rdb := newStore(t)
 	ctx := context.Background()
 	if _, err := s.Record(ctx, "acme", newMessage("m")); err != nil {
 		t.Fatal(err)
 	}
-	pipe := s.Pipeline()
-	a := &dispatcherv1.Attempt{EndpointId: "ep1", Number: 1, StatusCode: 200, ResponseSnippet: "ok\xff"}
-	if err := s.QueueAttempt(ctx, pipe, "acme", "m", a); err != nil {
-		t.Fatal(err)
-	}
-	s.QueueDelivery(ctx, pipe, "acme", "m", "ep1", Delivery{Status: StatusDelivered, Attempts: 1})
-	// Nothing is written before Exec.
-	if n := rdb.Exists(ctx, s.attKey("acme", "m")).Val(); n != 0 {
-		t.Fatal("attempt written before the pipeline ran")
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	a := &dispatcherv1.Attempt{EndpointId: "ep1", Number: 1, StatusCode: 400, ResponseSnippet: "no\xff"}
+	other := s.prefix + ":other"
+	op := func(ctx context.Context, pipe redis.Pipeliner) { pipe.Set(ctx, other, "1", time.Minute) }
+	o := Outcome{Attempt: a, State: Delivery{Status: StatusFailed, Attempts: 1}, DeadLetter: "permanent", At: time.Now()}
+	if err := s.Settle(ctx, "acme", "m", "ep1", o, op); err != nil {
 		t.Fatal(err)
 	}
 	atts, _, err := s.Attempts(ctx, "acme", "m", 10, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(atts) != 1 || atts[0].GetStatusCode() != 200 || atts[0].GetResponseSnippet() != "ok\uFFFD" {
-		t.Fatalf("attempts %v, want the one queued, its snippet made valid UTF-8", atts)
+	if len(atts) != 1 || atts[0].GetStatusCode() != 400 || atts[0].GetResponseSnippet() != "no\uFFFD" {
+		t.Fatalf("attempts %v, want the one settled, its snippet made valid UTF-8", atts)
 	}
 	checkTTL(t, rdb, s.attKey("acme", "m"))
 	_, ds, err := s.Get(ctx, "acme", "m")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := ds["ep1"]; d.Status != StatusDelivered || d.Attempts != 1 {
-		t.Errorf("ep1: %+v, want delivered after 1 attempt", d)
+	if d := ds["ep1"]; d.Status != StatusFailed || d.Attempts != 1 {
+		t.Errorf("ep1: %+v, want failed after 1 attempt", d)
+	}
+	dls, _, err := s.DeadLetters(ctx, "acme", "ep1", 10, "")
+	if err != nil || len(dls) != 1 || dls[0].GetReason() != "permanent" || dls[0].GetLastAttempt().GetStatusCode() != 400 {
+		t.Errorf("dead letters %v %v, want the one settled", dls, err)
+	}
+	if rdb.Exists(ctx, other).Val() != 1 {
+		t.Error("the other store's write was not sent")
+	}
+}
+
+// An op whose command answers nil (a script that found nothing, as
+// marking a deleted endpoint failing does) does not fail the write.
+func TestSettleTakesNilRepliesForAnswers(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Record(ctx, "acme", newMessage("m")); err != nil {
+		t.Fatal(err)
+	}
+	op := func(ctx context.Context, pipe redis.Pipeliner) { pipe.Get(ctx, s.prefix+":missing") }
+	o := Outcome{Attempt: &dispatcherv1.Attempt{EndpointId: "ep1", Number: 1, StatusCode: 503}, State: Delivery{Status: StatusRetrying, Attempts: 1}, At: time.Now()}
+	if err := s.Settle(ctx, "acme", "m", "ep1", o, op); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	if _, ds, err := s.Get(ctx, "acme", "m"); err != nil || ds["ep1"].Status != StatusRetrying {
+		t.Fatalf("delivery %+v, %v; want retrying", ds["ep1"], err)
 	}
 }
 

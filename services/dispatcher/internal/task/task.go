@@ -28,14 +28,18 @@ const (
 	HeaderEventTime = "hy-event-time"
 	HeaderDeferrals = "hy-deferrals"
 	HeaderDelivered = "hy-delivered"
+	HeaderBefore    = "hy-before"
 )
 
 // Task is one message to deliver to one endpoint.
 type Task struct {
-	Tenant      string
-	Message     string
-	Endpoint    string
-	Attempts    int // attempts already made
+	Tenant   string
+	Message  string
+	Endpoint string
+	Attempts int // attempts already made
+	// Before counts the attempts of earlier sends of the delivery (a
+	// resend starts the retry schedule again, not the attempt count).
+	Before      int
 	Deferrals   int // times put back without an attempt since the last one
 	RoutingKey  string
 	ContentType string
@@ -75,6 +79,9 @@ func (t *Task) Publishing() amqp.Publishing {
 	if t.Deferrals > 0 {
 		h[HeaderDeferrals] = int32(t.Deferrals)
 	}
+	if t.Before > 0 {
+		h[HeaderBefore] = int32(t.Before)
+	}
 	if t.Delivered {
 		h[HeaderDelivered] = true
 	}
@@ -92,6 +99,9 @@ func (t *Task) Publishing() amqp.Publishing {
 		Body:         t.Body,
 	}
 }
+
+// Total is the number of attempts made at the delivery in all its sends.
+func (t *Task) Total() int { return t.Before + t.Attempts }
 
 // ErrBadTask marks a task that cannot be decoded; it goes to the DLQ.
 var ErrBadTask = errors.New("malformed delivery task")
@@ -127,6 +137,9 @@ func Decode(d amqp.Delivery) (*Task, error) {
 	}
 	if n, ok := intHeader(d.Headers[HeaderDeferrals]); ok && n > 0 {
 		t.Deferrals = int(n)
+	}
+	if n, ok := intHeader(d.Headers[HeaderBefore]); ok && n > 0 {
+		t.Before = int(n)
 	}
 	if ms, ok := intHeader(d.Headers[HeaderEventTime]); ok {
 		t.EventTime = time.UnixMilli(ms)

@@ -10,7 +10,7 @@ import (
 
 func TestTaskRoundTrip(t *testing.T) {
 	in := &Task{
-		Tenant: "acme", Message: "m1", Endpoint: "ep1", Attempts: 3, Deferrals: 4,
+		Tenant: "acme", Message: "m1", Endpoint: "ep1", Attempts: 3, Deferrals: 4, Before: 2,
 		RoutingKey: "stripe.invoice.paid", ContentType: "application/json",
 		EventTime: time.UnixMilli(1700000000123), NotBefore: time.UnixMilli(1700000005000),
 		Delivered: true, Body: []byte("{\"raw\": \xff}"),
@@ -21,7 +21,7 @@ func TestTaskRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if out.Tenant != in.Tenant || out.Message != in.Message || out.Endpoint != in.Endpoint ||
-		out.Attempts != in.Attempts || out.Deferrals != in.Deferrals || out.RoutingKey != in.RoutingKey ||
+		out.Attempts != in.Attempts || out.Deferrals != in.Deferrals || out.Before != in.Before || out.RoutingKey != in.RoutingKey ||
 		out.ContentType != in.ContentType || !out.EventTime.Equal(in.EventTime) ||
 		!out.NotBefore.Equal(in.NotBefore) || out.Delivered != in.Delivered || string(out.Body) != string(in.Body) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", out, in)

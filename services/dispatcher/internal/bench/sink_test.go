@@ -1,0 +1,61 @@
+package bench
+
+import (
+	"bytes"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/hookyard/hookyard/platform/sign"
+)
+
+// The sink verifies signatures as a subscriber would: a request signed by
+// the dispatcher's signer passes, a tampered body or another secret is
+// counted as a bad signature.
+func TestSinkVerifiesSignatures(t *testing.T) {
+	s, err := StartSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := s.NewPhase("sig")
+	defer s.EndPhase(p)
+	secret, err := sign.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := sign.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetEndpoint(0, secret, 0); err != nil {
+		t.Fatal(err)
+	}
+	post := func(id, signWith string, body, sent []byte) {
+		t.Helper()
+		key, err := sign.ParseSecret(signWith)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Sent(id, time.Now())
+		req, err := http.NewRequest(http.MethodPost, s.URLFor(p, 0), bytes.NewReader(sent))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sign.Headers(req.Header, [][]byte{key}, id, time.Now(), body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	post("good", secret, []byte(`{"a":1}`), []byte(`{"a":1}`))
+	if st := p.Stats(); st.BadSig != 0 {
+		t.Fatalf("a valid signature counted as bad: %+v", st)
+	}
+	post("tampered", secret, []byte(`{"a":1}`), []byte(`{"a":2}`))
+	post("other-secret", other, []byte(`{"a":1}`), []byte(`{"a":1}`))
+	if st := p.Stats(); st.BadSig != 2 {
+		t.Fatalf("bad signatures counted %d, want 2", st.BadSig)
+	}
+}
