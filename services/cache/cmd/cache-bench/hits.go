@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
+	"github.com/hookyard/hookyard/services/cache/client"
+)
+
+type result struct {
+	name       string
+	p50, p99   time.Duration
+	throughput float64
+}
+
+// measure runs op n times one after another for latency, then n times
+// over conc goroutines for throughput.
+func measure(name string, n, conc int, op func(i int) error) (result, error) {
+	lat := make([]time.Duration, n)
+	for i := range n {
+		start := time.Now()
+		if err := op(i); err != nil {
+			return result{}, fmt.Errorf("%s: %w", name, err)
+		}
+		lat[i] = time.Since(start)
+	}
+	slices.Sort(lat)
+	var wg sync.WaitGroup
+	errs := make(chan error, conc)
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += conc {
+				if err := op(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return result{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return result{name: name, p50: lat[n/2], p99: lat[n*99/100], throughput: float64(n) / el.Seconds()}, nil
+}
+
+// round keeps sub-microsecond figures (near-cache hits) readable.
+func round(d time.Duration) time.Duration {
+	if d < 10*time.Microsecond {
+		return d
+	}
+	return d.Round(time.Microsecond)
+}
+
+// hits measures a hit over gRPC, a near-cache hit and a read-through miss
+// on the first replica against a raw GET of the same value.
+func (e *env) hits(ctx context.Context) error {
+	o := e.o
+	if err := e.createNamespace(ctx, &cachev1.Namespace{Name: "bench", Strategy: "read_through", OriginUrl: e.origin.URL + "/hot/{key}"}); err != nil {
+		return err
+	}
+	plain := e.replicas[0].cli
+	nearC := client.New(e.replicas[0].cc, client.Options{Near: &client.NearOptions{Redis: e.rdb, Channel: e.prefix + ":near", TTL: time.Minute}})
+	nctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = nearC.Run(nctx) }()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := nearC.WaitReady(wctx); err != nil {
+		return err
+	}
+	if _, err := plain.Get(ctx, "bench", "hot"); err != nil {
+		return err
+	}
+	rawKey := e.prefix + ":raw"
+	if err := e.rdb.Set(ctx, rawKey, e.value, time.Hour).Err(); err != nil {
+		return err
+	}
+
+	var rs []result
+	add := func(r result, err error) error {
+		if err == nil {
+			rs = append(rs, r)
+		}
+		return err
+	}
+	if err := add(measure("raw go-redis GET", o.n, o.conc, func(int) error { return e.rdb.Get(ctx, rawKey).Err() })); err != nil {
+		return err
+	}
+	if err := add(measure("cache hit (gRPC GetKey)", o.n, o.conc, func(int) error {
+		en, err := plain.Get(ctx, "bench", "hot")
+		if err == nil && !en.Hit {
+			err = fmt.Errorf("not a hit")
+		}
+		return err
+	})); err != nil {
+		return err
+	}
+	if err := add(measure("near-cache hit (Go client)", o.n, o.conc, func(int) error {
+		en, err := nearC.Get(ctx, "bench", "hot")
+		if err == nil && !en.Near {
+			_, err = nearC.Get(ctx, "bench", "hot") // the first read fills the copy
+		}
+		return err
+	})); err != nil {
+		return err
+	}
+	run := rand.Uint64()
+	if err := add(measure(fmt.Sprintf("read-through miss (%v origin)", o.originDelay), o.misses, o.conc, func(i int) error {
+		en, err := plain.Get(ctx, "bench", fmt.Sprintf("miss-%x-%d-%d", run, i, time.Now().UnixNano()))
+		if err == nil && en.Hit {
+			err = fmt.Errorf("a miss was a hit")
+		}
+		return err
+	})); err != nil {
+		return err
+	}
+
+	fmt.Printf("cache benchmark: %d-byte value, %d reads per hit row (%d misses), throughput with %d concurrent readers\n\n", o.size, o.n, o.misses, o.conc)
+	fmt.Printf("%-34s %12s %12s %14s\n", "", "p50", "p99", "reads/s")
+	for _, r := range rs {
+		fmt.Printf("%-34s %12v %12v %14.0f\n", r.name, round(r.p50), round(r.p99), r.throughput)
+	}
+	raw, hit, nearHit := rs[0], rs[1], rs[2]
+	fmt.Printf("\ncache hit vs raw GET:      p50 %.2fx (goal <= 1.5x), throughput %.2fx (goal >= 0.67x)\n",
+		float64(hit.p50)/float64(raw.p50), hit.throughput/raw.throughput)
+	fmt.Printf("near-cache hit vs raw GET: %.0fx faster at p50 (goal >= 20x)\n", float64(raw.p50)/float64(max(nearHit.p50, time.Nanosecond)))
+	return nil
+}
