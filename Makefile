@@ -213,12 +213,13 @@ bench-go: deps ## Go benchmarks of every module (BENCH, BENCHTIME, BENCH_FLAGS)
 INGRESS_BENCH_FLAGS ?= -n 20000
 DISPATCHER_BENCH_FLAGS ?= -n 5000 -c 64 -pending 100000
 
-# The cache benchmark runs the service in-process against local Redis
-# (CACHE_BENCH_FLAGS, e.g. '-n 20000 -origin-delay 50ms').
+# The cache benchmark runs two replicas in-process against local Redis and
+# RabbitMQ (CACHE_BENCH_FLAGS, e.g. '-n 20000 -origin-delay 50ms'); it fails
+# if a stampede of one cold key loads the origin more than once.
 CACHE_BENCH_FLAGS ?= -n 5000
 
 .PHONY: bench-cache
-bench-cache: deps ## Cache hit, near-cache hit and read-through latency against raw Redis (CACHE_BENCH_FLAGS)
+bench-cache: deps ## Cache hit, near-cache hit, read-through, stampede and read-heavy mix against raw Redis (CACHE_BENCH_FLAGS)
 	@cd services/cache && $(GO) run ./cmd/cache-bench $(CACHE_BENCH_FLAGS)
 
 .PHONY: bench-ingress bench-dispatcher

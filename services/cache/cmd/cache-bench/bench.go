@@ -17,5 +17,5 @@ func run(o options) error {
 	}
 	// A stampede that loads twice is reported, and the mix still runs.
 	serr := e.stampede(ctx)
-	return errors.Join(serr)
+	return errors.Join(serr, e.mix(ctx))
 }

@@ -24,7 +24,7 @@ func main() {
 	flag.DurationVar(&o.stampedeDelay, "stampede-delay", 300*time.Millisecond, "origin latency in the stampede")
 	flag.IntVar(&o.mixKeys, "mix-keys", 500, "hot keys in the read-heavy mix")
 	flag.Float64Var(&o.mixMiss, "mix-miss", 0.05, "share of mix reads that go to cold keys")
-	flag.IntVar(&o.mixEvents, "mix-events", 100, "invalidation events published per second during the mix")
+	flag.IntVar(&o.mixEvents, "mix-events", 20, "invalidation events published per second during the mix")
 	flag.Parse()
 	if err := run(o); err != nil {
 		log.Fatal(err)
