@@ -36,6 +36,7 @@ type options struct {
 	stampedeDelay         time.Duration
 	mixKeys, mixEvents    int
 	mixMiss               float64
+	cpuProfile            string
 }
 
 // env is two cache replicas sharing Redis and the broker, as two pods

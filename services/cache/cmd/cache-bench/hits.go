@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -54,6 +56,23 @@ func measure(name string, n, conc int, op func(i int) error) (result, error) {
 	return result{name: name, p50: lat[n/2], p99: lat[n*99/100], throughput: float64(n) / el.Seconds()}, nil
 }
 
+// startProfile starts a CPU profile to path (none if path is empty) and
+// returns the function that ends it.
+func startProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
 // round keeps sub-microsecond figures (near-cache hits) readable.
 func round(d time.Duration) time.Duration {
 	if d < 10*time.Microsecond {
@@ -97,13 +116,19 @@ func (e *env) hits(ctx context.Context) error {
 	if err := add(measure("raw go-redis GET", o.n, o.conc, func(int) error { return e.rdb.Get(ctx, rawKey).Err() })); err != nil {
 		return err
 	}
-	if err := add(measure("cache hit (gRPC GetKey)", o.n, o.conc, func(int) error {
+	stopProfile, err := startProfile(o.cpuProfile)
+	if err != nil {
+		return err
+	}
+	err = add(measure("cache hit (gRPC GetKey)", o.n, o.conc, func(int) error {
 		en, err := plain.Get(ctx, "bench", "hot")
 		if err == nil && !en.Hit {
 			err = fmt.Errorf("not a hit")
 		}
 		return err
-	})); err != nil {
+	}))
+	stopProfile()
+	if err != nil {
 		return err
 	}
 	if err := add(measure("near-cache hit (Go client)", o.n, o.conc, func(int) error {
