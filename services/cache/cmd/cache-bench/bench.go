@@ -3,10 +3,15 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
+	"os/signal"
+	"syscall"
 )
 
 func run(o options) error {
-	ctx := context.Background()
+	// An interrupted run still deletes its keys, queues and exchanges.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	e, err := newEnv(ctx, o)
 	if err != nil {
 		return err
