@@ -24,7 +24,7 @@ func TestExpiredMessageReturnsThroughNamedExchange(t *testing.T) {
 	if err != nil {
 		t.Skipf("no broker: %v", err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() }) // after the deletions below (LIFO)
 	target := rabbittest.UniqueName(t, "target")
 	l := Ladder{Target: target, Rungs: []time.Duration{200 * time.Millisecond}}
 	wantExchange := target + ".delay.return"
