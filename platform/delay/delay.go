@@ -8,6 +8,12 @@
 // d, returns to the target, and if it is still early (the consumer checks
 // its due time) waits again in a smaller rung; any delay takes a handful of
 // hops and lands within the smallest rung of its due time.
+//
+// Expired messages return through a durable direct exchange of the ladder
+// (Exchange), where the target is bound under its own name, not through the
+// default exchange: after a restart RabbitMQ 3.10 can report the default
+// exchange as missing to a quorum queue's dead-lettering and hold expired
+// messages for minutes (rabbitmq-server issue 12625).
 package delay
 
 import (
@@ -48,9 +54,27 @@ func (l Ladder) rungs() []time.Duration {
 	return l.Rungs
 }
 
-// Queue returns the delay queue of rung r.
+// Queue returns the delay queue of rung r. The "v2" names the queues that
+// dead-letter through Exchange: a queue's arguments cannot change once it
+// exists, so these are new queues beside the old ones (LegacyQueues).
 func (l Ladder) Queue(r time.Duration) string {
-	return fmt.Sprintf("%s.delay.%dms", l.Target, r.Milliseconds())
+	return fmt.Sprintf("%s.delay.v2.%dms", l.Target, r.Milliseconds())
+}
+
+// Exchange is the direct exchange the delay queues dead-letter into; the
+// target is bound to it with its own name as the key.
+func (l Ladder) Exchange() string { return l.Target + ".delay.return" }
+
+// LegacyQueues lists the delay queues of earlier releases, which
+// dead-letter through the default exchange. They are no longer declared or
+// published to; what they still hold returns to the target as before, and
+// once they are empty (after the longest rung) an operator may delete them.
+func (l Ladder) LegacyQueues() []string {
+	out := make([]string, 0, len(l.rungs()))
+	for _, r := range l.rungs() {
+		out = append(out, fmt.Sprintf("%s.delay.%dms", l.Target, r.Milliseconds()))
+	}
+	return out
 }
 
 // Queues lists the delay queues, for cleanup in tests and tools.
@@ -62,10 +86,19 @@ func (l Ladder) Queues() []string {
 	return out
 }
 
-// Declare declares the delay queues; run it on every connect.
+// Declare declares the return exchange, binds the target to it and
+// declares the delay queues; run it on every connect, after the target
+// queue is declared.
 func (l Ladder) Declare(ch *amqp.Channel) error {
+	x := l.Exchange()
+	if err := ch.ExchangeDeclare(x, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("delay: declare exchange %s: %w", x, err)
+	}
+	if err := ch.QueueBind(l.Target, l.Target, x, false, nil); err != nil {
+		return fmt.Errorf("delay: bind %s to %s: %w", l.Target, x, err)
+	}
 	for _, r := range l.rungs() {
-		if err := rabbit.DeclareDelayQueue(ch, rabbit.DelayQueueSpec{Name: l.Queue(r), TTL: r, TargetKey: l.Target}); err != nil {
+		if err := rabbit.DeclareDelayQueue(ch, rabbit.DelayQueueSpec{Name: l.Queue(r), TTL: r, TargetExchange: x, TargetKey: l.Target}); err != nil {
 			return err
 		}
 	}

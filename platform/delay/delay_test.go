@@ -36,10 +36,16 @@ func TestKey(t *testing.T) {
 	if got := l.Key(time.Now().Add(-time.Hour)); got != "hy.tasks" {
 		t.Errorf("past: %q", got)
 	}
-	if got := l.Key(time.Now().Add(90 * time.Second)); got != "hy.tasks.delay.60000ms" {
+	if got := l.Key(time.Now().Add(90 * time.Second)); got != "hy.tasks.delay.v2.60000ms" {
 		t.Errorf("90s: %q", got)
 	}
-	if got, want := l.Queues(), []string{"hy.tasks.delay.1000ms", "hy.tasks.delay.60000ms"}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+	if got, want := l.Queues(), []string{"hy.tasks.delay.v2.1000ms", "hy.tasks.delay.v2.60000ms"}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("Queues() = %v", got)
+	}
+	if got, want := l.LegacyQueues(), []string{"hy.tasks.delay.1000ms", "hy.tasks.delay.60000ms"}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("LegacyQueues() = %v", got)
+	}
+	if got := l.Exchange(); got != "hy.tasks.delay.return" {
+		t.Errorf("Exchange() = %q", got)
 	}
 }

@@ -84,6 +84,23 @@ func (c *Child) Stop(grace time.Duration) error {
 	}
 }
 
+// Kill ends the process with SIGKILL, as a crash would, and waits for it
+// to be gone.
+func (c *Child) Kill() error {
+	if c.Exited() {
+		return fmt.Errorf("%s is not running", c.name)
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill %s: %w", c.name, err)
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("%s still running 30s after SIGKILL", c.name)
+	}
+}
+
 // Logs returns the end of the process's output, for error messages.
 func (c *Child) Logs() string { return c.out.String() }
 

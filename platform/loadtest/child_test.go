@@ -110,3 +110,21 @@ func TestWaitHTTPAndStop(t *testing.T) {
 		t.Errorf("second Stop: %v", err)
 	}
 }
+
+func TestKillEndsAProcessThatIgnoresSIGTERM(t *testing.T) {
+	needSh(t)
+	c, err := Start("stubborn", exec.Command("sh", "-c", "trap '' TERM; while :; do sleep 1; done"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop(time.Second)
+	if err := c.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	if !c.Exited() || c.Err() == nil || !strings.Contains(c.Err().Error(), "killed") {
+		t.Fatalf("after Kill: exited %v, err %v; want ended by SIGKILL", c.Exited(), c.Err())
+	}
+	if err := c.Kill(); err == nil {
+		t.Error("second Kill of an ended process: no error")
+	}
+}

@@ -7,6 +7,7 @@ package rabbittest
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -38,7 +39,6 @@ func UniqueName(t testing.TB, kind string) string {
 // and refuses new ones; Freeze keeps the sockets open but stops forwarding
 // bytes, like a silent network partition.
 type Proxy struct {
-	t      testing.TB
 	ln     net.Listener
 	target string
 
@@ -52,15 +52,25 @@ type Proxy struct {
 // NewProxy proxies to target ("host:port"); it is closed when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := Listen(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{t: t, ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Listen starts a proxy to target on a loopback port, for programs that
+// are not tests (fault drills); the caller closes it.
+func Listen(target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("proxy to %s: %w", target, err)
+	}
+	p := &Proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
 	p.wg.Add(1)
 	go p.accept()
-	t.Cleanup(p.close)
-	return p
+	return p, nil
 }
 
 // NewBrokerProxy proxies to the broker of URL.
@@ -80,11 +90,12 @@ func NewBrokerProxy(t testing.TB) *Proxy {
 // Addr is the proxy's listen address.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
-// URL is the broker URL with the proxy as host.
+// URL is the broker URL (see URL) with the proxy as host.
 func (p *Proxy) URL() string {
 	u, err := url.Parse(URL())
 	if err != nil {
-		p.t.Fatal(err)
+		// Not a URL: the dial fails and says so.
+		return URL()
 	}
 	u.Host = p.Addr()
 	return u.String()
@@ -110,6 +121,12 @@ func (p *Proxy) accept() {
 			continue
 		}
 		p.mu.Lock()
+		if p.cut { // cut while dialling
+			p.mu.Unlock()
+			client.Close()
+			server.Close()
+			continue
+		}
 		p.conns[client] = struct{}{}
 		p.conns[server] = struct{}{}
 		p.mu.Unlock()
@@ -185,7 +202,9 @@ func (p *Proxy) Thaw() {
 	}
 }
 
-func (p *Proxy) close() {
+// Close stops the proxy, drops its connections and waits for them to end.
+// It is safe to call more than once.
+func (p *Proxy) Close() {
 	p.ln.Close()
 	p.Thaw()
 	p.Cut()

@@ -120,7 +120,7 @@ func Start(t testing.TB, o Options) *Server {
 		cancel()
 		wg.Wait()
 		d.Publisher.Close()
-		testenv.DeleteQueues(q.All())
+		testenv.DeleteQueues(q.All(), q.Delays().Exchange())
 	})
 	return s
 }

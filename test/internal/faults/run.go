@@ -19,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	"github.com/hookyard/hookyard/test/internal/sink"
 	"github.com/hookyard/hookyard/test/internal/suite"
 )
@@ -92,7 +93,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	if base.Port() == "" {
 		target += ":5672"
 	}
-	proxy, err := NewProxy(target)
+	proxy, err := rabbittest.Listen(target)
 	if err != nil {
 		return rep, err
 	}

@@ -17,7 +17,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hookyard/hookyard/platform/loadtest"
@@ -244,20 +243,10 @@ func (v *Service) Start(ctx context.Context) error {
 // Kill ends the process with SIGKILL, as a crash would, and waits for it.
 func (v *Service) Kill() error {
 	c := v.current()
-	if c == nil || c.Exited() {
+	if c == nil {
 		return fmt.Errorf("%s is not running", v.Name)
 	}
-	if err := syscall.Kill(c.PID(), syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill %s: %w", v.Name, err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !c.Exited() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s still running 30s after SIGKILL", v.Name)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
+	return c.Kill()
 }
 
 // Stop shuts the process down with SIGTERM (SIGKILL after grace).

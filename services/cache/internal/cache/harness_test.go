@@ -38,8 +38,9 @@ func newHarness(t *testing.T, replicas int, broker bool) *harness {
 	h.cfg = Config{QueuePrefix: "test-cache-" + id, KeyPrefix: prefix, EventBindings: "#", Exchange: h.topo.Events, EventConcurrency: 4, WriteConcurrency: 4}
 	if broker {
 		queues := []string{h.cfg.EventsQueue(), rabbit.DLQName(h.cfg.EventsQueue()), h.cfg.WritesQueue(), rabbit.DLQName(h.cfg.WritesQueue()), h.topo.Unrouted}
-		queues = append(queues, writebehind.New(h.cfg.WritesQueue()).Ladder.Queues()...)
-		testenv.Cleanup(t, queues, []string{h.topo.Events, h.topo.Unrouted})
+		ladder := writebehind.New(h.cfg.WritesQueue()).Ladder
+		queues = append(queues, ladder.Queues()...)
+		testenv.Cleanup(t, queues, []string{h.topo.Events, h.topo.Unrouted, ladder.Exchange()})
 		h.conn = testenv.Rabbit(t, h.topo.Declare, h.cfg.Declare)
 	}
 	h.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -5,31 +5,20 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hookyard/hookyard/platform/loadtest"
+	"github.com/hookyard/hookyard/platform/proctest"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	"github.com/hookyard/hookyard/services/cache/internal/testenv"
 )
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // TestKillWithWritesPending runs the real binary, queues write-behind
 // writes the origin refuses, SIGKILLs the process, lets the origin accept,
@@ -37,15 +26,7 @@ func freeAddr(t *testing.T) string {
 // in order per key: pending writes live in Redis and RabbitMQ, not in the
 // process.
 func TestKillWithWritesPending(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "cache")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/cache")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("build: %v", err)
-	}
+	bin := proctest.Build(t, "../../cmd/cache")
 	// The harness provides names, queue cleanup and the origin; the
 	// subprocess does the work.
 	h := newHarness(t, 0, true)
@@ -73,10 +54,12 @@ func TestKillWithWritesPending(t *testing.T) {
 	if redisURL == "" {
 		redisURL = "redis://127.0.0.1:6379/0"
 	}
-	httpAddr := freeAddr(t)
-	run := func() *exec.Cmd {
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(),
+	httpAddr, err := loadtest.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() *proctest.Proc {
+		p := proctest.Start(t, bin,
 			"HOOKYARD_AMQP_URL="+rabbittest.URL(), "HOOKYARD_REDIS_URL="+redisURL,
 			"HOOKYARD_HTTP_ADDR="+httpAddr, "HOOKYARD_GRPC_ADDR=127.0.0.1:0",
 			"HOOKYARD_API_KEYS=acme:acme-kill-key", "HOOKYARD_ALLOW_CIDRS=127.0.0.0/8",
@@ -86,20 +69,8 @@ func TestKillWithWritesPending(t *testing.T) {
 			"HOOKYARD_CACHE_EVENT_BINDINGS=test.cache.none",
 			"HOOKYARD_CACHE_WRITE_MAX_BACKOFF=2s",
 		)
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		testenv.WaitFor(t, 60*time.Second, "the cache to be ready", func() bool {
-			resp, err := http.Get("http://" + httpAddr + "/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
-		return cmd
+		p.WaitReady("http://"+httpAddr+"/readyz", 60*time.Second)
+		return p
 	}
 	call := func(method, path, body string) int {
 		req, _ := http.NewRequestWithContext(context.Background(), method, "http://"+httpAddr+path, strings.NewReader(body))
@@ -112,7 +83,7 @@ func TestKillWithWritesPending(t *testing.T) {
 		return resp.StatusCode
 	}
 
-	cmd := run()
+	p := run()
 	if code := call("POST", "/v1/namespaces", `{"name":"users","strategy":"write_behind","originUrl":"`+h.url("/users/{key}")+`"}`); code != 200 {
 		t.Fatalf("create namespace: %d", code)
 	}
@@ -130,10 +101,7 @@ func TestKillWithWritesPending(t *testing.T) {
 	if len(acked) != keys {
 		t.Fatalf("acknowledged %v", acked)
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	p.Kill()
 	mu.Lock()
 	if len(got) != 0 {
 		mu.Unlock()

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookyard/hookyard/platform/loadtest"
@@ -330,6 +331,10 @@ func (r *runner) removeState(ctx context.Context, d *instance) error {
 	cctx, cancel := cleanupCtx(ctx)
 	defer cancel()
 	qerr := r.br.deleteQueues(cctx, d.queues.All())
+	x := d.queues.Delays().Exchange()
+	if err := r.br.with(cctx, func(ch *amqp.Channel) error { return ch.ExchangeDelete(x, false, false) }); err != nil {
+		qerr = errors.Join(qerr, fmt.Errorf("delete exchange %s: %w", x, err))
+	}
 	n, kerr := cleanRedis(cctx, r.rdb, d.keyPrefix)
 	r.step("removed %d queues under %s and %d Redis keys under %s", len(d.queues.All()), d.queues.Deliveries, n, d.keyPrefix)
 	return errors.Join(qerr, kerr)

@@ -102,7 +102,7 @@ func newSettleEnv(t *testing.T, status int) *settleEnv {
 	q := task.NewQueues("hookyard.test."+id, nil)
 	conn := testenv.Rabbit(t, q.Declare)
 	pub := rabbit.NewPublisher(conn, rabbit.PublisherConfig{})
-	t.Cleanup(func() { pub.Close(); testenv.DeleteQueues(q.All()) })
+	t.Cleanup(func() { pub.Close(); testenv.DeleteQueues(q.All(), q.Delays().Exchange()) })
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
 	t.Cleanup(srv.Close)
 

@@ -85,7 +85,7 @@ func newHarness(t *testing.T, allow string, tweak func(*Config)) *harness {
 	t.Cleanup(func() {
 		h.stop()
 		h.d.Publisher.Close()
-		testenv.DeleteQueues(q.All())
+		testenv.DeleteQueues(q.All(), q.Delays().Exchange())
 	})
 	return h
 }

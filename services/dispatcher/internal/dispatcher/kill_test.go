@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/platform/proctest"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 )
 
@@ -20,15 +17,7 @@ import (
 // delivery waits for a retry, starts a new one, and expects every delivery
 // to happen: pending retries live in RabbitMQ, not in the process.
 func TestKillWithRetriesPending(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "dispatcher")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/dispatcher")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("build: %v", err)
-	}
+	bin := proctest.Build(t, "../../cmd/dispatcher")
 
 	// The in-process harness only provides queues, keys and cleanup here;
 	// its consumers are stopped so the subprocess does all the work.
@@ -55,9 +44,8 @@ func TestKillWithRetriesPending(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	run := func() *exec.Cmd {
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(),
+	run := func() *proctest.Proc {
+		return proctest.Start(t, bin,
 			"HOOKYARD_AMQP_URL="+amqpURL(), "HOOKYARD_REDIS_URL="+redisURL(),
 			"HOOKYARD_HTTP_ADDR=127.0.0.1:0", "HOOKYARD_GRPC_ADDR=127.0.0.1:0",
 			"HOOKYARD_API_KEYS=test:testkey-123", "HOOKYARD_ALLOW_CIDRS="+loopback,
@@ -68,15 +56,9 @@ func TestKillWithRetriesPending(t *testing.T) {
 			"HOOKYARD_DISPATCHER_KEY_PREFIX="+h.cfg.KeyPrefix,
 			"HOOKYARD_DISPATCHER_EVENT_BINDINGS="+h.cfg.EventBindings,
 		)
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
 	}
 
-	cmd := run()
+	p := run()
 	const n = 20
 	for i := range n {
 		h.publish(fmt.Sprintf("kill-%d", i), "job.done", fmt.Appendf(nil, `{"i":%d}`, i))
@@ -89,10 +71,7 @@ func TestKillWithRetriesPending(t *testing.T) {
 	// Give the process the moment it needs to confirm the retry publishes
 	// it acks after, then kill it without any chance to drain.
 	time.Sleep(300 * time.Millisecond)
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	p.Kill()
 	mu.Lock()
 	if len(success) != 0 {
 		mu.Unlock()
@@ -100,7 +79,7 @@ func TestKillWithRetriesPending(t *testing.T) {
 	}
 	mu.Unlock()
 
-	cmd = run()
+	run()
 	waitFor(t, 30*time.Second, "every delivery after the restart", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

@@ -58,8 +58,9 @@ func Rabbit(t testing.TB, declare ...func(*amqp.Channel) error) *rabbit.Conn {
 	return conn
 }
 
-// DeleteQueues deletes the named queues, ignoring errors: it is cleanup.
-func DeleteQueues(queues []string) {
+// DeleteQueues deletes the named queues and exchanges, ignoring errors: it
+// is cleanup.
+func DeleteQueues(queues []string, exchanges ...string) {
 	conn, err := amqp.Dial(AMQPURL())
 	if err != nil {
 		return
@@ -71,6 +72,14 @@ func DeleteQueues(queues []string) {
 			return
 		}
 		_, _ = ch.QueueDelete(q, false, false, false)
+		ch.Close()
+	}
+	for _, x := range exchanges {
+		ch, err := conn.Channel()
+		if err != nil {
+			return
+		}
+		_ = ch.ExchangeDelete(x, false, false)
 		ch.Close()
 	}
 }

@@ -4,12 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/proctest"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
@@ -27,16 +24,8 @@ import (
 // runs out, the attempt is failed as such, and the task runs again and
 // succeeds. No task is lost with the process.
 func TestKillReplicaMidTask(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "jobs")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/jobs")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("build: %v", err)
-	}
+	bin := proctest.Build(t, "../../cmd/jobs")
 	var calls atomic.Int32
 	started := make(chan struct{}, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -61,32 +50,22 @@ func TestKillReplicaMidTask(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	run := func() *exec.Cmd {
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(),
+	run := func() *proctest.Proc {
+		return proctest.Start(t, bin,
 			"HOOKYARD_AMQP_URL="+rabbittest.URL(), "HOOKYARD_REDIS_URL="+jobstest.RedisURL(),
 			"HOOKYARD_HTTP_ADDR=127.0.0.1:0", "HOOKYARD_GRPC_ADDR=127.0.0.1:0",
 			"HOOKYARD_API_KEYS="+e.Acme.Name+":"+e.Acme.Key, "HOOKYARD_ALLOW_CIDRS=127.0.0.0/8",
 			"HOOKYARD_LOG_LEVEL=warn", "HOOKYARD_JOBS_HEARTBEAT=300ms",
 			"HOOKYARD_JOBS_KEY_PREFIX="+e.Config.KeyPrefix, "HOOKYARD_JOBS_QUEUE_PREFIX="+e.Config.QueuePrefix,
 		)
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
 	}
-	cmd := run()
+	p := run()
 	select {
 	case <-started:
 	case <-time.After(60 * time.Second):
 		t.Fatal("the subprocess never ran the task")
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	p.Kill()
 	got, err := j.Store.Get(context.Background(), e.Acme.Name, task.Id)
 	if err != nil || got.State != store.Running {
 		t.Fatalf("after the kill: %+v %v, want running", got, err)

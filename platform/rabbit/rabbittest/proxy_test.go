@@ -1,4 +1,4 @@
-package faults
+package rabbittest
 
 import (
 	"io"
@@ -22,7 +22,7 @@ func TestProxyCutDropsAndRefusesUntilRestored(t *testing.T) {
 			go func() { _, _ = io.Copy(c, c); c.Close() }()
 		}
 	}()
-	p, err := NewProxy(ln.Addr().String())
+	p, err := Listen(ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
