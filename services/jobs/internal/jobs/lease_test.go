@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/metadata"
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
@@ -107,5 +108,60 @@ func TestLeaseStreamFillsFreeSlotsConcurrently(t *testing.T) {
 	b.mu.Unlock()
 	if most != n {
 		t.Fatalf("at most %d of %d leases were in flight together, want all", most, n)
+	}
+}
+
+// taskTrips counts the Redis commands that name a given task id, sent on
+// behalf of a gRPC call (so not by the service's own background loops).
+type taskTrips struct {
+	id   string
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (c *taskTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *taskTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (c *taskTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if _, ok := metadata.FromIncomingContext(ctx); !ok {
+			return next(ctx, cmd)
+		}
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok && strings.Contains(s, c.id) {
+				c.mu.Lock()
+				c.cmds = append(c.cmds, cmd.Name())
+				c.mu.Unlock()
+				break
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// Enqueueing a task due now stores it, publishes its note and pushes its
+// schedule entry ahead: two Redis round trips, without reading back the
+// name and queue it was just given.
+func TestEnqueueRedisRoundTrips(t *testing.T) {
+	t.Parallel()
+	c := &taskTrips{id: "trips-task-1"}
+	e := jobstest.Start(t, jobstest.Options{RedisHook: c})
+	r := e.Replicas[0]
+	ctx := e.Acme.Ctx(context.Background())
+	// A first task declares the queue and loads the scripts.
+	if _, err := r.Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: "trips-warm", Name: "x", Queue: "trips"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: c.id, Name: "x", Queue: "trips"}}); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	cmds := c.cmds
+	c.mu.Unlock()
+	if len(cmds) != 2 {
+		t.Fatalf("enqueue sent %d commands naming the task %v, want 2 (store, schedule entry)", len(cmds), cmds)
 	}
 }
