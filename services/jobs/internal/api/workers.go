@@ -45,12 +45,12 @@ func (s *Workers) Lease(r *jobsv1.LeaseRequest, stream jobsv1.WorkerService_Leas
 	if len(queues) > 32 {
 		return invalid("queues: at most 32")
 	}
-	var physical []string
+	physical := map[string]string{} // broker queue → queue
 	for _, q := range queues {
 		if err := ValidQueue(q); err != nil {
 			return err
 		}
-		physical = append(physical, s.Bus.TaskQueue(tenant, q))
+		physical[s.Bus.TaskQueue(tenant, q)] = q
 	}
 	slots := int(r.GetSlots())
 	switch {
@@ -95,6 +95,7 @@ type leaser struct {
 	*Workers
 	tenant, worker string
 	stream         jobsv1.WorkerService_LeaseServer
+	sendMu         sync.Mutex // a stream takes one Send at a time
 
 	mu    sync.Mutex
 	free  int
@@ -158,31 +159,70 @@ func (l *leaser) watch(ctx context.Context) {
 	}
 }
 
+// reserve takes a free slot for a note about to be leased and says how
+// many are left.
+func (l *leaser) reserve() (ok bool, left int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.free == 0 {
+		return false, 0
+	}
+	l.free--
+	return true, l.free
+}
+
+// unreserve gives back a slot whose note did not become a lease.
+func (l *leaser) unreserve() {
+	l.mu.Lock()
+	l.free++
+	l.mu.Unlock()
+	select {
+	case l.freed <- struct{}{}:
+	default:
+	}
+}
+
+type note struct {
+	amqp.Delivery
+	queue string
+}
+
 // session subscribes to the queues until the worker has no free slot, the
-// channel dies or ctx ends. Closing the channel returns any note received
-// but not taken to its queue.
-func (l *leaser) session(ctx context.Context, queues []string) error {
-	for _, q := range queues {
+// channel dies or ctx ends. The prefetch is the number of free slots at
+// the start, and notes are leased concurrently, each into a slot reserved
+// when it arrives: a worker with many free slots fills them in one
+// round trip's time rather than one note per round trip. Notes that
+// arrive after the last slot is reserved return to their queue when the
+// channel closes.
+func (l *leaser) session(ctx context.Context, queues map[string]string) error {
+	for q := range queues {
 		if err := l.Bus.Ensure(ctx, q); err != nil {
 			return fmt.Errorf("declare %s: %w", q, err)
 		}
+	}
+	l.mu.Lock()
+	prefetch := l.free
+	l.mu.Unlock()
+	if prefetch == 0 {
+		return nil
 	}
 	ch, err := l.Bus.Conn().Channel(ctx)
 	if err != nil {
 		return err
 	}
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var wg, takes sync.WaitGroup
 	defer func() {
+		takes.Wait() // their acks need the channel
 		close(stop)
 		_ = ch.Close()
 		wg.Wait()
 	}()
-	if err := ch.Qos(1, 0, false); err != nil {
+	if err := ch.Qos(prefetch, 0, false); err != nil {
 		return err
 	}
-	merged := make(chan amqp.Delivery)
-	for _, q := range queues {
+	merged := make(chan note)
+	for q, name := range queues {
 		dl, err := ch.Consume(q, "", false, false, false, false, nil)
 		if err != nil {
 			return fmt.Errorf("consume %s: %w", q, err)
@@ -192,7 +232,7 @@ func (l *leaser) session(ctx context.Context, queues []string) error {
 			defer wg.Done()
 			for d := range dl {
 				select {
-				case merged <- d:
+				case merged <- note{d, name}:
 				case <-stop:
 					return
 				}
@@ -200,34 +240,56 @@ func (l *leaser) session(ctx context.Context, queues []string) error {
 		}()
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	failed := make(chan error, 1)
 	for {
-		l.mu.Lock()
-		f := l.free
-		l.mu.Unlock()
-		if f == 0 {
-			return nil
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case e := <-closed:
 			return fmt.Errorf("channel closed: %v", e)
-		case d := <-merged:
-			if err := l.take(ctx, d); err != nil {
-				return err
+		case err := <-failed:
+			return err
+		case n := <-merged:
+			ok, left := l.reserve()
+			if !ok {
+				return nil // closing the channel returns n
+			}
+			takes.Add(1)
+			go func() {
+				defer takes.Done()
+				if err := l.take(ctx, n); err != nil {
+					select {
+					case failed <- err:
+					default:
+					}
+				}
+			}()
+			if left == 0 {
+				// Full: unsubscribe, so the broker hands notes to
+				// workers that have room.
+				return nil
 			}
 		}
 	}
 }
 
-func (l *leaser) take(ctx context.Context, d amqp.Delivery) error {
+// take leases the task of n into a slot reserved for it, or gives the
+// slot back.
+func (l *leaser) take(ctx context.Context, n note) error {
+	leased := false
+	defer func() {
+		if !leased {
+			l.unreserve()
+		}
+	}()
+	d := n.Delivery
 	r, err := store.ParseReady(string(d.Body))
 	if err != nil || r.Tenant != l.tenant {
 		_ = d.Ack(false)
 		return nil
 	}
 	ttl := 2 * l.HeartbeatInterval
-	lease, ok, err := l.Store.Lease(ctx, r, l.worker, ttl)
+	lease, ok, err := l.Store.LeaseIn(ctx, r, n.queue, l.worker, ttl)
 	if err != nil {
 		_ = d.Nack(false, true)
 		return err
@@ -240,8 +302,8 @@ func (l *leaser) take(ctx context.Context, d amqp.Delivery) error {
 	if !ok {
 		return nil
 	}
+	leased = true
 	l.mu.Lock()
-	l.free--
 	l.held[lease.ID] = lease.Token
 	l.mu.Unlock()
 	ended, unwatch := l.Hub.Watch(lease.Tenant, lease.ID)
@@ -255,10 +317,12 @@ func (l *leaser) take(ctx context.Context, d amqp.Delivery) error {
 	}()
 	task := specProto(lease.ID, lease.Spec)
 	task.State, task.Attempts = store.Running, int32(lease.Attempt)
+	l.sendMu.Lock()
 	err = l.stream.Send(&jobsv1.LeaseResponse{
 		Task: task, LeaseToken: lease.Token, LeaseExpireTime: ts(lease.Expires),
 		HeartbeatInterval: durationpb.New(l.HeartbeatInterval), HardDeadline: ts(lease.Hard), Attempt: int32(lease.Attempt),
 	})
+	l.sendMu.Unlock()
 	if err != nil {
 		// The worker is gone before it saw the task: hand it back unspent.
 		if _, e := l.Store.End(context.WithoutCancel(ctx), lease.Tenant, lease.ID, lease.Token,

@@ -84,6 +84,7 @@ type Options struct {
 	AllowCIDRs string        // default 127.0.0.0/8
 	Replicas   int           // default 1
 	MaxWaiters int           // default 1000
+	RedisHook  redis.Hook    // if set, sees every command the replicas send
 }
 
 // Start runs the service with o.
@@ -114,6 +115,9 @@ func Start(t testing.TB, o Options) *Env {
 	rdb, err := redisconn.Open(RedisURL())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.RedisHook != nil {
+		rdb.AddHook(o.RedisHook)
 	}
 	e.Redis = rdb
 	ctx, cancel := context.WithCancel(context.Background())

@@ -56,6 +56,13 @@ func (p *Pump) Publish(ctx context.Context, r store.Ready) error {
 	if err != nil || !ok {
 		return err
 	}
+	return p.PublishNew(ctx, r, name, queue)
+}
+
+// PublishNew is Publish for a task just enqueued, whose name and queue the
+// caller has: it skips reading them back. A note that went stale meanwhile
+// (a cancel at once) is dropped at lease time like any other.
+func (p *Pump) PublishNew(ctx context.Context, r store.Ready, name, queue string) error {
 	if err := p.Bus.Publish(ctx, p.Bus.Route(r.Tenant, name, queue), r); err != nil {
 		return err
 	}

@@ -54,13 +54,19 @@ return m
 // note has arrived, so whatever the outcome the schedule's entry for that
 // generation (kept in case the note was lost) goes.
 // KEYS: task, leases, qstat, sched, done channel, outbox, paused set,
-// parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs, id.
+// parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs, id,
+// queue (the queue the caller took KEYS[3] and KEYS[8] from, or "").
 // (The unique key is named by the task's ukey field; it shares the hash
 // tag, so it lives on the same Cluster shard.)
 // Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
 // 0 stale message, -1 no such task, -2 expired (now cancelled), -3 parked
-// because its queue is paused.
+// because its queue is paused, -4 the task is in another queue (nothing
+// changed; look the queue up and try again).
 var leaseScript = redis.NewScript(`
+if ARGV[8] ~= '' then
+  local q = redis.call('HGET', KEYS[1], 'queue')
+  if q and q ~= ARGV[8] then return {-4} end
+end
 redis.call('ZREM', KEYS[4], ARGV[5] .. '|' .. ARGV[1])
 local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due')
 if not s[1] then return {-1} end

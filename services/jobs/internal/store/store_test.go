@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
@@ -30,9 +32,19 @@ func newStore(t *testing.T) (*store.Store, *clock) {
 
 func newStoreWith(t *testing.T, cfg store.Config) (*store.Store, *clock) {
 	t.Helper()
+	return newStoreHooked(t, cfg, nil)
+}
+
+// newStoreHooked is newStoreWith with hook (if not nil) on the Redis
+// client, to watch the commands the store sends.
+func newStoreHooked(t *testing.T, cfg store.Config, hook redis.Hook) (*store.Store, *clock) {
+	t.Helper()
 	rdb, err := redisconn.Open(jobstest.RedisURL())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hook != nil {
+		rdb.AddHook(hook)
 	}
 	prefix := fmt.Sprintf("hookyard:test:jobs:store:%x%04x", time.Now().UnixNano(), rand.N(1<<16))
 	c := &clock{t: time.Now()}

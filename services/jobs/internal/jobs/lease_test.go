@@ -1,0 +1,167 @@
+package jobs_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/metadata"
+
+	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
+)
+
+// leaseBarrier holds each of the first n lease scripts sent to Redis until
+// n of them are in flight at once (or a generous timeout passes), and
+// records the most seen in flight together.
+type leaseBarrier struct {
+	n    int
+	mu   sync.Mutex
+	in   int
+	most int
+	full chan struct{}
+	seen int
+}
+
+func (b *leaseBarrier) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (b *leaseBarrier) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (b *leaseBarrier) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !isLease(cmd) {
+			return next(ctx, cmd)
+		}
+		b.mu.Lock()
+		b.seen++
+		gated := b.seen <= b.n
+		b.in++
+		b.most = max(b.most, b.in)
+		if b.in >= b.n {
+			select {
+			case <-b.full:
+			default:
+				close(b.full)
+			}
+		}
+		b.mu.Unlock()
+		if gated {
+			select {
+			case <-b.full:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		err := next(ctx, cmd)
+		b.mu.Lock()
+		b.in--
+		b.mu.Unlock()
+		return err
+	}
+}
+
+// isLease spots the lease script: eight keys, the second the lease set.
+func isLease(cmd redis.Cmder) bool {
+	a := cmd.Args()
+	if len(a) < 5 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
+		return false
+	}
+	k, _ := a[4].(string)
+	return fmt.Sprint(a[2]) == "8" && strings.HasSuffix(k, ":leases")
+}
+
+// A worker with n free slots leases n waiting tasks at once, not one
+// note and one Redis round trip after another: the lease stream's
+// prefetch follows the free slots and notes are leased concurrently.
+func TestLeaseStreamFillsFreeSlotsConcurrently(t *testing.T) {
+	t.Parallel()
+	const n = 4
+	b := &leaseBarrier{n: n, full: make(chan struct{})}
+	e := jobstest.Start(t, jobstest.Options{Heartbeat: 5 * time.Second, RedisHook: b})
+	r := e.Replicas[0]
+	ctx, cancel := context.WithCancel(e.Acme.Ctx(context.Background()))
+	defer cancel()
+	for i := range n {
+		if _, err := r.Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: fmt.Sprint("c-", i), Name: "x", Queue: "conc"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := r.Workers.Lease(ctx, &jobsv1.LeaseRequest{Queues: []string{"conc"}, Slots: n, WorkerId: "w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for len(got) < n {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv after %d tasks: %v", len(got), err)
+		}
+		got[m.GetTask().GetId()] = true
+	}
+	b.mu.Lock()
+	most := b.most
+	b.mu.Unlock()
+	if most != n {
+		t.Fatalf("at most %d of %d leases were in flight together, want all", most, n)
+	}
+}
+
+// taskTrips counts the Redis commands that name a given task id, sent on
+// behalf of a gRPC call (so not by the service's own background loops).
+type taskTrips struct {
+	id   string
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (c *taskTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *taskTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (c *taskTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if _, ok := metadata.FromIncomingContext(ctx); !ok {
+			return next(ctx, cmd)
+		}
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok && strings.Contains(s, c.id) {
+				c.mu.Lock()
+				c.cmds = append(c.cmds, cmd.Name())
+				c.mu.Unlock()
+				break
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// Enqueueing a task due now stores it, publishes its note and pushes its
+// schedule entry ahead: two Redis round trips, without reading back the
+// name and queue it was just given.
+func TestEnqueueRedisRoundTrips(t *testing.T) {
+	t.Parallel()
+	c := &taskTrips{id: "trips-task-1"}
+	e := jobstest.Start(t, jobstest.Options{RedisHook: c})
+	r := e.Replicas[0]
+	ctx := e.Acme.Ctx(context.Background())
+	// A first task declares the queue and loads the scripts.
+	if _, err := r.Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: "trips-warm", Name: "x", Queue: "trips"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: c.id, Name: "x", Queue: "trips"}}); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	cmds := c.cmds
+	c.mu.Unlock()
+	if len(cmds) != 2 {
+		t.Fatalf("enqueue sent %d commands naming the task %v, want 2 (store, schedule entry)", len(cmds), cmds)
+	}
+}

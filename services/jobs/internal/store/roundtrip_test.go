@@ -1,0 +1,119 @@
+package store_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/hookyard/hookyard/services/jobs/internal/store"
+)
+
+// roundTrips counts the commands and pipelines sent to Redis, each one
+// network round trip.
+type roundTrips struct {
+	mu   sync.Mutex
+	n    int
+	cmds []string
+}
+
+func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.add(cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+
+func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.add("pipeline")
+		return next(ctx, cmds)
+	}
+}
+
+func (c *roundTrips) add(name string) {
+	c.mu.Lock()
+	c.n++
+	c.cmds = append(c.cmds, name)
+	c.mu.Unlock()
+}
+
+func (c *roundTrips) reset() (int, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, cmds := c.n, c.cmds
+	c.n, c.cmds = 0, nil
+	return n, cmds
+}
+
+// Leasing a note whose queue the caller knows (the leaser consumed it from
+// that queue) costs one Redis round trip: the lease is on every task's
+// path from enqueue to start, so each extra trip adds to its latency.
+func TestLeaseInIsOneRoundTrip(t *testing.T) {
+	rt := &roundTrips{}
+	s, _ := newStoreHooked(t, store.Config{}, rt)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond, MaxRetries: 1}
+	for _, id := range []string{"warm", "t1"} {
+		if _, err := s.Enqueue(ctx, "acme", id, spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first run loads the script (EVALSHA, then EVAL).
+	if _, ok, err := s.LeaseIn(ctx, store.Ready{Tenant: "acme", ID: "warm", Gen: 1}, "q", "w", time.Second); err != nil || !ok {
+		t.Fatalf("lease warm: %v %v", ok, err)
+	}
+	rt.reset()
+	l, ok, err := s.LeaseIn(ctx, store.Ready{Tenant: "acme", ID: "t1", Gen: 1}, "q", "w", time.Second)
+	if err != nil || !ok {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
+	if n, cmds := rt.reset(); n != 1 {
+		t.Fatalf("lease took %d round trips %v, want 1", n, cmds)
+	}
+	if l.Spec.Queue != "q" || l.Attempt != 1 {
+		t.Fatalf("lease: %+v", l)
+	}
+	got, err := s.Get(ctx, "acme", "t1")
+	if err != nil || got.State != store.Running {
+		t.Fatalf("after the lease: %+v %v", got, err)
+	}
+}
+
+// A note leased with the wrong queue (never the case for the leaser, but
+// the script must not trust it) still leases the task under its own queue.
+func TestLeaseInWrongQueueFallsBack(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond, MaxRetries: 1}
+	if _, err := s.Enqueue(ctx, "acme", "t1", spec); err != nil {
+		t.Fatal(err)
+	}
+	l, ok, err := s.LeaseIn(ctx, store.Ready{Tenant: "acme", ID: "t1", Gen: 1}, "other", "w", time.Second)
+	if err != nil || !ok {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
+	qs, err := s.Queues(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if q.Name == "other" && q.Running != 0 {
+			t.Fatalf("the wrong queue counts the attempt: %+v", qs)
+		}
+		if q.Name == "q" && q.Running != 1 {
+			t.Fatalf("queue q: %+v", q)
+		}
+	}
+	if _, err := s.End(ctx, "acme", "t1", l.Token, store.Outcome{Result: []byte(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	// A duplicate of the same note is dropped.
+	if _, ok, _ := s.LeaseIn(ctx, store.Ready{Tenant: "acme", ID: "t1", Gen: 1}, "q", "w", time.Second); ok {
+		t.Fatal("a duplicate note leased an ended task")
+	}
+}
