@@ -37,7 +37,7 @@ dispatcher fans out is streamed, whether or not an endpoint matches. If the
 stream drops, listen reconnects and receives what arrived meanwhile, as long
 as it was within the dispatcher's listen window (10 minutes by default).`,
 		Example: `  hookyard listen --forward-to http://localhost:3000/hook
-  hookyard listen --forward-to http://localhost:3000/hook --events 'stripe.*' --events 'github.push'
+  hookyard listen --forward-to http://localhost:3000/hook --events 'stripe.#' --events 'github.push'
   hookyard listen --forward-to http://localhost:3000/hook --secret "$WEBHOOK_SECRET"`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -156,8 +156,8 @@ HOOKYARD_* variables, then a profile of the config file
 
 ` + exitCodesHelp,
 		Example: `  export HOOKYARD_API_KEY=devkey-123
-  hookyard endpoints create --url https://example.com/hook --event-type 'stripe.*'
-  hookyard listen --forward-to http://localhost:3000/hook --events 'stripe.*'
+  hookyard endpoints create --url https://example.com/hook --event-type 'stripe.#'
+  hookyard listen --forward-to http://localhost:3000/hook --events 'stripe.#'
   hookyard tail
   hookyard tasks enqueue http --args '{"url":"https://example.com"}' --wait
   hookyard endpoints list -o json | jq -r '.endpoints[].id'`,
