@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,10 +101,12 @@ func TestStripeWebhookThroughTheWholeSuite(t *testing.T) {
 		},
 	}, http.StatusOK, &trig))
 
-	// Hop 1: Stripe → ingress, acknowledged only once durable.
+	// Hop 1: Stripe → ingress, acknowledged only once durable. The request
+	// carries a W3C trace context, which must reach the subscriber.
 	eventID := "evt_" + suite.RandHex(8)
 	body := []byte(fmt.Sprintf(`{"id":%q,"object":"event","type":"invoice.paid","data":{"object":{"id":"in_1","customer":%q}}}`, eventID, customer))
-	code, resp, err := in.PostStripe(ctx, source, stripeSecret, body)
+	traceID := suite.RandHex(16)
+	code, resp, err := in.PostStripe(ctx, source, stripeSecret, body, "traceparent", "00-"+traceID+"-"+suite.RandHex(8)+"-01")
 	must(t, err)
 	if code != http.StatusAccepted {
 		t.Fatalf("webhook: %d %s, want 202", code, resp)
@@ -168,6 +171,11 @@ func TestStripeWebhookThroughTheWholeSuite(t *testing.T) {
 	d := sub.Get(eventID)[0]
 	if d.Path != "/hooks" || string(d.Body) != string(body) {
 		t.Fatalf("delivery of %s to %s: body %s, want the webhook's bytes %s", eventID, d.Path, d.Body, body)
+	}
+	// One trace from the webhook request to the delivery request: ingress →
+	// AMQP headers → fan-out → task → outbound traceparent.
+	if tp := strings.Split(d.Header.Get("traceparent"), "-"); len(tp) != 4 || tp[1] != traceID {
+		t.Fatalf("delivery of %s carries traceparent %q, want trace id %s from the webhook request", eventID, d.Header.Get("traceparent"), traceID)
 	}
 
 	// Hop 5: the task's end reached its callback URL, signed with the

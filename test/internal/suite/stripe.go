@@ -22,14 +22,18 @@ func StripeSignature(secret string, t time.Time, body []byte) string {
 	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-// PostStripe sends body to /webhooks/<source> on ingress, signed now.
-func (v *Service) PostStripe(ctx context.Context, source, secret string, body []byte) (int, []byte, error) {
+// PostStripe sends body to /webhooks/<source> on ingress, signed now,
+// with extra headers given as name, value pairs.
+func (v *Service) PostStripe(ctx context.Context, source, secret string, body []byte, headers ...string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.URL("/webhooks/"+source), bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Stripe-Signature", StripeSignature(secret, time.Now(), body))
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	resp, err := Client.Do(req)
 	if err != nil {
 		return 0, nil, err
