@@ -54,21 +54,26 @@ return m
 // note has arrived, so whatever the outcome the schedule's entry for that
 // generation (kept in case the note was lost) goes.
 // KEYS: task, leases, qstat, sched, done channel, outbox, paused set,
-// parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs, id,
-// queue (the queue the caller took KEYS[3] and KEYS[8] from, or "").
+// parked zset, rate limits of the tenant. ARGV: gen, now, leaseMs, worker,
+// member, retentionMs, id, queue (the queue the caller took KEYS[3] and
+// KEYS[8] from, or "").
+// A task whose name is rate limited (see RateLimit) and whose start now
+// would go over the limit gets a turn of its own in the line: it becomes
+// generation gen+1, due at that turn, with rlgen marking that the turn is
+// taken, and starts then without queueing again.
 // (The unique key is named by the task's ukey field; it shares the hash
 // tag, so it lives on the same Cluster shard.)
 // Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
 // 0 stale message, -1 no such task, -2 expired (now cancelled), -3 parked
 // because its queue is paused, -4 the task is in another queue (nothing
-// changed; look the queue up and try again).
+// changed; look the queue up and try again), -5 deferred by its rate limit.
 var leaseScript = redis.NewScript(`
 if ARGV[8] ~= '' then
   local q = redis.call('HGET', KEYS[1], 'queue')
   if q and q ~= ARGV[8] then return {-4} end
 end
 redis.call('ZREM', KEYS[4], ARGV[5] .. '|' .. ARGV[1])
-local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due')
+local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due', 'name')
 if not s[1] then return {-1} end
 if s[1] ~= 'pending' or s[2] ~= ARGV[1] then return {0} end
 local now = tonumber(ARGV[2])
@@ -85,6 +90,25 @@ end
 if redis.call('SISMEMBER', KEYS[7], redis.call('HGET', KEYS[1], 'queue')) == 1 then
   redis.call('ZADD', KEYS[8], now, ARGV[5] .. '|' .. s[2])
   return {-3}
+end
+local limit = redis.call('HGET', KEYS[9], 'c:' .. s[7])
+if limit then
+  local sp = string.find(limit, ' ')
+  local period = 1000 / tonumber(string.sub(limit, 1, sp - 1))
+  local burst = tonumber(string.sub(limit, sp + 1))
+  local tat = math.max(tonumber(redis.call('HGET', KEYS[9], 't:' .. s[7]) or '0'), now)
+  local line = tonumber(redis.call('HGET', KEYS[9], 'r:' .. s[7]) or '0')
+  local earliest = tat + period - burst * period
+  if now >= earliest and (line <= now or redis.call('HGET', KEYS[1], 'rlgen') == s[2]) then
+    redis.call('HSET', KEYS[9], 't:' .. s[7], tat + period)
+  else
+    local at = math.max(line, earliest, now)
+    redis.call('HSET', KEYS[9], 'r:' .. s[7], at + period)
+    local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+    redis.call('HSET', KEYS[1], 'due', math.ceil(at), 'rlgen', gen)
+    redis.call('ZADD', KEYS[4], math.ceil(at), ARGV[5] .. '|' .. gen)
+    return {-5, math.ceil(at)}
+  end
 end
 local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)

@@ -19,6 +19,7 @@
 //	{p}:parked:<t>:<q>    zset, "tenant|id|gen" of tasks held by a paused queue
 //	{p}:outbox            zset, end time → "tenant|id|state|attempts": completion events to publish
 //	{p}:callbacks         zset, due time → "tenant|id|state|attempts|try": callbacks to deliver
+//	{p}:rl:<tenant>       hash, rate limits per task name and their state (see RateLimit)
 package store
 
 import (
@@ -486,7 +487,7 @@ func (s *Store) lease(ctx context.Context, r Ready, queue, check, worker string,
 	now := s.cfg.Now()
 	res, err := leaseScript.Run(ctx, s.rdb,
 		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox(),
-			s.paused(r.Tenant), s.parked(r.Tenant, queue)},
+			s.paused(r.Tenant), s.parked(r.Tenant, queue), s.rl(r.Tenant)},
 		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(), r.ID, check,
 	).Slice()
 	if err != nil {
