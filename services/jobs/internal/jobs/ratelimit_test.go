@@ -99,7 +99,9 @@ func TestRateLimitSharedByReplicasAndWorkers(t *testing.T) {
 			}
 		}
 	}
-	if deferrals == 0 || deferrals > 4*n {
+	// None at all is possible on a host so loaded that the tasks start
+	// slower than the limit by themselves.
+	if deferrals > 4*n {
 		t.Errorf("%d deferrals for %d tasks", deferrals, n)
 	}
 	for _, id := range free {

@@ -137,17 +137,26 @@ return {1, lease, s[4] or '0'}
 // endScript ends the attempt of lease token. outcome is ok, fail or
 // expire; expire (the reaper) applies only once the lease has run out, and
 // token may then be "*" for whatever lease is current.
-// KEYS: task, attempts, leases, qstat, sched, dead, done channel, outbox.
+// KEYS: task, attempts, leases, sched, done channel, outbox.
 // ARGV: token, now, outcome, result, error, noRetry, retryAfterMs, jitter
-// (0..1), member (tenant|id), resultTTL, deadTTL, id, maxDead, maxLog.
+// (0..1), member (tenant|id), resultTTL, deadTTL, id, maxDead, maxLog,
+// qstat key prefix, dead key prefix. The queue's qstat and dead keys are
+// the prefixes and the task's queue (read here, so an end is one round
+// trip; they share the hash tag, so they live on the task's Cluster slot).
 // The attempt log keeps the latest maxLog attempts ("retry later" adds one
 // each time, without end); the dead set drops entries past the retention
 // and beyond maxDead, oldest first.
-// Returns {1, new state} or {0, state}.
+// Returns {status, state, ended, queue, name, started}: status 1 with the
+// new state, 0 with the state that refused the outcome (ended is the state
+// the attempt was ended in when it was refused at its hard deadline), -1
+// when there is no such task.
 var endScript = redis.NewScript(`
-local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard')
-if s[1] ~= 'running' then return {0, s[1] or ''} end
-if ARGV[1] ~= '*' and s[2] ~= ARGV[1] then return {0, 'stale'} end
+local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard', 'queue', 'name')
+if not s[14] then return {-1} end
+local function reply(status, state, ended) return {status, state, ended or '', s[14], s[15] or '', s[10] or '0'} end
+if s[1] ~= 'running' then return reply(0, s[1] or '') end
+if ARGV[1] ~= '*' and s[2] ~= ARGV[1] then return reply(0, 'stale') end
+local qstat, dead = ARGV[15] .. s[14], ARGV[16] .. s[14]
 local now = tonumber(ARGV[2])
 local outcome, err = ARGV[3], ARGV[5]
 -- An outcome reported at or after the hard deadline is refused, even if
@@ -155,10 +164,10 @@ local outcome, err = ARGV[3], ARGV[5]
 local refused = false
 if outcome ~= 'expire' and now >= tonumber(s[13]) then outcome, refused = 'expire', true end
 if outcome == 'expire' then
-  if now < tonumber(s[3]) and not refused then return {0, 'running'} end
+  if now < tonumber(s[3]) and not refused then return reply(0, 'running') end
   if now >= tonumber(s[13]) then err = 'hard time limit exceeded' else err = 'lease expired: no heartbeat from the worker' end
 end
-redis.call('HINCRBY', KEYS[4], 'running', -1)
+redis.call('HINCRBY', qstat, 'running', -1)
 redis.call('ZREM', KEYS[3], ARGV[9])
 local attempt = tonumber(s[4])
 local function log(o, e)
@@ -172,10 +181,10 @@ local function finish(state, ttl)
   redis.call('HDEL', KEYS[1], 'lease', 'hard')
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PUBLISH', KEYS[7], state)
-  redis.call('ZADD', KEYS[8], now, ARGV[9] .. '|' .. state .. '|' .. attempt)
-  if refused then return {0, 'stale', state} end
-  return {1, state}
+  redis.call('PUBLISH', KEYS[5], state)
+  redis.call('ZADD', KEYS[6], now, ARGV[9] .. '|' .. state .. '|' .. attempt)
+  if refused then return reply(0, 'stale', state) end
+  return reply(1, state)
 end
 if outcome == 'ok' then
   log('succeeded', '')
@@ -194,9 +203,9 @@ local function again(delay)
   local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
   redis.call('HSET', KEYS[1], 'state', 'pending', 'due', now + delay)
   redis.call('HDEL', KEYS[1], 'lease', 'hard')
-  redis.call('ZADD', KEYS[5], now + delay, ARGV[9] .. '|' .. gen)
-  if refused then return {0, 'stale', 'pending'} end
-  return {1, 'pending'}
+  redis.call('ZADD', KEYS[4], now + delay, ARGV[9] .. '|' .. gen)
+  if refused then return reply(0, 'stale', 'pending') end
+  return reply(1, 'pending')
 end
 local after = tonumber(ARGV[7])
 if after > 0 then
@@ -208,9 +217,9 @@ if ARGV[6] ~= '1' and spent <= tonumber(s[6]) then
   local bound = math.min(tonumber(s[8]), tonumber(s[7]) * math.pow(2, spent - 1))
   return again(math.floor(bound * tonumber(ARGV[8])))
 end
-redis.call('ZADD', KEYS[6], now, ARGV[12])
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (now - tonumber(ARGV[11])))
-redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -tonumber(ARGV[13]) - 1)
+redis.call('ZADD', dead, now, ARGV[12])
+redis.call('ZREMRANGEBYSCORE', dead, '-inf', '(' .. (now - tonumber(ARGV[11])))
+redis.call('ZREMRANGEBYRANK', dead, 0, -tonumber(ARGV[13]) - 1)
 return finish('failed', ARGV[11])
 `)
 
