@@ -700,6 +700,285 @@ func (x *Queue) GetParked() int64 {
 	return 0
 }
 
+// RateLimit caps how often tasks of one name start (attempts, retries
+// included), shared by every jobs replica and worker of the tenant. It is a
+// generic cell rate: burst tasks may start at once, then one every
+// 1/per_second seconds.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task name the limit applies to, e.g. "email.send".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Starts per second, above 0 and at most 100000 (0.5 is one every 2s).
+	PerSecond float64 `protobuf:"fixed64,2,opt,name=per_second,json=perSecond,proto3" json:"per_second,omitempty"`
+	// Starts allowed at once after an idle spell; default 1, at most 10000.
+	Burst         int32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RateLimit) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RateLimit) GetPerSecond() float64 {
+	if x != nil {
+		return x.PerSecond
+	}
+	return 0
+}
+
+func (x *RateLimit) GetBurst() int32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+// SetRateLimitRequest is the request of SetRateLimit.
+type SetRateLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The limit; its name is the task name.
+	RateLimit     *RateLimit `protobuf:"bytes,1,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRateLimitRequest) Reset() {
+	*x = SetRateLimitRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRateLimitRequest) ProtoMessage() {}
+
+func (x *SetRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*SetRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetRateLimitRequest) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// ListRateLimitsRequest is the request of ListRateLimits.
+type ListRateLimitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRateLimitsRequest) Reset() {
+	*x = ListRateLimitsRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRateLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRateLimitsRequest) ProtoMessage() {}
+
+func (x *ListRateLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRateLimitsRequest.ProtoReflect.Descriptor instead.
+func (*ListRateLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{7}
+}
+
+// ListRateLimitsResponse is the response of ListRateLimits.
+type ListRateLimitsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The limits, by name.
+	RateLimits    []*RateLimit `protobuf:"bytes,1,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRateLimitsResponse) Reset() {
+	*x = ListRateLimitsResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRateLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRateLimitsResponse) ProtoMessage() {}
+
+func (x *ListRateLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRateLimitsResponse.ProtoReflect.Descriptor instead.
+func (*ListRateLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListRateLimitsResponse) GetRateLimits() []*RateLimit {
+	if x != nil {
+		return x.RateLimits
+	}
+	return nil
+}
+
+// DeleteRateLimitRequest is the request of DeleteRateLimit.
+type DeleteRateLimitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRateLimitRequest) Reset() {
+	*x = DeleteRateLimitRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRateLimitRequest) ProtoMessage() {}
+
+func (x *DeleteRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DeleteRateLimitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteRateLimitResponse is the response of DeleteRateLimit.
+type DeleteRateLimitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRateLimitResponse) Reset() {
+	*x = DeleteRateLimitResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRateLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRateLimitResponse) ProtoMessage() {}
+
+func (x *DeleteRateLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRateLimitResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRateLimitResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
+}
+
 // CreateTaskRequest is the request of CreateTask.
 type CreateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -711,7 +990,7 @@ type CreateTaskRequest struct {
 
 func (x *CreateTaskRequest) Reset() {
 	*x = CreateTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +1002,7 @@ func (x *CreateTaskRequest) String() string {
 func (*CreateTaskRequest) ProtoMessage() {}
 
 func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[5]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +1015,7 @@ func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
 func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{5}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateTaskRequest) GetTask() *Task {
@@ -757,7 +1036,7 @@ type BatchCreateTasksRequest struct {
 
 func (x *BatchCreateTasksRequest) Reset() {
 	*x = BatchCreateTasksRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +1048,7 @@ func (x *BatchCreateTasksRequest) String() string {
 func (*BatchCreateTasksRequest) ProtoMessage() {}
 
 func (x *BatchCreateTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[6]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +1061,7 @@ func (x *BatchCreateTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateTasksRequest.ProtoReflect.Descriptor instead.
 func (*BatchCreateTasksRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{6}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BatchCreateTasksRequest) GetRequests() []*CreateTaskRequest {
@@ -803,7 +1082,7 @@ type BatchCreateTasksResponse struct {
 
 func (x *BatchCreateTasksResponse) Reset() {
 	*x = BatchCreateTasksResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1094,7 @@ func (x *BatchCreateTasksResponse) String() string {
 func (*BatchCreateTasksResponse) ProtoMessage() {}
 
 func (x *BatchCreateTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[7]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1107,7 @@ func (x *BatchCreateTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateTasksResponse.ProtoReflect.Descriptor instead.
 func (*BatchCreateTasksResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{7}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BatchCreateTasksResponse) GetTasks() []*Task {
@@ -849,7 +1128,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1140,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[8]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1153,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{8}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -903,7 +1182,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1194,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[9]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1207,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{9}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListTasksRequest) GetPageSize() int32 {
@@ -979,7 +1258,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1270,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[10]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1283,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -1032,7 +1311,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1323,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1336,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -1078,7 +1357,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1369,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1382,7 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RetryTaskRequest) GetId() string {
@@ -1126,7 +1405,7 @@ type WaitTaskRequest struct {
 
 func (x *WaitTaskRequest) Reset() {
 	*x = WaitTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1417,7 @@ func (x *WaitTaskRequest) String() string {
 func (*WaitTaskRequest) ProtoMessage() {}
 
 func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1430,7 @@ func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTaskRequest.ProtoReflect.Descriptor instead.
 func (*WaitTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WaitTaskRequest) GetId() string {
@@ -1183,7 +1462,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1474,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1487,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LeaseRequest) GetQueues() []string {
@@ -1257,7 +1536,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1548,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1561,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaseResponse) GetTask() *Task {
@@ -1347,7 +1626,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1638,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1651,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HeartbeatRequest) GetTaskId() string {
@@ -1402,7 +1681,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1693,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1706,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HeartbeatResponse) GetLeaseExpireTime() *timestamppb.Timestamp {
@@ -1459,7 +1738,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1750,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1763,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CompleteTaskRequest) GetTaskId() string {
@@ -1517,7 +1796,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1808,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1821,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
 }
 
 // FailTaskRequest is the request of FailTask.
@@ -1564,7 +1843,7 @@ type FailTaskRequest struct {
 
 func (x *FailTaskRequest) Reset() {
 	*x = FailTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1855,7 @@ func (x *FailTaskRequest) String() string {
 func (*FailTaskRequest) ProtoMessage() {}
 
 func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1868,7 @@ func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskRequest.ProtoReflect.Descriptor instead.
 func (*FailTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FailTaskRequest) GetTaskId() string {
@@ -1639,7 +1918,7 @@ type FailTaskResponse struct {
 
 func (x *FailTaskResponse) Reset() {
 	*x = FailTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1930,7 @@ func (x *FailTaskResponse) String() string {
 func (*FailTaskResponse) ProtoMessage() {}
 
 func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1943,7 @@ func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskResponse.ProtoReflect.Descriptor instead.
 func (*FailTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FailTaskResponse) GetState() string {
@@ -1685,7 +1964,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +1976,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +1989,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateScheduleRequest) GetSchedule() *Schedule {
@@ -1731,7 +2010,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +2022,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +2035,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetScheduleRequest) GetId() string {
@@ -1779,7 +2058,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +2070,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2083,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListSchedulesRequest) GetPageSize() int32 {
@@ -1834,7 +2113,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2125,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2138,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -1889,7 +2168,7 @@ type UpdateScheduleRequest struct {
 
 func (x *UpdateScheduleRequest) Reset() {
 	*x = UpdateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2180,7 @@ func (x *UpdateScheduleRequest) String() string {
 func (*UpdateScheduleRequest) ProtoMessage() {}
 
 func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2193,7 @@ func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UpdateScheduleRequest) GetSchedule() *Schedule {
@@ -1942,7 +2221,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2233,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2246,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteScheduleRequest) GetId() string {
@@ -1986,7 +2265,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2277,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2290,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
 }
 
 // CreateTriggerRequest is the request of CreateTrigger.
@@ -2025,7 +2304,7 @@ type CreateTriggerRequest struct {
 
 func (x *CreateTriggerRequest) Reset() {
 	*x = CreateTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2316,7 @@ func (x *CreateTriggerRequest) String() string {
 func (*CreateTriggerRequest) ProtoMessage() {}
 
 func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2329,7 @@ func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTriggerRequest.ProtoReflect.Descriptor instead.
 func (*CreateTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateTriggerRequest) GetTrigger() *Trigger {
@@ -2071,7 +2350,7 @@ type GetTriggerRequest struct {
 
 func (x *GetTriggerRequest) Reset() {
 	*x = GetTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2362,7 @@ func (x *GetTriggerRequest) String() string {
 func (*GetTriggerRequest) ProtoMessage() {}
 
 func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2375,7 @@ func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTriggerRequest.ProtoReflect.Descriptor instead.
 func (*GetTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetTriggerRequest) GetId() string {
@@ -2115,7 +2394,7 @@ type ListTriggersRequest struct {
 
 func (x *ListTriggersRequest) Reset() {
 	*x = ListTriggersRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2406,7 @@ func (x *ListTriggersRequest) String() string {
 func (*ListTriggersRequest) ProtoMessage() {}
 
 func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2419,7 @@ func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTriggersRequest.ProtoReflect.Descriptor instead.
 func (*ListTriggersRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{37}
 }
 
 // ListTriggersResponse is the response of ListTriggers.
@@ -2154,7 +2433,7 @@ type ListTriggersResponse struct {
 
 func (x *ListTriggersResponse) Reset() {
 	*x = ListTriggersResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2445,7 @@ func (x *ListTriggersResponse) String() string {
 func (*ListTriggersResponse) ProtoMessage() {}
 
 func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2458,7 @@ func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTriggersResponse.ProtoReflect.Descriptor instead.
 func (*ListTriggersResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListTriggersResponse) GetTriggers() []*Trigger {
@@ -2200,7 +2479,7 @@ type DeleteTriggerRequest struct {
 
 func (x *DeleteTriggerRequest) Reset() {
 	*x = DeleteTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2491,7 @@ func (x *DeleteTriggerRequest) String() string {
 func (*DeleteTriggerRequest) ProtoMessage() {}
 
 func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2504,7 @@ func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeleteTriggerRequest) GetId() string {
@@ -2244,7 +2523,7 @@ type DeleteTriggerResponse struct {
 
 func (x *DeleteTriggerResponse) Reset() {
 	*x = DeleteTriggerResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2535,7 @@ func (x *DeleteTriggerResponse) String() string {
 func (*DeleteTriggerResponse) ProtoMessage() {}
 
 func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2548,7 @@ func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{40}
 }
 
 // ListQueuesRequest is the request of ListQueues.
@@ -2281,7 +2560,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2572,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2585,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{41}
 }
 
 // PauseQueueRequest is the request of PauseQueue.
@@ -2320,7 +2599,7 @@ type PauseQueueRequest struct {
 
 func (x *PauseQueueRequest) Reset() {
 	*x = PauseQueueRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2611,7 @@ func (x *PauseQueueRequest) String() string {
 func (*PauseQueueRequest) ProtoMessage() {}
 
 func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2624,7 @@ func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseQueueRequest.ProtoReflect.Descriptor instead.
 func (*PauseQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PauseQueueRequest) GetName() string {
@@ -2366,7 +2645,7 @@ type ResumeQueueRequest struct {
 
 func (x *ResumeQueueRequest) Reset() {
 	*x = ResumeQueueRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2657,7 @@ func (x *ResumeQueueRequest) String() string {
 func (*ResumeQueueRequest) ProtoMessage() {}
 
 func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2670,7 @@ func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeQueueRequest.ProtoReflect.Descriptor instead.
 func (*ResumeQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{37}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ResumeQueueRequest) GetName() string {
@@ -2412,7 +2691,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2703,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2716,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{38}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -2524,7 +2803,22 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\arunning\x18\x03 \x01(\x03R\arunning\x12\x12\n" +
 	"\x04dead\x18\x04 \x01(\x03R\x04dead\x12\x16\n" +
 	"\x06paused\x18\x05 \x01(\bR\x06paused\x12\x16\n" +
-	"\x06parked\x18\x06 \x01(\x03R\x06parked\"?\n" +
+	"\x06parked\x18\x06 \x01(\x03R\x06parked\"T\n" +
+	"\tRateLimit\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"per_second\x18\x02 \x01(\x01R\tperSecond\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\x05R\x05burst\"Q\n" +
+	"\x13SetRateLimitRequest\x12:\n" +
+	"\n" +
+	"rate_limit\x18\x01 \x01(\v2\x1b.hookyard.jobs.v1.RateLimitR\trateLimit\"\x17\n" +
+	"\x15ListRateLimitsRequest\"V\n" +
+	"\x16ListRateLimitsResponse\x12<\n" +
+	"\vrate_limits\x18\x01 \x03(\v2\x1b.hookyard.jobs.v1.RateLimitR\n" +
+	"rateLimits\",\n" +
+	"\x16DeleteRateLimitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
+	"\x17DeleteRateLimitResponse\"?\n" +
 	"\x11CreateTaskRequest\x12*\n" +
 	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\"Z\n" +
 	"\x17BatchCreateTasksRequest\x12?\n" +
@@ -2647,13 +2941,16 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\n" +
 	"GetTrigger\x12#.hookyard.jobs.v1.GetTriggerRequest\x1a\x19.hookyard.jobs.v1.Trigger\x12]\n" +
 	"\fListTriggers\x12%.hookyard.jobs.v1.ListTriggersRequest\x1a&.hookyard.jobs.v1.ListTriggersResponse\x12`\n" +
-	"\rDeleteTrigger\x12&.hookyard.jobs.v1.DeleteTriggerRequest\x1a'.hookyard.jobs.v1.DeleteTriggerResponse2\x81\x02\n" +
+	"\rDeleteTrigger\x12&.hookyard.jobs.v1.DeleteTriggerRequest\x1a'.hookyard.jobs.v1.DeleteTriggerResponse2\xa2\x04\n" +
 	"\fQueueService\x12W\n" +
 	"\n" +
 	"ListQueues\x12#.hookyard.jobs.v1.ListQueuesRequest\x1a$.hookyard.jobs.v1.ListQueuesResponse\x12J\n" +
 	"\n" +
 	"PauseQueue\x12#.hookyard.jobs.v1.PauseQueueRequest\x1a\x17.hookyard.jobs.v1.Queue\x12L\n" +
-	"\vResumeQueue\x12$.hookyard.jobs.v1.ResumeQueueRequest\x1a\x17.hookyard.jobs.v1.QueueB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
+	"\vResumeQueue\x12$.hookyard.jobs.v1.ResumeQueueRequest\x1a\x17.hookyard.jobs.v1.Queue\x12R\n" +
+	"\fSetRateLimit\x12%.hookyard.jobs.v1.SetRateLimitRequest\x1a\x1b.hookyard.jobs.v1.RateLimit\x12c\n" +
+	"\x0eListRateLimits\x12'.hookyard.jobs.v1.ListRateLimitsRequest\x1a(.hookyard.jobs.v1.ListRateLimitsResponse\x12f\n" +
+	"\x0fDeleteRateLimit\x12(.hookyard.jobs.v1.DeleteRateLimitRequest\x1a).hookyard.jobs.v1.DeleteRateLimitResponseB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
 
 var (
 	file_hookyard_jobs_v1_jobs_proto_rawDescOnce sync.Once
@@ -2667,147 +2964,161 @@ func file_hookyard_jobs_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescData
 }
 
-var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*Task)(nil),                     // 0: hookyard.jobs.v1.Task
 	(*Attempt)(nil),                  // 1: hookyard.jobs.v1.Attempt
 	(*Schedule)(nil),                 // 2: hookyard.jobs.v1.Schedule
 	(*Trigger)(nil),                  // 3: hookyard.jobs.v1.Trigger
 	(*Queue)(nil),                    // 4: hookyard.jobs.v1.Queue
-	(*CreateTaskRequest)(nil),        // 5: hookyard.jobs.v1.CreateTaskRequest
-	(*BatchCreateTasksRequest)(nil),  // 6: hookyard.jobs.v1.BatchCreateTasksRequest
-	(*BatchCreateTasksResponse)(nil), // 7: hookyard.jobs.v1.BatchCreateTasksResponse
-	(*GetTaskRequest)(nil),           // 8: hookyard.jobs.v1.GetTaskRequest
-	(*ListTasksRequest)(nil),         // 9: hookyard.jobs.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),        // 10: hookyard.jobs.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),        // 11: hookyard.jobs.v1.CancelTaskRequest
-	(*RetryTaskRequest)(nil),         // 12: hookyard.jobs.v1.RetryTaskRequest
-	(*WaitTaskRequest)(nil),          // 13: hookyard.jobs.v1.WaitTaskRequest
-	(*LeaseRequest)(nil),             // 14: hookyard.jobs.v1.LeaseRequest
-	(*LeaseResponse)(nil),            // 15: hookyard.jobs.v1.LeaseResponse
-	(*HeartbeatRequest)(nil),         // 16: hookyard.jobs.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 17: hookyard.jobs.v1.HeartbeatResponse
-	(*CompleteTaskRequest)(nil),      // 18: hookyard.jobs.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),     // 19: hookyard.jobs.v1.CompleteTaskResponse
-	(*FailTaskRequest)(nil),          // 20: hookyard.jobs.v1.FailTaskRequest
-	(*FailTaskResponse)(nil),         // 21: hookyard.jobs.v1.FailTaskResponse
-	(*CreateScheduleRequest)(nil),    // 22: hookyard.jobs.v1.CreateScheduleRequest
-	(*GetScheduleRequest)(nil),       // 23: hookyard.jobs.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),     // 24: hookyard.jobs.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),    // 25: hookyard.jobs.v1.ListSchedulesResponse
-	(*UpdateScheduleRequest)(nil),    // 26: hookyard.jobs.v1.UpdateScheduleRequest
-	(*DeleteScheduleRequest)(nil),    // 27: hookyard.jobs.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil),   // 28: hookyard.jobs.v1.DeleteScheduleResponse
-	(*CreateTriggerRequest)(nil),     // 29: hookyard.jobs.v1.CreateTriggerRequest
-	(*GetTriggerRequest)(nil),        // 30: hookyard.jobs.v1.GetTriggerRequest
-	(*ListTriggersRequest)(nil),      // 31: hookyard.jobs.v1.ListTriggersRequest
-	(*ListTriggersResponse)(nil),     // 32: hookyard.jobs.v1.ListTriggersResponse
-	(*DeleteTriggerRequest)(nil),     // 33: hookyard.jobs.v1.DeleteTriggerRequest
-	(*DeleteTriggerResponse)(nil),    // 34: hookyard.jobs.v1.DeleteTriggerResponse
-	(*ListQueuesRequest)(nil),        // 35: hookyard.jobs.v1.ListQueuesRequest
-	(*PauseQueueRequest)(nil),        // 36: hookyard.jobs.v1.PauseQueueRequest
-	(*ResumeQueueRequest)(nil),       // 37: hookyard.jobs.v1.ResumeQueueRequest
-	(*ListQueuesResponse)(nil),       // 38: hookyard.jobs.v1.ListQueuesResponse
-	nil,                              // 39: hookyard.jobs.v1.Trigger.ArgsFromEntry
-	(*structpb.Value)(nil),           // 40: google.protobuf.Value
-	(*durationpb.Duration)(nil),      // 41: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 42: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),    // 43: google.protobuf.FieldMask
+	(*RateLimit)(nil),                // 5: hookyard.jobs.v1.RateLimit
+	(*SetRateLimitRequest)(nil),      // 6: hookyard.jobs.v1.SetRateLimitRequest
+	(*ListRateLimitsRequest)(nil),    // 7: hookyard.jobs.v1.ListRateLimitsRequest
+	(*ListRateLimitsResponse)(nil),   // 8: hookyard.jobs.v1.ListRateLimitsResponse
+	(*DeleteRateLimitRequest)(nil),   // 9: hookyard.jobs.v1.DeleteRateLimitRequest
+	(*DeleteRateLimitResponse)(nil),  // 10: hookyard.jobs.v1.DeleteRateLimitResponse
+	(*CreateTaskRequest)(nil),        // 11: hookyard.jobs.v1.CreateTaskRequest
+	(*BatchCreateTasksRequest)(nil),  // 12: hookyard.jobs.v1.BatchCreateTasksRequest
+	(*BatchCreateTasksResponse)(nil), // 13: hookyard.jobs.v1.BatchCreateTasksResponse
+	(*GetTaskRequest)(nil),           // 14: hookyard.jobs.v1.GetTaskRequest
+	(*ListTasksRequest)(nil),         // 15: hookyard.jobs.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 16: hookyard.jobs.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 17: hookyard.jobs.v1.CancelTaskRequest
+	(*RetryTaskRequest)(nil),         // 18: hookyard.jobs.v1.RetryTaskRequest
+	(*WaitTaskRequest)(nil),          // 19: hookyard.jobs.v1.WaitTaskRequest
+	(*LeaseRequest)(nil),             // 20: hookyard.jobs.v1.LeaseRequest
+	(*LeaseResponse)(nil),            // 21: hookyard.jobs.v1.LeaseResponse
+	(*HeartbeatRequest)(nil),         // 22: hookyard.jobs.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 23: hookyard.jobs.v1.HeartbeatResponse
+	(*CompleteTaskRequest)(nil),      // 24: hookyard.jobs.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),     // 25: hookyard.jobs.v1.CompleteTaskResponse
+	(*FailTaskRequest)(nil),          // 26: hookyard.jobs.v1.FailTaskRequest
+	(*FailTaskResponse)(nil),         // 27: hookyard.jobs.v1.FailTaskResponse
+	(*CreateScheduleRequest)(nil),    // 28: hookyard.jobs.v1.CreateScheduleRequest
+	(*GetScheduleRequest)(nil),       // 29: hookyard.jobs.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),     // 30: hookyard.jobs.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 31: hookyard.jobs.v1.ListSchedulesResponse
+	(*UpdateScheduleRequest)(nil),    // 32: hookyard.jobs.v1.UpdateScheduleRequest
+	(*DeleteScheduleRequest)(nil),    // 33: hookyard.jobs.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 34: hookyard.jobs.v1.DeleteScheduleResponse
+	(*CreateTriggerRequest)(nil),     // 35: hookyard.jobs.v1.CreateTriggerRequest
+	(*GetTriggerRequest)(nil),        // 36: hookyard.jobs.v1.GetTriggerRequest
+	(*ListTriggersRequest)(nil),      // 37: hookyard.jobs.v1.ListTriggersRequest
+	(*ListTriggersResponse)(nil),     // 38: hookyard.jobs.v1.ListTriggersResponse
+	(*DeleteTriggerRequest)(nil),     // 39: hookyard.jobs.v1.DeleteTriggerRequest
+	(*DeleteTriggerResponse)(nil),    // 40: hookyard.jobs.v1.DeleteTriggerResponse
+	(*ListQueuesRequest)(nil),        // 41: hookyard.jobs.v1.ListQueuesRequest
+	(*PauseQueueRequest)(nil),        // 42: hookyard.jobs.v1.PauseQueueRequest
+	(*ResumeQueueRequest)(nil),       // 43: hookyard.jobs.v1.ResumeQueueRequest
+	(*ListQueuesResponse)(nil),       // 44: hookyard.jobs.v1.ListQueuesResponse
+	nil,                              // 45: hookyard.jobs.v1.Trigger.ArgsFromEntry
+	(*structpb.Value)(nil),           // 46: google.protobuf.Value
+	(*durationpb.Duration)(nil),      // 47: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 49: google.protobuf.FieldMask
 }
 var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
-	40, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
-	41, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
-	41, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
-	42, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
-	40, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
-	42, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	42, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	41, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
-	42, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
-	41, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
-	41, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
+	46, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
+	47, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
+	47, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
+	48, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
+	46, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
+	48, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	48, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	47, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
+	48, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	47, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
+	47, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
 	1,  // 11: hookyard.jobs.v1.Task.attempt_log:type_name -> hookyard.jobs.v1.Attempt
-	42, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	41, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
-	42, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	42, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	48, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	47, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
+	48, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	48, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 16: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
-	42, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	41, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
-	42, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
+	48, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	47, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
+	48, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
 	0,  // 20: hookyard.jobs.v1.Trigger.task:type_name -> hookyard.jobs.v1.Task
-	39, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
-	42, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 23: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
-	5,  // 24: hookyard.jobs.v1.BatchCreateTasksRequest.requests:type_name -> hookyard.jobs.v1.CreateTaskRequest
-	0,  // 25: hookyard.jobs.v1.BatchCreateTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	0,  // 26: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	41, // 27: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
-	0,  // 28: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
-	42, // 29: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	41, // 30: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	42, // 31: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
-	42, // 32: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	40, // 33: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
-	41, // 34: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
-	2,  // 35: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 36: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 37: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	43, // 38: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 39: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
-	3,  // 40: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
-	4,  // 41: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
-	5,  // 42: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
-	6,  // 43: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
-	8,  // 44: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
-	9,  // 45: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
-	11, // 46: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
-	12, // 47: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
-	13, // 48: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
-	14, // 49: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
-	16, // 50: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
-	18, // 51: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
-	20, // 52: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
-	22, // 53: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
-	23, // 54: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
-	24, // 55: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
-	26, // 56: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
-	27, // 57: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
-	29, // 58: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
-	30, // 59: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
-	31, // 60: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
-	33, // 61: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
-	35, // 62: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
-	36, // 63: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
-	37, // 64: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
-	0,  // 65: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
-	7,  // 66: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
-	0,  // 67: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
-	10, // 68: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
-	0,  // 69: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 70: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 71: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
-	15, // 72: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
-	17, // 73: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
-	19, // 74: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
-	21, // 75: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
-	2,  // 76: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	2,  // 77: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
-	25, // 78: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
-	2,  // 79: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	28, // 80: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
-	3,  // 81: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
-	3,  // 82: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
-	32, // 83: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
-	34, // 84: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
-	38, // 85: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
-	4,  // 86: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
-	4,  // 87: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
-	65, // [65:88] is the sub-list for method output_type
-	42, // [42:65] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	45, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
+	48, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 23: hookyard.jobs.v1.SetRateLimitRequest.rate_limit:type_name -> hookyard.jobs.v1.RateLimit
+	5,  // 24: hookyard.jobs.v1.ListRateLimitsResponse.rate_limits:type_name -> hookyard.jobs.v1.RateLimit
+	0,  // 25: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
+	11, // 26: hookyard.jobs.v1.BatchCreateTasksRequest.requests:type_name -> hookyard.jobs.v1.CreateTaskRequest
+	0,  // 27: hookyard.jobs.v1.BatchCreateTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
+	0,  // 28: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
+	47, // 29: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	0,  // 30: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
+	48, // 31: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	47, // 32: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	48, // 33: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
+	48, // 34: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	46, // 35: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
+	47, // 36: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
+	2,  // 37: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 38: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 39: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	49, // 40: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 41: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
+	3,  // 42: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
+	4,  // 43: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
+	11, // 44: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
+	12, // 45: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
+	14, // 46: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
+	15, // 47: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
+	17, // 48: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
+	18, // 49: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
+	19, // 50: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
+	20, // 51: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
+	22, // 52: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
+	24, // 53: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
+	26, // 54: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
+	28, // 55: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
+	29, // 56: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
+	30, // 57: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
+	32, // 58: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
+	33, // 59: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
+	35, // 60: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
+	36, // 61: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
+	37, // 62: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
+	39, // 63: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
+	41, // 64: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
+	42, // 65: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
+	43, // 66: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
+	6,  // 67: hookyard.jobs.v1.QueueService.SetRateLimit:input_type -> hookyard.jobs.v1.SetRateLimitRequest
+	7,  // 68: hookyard.jobs.v1.QueueService.ListRateLimits:input_type -> hookyard.jobs.v1.ListRateLimitsRequest
+	9,  // 69: hookyard.jobs.v1.QueueService.DeleteRateLimit:input_type -> hookyard.jobs.v1.DeleteRateLimitRequest
+	0,  // 70: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
+	13, // 71: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
+	0,  // 72: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
+	16, // 73: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
+	0,  // 74: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 75: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 76: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
+	21, // 77: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
+	23, // 78: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
+	25, // 79: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
+	27, // 80: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
+	2,  // 81: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	2,  // 82: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
+	31, // 83: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
+	2,  // 84: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	34, // 85: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
+	3,  // 86: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
+	3,  // 87: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
+	38, // 88: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
+	40, // 89: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
+	44, // 90: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
+	4,  // 91: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
+	4,  // 92: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
+	5,  // 93: hookyard.jobs.v1.QueueService.SetRateLimit:output_type -> hookyard.jobs.v1.RateLimit
+	8,  // 94: hookyard.jobs.v1.QueueService.ListRateLimits:output_type -> hookyard.jobs.v1.ListRateLimitsResponse
+	10, // 95: hookyard.jobs.v1.QueueService.DeleteRateLimit:output_type -> hookyard.jobs.v1.DeleteRateLimitResponse
+	70, // [70:96] is the sub-list for method output_type
+	44, // [44:70] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_jobs_v1_jobs_proto_init() }
@@ -2821,7 +3132,7 @@ func file_hookyard_jobs_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_jobs_v1_jobs_proto_rawDesc), len(file_hookyard_jobs_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

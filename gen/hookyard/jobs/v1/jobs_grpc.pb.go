@@ -1115,9 +1115,12 @@ var TriggerService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	QueueService_ListQueues_FullMethodName  = "/hookyard.jobs.v1.QueueService/ListQueues"
-	QueueService_PauseQueue_FullMethodName  = "/hookyard.jobs.v1.QueueService/PauseQueue"
-	QueueService_ResumeQueue_FullMethodName = "/hookyard.jobs.v1.QueueService/ResumeQueue"
+	QueueService_ListQueues_FullMethodName      = "/hookyard.jobs.v1.QueueService/ListQueues"
+	QueueService_PauseQueue_FullMethodName      = "/hookyard.jobs.v1.QueueService/PauseQueue"
+	QueueService_ResumeQueue_FullMethodName     = "/hookyard.jobs.v1.QueueService/ResumeQueue"
+	QueueService_SetRateLimit_FullMethodName    = "/hookyard.jobs.v1.QueueService/SetRateLimit"
+	QueueService_ListRateLimits_FullMethodName  = "/hookyard.jobs.v1.QueueService/ListRateLimits"
+	QueueService_DeleteRateLimit_FullMethodName = "/hookyard.jobs.v1.QueueService/DeleteRateLimit"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -1133,6 +1136,15 @@ type QueueServiceClient interface {
 	PauseQueue(ctx context.Context, in *PauseQueueRequest, opts ...grpc.CallOption) (*Queue, error)
 	// Resumes a paused queue; its parked tasks become due at once.
 	ResumeQueue(ctx context.Context, in *ResumeQueueRequest, opts ...grpc.CallOption) (*Queue, error)
+	// Sets how often tasks of one name may start, across every replica and
+	// worker (created or replaced). A task over the limit stays pending and
+	// is deferred to its turn without spending an attempt.
+	SetRateLimit(ctx context.Context, in *SetRateLimitRequest, opts ...grpc.CallOption) (*RateLimit, error)
+	// Lists the tenant's rate limits.
+	ListRateLimits(ctx context.Context, in *ListRateLimitsRequest, opts ...grpc.CallOption) (*ListRateLimitsResponse, error)
+	// Removes the rate limit of a task name; tasks already deferred keep
+	// their turn.
+	DeleteRateLimit(ctx context.Context, in *DeleteRateLimitRequest, opts ...grpc.CallOption) (*DeleteRateLimitResponse, error)
 }
 
 type queueServiceClient struct {
@@ -1173,6 +1185,36 @@ func (c *queueServiceClient) ResumeQueue(ctx context.Context, in *ResumeQueueReq
 	return out, nil
 }
 
+func (c *queueServiceClient) SetRateLimit(ctx context.Context, in *SetRateLimitRequest, opts ...grpc.CallOption) (*RateLimit, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RateLimit)
+	err := c.cc.Invoke(ctx, QueueService_SetRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ListRateLimits(ctx context.Context, in *ListRateLimitsRequest, opts ...grpc.CallOption) (*ListRateLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRateLimitsResponse)
+	err := c.cc.Invoke(ctx, QueueService_ListRateLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) DeleteRateLimit(ctx context.Context, in *DeleteRateLimitRequest, opts ...grpc.CallOption) (*DeleteRateLimitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteRateLimitResponse)
+	err := c.cc.Invoke(ctx, QueueService_DeleteRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -1186,6 +1228,15 @@ type QueueServiceServer interface {
 	PauseQueue(context.Context, *PauseQueueRequest) (*Queue, error)
 	// Resumes a paused queue; its parked tasks become due at once.
 	ResumeQueue(context.Context, *ResumeQueueRequest) (*Queue, error)
+	// Sets how often tasks of one name may start, across every replica and
+	// worker (created or replaced). A task over the limit stays pending and
+	// is deferred to its turn without spending an attempt.
+	SetRateLimit(context.Context, *SetRateLimitRequest) (*RateLimit, error)
+	// Lists the tenant's rate limits.
+	ListRateLimits(context.Context, *ListRateLimitsRequest) (*ListRateLimitsResponse, error)
+	// Removes the rate limit of a task name; tasks already deferred keep
+	// their turn.
+	DeleteRateLimit(context.Context, *DeleteRateLimitRequest) (*DeleteRateLimitResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -1204,6 +1255,15 @@ func (UnimplementedQueueServiceServer) PauseQueue(context.Context, *PauseQueueRe
 }
 func (UnimplementedQueueServiceServer) ResumeQueue(context.Context, *ResumeQueueRequest) (*Queue, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResumeQueue not implemented")
+}
+func (UnimplementedQueueServiceServer) SetRateLimit(context.Context, *SetRateLimitRequest) (*RateLimit, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRateLimit not implemented")
+}
+func (UnimplementedQueueServiceServer) ListRateLimits(context.Context, *ListRateLimitsRequest) (*ListRateLimitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRateLimits not implemented")
+}
+func (UnimplementedQueueServiceServer) DeleteRateLimit(context.Context, *DeleteRateLimitRequest) (*DeleteRateLimitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteRateLimit not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1280,6 +1340,60 @@ func _QueueService_ResumeQueue_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_SetRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).SetRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_SetRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).SetRateLimit(ctx, req.(*SetRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ListRateLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRateLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ListRateLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ListRateLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ListRateLimits(ctx, req.(*ListRateLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_DeleteRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).DeleteRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_DeleteRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).DeleteRateLimit(ctx, req.(*DeleteRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1298,6 +1412,18 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResumeQueue",
 			Handler:    _QueueService_ResumeQueue_Handler,
+		},
+		{
+			MethodName: "SetRateLimit",
+			Handler:    _QueueService_SetRateLimit_Handler,
+		},
+		{
+			MethodName: "ListRateLimits",
+			Handler:    _QueueService_ListRateLimits_Handler,
+		},
+		{
+			MethodName: "DeleteRateLimit",
+			Handler:    _QueueService_DeleteRateLimit_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

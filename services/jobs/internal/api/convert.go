@@ -254,7 +254,7 @@ func grpcErr(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, store.ErrState):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, store.ErrTooManyQueues), errors.Is(err, store.ErrTooManyWaiters):
+	case errors.Is(err, store.ErrTooManyQueues), errors.Is(err, store.ErrTooManyWaiters), errors.Is(err, store.ErrTooManyRateLimits):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	var u *store.UniqueError

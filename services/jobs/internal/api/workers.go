@@ -15,6 +15,7 @@ import (
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/services/jobs/internal/bus"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
@@ -291,7 +292,10 @@ func (l *leaser) take(ctx context.Context, n note) error {
 	ttl := 2 * l.HeartbeatInterval
 	lease, ok, err := l.Store.LeaseIn(ctx, r, n.queue, l.worker, ttl)
 	if err != nil {
-		_ = d.Nack(false, true)
+		if !bus.Requeue(d) {
+			l.Log.Error("note dead-lettered after repeated lease errors; the task's schedule entry publishes it again later",
+				"task_id", r.ID, "tries", bus.LeaseTries, "err", err)
+		}
 		return err
 	}
 	if err := d.Ack(false); err != nil {

@@ -26,6 +26,26 @@ const HTTPTask = "http"
 // consumer.
 const DeliveryLimit = 1000
 
+// LeaseTries is how many deliveries a note gets whose lease fails with an
+// error (Redis unreachable, a task hash it cannot read) before it is
+// dead-lettered instead of requeued. Dropping a note loses nothing: the
+// task's schedule entry publishes a new one after store.NoteTimeout.
+const LeaseTries = 5
+
+// Requeue hands back a note whose lease failed: to its queue for another
+// try, or to the queue's dead letters once it has had LeaseTries
+// deliveries, so a persistent error does not loop. It reports whether the
+// note was requeued.
+func Requeue(d amqp.Delivery) bool {
+	n, _ := d.Headers["x-delivery-count"].(int64) // set by quorum queues on redeliveries
+	if n+1 >= LeaseTries {
+		_ = d.Nack(false, false)
+		return false
+	}
+	_ = d.Nack(false, true)
+	return true
+}
+
 // Bus publishes notes and names the queues.
 type Bus struct {
 	conn   *rabbit.Conn

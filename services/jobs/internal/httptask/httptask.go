@@ -22,6 +22,7 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/platform/trace"
+	"github.com/hookyard/hookyard/services/jobs/internal/bus"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
@@ -131,7 +132,10 @@ func (r *Runner) handle(ctx context.Context, d amqp.Delivery) {
 	if err != nil {
 		r.Log.Warn("lease", "task_id", ready.ID, "err", err)
 		time.Sleep(time.Second)
-		_ = d.Nack(false, true)
+		if !bus.Requeue(d) {
+			r.Log.Error("note dead-lettered after repeated lease errors; the task's schedule entry publishes it again later",
+				"task_id", ready.ID, "tries", bus.LeaseTries, "err", err)
+		}
 		return
 	}
 	_ = d.Ack(false)

@@ -65,14 +65,14 @@ func (b *leaseBarrier) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// isLease spots the lease script: eight keys, the second the lease set.
+// isLease spots the lease script: nine keys, the second the lease set.
 func isLease(cmd redis.Cmder) bool {
 	a := cmd.Args()
 	if len(a) < 5 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
 		return false
 	}
 	k, _ := a[4].(string)
-	return fmt.Sprint(a[2]) == "8" && strings.HasSuffix(k, ":leases")
+	return fmt.Sprint(a[2]) == "9" && strings.HasSuffix(k, ":leases")
 }
 
 // A worker with n free slots leases n waiting tasks at once, not one

@@ -70,3 +70,26 @@ func TestWaitSharesSubscriptionAndIsCapped(t *testing.T) {
 		t.Fatalf("wait after the others returned: %v %v", got, err)
 	}
 }
+
+// Waiting on another tenant's task answers NotFound at once (not after
+// the timeout), on gRPC and REST, and tells nothing of the task.
+func TestWaitOnAnotherTenantsTaskIsNotFoundAtOnce(t *testing.T) {
+	t.Parallel()
+	e := jobstest.Start(t, jobstest.Options{})
+	r := e.Replicas[0]
+	task, err := r.Tasks.CreateTask(e.Acme.Ctx(context.Background()), &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Name: "nobody.runs.this"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A deadline shorter than the wait's timeout: a call that waits
+	// ends with DEADLINE_EXCEEDED instead of NOT_FOUND.
+	ctx, cancel := context.WithTimeout(e.Other.Ctx(context.Background()), 20*time.Second)
+	defer cancel()
+	_, err = r.Tasks.WaitTask(ctx, &jobsv1.WaitTaskRequest{Id: task.Id, Timeout: durationpb.New(5 * time.Minute)})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("wait on another tenant's task: %v", err)
+	}
+	if code, body := e.REST(t, e.Other, "GET", "/v1/tasks/"+task.Id+":wait?timeout=300s", ""); code != 404 {
+		t.Fatalf("REST wait on another tenant's task: %d %v", code, body)
+	}
+}

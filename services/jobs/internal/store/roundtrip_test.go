@@ -117,3 +117,52 @@ func TestLeaseInWrongQueueFallsBack(t *testing.T) {
 		t.Fatal("a duplicate note leased an ended task")
 	}
 }
+
+// Ending an attempt (complete, fail, expire) costs one Redis round trip:
+// like the lease, it is on every task's path.
+func TestEndIsOneRoundTrip(t *testing.T) {
+	rt := &roundTrips{}
+	s, _ := newStoreHooked(t, store.Config{}, rt)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond, MaxRetries: 1}
+	var leases []*store.Lease
+	for _, id := range []string{"warm", "t1", "t2"} {
+		if _, err := s.Enqueue(ctx, "acme", id, spec); err != nil {
+			t.Fatal(err)
+		}
+		l, ok, err := s.LeaseIn(ctx, store.Ready{Tenant: "acme", ID: id, Gen: 1}, "q", "w", time.Second)
+		if err != nil || !ok {
+			t.Fatalf("lease %s: %v %v", id, ok, err)
+		}
+		leases = append(leases, l)
+	}
+	// The first run loads the script.
+	if _, err := s.End(ctx, "acme", "warm", leases[0].Token, store.Outcome{Result: []byte(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	rt.reset()
+	st, err := s.End(ctx, "acme", "t1", leases[1].Token, store.Outcome{Result: []byte(`1`)})
+	if err != nil || st != store.Succeeded {
+		t.Fatalf("end: %v %v", st, err)
+	}
+	if n, cmds := rt.reset(); n != 1 {
+		t.Fatalf("end took %d round trips %v, want 1", n, cmds)
+	}
+	st, err = s.End(ctx, "acme", "t2", leases[2].Token, store.Outcome{Err: "boom"})
+	if err != nil || st != store.Pending {
+		t.Fatalf("fail: %v %v", st, err)
+	}
+	if n, cmds := rt.reset(); n != 1 {
+		t.Fatalf("fail took %d round trips %v, want 1", n, cmds)
+	}
+	if _, err := s.End(ctx, "acme", "t1", leases[1].Token, store.Outcome{Result: []byte(`2`)}); err != store.ErrLeaseLost {
+		t.Fatalf("a second end: %v", err)
+	}
+	if _, err := s.End(ctx, "acme", "nope", 1, store.Outcome{}); err != store.ErrNotFound {
+		t.Fatalf("end of a missing task: %v", err)
+	}
+	qs, err := s.Queues(ctx, "acme")
+	if err != nil || len(qs) != 1 || qs[0].Running != 0 {
+		t.Fatalf("queues after the ends: %+v %v", qs, err)
+	}
+}

@@ -54,21 +54,26 @@ return m
 // note has arrived, so whatever the outcome the schedule's entry for that
 // generation (kept in case the note was lost) goes.
 // KEYS: task, leases, qstat, sched, done channel, outbox, paused set,
-// parked zset. ARGV: gen, now, leaseMs, worker, member, retentionMs, id,
-// queue (the queue the caller took KEYS[3] and KEYS[8] from, or "").
+// parked zset, rate limits of the tenant. ARGV: gen, now, leaseMs, worker,
+// member, retentionMs, id, queue (the queue the caller took KEYS[3] and
+// KEYS[8] from, or "").
+// A task whose name is rate limited (see RateLimit) and whose start now
+// would go over the limit gets a turn of its own in the line: it becomes
+// generation gen+1, due at that turn, with rlgen marking that the turn is
+// taken, and starts then without queueing again.
 // (The unique key is named by the task's ukey field; it shares the hash
 // tag, so it lives on the same Cluster shard.)
 // Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
 // 0 stale message, -1 no such task, -2 expired (now cancelled), -3 parked
 // because its queue is paused, -4 the task is in another queue (nothing
-// changed; look the queue up and try again).
+// changed; look the queue up and try again), -5 deferred by its rate limit.
 var leaseScript = redis.NewScript(`
 if ARGV[8] ~= '' then
   local q = redis.call('HGET', KEYS[1], 'queue')
   if q and q ~= ARGV[8] then return {-4} end
 end
 redis.call('ZREM', KEYS[4], ARGV[5] .. '|' .. ARGV[1])
-local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due')
+local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due', 'name')
 if not s[1] then return {-1} end
 if s[1] ~= 'pending' or s[2] ~= ARGV[1] then return {0} end
 local now = tonumber(ARGV[2])
@@ -85,6 +90,25 @@ end
 if redis.call('SISMEMBER', KEYS[7], redis.call('HGET', KEYS[1], 'queue')) == 1 then
   redis.call('ZADD', KEYS[8], now, ARGV[5] .. '|' .. s[2])
   return {-3}
+end
+local limit = redis.call('HGET', KEYS[9], 'c:' .. s[7])
+if limit then
+  local sp = string.find(limit, ' ')
+  local period = 1000 / tonumber(string.sub(limit, 1, sp - 1))
+  local burst = tonumber(string.sub(limit, sp + 1))
+  local tat = math.max(tonumber(redis.call('HGET', KEYS[9], 't:' .. s[7]) or '0'), now)
+  local line = tonumber(redis.call('HGET', KEYS[9], 'r:' .. s[7]) or '0')
+  local earliest = tat + period - burst * period
+  if now >= earliest and (line <= now or redis.call('HGET', KEYS[1], 'rlgen') == s[2]) then
+    redis.call('HSET', KEYS[9], 't:' .. s[7], tat + period)
+  else
+    local at = math.max(line, earliest, now)
+    redis.call('HSET', KEYS[9], 'r:' .. s[7], at + period)
+    local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+    redis.call('HSET', KEYS[1], 'due', math.ceil(at), 'rlgen', gen)
+    redis.call('ZADD', KEYS[4], math.ceil(at), ARGV[5] .. '|' .. gen)
+    return {-5, math.ceil(at)}
+  end
 end
 local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -113,17 +137,26 @@ return {1, lease, s[4] or '0'}
 // endScript ends the attempt of lease token. outcome is ok, fail or
 // expire; expire (the reaper) applies only once the lease has run out, and
 // token may then be "*" for whatever lease is current.
-// KEYS: task, attempts, leases, qstat, sched, dead, done channel, outbox.
+// KEYS: task, attempts, leases, sched, done channel, outbox.
 // ARGV: token, now, outcome, result, error, noRetry, retryAfterMs, jitter
-// (0..1), member (tenant|id), resultTTL, deadTTL, id, maxDead, maxLog.
+// (0..1), member (tenant|id), resultTTL, deadTTL, id, maxDead, maxLog,
+// qstat key prefix, dead key prefix. The queue's qstat and dead keys are
+// the prefixes and the task's queue (read here, so an end is one round
+// trip; they share the hash tag, so they live on the task's Cluster slot).
 // The attempt log keeps the latest maxLog attempts ("retry later" adds one
 // each time, without end); the dead set drops entries past the retention
 // and beyond maxDead, oldest first.
-// Returns {1, new state} or {0, state}.
+// Returns {status, state, ended, queue, name, started}: status 1 with the
+// new state, 0 with the state that refused the outcome (ended is the state
+// the attempt was ended in when it was refused at its hard deadline), -1
+// when there is no such task.
 var endScript = redis.NewScript(`
-local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard')
-if s[1] ~= 'running' then return {0, s[1] or ''} end
-if ARGV[1] ~= '*' and s[2] ~= ARGV[1] then return {0, 'stale'} end
+local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard', 'queue', 'name')
+if not s[14] then return {-1} end
+local function reply(status, state, ended) return {status, state, ended or '', s[14], s[15] or '', s[10] or '0'} end
+if s[1] ~= 'running' then return reply(0, s[1] or '') end
+if ARGV[1] ~= '*' and s[2] ~= ARGV[1] then return reply(0, 'stale') end
+local qstat, dead = ARGV[15] .. s[14], ARGV[16] .. s[14]
 local now = tonumber(ARGV[2])
 local outcome, err = ARGV[3], ARGV[5]
 -- An outcome reported at or after the hard deadline is refused, even if
@@ -131,10 +164,10 @@ local outcome, err = ARGV[3], ARGV[5]
 local refused = false
 if outcome ~= 'expire' and now >= tonumber(s[13]) then outcome, refused = 'expire', true end
 if outcome == 'expire' then
-  if now < tonumber(s[3]) and not refused then return {0, 'running'} end
+  if now < tonumber(s[3]) and not refused then return reply(0, 'running') end
   if now >= tonumber(s[13]) then err = 'hard time limit exceeded' else err = 'lease expired: no heartbeat from the worker' end
 end
-redis.call('HINCRBY', KEYS[4], 'running', -1)
+redis.call('HINCRBY', qstat, 'running', -1)
 redis.call('ZREM', KEYS[3], ARGV[9])
 local attempt = tonumber(s[4])
 local function log(o, e)
@@ -148,10 +181,10 @@ local function finish(state, ttl)
   redis.call('HDEL', KEYS[1], 'lease', 'hard')
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PUBLISH', KEYS[7], state)
-  redis.call('ZADD', KEYS[8], now, ARGV[9] .. '|' .. state .. '|' .. attempt)
-  if refused then return {0, 'stale', state} end
-  return {1, state}
+  redis.call('PUBLISH', KEYS[5], state)
+  redis.call('ZADD', KEYS[6], now, ARGV[9] .. '|' .. state .. '|' .. attempt)
+  if refused then return reply(0, 'stale', state) end
+  return reply(1, state)
 end
 if outcome == 'ok' then
   log('succeeded', '')
@@ -170,9 +203,9 @@ local function again(delay)
   local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
   redis.call('HSET', KEYS[1], 'state', 'pending', 'due', now + delay)
   redis.call('HDEL', KEYS[1], 'lease', 'hard')
-  redis.call('ZADD', KEYS[5], now + delay, ARGV[9] .. '|' .. gen)
-  if refused then return {0, 'stale', 'pending'} end
-  return {1, 'pending'}
+  redis.call('ZADD', KEYS[4], now + delay, ARGV[9] .. '|' .. gen)
+  if refused then return reply(0, 'stale', 'pending') end
+  return reply(1, 'pending')
 end
 local after = tonumber(ARGV[7])
 if after > 0 then
@@ -184,9 +217,9 @@ if ARGV[6] ~= '1' and spent <= tonumber(s[6]) then
   local bound = math.min(tonumber(s[8]), tonumber(s[7]) * math.pow(2, spent - 1))
   return again(math.floor(bound * tonumber(ARGV[8])))
 end
-redis.call('ZADD', KEYS[6], now, ARGV[12])
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (now - tonumber(ARGV[11])))
-redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -tonumber(ARGV[13]) - 1)
+redis.call('ZADD', dead, now, ARGV[12])
+redis.call('ZREMRANGEBYSCORE', dead, '-inf', '(' .. (now - tonumber(ARGV[11])))
+redis.call('ZREMRANGEBYRANK', dead, 0, -tonumber(ARGV[13]) - 1)
 return finish('failed', ARGV[11])
 `)
 

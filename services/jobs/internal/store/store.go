@@ -19,6 +19,7 @@
 //	{p}:parked:<t>:<q>    zset, "tenant|id|gen" of tasks held by a paused queue
 //	{p}:outbox            zset, end time → "tenant|id|state|attempts": completion events to publish
 //	{p}:callbacks         zset, due time → "tenant|id|state|attempts|try": callbacks to deliver
+//	{p}:rl:<tenant>       hash, rate limits per task name and their state (see RateLimit)
 package store
 
 import (
@@ -490,7 +491,7 @@ func (s *Store) lease(ctx context.Context, r Ready, queue, check, worker string,
 	now := s.cfg.Now()
 	res, err := leaseScript.Run(ctx, s.rdb,
 		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox(),
-			s.paused(r.Tenant), s.parked(r.Tenant, queue)},
+			s.paused(r.Tenant), s.parked(r.Tenant, queue), s.rl(r.Tenant)},
 		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(), r.ID, check,
 	).Slice()
 	if err != nil {
@@ -546,33 +547,28 @@ func (s *Store) End(ctx context.Context, tenant, id string, token int64, o Outco
 }
 
 func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Outcome) (string, error) {
-	v, err := s.rdb.HMGet(ctx, s.task(tenant, id), "queue", "name", "started").Result()
-	if err != nil {
-		return "", fmt.Errorf("end %s: %w", id, err)
-	}
-	queue, _ := v[0].(string)
-	name, _ := v[1].(string)
-	startedRaw, _ := v[2].(string)
-	if queue == "" {
-		return "", ErrNotFound
-	}
-	started, _ := strconv.ParseInt(startedRaw, 10, 64)
 	noRetry := "0"
 	if o.NoRetry {
 		noRetry = "1"
 	}
 	res, err := endScript.Run(ctx, s.rdb,
-		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.qstat(tenant, queue), s.sched(), s.dead(tenant, queue), s.done(tenant, id), s.outbox()},
+		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.sched(), s.done(tenant, id), s.outbox()},
 		token, ms(s.cfg.Now()), outcome, string(o.Result), o.Err, noRetry, o.RetryAfter.Milliseconds(), rand.Float64(),
 		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id, s.cfg.MaxDead, MaxAttemptLog,
+		s.qstat(tenant, ""), s.dead(tenant, ""),
 	).Slice()
 	if err != nil {
 		return "", fmt.Errorf("end %s: %w", id, err)
 	}
-	state := res[1].(string)
-	if res[0].(int64) != 1 {
-		if len(res) == 3 { // refused at the hard deadline, which ended the attempt
-			s.cfg.Observer.Ended(queue, name, res[2].(string), s.cfg.Now().Sub(fromMS(started)), true)
+	status := res[0].(int64)
+	if status == -1 {
+		return "", ErrNotFound
+	}
+	state, ended, queue, name := res[1].(string), res[2].(string), res[3].(string), res[4].(string)
+	started, _ := strconv.ParseInt(res[5].(string), 10, 64)
+	if status != 1 {
+		if ended != "" { // refused at the hard deadline, which ended the attempt
+			s.cfg.Observer.Ended(queue, name, ended, s.cfg.Now().Sub(fromMS(started)), true)
 		}
 		return state, ErrLeaseLost
 	}
