@@ -14,7 +14,15 @@
 #                                     HOOKYARD_REDIS_URL for the services
 #   deploy/local/cluster.sh kill N    kill -9 RabbitMQ node N (1-3), as a
 #                                     crash would; "start" brings it back
+#   deploy/local/cluster.sh kill-redis
+#                                     kill -9 the Redis primary; the Sentinels
+#                                     promote the replica, "start" brings the
+#                                     old primary back as a replica
 #   deploy/local/cluster.sh failover  ask the Sentinels to promote the replica
+#   deploy/local/cluster.sh queues    queues with their type and members (JSON)
+#   deploy/local/cluster.sh connections
+#                                     client connections and the AMQP port
+#                                     (so the node) each is on (JSON)
 #
 # Start the services against it with
 #   eval "$(deploy/local/cluster.sh env | sed 's/^/export /')"
@@ -209,6 +217,18 @@ rabbit_kill() { # N
 	say "killed $(node "$n") (pid $pid) with SIGKILL"
 }
 
+# ctl_any args...: rabbitmqctl on the first node that answers.
+ctl_any() {
+	local n
+	for n in 1 2 3; do
+		if rabbit_running "$n"; then
+			ctl "$n" "$@"
+			return
+		fi
+	done
+	die "no RabbitMQ node of $DIR is running"
+}
+
 # ---------------------------------------------------------------- Redis
 
 redis_ping() { # port
@@ -296,6 +316,17 @@ primary() { # prints host:port of the current primary, as the Sentinels see it
 	redis-cli -p "${SENTINEL_PORTS[0]}" sentinel get-master-addr-by-name "$MASTER" 2>/dev/null | paste -sd: -
 }
 
+redis_kill() {
+	local addr port pid
+	addr=$(primary)
+	[[ -n $addr ]] || die "the Sentinel on ${SENTINEL_PORTS[0]} does not know master $MASTER; is the cluster running?"
+	port=${addr##*:}
+	pid=$(cat "$DIR/redis-$port/redis.pid" 2>/dev/null || true)
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || die "no live pid for the Redis primary on $port"
+	kill -9 "$pid"
+	say "killed the Redis primary on $port (pid $pid) with SIGKILL"
+}
+
 failover() {
 	local before after deadline=$((SECONDS + 60))
 	before=$(primary)
@@ -367,6 +398,9 @@ clean)
 status) need_tools && status ;;
 env) print_env ;;
 kill) rabbit_kill "${2:-}" ;;
+kill-redis) need_tools && redis_kill ;;
 failover) need_tools && failover ;;
-*) die "usage: $0 start|stop|clean|status|env|kill N|failover" ;;
+queues) need_tools && ctl_any list_queues name type members --formatter json ;;
+connections) need_tools && ctl_any list_connections port --formatter json ;;
+*) die "usage: $0 start|stop|clean|status|env|kill N|kill-redis|failover|queues|connections" ;;
 esac
