@@ -153,7 +153,13 @@ rabbit_start() {
 		die "port ${AMQP_PORTS[$((n - 1))]} is in use but node $(node "$n") of $DIR does not answer; stop what listens there or set CLUSTER_AMQP_PORTS"
 	fi
 	say "starting RabbitMQ node $(node "$n") on 127.0.0.1:${AMQP_PORTS[$((n - 1))]}"
-	(rabbit_env "$n" && cd "$d" && setsid nohup "$(rabbit_bin rabbitmq-server)" >"$d/log/console.log" 2>&1 </dev/null &)
+	# Every descriptor is redirected, so that a caller reading this
+	# script's output is not held open by the node.
+	(
+		rabbit_env "$n"
+		cd "$d"
+		exec setsid "$(rabbit_bin rabbitmq-server)"
+	) >"$d/log/console.log" 2>&1 </dev/null &
 }
 
 rabbit_wait() { # N

@@ -1,7 +1,7 @@
 package faults
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -202,6 +202,7 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 		}
 	}()
 	ids := fl.send(ctx, cfg.N, cfg.Concurrency, busy, &rep.Report, logf)
+	<-busy // the fault figures are complete
 	logf("sent %d in %v: acknowledged %d, gave up %d", rep.Sent, rep.SendTime.Round(time.Second), rep.Acknowledged, rep.GaveUp)
 
 	drainStart := time.Now()
@@ -268,24 +269,36 @@ func (c *cluster) run(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "bash", append([]string{c.script}, args...)...)
 	cmd.Env = c.env
 	var out strings.Builder
+	progress := &lineLog{logf: c.logf}
 	cmd.Stdout = &out
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	var lines []string
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		c.logf("%s", sc.Text())
-		lines = append(lines, sc.Text())
-	}
-	if err := cmd.Wait(); err != nil {
-		return out.String(), fmt.Errorf("cluster.sh %s: %w: %s", strings.Join(args, " "), err, strings.Join(lines, "; "))
+	cmd.Stderr = progress
+	// Should a server it starts keep the output open, Wait still returns.
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("cluster.sh %s: %w: %s", strings.Join(args, " "), err, strings.Join(progress.lines, "; "))
 	}
 	return out.String(), nil
+}
+
+// lineLog logs what is written to it line by line and keeps the lines.
+type lineLog struct {
+	logf    func(string, ...any)
+	partial []byte
+	lines   []string
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(l.partial[:i])
+		l.partial = l.partial[i+1:]
+		l.logf("%s", line)
+		l.lines = append(l.lines, line)
+	}
 }
 
 // start starts the cluster and returns the settings it prints.
