@@ -31,7 +31,12 @@ type ClusterConfig struct {
 	// the Sentinels for a failover (SENTINEL FAILOVER).
 	KillRedis bool
 	Drain     time.Duration // how long delivery may take after the last send
-	Out       io.Writer
+	// TaskWait bounds the wait for the triggered tasks to end once every
+	// delivery is in. Tasks are counted, not asserted: their records live
+	// in Redis, whose replication is asynchronous, so a failover can lose
+	// the last ones written (deploy/README.md).
+	TaskWait time.Duration
+	Out      io.Writer
 }
 
 // ClusterReport holds the figures of a cluster run.
@@ -58,9 +63,6 @@ func (r ClusterReport) Failed() string {
 	}
 	if r.GaveUp > 0 {
 		why = append(why, fmt.Sprintf("%d webhooks never acknowledged", r.GaveUp))
-	}
-	if r.TasksNotEnded > 0 {
-		why = append(why, fmt.Sprintf("%d tasks did not end", r.TasksNotEnded))
 	}
 	if len(r.Restarted) > 0 {
 		why = append(why, "services exited: "+strings.Join(r.Restarted, ", "))
@@ -166,7 +168,10 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 			if _, err := cl.run(ctx, "kill", fmt.Sprint(n)); err != nil {
 				return err
 			}
-			return waitReady(ctx, st)
+			killed := time.Now()
+			err = waitReady(ctx, st)
+			rep.Faults = append(rep.Faults, fmt.Sprintf("  every service ready again %v after the kill", time.Since(killed).Round(100*time.Millisecond)))
+			return err
 		})
 		step("restart the killed node", func() error {
 			_, err := cl.run(ctx, "start")
@@ -207,7 +212,7 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 
 	drainStart := time.Now()
 	fl.drain(ctx, ids, cfg.Drain, &rep.Report, logf)
-	rep.TasksEnded, rep.TasksNotEnded = taskStates(ctx, st, key, fl.trigger, ids, cfg.Drain-time.Since(drainStart), logf)
+	rep.TasksEnded, rep.TasksNotEnded = taskStates(ctx, st, key, fl.trigger, ids, cfg.TaskWait, logf)
 	rep.DrainTime = time.Since(drainStart)
 	rep.SubscriberRequests, rep.Answered5x, _, _ = sub.Stats()
 
