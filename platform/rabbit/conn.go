@@ -283,7 +283,7 @@ func (c *Conn) run() {
 	defer close(c.done)
 	if c.urlErr != nil {
 		c.setError(c.urlErr)
-		c.log.Error("rabbit: unusable AMQP URL, not connecting", "err", c.urlErr)
+		c.log.Error("rabbit AMQP URL unusable, not connecting", "err", c.urlErr)
 		<-c.ctx.Done()
 		return
 	}
