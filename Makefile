@@ -241,6 +241,14 @@ test-faults: deps ## Webhooks through the suite while each service is killed, th
 bench-burst: deps ## A burst of 50,000 Stripe webhooks through the suite: ingress p99, backlog drain, RSS (BURST_N, BURST_FLAGS)
 	@cd test && $(GO) run ./cmd/hookyard-burst $(BURST_FLAGS)
 
+# A three-node RabbitMQ cluster and Redis with Sentinel on ports of their
+# own (deploy/local/cluster.sh); the shared broker and Redis are not used.
+CLUSTER_FLAGS ?=
+
+.PHONY: test-cluster
+test-cluster: ## The suite against a RabbitMQ cluster and Redis Sentinel: kill a node and fail Redis over under load (CLUSTER_FLAGS)
+	@cd test && $(GO) run ./cmd/hookyard-cluster $(CLUSTER_FLAGS)
+
 # The jobs benchmark compares the service with asynq in one run on the same
 # RabbitMQ and Redis (asynq in Redis database 9); it lives in its own module
 # (services/jobs/bench, outside go.work) so asynq never reaches the service.

@@ -102,7 +102,13 @@ apt_install() {
 redis_ping() { # host port
 	if command -v redis-cli >/dev/null; then
 		local out
-		out=$(timeout 5 redis-cli -u "$REDIS_URL" ping 2>&1) || true
+		if [[ $REDIS_URL == redis://* || $REDIS_URL == rediss://* ]] && [[ $REDIS_URL != *master_name=* ]]; then
+			out=$(timeout 5 redis-cli -u "$REDIS_URL" ping 2>&1) || true
+		else
+			# A Sentinel (redis+sentinel://, ?master_name=) or Cluster
+			# URL, which redis-cli does not take: ask its first host.
+			out=$(timeout 5 redis-cli -h "$1" -p "$2" ping 2>&1) || true
+		fi
 		[[ $out == *PONG* ]]
 	else
 		port_open "$1" "$2"

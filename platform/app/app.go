@@ -144,9 +144,14 @@ func Run(ctx context.Context, s Service, args []string) error {
 	if keys.Len() == 0 {
 		log.Warn("no API keys configured (HOOKYARD_API_KEYS): every management call will be refused")
 	}
+	// A bad broker list is refused here, at start, rather than retried
+	// for ever by the connection loop.
+	if _, err := rabbit.ParseURLs(cfg.AMQPURL); err != nil {
+		return fmt.Errorf("HOOKYARD_AMQP_URL: %w", err)
+	}
 	rdb, err := redisconn.Open(cfg.RedisURL)
 	if err != nil {
-		return err
+		return fmt.Errorf("HOOKYARD_REDIS_URL: %w", err)
 	}
 	// The broker connection outlives ctx: workers still ack and publish
 	// while they drain after the signal.

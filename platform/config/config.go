@@ -169,8 +169,8 @@ type Ports struct {
 
 // Register adds the shared settings to l with the service's default ports.
 func (c *Common) Register(l *Loader, ports Ports) {
-	l.String(&c.AMQPURL, "amqp-url", "HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
-	l.String(&c.RedisURL, "redis-url", "HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis+cluster:// for Cluster, ?master_name= for Sentinel)")
+	l.String(&c.AMQPURL, "amqp-url", "HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL; the nodes of a cluster as a comma-separated list, tried in order")
+	l.String(&c.RedisURL, "redis-url", "HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis+sentinel://sentinel:port/db?master_name=m&addr=sentinel2:port for Sentinel, redis+cluster:// for Cluster)")
 	l.String(&c.HTTPAddr, "http-addr", "HOOKYARD_HTTP_ADDR", ports.HTTP, "REST gateway, /healthz, /readyz and /metrics listen address")
 	l.String(&c.GRPCAddr, "grpc-addr", "HOOKYARD_GRPC_ADDR", ports.GRPC, "gRPC listen address")
 	l.String(&c.APIKeys, "api-keys", "HOOKYARD_API_KEYS", "", "API keys as tenant:key[,tenant:key...]; none refuses every management call")

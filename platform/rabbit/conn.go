@@ -91,9 +91,11 @@ func (c *Config) setDefaults() {
 // with it. Long-lived users (Publisher, Consume) open new channels after a
 // reconnect; see Connected and Generation for building others.
 type Conn struct {
-	url string
-	cfg Config
-	log *slog.Logger
+	urls   []string // the nodes, in order of preference
+	urlErr error    // why the URL list is unusable; nothing is dialled
+	next   int      // index in urls of the node to dial next
+	cfg    Config
+	log    *slog.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -114,6 +116,11 @@ type Conn struct {
 // Dial returns a Conn that connects to url in the background. It never
 // blocks and never fails: use Check or Channel to learn whether the broker
 // is reachable. The Conn stops when ctx ends or Close is called.
+//
+// url may list the nodes of a cluster, separated by commas (ParseURLs):
+// they are tried in order, and a lost connection is replaced by one to the
+// next node, so that a node that dies is not dialled again first. A list
+// that does not parse is never dialled; Check reports why.
 func Dial(ctx context.Context, url string, log *slog.Logger) *Conn {
 	return DialConfig(ctx, url, Config{Logger: log})
 }
@@ -122,8 +129,10 @@ func Dial(ctx context.Context, url string, log *slog.Logger) *Conn {
 func DialConfig(ctx context.Context, url string, cfg Config) *Conn {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(ctx)
+	urls, urlErr := ParseURLs(url)
 	c := &Conn{
-		url:     url,
+		urls:    urls,
+		urlErr:  urlErr,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "rabbit"),
 		ctx:     ctx,
@@ -266,27 +275,43 @@ func (c *Conn) current() (conn *amqp.Connection, up, down chan struct{}, err err
 	return c.conn, c.up, c.down, nil
 }
 
-// run is the connection loop: dial, wait for loss, back off, repeat.
+// run is the connection loop: dial, wait for loss, move on to the next
+// node, repeat. A failed dial moves on to the next node at once; only when
+// every node has failed in a row does it back off, so a dead node in a
+// cluster costs one refused dial, not a backoff.
 func (c *Conn) run() {
 	defer close(c.done)
-	attempt := 0
+	if c.urlErr != nil {
+		c.setError(c.urlErr)
+		c.log.Error("rabbit AMQP URL unusable, not connecting", "err", c.urlErr)
+		<-c.ctx.Done()
+		return
+	}
+	failures := 0
 	for {
-		conn, raw, err := c.connect()
+		url := c.urls[c.next]
+		c.next = (c.next + 1) % len(c.urls)
+		conn, raw, err := c.connect(url)
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return
 			}
 			c.setError(err)
-			delay := backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)
-			c.log.Warn("rabbit connect failed", "err", err, "attempt", attempt+1, "retry_in", delay)
-			attempt++
+			failures++
+			if failures%len(c.urls) != 0 {
+				c.log.Warn("rabbit connect failed, trying the next node", "node", nodeAddr(url), "err", err)
+				continue
+			}
+			round := failures/len(c.urls) - 1
+			delay := backoff(round, c.cfg.MinBackoff, c.cfg.MaxBackoff)
+			c.log.Warn("rabbit connect failed", "node", nodeAddr(url), "err", err, "attempt", round+1, "retry_in", delay)
 			if !sleep(c.ctx, delay) {
 				return
 			}
 			continue
 		}
-		attempt = 0
-		if !c.serve(conn, raw) {
+		failures = 0
+		if !c.serve(conn, raw, url) {
 			return
 		}
 	}
@@ -301,7 +326,7 @@ func (c *Conn) run() {
 // connection down. amqp091 arms its read deadline only after reading a
 // frame, so a partition that starts right after the handshake would
 // otherwise leave the connection looking healthy for ever.
-func (c *Conn) serve(conn *amqp.Connection, raw *watchedConn) bool {
+func (c *Conn) serve(conn *amqp.Connection, raw *watchedConn, url string) bool {
 	// Both channels are buffered: the library sends at most one value to
 	// each before closing them, so it never blocks on us.
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
@@ -324,7 +349,7 @@ func (c *Conn) serve(conn *amqp.Connection, raw *watchedConn) bool {
 	close(c.up)
 	gen := c.gen
 	c.mu.Unlock()
-	c.log.Info("rabbit connected", "generation", gen)
+	c.log.Info("rabbit connected", "node", nodeAddr(url), "generation", gen)
 
 	for {
 		select {
@@ -360,7 +385,7 @@ func (c *Conn) serve(conn *amqp.Connection, raw *watchedConn) bool {
 				err = amqpErr
 			}
 			c.markDown(err)
-			c.log.Warn("rabbit connection lost", "err", err, "generation", gen)
+			c.log.Warn("rabbit connection lost", "node", nodeAddr(url), "err", err, "generation", gen)
 			return true
 		}
 	}
@@ -382,16 +407,16 @@ func (c *Conn) setError(err error) {
 	c.lastErr = err
 }
 
-// connect dials the broker and runs Setup. The dial honours the Conn's
+// connect dials the broker at url and runs Setup. The dial honours the Conn's
 // context so that Close does not wait for a slow TCP connect.
-func (c *Conn) connect() (*amqp.Connection, *watchedConn, error) {
+func (c *Conn) connect(url string) (*amqp.Connection, *watchedConn, error) {
 	props := amqp.NewConnectionProperties()
 	if c.cfg.Name != "" {
 		props.SetClientConnectionName(c.cfg.Name)
 	}
 	timeout := c.cfg.DialTimeout
 	var raw *watchedConn
-	conn, err := amqp.DialConfig(c.url, amqp.Config{
+	conn, err := amqp.DialConfig(url, amqp.Config{
 		Heartbeat:  c.cfg.Heartbeat,
 		Properties: props,
 		Dial: func(network, addr string) (net.Conn, error) {

@@ -3,7 +3,8 @@
 // It provides four things on top of github.com/rabbitmq/amqp091-go:
 //
 //   - Conn, a connection that re-establishes itself after the broker goes
-//     away and reports its state for readiness probes. amqp091-go closes a
+//     away (moving on to the next node when given the nodes of a cluster,
+//     see ParseURLs) and reports its state for readiness probes. amqp091-go closes a
 //     connection for good on the first network error, so every long-running
 //     process needs this loop; having exactly one copy keeps the backoff and
 //     readiness semantics the same in every service.

@@ -15,9 +15,16 @@ import (
 
 // Open returns a client for rawURL:
 //
-//	redis://[user:pass@]host:port/db         one server (rediss:// for TLS)
-//	redis://host:port?master_name=m&addr=h2:p Sentinel (the hosts are sentinels)
-//	redis+cluster://host:port?addr=h2:p      Cluster (rediss+cluster:// for TLS)
+//	redis://[user:pass@]host:port/db          one server (rediss:// for TLS)
+//	redis+sentinel://host:port/db?master_name=m&addr=h2:p&password=pw
+//	                                          Sentinel (rediss+sentinel:// for TLS)
+//	redis+cluster://host:port?addr=h2:p       Cluster (rediss+cluster:// for TLS)
+//
+// For Sentinel the hosts are the sentinels (more with addr=), the client
+// asks them for the primary of master_name and follows it across
+// failovers; user:pass@ authenticates to the sentinels, password= and
+// username= to the primary. redis://host:port?master_name=m is the same
+// as redis+sentinel://.
 func Open(rawURL string) (redis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -36,8 +43,12 @@ func Open(rawURL string) (redis.UniversalClient, error) {
 			return nil, fmt.Errorf("redis cluster url: %w", err)
 		}
 		return redis.NewClusterClient(opt), nil
-	case u.Query().Has("master_name"):
-		opt, err := redis.ParseFailoverURL(rawURL)
+	case strings.HasSuffix(u.Scheme, "+sentinel") || u.Query().Has("master_name"):
+		u.Scheme = strings.TrimSuffix(u.Scheme, "+sentinel")
+		if u.Query().Get("master_name") == "" {
+			return nil, errors.New("redis sentinel url: master_name is required (the name the sentinels monitor the primary by, e.g. ?master_name=mymaster)")
+		}
+		opt, err := redis.ParseFailoverURL(u.String())
 		if err != nil {
 			return nil, fmt.Errorf("redis sentinel url: %w", err)
 		}

@@ -176,6 +176,13 @@ func (p *Proxy) Cut() {
 	}
 }
 
+// Conns is the number of connections the proxy carries now.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns) / 2 // a client and a server side each
+}
+
 // Restore accepts connections again.
 func (p *Proxy) Restore() {
 	p.mu.Lock()

@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -133,23 +132,8 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		}
 	}()
 
-	source, secret := "stripe-"+id, "whsec_"+suite.RandHex(16)
-	if err := st.Ingress().JSON(ctx, "POST", "/v1/sources", key, map[string]any{"name": source, "provider": "stripe", "secrets": []string{secret}}, 200, nil); err != nil {
-		return rep, err
-	}
-	var ep struct{ ID, Secret string }
-	if err := st.Dispatcher().JSON(ctx, "POST", "/v1/endpoints", key, map[string]any{"url": sub.URL("/hooks"), "eventTypes": []string{source + ".#"}, "maxInFlight": 32}, 200, &ep); err != nil {
-		return rep, err
-	}
-	if err := sub.SetSecret("/hooks", ep.Secret); err != nil {
-		return rep, err
-	}
-	var trig struct{ ID string }
-	if err := st.Jobs().JSON(ctx, "POST", "/v1/triggers", key, map[string]any{
-		"eventType": source + ".#",
-		"task":      map[string]any{"name": "http", "args": map[string]any{"url": tasks.url(), "method": "POST"}, "maxRetries": 20, "retryBackoffMax": "5s"},
-		"argsFrom":  map[string]string{"body": "/id"},
-	}, 200, &trig); err != nil {
+	fl, err := newFlow(ctx, st, id, key, sub, tasks)
+	if err != nil {
 		return rep, err
 	}
 
@@ -157,21 +141,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	faultsDone := make(chan struct{})
 	go func() {
 		defer close(faultsDone)
-		step := func(name string, fn func() error) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(cfg.Gap):
-			}
-			start := time.Now()
-			err := fn()
-			line := fmt.Sprintf("%-28s %v", name, time.Since(start).Round(100*time.Millisecond))
-			if err != nil {
-				line += " ERROR: " + err.Error()
-			}
-			logf("fault: %s", line)
-			rep.Faults = append(rep.Faults, line)
-		}
+		step := func(name string, fn func() error) { rep.step(ctx, cfg.Gap, name, fn, logf) }
 		for _, name := range suite.Names {
 			svc := st.Services[name]
 			step("kill -9 "+name+", restart", func() error {
@@ -208,88 +178,13 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		}
 	}()
 
-	// Senders behave like a provider: a webhook is sent again until it is
-	// answered 2xx, with the same event id.
-	var acked sync.Map // event id → true
-	var nAcked, nGaveUp atomic.Int64
-	start := time.Now()
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				evt := fmt.Sprintf("evt_%s_%d", id, i)
-				body := []byte(fmt.Sprintf(`{"id":%q,"object":"event","type":"invoice.paid","data":{"object":{"id":"in_%d"}}}`, evt, i))
-				backoff := 200 * time.Millisecond
-				giveUp := time.Now().Add(10 * time.Minute)
-				for {
-					code, _, err := st.Ingress().PostStripe(ctx, source, secret, body)
-					if err == nil && code/100 == 2 {
-						acked.Store(evt, true)
-						nAcked.Add(1)
-						break
-					}
-					if ctx.Err() != nil || time.Now().After(giveUp) {
-						nGaveUp.Add(1)
-						break
-					}
-					time.Sleep(backoff)
-					backoff = min(2*backoff, 2*time.Second)
-				}
-			}
-		}()
-	}
-	go func() {
-		defer close(next)
-		for i := range cfg.N {
-			if i > 0 && i%1000 == 0 {
-				logf("sent %d, acknowledged %d, delivered %d", i, nAcked.Load(), len(sub.Counts()))
-			}
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	rep.SendTime = time.Since(start)
-	rep.Sent, rep.Acknowledged, rep.GaveUp = cfg.N, int(nAcked.Load()), int(nGaveUp.Load())
+	ids := fl.send(ctx, cfg.N, cfg.Concurrency, nil, &rep, logf)
 	logf("sent %d in %v: acknowledged %d, gave up %d; waiting for the faults to end", cfg.N, rep.SendTime.Round(time.Second), rep.Acknowledged, rep.GaveUp)
 	<-faultsDone
 
-	// Drain: every acknowledged webhook delivered, every task ended.
 	drainStart := time.Now()
-	var ids []string
-	acked.Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
-	_ = suite.Eventually(ctx, cfg.Drain, func() error {
-		counts := sub.Counts()
-		missing := 0
-		for _, evt := range ids {
-			if counts[evt] == 0 {
-				missing++
-			}
-		}
-		if missing > 0 {
-			logf("waiting for %d of %d deliveries", missing, len(ids))
-			time.Sleep(5 * time.Second)
-			return fmt.Errorf("%d not delivered", missing)
-		}
-		return nil
-	})
-	counts := sub.Counts()
-	for _, evt := range ids {
-		switch n := counts[evt]; {
-		case n == 0:
-			rep.Lost++
-		default:
-			rep.Delivered++
-			rep.Duplicated += n - 1
-		}
-	}
-	rep.TasksEnded, rep.TasksNotEnded = taskStates(ctx, st, key, trig.ID, ids, cfg.Drain-time.Since(drainStart), logf)
+	fl.drain(ctx, ids, cfg.Drain, &rep, logf)
+	rep.TasksEnded, rep.TasksNotEnded = taskStates(ctx, st, key, fl.trigger, ids, cfg.Drain-time.Since(drainStart), logf)
 	rep.DrainTime = time.Since(drainStart)
 	rep.SubscriberRequests, rep.Answered5x, _, _ = sub.Stats()
 	for _, s := range st.Services {
@@ -353,6 +248,24 @@ func waitReady(ctx context.Context, st *suite.Stack) error {
 		}))
 	}
 	return errs
+}
+
+// step waits gap, runs the fault fn and records how long it and the
+// recovery it waits for took.
+func (r *Report) step(ctx context.Context, gap time.Duration, name string, fn func() error, logf func(string, ...any)) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(gap):
+	}
+	start := time.Now()
+	err := fn()
+	line := fmt.Sprintf("%-28s %v", name, time.Since(start).Round(100*time.Millisecond))
+	if err != nil {
+		line += " ERROR: " + err.Error()
+	}
+	logf("fault: %s", line)
+	r.Faults = append(r.Faults, line)
 }
 
 // Print writes the report as a table.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/hookyard/hookyard/platform/redisconn"
 )
 
 // AddVHost creates a RabbitMQ virtual host for guest, with rabbitmqctl
@@ -71,11 +71,12 @@ func mgmt(ctx context.Context, method, path, body string) error {
 // Ingress has no key prefix setting, so the tests name their tenants and
 // sources with the id (NewID), which is what tells their keys apart.
 func CleanRedis(ctx context.Context, redisURL, id string) (int, error) {
-	opt, err := redis.ParseURL(redisURL)
+	// Opened as the services open it, so a Sentinel URL reaches the
+	// current primary.
+	rdb, err := redisconn.Open(redisURL)
 	if err != nil {
-		return 0, fmt.Errorf("redis URL: %w", err)
+		return 0, err
 	}
-	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	patterns := []string{id + ":*", "{" + id + ":*", "hookyard:ingress:*" + id + "*"}
 	removed := 0
