@@ -406,7 +406,7 @@ func (c *Conn) connect() (*amqp.Connection, *watchedConn, error) {
 				nc.Close()
 				return nil, err
 			}
-			raw = newWatchedConn(nc)
+			raw = newWatchedConn(newCoalescedConn(nc))
 			return raw, nil
 		},
 	})
