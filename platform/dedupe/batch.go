@@ -85,6 +85,12 @@ func (b *batcher) send(s *redis.Script, keys []string, then func(*redis.Cmd), ar
 	b.enqueue(&call{script: s, keys: keys, args: args, then: then})
 }
 
+// flushed waits until every script queued before it has been sent and
+// answered, or ctx ends.
+func (b *batcher) flushed(ctx context.Context) error {
+	return b.runAll(ctx, &call{})[0].Err()
+}
+
 func (b *batcher) enqueue(calls ...*call) {
 	b.mu.Lock()
 	b.queue = append(b.queue, calls...)
@@ -134,9 +140,20 @@ func (b *batcher) flush(batch []*call) {
 			return nil
 		})
 	}
-	pipelined(batch, false)
-	var retry []*call
+	scripts := make([]*call, 0, len(batch))
 	for _, c := range batch {
+		if c.script != nil {
+			scripts = append(scripts, c)
+		} else {
+			// A barrier (flushed): done once the scripts before it are.
+			c.cmd = redis.NewCmd(ctx)
+		}
+	}
+	if len(scripts) > 0 {
+		pipelined(scripts, false)
+	}
+	var retry []*call
+	for _, c := range scripts {
 		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			retry = append(retry, c)
 		}

@@ -298,6 +298,20 @@ func (s *Store) Do(ctx context.Context, key string, ttl time.Duration, fn func(c
 	return Claimed, nil
 }
 
+// Flush waits until the confirms and releases Do queued without waiting
+// have reached Redis, or ctx ends. A service calls it when it stops, after
+// its last request: an id whose confirm was lost stays claimed until
+// ClaimTTL, and a replay would be published again after that.
+func (s *Store) Flush(ctx context.Context) error {
+	if s.batch == nil {
+		return nil
+	}
+	if err := s.batch.flushed(ctx); err != nil {
+		return fmt.Errorf("dedupe flush: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) logger() *slog.Logger {
 	if s.Log == nil {
 		return slog.New(slog.DiscardHandler)

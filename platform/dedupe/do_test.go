@@ -116,3 +116,33 @@ func TestDoConfirmIsOrderedBeforeLaterClaims(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Flush returns once the confirms Do queued are in Redis, as another
+// client (another replica) sees it, and not before.
+func TestFlushWaitsForQueuedConfirms(t *testing.T) {
+	base, rdb := testStore(t)
+	s, proxy, _ := proxiedStore(t, base)
+	ctx := context.Background()
+	if _, _, err := s.Claim(ctx, s.Key("warm")); err != nil {
+		t.Fatal(err)
+	}
+	k := s.Key("evt", "1")
+	if _, err := s.Do(ctx, k, time.Hour, func(context.Context) error {
+		proxy.Freeze() // the confirm cannot reach Redis
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Flush(gone); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Flush with the confirm held back: %v, want it to wait (context.Canceled)", err)
+	}
+	proxy.Thaw()
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := rdb.Get(ctx, k).Val(); v != doneValue {
+		t.Fatalf("%s = %q after Flush, want %q", k, v, doneValue)
+	}
+}
