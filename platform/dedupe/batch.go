@@ -43,29 +43,62 @@ type call struct {
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
-	done   chan struct{}
+	// done is closed when cmd is set, for a caller that waits; then, if
+	// set, is called with cmd instead, on the flushing goroutine.
+	done chan struct{}
+	then func(*redis.Cmd)
 }
 
 // run queues a script and waits for its result, or for ctx.
 func (b *batcher) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
-	c := &call{script: s, keys: keys, args: args, done: make(chan struct{})}
+	return b.runAll(ctx, &call{script: s, keys: keys, args: args})[0]
+}
+
+// runAll queues calls together, so they go in one round trip (two only if
+// they straddle the batch limit), and waits for their results, or for ctx.
+func (b *batcher) runAll(ctx context.Context, calls ...*call) []*redis.Cmd {
+	for _, c := range calls {
+		c.done = make(chan struct{})
+	}
+	b.enqueue(calls...)
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, c := range calls {
+		select {
+		case <-c.done:
+			cmds[i] = c.cmd
+		case <-ctx.Done():
+			// The script may still run; every script here is safe to
+			// run after its caller left (a claim expires, the rest are
+			// fenced).
+			cmd := redis.NewCmd(ctx)
+			cmd.SetErr(ctx.Err())
+			cmds[i] = cmd
+		}
+	}
+	return cmds
+}
+
+// send queues a script without waiting for it; then receives its result.
+// Scripts run in the order they were queued, so a script queued later by
+// any caller of this batcher runs after it.
+func (b *batcher) send(s *redis.Script, keys []string, then func(*redis.Cmd), args ...any) {
+	b.enqueue(&call{script: s, keys: keys, args: args, then: then})
+}
+
+// flushed waits until every script queued before it has been sent and
+// answered, or ctx ends.
+func (b *batcher) flushed(ctx context.Context) error {
+	return b.runAll(ctx, &call{})[0].Err()
+}
+
+func (b *batcher) enqueue(calls ...*call) {
 	b.mu.Lock()
-	b.queue = append(b.queue, c)
+	b.queue = append(b.queue, calls...)
 	if !b.running {
 		b.running = true
 		go b.flushLoop()
 	}
 	b.mu.Unlock()
-	select {
-	case <-c.done:
-		return c.cmd
-	case <-ctx.Done():
-		// The script may still run; every script here is safe to run
-		// after its caller left (a claim expires, the rest are fenced).
-		cmd := redis.NewCmd(ctx)
-		cmd.SetErr(ctx.Err())
-		return cmd
-	}
 }
 
 // flushLoop sends batches until the queue is empty.
@@ -107,9 +140,20 @@ func (b *batcher) flush(batch []*call) {
 			return nil
 		})
 	}
-	pipelined(batch, false)
-	var retry []*call
+	scripts := make([]*call, 0, len(batch))
 	for _, c := range batch {
+		if c.script != nil {
+			scripts = append(scripts, c)
+		} else {
+			// A barrier (flushed): done once the scripts before it are.
+			c.cmd = redis.NewCmd(ctx)
+		}
+	}
+	if len(scripts) > 0 {
+		pipelined(scripts, false)
+	}
+	var retry []*call
+	for _, c := range scripts {
 		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			retry = append(retry, c)
 		}
@@ -122,6 +166,11 @@ func (b *batcher) flush(batch []*call) {
 			c.cmd = redis.NewCmd(ctx)
 			c.cmd.SetErr(fmt.Errorf("dedupe: script not sent"))
 		}
-		close(c.done)
+		if c.then != nil {
+			c.then(c.cmd)
+		}
+		if c.done != nil {
+			close(c.done)
+		}
 	}
 }

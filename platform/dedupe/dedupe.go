@@ -88,13 +88,24 @@ func (s *Store) Key(parts ...string) string {
 
 // Claim tries to take key for publishing.
 func (s *Store) Claim(ctx context.Context, key string) (State, Claim, error) {
+	token, err := newToken()
+	if err != nil {
+		return 0, Claim{}, err
+	}
+	// One round trip: take the id, or learn who has it.
+	return claimResult(key, token, s.run(ctx, claimScript, []string{key}, token, s.ClaimTTL.Milliseconds()))
+}
+
+func newToken() (string, error) {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return 0, Claim{}, fmt.Errorf("dedupe token: %w", err)
+		return "", fmt.Errorf("dedupe token: %w", err)
 	}
-	token := "pending:" + hex.EncodeToString(b[:])
-	// One round trip: take the id, or learn who has it.
-	v, err := s.run(ctx, claimScript, []string{key}, token, s.ClaimTTL.Milliseconds()).Text()
+	return "pending:" + hex.EncodeToString(b[:]), nil
+}
+
+func claimResult(key, token string, cmd *redis.Cmd) (State, Claim, error) {
+	v, err := cmd.Text()
 	switch {
 	case err != nil:
 		return 0, Claim{}, fmt.Errorf("dedupe claim: %w", err)
@@ -154,11 +165,88 @@ return 0`)
 // callers succeed only with the same value. It reports whether value is
 // the bound one.
 func (s *Store) Bind(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
-	n, err := s.run(ctx, bindScript, []string{key}, value, max(ttl.Milliseconds(), 1)).Int()
+	return bindResult(s.run(ctx, bindScript, []string{key}, value, max(ttl.Milliseconds(), 1)))
+}
+
+func bindResult(cmd *redis.Cmd) (bool, error) {
+	n, err := cmd.Int()
 	if err != nil {
 		return false, fmt.Errorf("dedupe bind: %w", err)
 	}
 	return n == 1, nil
+}
+
+// Binding is a Bind that Do makes in the same round trip as its claim.
+type Binding struct {
+	Key, Value string
+	TTL        time.Duration
+}
+
+// ErrBound means a Binding of Do found its key bound to another value.
+var ErrBound = errors.New("dedupe: key bound to another value")
+
+// claimAndBind claims key and makes binds in one round trip. If a bind is
+// refused or fails, a claim it made is given back and the error returned.
+func (s *Store) claimAndBind(ctx context.Context, key string, binds []Binding) (State, Claim, error) {
+	if len(binds) == 0 || s.batch == nil {
+		for _, b := range binds {
+			ok, err := s.Bind(ctx, b.Key, b.Value, b.TTL)
+			if err != nil {
+				return 0, Claim{}, fmt.Errorf("%w: %w", ErrStore, err)
+			}
+			if !ok {
+				return 0, Claim{}, ErrBound
+			}
+		}
+		state, claim, err := s.Claim(ctx, key)
+		if err != nil {
+			return 0, Claim{}, fmt.Errorf("%w: %w", ErrStore, err)
+		}
+		return state, claim, nil
+	}
+	token, err := newToken()
+	if err != nil {
+		return 0, Claim{}, fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	calls := make([]*call, 0, len(binds)+1)
+	for _, b := range binds {
+		calls = append(calls, &call{script: bindScript, keys: []string{b.Key}, args: []any{b.Value, max(b.TTL.Milliseconds(), 1)}})
+	}
+	calls = append(calls, &call{script: claimScript, keys: []string{key}, args: []any{token, s.ClaimTTL.Milliseconds()}})
+	cmds := s.batch.runAll(ctx, calls...)
+	state, claim, cerr := claimResult(key, token, cmds[len(binds)])
+	var berr error
+	for _, cmd := range cmds[:len(binds)] {
+		ok, err := bindResult(cmd)
+		if err != nil {
+			berr = fmt.Errorf("%w: %w", ErrStore, err)
+			break
+		}
+		if !ok {
+			berr = ErrBound
+			break
+		}
+	}
+	switch {
+	case cerr != nil && berr == nil:
+		return 0, Claim{}, fmt.Errorf("%w: %w", ErrStore, cerr)
+	case berr != nil:
+		if cerr == nil && state == Claimed {
+			s.releaseAsync(key, claim)
+		}
+		return 0, Claim{}, berr
+	}
+	return state, claim, nil
+}
+
+// releaseAsync gives a claim back without waiting for Redis; a later
+// claim through this Store is queued after it.
+func (s *Store) releaseAsync(key string, c Claim) {
+	s.batch.send(releaseScript, []string{c.key}, func(cmd *redis.Cmd) {
+		if err := cmd.Err(); err != nil {
+			s.logger().Warn("dedupe release failed; the claim expires by itself", "key", key, "err", err)
+		}
+	}, c.token)
 }
 
 // Do runs fn once per key: it claims key, runs fn, and then remembers key
@@ -172,11 +260,17 @@ func (s *Store) Bind(ctx context.Context, key, value string, ttl time.Duration) 
 // remembering key fails: the work is done, and a retry may do it again,
 // which callers must tolerate (at-least-once).
 //
+// binds are made in the claim's round trip (see Bind): if one is refused,
+// Do returns ErrBound without running fn. Once fn succeeded, Do queues the
+// confirm and returns without waiting for it: scripts run in the order
+// they are queued, so any later claim of key through this Store finds it
+// done, and a failed confirm could only be logged anyway.
+//
 // fn's error is returned as is; Redis failures before fn ran wrap ErrStore.
-func (s *Store) Do(ctx context.Context, key string, ttl time.Duration, fn func(context.Context) error) (State, error) {
-	state, claim, err := s.Claim(ctx, key)
+func (s *Store) Do(ctx context.Context, key string, ttl time.Duration, fn func(context.Context) error, binds ...Binding) (State, error) {
+	state, claim, err := s.claimAndBind(ctx, key, binds)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrStore, err)
+		return 0, err
 	}
 	switch state {
 	case Done:
@@ -190,10 +284,32 @@ func (s *Store) Do(ctx context.Context, key string, ttl time.Duration, fn func(c
 		}
 		return Claimed, err
 	}
-	if err := s.Confirm(context.WithoutCancel(ctx), claim, ttl); err != nil {
-		s.logger().Warn("dedupe confirm failed; a retry may repeat the work", "key", key, "err", err)
+	if s.batch == nil {
+		if err := s.Confirm(context.WithoutCancel(ctx), claim, ttl); err != nil {
+			s.logger().Warn("dedupe confirm failed; a retry may repeat the work", "key", key, "err", err)
+		}
+		return Claimed, nil
 	}
+	s.batch.send(confirmScript, []string{claim.key}, func(cmd *redis.Cmd) {
+		if err := cmd.Err(); err != nil {
+			s.logger().Warn("dedupe confirm failed; a retry may repeat the work", "key", key, "err", err)
+		}
+	}, claim.token, ttl.Milliseconds())
 	return Claimed, nil
+}
+
+// Flush waits until the confirms and releases Do queued without waiting
+// have reached Redis, or ctx ends. A service calls it when it stops, after
+// its last request: an id whose confirm was lost stays claimed until
+// ClaimTTL, and a replay would be published again after that.
+func (s *Store) Flush(ctx context.Context) error {
+	if s.batch == nil {
+		return nil
+	}
+	if err := s.batch.flushed(ctx); err != nil {
+		return fmt.Errorf("dedupe flush: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) logger() *slog.Logger {

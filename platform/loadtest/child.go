@@ -197,9 +197,11 @@ func FreeAddr() (string, error) {
 
 // Build compiles pkg into the binary bin. A benchmark builds what it
 // measures itself so that it always measures the code in the working tree,
-// compiled the way it ships (no race detector, no coverage).
-func Build(ctx context.Context, pkg, bin string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+// compiled the way it ships (no race detector, no coverage). flags are
+// extra go build flags (a benchmark's profiling tag).
+func Build(ctx context.Context, pkg, bin string, flags ...string) error {
+	args := append([]string{"build", "-o", bin}, flags...)
+	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 	}

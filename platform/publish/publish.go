@@ -159,8 +159,10 @@ func Prepare(ev Event) (Prepared, error) {
 	return Prepared{ev: ev, key: key, msg: msg}, nil
 }
 
-// PublishPrepared is Publish for an event already prepared.
-func (p *Publisher) PublishPrepared(ctx context.Context, m Prepared) (Result, error) {
+// PublishPrepared is Publish for an event already prepared. binds are made
+// in the round trip that claims the id (dedupe.Store.Do); a refused one
+// fails the publish with dedupe.ErrBound before anything is sent.
+func (p *Publisher) PublishPrepared(ctx context.Context, m Prepared, binds ...dedupe.Binding) (Result, error) {
 	ev, key, msg := m.ev, m.key, m.msg
 	if key == "" {
 		return Result{}, fmt.Errorf("%w: event not prepared", ErrInvalid)
@@ -168,7 +170,7 @@ func (p *Publisher) PublishPrepared(ctx context.Context, m Prepared) (Result, er
 	remember := max(p.cfg.Remember, ev.Remember)
 	state, err := p.ids.Do(ctx, IDKey(p.ids, ev.Tenant, ev.Source, ev.ID), remember, func(ctx context.Context) error {
 		return p.confirm(ctx, key, msg)
-	})
+	}, binds...)
 	switch {
 	case errors.Is(err, dedupe.ErrInProgress):
 		return Result{}, ErrInProgress

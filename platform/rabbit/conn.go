@@ -431,7 +431,7 @@ func (c *Conn) connect(url string) (*amqp.Connection, *watchedConn, error) {
 				nc.Close()
 				return nil, err
 			}
-			raw = newWatchedConn(nc)
+			raw = newWatchedConn(newCoalescedConn(nc))
 			return raw, nil
 		},
 	})

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -41,6 +42,7 @@ func main() {
 	flag.IntVar(&warmup, "warmup", 1000, "unmeasured requests before each closed-loop phase (at most n)")
 	flag.IntVar(&cfg.PublisherChannels, "publisher-channels", rabbit.DefaultPublisherChannels, "confirm channels, for ingress and the raw ceiling alike")
 	flag.StringVar(&cfg.IngressPkg, "ingress-pkg", "github.com/hookyard/hookyard/services/ingress/cmd/ingress", "package of the ingress binary to build and measure")
+	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the ingress process during the saturation phase to this file ")
 	flag.DurationVar(&timeout, "timeout", 15*time.Minute, "abort the whole run after this long")
 	flag.StringVar(&sink, bench.SinkFlag, "", "") // internal: run as the bare HTTP sink on this address
 	flag.Usage = usage
@@ -60,6 +62,14 @@ func main() {
 	}
 
 	cfg.Warmup = min(warmup, cfg.N)
+	if cfg.CPUProfile != "" {
+		abs, err := filepath.Abs(cfg.CPUProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ingress-bench: cpuprofile:", err)
+			os.Exit(1)
+		}
+		cfg.CPUProfile = abs
+	}
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ingress-bench: locate own executable:", err)

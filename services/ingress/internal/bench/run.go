@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/hookyard/hookyard/platform/loadtest"
@@ -54,6 +55,11 @@ type Config struct {
 	// Self is the benchmark executable, re-run with -sink for the bare
 	// HTTP ceiling.
 	Self string
+
+	// CPUProfile, if set, is where the ingress process writes a CPU
+	// profile of the saturation phase (the binary is built with the
+	// benchprofile tag for it).
+	CPUProfile string
 
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
@@ -118,7 +124,11 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 
 	step("building %s", cfg.IngressPkg)
 	bin := filepath.Join(tmp, "ingress")
-	if err := loadtest.Build(ctx, cfg.IngressPkg, bin); err != nil {
+	if cfg.CPUProfile != "" {
+		if err := loadtest.Build(ctx, cfg.IngressPkg, bin, "-tags=benchprofile"); err != nil {
+			return rep, err
+		}
+	} else if err := loadtest.Build(ctx, cfg.IngressPkg, bin); err != nil {
 		return rep, err
 	}
 
@@ -161,6 +171,9 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		"HOOKYARD_SHUTDOWN_TIMEOUT=5s",
 		fmt.Sprintf("HOOKYARD_PUBLISHER_CHANNELS=%d", cfg.PublisherChannels),
 	)
+	if cfg.CPUProfile != "" {
+		cmd.Env = append(cmd.Env, "INGRESS_BENCH_CPUPROFILE="+cfg.CPUProfile)
+	}
 	step("starting ingress on %s", httpAddr)
 	ing, err := loadtest.Start("ingress", cmd)
 	if err != nil {
@@ -231,7 +244,9 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	step("ingress saturation: %d requests, %d workers", cfg.N, cfg.Concurrency)
 	pid, metrics := ing.PID(), base+"/metrics"
 	before := sample(ctx, pid, metrics)
+	profile(ing, cfg.CPUProfile, syscall.SIGUSR1)
 	rep.Saturated = ClosedLoop(ctx, fmt.Sprintf("ingress, closed loop C=%d", cfg.Concurrency), cfg.Concurrency, cfg.N, webhooks(cfg.N))
+	profile(ing, cfg.CPUProfile, syscall.SIGUSR2)
 	rep.Saturated.Usage = usage(before, sample(ctx, pid, metrics))
 	if err := ctx.Err(); err != nil {
 		return rep, err
@@ -460,6 +475,14 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// profile starts (SIGUSR1) or stops (SIGUSR2) the ingress CPU profile
+// when one was asked for; the profile is complete once ingress stopped.
+func profile(ing *loadtest.Child, path string, sig syscall.Signal) {
+	if path != "" {
+		_ = syscall.Kill(ing.PID(), sig)
+	}
 }
 
 func randomHex(n int) string {

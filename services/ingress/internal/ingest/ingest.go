@@ -8,7 +8,6 @@ package ingest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -134,16 +133,15 @@ func (i *Ingester) Ingest(ctx context.Context, ev Event) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	// The nonce is bound in the round trip that claims the id.
+	var binds []dedupe.Binding
 	if ev.Nonce != "" {
-		ok, err := i.dedupe.Bind(ctx, i.dedupe.Key(ev.Tenant, ev.Source, "nonce", ev.Nonce), ev.ID, ev.NonceTTL)
-		if err != nil {
-			return Result{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		if !ok {
-			return Result{}, ErrNonceReused
-		}
+		binds = []dedupe.Binding{{Key: i.dedupe.Key(ev.Tenant, ev.Source, "nonce", ev.Nonce), Value: ev.ID, TTL: ev.NonceTTL}}
 	}
-	res, err := i.publisher().PublishPrepared(ctx, m)
+	res, err := i.publisher().PublishPrepared(ctx, m, binds...)
+	if errors.Is(err, dedupe.ErrBound) {
+		return Result{}, ErrNonceReused
+	}
 	return Result(res), err
 }
 

@@ -67,6 +67,9 @@ type Ingress struct {
 	SourceAPI *api.Sources
 	EventAPI  *api.Events
 	Publisher *rabbit.Publisher
+	// IDs remembers published ids; its confirms are sent after the
+	// answers, so Close flushes them.
+	IDs *dedupe.Store
 }
 
 // New assembles an Ingress.
@@ -80,7 +83,8 @@ func New(c Config, d Deps) *Ingress {
 	keys, ids := or(c.KeyPrefix, KeyPrefix), or(c.DedupePrefix, publish.DedupePrefix)
 	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{Channels: c.PublisherChannels})
 	sources := source.New(d.Redis, keys)
-	in := ingest.New(pub, dedupe.New(d.Redis, ids), d.Log, d.Registry)
+	idStore := dedupe.New(d.Redis, ids)
+	in := ingest.New(pub, idStore, d.Log, d.Registry)
 	in.Owners = publish.NewOwners(d.Redis, keys)
 	in.Remember = c.EventIDRetention
 	in.Exchange = or(c.Exchange, ingest.Exchange)
@@ -90,7 +94,7 @@ func New(c Config, d Deps) *Ingress {
 	recv := receive.New(sources, in, d.Log, d.Registry)
 	recv.Bodies = d.Bodies
 	return &Ingress{
-		Sources: sources, Ingest: in, Receiver: recv, Publisher: pub,
+		Sources: sources, Ingest: in, Receiver: recv, Publisher: pub, IDs: idStore,
 		SourceAPI: &api.Sources{Store: sources}, EventAPI: &api.Events{Ingest: in},
 	}
 }
@@ -132,6 +136,14 @@ func (i *Ingress) Register(srv *server.Server) {
 // this one's cached copies, until ctx ends.
 func (i *Ingress) RunSourceChanges(ctx context.Context) error { return i.Sources.Run(ctx) }
 
+// flushIDs sends the dedupe confirms still queued when the server stopped,
+// so a replay after a clean restart is answered as a duplicate.
+func (i *Ingress) flushIDs() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return i.IDs.Flush(ctx)
+}
+
 // Service describes the ingress binary.
 func Service() app.Service {
 	var c Config
@@ -142,6 +154,7 @@ func Service() app.Service {
 		Build: func(_ context.Context, rt *app.Runtime) error {
 			in := New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, Bodies: rt.Server.Bodies()})
 			rt.OnClose(in.Publisher.Close)
+			rt.OnClose(in.flushIDs)
 			in.Register(rt.Server)
 			rt.Go("source-changes", in.RunSourceChanges)
 			return nil
