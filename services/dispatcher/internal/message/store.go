@@ -98,7 +98,7 @@ func (s *Store) attKey(t, id string) string  { return fmt.Sprintf("%s:att:{%s}:%
 func (s *Store) dlKey(t string) string       { return fmt.Sprintf("%s:dl:{%s}", s.prefix, t) }
 func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
-func (s *Store) recentKey(t string) string     { return fmt.Sprintf("%s:recent:{%s}", s.prefix, t) }
+func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s}", s.prefix, t) }
 
 // recordScript writes a message's meta, body and TTL in one step unless
 // the message exists, and a pending delivery (ARGV[4]) for each of the
