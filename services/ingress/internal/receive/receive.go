@@ -81,7 +81,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		h.log.Warn("source lookup failed", "source", name, "err", err)
+		h.log.WarnContext(ctx, "source lookup failed", "source", name, "err", err)
 		h.reject(w, name, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable")
 		return
 	}
@@ -111,7 +111,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.m.bodyBytes.Observe(float64(len(body)))
 
 	if rec.Verifier == nil {
-		h.log.Error("source does not compile", "source", name, "err", rec.VerifyErr)
+		h.log.ErrorContext(ctx, "source does not compile", "source", name, "err", rec.VerifyErr)
 		h.refuse(w, rec, "misconfigured", http.StatusInternalServerError, "source misconfigured")
 		return
 	}
@@ -167,7 +167,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, rec, "in_progress", http.StatusConflict, "an event with this id is being processed; retry")
 		return
 	case errors.Is(err, ingest.ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		h.log.Warn("publish failed", "source", name, "event_id", ev.ID, "err", err)
+		h.log.WarnContext(ctx, "publish failed", "source", name, "event_id", ev.ID, "err", err)
 		h.refuse(w, rec, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable")
 		return
 	case err != nil:
@@ -177,7 +177,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if res.Duplicate {
 		h.m.duplicates.WithLabelValues(provider).Inc()
 		h.count(rec, source.CountDuplicate)
-		h.log.Info("webhook duplicate", "source", name, "event_id", ev.ID, "routing_key", res.RoutingKey)
+		h.log.InfoContext(ctx, "webhook duplicate", "source", name, "event_id", ev.ID, "routing_key", res.RoutingKey)
 		write(w, http.StatusOK, reply{ID: ev.ID, Duplicate: true})
 		return
 	}
@@ -186,7 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Checked first: building the arguments allocates on every webhook even
 	// when info logs are off.
 	if h.log.Enabled(ctx, slog.LevelInfo) {
-		h.log.Info("webhook accepted", "source", name, "tenant", rec.Tenant, "event_id", ev.ID, "routing_key", res.RoutingKey, "bytes", len(body))
+		h.log.InfoContext(ctx, "webhook accepted", "source", name, "tenant", rec.Tenant, "event_id", ev.ID, "routing_key", res.RoutingKey, "bytes", len(body))
 	}
 	write(w, http.StatusAccepted, reply{ID: ev.ID})
 }
