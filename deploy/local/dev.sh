@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run the four Hookyard services locally: build bin/<service>, make sure
-# RabbitMQ and Redis are up, start the services, wait for /readyz, then
-# stream their logs prefixed with the service name. Ctrl-C (or SIGTERM) stops
+# Run the four Hookyard services and the web console locally: build
+# bin/<service>, bin/console and the CLI bin/hookyard, make sure RabbitMQ
+# and Redis are up, start the services and the console, wait for /readyz
+# (the console's /healthz), then stream their logs prefixed with the name. Ctrl-C (or SIGTERM) stops
 # the services and any RabbitMQ/Redis that this script started itself.
 #
 # Environment:
@@ -17,6 +18,7 @@
 #                          every service
 #   DEV_BIND_HOST          interface the services listen on (default
 #                          127.0.0.1; set it empty to listen on all)
+#   DEV_CONSOLE_PORT      port of the web console (default 8084)
 #   DEV_READY_TIMEOUT      seconds to wait for every /readyz (default 30)
 #   DEV_STOP_TIMEOUT       seconds between SIGTERM and SIGKILL (default 15)
 #   DEV_EXIT_AFTER_READY=1 stop everything and exit 0 once all are ready
@@ -31,6 +33,7 @@ GO=${GO:-go}
 SERVICES=(ingress dispatcher cache jobs)
 declare -A HTTP_PORT=([ingress]=8080 [dispatcher]=8081 [cache]=8082 [jobs]=8083)
 declare -A GRPC_PORT=([ingress]=9090 [dispatcher]=9091 [cache]=9092 [jobs]=9093)
+CONSOLE_PORT=${DEV_CONSOLE_PORT:-8084}
 BIND=${DEV_BIND_HOST-127.0.0.1}
 HOST=${BIND:-127.0.0.1}
 [[ $HOST == 0.0.0.0 ]] && HOST=127.0.0.1
@@ -57,11 +60,13 @@ for s in "${SERVICES[@]}"; do
 done
 ((${#missing[@]} == 0)) || die "no main package yet in: ${missing[*]}"
 
-say "building ${SERVICES[*]} into bin/"
+say "building ${SERVICES[*]}, console and hookyard into bin/"
 mkdir -p bin "$LOG_DIR"
 for s in "${SERVICES[@]}"; do
 	"$GO" build -o "bin/$s" "./services/$s/cmd/$s"
 done
+"$GO" build -o bin/console ./cmd/console
+"$GO" build -o bin/hookyard ./cmd/hookyard
 
 for s in "${SERVICES[@]}"; do
 	for p in "${HTTP_PORT[$s]}" "${GRPC_PORT[$s]}"; do
@@ -70,6 +75,9 @@ for s in "${SERVICES[@]}"; do
 		fi
 	done
 done
+if port_open "$HOST" "$CONSOLE_PORT"; then
+	die "port $CONSOLE_PORT (for the console) is already in use on $HOST; is another 'make dev' running? (DEV_CONSOLE_PORT moves it)"
+fi
 
 # --------------------------------------------------------------- cleanup
 
@@ -206,6 +214,12 @@ for s in "${SERVICES[@]}"; do
 		"$ROOT/bin/$s" > >(prefix "$s" "$LOG_DIR/$s.log") 2>&1 &
 	PID[$s]=$!
 done
+# The console proxies /api/<service>/ to each service's REST gateway.
+HOOKYARD_CONSOLE_HTTP_ADDR="$BIND:$CONSOLE_PORT" \
+	HOOKYARD_INGRESS_HTTP_URL="http://$HOST:${HTTP_PORT[ingress]}" HOOKYARD_DISPATCHER_HTTP_URL="http://$HOST:${HTTP_PORT[dispatcher]}" \
+	HOOKYARD_CACHE_HTTP_URL="http://$HOST:${HTTP_PORT[cache]}" HOOKYARD_JOBS_HTTP_URL="http://$HOST:${HTTP_PORT[jobs]}" \
+	"$ROOT/bin/console" > >(prefix console "$LOG_DIR/console.log") 2>&1 &
+PID[console]=$!
 
 # ------------------------------------------------------------ readiness
 
@@ -240,6 +254,21 @@ while ((${#pending[@]})) && ((SECONDS < deadline)); do
 	if ((${#pending[@]})); then sleep 0.5; fi
 done
 
+if ((${#pending[@]} == 0)); then
+	STATUS[console]="no answer on /healthz"
+	while ((SECONDS < deadline)); do
+		if ! kill -0 "${PID[console]}" 2>/dev/null; then
+			break
+		fi
+		if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$HOST:$CONSOLE_PORT/healthz" || true) == 200 ]]; then
+			STATUS[console]=ready
+			break
+		fi
+		sleep 0.5
+	done
+	[[ ${STATUS[console]:-} == ready ]] || pending=(console)
+fi
+
 if ((${#pending[@]})); then
 	sleep 0.3
 	for s in "${pending[@]}"; do
@@ -258,6 +287,10 @@ dev: all services are ready: /readyz 200 and gRPC health SERVING (logs in ${LOG_
   dispatcher   http://$HOST:${HTTP_PORT[dispatcher]}         $HOST:${GRPC_PORT[dispatcher]}
   cache        http://$HOST:${HTTP_PORT[cache]}         $HOST:${GRPC_PORT[cache]}
   jobs         http://$HOST:${HTTP_PORT[jobs]}         $HOST:${GRPC_PORT[jobs]}
+  console      http://$HOST:$CONSOLE_PORT         (log in with the key $KEY)
+
+The CLI is bin/hookyard (its defaults are these addresses):
+  HOOKYARD_API_KEY=$KEY bin/hookyard endpoints list
 
 Try:
   curl -H 'Authorization: Bearer $KEY' http://$HOST:${HTTP_PORT[ingress]}/v1/sources

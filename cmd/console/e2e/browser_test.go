@@ -126,6 +126,24 @@ func TestConsoleInBrowser(t *testing.T) {
 		return tk.State == "failed"
 	})
 	c.do("POST", "/api/cache/v1/namespaces", map[string]any{"name": "catalog", "strategy": "cache_aside", "ttl": "60s"}, nil)
+	// Two reads of a key put there: hits the cache page shows.
+	c.do("PUT", "/api/cache/v1/namespaces/catalog/keys/sku-1", map[string]any{"value": "c2t1"}, nil)
+	c.do("GET", "/api/cache/v1/namespaces/catalog/keys/sku-1", nil, nil)
+	c.do("GET", "/api/cache/v1/namespaces/catalog/keys/sku-1", nil, nil)
+	// A Stripe source and a webhook with a wrong signature: a verification
+	// failure the sources page shows.
+	source := "shop-" + id
+	c.do("POST", "/api/ingress/v1/sources", map[string]any{"name": source, "provider": "stripe", "secrets": []string{"whsec_console_" + id}}, nil)
+	hook, err := http.NewRequest("POST", *upstreams["ingress"]+"/webhooks/"+source, strings.NewReader(`{"id":"evt_1","type":"charge.succeeded"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook.Header.Set("Stripe-Signature", fmt.Sprintf("t=%d,v1=%064x", time.Now().Unix(), 0))
+	if res, err := http.DefaultClient.Do(hook); err != nil {
+		t.Fatal(err)
+	} else if res.Body.Close(); res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("badly signed webhook: %d, want 401", res.StatusCode)
+	}
 
 	shots := os.Getenv("CONSOLE_SCREENSHOT_DIR")
 	if shots == "" {
@@ -139,7 +157,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "console.mjs")
 	cmd.Env = append(os.Environ(),
 		"CONSOLE_URL="+web.URL, "API_KEY="+key, "CHROMIUM_PATH="+chromium, "SCREENSHOT_DIR="+shots,
-		"DEAD_MESSAGE_ID="+dead.ID, "FLAKY_ENDPOINT_ID="+flaky.ID, "PENDING_TASK_ID="+pending.ID, "FAILED_TASK_ID="+failed.ID)
+		"DEAD_MESSAGE_ID="+dead.ID, "FLAKY_ENDPOINT_ID="+flaky.ID, "SOURCE_NAME="+source, "PENDING_TASK_ID="+pending.ID, "FAILED_TASK_ID="+failed.ID)
 	out, err := cmd.CombinedOutput()
 	t.Logf("browser:\n%s", out)
 	if err != nil {

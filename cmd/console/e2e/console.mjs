@@ -1,7 +1,7 @@
 // Drives the console in headless Chromium. Run by browser_test.go, which
 // starts the services and the console and passes, in the environment:
 // CONSOLE_URL, API_KEY, CHROMIUM_PATH, SCREENSHOT_DIR, DEAD_MESSAGE_ID,
-// FLAKY_ENDPOINT_ID, PENDING_TASK_ID and FAILED_TASK_ID.
+// FLAKY_ENDPOINT_ID, SOURCE_NAME, PENDING_TASK_ID and FAILED_TASK_ID.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -57,8 +57,14 @@ try {
   await page.locator('nav#nav').waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem('hookyard.apiKey')), env.API_KEY);
 
-  step('send a message and see its delivery appear');
+  step("the tenant's recent deliveries, with the status code and snippet of the last response");
   await page.locator('#deliveries[data-loaded]').waitFor();
+  const failedDelivery = page.locator(`#deliveries tr[data-message="${env.DEAD_MESSAGE_ID}"][data-status=failed]`);
+  await failedDelivery.waitFor();
+  assert.equal(await failedDelivery.locator('td.status-code').innerText(), '400');
+  assert.equal(await failedDelivery.locator('pre.snippet').innerText(), '<b>not yet</b>');
+
+  step('send a message and see its delivery appear');
   await page.locator('input[name=type]').fill('order.created');
   await page.locator('textarea[name=data]').fill('{"order": 42}');
   await page.getByRole('button', { name: 'Send message' }).click();
@@ -103,9 +109,14 @@ try {
   await flaky.getByRole('button', { name: 'Enable' }).click();
   await page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"][data-state=healthy]`).waitFor();
 
-  step('sources');
+  step('sources with their received webhooks and verification failures');
   await go('#/sources', '#sources');
-  await page.getByText('No sources.').waitFor();
+  const src = page.locator(`#sources tr[data-source="${env.SOURCE_NAME}"]`);
+  await src.waitFor();
+  // The counters reach Redis about once a second; the page refreshes.
+  await src.locator('td.verification-failures', { hasText: '1' }).waitFor();
+  assert.equal(await src.locator('td.received').innerText(), '1');
+  assert.equal(await src.locator('td.accepted').innerText(), '0');
   await shot('sources');
 
   step('cancel a task');
@@ -137,6 +148,9 @@ try {
   step('cache namespaces');
   await go('#/cache', '#namespaces');
   await page.locator('#namespaces tr[data-namespace=catalog]').waitFor();
+  step('cache namespaces with their hit ratio');
+  await page.locator('#namespaces tr[data-namespace=catalog] td.hit-ratio', { hasText: '100%' }).waitFor();
+  assert.equal(await page.locator('#namespaces tr[data-namespace=catalog] td.hits').innerText(), '2');
   await shot('cache');
 
   step('log out forgets the key');

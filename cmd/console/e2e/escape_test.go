@@ -30,6 +30,9 @@ func TestConsoleEscapesEverything(t *testing.T) {
 	answers := map[string]any{
 		"/v1/messages/" + p:               map[string]any{"id": p, "source": p, "type": p, "createTime": ts, "data": map[string]any{p: p}, "deliveries": []any{map[string]any{"endpointId": p, "status": p, "attempts": 1}}},
 		"/v1/messages/" + p + "/attempts": map[string]any{"attempts": []any{attempt}},
+		"/v1/messages":                    map[string]any{"messages": []any{map[string]any{"id": p, "source": p, "type": p, "createTime": ts, "deliveries": []any{map[string]any{"endpointId": p, "status": p, "attempts": 1, "lastAttempt": attempt}}}}},
+		"/v1/sourceStats":                 map[string]any{"stats": []any{map[string]any{"source": p, "receivedCount": "2", "verificationFailureCount": "1"}}},
+		"/v1/namespaceStats":              map[string]any{"stats": []any{map[string]any{"namespace": p, "hitCount": "3", "missCount": "1", "hitRatio": 0.75}}},
 		"/v1/deadLetters":                 map[string]any{"deadLetters": []any{map[string]any{"messageId": p, "endpointId": p, "time": ts, "reason": p, "lastAttempt": attempt}}},
 		"/v1/endpoints":                   map[string]any{"endpoints": []any{map[string]any{"id": p, "url": p, "description": p, "eventTypes": []string{p}, "disabled": true, "disabledReason": p, "failingSince": ts, "timeout": p}}},
 		"/v1/sources":                     map[string]any{"sources": []any{map[string]any{"name": p, "provider": p, "secrets": []string{p}, "tolerance": p, "publicUrl": p}}},

@@ -1580,6 +1580,162 @@ func (x *PendingWrite) GetNextAttemptTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// ListNamespaceStatsRequest is the request of ListNamespaceStats.
+type ListNamespaceStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNamespaceStatsRequest) Reset() {
+	*x = ListNamespaceStatsRequest{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNamespaceStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNamespaceStatsRequest) ProtoMessage() {}
+
+func (x *ListNamespaceStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNamespaceStatsRequest.ProtoReflect.Descriptor instead.
+func (*ListNamespaceStatsRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{23}
+}
+
+// ListNamespaceStatsResponse is the response of ListNamespaceStats.
+type ListNamespaceStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per namespace that was read, by name.
+	Stats         []*NamespaceStats `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNamespaceStatsResponse) Reset() {
+	*x = ListNamespaceStatsResponse{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNamespaceStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNamespaceStatsResponse) ProtoMessage() {}
+
+func (x *ListNamespaceStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNamespaceStatsResponse.ProtoReflect.Descriptor instead.
+func (*ListNamespaceStatsResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListNamespaceStatsResponse) GetStats() []*NamespaceStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// NamespaceStats counts the reads of one namespace.
+type NamespaceStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Namespace name.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Keys read that the cache held (Entry.hit true, fresh or stale).
+	HitCount int64 `protobuf:"varint,2,opt,name=hit_count,json=hitCount,proto3" json:"hit_count,omitempty"`
+	// Keys read that it did not (whether or not the origin filled them).
+	MissCount int64 `protobuf:"varint,3,opt,name=miss_count,json=missCount,proto3" json:"miss_count,omitempty"`
+	// hit_count / (hit_count + miss_count); 0 when nothing was read.
+	HitRatio      float64 `protobuf:"fixed64,4,opt,name=hit_ratio,json=hitRatio,proto3" json:"hit_ratio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamespaceStats) Reset() {
+	*x = NamespaceStats{}
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamespaceStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamespaceStats) ProtoMessage() {}
+
+func (x *NamespaceStats) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_cache_v1_cache_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamespaceStats.ProtoReflect.Descriptor instead.
+func (*NamespaceStats) Descriptor() ([]byte, []int) {
+	return file_hookyard_cache_v1_cache_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *NamespaceStats) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *NamespaceStats) GetHitCount() int64 {
+	if x != nil {
+		return x.HitCount
+	}
+	return 0
+}
+
+func (x *NamespaceStats) GetMissCount() int64 {
+	if x != nil {
+		return x.MissCount
+	}
+	return 0
+}
+
+func (x *NamespaceStats) GetHitRatio() float64 {
+	if x != nil {
+		return x.HitRatio
+	}
+	return 0
+}
+
 var File_hookyard_cache_v1_cache_proto protoreflect.FileDescriptor
 
 const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
@@ -1702,7 +1858,16 @@ const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\battempts\x18\x03 \x01(\x05R\battempts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12F\n" +
-	"\x11next_attempt_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime2\x98\b\n" +
+	"\x11next_attempt_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\"\x1b\n" +
+	"\x19ListNamespaceStatsRequest\"U\n" +
+	"\x1aListNamespaceStatsResponse\x127\n" +
+	"\x05stats\x18\x01 \x03(\v2!.hookyard.cache.v1.NamespaceStatsR\x05stats\"\x87\x01\n" +
+	"\x0eNamespaceStats\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n" +
+	"\thit_count\x18\x02 \x01(\x03R\bhitCount\x12\x1d\n" +
+	"\n" +
+	"miss_count\x18\x03 \x01(\x03R\tmissCount\x12\x1b\n" +
+	"\thit_ratio\x18\x04 \x01(\x01R\bhitRatio2\x8b\t\n" +
 	"\fCacheService\x12Z\n" +
 	"\x0fCreateNamespace\x12).hookyard.cache.v1.CreateNamespaceRequest\x1a\x1c.hookyard.cache.v1.Namespace\x12e\n" +
 	"\x0eListNamespaces\x12(.hookyard.cache.v1.ListNamespacesRequest\x1a).hookyard.cache.v1.ListNamespacesResponse\x12D\n" +
@@ -1714,7 +1879,8 @@ const file_hookyard_cache_v1_cache_proto_rawDesc = "" +
 	"\x0fUpdateNamespace\x12).hookyard.cache.v1.UpdateNamespaceRequest\x1a\x1c.hookyard.cache.v1.Namespace\x12h\n" +
 	"\x0fDeleteNamespace\x12).hookyard.cache.v1.DeleteNamespaceRequest\x1a*.hookyard.cache.v1.DeleteNamespaceResponse\x12_\n" +
 	"\fBatchGetKeys\x12&.hookyard.cache.v1.BatchGetKeysRequest\x1a'.hookyard.cache.v1.BatchGetKeysResponse\x12n\n" +
-	"\x11ListPendingWrites\x12+.hookyard.cache.v1.ListPendingWritesRequest\x1a,.hookyard.cache.v1.ListPendingWritesResponseB<Z:github.com/hookyard/hookyard/gen/hookyard/cache/v1;cachev1b\x06proto3"
+	"\x11ListPendingWrites\x12+.hookyard.cache.v1.ListPendingWritesRequest\x1a,.hookyard.cache.v1.ListPendingWritesResponse\x12q\n" +
+	"\x12ListNamespaceStats\x12,.hookyard.cache.v1.ListNamespaceStatsRequest\x1a-.hookyard.cache.v1.ListNamespaceStatsResponseB<Z:github.com/hookyard/hookyard/gen/hookyard/cache/v1;cachev1b\x06proto3"
 
 var (
 	file_hookyard_cache_v1_cache_proto_rawDescOnce sync.Once
@@ -1728,7 +1894,7 @@ func file_hookyard_cache_v1_cache_proto_rawDescGZIP() []byte {
 	return file_hookyard_cache_v1_cache_proto_rawDescData
 }
 
-var file_hookyard_cache_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_hookyard_cache_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hookyard_cache_v1_cache_proto_goTypes = []any{
 	(*Namespace)(nil),                   // 0: hookyard.cache.v1.Namespace
 	(*NearCache)(nil),                   // 1: hookyard.cache.v1.NearCache
@@ -1753,63 +1919,69 @@ var file_hookyard_cache_v1_cache_proto_goTypes = []any{
 	(*ListPendingWritesRequest)(nil),    // 20: hookyard.cache.v1.ListPendingWritesRequest
 	(*ListPendingWritesResponse)(nil),   // 21: hookyard.cache.v1.ListPendingWritesResponse
 	(*PendingWrite)(nil),                // 22: hookyard.cache.v1.PendingWrite
-	nil,                                 // 23: hookyard.cache.v1.Namespace.HeadersEntry
-	(*durationpb.Duration)(nil),         // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),       // 26: google.protobuf.FieldMask
+	(*ListNamespaceStatsRequest)(nil),   // 23: hookyard.cache.v1.ListNamespaceStatsRequest
+	(*ListNamespaceStatsResponse)(nil),  // 24: hookyard.cache.v1.ListNamespaceStatsResponse
+	(*NamespaceStats)(nil),              // 25: hookyard.cache.v1.NamespaceStats
+	nil,                                 // 26: hookyard.cache.v1.Namespace.HeadersEntry
+	(*durationpb.Duration)(nil),         // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 28: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),       // 29: google.protobuf.FieldMask
 }
 var file_hookyard_cache_v1_cache_proto_depIdxs = []int32{
-	24, // 0: hookyard.cache.v1.Namespace.ttl:type_name -> google.protobuf.Duration
-	25, // 1: hookyard.cache.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
-	23, // 2: hookyard.cache.v1.Namespace.headers:type_name -> hookyard.cache.v1.Namespace.HeadersEntry
-	24, // 3: hookyard.cache.v1.Namespace.timeout:type_name -> google.protobuf.Duration
-	24, // 4: hookyard.cache.v1.Namespace.ttl_jitter:type_name -> google.protobuf.Duration
-	24, // 5: hookyard.cache.v1.Namespace.negative_ttl:type_name -> google.protobuf.Duration
-	24, // 6: hookyard.cache.v1.Namespace.stale_while_revalidate:type_name -> google.protobuf.Duration
+	27, // 0: hookyard.cache.v1.Namespace.ttl:type_name -> google.protobuf.Duration
+	28, // 1: hookyard.cache.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
+	26, // 2: hookyard.cache.v1.Namespace.headers:type_name -> hookyard.cache.v1.Namespace.HeadersEntry
+	27, // 3: hookyard.cache.v1.Namespace.timeout:type_name -> google.protobuf.Duration
+	27, // 4: hookyard.cache.v1.Namespace.ttl_jitter:type_name -> google.protobuf.Duration
+	27, // 5: hookyard.cache.v1.Namespace.negative_ttl:type_name -> google.protobuf.Duration
+	27, // 6: hookyard.cache.v1.Namespace.stale_while_revalidate:type_name -> google.protobuf.Duration
 	2,  // 7: hookyard.cache.v1.Namespace.invalidation_rules:type_name -> hookyard.cache.v1.InvalidationRule
-	25, // 8: hookyard.cache.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
+	28, // 8: hookyard.cache.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 9: hookyard.cache.v1.Namespace.near_cache:type_name -> hookyard.cache.v1.NearCache
-	24, // 10: hookyard.cache.v1.NearCache.ttl:type_name -> google.protobuf.Duration
-	25, // 11: hookyard.cache.v1.Entry.expire_time:type_name -> google.protobuf.Timestamp
-	24, // 12: hookyard.cache.v1.Entry.age:type_name -> google.protobuf.Duration
-	24, // 13: hookyard.cache.v1.Entry.ttl:type_name -> google.protobuf.Duration
+	27, // 10: hookyard.cache.v1.NearCache.ttl:type_name -> google.protobuf.Duration
+	28, // 11: hookyard.cache.v1.Entry.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 12: hookyard.cache.v1.Entry.age:type_name -> google.protobuf.Duration
+	27, // 13: hookyard.cache.v1.Entry.ttl:type_name -> google.protobuf.Duration
 	0,  // 14: hookyard.cache.v1.CreateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
 	0,  // 15: hookyard.cache.v1.UpdateNamespaceRequest.namespace:type_name -> hookyard.cache.v1.Namespace
-	26, // 16: hookyard.cache.v1.UpdateNamespaceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	29, // 16: hookyard.cache.v1.UpdateNamespaceRequest.update_mask:type_name -> google.protobuf.FieldMask
 	0,  // 17: hookyard.cache.v1.ListNamespacesResponse.namespaces:type_name -> hookyard.cache.v1.Namespace
 	14, // 18: hookyard.cache.v1.BatchGetKeysResponse.results:type_name -> hookyard.cache.v1.KeyResult
 	3,  // 19: hookyard.cache.v1.KeyResult.entry:type_name -> hookyard.cache.v1.Entry
 	3,  // 20: hookyard.cache.v1.PutKeyRequest.entry:type_name -> hookyard.cache.v1.Entry
 	22, // 21: hookyard.cache.v1.ListPendingWritesResponse.writes:type_name -> hookyard.cache.v1.PendingWrite
-	25, // 22: hookyard.cache.v1.PendingWrite.create_time:type_name -> google.protobuf.Timestamp
-	25, // 23: hookyard.cache.v1.PendingWrite.next_attempt_time:type_name -> google.protobuf.Timestamp
-	4,  // 24: hookyard.cache.v1.CacheService.CreateNamespace:input_type -> hookyard.cache.v1.CreateNamespaceRequest
-	9,  // 25: hookyard.cache.v1.CacheService.ListNamespaces:input_type -> hookyard.cache.v1.ListNamespacesRequest
-	11, // 26: hookyard.cache.v1.CacheService.GetKey:input_type -> hookyard.cache.v1.GetKeyRequest
-	15, // 27: hookyard.cache.v1.CacheService.PutKey:input_type -> hookyard.cache.v1.PutKeyRequest
-	16, // 28: hookyard.cache.v1.CacheService.DeleteKey:input_type -> hookyard.cache.v1.DeleteKeyRequest
-	18, // 29: hookyard.cache.v1.CacheService.InvalidateNamespace:input_type -> hookyard.cache.v1.InvalidateNamespaceRequest
-	5,  // 30: hookyard.cache.v1.CacheService.GetNamespace:input_type -> hookyard.cache.v1.GetNamespaceRequest
-	6,  // 31: hookyard.cache.v1.CacheService.UpdateNamespace:input_type -> hookyard.cache.v1.UpdateNamespaceRequest
-	7,  // 32: hookyard.cache.v1.CacheService.DeleteNamespace:input_type -> hookyard.cache.v1.DeleteNamespaceRequest
-	12, // 33: hookyard.cache.v1.CacheService.BatchGetKeys:input_type -> hookyard.cache.v1.BatchGetKeysRequest
-	20, // 34: hookyard.cache.v1.CacheService.ListPendingWrites:input_type -> hookyard.cache.v1.ListPendingWritesRequest
-	0,  // 35: hookyard.cache.v1.CacheService.CreateNamespace:output_type -> hookyard.cache.v1.Namespace
-	10, // 36: hookyard.cache.v1.CacheService.ListNamespaces:output_type -> hookyard.cache.v1.ListNamespacesResponse
-	3,  // 37: hookyard.cache.v1.CacheService.GetKey:output_type -> hookyard.cache.v1.Entry
-	3,  // 38: hookyard.cache.v1.CacheService.PutKey:output_type -> hookyard.cache.v1.Entry
-	17, // 39: hookyard.cache.v1.CacheService.DeleteKey:output_type -> hookyard.cache.v1.DeleteKeyResponse
-	19, // 40: hookyard.cache.v1.CacheService.InvalidateNamespace:output_type -> hookyard.cache.v1.InvalidateNamespaceResponse
-	0,  // 41: hookyard.cache.v1.CacheService.GetNamespace:output_type -> hookyard.cache.v1.Namespace
-	0,  // 42: hookyard.cache.v1.CacheService.UpdateNamespace:output_type -> hookyard.cache.v1.Namespace
-	8,  // 43: hookyard.cache.v1.CacheService.DeleteNamespace:output_type -> hookyard.cache.v1.DeleteNamespaceResponse
-	13, // 44: hookyard.cache.v1.CacheService.BatchGetKeys:output_type -> hookyard.cache.v1.BatchGetKeysResponse
-	21, // 45: hookyard.cache.v1.CacheService.ListPendingWrites:output_type -> hookyard.cache.v1.ListPendingWritesResponse
-	35, // [35:46] is the sub-list for method output_type
-	24, // [24:35] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	28, // 22: hookyard.cache.v1.PendingWrite.create_time:type_name -> google.protobuf.Timestamp
+	28, // 23: hookyard.cache.v1.PendingWrite.next_attempt_time:type_name -> google.protobuf.Timestamp
+	25, // 24: hookyard.cache.v1.ListNamespaceStatsResponse.stats:type_name -> hookyard.cache.v1.NamespaceStats
+	4,  // 25: hookyard.cache.v1.CacheService.CreateNamespace:input_type -> hookyard.cache.v1.CreateNamespaceRequest
+	9,  // 26: hookyard.cache.v1.CacheService.ListNamespaces:input_type -> hookyard.cache.v1.ListNamespacesRequest
+	11, // 27: hookyard.cache.v1.CacheService.GetKey:input_type -> hookyard.cache.v1.GetKeyRequest
+	15, // 28: hookyard.cache.v1.CacheService.PutKey:input_type -> hookyard.cache.v1.PutKeyRequest
+	16, // 29: hookyard.cache.v1.CacheService.DeleteKey:input_type -> hookyard.cache.v1.DeleteKeyRequest
+	18, // 30: hookyard.cache.v1.CacheService.InvalidateNamespace:input_type -> hookyard.cache.v1.InvalidateNamespaceRequest
+	5,  // 31: hookyard.cache.v1.CacheService.GetNamespace:input_type -> hookyard.cache.v1.GetNamespaceRequest
+	6,  // 32: hookyard.cache.v1.CacheService.UpdateNamespace:input_type -> hookyard.cache.v1.UpdateNamespaceRequest
+	7,  // 33: hookyard.cache.v1.CacheService.DeleteNamespace:input_type -> hookyard.cache.v1.DeleteNamespaceRequest
+	12, // 34: hookyard.cache.v1.CacheService.BatchGetKeys:input_type -> hookyard.cache.v1.BatchGetKeysRequest
+	20, // 35: hookyard.cache.v1.CacheService.ListPendingWrites:input_type -> hookyard.cache.v1.ListPendingWritesRequest
+	23, // 36: hookyard.cache.v1.CacheService.ListNamespaceStats:input_type -> hookyard.cache.v1.ListNamespaceStatsRequest
+	0,  // 37: hookyard.cache.v1.CacheService.CreateNamespace:output_type -> hookyard.cache.v1.Namespace
+	10, // 38: hookyard.cache.v1.CacheService.ListNamespaces:output_type -> hookyard.cache.v1.ListNamespacesResponse
+	3,  // 39: hookyard.cache.v1.CacheService.GetKey:output_type -> hookyard.cache.v1.Entry
+	3,  // 40: hookyard.cache.v1.CacheService.PutKey:output_type -> hookyard.cache.v1.Entry
+	17, // 41: hookyard.cache.v1.CacheService.DeleteKey:output_type -> hookyard.cache.v1.DeleteKeyResponse
+	19, // 42: hookyard.cache.v1.CacheService.InvalidateNamespace:output_type -> hookyard.cache.v1.InvalidateNamespaceResponse
+	0,  // 43: hookyard.cache.v1.CacheService.GetNamespace:output_type -> hookyard.cache.v1.Namespace
+	0,  // 44: hookyard.cache.v1.CacheService.UpdateNamespace:output_type -> hookyard.cache.v1.Namespace
+	8,  // 45: hookyard.cache.v1.CacheService.DeleteNamespace:output_type -> hookyard.cache.v1.DeleteNamespaceResponse
+	13, // 46: hookyard.cache.v1.CacheService.BatchGetKeys:output_type -> hookyard.cache.v1.BatchGetKeysResponse
+	21, // 47: hookyard.cache.v1.CacheService.ListPendingWrites:output_type -> hookyard.cache.v1.ListPendingWritesResponse
+	24, // 48: hookyard.cache.v1.CacheService.ListNamespaceStats:output_type -> hookyard.cache.v1.ListNamespaceStatsResponse
+	37, // [37:49] is the sub-list for method output_type
+	25, // [25:37] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_cache_v1_cache_proto_init() }
@@ -1823,7 +1995,7 @@ func file_hookyard_cache_v1_cache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_cache_v1_cache_proto_rawDesc), len(file_hookyard_cache_v1_cache_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

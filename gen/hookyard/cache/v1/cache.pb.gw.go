@@ -578,6 +578,27 @@ func local_request_CacheService_ListPendingWrites_0(ctx context.Context, marshal
 	return msg, metadata, err
 }
 
+func request_CacheService_ListNamespaceStats_0(ctx context.Context, marshaler runtime.Marshaler, client CacheServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ListNamespaceStatsRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.ListNamespaceStats(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_CacheService_ListNamespaceStats_0(ctx context.Context, marshaler runtime.Marshaler, server CacheServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ListNamespaceStatsRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.ListNamespaceStats(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 // RegisterCacheServiceHandlerServer registers the http handlers for service CacheService to "mux".
 // UnaryRPC     :call CacheServiceServer directly.
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
@@ -803,6 +824,26 @@ func RegisterCacheServiceHandlerServer(ctx context.Context, mux *runtime.ServeMu
 			return
 		}
 		forward_CacheService_ListPendingWrites_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_CacheService_ListNamespaceStats_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/hookyard.cache.v1.CacheService/ListNamespaceStats", runtime.WithHTTPPathPattern("/v1/namespaceStats"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_CacheService_ListNamespaceStats_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_CacheService_ListNamespaceStats_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
 
 	return nil
@@ -1031,6 +1072,23 @@ func RegisterCacheServiceHandlerClient(ctx context.Context, mux *runtime.ServeMu
 		}
 		forward_CacheService_ListPendingWrites_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_CacheService_ListNamespaceStats_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/hookyard.cache.v1.CacheService/ListNamespaceStats", runtime.WithHTTPPathPattern("/v1/namespaceStats"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_CacheService_ListNamespaceStats_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_CacheService_ListNamespaceStats_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	return nil
 }
 
@@ -1046,6 +1104,7 @@ var (
 	pattern_CacheService_DeleteNamespace_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "namespaces", "name"}, ""))
 	pattern_CacheService_BatchGetKeys_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "namespaces", "ns", "keys"}, "batchGet"))
 	pattern_CacheService_ListPendingWrites_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "namespaces", "ns", "pendingWrites"}, ""))
+	pattern_CacheService_ListNamespaceStats_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "namespaceStats"}, ""))
 )
 
 var (
@@ -1060,4 +1119,5 @@ var (
 	forward_CacheService_DeleteNamespace_0     = runtime.ForwardResponseMessage
 	forward_CacheService_BatchGetKeys_0        = runtime.ForwardResponseMessage
 	forward_CacheService_ListPendingWrites_0   = runtime.ForwardResponseMessage
+	forward_CacheService_ListNamespaceStats_0  = runtime.ForwardResponseMessage
 )

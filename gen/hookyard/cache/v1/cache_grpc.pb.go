@@ -30,6 +30,7 @@ const (
 	CacheService_DeleteNamespace_FullMethodName     = "/hookyard.cache.v1.CacheService/DeleteNamespace"
 	CacheService_BatchGetKeys_FullMethodName        = "/hookyard.cache.v1.CacheService/BatchGetKeys"
 	CacheService_ListPendingWrites_FullMethodName   = "/hookyard.cache.v1.CacheService/ListPendingWrites"
+	CacheService_ListNamespaceStats_FullMethodName  = "/hookyard.cache.v1.CacheService/ListNamespaceStats"
 )
 
 // CacheServiceClient is the client API for CacheService service.
@@ -60,6 +61,10 @@ type CacheServiceClient interface {
 	BatchGetKeys(ctx context.Context, in *BatchGetKeysRequest, opts ...grpc.CallOption) (*BatchGetKeysResponse, error)
 	// Lists the write-behind writes not yet accepted by the origin.
 	ListPendingWrites(ctx context.Context, in *ListPendingWritesRequest, opts ...grpc.CallOption) (*ListPendingWritesResponse, error)
+	// Counts, per namespace, the reads that hit and missed. Each replica
+	// adds its counts about once a second; a tenant's counters expire after
+	// 30 days without a read.
+	ListNamespaceStats(ctx context.Context, in *ListNamespaceStatsRequest, opts ...grpc.CallOption) (*ListNamespaceStatsResponse, error)
 }
 
 type cacheServiceClient struct {
@@ -180,6 +185,16 @@ func (c *cacheServiceClient) ListPendingWrites(ctx context.Context, in *ListPend
 	return out, nil
 }
 
+func (c *cacheServiceClient) ListNamespaceStats(ctx context.Context, in *ListNamespaceStatsRequest, opts ...grpc.CallOption) (*ListNamespaceStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNamespaceStatsResponse)
+	err := c.cc.Invoke(ctx, CacheService_ListNamespaceStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CacheServiceServer is the server API for CacheService service.
 // All implementations must embed UnimplementedCacheServiceServer
 // for forward compatibility.
@@ -208,6 +223,10 @@ type CacheServiceServer interface {
 	BatchGetKeys(context.Context, *BatchGetKeysRequest) (*BatchGetKeysResponse, error)
 	// Lists the write-behind writes not yet accepted by the origin.
 	ListPendingWrites(context.Context, *ListPendingWritesRequest) (*ListPendingWritesResponse, error)
+	// Counts, per namespace, the reads that hit and missed. Each replica
+	// adds its counts about once a second; a tenant's counters expire after
+	// 30 days without a read.
+	ListNamespaceStats(context.Context, *ListNamespaceStatsRequest) (*ListNamespaceStatsResponse, error)
 	mustEmbedUnimplementedCacheServiceServer()
 }
 
@@ -250,6 +269,9 @@ func (UnimplementedCacheServiceServer) BatchGetKeys(context.Context, *BatchGetKe
 }
 func (UnimplementedCacheServiceServer) ListPendingWrites(context.Context, *ListPendingWritesRequest) (*ListPendingWritesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPendingWrites not implemented")
+}
+func (UnimplementedCacheServiceServer) ListNamespaceStats(context.Context, *ListNamespaceStatsRequest) (*ListNamespaceStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNamespaceStats not implemented")
 }
 func (UnimplementedCacheServiceServer) mustEmbedUnimplementedCacheServiceServer() {}
 func (UnimplementedCacheServiceServer) testEmbeddedByValue()                      {}
@@ -470,6 +492,24 @@ func _CacheService_ListPendingWrites_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CacheService_ListNamespaceStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNamespaceStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServiceServer).ListNamespaceStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CacheService_ListNamespaceStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServiceServer).ListNamespaceStats(ctx, req.(*ListNamespaceStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CacheService_ServiceDesc is the grpc.ServiceDesc for CacheService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -520,6 +560,10 @@ var CacheService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPendingWrites",
 			Handler:    _CacheService_ListPendingWrites_Handler,
+		},
+		{
+			MethodName: "ListNamespaceStats",
+			Handler:    _CacheService_ListNamespaceStats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

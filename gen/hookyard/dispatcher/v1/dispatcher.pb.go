@@ -956,8 +956,11 @@ type Delivery struct {
 	Attempts int32 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// When the next attempt is due, while retrying.
 	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Output only, set by ListMessages: the latest attempt of this delivery,
+	// if any.
+	LastAttempt   *Attempt `protobuf:"bytes,5,opt,name=last_attempt,json=lastAttempt,proto3" json:"last_attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -1014,6 +1017,13 @@ func (x *Delivery) GetAttempts() int32 {
 func (x *Delivery) GetNextAttemptTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.NextAttemptTime
+	}
+	return nil
+}
+
+func (x *Delivery) GetLastAttempt() *Attempt {
+	if x != nil {
+		return x.LastAttempt
 	}
 	return nil
 }
@@ -1219,6 +1229,116 @@ func (x *GetMessageRequest) GetId() string {
 	return ""
 }
 
+// ListMessagesRequest is the request of ListMessages.
+type ListMessagesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Default 50, maximum 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesRequest) Reset() {
+	*x = ListMessagesRequest{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesRequest) ProtoMessage() {}
+
+func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
+func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListMessagesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListMessagesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListMessagesResponse is the response of ListMessages.
+type ListMessagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The messages, newest first, without data.
+	Messages []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesResponse) Reset() {
+	*x = ListMessagesResponse{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesResponse) ProtoMessage() {}
+
+func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
+func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListMessagesResponse) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *ListMessagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // ListMessageAttemptsRequest is the request of ListMessageAttempts.
 type ListMessageAttemptsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1234,7 +1354,7 @@ type ListMessageAttemptsRequest struct {
 
 func (x *ListMessageAttemptsRequest) Reset() {
 	*x = ListMessageAttemptsRequest{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[19]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1366,7 @@ func (x *ListMessageAttemptsRequest) String() string {
 func (*ListMessageAttemptsRequest) ProtoMessage() {}
 
 func (x *ListMessageAttemptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[19]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1379,7 @@ func (x *ListMessageAttemptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessageAttemptsRequest.ProtoReflect.Descriptor instead.
 func (*ListMessageAttemptsRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{19}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListMessageAttemptsRequest) GetId() string {
@@ -1296,7 +1416,7 @@ type ListMessageAttemptsResponse struct {
 
 func (x *ListMessageAttemptsResponse) Reset() {
 	*x = ListMessageAttemptsResponse{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[20]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1428,7 @@ func (x *ListMessageAttemptsResponse) String() string {
 func (*ListMessageAttemptsResponse) ProtoMessage() {}
 
 func (x *ListMessageAttemptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[20]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1441,7 @@ func (x *ListMessageAttemptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessageAttemptsResponse.ProtoReflect.Descriptor instead.
 func (*ListMessageAttemptsResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{20}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListMessageAttemptsResponse) GetAttempts() []*Attempt {
@@ -1351,7 +1471,7 @@ type ResendMessageRequest struct {
 
 func (x *ResendMessageRequest) Reset() {
 	*x = ResendMessageRequest{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[21]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1483,7 @@ func (x *ResendMessageRequest) String() string {
 func (*ResendMessageRequest) ProtoMessage() {}
 
 func (x *ResendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[21]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1496,7 @@ func (x *ResendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResendMessageRequest.ProtoReflect.Descriptor instead.
 func (*ResendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{21}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResendMessageRequest) GetId() string {
@@ -1404,7 +1524,7 @@ type ResendMessageResponse struct {
 
 func (x *ResendMessageResponse) Reset() {
 	*x = ResendMessageResponse{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[22]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1536,7 @@ func (x *ResendMessageResponse) String() string {
 func (*ResendMessageResponse) ProtoMessage() {}
 
 func (x *ResendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[22]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1549,7 @@ func (x *ResendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResendMessageResponse.ProtoReflect.Descriptor instead.
 func (*ResendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{22}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResendMessageResponse) GetResentCount() int32 {
@@ -1454,7 +1574,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[23]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1586,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[23]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1599,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{23}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListDeadLettersRequest) GetEndpointId() string {
@@ -1516,7 +1636,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[24]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1648,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[24]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1661,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{24}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -1578,7 +1698,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[25]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1710,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[25]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1723,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{25}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeadLetter) GetMessageId() string {
@@ -1657,7 +1777,7 @@ type EndpointDisabled struct {
 
 func (x *EndpointDisabled) Reset() {
 	*x = EndpointDisabled{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[26]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1789,7 @@ func (x *EndpointDisabled) String() string {
 func (*EndpointDisabled) ProtoMessage() {}
 
 func (x *EndpointDisabled) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[26]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1802,7 @@ func (x *EndpointDisabled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointDisabled.ProtoReflect.Descriptor instead.
 func (*EndpointDisabled) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{26}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EndpointDisabled) GetEndpointId() string {
@@ -1723,7 +1843,7 @@ type StreamEventsRequest struct {
 
 func (x *StreamEventsRequest) Reset() {
 	*x = StreamEventsRequest{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[27]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1855,7 @@ func (x *StreamEventsRequest) String() string {
 func (*StreamEventsRequest) ProtoMessage() {}
 
 func (x *StreamEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[27]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1868,7 @@ func (x *StreamEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamEventsRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{27}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StreamEventsRequest) GetEventTypes() []string {
@@ -1792,7 +1912,7 @@ type StreamEventsResponse struct {
 
 func (x *StreamEventsResponse) Reset() {
 	*x = StreamEventsResponse{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[28]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +1924,7 @@ func (x *StreamEventsResponse) String() string {
 func (*StreamEventsResponse) ProtoMessage() {}
 
 func (x *StreamEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[28]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +1937,7 @@ func (x *StreamEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamEventsResponse.ProtoReflect.Descriptor instead.
 func (*StreamEventsResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{28}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StreamEventsResponse) GetCursor() string {
@@ -1901,7 +2021,7 @@ type StreamReady struct {
 
 func (x *StreamReady) Reset() {
 	*x = StreamReady{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[29]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2033,7 @@ func (x *StreamReady) String() string {
 func (*StreamReady) ProtoMessage() {}
 
 func (x *StreamReady) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[29]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2046,7 @@ func (x *StreamReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamReady.ProtoReflect.Descriptor instead.
 func (*StreamReady) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{29}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StreamReady) GetGap() bool {
@@ -1959,7 +2079,7 @@ type StreamedEvent struct {
 
 func (x *StreamedEvent) Reset() {
 	*x = StreamedEvent{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[30]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2091,7 @@ func (x *StreamedEvent) String() string {
 func (*StreamedEvent) ProtoMessage() {}
 
 func (x *StreamedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[30]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2104,7 @@ func (x *StreamedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamedEvent.ProtoReflect.Descriptor instead.
 func (*StreamedEvent) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{30}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StreamedEvent) GetEvent() *v1.Event {
@@ -2021,7 +2141,7 @@ type StreamedAttempt struct {
 
 func (x *StreamedAttempt) Reset() {
 	*x = StreamedAttempt{}
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[31]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2153,7 @@ func (x *StreamedAttempt) String() string {
 func (*StreamedAttempt) ProtoMessage() {}
 
 func (x *StreamedAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[31]
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2166,7 @@ func (x *StreamedAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamedAttempt.ProtoReflect.Descriptor instead.
 func (*StreamedAttempt) Descriptor() ([]byte, []int) {
-	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{31}
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StreamedAttempt) GetMessageId() string {
@@ -2137,13 +2257,14 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"createTime\x12@\n" +
 	"\n" +
 	"deliveries\x18\x06 \x03(\v2 .hookyard.dispatcher.v1.DeliveryR\n" +
-	"deliveries\"\xa7\x01\n" +
+	"deliveries\"\xeb\x01\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1a\n" +
 	"\battempts\x18\x03 \x01(\x05R\battempts\x12F\n" +
-	"\x11next_attempt_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\"\xaa\x02\n" +
+	"\x11next_attempt_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12B\n" +
+	"\flast_attempt\x18\x05 \x01(\v2\x1f.hookyard.dispatcher.v1.AttemptR\vlastAttempt\"\xaa\x02\n" +
 	"\aAttempt\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x16\n" +
@@ -2159,7 +2280,14 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\x12SendMessageRequest\x129\n" +
 	"\amessage\x18\x01 \x01(\v2\x1f.hookyard.dispatcher.v1.MessageR\amessage\"#\n" +
 	"\x11GetMessageRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"h\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"Q\n" +
+	"\x13ListMessagesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"{\n" +
+	"\x14ListMessagesResponse\x12;\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1f.hookyard.dispatcher.v1.MessageR\bmessages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"h\n" +
 	"\x1aListMessageAttemptsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -2229,11 +2357,12 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\x0eDeleteEndpoint\x12-.hookyard.dispatcher.v1.DeleteEndpointRequest\x1a..hookyard.dispatcher.v1.DeleteEndpointResponse\x12\x81\x01\n" +
 	"\x14RotateEndpointSecret\x123.hookyard.dispatcher.v1.RotateEndpointSecretRequest\x1a4.hookyard.dispatcher.v1.RotateEndpointSecretResponse\x12r\n" +
 	"\x0fRecoverEndpoint\x12..hookyard.dispatcher.v1.RecoverEndpointRequest\x1a/.hookyard.dispatcher.v1.RecoverEndpointResponse\x12l\n" +
-	"\rSendTestEvent\x12,.hookyard.dispatcher.v1.SendTestEventRequest\x1a-.hookyard.dispatcher.v1.SendTestEventResponse2\xa8\x04\n" +
+	"\rSendTestEvent\x12,.hookyard.dispatcher.v1.SendTestEventRequest\x1a-.hookyard.dispatcher.v1.SendTestEventResponse2\x93\x05\n" +
 	"\x0eMessageService\x12Z\n" +
 	"\vSendMessage\x12*.hookyard.dispatcher.v1.SendMessageRequest\x1a\x1f.hookyard.dispatcher.v1.Message\x12X\n" +
 	"\n" +
-	"GetMessage\x12).hookyard.dispatcher.v1.GetMessageRequest\x1a\x1f.hookyard.dispatcher.v1.Message\x12~\n" +
+	"GetMessage\x12).hookyard.dispatcher.v1.GetMessageRequest\x1a\x1f.hookyard.dispatcher.v1.Message\x12i\n" +
+	"\fListMessages\x12+.hookyard.dispatcher.v1.ListMessagesRequest\x1a,.hookyard.dispatcher.v1.ListMessagesResponse\x12~\n" +
 	"\x13ListMessageAttempts\x122.hookyard.dispatcher.v1.ListMessageAttemptsRequest\x1a3.hookyard.dispatcher.v1.ListMessageAttemptsResponse\x12l\n" +
 	"\rResendMessage\x12,.hookyard.dispatcher.v1.ResendMessageRequest\x1a-.hookyard.dispatcher.v1.ResendMessageResponse\x12r\n" +
 	"\x0fListDeadLetters\x12..hookyard.dispatcher.v1.ListDeadLettersRequest\x1a/.hookyard.dispatcher.v1.ListDeadLettersResponse2\x81\x01\n" +
@@ -2252,7 +2381,7 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP() []byte {
 	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescData
 }
 
-var file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_hookyard_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(*Endpoint)(nil),                     // 0: hookyard.dispatcher.v1.Endpoint
 	(*CreateEndpointRequest)(nil),        // 1: hookyard.dispatcher.v1.CreateEndpointRequest
@@ -2273,91 +2402,97 @@ var file_hookyard_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(*Attempt)(nil),                      // 16: hookyard.dispatcher.v1.Attempt
 	(*SendMessageRequest)(nil),           // 17: hookyard.dispatcher.v1.SendMessageRequest
 	(*GetMessageRequest)(nil),            // 18: hookyard.dispatcher.v1.GetMessageRequest
-	(*ListMessageAttemptsRequest)(nil),   // 19: hookyard.dispatcher.v1.ListMessageAttemptsRequest
-	(*ListMessageAttemptsResponse)(nil),  // 20: hookyard.dispatcher.v1.ListMessageAttemptsResponse
-	(*ResendMessageRequest)(nil),         // 21: hookyard.dispatcher.v1.ResendMessageRequest
-	(*ResendMessageResponse)(nil),        // 22: hookyard.dispatcher.v1.ResendMessageResponse
-	(*ListDeadLettersRequest)(nil),       // 23: hookyard.dispatcher.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),      // 24: hookyard.dispatcher.v1.ListDeadLettersResponse
-	(*DeadLetter)(nil),                   // 25: hookyard.dispatcher.v1.DeadLetter
-	(*EndpointDisabled)(nil),             // 26: hookyard.dispatcher.v1.EndpointDisabled
-	(*StreamEventsRequest)(nil),          // 27: hookyard.dispatcher.v1.StreamEventsRequest
-	(*StreamEventsResponse)(nil),         // 28: hookyard.dispatcher.v1.StreamEventsResponse
-	(*StreamReady)(nil),                  // 29: hookyard.dispatcher.v1.StreamReady
-	(*StreamedEvent)(nil),                // 30: hookyard.dispatcher.v1.StreamedEvent
-	(*StreamedAttempt)(nil),              // 31: hookyard.dispatcher.v1.StreamedAttempt
-	nil,                                  // 32: hookyard.dispatcher.v1.Endpoint.HeadersEntry
-	(*durationpb.Duration)(nil),          // 33: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 34: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 35: google.protobuf.FieldMask
-	(*structpb.Value)(nil),               // 36: google.protobuf.Value
-	(*v1.Event)(nil),                     // 37: hookyard.event.v1.Event
+	(*ListMessagesRequest)(nil),          // 19: hookyard.dispatcher.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),         // 20: hookyard.dispatcher.v1.ListMessagesResponse
+	(*ListMessageAttemptsRequest)(nil),   // 21: hookyard.dispatcher.v1.ListMessageAttemptsRequest
+	(*ListMessageAttemptsResponse)(nil),  // 22: hookyard.dispatcher.v1.ListMessageAttemptsResponse
+	(*ResendMessageRequest)(nil),         // 23: hookyard.dispatcher.v1.ResendMessageRequest
+	(*ResendMessageResponse)(nil),        // 24: hookyard.dispatcher.v1.ResendMessageResponse
+	(*ListDeadLettersRequest)(nil),       // 25: hookyard.dispatcher.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),      // 26: hookyard.dispatcher.v1.ListDeadLettersResponse
+	(*DeadLetter)(nil),                   // 27: hookyard.dispatcher.v1.DeadLetter
+	(*EndpointDisabled)(nil),             // 28: hookyard.dispatcher.v1.EndpointDisabled
+	(*StreamEventsRequest)(nil),          // 29: hookyard.dispatcher.v1.StreamEventsRequest
+	(*StreamEventsResponse)(nil),         // 30: hookyard.dispatcher.v1.StreamEventsResponse
+	(*StreamReady)(nil),                  // 31: hookyard.dispatcher.v1.StreamReady
+	(*StreamedEvent)(nil),                // 32: hookyard.dispatcher.v1.StreamedEvent
+	(*StreamedAttempt)(nil),              // 33: hookyard.dispatcher.v1.StreamedAttempt
+	nil,                                  // 34: hookyard.dispatcher.v1.Endpoint.HeadersEntry
+	(*durationpb.Duration)(nil),          // 35: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 36: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 37: google.protobuf.FieldMask
+	(*structpb.Value)(nil),               // 38: google.protobuf.Value
+	(*v1.Event)(nil),                     // 39: hookyard.event.v1.Event
 }
 var file_hookyard_dispatcher_v1_dispatcher_proto_depIdxs = []int32{
-	32, // 0: hookyard.dispatcher.v1.Endpoint.headers:type_name -> hookyard.dispatcher.v1.Endpoint.HeadersEntry
-	33, // 1: hookyard.dispatcher.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
-	33, // 2: hookyard.dispatcher.v1.Endpoint.retry_schedule:type_name -> google.protobuf.Duration
-	34, // 3: hookyard.dispatcher.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	34, // 4: hookyard.dispatcher.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	34, // 5: hookyard.dispatcher.v1.Endpoint.failing_since:type_name -> google.protobuf.Timestamp
+	34, // 0: hookyard.dispatcher.v1.Endpoint.headers:type_name -> hookyard.dispatcher.v1.Endpoint.HeadersEntry
+	35, // 1: hookyard.dispatcher.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
+	35, // 2: hookyard.dispatcher.v1.Endpoint.retry_schedule:type_name -> google.protobuf.Duration
+	36, // 3: hookyard.dispatcher.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	36, // 4: hookyard.dispatcher.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	36, // 5: hookyard.dispatcher.v1.Endpoint.failing_since:type_name -> google.protobuf.Timestamp
 	0,  // 6: hookyard.dispatcher.v1.CreateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
 	0,  // 7: hookyard.dispatcher.v1.ListEndpointsResponse.endpoints:type_name -> hookyard.dispatcher.v1.Endpoint
 	0,  // 8: hookyard.dispatcher.v1.UpdateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
-	35, // 9: hookyard.dispatcher.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
-	33, // 10: hookyard.dispatcher.v1.RotateEndpointSecretRequest.overlap:type_name -> google.protobuf.Duration
-	34, // 11: hookyard.dispatcher.v1.RotateEndpointSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
-	34, // 12: hookyard.dispatcher.v1.RecoverEndpointRequest.since_time:type_name -> google.protobuf.Timestamp
-	36, // 13: hookyard.dispatcher.v1.Message.data:type_name -> google.protobuf.Value
-	34, // 14: hookyard.dispatcher.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	37, // 9: hookyard.dispatcher.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
+	35, // 10: hookyard.dispatcher.v1.RotateEndpointSecretRequest.overlap:type_name -> google.protobuf.Duration
+	36, // 11: hookyard.dispatcher.v1.RotateEndpointSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
+	36, // 12: hookyard.dispatcher.v1.RecoverEndpointRequest.since_time:type_name -> google.protobuf.Timestamp
+	38, // 13: hookyard.dispatcher.v1.Message.data:type_name -> google.protobuf.Value
+	36, // 14: hookyard.dispatcher.v1.Message.create_time:type_name -> google.protobuf.Timestamp
 	15, // 15: hookyard.dispatcher.v1.Message.deliveries:type_name -> hookyard.dispatcher.v1.Delivery
-	34, // 16: hookyard.dispatcher.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
-	34, // 17: hookyard.dispatcher.v1.Attempt.time:type_name -> google.protobuf.Timestamp
-	33, // 18: hookyard.dispatcher.v1.Attempt.latency:type_name -> google.protobuf.Duration
-	14, // 19: hookyard.dispatcher.v1.SendMessageRequest.message:type_name -> hookyard.dispatcher.v1.Message
-	16, // 20: hookyard.dispatcher.v1.ListMessageAttemptsResponse.attempts:type_name -> hookyard.dispatcher.v1.Attempt
-	25, // 21: hookyard.dispatcher.v1.ListDeadLettersResponse.dead_letters:type_name -> hookyard.dispatcher.v1.DeadLetter
-	34, // 22: hookyard.dispatcher.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
-	16, // 23: hookyard.dispatcher.v1.DeadLetter.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	34, // 24: hookyard.dispatcher.v1.EndpointDisabled.failing_since:type_name -> google.protobuf.Timestamp
-	29, // 25: hookyard.dispatcher.v1.StreamEventsResponse.ready:type_name -> hookyard.dispatcher.v1.StreamReady
-	30, // 26: hookyard.dispatcher.v1.StreamEventsResponse.event:type_name -> hookyard.dispatcher.v1.StreamedEvent
-	31, // 27: hookyard.dispatcher.v1.StreamEventsResponse.attempt:type_name -> hookyard.dispatcher.v1.StreamedAttempt
-	33, // 28: hookyard.dispatcher.v1.StreamReady.resume_window:type_name -> google.protobuf.Duration
-	37, // 29: hookyard.dispatcher.v1.StreamedEvent.event:type_name -> hookyard.event.v1.Event
-	16, // 30: hookyard.dispatcher.v1.StreamedAttempt.attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	1,  // 31: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:input_type -> hookyard.dispatcher.v1.CreateEndpointRequest
-	2,  // 32: hookyard.dispatcher.v1.EndpointService.GetEndpoint:input_type -> hookyard.dispatcher.v1.GetEndpointRequest
-	3,  // 33: hookyard.dispatcher.v1.EndpointService.ListEndpoints:input_type -> hookyard.dispatcher.v1.ListEndpointsRequest
-	5,  // 34: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:input_type -> hookyard.dispatcher.v1.UpdateEndpointRequest
-	6,  // 35: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:input_type -> hookyard.dispatcher.v1.DeleteEndpointRequest
-	8,  // 36: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:input_type -> hookyard.dispatcher.v1.RotateEndpointSecretRequest
-	10, // 37: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:input_type -> hookyard.dispatcher.v1.RecoverEndpointRequest
-	12, // 38: hookyard.dispatcher.v1.EndpointService.SendTestEvent:input_type -> hookyard.dispatcher.v1.SendTestEventRequest
-	17, // 39: hookyard.dispatcher.v1.MessageService.SendMessage:input_type -> hookyard.dispatcher.v1.SendMessageRequest
-	18, // 40: hookyard.dispatcher.v1.MessageService.GetMessage:input_type -> hookyard.dispatcher.v1.GetMessageRequest
-	19, // 41: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:input_type -> hookyard.dispatcher.v1.ListMessageAttemptsRequest
-	21, // 42: hookyard.dispatcher.v1.MessageService.ResendMessage:input_type -> hookyard.dispatcher.v1.ResendMessageRequest
-	23, // 43: hookyard.dispatcher.v1.MessageService.ListDeadLetters:input_type -> hookyard.dispatcher.v1.ListDeadLettersRequest
-	27, // 44: hookyard.dispatcher.v1.EventStreamService.StreamEvents:input_type -> hookyard.dispatcher.v1.StreamEventsRequest
-	0,  // 45: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	0,  // 46: hookyard.dispatcher.v1.EndpointService.GetEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	4,  // 47: hookyard.dispatcher.v1.EndpointService.ListEndpoints:output_type -> hookyard.dispatcher.v1.ListEndpointsResponse
-	0,  // 48: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	7,  // 49: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:output_type -> hookyard.dispatcher.v1.DeleteEndpointResponse
-	9,  // 50: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:output_type -> hookyard.dispatcher.v1.RotateEndpointSecretResponse
-	11, // 51: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:output_type -> hookyard.dispatcher.v1.RecoverEndpointResponse
-	13, // 52: hookyard.dispatcher.v1.EndpointService.SendTestEvent:output_type -> hookyard.dispatcher.v1.SendTestEventResponse
-	14, // 53: hookyard.dispatcher.v1.MessageService.SendMessage:output_type -> hookyard.dispatcher.v1.Message
-	14, // 54: hookyard.dispatcher.v1.MessageService.GetMessage:output_type -> hookyard.dispatcher.v1.Message
-	20, // 55: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:output_type -> hookyard.dispatcher.v1.ListMessageAttemptsResponse
-	22, // 56: hookyard.dispatcher.v1.MessageService.ResendMessage:output_type -> hookyard.dispatcher.v1.ResendMessageResponse
-	24, // 57: hookyard.dispatcher.v1.MessageService.ListDeadLetters:output_type -> hookyard.dispatcher.v1.ListDeadLettersResponse
-	28, // 58: hookyard.dispatcher.v1.EventStreamService.StreamEvents:output_type -> hookyard.dispatcher.v1.StreamEventsResponse
-	45, // [45:59] is the sub-list for method output_type
-	31, // [31:45] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	36, // 16: hookyard.dispatcher.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	16, // 17: hookyard.dispatcher.v1.Delivery.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
+	36, // 18: hookyard.dispatcher.v1.Attempt.time:type_name -> google.protobuf.Timestamp
+	35, // 19: hookyard.dispatcher.v1.Attempt.latency:type_name -> google.protobuf.Duration
+	14, // 20: hookyard.dispatcher.v1.SendMessageRequest.message:type_name -> hookyard.dispatcher.v1.Message
+	14, // 21: hookyard.dispatcher.v1.ListMessagesResponse.messages:type_name -> hookyard.dispatcher.v1.Message
+	16, // 22: hookyard.dispatcher.v1.ListMessageAttemptsResponse.attempts:type_name -> hookyard.dispatcher.v1.Attempt
+	27, // 23: hookyard.dispatcher.v1.ListDeadLettersResponse.dead_letters:type_name -> hookyard.dispatcher.v1.DeadLetter
+	36, // 24: hookyard.dispatcher.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
+	16, // 25: hookyard.dispatcher.v1.DeadLetter.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
+	36, // 26: hookyard.dispatcher.v1.EndpointDisabled.failing_since:type_name -> google.protobuf.Timestamp
+	31, // 27: hookyard.dispatcher.v1.StreamEventsResponse.ready:type_name -> hookyard.dispatcher.v1.StreamReady
+	32, // 28: hookyard.dispatcher.v1.StreamEventsResponse.event:type_name -> hookyard.dispatcher.v1.StreamedEvent
+	33, // 29: hookyard.dispatcher.v1.StreamEventsResponse.attempt:type_name -> hookyard.dispatcher.v1.StreamedAttempt
+	35, // 30: hookyard.dispatcher.v1.StreamReady.resume_window:type_name -> google.protobuf.Duration
+	39, // 31: hookyard.dispatcher.v1.StreamedEvent.event:type_name -> hookyard.event.v1.Event
+	16, // 32: hookyard.dispatcher.v1.StreamedAttempt.attempt:type_name -> hookyard.dispatcher.v1.Attempt
+	1,  // 33: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:input_type -> hookyard.dispatcher.v1.CreateEndpointRequest
+	2,  // 34: hookyard.dispatcher.v1.EndpointService.GetEndpoint:input_type -> hookyard.dispatcher.v1.GetEndpointRequest
+	3,  // 35: hookyard.dispatcher.v1.EndpointService.ListEndpoints:input_type -> hookyard.dispatcher.v1.ListEndpointsRequest
+	5,  // 36: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:input_type -> hookyard.dispatcher.v1.UpdateEndpointRequest
+	6,  // 37: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:input_type -> hookyard.dispatcher.v1.DeleteEndpointRequest
+	8,  // 38: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:input_type -> hookyard.dispatcher.v1.RotateEndpointSecretRequest
+	10, // 39: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:input_type -> hookyard.dispatcher.v1.RecoverEndpointRequest
+	12, // 40: hookyard.dispatcher.v1.EndpointService.SendTestEvent:input_type -> hookyard.dispatcher.v1.SendTestEventRequest
+	17, // 41: hookyard.dispatcher.v1.MessageService.SendMessage:input_type -> hookyard.dispatcher.v1.SendMessageRequest
+	18, // 42: hookyard.dispatcher.v1.MessageService.GetMessage:input_type -> hookyard.dispatcher.v1.GetMessageRequest
+	19, // 43: hookyard.dispatcher.v1.MessageService.ListMessages:input_type -> hookyard.dispatcher.v1.ListMessagesRequest
+	21, // 44: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:input_type -> hookyard.dispatcher.v1.ListMessageAttemptsRequest
+	23, // 45: hookyard.dispatcher.v1.MessageService.ResendMessage:input_type -> hookyard.dispatcher.v1.ResendMessageRequest
+	25, // 46: hookyard.dispatcher.v1.MessageService.ListDeadLetters:input_type -> hookyard.dispatcher.v1.ListDeadLettersRequest
+	29, // 47: hookyard.dispatcher.v1.EventStreamService.StreamEvents:input_type -> hookyard.dispatcher.v1.StreamEventsRequest
+	0,  // 48: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	0,  // 49: hookyard.dispatcher.v1.EndpointService.GetEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	4,  // 50: hookyard.dispatcher.v1.EndpointService.ListEndpoints:output_type -> hookyard.dispatcher.v1.ListEndpointsResponse
+	0,  // 51: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	7,  // 52: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:output_type -> hookyard.dispatcher.v1.DeleteEndpointResponse
+	9,  // 53: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:output_type -> hookyard.dispatcher.v1.RotateEndpointSecretResponse
+	11, // 54: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:output_type -> hookyard.dispatcher.v1.RecoverEndpointResponse
+	13, // 55: hookyard.dispatcher.v1.EndpointService.SendTestEvent:output_type -> hookyard.dispatcher.v1.SendTestEventResponse
+	14, // 56: hookyard.dispatcher.v1.MessageService.SendMessage:output_type -> hookyard.dispatcher.v1.Message
+	14, // 57: hookyard.dispatcher.v1.MessageService.GetMessage:output_type -> hookyard.dispatcher.v1.Message
+	20, // 58: hookyard.dispatcher.v1.MessageService.ListMessages:output_type -> hookyard.dispatcher.v1.ListMessagesResponse
+	22, // 59: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:output_type -> hookyard.dispatcher.v1.ListMessageAttemptsResponse
+	24, // 60: hookyard.dispatcher.v1.MessageService.ResendMessage:output_type -> hookyard.dispatcher.v1.ResendMessageResponse
+	26, // 61: hookyard.dispatcher.v1.MessageService.ListDeadLetters:output_type -> hookyard.dispatcher.v1.ListDeadLettersResponse
+	30, // 62: hookyard.dispatcher.v1.EventStreamService.StreamEvents:output_type -> hookyard.dispatcher.v1.StreamEventsResponse
+	48, // [48:63] is the sub-list for method output_type
+	33, // [33:48] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_dispatcher_v1_dispatcher_proto_init() }
@@ -2365,7 +2500,7 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_init() {
 	if File_hookyard_dispatcher_v1_dispatcher_proto != nil {
 		return
 	}
-	file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[28].OneofWrappers = []any{
+	file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[30].OneofWrappers = []any{
 		(*StreamEventsResponse_Ready)(nil),
 		(*StreamEventsResponse_Event)(nil),
 		(*StreamEventsResponse_Attempt)(nil),
@@ -2376,7 +2511,7 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc), len(file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

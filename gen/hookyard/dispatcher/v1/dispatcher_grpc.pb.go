@@ -411,6 +411,7 @@ var EndpointService_ServiceDesc = grpc.ServiceDesc{
 const (
 	MessageService_SendMessage_FullMethodName         = "/hookyard.dispatcher.v1.MessageService/SendMessage"
 	MessageService_GetMessage_FullMethodName          = "/hookyard.dispatcher.v1.MessageService/GetMessage"
+	MessageService_ListMessages_FullMethodName        = "/hookyard.dispatcher.v1.MessageService/ListMessages"
 	MessageService_ListMessageAttempts_FullMethodName = "/hookyard.dispatcher.v1.MessageService/ListMessageAttempts"
 	MessageService_ResendMessage_FullMethodName       = "/hookyard.dispatcher.v1.MessageService/ResendMessage"
 	MessageService_ListDeadLetters_FullMethodName     = "/hookyard.dispatcher.v1.MessageService/ListDeadLetters"
@@ -426,6 +427,9 @@ type MessageServiceClient interface {
 	SendMessage(ctx context.Context, in *SendMessageRequest, opts ...grpc.CallOption) (*Message, error)
 	// Gets a message and its per-endpoint delivery status.
 	GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*Message, error)
+	// Lists the tenant's recent messages, newest first, with their
+	// deliveries and each delivery's last attempt (data is left out).
+	ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error)
 	// Lists the attempts made for a message, oldest first.
 	ListMessageAttempts(ctx context.Context, in *ListMessageAttemptsRequest, opts ...grpc.CallOption) (*ListMessageAttemptsResponse, error)
 	// Delivers the message again to its endpoints (or one of them).
@@ -456,6 +460,16 @@ func (c *messageServiceClient) GetMessage(ctx context.Context, in *GetMessageReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Message)
 	err := c.cc.Invoke(ctx, MessageService_GetMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *messageServiceClient) ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMessagesResponse)
+	err := c.cc.Invoke(ctx, MessageService_ListMessages_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -502,6 +516,9 @@ type MessageServiceServer interface {
 	SendMessage(context.Context, *SendMessageRequest) (*Message, error)
 	// Gets a message and its per-endpoint delivery status.
 	GetMessage(context.Context, *GetMessageRequest) (*Message, error)
+	// Lists the tenant's recent messages, newest first, with their
+	// deliveries and each delivery's last attempt (data is left out).
+	ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error)
 	// Lists the attempts made for a message, oldest first.
 	ListMessageAttempts(context.Context, *ListMessageAttemptsRequest) (*ListMessageAttemptsResponse, error)
 	// Delivers the message again to its endpoints (or one of them).
@@ -523,6 +540,9 @@ func (UnimplementedMessageServiceServer) SendMessage(context.Context, *SendMessa
 }
 func (UnimplementedMessageServiceServer) GetMessage(context.Context, *GetMessageRequest) (*Message, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMessage not implemented")
+}
+func (UnimplementedMessageServiceServer) ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMessages not implemented")
 }
 func (UnimplementedMessageServiceServer) ListMessageAttempts(context.Context, *ListMessageAttemptsRequest) (*ListMessageAttemptsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMessageAttempts not implemented")
@@ -586,6 +606,24 @@ func _MessageService_GetMessage_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MessageServiceServer).GetMessage(ctx, req.(*GetMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MessageService_ListMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessageServiceServer).ListMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MessageService_ListMessages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessageServiceServer).ListMessages(ctx, req.(*ListMessagesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -658,6 +696,10 @@ var MessageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMessage",
 			Handler:    _MessageService_GetMessage_Handler,
+		},
+		{
+			MethodName: "ListMessages",
+			Handler:    _MessageService_ListMessages_Handler,
 		},
 		{
 			MethodName: "ListMessageAttempts",

@@ -620,6 +620,182 @@ func (*DeleteSourceResponse) Descriptor() ([]byte, []int) {
 	return file_hookyard_ingress_v1_ingress_proto_rawDescGZIP(), []int{8}
 }
 
+// ListSourceStatsRequest is the request of ListSourceStats.
+type ListSourceStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSourceStatsRequest) Reset() {
+	*x = ListSourceStatsRequest{}
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSourceStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSourceStatsRequest) ProtoMessage() {}
+
+func (x *ListSourceStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSourceStatsRequest.ProtoReflect.Descriptor instead.
+func (*ListSourceStatsRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_ingress_v1_ingress_proto_rawDescGZIP(), []int{9}
+}
+
+// ListSourceStatsResponse is the response of ListSourceStats.
+type ListSourceStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per source that received webhooks, by name.
+	Stats         []*SourceStats `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSourceStatsResponse) Reset() {
+	*x = ListSourceStatsResponse{}
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSourceStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSourceStatsResponse) ProtoMessage() {}
+
+func (x *ListSourceStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSourceStatsResponse.ProtoReflect.Descriptor instead.
+func (*ListSourceStatsResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_ingress_v1_ingress_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListSourceStatsResponse) GetStats() []*SourceStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// SourceStats counts the webhooks of one source.
+type SourceStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Source name.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// Webhooks received for the source.
+	ReceivedCount int64 `protobuf:"varint,2,opt,name=received_count,json=receivedCount,proto3" json:"received_count,omitempty"`
+	// Webhooks accepted (published, or answered as a handshake).
+	AcceptedCount int64 `protobuf:"varint,3,opt,name=accepted_count,json=acceptedCount,proto3" json:"accepted_count,omitempty"`
+	// Repeats of an event already accepted, answered 200.
+	DuplicateCount int64 `protobuf:"varint,4,opt,name=duplicate_count,json=duplicateCount,proto3" json:"duplicate_count,omitempty"`
+	// Webhooks whose signature did not verify (bad or missing signature,
+	// stale timestamp, signature replayed for another event).
+	VerificationFailureCount int64 `protobuf:"varint,5,opt,name=verification_failure_count,json=verificationFailureCount,proto3" json:"verification_failure_count,omitempty"`
+	// Webhooks refused for another reason (too large, unreadable, service
+	// unavailable).
+	OtherRejectedCount int64 `protobuf:"varint,6,opt,name=other_rejected_count,json=otherRejectedCount,proto3" json:"other_rejected_count,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *SourceStats) Reset() {
+	*x = SourceStats{}
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceStats) ProtoMessage() {}
+
+func (x *SourceStats) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceStats.ProtoReflect.Descriptor instead.
+func (*SourceStats) Descriptor() ([]byte, []int) {
+	return file_hookyard_ingress_v1_ingress_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SourceStats) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *SourceStats) GetReceivedCount() int64 {
+	if x != nil {
+		return x.ReceivedCount
+	}
+	return 0
+}
+
+func (x *SourceStats) GetAcceptedCount() int64 {
+	if x != nil {
+		return x.AcceptedCount
+	}
+	return 0
+}
+
+func (x *SourceStats) GetDuplicateCount() int64 {
+	if x != nil {
+		return x.DuplicateCount
+	}
+	return 0
+}
+
+func (x *SourceStats) GetVerificationFailureCount() int64 {
+	if x != nil {
+		return x.VerificationFailureCount
+	}
+	return 0
+}
+
+func (x *SourceStats) GetOtherRejectedCount() int64 {
+	if x != nil {
+		return x.OtherRejectedCount
+	}
+	return 0
+}
+
 // PublishRequest is the request of Publish.
 type PublishRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -643,7 +819,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[9]
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +831,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[9]
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +844,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_ingress_v1_ingress_proto_rawDescGZIP(), []int{9}
+	return file_hookyard_ingress_v1_ingress_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PublishRequest) GetId() string {
@@ -721,7 +897,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[10]
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +909,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[10]
+	mi := &file_hookyard_ingress_v1_ingress_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +922,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_ingress_v1_ingress_proto_rawDescGZIP(), []int{10}
+	return file_hookyard_ingress_v1_ingress_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PublishResponse) GetId() string {
@@ -819,7 +995,17 @@ const file_hookyard_ingress_v1_ingress_proto_rawDesc = "" +
 	"updateMask\")\n" +
 	"\x13DeleteSourceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteSourceResponse\"\x92\x01\n" +
+	"\x14DeleteSourceResponse\"\x18\n" +
+	"\x16ListSourceStatsRequest\"Q\n" +
+	"\x17ListSourceStatsResponse\x126\n" +
+	"\x05stats\x18\x01 \x03(\v2 .hookyard.ingress.v1.SourceStatsR\x05stats\"\x8c\x02\n" +
+	"\vSourceStats\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12%\n" +
+	"\x0ereceived_count\x18\x02 \x01(\x03R\rreceivedCount\x12%\n" +
+	"\x0eaccepted_count\x18\x03 \x01(\x03R\racceptedCount\x12'\n" +
+	"\x0fduplicate_count\x18\x04 \x01(\x03R\x0eduplicateCount\x12<\n" +
+	"\x1averification_failure_count\x18\x05 \x01(\x03R\x18verificationFailureCount\x120\n" +
+	"\x14other_rejected_count\x18\x06 \x01(\x03R\x12otherRejectedCount\"\x92\x01\n" +
 	"\x0ePublishRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x12\n" +
@@ -830,13 +1016,14 @@ const file_hookyard_ingress_v1_ingress_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1f\n" +
 	"\vrouting_key\x18\x03 \x01(\tR\n" +
-	"routingKey2\xd5\x03\n" +
+	"routingKey2\xc3\x04\n" +
 	"\rSourceService\x12U\n" +
 	"\fCreateSource\x12(.hookyard.ingress.v1.CreateSourceRequest\x1a\x1b.hookyard.ingress.v1.Source\x12O\n" +
 	"\tGetSource\x12%.hookyard.ingress.v1.GetSourceRequest\x1a\x1b.hookyard.ingress.v1.Source\x12`\n" +
 	"\vListSources\x12'.hookyard.ingress.v1.ListSourcesRequest\x1a(.hookyard.ingress.v1.ListSourcesResponse\x12U\n" +
 	"\fUpdateSource\x12(.hookyard.ingress.v1.UpdateSourceRequest\x1a\x1b.hookyard.ingress.v1.Source\x12c\n" +
-	"\fDeleteSource\x12(.hookyard.ingress.v1.DeleteSourceRequest\x1a).hookyard.ingress.v1.DeleteSourceResponse2d\n" +
+	"\fDeleteSource\x12(.hookyard.ingress.v1.DeleteSourceRequest\x1a).hookyard.ingress.v1.DeleteSourceResponse\x12l\n" +
+	"\x0fListSourceStats\x12+.hookyard.ingress.v1.ListSourceStatsRequest\x1a,.hookyard.ingress.v1.ListSourceStatsResponse2d\n" +
 	"\fEventService\x12T\n" +
 	"\aPublish\x12#.hookyard.ingress.v1.PublishRequest\x1a$.hookyard.ingress.v1.PublishResponseB@Z>github.com/hookyard/hookyard/gen/hookyard/ingress/v1;ingressv1b\x06proto3"
 
@@ -852,53 +1039,59 @@ func file_hookyard_ingress_v1_ingress_proto_rawDescGZIP() []byte {
 	return file_hookyard_ingress_v1_ingress_proto_rawDescData
 }
 
-var file_hookyard_ingress_v1_ingress_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_hookyard_ingress_v1_ingress_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_hookyard_ingress_v1_ingress_proto_goTypes = []any{
-	(*Source)(nil),                // 0: hookyard.ingress.v1.Source
-	(*HmacScheme)(nil),            // 1: hookyard.ingress.v1.HmacScheme
-	(*CreateSourceRequest)(nil),   // 2: hookyard.ingress.v1.CreateSourceRequest
-	(*GetSourceRequest)(nil),      // 3: hookyard.ingress.v1.GetSourceRequest
-	(*ListSourcesRequest)(nil),    // 4: hookyard.ingress.v1.ListSourcesRequest
-	(*ListSourcesResponse)(nil),   // 5: hookyard.ingress.v1.ListSourcesResponse
-	(*UpdateSourceRequest)(nil),   // 6: hookyard.ingress.v1.UpdateSourceRequest
-	(*DeleteSourceRequest)(nil),   // 7: hookyard.ingress.v1.DeleteSourceRequest
-	(*DeleteSourceResponse)(nil),  // 8: hookyard.ingress.v1.DeleteSourceResponse
-	(*PublishRequest)(nil),        // 9: hookyard.ingress.v1.PublishRequest
-	(*PublishResponse)(nil),       // 10: hookyard.ingress.v1.PublishResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil), // 13: google.protobuf.FieldMask
-	(*structpb.Value)(nil),        // 14: google.protobuf.Value
+	(*Source)(nil),                  // 0: hookyard.ingress.v1.Source
+	(*HmacScheme)(nil),              // 1: hookyard.ingress.v1.HmacScheme
+	(*CreateSourceRequest)(nil),     // 2: hookyard.ingress.v1.CreateSourceRequest
+	(*GetSourceRequest)(nil),        // 3: hookyard.ingress.v1.GetSourceRequest
+	(*ListSourcesRequest)(nil),      // 4: hookyard.ingress.v1.ListSourcesRequest
+	(*ListSourcesResponse)(nil),     // 5: hookyard.ingress.v1.ListSourcesResponse
+	(*UpdateSourceRequest)(nil),     // 6: hookyard.ingress.v1.UpdateSourceRequest
+	(*DeleteSourceRequest)(nil),     // 7: hookyard.ingress.v1.DeleteSourceRequest
+	(*DeleteSourceResponse)(nil),    // 8: hookyard.ingress.v1.DeleteSourceResponse
+	(*ListSourceStatsRequest)(nil),  // 9: hookyard.ingress.v1.ListSourceStatsRequest
+	(*ListSourceStatsResponse)(nil), // 10: hookyard.ingress.v1.ListSourceStatsResponse
+	(*SourceStats)(nil),             // 11: hookyard.ingress.v1.SourceStats
+	(*PublishRequest)(nil),          // 12: hookyard.ingress.v1.PublishRequest
+	(*PublishResponse)(nil),         // 13: hookyard.ingress.v1.PublishResponse
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 15: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),   // 16: google.protobuf.FieldMask
+	(*structpb.Value)(nil),          // 17: google.protobuf.Value
 }
 var file_hookyard_ingress_v1_ingress_proto_depIdxs = []int32{
-	11, // 0: hookyard.ingress.v1.Source.secret_expire_times:type_name -> google.protobuf.Timestamp
-	12, // 1: hookyard.ingress.v1.Source.tolerance:type_name -> google.protobuf.Duration
+	14, // 0: hookyard.ingress.v1.Source.secret_expire_times:type_name -> google.protobuf.Timestamp
+	15, // 1: hookyard.ingress.v1.Source.tolerance:type_name -> google.protobuf.Duration
 	1,  // 2: hookyard.ingress.v1.Source.hmac:type_name -> hookyard.ingress.v1.HmacScheme
-	12, // 3: hookyard.ingress.v1.Source.dedupe_window:type_name -> google.protobuf.Duration
-	11, // 4: hookyard.ingress.v1.Source.create_time:type_name -> google.protobuf.Timestamp
-	11, // 5: hookyard.ingress.v1.Source.update_time:type_name -> google.protobuf.Timestamp
+	15, // 3: hookyard.ingress.v1.Source.dedupe_window:type_name -> google.protobuf.Duration
+	14, // 4: hookyard.ingress.v1.Source.create_time:type_name -> google.protobuf.Timestamp
+	14, // 5: hookyard.ingress.v1.Source.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 6: hookyard.ingress.v1.CreateSourceRequest.source:type_name -> hookyard.ingress.v1.Source
 	0,  // 7: hookyard.ingress.v1.ListSourcesResponse.sources:type_name -> hookyard.ingress.v1.Source
 	0,  // 8: hookyard.ingress.v1.UpdateSourceRequest.source:type_name -> hookyard.ingress.v1.Source
-	13, // 9: hookyard.ingress.v1.UpdateSourceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	14, // 10: hookyard.ingress.v1.PublishRequest.data:type_name -> google.protobuf.Value
-	2,  // 11: hookyard.ingress.v1.SourceService.CreateSource:input_type -> hookyard.ingress.v1.CreateSourceRequest
-	3,  // 12: hookyard.ingress.v1.SourceService.GetSource:input_type -> hookyard.ingress.v1.GetSourceRequest
-	4,  // 13: hookyard.ingress.v1.SourceService.ListSources:input_type -> hookyard.ingress.v1.ListSourcesRequest
-	6,  // 14: hookyard.ingress.v1.SourceService.UpdateSource:input_type -> hookyard.ingress.v1.UpdateSourceRequest
-	7,  // 15: hookyard.ingress.v1.SourceService.DeleteSource:input_type -> hookyard.ingress.v1.DeleteSourceRequest
-	9,  // 16: hookyard.ingress.v1.EventService.Publish:input_type -> hookyard.ingress.v1.PublishRequest
-	0,  // 17: hookyard.ingress.v1.SourceService.CreateSource:output_type -> hookyard.ingress.v1.Source
-	0,  // 18: hookyard.ingress.v1.SourceService.GetSource:output_type -> hookyard.ingress.v1.Source
-	5,  // 19: hookyard.ingress.v1.SourceService.ListSources:output_type -> hookyard.ingress.v1.ListSourcesResponse
-	0,  // 20: hookyard.ingress.v1.SourceService.UpdateSource:output_type -> hookyard.ingress.v1.Source
-	8,  // 21: hookyard.ingress.v1.SourceService.DeleteSource:output_type -> hookyard.ingress.v1.DeleteSourceResponse
-	10, // 22: hookyard.ingress.v1.EventService.Publish:output_type -> hookyard.ingress.v1.PublishResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	16, // 9: hookyard.ingress.v1.UpdateSourceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11, // 10: hookyard.ingress.v1.ListSourceStatsResponse.stats:type_name -> hookyard.ingress.v1.SourceStats
+	17, // 11: hookyard.ingress.v1.PublishRequest.data:type_name -> google.protobuf.Value
+	2,  // 12: hookyard.ingress.v1.SourceService.CreateSource:input_type -> hookyard.ingress.v1.CreateSourceRequest
+	3,  // 13: hookyard.ingress.v1.SourceService.GetSource:input_type -> hookyard.ingress.v1.GetSourceRequest
+	4,  // 14: hookyard.ingress.v1.SourceService.ListSources:input_type -> hookyard.ingress.v1.ListSourcesRequest
+	6,  // 15: hookyard.ingress.v1.SourceService.UpdateSource:input_type -> hookyard.ingress.v1.UpdateSourceRequest
+	7,  // 16: hookyard.ingress.v1.SourceService.DeleteSource:input_type -> hookyard.ingress.v1.DeleteSourceRequest
+	9,  // 17: hookyard.ingress.v1.SourceService.ListSourceStats:input_type -> hookyard.ingress.v1.ListSourceStatsRequest
+	12, // 18: hookyard.ingress.v1.EventService.Publish:input_type -> hookyard.ingress.v1.PublishRequest
+	0,  // 19: hookyard.ingress.v1.SourceService.CreateSource:output_type -> hookyard.ingress.v1.Source
+	0,  // 20: hookyard.ingress.v1.SourceService.GetSource:output_type -> hookyard.ingress.v1.Source
+	5,  // 21: hookyard.ingress.v1.SourceService.ListSources:output_type -> hookyard.ingress.v1.ListSourcesResponse
+	0,  // 22: hookyard.ingress.v1.SourceService.UpdateSource:output_type -> hookyard.ingress.v1.Source
+	8,  // 23: hookyard.ingress.v1.SourceService.DeleteSource:output_type -> hookyard.ingress.v1.DeleteSourceResponse
+	10, // 24: hookyard.ingress.v1.SourceService.ListSourceStats:output_type -> hookyard.ingress.v1.ListSourceStatsResponse
+	13, // 25: hookyard.ingress.v1.EventService.Publish:output_type -> hookyard.ingress.v1.PublishResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_ingress_v1_ingress_proto_init() }
@@ -912,7 +1105,7 @@ func file_hookyard_ingress_v1_ingress_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_ingress_v1_ingress_proto_rawDesc), len(file_hookyard_ingress_v1_ingress_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

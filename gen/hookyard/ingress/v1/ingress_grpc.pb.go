@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SourceService_CreateSource_FullMethodName = "/hookyard.ingress.v1.SourceService/CreateSource"
-	SourceService_GetSource_FullMethodName    = "/hookyard.ingress.v1.SourceService/GetSource"
-	SourceService_ListSources_FullMethodName  = "/hookyard.ingress.v1.SourceService/ListSources"
-	SourceService_UpdateSource_FullMethodName = "/hookyard.ingress.v1.SourceService/UpdateSource"
-	SourceService_DeleteSource_FullMethodName = "/hookyard.ingress.v1.SourceService/DeleteSource"
+	SourceService_CreateSource_FullMethodName    = "/hookyard.ingress.v1.SourceService/CreateSource"
+	SourceService_GetSource_FullMethodName       = "/hookyard.ingress.v1.SourceService/GetSource"
+	SourceService_ListSources_FullMethodName     = "/hookyard.ingress.v1.SourceService/ListSources"
+	SourceService_UpdateSource_FullMethodName    = "/hookyard.ingress.v1.SourceService/UpdateSource"
+	SourceService_DeleteSource_FullMethodName    = "/hookyard.ingress.v1.SourceService/DeleteSource"
+	SourceService_ListSourceStats_FullMethodName = "/hookyard.ingress.v1.SourceService/ListSourceStats"
 )
 
 // SourceServiceClient is the client API for SourceService service.
@@ -43,6 +44,10 @@ type SourceServiceClient interface {
 	UpdateSource(ctx context.Context, in *UpdateSourceRequest, opts ...grpc.CallOption) (*Source, error)
 	// Deletes a source; its webhook URL answers 404 afterwards.
 	DeleteSource(ctx context.Context, in *DeleteSourceRequest, opts ...grpc.CallOption) (*DeleteSourceResponse, error)
+	// Counts, per source, the webhooks received, accepted and refused. Each
+	// replica adds its counts about once a second; a tenant's counters
+	// expire after 30 days without a webhook.
+	ListSourceStats(ctx context.Context, in *ListSourceStatsRequest, opts ...grpc.CallOption) (*ListSourceStatsResponse, error)
 }
 
 type sourceServiceClient struct {
@@ -103,6 +108,16 @@ func (c *sourceServiceClient) DeleteSource(ctx context.Context, in *DeleteSource
 	return out, nil
 }
 
+func (c *sourceServiceClient) ListSourceStats(ctx context.Context, in *ListSourceStatsRequest, opts ...grpc.CallOption) (*ListSourceStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSourceStatsResponse)
+	err := c.cc.Invoke(ctx, SourceService_ListSourceStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SourceServiceServer is the server API for SourceService service.
 // All implementations must embed UnimplementedSourceServiceServer
 // for forward compatibility.
@@ -120,6 +135,10 @@ type SourceServiceServer interface {
 	UpdateSource(context.Context, *UpdateSourceRequest) (*Source, error)
 	// Deletes a source; its webhook URL answers 404 afterwards.
 	DeleteSource(context.Context, *DeleteSourceRequest) (*DeleteSourceResponse, error)
+	// Counts, per source, the webhooks received, accepted and refused. Each
+	// replica adds its counts about once a second; a tenant's counters
+	// expire after 30 days without a webhook.
+	ListSourceStats(context.Context, *ListSourceStatsRequest) (*ListSourceStatsResponse, error)
 	mustEmbedUnimplementedSourceServiceServer()
 }
 
@@ -144,6 +163,9 @@ func (UnimplementedSourceServiceServer) UpdateSource(context.Context, *UpdateSou
 }
 func (UnimplementedSourceServiceServer) DeleteSource(context.Context, *DeleteSourceRequest) (*DeleteSourceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSource not implemented")
+}
+func (UnimplementedSourceServiceServer) ListSourceStats(context.Context, *ListSourceStatsRequest) (*ListSourceStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSourceStats not implemented")
 }
 func (UnimplementedSourceServiceServer) mustEmbedUnimplementedSourceServiceServer() {}
 func (UnimplementedSourceServiceServer) testEmbeddedByValue()                       {}
@@ -256,6 +278,24 @@ func _SourceService_DeleteSource_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SourceService_ListSourceStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSourceStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServiceServer).ListSourceStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SourceService_ListSourceStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServiceServer).ListSourceStats(ctx, req.(*ListSourceStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SourceService_ServiceDesc is the grpc.ServiceDesc for SourceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +322,10 @@ var SourceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSource",
 			Handler:    _SourceService_DeleteSource_Handler,
+		},
+		{
+			MethodName: "ListSourceStats",
+			Handler:    _SourceService_ListSourceStats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

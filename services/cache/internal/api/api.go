@@ -22,6 +22,7 @@ import (
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/platform/tally"
 	"github.com/hookyard/hookyard/services/cache/internal/entries"
 	"github.com/hookyard/hookyard/services/cache/internal/fill"
 	"github.com/hookyard/hookyard/services/cache/internal/metrics"
@@ -41,6 +42,9 @@ type Cache struct {
 	Policy     ssrf.Policy
 	Metrics    *metrics.Metrics
 	Log        *slog.Logger
+	// Stats, when set, counts each namespace's hits and misses for
+	// ListNamespaceStats.
+	Stats *tally.Tally
 }
 
 // domain is the ErrorInfo domain of the service's errors.
@@ -250,7 +254,33 @@ func (c *Cache) GetKey(ctx context.Context, r *cachev1.GetKeyRequest) (*cachev1.
 	if err != nil {
 		return nil, readError(err)
 	}
+	c.count(rec, res.Hit, 1)
 	return toEntry(r.GetKey(), res), nil
+}
+
+// count adds n reads of the namespace that hit or missed, if counting.
+func (c *Cache) count(rec *namespace.Record, hit bool, n int64) {
+	if c.Stats == nil || n == 0 {
+		return
+	}
+	counter := namespace.CountMiss
+	if hit {
+		counter = namespace.CountHit
+	}
+	c.Stats.Add(c.Namespaces.StatsKey(rec.Tenant), rec.NS.GetName(), counter, n)
+}
+
+// ListNamespaceStats reports the tenant's read counters per namespace.
+func (c *Cache) ListNamespaceStats(ctx context.Context, _ *cachev1.ListNamespaceStatsRequest) (*cachev1.ListNamespaceStatsResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stats, err := c.Namespaces.Stats(ctx, tenant)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read counters: %v", err)
+	}
+	return &cachev1.ListNamespaceStatsResponse{Stats: stats}, nil
 }
 
 // BatchGetKeys reads several keys; each succeeds or fails on its own.
@@ -288,6 +318,17 @@ func (c *Cache) BatchGetKeys(ctx context.Context, r *cachev1.BatchGetKeysRequest
 		}()
 	}
 	wg.Wait()
+	var hits, misses int64
+	for _, kr := range out {
+		switch {
+		case kr.GetEntry().GetHit():
+			hits++
+		case kr.GetEntry() != nil:
+			misses++
+		}
+	}
+	c.count(rec, true, hits)
+	c.count(rec, false, misses)
 	return &cachev1.BatchGetKeysResponse{Results: out}, nil
 }
 

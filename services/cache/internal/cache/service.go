@@ -21,6 +21,7 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/platform/tally"
 	"github.com/hookyard/hookyard/services/cache/internal/api"
 	"github.com/hookyard/hookyard/services/cache/internal/entries"
 	"github.com/hookyard/hookyard/services/cache/internal/fill"
@@ -138,7 +139,7 @@ func New(c Config, d Deps) (*Cache, error) {
 	return &Cache{
 		API: &api.Cache{
 			Namespaces: nss, Entries: es, Reader: reader, Origin: oc, Writes: wq,
-			Policy: policy, Metrics: m, Log: d.Log,
+			Policy: policy, Metrics: m, Log: d.Log, Stats: tally.New(d.Redis),
 		},
 		Reader: reader, Writes: wq, Events: ev, Publisher: pub, Namespaces: nss, Entries: es, Near: nc, rabbit: d.Rabbit,
 	}, nil
@@ -155,6 +156,12 @@ func (c *Cache) RunEvents(ctx context.Context) error { return c.Events.Run(ctx, 
 
 // RunWrites sends write-behind writes to origins until ctx ends.
 func (c *Cache) RunWrites(ctx context.Context) error { return c.Writes.Run(ctx, c.rabbit) }
+
+// RunStats writes the read counters once a second until ctx ends.
+func (c *Cache) RunStats(ctx context.Context, log *slog.Logger) error {
+	c.API.Stats.Run(ctx, func(err error) { log.WarnContext(ctx, "read counters", "err", err) })
+	return nil
+}
 
 // Close stops background refreshes and the publisher.
 func (c *Cache) Close() error {
@@ -181,6 +188,7 @@ func Service() app.Service {
 			rt.Go("writes", cc.RunWrites)
 			rt.Go("near-cache", cc.Near.Run)
 			rt.Go("write-sweeper", cc.Writes.RunSweeper)
+			rt.Go("namespace-stats", func(ctx context.Context) error { return cc.RunStats(ctx, rt.Log) })
 			return nil
 		},
 	}

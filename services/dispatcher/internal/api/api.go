@@ -448,6 +448,23 @@ func sortDeliveries(ds []*dispatcherv1.Delivery) {
 	}
 }
 
+// ListMessages pages through the tenant's recent messages, newest first.
+func (s *Messages) ListMessages(ctx context.Context, r *dispatcherv1.ListMessagesRequest) (*dispatcherv1.ListMessagesResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, err := server.PageSize(r.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	ms, next, err := s.Messages.Recent(ctx, tenant, size, r.GetPageToken())
+	if err != nil {
+		return nil, storeErr(err, "messages", "")
+	}
+	return &dispatcherv1.ListMessagesResponse{Messages: ms, NextPageToken: next}, nil
+}
+
 // ListMessageAttempts pages through a message's attempts.
 func (s *Messages) ListMessageAttempts(ctx context.Context, r *dispatcherv1.ListMessageAttemptsRequest) (*dispatcherv1.ListMessageAttemptsResponse, error) {
 	tenant, err := auth.MustTenant(ctx)

@@ -140,12 +140,12 @@ func (w *Worker) ShutdownGrace() time.Duration { return w.cfg.ShutdownGrace }
 func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
 	t, err := task.Decode(d)
 	if err != nil {
-		w.log.Error("dropping malformed task to the DLQ", "err", err, "message_id", d.MessageId)
+		w.log.ErrorContext(ctx, "dropping malformed task to the DLQ", "err", err, "message_id", d.MessageId)
 		_ = d.Reject(false)
 		return
 	}
 	if err := w.process(ctx, t); err != nil {
-		w.log.Warn("delivery task failed; retrying later", "err", err, "message_id", t.Message, "endpoint_id", t.Endpoint)
+		w.log.WarnContext(ctx, "delivery task failed; retrying later", "err", err, "message_id", t.Message, "endpoint_id", t.Endpoint)
 		// Prefer a durable delayed retry over a hot requeue loop, and
 		// never bring forward a retry that was already scheduled later.
 		if next := time.Now().Add(infraRetry); t.NotBefore.Before(next) {
@@ -259,7 +259,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		// Half-open and already probing: give the slot and the token
 		// back, and wait like a task of a full endpoint.
 		if err := w.gate.Cancel(context.WithoutCancel(ctx), req); err != nil {
-			w.log.Warn("releasing a refused attempt failed", "err", err, "endpoint_id", ep.GetId())
+			w.log.WarnContext(ctx, "releasing a refused attempt failed", "err", err, "endpoint_id", ep.GetId())
 		}
 		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "breaker")
 	}
@@ -270,7 +270,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		// back as it was (Handle re-enqueues it), the attempt uncounted
 		// and its slot and token given back.
 		if err := w.gate.Cancel(context.WithoutCancel(ctx), req); err != nil {
-			w.log.Warn("releasing a cut attempt failed", "err", err, "endpoint_id", ep.GetId())
+			w.log.WarnContext(ctx, "releasing a cut attempt failed", "err", err, "endpoint_id", ep.GetId())
 		}
 		done(nil)
 		return fmt.Errorf("attempt cut by shutdown: %w", ctx.Err())
@@ -291,6 +291,13 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task, req admit.Request, outcome retry.Outcome, res result) error {
 	ep := rec.Endpoint
 	now := time.Now()
+	// With the task's context, so the line carries the trace id of the
+	// webhook that caused the delivery. Checked first: the arguments
+	// allocate on every attempt even when debug logs are off.
+	if w.log.Enabled(ctx, slog.LevelDebug) {
+		w.log.DebugContext(ctx, "delivery attempt", "tenant", t.Tenant, "message_id", t.Message, "endpoint_id", t.Endpoint,
+			"attempt", res.record.GetNumber(), "status_code", res.status, "outcome", outcome.String())
+	}
 	t.Deferrals = 0
 	t.Attempts++
 	delivered := outcome == retry.Delivered
@@ -436,7 +443,7 @@ func (w *Worker) disable(ctx context.Context, tenant, id, reason string) error {
 	}
 	if changed {
 		w.metrics.Disabled.WithLabelValues(reason).Inc()
-		w.log.Warn("endpoint disabled", "tenant", tenant, "endpoint_id", id, "reason", reason)
+		w.log.WarnContext(ctx, "endpoint disabled", "tenant", tenant, "endpoint_id", id, "reason", reason)
 	}
 	return w.announce(ctx, rec)
 }

@@ -65,6 +65,12 @@ func testConfig(id string) Config {
 // HOOKYARD_ALLOW_CIDRS.
 func newHarness(t *testing.T, allow string, tweak func(*Config)) *harness {
 	t.Helper()
+	return newHarnessLogging(t, allow, tweak, slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// newHarnessLogging is newHarness with the dispatcher logging to logs.
+func newHarnessLogging(t *testing.T, allow string, tweak func(*Config), logs slog.Handler) *harness {
+	t.Helper()
 	id := newID()
 	h := &harness{t: t, id: id, tenant: "tenant-" + id, cfg: testConfig(id)}
 	if tweak != nil {
@@ -73,7 +79,7 @@ func newHarness(t *testing.T, allow string, tweak func(*Config)) *harness {
 	q := h.cfg.Queues()
 	h.conn = testenv.Rabbit(t, q.Declare)
 	h.rdb = testenv.Redis(t, h.cfg.KeyPrefix)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(logs)
 	var err error
 	h.reg = prometheus.NewRegistry()
 	h.d, err = New(h.cfg, Deps{Rabbit: h.conn, Redis: h.rdb, Log: log, AllowCIDRs: allow, Registry: h.reg})

@@ -1,9 +1,13 @@
 package dispatcher
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +18,7 @@ import (
 	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/trace"
 )
 
 // An event published with a W3C traceparent (as ingress publishes a
@@ -22,7 +27,8 @@ import (
 // queue, and a retry through the delay queues.
 func TestDeliveryCarriesTraceparent(t *testing.T) {
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	h := newHarness(t, loopback, nil)
+	var logs syncBuffer
+	h := newHarnessLogging(t, loopback, nil, trace.LogHandler(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	var n atomic.Int32
 	s := newSink(t, func(request) int {
 		if n.Add(1) == 1 {
@@ -53,4 +59,43 @@ func TestDeliveryCarriesTraceparent(t *testing.T) {
 			t.Errorf("attempt %d: traceparent %q, want trace %s", i+1, tp, traceID)
 		}
 	}
+
+	// The log lines of both attempts carry the trace id too.
+	waitFor(t, 30*time.Second, "the log lines of both attempts", func() bool {
+		n := 0
+		for _, line := range logs.lines() {
+			if line["msg"] == "delivery attempt" && line["message_id"] == "evt-traced" {
+				n++
+				if line["trace_id"] != traceID {
+					t.Fatalf("delivery log line %v, want trace_id %s", line, traceID)
+				}
+			}
+		}
+		return n >= 2
+	})
+}
+
+// syncBuffer collects JSON log lines written from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) lines() []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
+		m := map[string]any{}
+		if json.Unmarshal(l, &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -93,7 +93,7 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 	ev, m, err := Decode(d)
 	if err != nil {
 		f.metrics.Published.WithLabelValues("invalid").Inc()
-		f.log.Error("event is not a binary-mode CloudEvent; sent to the DLQ", "err", err, "message_id", d.MessageId)
+		f.log.ErrorContext(ctx, "event is not a binary-mode CloudEvent; sent to the DLQ", "err", err, "message_id", d.MessageId)
 		_ = d.Reject(false)
 		return
 	}
@@ -110,11 +110,11 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		tries, since := putBacks(d)
 		tries++
 		if IsPermanent(err) || (tries >= f.MaxPutBacks && time.Since(since) >= f.MinFailingTime) {
-			f.log.Error("fan-out failed for good; event dead-lettered", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
+			f.log.ErrorContext(ctx, "fan-out failed for good; event dead-lettered", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
 			f.deadLetter(ctx, d, key, fmt.Sprintf("fan-out failed (%d tries): %v", tries, err))
 			return
 		}
-		f.log.Warn("fan-out failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
+		f.log.WarnContext(ctx, "fan-out failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tries", tries)
 		select {
 		case <-time.After(min(f.RetryDelay<<min(tries-1, 5), 30*time.Second)):
 		case <-ctx.Done():
@@ -126,7 +126,7 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 	if f.OnEvent != nil {
 		f.OnEvent(ctx, ev.GetTenant(), m)
 	}
-	f.log.Debug("event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
+	f.log.DebugContext(ctx, "event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
 	_ = d.Ack(false)
 }
 
@@ -307,7 +307,7 @@ func (f *Fanout) record(ctx context.Context, tenant string, m *message.Message, 
 		if len(renamed) > MaxMessageID {
 			break
 		}
-		f.log.Warn("event id used by another event; delivering it as source:id", "event_id", m.ID, "as", renamed, "source", m.Source, "tenant", tenant)
+		f.log.WarnContext(ctx, "event id used by another event; delivering it as source:id", "event_id", m.ID, "as", renamed, "source", m.Source, "tenant", tenant)
 		m.ID, m.Orig = renamed, sent
 	}
 	return nil, Permanent(fmt.Errorf("event id %q of source %q: every id tried is taken by another event", sent, m.Source))

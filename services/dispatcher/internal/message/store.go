@@ -13,6 +13,7 @@
 //	P:dl:{t}            sorted set "<id> <endpoint>" by dead-letter time
 //	P:dle:{t}:<ep>      sorted set of message ids by dead-letter time
 //	P:held:{t}:<ep>     sorted set of message ids held while disabled
+//	P:recent:{t}        sorted set of message ids by create time (unix ms)
 //	P:send:{t}:<id>     SendMessage idempotency key
 package message
 
@@ -97,10 +98,13 @@ func (s *Store) attKey(t, id string) string  { return fmt.Sprintf("%s:att:{%s}:%
 func (s *Store) dlKey(t string) string       { return fmt.Sprintf("%s:dl:{%s}", s.prefix, t) }
 func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
+func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s}", s.prefix, t) }
 
 // recordScript writes a message's meta, body and TTL in one step unless
 // the message exists, and a pending delivery (ARGV[4]) for each of the
-// fields in ARGV[5:] that has none. For a message that existed it returns
+// fields in ARGV[8:] that has none. A new message is also indexed in the
+// tenant's recent list (KEYS[2], score ARGV[5] = create time in unix ms,
+// member ARGV[6]), which drops entries older than ARGV[7]. For a message that existed it returns
 // its meta and, per field, 1 if that delivery is under way (a worker has
 // written a state beyond pending). Done as separate commands, a crash (or
 // a lost connection) after the first left a message with no body and no
@@ -109,12 +113,15 @@ func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:
 var recordScript = redis.NewScript(`
 if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'body', ARGV[2])
-  for i = 5, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
+  for i = 8, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return {1}
 end
 local out = {0, redis.call('HGET', KEYS[1], 'meta')}
-for i = 5, #ARGV do
+for i = 8, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
   if v and not string.find(v, '"status":"pending"', 1, true) then out[#out + 1] = 1 else out[#out + 1] = 0 end
@@ -148,12 +155,17 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 		return false, nil, fmt.Errorf("encode message: %w", err)
 	}
 	pending, _ := json.Marshal(Delivery{Status: StatusPending})
-	args := make([]any, 0, 4+len(endpoints))
-	args = append(args, meta, m.Body, s.retention.Milliseconds(), pending)
+	args := make([]any, 0, 7+len(endpoints))
+	at := m.CreateTime
+	if at.IsZero() {
+		at = time.Now()
+	}
+	args = append(args, meta, m.Body, s.retention.Milliseconds(), pending,
+		at.UnixMilli(), m.ID, time.Now().Add(-s.retention).UnixMilli())
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}
-	res, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID)}, args...).Slice()
+	res, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID), s.recentKey(tenant)}, args...).Slice()
 	if err != nil {
 		return false, nil, fmt.Errorf("record message: %w", err)
 	}

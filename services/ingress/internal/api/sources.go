@@ -146,3 +146,16 @@ func (s *Sources) DeleteSource(ctx context.Context, r *ingressv1.DeleteSourceReq
 	}
 	return &ingressv1.DeleteSourceResponse{}, nil
 }
+
+// ListSourceStats reports the tenant's webhook counters per source.
+func (s *Sources) ListSourceStats(ctx context.Context, _ *ingressv1.ListSourceStatsRequest) (*ingressv1.ListSourceStatsResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stats, err := s.Store.Stats(ctx, tenant)
+	if err != nil {
+		return nil, server.Unavailable(domain, "the webhook counters", err)
+	}
+	return &ingressv1.ListSourceStatsResponse{Stats: stats}, nil
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/server"
+	"github.com/hookyard/hookyard/platform/tally"
 	"github.com/hookyard/hookyard/services/ingress/internal/api"
 	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
 	"github.com/hookyard/hookyard/services/ingress/internal/receive"
@@ -70,6 +71,8 @@ type Ingress struct {
 	// IDs remembers published ids; its confirms are sent after the
 	// answers, so Close flushes them.
 	IDs *dedupe.Store
+	// Stats counts webhooks per source; RunStats writes the counts.
+	Stats *tally.Tally
 }
 
 // New assembles an Ingress.
@@ -93,8 +96,9 @@ func New(c Config, d Deps) *Ingress {
 	}
 	recv := receive.New(sources, in, d.Log, d.Registry)
 	recv.Bodies = d.Bodies
+	recv.Stats = tally.New(d.Redis)
 	return &Ingress{
-		Sources: sources, Ingest: in, Receiver: recv, Publisher: pub, IDs: idStore,
+		Sources: sources, Ingest: in, Receiver: recv, Publisher: pub, IDs: idStore, Stats: recv.Stats,
 		SourceAPI: &api.Sources{Store: sources}, EventAPI: &api.Events{Ingest: in},
 	}
 }
@@ -144,6 +148,12 @@ func (i *Ingress) flushIDs() error {
 	return i.IDs.Flush(ctx)
 }
 
+// RunStats writes the webhook counters once a second until ctx ends.
+func (i *Ingress) RunStats(ctx context.Context, log *slog.Logger) error {
+	i.Stats.Run(ctx, func(err error) { log.WarnContext(ctx, "webhook counters", "err", err) })
+	return nil
+}
+
 // Service describes the ingress binary.
 func Service() app.Service {
 	var c Config
@@ -157,6 +167,7 @@ func Service() app.Service {
 			rt.OnClose(in.flushIDs)
 			in.Register(rt.Server)
 			rt.Go("source-changes", in.RunSourceChanges)
+			rt.Go("source-stats", func(ctx context.Context) error { return in.RunStats(ctx, rt.Log) })
 			return nil
 		},
 	}

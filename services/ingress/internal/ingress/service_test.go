@@ -98,6 +98,35 @@ func TestAssembledServiceReceivesWebhooks(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// The same event again is a duplicate; a wrong signature is a
+	// verification failure; both are counted for the source's tenant.
+	for _, sig := range []string{req.Header.Get("Stripe-Signature"), "t=" + ts + ",v1=" + hex.EncodeToString(make([]byte, 32))} {
+		again, _ := http.NewRequest(http.MethodPost, srv.URL+"/webhooks/"+name, bytes.NewReader(body))
+		again.Header.Set("Stripe-Signature", sig)
+		resp, err := http.DefaultClient.Do(again)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if err := in.Stats.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := in.SourceAPI.ListSourceStats(auth.WithTenant(ctx, "acme"), &ingressv1.ListSourceStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats.GetStats()) != 1 {
+		t.Fatalf("stats %v, want one source", stats)
+	}
+	if st := stats.GetStats()[0]; st.GetSource() != name || st.GetReceivedCount() != 3 || st.GetAcceptedCount() != 1 ||
+		st.GetDuplicateCount() != 1 || st.GetVerificationFailureCount() != 1 || st.GetOtherRejectedCount() != 0 {
+		t.Errorf("stats %v, want 3 received: 1 accepted, 1 duplicate, 1 verification failure", st)
+	}
+	if other, err := in.SourceAPI.ListSourceStats(auth.WithTenant(ctx, "globex"), &ingressv1.ListSourceStatsRequest{}); err != nil || len(other.GetStats()) != 0 {
+		t.Errorf("another tenant sees %v, %v", other, err)
+	}
+
 	resp, err = http.Get(srv.URL + "/webhooks/" + name)
 	if err != nil {
 		t.Fatal(err)

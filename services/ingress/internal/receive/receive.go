@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hookyard/hookyard/platform/server"
+	"github.com/hookyard/hookyard/platform/tally"
 	"github.com/hookyard/hookyard/services/ingress/internal/ingest"
 	"github.com/hookyard/hookyard/services/ingress/internal/source"
 	"github.com/hookyard/hookyard/services/ingress/internal/verify"
@@ -33,6 +34,8 @@ type Handler struct {
 	// Bodies, when set, is the server's budget for request bodies in
 	// flight; the webhook body is read under it as REST bodies are.
 	Bodies *server.BodyBudget
+	// Stats, when set, counts each source's webhooks for ListSourceStats.
+	Stats *tally.Tally
 }
 
 // New returns a Handler whose metrics are registered on reg.
@@ -78,16 +81,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		h.log.Warn("source lookup failed", "source", name, "err", err)
+		h.log.WarnContext(ctx, "source lookup failed", "source", name, "err", err)
 		h.reject(w, name, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable")
 		return
 	}
 	provider := rec.Source.GetProvider()
 	h.m.received.WithLabelValues(provider).Inc()
+	h.count(rec, source.CountReceived)
 
 	limit := source.MaxBody(rec.Source)
 	if r.ContentLength > limit {
-		h.reject(w, name, "too_large", http.StatusRequestEntityTooLarge, "body larger than the source's limit")
+		h.refuse(w, rec, "too_large", http.StatusRequestEntityTooLarge, "body larger than the source's limit")
 		return
 	}
 	body, release, err := h.readBody(w, r, limit)
@@ -96,19 +100,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var tooBig *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooBig), errors.Is(err, server.ErrBodyTooLarge):
-			h.reject(w, name, "too_large", http.StatusRequestEntityTooLarge, "body larger than the source's limit")
+			h.refuse(w, rec, "too_large", http.StatusRequestEntityTooLarge, "body larger than the source's limit")
 		case errors.Is(err, server.ErrBodyBusy):
-			h.reject(w, name, "busy", http.StatusServiceUnavailable, "too many requests in flight; retry later")
+			h.refuse(w, rec, "busy", http.StatusServiceUnavailable, "too many requests in flight; retry later")
 		default:
-			h.reject(w, name, "read_error", http.StatusBadRequest, "could not read body")
+			h.refuse(w, rec, "read_error", http.StatusBadRequest, "could not read body")
 		}
 		return
 	}
 	h.m.bodyBytes.Observe(float64(len(body)))
 
 	if rec.Verifier == nil {
-		h.log.Error("source does not compile", "source", name, "err", rec.VerifyErr)
-		h.reject(w, name, "misconfigured", http.StatusInternalServerError, "source misconfigured")
+		h.log.ErrorContext(ctx, "source does not compile", "source", name, "err", rec.VerifyErr)
+		h.refuse(w, rec, "misconfigured", http.StatusInternalServerError, "source misconfigured")
 		return
 	}
 	start := time.Now()
@@ -123,11 +127,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ve.Status == http.StatusBadRequest {
 			reason = "malformed"
 		}
+		h.count(rec, source.CountVerificationFailure)
 		h.reject(w, name, reason, ve.Status, ve.Reason)
 		return
 	}
 	if ev.Reply != nil {
 		h.m.handshakes.WithLabelValues(provider).Inc()
+		h.count(rec, source.CountAccepted)
 		w.Header().Set("Content-Type", ev.ReplyType)
 		_, _ = w.Write(ev.Reply)
 		return
@@ -154,32 +160,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 	switch {
 	case errors.Is(err, ingest.ErrNonceReused):
+		h.count(rec, source.CountVerificationFailure)
 		h.reject(w, name, "replayed_signature", http.StatusUnauthorized, "signature already used for another event")
 		return
 	case errors.Is(err, ingest.ErrInProgress):
-		h.reject(w, name, "in_progress", http.StatusConflict, "an event with this id is being processed; retry")
+		h.refuse(w, rec, "in_progress", http.StatusConflict, "an event with this id is being processed; retry")
 		return
 	case errors.Is(err, ingest.ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		h.log.Warn("publish failed", "source", name, "event_id", ev.ID, "err", err)
-		h.reject(w, name, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable")
+		h.log.WarnContext(ctx, "publish failed", "source", name, "event_id", ev.ID, "err", err)
+		h.refuse(w, rec, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable")
 		return
 	case err != nil:
-		h.reject(w, name, "malformed", http.StatusBadRequest, err.Error())
+		h.refuse(w, rec, "malformed", http.StatusBadRequest, err.Error())
 		return
 	}
 	if res.Duplicate {
 		h.m.duplicates.WithLabelValues(provider).Inc()
-		h.log.Info("webhook duplicate", "source", name, "event_id", ev.ID, "routing_key", res.RoutingKey)
+		h.count(rec, source.CountDuplicate)
+		h.log.InfoContext(ctx, "webhook duplicate", "source", name, "event_id", ev.ID, "routing_key", res.RoutingKey)
 		write(w, http.StatusOK, reply{ID: ev.ID, Duplicate: true})
 		return
 	}
 	h.m.accepted.WithLabelValues(provider).Inc()
+	h.count(rec, source.CountAccepted)
 	// Checked first: building the arguments allocates on every webhook even
 	// when info logs are off.
 	if h.log.Enabled(ctx, slog.LevelInfo) {
-		h.log.Info("webhook accepted", "source", name, "tenant", rec.Tenant, "event_id", ev.ID, "routing_key", res.RoutingKey, "bytes", len(body))
+		h.log.InfoContext(ctx, "webhook accepted", "source", name, "tenant", rec.Tenant, "event_id", ev.ID, "routing_key", res.RoutingKey, "bytes", len(body))
 	}
 	write(w, http.StatusAccepted, reply{ID: ev.ID})
+}
+
+// count adds one to a counter of the source's webhooks, if counting.
+func (h *Handler) count(rec *source.Record, counter string) {
+	if h.Stats != nil {
+		h.Stats.Add(h.sources.StatsKey(rec.Tenant), rec.Source.GetName(), counter, 1)
+	}
+}
+
+// refuse is reject for a webhook of a known source, counted as refused
+// for a reason other than its signature.
+func (h *Handler) refuse(w http.ResponseWriter, rec *source.Record, reason string, code int, msg string) {
+	h.count(rec, source.CountOtherRejected)
+	h.reject(w, rec.Source.GetName(), reason, code, msg)
 }
 
 // readBody reads the body under limit and, when set, the body budget.

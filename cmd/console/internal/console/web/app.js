@@ -6,7 +6,6 @@
 'use strict';
 
 const KEY = 'hookyard.apiKey';
-const RECENT = 'hookyard.recentMessages';
 const REFRESH_MS = 3000;
 const STATES = ['pending', 'running', 'succeeded', 'failed', 'cancelled'];
 
@@ -160,23 +159,6 @@ async function act(button, fn) {
   }
 }
 
-// ---------------------------------------------------- recent messages
-
-// The dispatcher has no "list messages" call, so the deliveries page shows
-// the messages this browser session sent, resent or looked up.
-function recent() {
-  try {
-    return JSON.parse(sessionStorage.getItem(RECENT) || '[]');
-  } catch {
-    return [];
-  }
-}
-
-function remember(id) {
-  const list = [id, ...recent().filter((x) => x !== id)].slice(0, 25);
-  sessionStorage.setItem(RECENT, JSON.stringify(list));
-}
-
 // --------------------------------------------------------------- views
 
 // live re-renders box from load every few seconds while the page is shown;
@@ -209,45 +191,32 @@ function live(box, load) {
 }
 
 async function deliveriesView() {
-  const ids = recent();
+  const r = await api('dispatcher', 'GET', '/v1/messages?pageSize=50');
   const rows = [];
-  await Promise.all(ids.map(async (id) => {
-    try {
-      const [m, a] = await Promise.all([
-        api('dispatcher', 'GET', '/v1/messages/' + seg(id)),
-        api('dispatcher', 'GET', '/v1/messages/' + seg(id) + '/attempts?pageSize=1000'),
-      ]);
-      const last = {};
-      for (const at of a.attempts || []) last[at.endpointId] = at;
-      const ds = m.deliveries && m.deliveries.length ? m.deliveries : [{}];
-      for (const d of ds) {
-        const at = last[d.endpointId] || {};
-        rows.push({ t: m.createTime || '', el: h('tr', { 'data-message': id, 'data-status': d.status || '' },
-          h('td', {}, h('a', { href: route('messages', id), class: 'mono' }, id)),
-          h('td', {}, m.source + '.' + m.type),
-          h('td', { class: 'mono' }, d.endpointId || 'no endpoint matched'),
-          h('td', {}, badge(d.status)),
-          h('td', { class: 'num' }, d.attempts || 0),
-          h('td', {}, at.number ? statusCode(at.statusCode) : ''),
-          h('td', {}, at.errorClass ? at.errorClass + ': ' + (at.error || '') : ''),
-          h('td', {}, snippet(at.responseSnippet)),
-          h('td', {}, when(d.nextAttemptTime || at.time)),
-        ) });
-      }
-    } catch (err) {
-      if (err.status === 404) return;
-      rows.push({ t: '', el: h('tr', {}, h('td', { class: 'mono' }, id), h('td', { colspan: 8 }, errorBox(err))) });
+  for (const m of r.messages || []) {
+    const ds = m.deliveries && m.deliveries.length ? m.deliveries : [{}];
+    for (const d of ds) {
+      const at = d.lastAttempt || {};
+      rows.push(h('tr', { 'data-message': m.id, 'data-endpoint': d.endpointId || '', 'data-status': d.status || '' },
+        h('td', {}, h('a', { href: route('messages', m.id), class: 'mono' }, m.id)),
+        h('td', {}, m.source + '.' + m.type),
+        h('td', { class: 'mono' }, d.endpointId || 'no endpoint matched'),
+        h('td', {}, badge(d.status)),
+        h('td', { class: 'num' }, d.attempts || 0),
+        h('td', { class: 'status-code' }, at.number ? statusCode(at.statusCode) : ''),
+        h('td', {}, at.errorClass ? at.errorClass + ': ' + (at.error || '') : ''),
+        h('td', {}, snippet(at.responseSnippet)),
+        h('td', {}, when(d.nextAttemptTime || at.time)),
+      ));
     }
-  }));
-  rows.sort((x, y) => (x.t < y.t ? 1 : x.t > y.t ? -1 : 0));
+  }
   return table(['Message', 'Event', 'Endpoint', 'Status', 'Attempts', 'Last response', 'Error', 'Response snippet', 'Last / next attempt'],
-    rows.map((r) => r.el), 'No messages yet: send one, send a test event from Endpoints, or look one up by id.');
+    rows, 'No messages yet: send one, or send a test event from Endpoints.');
 }
 
 function pageDeliveries() {
   const out = h('div', {}, h('h1', {}, 'Recent deliveries'),
-    h('p', { class: 'note' }, 'Messages sent, resent or looked up in this browser session, with each endpoint\'s delivery status and the last response. ' +
-      'The dispatcher API has no list of all messages; failed deliveries are all on Dead letters.'));
+    h('p', { class: 'note' }, 'The tenant\'s latest 50 messages, newest first, with each endpoint\'s delivery status and its last response.'));
   const lookup = h('form', { onsubmit: (e) => {
     e.preventDefault();
     const id = lookup.elements.id.value.trim();
@@ -265,7 +234,6 @@ function pageDeliveries() {
     }
     act(f.submit, async () => {
       const m = await api('dispatcher', 'POST', '/v1/messages', { source: f.source.value.trim() || undefined, type: f.type.value.trim(), data });
-      remember(m.id);
       return 'Sent message ' + m.id;
     });
   } },
@@ -278,7 +246,6 @@ function pageDeliveries() {
 }
 
 function pageMessage(id) {
-  remember(id);
   const box = h('div', { id: 'message' });
   const load = async () => {
     const [m, a] = await Promise.all([
@@ -322,7 +289,6 @@ function pageDeadLetters() {
         h('td', {}, snippet(at.responseSnippet)),
         h('td', {}, h('button', { type: 'button', onclick: (e) => act(e.target, async () => {
           const res = await api('dispatcher', 'POST', '/v1/messages/' + seg(d.messageId) + ':resend', { endpointId: d.endpointId });
-          remember(d.messageId);
           return 'Resent ' + d.messageId + ': ' + (res.resentCount || 0) + ' delivery queued';
         }) }, 'Resend')));
     });
@@ -364,7 +330,6 @@ function pageEndpoints() {
         h('td', { class: 'actions' },
           h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
             const res = await api('dispatcher', 'POST', '/v1/endpoints/' + seg(e.id) + ':sendTest', {});
-            remember(res.messageId);
             return 'Test event sent: ' + res.messageId;
           }) }, 'Send test'),
           h('button', { type: 'button', class: e.disabled ? '' : 'danger', onclick: (ev) => act(ev.target, async () => {
@@ -385,16 +350,26 @@ function pageEndpoints() {
 function pageSources() {
   const box = h('div', { id: 'sources' });
   const load = async () => {
-    const r = await api('ingress', 'GET', '/v1/sources?pageSize=1000');
-    return table(['Name', 'Webhook path', 'Provider', 'Secrets', 'Tolerance', 'Public URL', 'Created', 'Updated'],
-      (r.sources || []).map((s) => h('tr', { 'data-source': s.name },
-        h('td', { class: 'mono' }, s.name), h('td', { class: 'mono' }, '/webhooks/' + s.name), h('td', {}, s.provider),
-        h('td', { class: 'num' }, (s.secrets || []).length), h('td', {}, s.tolerance ? dur(s.tolerance) : '5 min (default)'),
-        h('td', { class: 'mono' }, s.publicUrl || ''), h('td', {}, when(s.createTime)), h('td', {}, when(s.updateTime)))), 'No sources.');
+    const [r, st] = await Promise.all([api('ingress', 'GET', '/v1/sources?pageSize=1000'), api('ingress', 'GET', '/v1/sourceStats')]);
+    const stats = {};
+    for (const x of st.stats || []) stats[x.source] = x;
+    const n = (v) => Number(v || 0);
+    return table(['Name', 'Webhook path', 'Provider', 'Received', 'Accepted', 'Duplicates', 'Verification failures', 'Other refused', 'Secrets', 'Tolerance', 'Created'],
+      (r.sources || []).map((s) => {
+        const c = stats[s.name] || {};
+        return h('tr', { 'data-source': s.name },
+          h('td', { class: 'mono' }, s.name), h('td', { class: 'mono' }, '/webhooks/' + s.name), h('td', {}, s.provider),
+          h('td', { class: 'num received' }, n(c.receivedCount)), h('td', { class: 'num accepted' }, n(c.acceptedCount)),
+          h('td', { class: 'num duplicates' }, n(c.duplicateCount)),
+          h('td', { class: 'num verification-failures' }, n(c.verificationFailureCount) ? h('span', { class: 'badge bad' }, n(c.verificationFailureCount)) : 0),
+          h('td', { class: 'num other-refused' }, n(c.otherRejectedCount)),
+          h('td', { class: 'num' }, (s.secrets || []).length), h('td', {}, s.tolerance ? dur(s.tolerance) : '5 min (default)'),
+          h('td', {}, when(s.createTime)));
+      }), 'No sources.');
   };
   return h('div', {}, h('h1', {}, 'Sources'),
-    h('p', { class: 'note' }, 'Webhook sources of this tenant. The ingress API does not report received webhooks or verification failures per source; ' +
-      'service-wide counts are in its metrics (hookyard_ingress_received_total by provider, hookyard_ingress_rejected_total by reason).'),
+    h('p', { class: 'note' }, 'Webhook sources of this tenant, with the webhooks each received: accepted, repeated (duplicates), ' +
+      'refused because the signature did not verify, and refused for another reason. Counts reach the page within a few seconds.'),
     live(box, load));
 }
 
@@ -479,9 +454,14 @@ function pageCache() {
   const box = h('div', { id: 'namespaces' });
   const result = h('div', { id: 'key-result' });
   const load = async () => {
-    const r = await api('cache', 'GET', '/v1/namespaces?pageSize=1000');
-    return table(['Namespace', 'Strategy', 'TTL', 'Origin', 'Invalidation rules', 'Created'], (r.namespaces || []).map((n) => h('tr', { 'data-namespace': n.name },
+    const [r, st] = await Promise.all([api('cache', 'GET', '/v1/namespaces?pageSize=1000'), api('cache', 'GET', '/v1/namespaceStats')]);
+    const stats = {};
+    for (const x of st.stats || []) stats[x.namespace] = x;
+    const ratio = (c) => (Number(c.hitCount || 0) + Number(c.missCount || 0) ? Math.round((c.hitRatio || 0) * 1000) / 10 + '%' : '—');
+    return table(['Namespace', 'Strategy', 'TTL', 'Hits', 'Misses', 'Hit ratio', 'Origin', 'Invalidation rules', 'Created'], (r.namespaces || []).map((n) => h('tr', { 'data-namespace': n.name },
       h('td', { class: 'mono' }, n.name), h('td', {}, n.strategy || ''), h('td', {}, dur(n.ttl)),
+      h('td', { class: 'num hits' }, Number((stats[n.name] || {}).hitCount || 0)), h('td', { class: 'num misses' }, Number((stats[n.name] || {}).missCount || 0)),
+      h('td', { class: 'num hit-ratio' }, ratio(stats[n.name] || {})),
       h('td', { class: 'mono' }, n.originUrl || ''), h('td', { class: 'num' }, (n.invalidationRules || []).length + (n.invalidateOn || []).length),
       h('td', {}, when(n.createTime)))), 'No namespaces.');
   };
@@ -503,8 +483,7 @@ function pageCache() {
   } }, h('label', {}, 'Namespace', h('input', { name: 'ns', required: true })), h('label', {}, 'Key', h('input', { name: 'key', required: true })),
   h('button', { type: 'submit', name: 'submit' }, 'Get'));
   return h('div', {}, h('h1', {}, 'Cache namespaces'),
-    h('p', { class: 'note' }, 'The cache API does not report a hit ratio per namespace; each read answers whether it was a hit (try one below), ' +
-      'and the service-wide ratio is in its metrics (hookyard_cache_gets_total by result).'),
+    h('p', { class: 'note' }, 'Hits and misses count the reads of each namespace (single and batch); counts reach the page within a few seconds.'),
     live(box, load), h('h2', {}, 'Read a key'), probe, result);
 }
 
@@ -540,7 +519,6 @@ function login(message) {
 
 function logout(message) {
   sessionStorage.removeItem(KEY);
-  sessionStorage.removeItem(RECENT);
   render(message);
 }
 

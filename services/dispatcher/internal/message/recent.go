@@ -1,0 +1,108 @@
+package message
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+)
+
+// recentAttempts is how many of a message's latest attempts are read to
+// find each delivery's last one: the log is bounded by the retry schedule
+// times the endpoints, and a listing should not read it all.
+const recentAttempts = 50
+
+// summaryScript returns a message's meta and its delivery fields
+// ("d:<endpoint>", value, ...) without the body, which may be large and a
+// listing does not show.
+var summaryScript = redis.NewScript(`
+local meta = redis.call('HGET', KEYS[1], 'meta')
+if not meta then return {} end
+local out = {meta}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 2) == 'd:' then
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+`)
+
+// Recent pages through the tenant's messages, newest first, each with its
+// deliveries and the last attempt of each (among the message's latest
+// attempts); Data is left out. Messages that expired since they were
+// indexed are skipped.
+func (s *Store) Recent(ctx context.Context, tenant string, size int, token string) ([]*dispatcherv1.Message, string, error) {
+	off, err := decodeOffset(token)
+	if err != nil {
+		return nil, "", err
+	}
+	ids, err := s.rdb.ZRevRange(ctx, s.recentKey(tenant), int64(off), int64(off+size)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list messages: %w", err)
+	}
+	next := ""
+	if len(ids) > size {
+		ids = ids[:size]
+		next = encodeOffset(off + size)
+	}
+	sums := make([]*redis.Cmd, len(ids))
+	atts := make([]*redis.StringSliceCmd, len(ids))
+	pipe := s.rdb.Pipeline()
+	for i, id := range ids {
+		sums[i] = summaryScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)})
+		atts[i] = pipe.LRange(ctx, s.attKey(tenant, id), -recentAttempts, -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, "", fmt.Errorf("read messages: %w", err)
+	}
+	out := make([]*dispatcherv1.Message, 0, len(ids))
+	for i, id := range ids {
+		vals, _ := sums[i].StringSlice()
+		if len(vals) == 0 {
+			continue // expired
+		}
+		var m Message
+		if err := json.Unmarshal([]byte(vals[0]), &m); err != nil {
+			continue
+		}
+		msg := &dispatcherv1.Message{Id: id, Source: m.Source, Type: m.Type, CreateTime: timestamppb.New(m.CreateTime)}
+		last := lastAttempts(atts[i].Val())
+		for j := 1; j+1 < len(vals); j += 2 {
+			ep, _ := strings.CutPrefix(vals[j], "d:")
+			var d Delivery
+			if json.Unmarshal([]byte(vals[j+1]), &d) != nil {
+				continue
+			}
+			del := &dispatcherv1.Delivery{EndpointId: ep, Status: d.Status, Attempts: int32(d.Attempts), LastAttempt: last[ep]}
+			if d.Status == StatusRetrying && !d.Next.IsZero() {
+				del.NextAttemptTime = timestamppb.New(d.Next)
+			}
+			msg.Deliveries = append(msg.Deliveries, del)
+		}
+		slices.SortFunc(msg.Deliveries, func(a, b *dispatcherv1.Delivery) int { return strings.Compare(a.EndpointId, b.EndpointId) })
+		out = append(out, msg)
+	}
+	return out, next, nil
+}
+
+// lastAttempts picks the latest of the logged attempts per endpoint.
+func lastAttempts(log []string) map[string]*dispatcherv1.Attempt {
+	last := map[string]*dispatcherv1.Attempt{}
+	for _, v := range log {
+		a := &dispatcherv1.Attempt{}
+		if protojson.Unmarshal([]byte(v), a) == nil {
+			last[a.GetEndpointId()] = a
+		}
+	}
+	return last
+}
