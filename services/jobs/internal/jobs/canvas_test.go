@@ -264,8 +264,10 @@ func TestChordMemberFailureCancelsCallback(t *testing.T) {
 	e := jobstest.Start(t, jobstest.Options{})
 	var called atomic.Int32
 	runWorker(t, e.Replicas[0].Conn, e.Acme.Key, "q", 4, map[string]worker.Handler{
-		"ok":   func(ctx context.Context, task *worker.Task) (any, error) { return 1, nil },
-		"bad":  func(ctx context.Context, task *worker.Task) (any, error) { return nil, worker.Permanent(errors.New("boom")) },
+		"ok": func(ctx context.Context, task *worker.Task) (any, error) { return 1, nil },
+		"bad": func(ctx context.Context, task *worker.Task) (any, error) {
+			return nil, worker.Permanent(errors.New("boom"))
+		},
 		"done": func(ctx context.Context, task *worker.Task) (any, error) { called.Add(1); return nil, nil },
 	})
 	ctx := e.Acme.Ctx(context.Background())
