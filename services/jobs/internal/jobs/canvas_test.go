@@ -171,7 +171,9 @@ func TestChainStopsAtFailedStep(t *testing.T) {
 func TestChordCallbackOnceAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	const chords, members = 4, 12
-	e := jobstest.Start(t, jobstest.Options{Replicas: 2})
+	// A loaded host can miss heartbeats of held members; their attempts
+	// then run again, which the retries below absorb.
+	e := jobstest.Start(t, jobstest.Options{Replicas: 2, Heartbeat: time.Second})
 	var started atomic.Int32
 	all := make(chan struct{})
 	var callbacks sync.Map // chord id → *atomic.Int32
@@ -220,7 +222,8 @@ func TestChordCallbackOnceAcrossReplicas(t *testing.T) {
 		g := &jobsv1.Group{Id: fmt.Sprintf("chord-%d", c), ResultArg: "results",
 			Callback: &jobsv1.Task{Name: "total", Queue: "fan", Args: obj(t, map[string]any{"chord": fmt.Sprintf("chord-%d", c)})}}
 		for i := 1; i <= members; i++ {
-			g.Tasks = append(g.Tasks, &jobsv1.Task{Name: "part", Queue: "fan", Args: obj(t, map[string]any{"i": i})})
+			g.Tasks = append(g.Tasks, &jobsv1.Task{Name: "part", Queue: "fan", Args: obj(t, map[string]any{"i": i}),
+				MaxRetries: 20, RetryBackoff: durationpb.New(10 * time.Millisecond)})
 		}
 		if _, err := e.Replicas[c%2].Canvas.CreateGroup(ctx, &jobsv1.CreateGroupRequest{Group: g}); err != nil {
 			t.Fatal(err)
