@@ -15,7 +15,7 @@ import (
 
 // canvasView is what the chain and group commands show of either.
 type canvasView struct {
-	id, state, error string
+	id, state, error  string
 	created, finished *timestamppb.Timestamp
 	tasks             []*jobsv1.Task
 	callback          *jobsv1.Task
