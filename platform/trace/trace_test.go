@@ -111,3 +111,19 @@ func TestSetupWithoutExporter(t *testing.T) {
 		t.Error("no trace id made")
 	}
 }
+
+func TestCarryResume(t *testing.T) {
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	ctx := Resume(context.Background(), tp)
+	if got := Carry(ctx); got != tp {
+		t.Fatalf("Carry(Resume(%q)) = %q", tp, got)
+	}
+	if got := Carry(context.Background()); got != "" {
+		t.Fatalf("Carry without a span = %q, want empty", got)
+	}
+	for _, bad := range []string{"", "garbage", "00-00000000000000000000000000000000-b7ad6b7169203331-01"} {
+		if got := Carry(Resume(context.Background(), bad)); got != "" {
+			t.Fatalf("Resume(%q) carried %q, want nothing", bad, got)
+		}
+	}
+}

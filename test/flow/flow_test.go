@@ -188,6 +188,11 @@ func TestStripeWebhookThroughTheWholeSuite(t *testing.T) {
 		must(t, suite.Eventually(ctx, wait, func() error {
 			for _, d := range sub.Find(ended()) {
 				if d.Path == path {
+					// The same trace goes on through the trigger, the task
+					// and its completion: event → jobs → callback.
+					if tp := strings.Split(d.Header.Get("traceparent"), "-"); len(tp) != 4 || tp[1] != traceID {
+						return fmt.Errorf("completion of %s at %s carries traceparent %q, want trace id %s from the webhook request", taskID, path, d.Header.Get("traceparent"), traceID)
+					}
 					return nil
 				}
 			}

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/trace"
 )
 
 // Task is a leased task as a handler sees it.
@@ -299,7 +300,7 @@ func (w *Worker) run(m *jobsv1.LeaseResponse) {
 	if pt.GetSoftTimeLimit() == nil {
 		soft = t.HardDeadline
 	}
-	hctx, cancel := context.WithDeadline(w.hctx, soft)
+	hctx, cancel := context.WithDeadline(trace.Resume(w.hctx, m.GetTraceparent()), soft)
 	defer cancel()
 
 	var lost atomic.Bool

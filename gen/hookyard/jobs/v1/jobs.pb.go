@@ -1478,7 +1478,10 @@ type LeaseResponse struct {
 	// beyond it.
 	HardDeadline *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=hard_deadline,json=hardDeadline,proto3" json:"hard_deadline,omitempty"`
 	// The attempt number, 1 for the first.
-	Attempt       int32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// W3C traceparent of what enqueued the task (a request, a trigger's
+	// event); empty when it had none. Workers continue that trace.
+	Traceparent   string `protobuf:"bytes,7,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1553,6 +1556,13 @@ func (x *LeaseResponse) GetAttempt() int32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *LeaseResponse) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
 }
 
 // HeartbeatRequest is the request of Heartbeat.
@@ -3073,7 +3083,7 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\fLeaseRequest\x12\x16\n" +
 	"\x06queues\x18\x01 \x03(\tR\x06queues\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\x05R\x05slots\x12\x1b\n" +
-	"\tworker_id\x18\x03 \x01(\tR\bworkerId\"\xc9\x02\n" +
+	"\tworker_id\x18\x03 \x01(\tR\bworkerId\"\xeb\x02\n" +
 	"\rLeaseResponse\x12*\n" +
 	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\x03R\n" +
@@ -3081,7 +3091,8 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\x11lease_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12H\n" +
 	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12?\n" +
 	"\rhard_deadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fhardDeadline\x12\x18\n" +
-	"\aattempt\x18\x06 \x01(\x05R\aattempt\"L\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\x12 \n" +
+	"\vtraceparent\x18\a \x01(\tR\vtraceparent\"L\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\x03R\n" +

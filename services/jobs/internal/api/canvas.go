@@ -14,6 +14,7 @@ import (
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
@@ -106,6 +107,14 @@ func (s *Canvas) create(ctx context.Context, kind, id string, tasks []*jobsv1.Ta
 			return nil, err
 		}
 		spec.Callback = &m
+	}
+	// Every member joins the trace of the request that created the canvas.
+	carry := trace.Carry(ctx)
+	for i := range spec.Members {
+		spec.Members[i].Spec.Trace = carry
+	}
+	if spec.Callback != nil {
+		spec.Callback.Spec.Trace = carry
 	}
 	got, err := s.Store.CreateCanvas(ctx, tenant, id, spec)
 	switch {

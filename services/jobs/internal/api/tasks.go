@@ -14,6 +14,7 @@ import (
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/jobs/internal/bus"
 	"github.com/hookyard/hookyard/services/jobs/internal/httptask"
 	"github.com/hookyard/hookyard/services/jobs/internal/runner"
@@ -49,6 +50,7 @@ func (d *Deps) Enqueue(ctx context.Context, tenant string, t *jobsv1.Task) (*job
 	if err != nil {
 		return nil, err
 	}
+	spec.Trace = trace.Carry(ctx)
 	id := t.GetId()
 	if id == "" {
 		id = uuid.NewString()

@@ -321,6 +321,7 @@ func (l *leaser) take(ctx context.Context, n note) error {
 	err = l.stream.Send(&jobsv1.LeaseResponse{
 		Task: task, LeaseToken: lease.Token, LeaseExpireTime: ts(lease.Expires),
 		HeartbeatInterval: durationpb.New(l.HeartbeatInterval), HardDeadline: ts(lease.Hard), Attempt: int32(lease.Attempt),
+		Traceparent: lease.Spec.Trace,
 	})
 	l.sendMu.Unlock()
 	if err != nil {

@@ -154,6 +154,7 @@ func (r *Runner) handle(ctx context.Context, d amqp.Delivery) {
 // Do runs the attempt of l, heartbeating while it lasts, and returns its
 // outcome.
 func (r *Runner) Do(ctx context.Context, l *store.Lease) store.Outcome {
+	ctx = trace.Resume(ctx, l.Spec.Trace)
 	var a Args
 	if err := json.Unmarshal(l.Spec.Args, &a); err != nil {
 		return store.Outcome{Err: "args: " + err.Error(), NoRetry: true}

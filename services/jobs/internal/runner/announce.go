@@ -131,6 +131,7 @@ func (a *Announcer) announce(ctx context.Context, e store.Ending) error {
 	if err != nil {
 		return err
 	}
+	ctx = trace.Resume(ctx, t.Spec.Trace)
 	body, err := data(e, t)
 	if err != nil {
 		return err
@@ -174,7 +175,7 @@ func (a *Announcer) deliver(ctx context.Context, e store.Ending) {
 	if err != nil {
 		return // claimed: it comes back after the rearm
 	}
-	err = a.post(ctx, e, t)
+	err = a.post(trace.Resume(ctx, t.Spec.Trace), e, t)
 	switch {
 	case err == nil:
 		_ = a.Store.CallbackDone(ctx, e, "delivered", time.Time{})

@@ -73,6 +73,10 @@ type Spec struct {
 	UniqueKey      string          `json:"uniqueKey,omitempty"`
 	UniqueTTL      time.Duration   `json:"uniqueTtl,omitempty"`
 	ScheduleID     string          `json:"schedule,omitempty"`
+	// Trace is the W3C traceparent of what enqueued the task (a request,
+	// a trigger's event), so its run, completion event and callback join
+	// that trace.
+	Trace string `json:"trace,omitempty"`
 	// ResultArg names the field of Args that gets the result passed on by
 	// a chain's step before or a chord's members (see WithArg).
 	ResultArg string `json:"resultArg,omitempty"`
