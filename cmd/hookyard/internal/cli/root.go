@@ -185,7 +185,7 @@ HOOKYARD_* variables, then a profile of the config file
 	}
 	for _, c := range []*cobra.Command{
 		a.sourcesCmd(), a.eventsCmd(), a.endpointsCmd(), a.messagesCmd(), a.deadLettersCmd(),
-		a.tasksCmd(), a.schedulesCmd(), a.queuesCmd(), a.cacheCmd(),
+		a.tasksCmd(), a.chainsCmd(), a.groupsCmd(), a.schedulesCmd(), a.queuesCmd(), a.cacheCmd(),
 	} {
 		c.GroupID = "manage"
 		root.AddCommand(c)

@@ -136,6 +136,15 @@ func (c *Clients) Tasks() (jobsv1.TaskServiceClient, error) {
 	return jobsv1.NewTaskServiceClient(cc), nil
 }
 
+// Canvas is the jobs CanvasService (chains and groups).
+func (c *Clients) Canvas() (jobsv1.CanvasServiceClient, error) {
+	cc, err := c.conn(c.s.Jobs)
+	if err != nil {
+		return nil, err
+	}
+	return jobsv1.NewCanvasServiceClient(cc), nil
+}
+
 // Schedules is the jobs ScheduleService.
 func (c *Clients) Schedules() (jobsv1.ScheduleServiceClient, error) {
 	cc, err := c.conn(c.s.Jobs)

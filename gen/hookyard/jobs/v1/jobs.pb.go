@@ -979,6 +979,237 @@ func (*DeleteRateLimitResponse) Descriptor() ([]byte, []int) {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{10}
 }
 
+// Chain runs its tasks one after another. A step that fails for good (after
+// its retries) or is cancelled stops the chain: the chain is failed (or
+// cancelled) with the reason in error, and the steps after it are cancelled
+// without running, with the same reason.
+type Chain struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key; generated when empty. Letters, digits and ._:- , at
+	// most 100. Step n (from 1) is the task "<id>-<n>".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The steps, 1 to 100, in order; their ids must be unset and unique_key
+	// is not allowed. countdown counts from the end of the step before.
+	// Output: the steps as they are now; a step after the one running is
+	// pending until its turn.
+	Tasks []*Task `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// When set, every step after the first gets the result of the step
+	// before it as this field of its args (which must then be an object or
+	// unset), e.g. "previous".
+	ResultArg string `protobuf:"bytes,3,opt,name=result_arg,json=resultArg,proto3" json:"result_arg,omitempty"`
+	// Output only. running, succeeded, failed, cancelled.
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// Output only. Why the chain stopped, naming the step.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Output only.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Output only.
+	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Chain) Reset() {
+	*x = Chain{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Chain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Chain) ProtoMessage() {}
+
+func (x *Chain) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Chain.ProtoReflect.Descriptor instead.
+func (*Chain) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Chain) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Chain) GetTasks() []*Task {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *Chain) GetResultArg() string {
+	if x != nil {
+		return x.ResultArg
+	}
+	return ""
+}
+
+func (x *Chain) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Chain) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Chain) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Chain) GetFinishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishTime
+	}
+	return nil
+}
+
+// Group runs its tasks at once; with a callback it is a chord. As in
+// Celery, a member that fails does not stop the others, and the group ends
+// when every member has ended: succeeded if they all succeeded, else
+// failed with the first failed (or cancelled) member in error. A chord's
+// callback is enqueued exactly once, when every member has succeeded; if
+// any member failed, the callback is cancelled without running, with the
+// reason in its error, and the chord is failed. A chord ends with its
+// callback's state.
+type Group struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key; generated when empty. Letters, digits and ._:- , at
+	// most 100. Member n (from 1) is the task "<id>-<n>", the callback
+	// "<id>-callback".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The members, 1 to 1000; their ids must be unset and unique_key is not
+	// allowed. Output: the members as they are now.
+	Tasks []*Task `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// The chord's callback; its id must be unset. countdown counts from the
+	// end of the last member. Output: the callback as it is now.
+	Callback *Task `protobuf:"bytes,3,opt,name=callback,proto3" json:"callback,omitempty"`
+	// When set, the callback gets the members' results, a list in the order
+	// of tasks, as this field of its args (which must then be an object or
+	// unset), e.g. "results".
+	ResultArg string `protobuf:"bytes,4,opt,name=result_arg,json=resultArg,proto3" json:"result_arg,omitempty"`
+	// Output only. running, succeeded, failed, cancelled.
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// Output only. Why the group failed, naming the member.
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// Output only.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Output only.
+	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Group) Reset() {
+	*x = Group{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Group) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Group) ProtoMessage() {}
+
+func (x *Group) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Group.ProtoReflect.Descriptor instead.
+func (*Group) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Group) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Group) GetTasks() []*Task {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *Group) GetCallback() *Task {
+	if x != nil {
+		return x.Callback
+	}
+	return nil
+}
+
+func (x *Group) GetResultArg() string {
+	if x != nil {
+		return x.ResultArg
+	}
+	return ""
+}
+
+func (x *Group) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Group) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Group) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Group) GetFinishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishTime
+	}
+	return nil
+}
+
 // CreateTaskRequest is the request of CreateTask.
 type CreateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -990,7 +1221,7 @@ type CreateTaskRequest struct {
 
 func (x *CreateTaskRequest) Reset() {
 	*x = CreateTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1233,7 @@ func (x *CreateTaskRequest) String() string {
 func (*CreateTaskRequest) ProtoMessage() {}
 
 func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[11]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1246,7 @@ func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
 func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{11}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateTaskRequest) GetTask() *Task {
@@ -1036,7 +1267,7 @@ type BatchCreateTasksRequest struct {
 
 func (x *BatchCreateTasksRequest) Reset() {
 	*x = BatchCreateTasksRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1279,7 @@ func (x *BatchCreateTasksRequest) String() string {
 func (*BatchCreateTasksRequest) ProtoMessage() {}
 
 func (x *BatchCreateTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[12]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1292,7 @@ func (x *BatchCreateTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateTasksRequest.ProtoReflect.Descriptor instead.
 func (*BatchCreateTasksRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{12}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BatchCreateTasksRequest) GetRequests() []*CreateTaskRequest {
@@ -1082,7 +1313,7 @@ type BatchCreateTasksResponse struct {
 
 func (x *BatchCreateTasksResponse) Reset() {
 	*x = BatchCreateTasksResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1325,7 @@ func (x *BatchCreateTasksResponse) String() string {
 func (*BatchCreateTasksResponse) ProtoMessage() {}
 
 func (x *BatchCreateTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[13]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1338,7 @@ func (x *BatchCreateTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateTasksResponse.ProtoReflect.Descriptor instead.
 func (*BatchCreateTasksResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{13}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BatchCreateTasksResponse) GetTasks() []*Task {
@@ -1128,7 +1359,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1371,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[14]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1384,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{14}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTaskRequest) GetId() string {
@@ -1182,7 +1413,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1425,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[15]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1438,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{15}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListTasksRequest) GetPageSize() int32 {
@@ -1258,7 +1489,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1501,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[16]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1514,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{16}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -1311,7 +1542,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1554,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[17]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1567,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{17}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -1357,7 +1588,7 @@ type RetryTaskRequest struct {
 
 func (x *RetryTaskRequest) Reset() {
 	*x = RetryTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1600,7 @@ func (x *RetryTaskRequest) String() string {
 func (*RetryTaskRequest) ProtoMessage() {}
 
 func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[18]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1613,7 @@ func (x *RetryTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryTaskRequest.ProtoReflect.Descriptor instead.
 func (*RetryTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{18}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RetryTaskRequest) GetId() string {
@@ -1405,7 +1636,7 @@ type WaitTaskRequest struct {
 
 func (x *WaitTaskRequest) Reset() {
 	*x = WaitTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1648,7 @@ func (x *WaitTaskRequest) String() string {
 func (*WaitTaskRequest) ProtoMessage() {}
 
 func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[19]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1661,7 @@ func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTaskRequest.ProtoReflect.Descriptor instead.
 func (*WaitTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{19}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WaitTaskRequest) GetId() string {
@@ -1462,7 +1693,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1705,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[20]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1718,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{20}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeaseRequest) GetQueues() []string {
@@ -1536,7 +1767,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1779,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[21]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1792,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{21}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LeaseResponse) GetTask() *Task {
@@ -1626,7 +1857,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1869,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[22]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1882,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{22}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HeartbeatRequest) GetTaskId() string {
@@ -1681,7 +1912,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +1924,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[23]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +1937,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{23}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HeartbeatResponse) GetLeaseExpireTime() *timestamppb.Timestamp {
@@ -1738,7 +1969,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1981,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[24]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1994,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{24}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CompleteTaskRequest) GetTaskId() string {
@@ -1796,7 +2027,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +2039,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[25]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +2052,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{25}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
 }
 
 // FailTaskRequest is the request of FailTask.
@@ -1843,7 +2074,7 @@ type FailTaskRequest struct {
 
 func (x *FailTaskRequest) Reset() {
 	*x = FailTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2086,7 @@ func (x *FailTaskRequest) String() string {
 func (*FailTaskRequest) ProtoMessage() {}
 
 func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[26]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2099,7 @@ func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskRequest.ProtoReflect.Descriptor instead.
 func (*FailTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{26}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FailTaskRequest) GetTaskId() string {
@@ -1918,7 +2149,7 @@ type FailTaskResponse struct {
 
 func (x *FailTaskResponse) Reset() {
 	*x = FailTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2161,7 @@ func (x *FailTaskResponse) String() string {
 func (*FailTaskResponse) ProtoMessage() {}
 
 func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[27]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2174,7 @@ func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskResponse.ProtoReflect.Descriptor instead.
 func (*FailTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FailTaskResponse) GetState() string {
@@ -1964,7 +2195,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2207,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2220,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateScheduleRequest) GetSchedule() *Schedule {
@@ -2010,7 +2241,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2253,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2266,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetScheduleRequest) GetId() string {
@@ -2058,7 +2289,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2301,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2314,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListSchedulesRequest) GetPageSize() int32 {
@@ -2113,7 +2344,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2356,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2369,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -2168,7 +2399,7 @@ type UpdateScheduleRequest struct {
 
 func (x *UpdateScheduleRequest) Reset() {
 	*x = UpdateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2411,7 @@ func (x *UpdateScheduleRequest) String() string {
 func (*UpdateScheduleRequest) ProtoMessage() {}
 
 func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2424,7 @@ func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UpdateScheduleRequest) GetSchedule() *Schedule {
@@ -2221,7 +2452,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2464,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2477,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteScheduleRequest) GetId() string {
@@ -2265,7 +2496,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2277,7 +2508,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2290,7 +2521,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 // CreateTriggerRequest is the request of CreateTrigger.
@@ -2304,7 +2535,7 @@ type CreateTriggerRequest struct {
 
 func (x *CreateTriggerRequest) Reset() {
 	*x = CreateTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2547,7 @@ func (x *CreateTriggerRequest) String() string {
 func (*CreateTriggerRequest) ProtoMessage() {}
 
 func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2560,7 @@ func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTriggerRequest.ProtoReflect.Descriptor instead.
 func (*CreateTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateTriggerRequest) GetTrigger() *Trigger {
@@ -2350,7 +2581,7 @@ type GetTriggerRequest struct {
 
 func (x *GetTriggerRequest) Reset() {
 	*x = GetTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2593,7 @@ func (x *GetTriggerRequest) String() string {
 func (*GetTriggerRequest) ProtoMessage() {}
 
 func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2606,7 @@ func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTriggerRequest.ProtoReflect.Descriptor instead.
 func (*GetTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetTriggerRequest) GetId() string {
@@ -2394,7 +2625,7 @@ type ListTriggersRequest struct {
 
 func (x *ListTriggersRequest) Reset() {
 	*x = ListTriggersRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2637,7 @@ func (x *ListTriggersRequest) String() string {
 func (*ListTriggersRequest) ProtoMessage() {}
 
 func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2650,7 @@ func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTriggersRequest.ProtoReflect.Descriptor instead.
 func (*ListTriggersRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{37}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{39}
 }
 
 // ListTriggersResponse is the response of ListTriggers.
@@ -2433,7 +2664,7 @@ type ListTriggersResponse struct {
 
 func (x *ListTriggersResponse) Reset() {
 	*x = ListTriggersResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2676,7 @@ func (x *ListTriggersResponse) String() string {
 func (*ListTriggersResponse) ProtoMessage() {}
 
 func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2689,7 @@ func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTriggersResponse.ProtoReflect.Descriptor instead.
 func (*ListTriggersResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{38}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListTriggersResponse) GetTriggers() []*Trigger {
@@ -2479,7 +2710,7 @@ type DeleteTriggerRequest struct {
 
 func (x *DeleteTriggerRequest) Reset() {
 	*x = DeleteTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2722,7 @@ func (x *DeleteTriggerRequest) String() string {
 func (*DeleteTriggerRequest) ProtoMessage() {}
 
 func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2735,7 @@ func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{39}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteTriggerRequest) GetId() string {
@@ -2523,7 +2754,7 @@ type DeleteTriggerResponse struct {
 
 func (x *DeleteTriggerResponse) Reset() {
 	*x = DeleteTriggerResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2766,7 @@ func (x *DeleteTriggerResponse) String() string {
 func (*DeleteTriggerResponse) ProtoMessage() {}
 
 func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2779,7 @@ func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{40}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{42}
 }
 
 // ListQueuesRequest is the request of ListQueues.
@@ -2560,7 +2791,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2572,7 +2803,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2585,7 +2816,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{41}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{43}
 }
 
 // PauseQueueRequest is the request of PauseQueue.
@@ -2599,7 +2830,7 @@ type PauseQueueRequest struct {
 
 func (x *PauseQueueRequest) Reset() {
 	*x = PauseQueueRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2611,7 +2842,7 @@ func (x *PauseQueueRequest) String() string {
 func (*PauseQueueRequest) ProtoMessage() {}
 
 func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2624,7 +2855,7 @@ func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseQueueRequest.ProtoReflect.Descriptor instead.
 func (*PauseQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{42}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PauseQueueRequest) GetName() string {
@@ -2645,7 +2876,7 @@ type ResumeQueueRequest struct {
 
 func (x *ResumeQueueRequest) Reset() {
 	*x = ResumeQueueRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2657,7 +2888,7 @@ func (x *ResumeQueueRequest) String() string {
 func (*ResumeQueueRequest) ProtoMessage() {}
 
 func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2670,7 +2901,7 @@ func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeQueueRequest.ProtoReflect.Descriptor instead.
 func (*ResumeQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{43}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ResumeQueueRequest) GetName() string {
@@ -2691,7 +2922,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2934,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2947,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{44}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -2724,6 +2955,282 @@ func (x *ListQueuesResponse) GetQueues() []*Queue {
 		return x.Queues
 	}
 	return nil
+}
+
+// CreateChainRequest is the request of CreateChain.
+type CreateChainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The chain to create.
+	Chain         *Chain `protobuf:"bytes,1,opt,name=chain,proto3" json:"chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateChainRequest) Reset() {
+	*x = CreateChainRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateChainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateChainRequest) ProtoMessage() {}
+
+func (x *CreateChainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateChainRequest.ProtoReflect.Descriptor instead.
+func (*CreateChainRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *CreateChainRequest) GetChain() *Chain {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+// GetChainRequest is the request of GetChain.
+type GetChainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chain id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetChainRequest) Reset() {
+	*x = GetChainRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetChainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetChainRequest) ProtoMessage() {}
+
+func (x *GetChainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetChainRequest.ProtoReflect.Descriptor instead.
+func (*GetChainRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *GetChainRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// CancelChainRequest is the request of CancelChain.
+type CancelChainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chain id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelChainRequest) Reset() {
+	*x = CancelChainRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelChainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelChainRequest) ProtoMessage() {}
+
+func (x *CancelChainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelChainRequest.ProtoReflect.Descriptor instead.
+func (*CancelChainRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CancelChainRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// CreateGroupRequest is the request of CreateGroup.
+type CreateGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group to create.
+	Group         *Group `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroupRequest) Reset() {
+	*x = CreateGroupRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupRequest) ProtoMessage() {}
+
+func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *CreateGroupRequest) GetGroup() *Group {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+// GetGroupRequest is the request of GetGroup.
+type GetGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Group id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupRequest) Reset() {
+	*x = GetGroupRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupRequest) ProtoMessage() {}
+
+func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
+func (*GetGroupRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *GetGroupRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// CancelGroupRequest is the request of CancelGroup.
+type CancelGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Group id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelGroupRequest) Reset() {
+	*x = CancelGroupRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelGroupRequest) ProtoMessage() {}
+
+func (x *CancelGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelGroupRequest.ProtoReflect.Descriptor instead.
+func (*CancelGroupRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *CancelGroupRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
 }
 
 var File_hookyard_jobs_v1_jobs_proto protoreflect.FileDescriptor
@@ -2818,7 +3325,30 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"rateLimits\",\n" +
 	"\x16DeleteRateLimitRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
-	"\x17DeleteRateLimitResponse\"?\n" +
+	"\x17DeleteRateLimitResponse\"\x8a\x02\n" +
+	"\x05Chain\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
+	"\x05tasks\x18\x02 \x03(\v2\x16.hookyard.jobs.v1.TaskR\x05tasks\x12\x1d\n" +
+	"\n" +
+	"result_arg\x18\x03 \x01(\tR\tresultArg\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vfinish_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishTime\"\xbe\x02\n" +
+	"\x05Group\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
+	"\x05tasks\x18\x02 \x03(\v2\x16.hookyard.jobs.v1.TaskR\x05tasks\x122\n" +
+	"\bcallback\x18\x03 \x01(\v2\x16.hookyard.jobs.v1.TaskR\bcallback\x12\x1d\n" +
+	"\n" +
+	"result_arg\x18\x04 \x01(\tR\tresultArg\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12;\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vfinish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishTime\"?\n" +
 	"\x11CreateTaskRequest\x12*\n" +
 	"\x04task\x18\x01 \x01(\v2\x16.hookyard.jobs.v1.TaskR\x04task\"Z\n" +
 	"\x17BatchCreateTasksRequest\x12?\n" +
@@ -2914,7 +3444,19 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\x12ResumeQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
 	"\x12ListQueuesResponse\x12/\n" +
-	"\x06queues\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.QueueR\x06queues2\xb9\x04\n" +
+	"\x06queues\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.QueueR\x06queues\"C\n" +
+	"\x12CreateChainRequest\x12-\n" +
+	"\x05chain\x18\x01 \x01(\v2\x17.hookyard.jobs.v1.ChainR\x05chain\"!\n" +
+	"\x0fGetChainRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"$\n" +
+	"\x12CancelChainRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"C\n" +
+	"\x12CreateGroupRequest\x12-\n" +
+	"\x05group\x18\x01 \x01(\v2\x17.hookyard.jobs.v1.GroupR\x05group\"!\n" +
+	"\x0fGetGroupRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"$\n" +
+	"\x12CancelGroupRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id2\xb9\x04\n" +
 	"\vTaskService\x12I\n" +
 	"\n" +
 	"CreateTask\x12#.hookyard.jobs.v1.CreateTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12i\n" +
@@ -2950,7 +3492,14 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\vResumeQueue\x12$.hookyard.jobs.v1.ResumeQueueRequest\x1a\x17.hookyard.jobs.v1.Queue\x12R\n" +
 	"\fSetRateLimit\x12%.hookyard.jobs.v1.SetRateLimitRequest\x1a\x1b.hookyard.jobs.v1.RateLimit\x12c\n" +
 	"\x0eListRateLimits\x12'.hookyard.jobs.v1.ListRateLimitsRequest\x1a(.hookyard.jobs.v1.ListRateLimitsResponse\x12f\n" +
-	"\x0fDeleteRateLimit\x12(.hookyard.jobs.v1.DeleteRateLimitRequest\x1a).hookyard.jobs.v1.DeleteRateLimitResponseB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
+	"\x0fDeleteRateLimit\x12(.hookyard.jobs.v1.DeleteRateLimitRequest\x1a).hookyard.jobs.v1.DeleteRateLimitResponse2\xd7\x03\n" +
+	"\rCanvasService\x12L\n" +
+	"\vCreateChain\x12$.hookyard.jobs.v1.CreateChainRequest\x1a\x17.hookyard.jobs.v1.Chain\x12F\n" +
+	"\bGetChain\x12!.hookyard.jobs.v1.GetChainRequest\x1a\x17.hookyard.jobs.v1.Chain\x12L\n" +
+	"\vCancelChain\x12$.hookyard.jobs.v1.CancelChainRequest\x1a\x17.hookyard.jobs.v1.Chain\x12L\n" +
+	"\vCreateGroup\x12$.hookyard.jobs.v1.CreateGroupRequest\x1a\x17.hookyard.jobs.v1.Group\x12F\n" +
+	"\bGetGroup\x12!.hookyard.jobs.v1.GetGroupRequest\x1a\x17.hookyard.jobs.v1.Group\x12L\n" +
+	"\vCancelGroup\x12$.hookyard.jobs.v1.CancelGroupRequest\x1a\x17.hookyard.jobs.v1.GroupB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
 
 var (
 	file_hookyard_jobs_v1_jobs_proto_rawDescOnce sync.Once
@@ -2964,7 +3513,7 @@ func file_hookyard_jobs_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescData
 }
 
-var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*Task)(nil),                     // 0: hookyard.jobs.v1.Task
 	(*Attempt)(nil),                  // 1: hookyard.jobs.v1.Attempt
@@ -2977,148 +3526,177 @@ var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*ListRateLimitsResponse)(nil),   // 8: hookyard.jobs.v1.ListRateLimitsResponse
 	(*DeleteRateLimitRequest)(nil),   // 9: hookyard.jobs.v1.DeleteRateLimitRequest
 	(*DeleteRateLimitResponse)(nil),  // 10: hookyard.jobs.v1.DeleteRateLimitResponse
-	(*CreateTaskRequest)(nil),        // 11: hookyard.jobs.v1.CreateTaskRequest
-	(*BatchCreateTasksRequest)(nil),  // 12: hookyard.jobs.v1.BatchCreateTasksRequest
-	(*BatchCreateTasksResponse)(nil), // 13: hookyard.jobs.v1.BatchCreateTasksResponse
-	(*GetTaskRequest)(nil),           // 14: hookyard.jobs.v1.GetTaskRequest
-	(*ListTasksRequest)(nil),         // 15: hookyard.jobs.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),        // 16: hookyard.jobs.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),        // 17: hookyard.jobs.v1.CancelTaskRequest
-	(*RetryTaskRequest)(nil),         // 18: hookyard.jobs.v1.RetryTaskRequest
-	(*WaitTaskRequest)(nil),          // 19: hookyard.jobs.v1.WaitTaskRequest
-	(*LeaseRequest)(nil),             // 20: hookyard.jobs.v1.LeaseRequest
-	(*LeaseResponse)(nil),            // 21: hookyard.jobs.v1.LeaseResponse
-	(*HeartbeatRequest)(nil),         // 22: hookyard.jobs.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 23: hookyard.jobs.v1.HeartbeatResponse
-	(*CompleteTaskRequest)(nil),      // 24: hookyard.jobs.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),     // 25: hookyard.jobs.v1.CompleteTaskResponse
-	(*FailTaskRequest)(nil),          // 26: hookyard.jobs.v1.FailTaskRequest
-	(*FailTaskResponse)(nil),         // 27: hookyard.jobs.v1.FailTaskResponse
-	(*CreateScheduleRequest)(nil),    // 28: hookyard.jobs.v1.CreateScheduleRequest
-	(*GetScheduleRequest)(nil),       // 29: hookyard.jobs.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),     // 30: hookyard.jobs.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),    // 31: hookyard.jobs.v1.ListSchedulesResponse
-	(*UpdateScheduleRequest)(nil),    // 32: hookyard.jobs.v1.UpdateScheduleRequest
-	(*DeleteScheduleRequest)(nil),    // 33: hookyard.jobs.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil),   // 34: hookyard.jobs.v1.DeleteScheduleResponse
-	(*CreateTriggerRequest)(nil),     // 35: hookyard.jobs.v1.CreateTriggerRequest
-	(*GetTriggerRequest)(nil),        // 36: hookyard.jobs.v1.GetTriggerRequest
-	(*ListTriggersRequest)(nil),      // 37: hookyard.jobs.v1.ListTriggersRequest
-	(*ListTriggersResponse)(nil),     // 38: hookyard.jobs.v1.ListTriggersResponse
-	(*DeleteTriggerRequest)(nil),     // 39: hookyard.jobs.v1.DeleteTriggerRequest
-	(*DeleteTriggerResponse)(nil),    // 40: hookyard.jobs.v1.DeleteTriggerResponse
-	(*ListQueuesRequest)(nil),        // 41: hookyard.jobs.v1.ListQueuesRequest
-	(*PauseQueueRequest)(nil),        // 42: hookyard.jobs.v1.PauseQueueRequest
-	(*ResumeQueueRequest)(nil),       // 43: hookyard.jobs.v1.ResumeQueueRequest
-	(*ListQueuesResponse)(nil),       // 44: hookyard.jobs.v1.ListQueuesResponse
-	nil,                              // 45: hookyard.jobs.v1.Trigger.ArgsFromEntry
-	(*structpb.Value)(nil),           // 46: google.protobuf.Value
-	(*durationpb.Duration)(nil),      // 47: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),    // 49: google.protobuf.FieldMask
+	(*Chain)(nil),                    // 11: hookyard.jobs.v1.Chain
+	(*Group)(nil),                    // 12: hookyard.jobs.v1.Group
+	(*CreateTaskRequest)(nil),        // 13: hookyard.jobs.v1.CreateTaskRequest
+	(*BatchCreateTasksRequest)(nil),  // 14: hookyard.jobs.v1.BatchCreateTasksRequest
+	(*BatchCreateTasksResponse)(nil), // 15: hookyard.jobs.v1.BatchCreateTasksResponse
+	(*GetTaskRequest)(nil),           // 16: hookyard.jobs.v1.GetTaskRequest
+	(*ListTasksRequest)(nil),         // 17: hookyard.jobs.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 18: hookyard.jobs.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 19: hookyard.jobs.v1.CancelTaskRequest
+	(*RetryTaskRequest)(nil),         // 20: hookyard.jobs.v1.RetryTaskRequest
+	(*WaitTaskRequest)(nil),          // 21: hookyard.jobs.v1.WaitTaskRequest
+	(*LeaseRequest)(nil),             // 22: hookyard.jobs.v1.LeaseRequest
+	(*LeaseResponse)(nil),            // 23: hookyard.jobs.v1.LeaseResponse
+	(*HeartbeatRequest)(nil),         // 24: hookyard.jobs.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 25: hookyard.jobs.v1.HeartbeatResponse
+	(*CompleteTaskRequest)(nil),      // 26: hookyard.jobs.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),     // 27: hookyard.jobs.v1.CompleteTaskResponse
+	(*FailTaskRequest)(nil),          // 28: hookyard.jobs.v1.FailTaskRequest
+	(*FailTaskResponse)(nil),         // 29: hookyard.jobs.v1.FailTaskResponse
+	(*CreateScheduleRequest)(nil),    // 30: hookyard.jobs.v1.CreateScheduleRequest
+	(*GetScheduleRequest)(nil),       // 31: hookyard.jobs.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),     // 32: hookyard.jobs.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 33: hookyard.jobs.v1.ListSchedulesResponse
+	(*UpdateScheduleRequest)(nil),    // 34: hookyard.jobs.v1.UpdateScheduleRequest
+	(*DeleteScheduleRequest)(nil),    // 35: hookyard.jobs.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 36: hookyard.jobs.v1.DeleteScheduleResponse
+	(*CreateTriggerRequest)(nil),     // 37: hookyard.jobs.v1.CreateTriggerRequest
+	(*GetTriggerRequest)(nil),        // 38: hookyard.jobs.v1.GetTriggerRequest
+	(*ListTriggersRequest)(nil),      // 39: hookyard.jobs.v1.ListTriggersRequest
+	(*ListTriggersResponse)(nil),     // 40: hookyard.jobs.v1.ListTriggersResponse
+	(*DeleteTriggerRequest)(nil),     // 41: hookyard.jobs.v1.DeleteTriggerRequest
+	(*DeleteTriggerResponse)(nil),    // 42: hookyard.jobs.v1.DeleteTriggerResponse
+	(*ListQueuesRequest)(nil),        // 43: hookyard.jobs.v1.ListQueuesRequest
+	(*PauseQueueRequest)(nil),        // 44: hookyard.jobs.v1.PauseQueueRequest
+	(*ResumeQueueRequest)(nil),       // 45: hookyard.jobs.v1.ResumeQueueRequest
+	(*ListQueuesResponse)(nil),       // 46: hookyard.jobs.v1.ListQueuesResponse
+	(*CreateChainRequest)(nil),       // 47: hookyard.jobs.v1.CreateChainRequest
+	(*GetChainRequest)(nil),          // 48: hookyard.jobs.v1.GetChainRequest
+	(*CancelChainRequest)(nil),       // 49: hookyard.jobs.v1.CancelChainRequest
+	(*CreateGroupRequest)(nil),       // 50: hookyard.jobs.v1.CreateGroupRequest
+	(*GetGroupRequest)(nil),          // 51: hookyard.jobs.v1.GetGroupRequest
+	(*CancelGroupRequest)(nil),       // 52: hookyard.jobs.v1.CancelGroupRequest
+	nil,                              // 53: hookyard.jobs.v1.Trigger.ArgsFromEntry
+	(*structpb.Value)(nil),           // 54: google.protobuf.Value
+	(*durationpb.Duration)(nil),      // 55: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 56: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 57: google.protobuf.FieldMask
 }
 var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
-	46, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
-	47, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
-	47, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
-	48, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
-	46, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
-	48, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	48, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	47, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
-	48, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
-	47, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
-	47, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
+	54, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
+	55, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
+	55, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
+	56, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
+	54, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
+	56, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	56, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	55, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
+	56, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	55, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
+	55, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
 	1,  // 11: hookyard.jobs.v1.Task.attempt_log:type_name -> hookyard.jobs.v1.Attempt
-	48, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	47, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
-	48, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	48, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	56, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	55, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
+	56, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	56, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 16: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
-	48, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	47, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
-	48, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
+	56, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	55, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
+	56, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
 	0,  // 20: hookyard.jobs.v1.Trigger.task:type_name -> hookyard.jobs.v1.Task
-	45, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
-	48, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
+	53, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
+	56, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
 	5,  // 23: hookyard.jobs.v1.SetRateLimitRequest.rate_limit:type_name -> hookyard.jobs.v1.RateLimit
 	5,  // 24: hookyard.jobs.v1.ListRateLimitsResponse.rate_limits:type_name -> hookyard.jobs.v1.RateLimit
-	0,  // 25: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
-	11, // 26: hookyard.jobs.v1.BatchCreateTasksRequest.requests:type_name -> hookyard.jobs.v1.CreateTaskRequest
-	0,  // 27: hookyard.jobs.v1.BatchCreateTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	0,  // 28: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	47, // 29: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
-	0,  // 30: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
-	48, // 31: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	47, // 32: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	48, // 33: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
-	48, // 34: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	46, // 35: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
-	47, // 36: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
-	2,  // 37: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 38: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 39: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	49, // 40: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 41: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
-	3,  // 42: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
-	4,  // 43: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
-	11, // 44: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
-	12, // 45: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
-	14, // 46: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
-	15, // 47: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
-	17, // 48: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
-	18, // 49: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
-	19, // 50: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
-	20, // 51: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
-	22, // 52: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
-	24, // 53: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
-	26, // 54: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
-	28, // 55: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
-	29, // 56: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
-	30, // 57: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
-	32, // 58: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
-	33, // 59: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
-	35, // 60: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
-	36, // 61: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
-	37, // 62: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
-	39, // 63: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
-	41, // 64: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
-	42, // 65: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
-	43, // 66: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
-	6,  // 67: hookyard.jobs.v1.QueueService.SetRateLimit:input_type -> hookyard.jobs.v1.SetRateLimitRequest
-	7,  // 68: hookyard.jobs.v1.QueueService.ListRateLimits:input_type -> hookyard.jobs.v1.ListRateLimitsRequest
-	9,  // 69: hookyard.jobs.v1.QueueService.DeleteRateLimit:input_type -> hookyard.jobs.v1.DeleteRateLimitRequest
-	0,  // 70: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
-	13, // 71: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
-	0,  // 72: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
-	16, // 73: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
-	0,  // 74: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 75: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 76: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
-	21, // 77: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
-	23, // 78: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
-	25, // 79: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
-	27, // 80: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
-	2,  // 81: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	2,  // 82: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
-	31, // 83: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
-	2,  // 84: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	34, // 85: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
-	3,  // 86: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
-	3,  // 87: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
-	38, // 88: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
-	40, // 89: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
-	44, // 90: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
-	4,  // 91: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
-	4,  // 92: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
-	5,  // 93: hookyard.jobs.v1.QueueService.SetRateLimit:output_type -> hookyard.jobs.v1.RateLimit
-	8,  // 94: hookyard.jobs.v1.QueueService.ListRateLimits:output_type -> hookyard.jobs.v1.ListRateLimitsResponse
-	10, // 95: hookyard.jobs.v1.QueueService.DeleteRateLimit:output_type -> hookyard.jobs.v1.DeleteRateLimitResponse
-	70, // [70:96] is the sub-list for method output_type
-	44, // [44:70] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	0,  // 25: hookyard.jobs.v1.Chain.tasks:type_name -> hookyard.jobs.v1.Task
+	56, // 26: hookyard.jobs.v1.Chain.create_time:type_name -> google.protobuf.Timestamp
+	56, // 27: hookyard.jobs.v1.Chain.finish_time:type_name -> google.protobuf.Timestamp
+	0,  // 28: hookyard.jobs.v1.Group.tasks:type_name -> hookyard.jobs.v1.Task
+	0,  // 29: hookyard.jobs.v1.Group.callback:type_name -> hookyard.jobs.v1.Task
+	56, // 30: hookyard.jobs.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	56, // 31: hookyard.jobs.v1.Group.finish_time:type_name -> google.protobuf.Timestamp
+	0,  // 32: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
+	13, // 33: hookyard.jobs.v1.BatchCreateTasksRequest.requests:type_name -> hookyard.jobs.v1.CreateTaskRequest
+	0,  // 34: hookyard.jobs.v1.BatchCreateTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
+	0,  // 35: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
+	55, // 36: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	0,  // 37: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
+	56, // 38: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	55, // 39: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	56, // 40: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
+	56, // 41: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	54, // 42: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
+	55, // 43: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
+	2,  // 44: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 45: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 46: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	57, // 47: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 48: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
+	3,  // 49: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
+	4,  // 50: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
+	11, // 51: hookyard.jobs.v1.CreateChainRequest.chain:type_name -> hookyard.jobs.v1.Chain
+	12, // 52: hookyard.jobs.v1.CreateGroupRequest.group:type_name -> hookyard.jobs.v1.Group
+	13, // 53: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
+	14, // 54: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
+	16, // 55: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
+	17, // 56: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
+	19, // 57: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
+	20, // 58: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
+	21, // 59: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
+	22, // 60: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
+	24, // 61: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
+	26, // 62: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
+	28, // 63: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
+	30, // 64: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
+	31, // 65: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
+	32, // 66: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
+	34, // 67: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
+	35, // 68: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
+	37, // 69: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
+	38, // 70: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
+	39, // 71: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
+	41, // 72: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
+	43, // 73: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
+	44, // 74: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
+	45, // 75: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
+	6,  // 76: hookyard.jobs.v1.QueueService.SetRateLimit:input_type -> hookyard.jobs.v1.SetRateLimitRequest
+	7,  // 77: hookyard.jobs.v1.QueueService.ListRateLimits:input_type -> hookyard.jobs.v1.ListRateLimitsRequest
+	9,  // 78: hookyard.jobs.v1.QueueService.DeleteRateLimit:input_type -> hookyard.jobs.v1.DeleteRateLimitRequest
+	47, // 79: hookyard.jobs.v1.CanvasService.CreateChain:input_type -> hookyard.jobs.v1.CreateChainRequest
+	48, // 80: hookyard.jobs.v1.CanvasService.GetChain:input_type -> hookyard.jobs.v1.GetChainRequest
+	49, // 81: hookyard.jobs.v1.CanvasService.CancelChain:input_type -> hookyard.jobs.v1.CancelChainRequest
+	50, // 82: hookyard.jobs.v1.CanvasService.CreateGroup:input_type -> hookyard.jobs.v1.CreateGroupRequest
+	51, // 83: hookyard.jobs.v1.CanvasService.GetGroup:input_type -> hookyard.jobs.v1.GetGroupRequest
+	52, // 84: hookyard.jobs.v1.CanvasService.CancelGroup:input_type -> hookyard.jobs.v1.CancelGroupRequest
+	0,  // 85: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
+	15, // 86: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
+	0,  // 87: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
+	18, // 88: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
+	0,  // 89: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 90: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 91: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
+	23, // 92: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
+	25, // 93: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
+	27, // 94: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
+	29, // 95: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
+	2,  // 96: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	2,  // 97: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
+	33, // 98: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
+	2,  // 99: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	36, // 100: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
+	3,  // 101: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
+	3,  // 102: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
+	40, // 103: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
+	42, // 104: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
+	46, // 105: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
+	4,  // 106: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
+	4,  // 107: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
+	5,  // 108: hookyard.jobs.v1.QueueService.SetRateLimit:output_type -> hookyard.jobs.v1.RateLimit
+	8,  // 109: hookyard.jobs.v1.QueueService.ListRateLimits:output_type -> hookyard.jobs.v1.ListRateLimitsResponse
+	10, // 110: hookyard.jobs.v1.QueueService.DeleteRateLimit:output_type -> hookyard.jobs.v1.DeleteRateLimitResponse
+	11, // 111: hookyard.jobs.v1.CanvasService.CreateChain:output_type -> hookyard.jobs.v1.Chain
+	11, // 112: hookyard.jobs.v1.CanvasService.GetChain:output_type -> hookyard.jobs.v1.Chain
+	11, // 113: hookyard.jobs.v1.CanvasService.CancelChain:output_type -> hookyard.jobs.v1.Chain
+	12, // 114: hookyard.jobs.v1.CanvasService.CreateGroup:output_type -> hookyard.jobs.v1.Group
+	12, // 115: hookyard.jobs.v1.CanvasService.GetGroup:output_type -> hookyard.jobs.v1.Group
+	12, // 116: hookyard.jobs.v1.CanvasService.CancelGroup:output_type -> hookyard.jobs.v1.Group
+	85, // [85:117] is the sub-list for method output_type
+	53, // [53:85] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_jobs_v1_jobs_proto_init() }
@@ -3132,9 +3710,9 @@ func file_hookyard_jobs_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_jobs_v1_jobs_proto_rawDesc), len(file_hookyard_jobs_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   54,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_hookyard_jobs_v1_jobs_proto_goTypes,
 		DependencyIndexes: file_hookyard_jobs_v1_jobs_proto_depIdxs,

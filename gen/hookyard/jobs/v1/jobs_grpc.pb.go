@@ -1429,3 +1429,333 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "hookyard/jobs/v1/jobs.proto",
 }
+
+const (
+	CanvasService_CreateChain_FullMethodName = "/hookyard.jobs.v1.CanvasService/CreateChain"
+	CanvasService_GetChain_FullMethodName    = "/hookyard.jobs.v1.CanvasService/GetChain"
+	CanvasService_CancelChain_FullMethodName = "/hookyard.jobs.v1.CanvasService/CancelChain"
+	CanvasService_CreateGroup_FullMethodName = "/hookyard.jobs.v1.CanvasService/CreateGroup"
+	CanvasService_GetGroup_FullMethodName    = "/hookyard.jobs.v1.CanvasService/GetGroup"
+	CanvasService_CancelGroup_FullMethodName = "/hookyard.jobs.v1.CanvasService/CancelGroup"
+)
+
+// CanvasServiceClient is the client API for CanvasService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// CanvasService runs tasks together, as Celery's canvas does. A chain runs
+// its tasks one after another, each only once the one before it has
+// succeeded; a group runs its tasks at once; a chord is a group with a
+// callback task, run once when every member has succeeded. Every member is
+// an ordinary task (read, wait for and cancel it by its id); the moves from
+// one member to the next are made in Redis by the same atomic step that ends
+// a member, so they happen exactly once across replicas and survive a crash
+// of any of them.
+type CanvasServiceClient interface {
+	// Creates a chain and enqueues its first task. The body is the chain
+	// itself; idempotent on chain.id.
+	CreateChain(ctx context.Context, in *CreateChainRequest, opts ...grpc.CallOption) (*Chain, error)
+	// Gets a chain with its tasks.
+	GetChain(ctx context.Context, in *GetChainRequest, opts ...grpc.CallOption) (*Chain, error)
+	// Cancels a chain: its tasks that have not started never run, a running
+	// one is told to stop, and no later task is enqueued.
+	CancelChain(ctx context.Context, in *CancelChainRequest, opts ...grpc.CallOption) (*Chain, error)
+	// Creates a group (a chord when it has a callback) and enqueues its
+	// tasks. The body is the group itself; idempotent on group.id.
+	CreateGroup(ctx context.Context, in *CreateGroupRequest, opts ...grpc.CallOption) (*Group, error)
+	// Gets a group with its tasks and callback.
+	GetGroup(ctx context.Context, in *GetGroupRequest, opts ...grpc.CallOption) (*Group, error)
+	// Cancels a group: its tasks that have not started never run, running
+	// ones are told to stop, and the callback never runs.
+	CancelGroup(ctx context.Context, in *CancelGroupRequest, opts ...grpc.CallOption) (*Group, error)
+}
+
+type canvasServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCanvasServiceClient(cc grpc.ClientConnInterface) CanvasServiceClient {
+	return &canvasServiceClient{cc}
+}
+
+func (c *canvasServiceClient) CreateChain(ctx context.Context, in *CreateChainRequest, opts ...grpc.CallOption) (*Chain, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Chain)
+	err := c.cc.Invoke(ctx, CanvasService_CreateChain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *canvasServiceClient) GetChain(ctx context.Context, in *GetChainRequest, opts ...grpc.CallOption) (*Chain, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Chain)
+	err := c.cc.Invoke(ctx, CanvasService_GetChain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *canvasServiceClient) CancelChain(ctx context.Context, in *CancelChainRequest, opts ...grpc.CallOption) (*Chain, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Chain)
+	err := c.cc.Invoke(ctx, CanvasService_CancelChain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *canvasServiceClient) CreateGroup(ctx context.Context, in *CreateGroupRequest, opts ...grpc.CallOption) (*Group, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Group)
+	err := c.cc.Invoke(ctx, CanvasService_CreateGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *canvasServiceClient) GetGroup(ctx context.Context, in *GetGroupRequest, opts ...grpc.CallOption) (*Group, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Group)
+	err := c.cc.Invoke(ctx, CanvasService_GetGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *canvasServiceClient) CancelGroup(ctx context.Context, in *CancelGroupRequest, opts ...grpc.CallOption) (*Group, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Group)
+	err := c.cc.Invoke(ctx, CanvasService_CancelGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CanvasServiceServer is the server API for CanvasService service.
+// All implementations must embed UnimplementedCanvasServiceServer
+// for forward compatibility.
+//
+// CanvasService runs tasks together, as Celery's canvas does. A chain runs
+// its tasks one after another, each only once the one before it has
+// succeeded; a group runs its tasks at once; a chord is a group with a
+// callback task, run once when every member has succeeded. Every member is
+// an ordinary task (read, wait for and cancel it by its id); the moves from
+// one member to the next are made in Redis by the same atomic step that ends
+// a member, so they happen exactly once across replicas and survive a crash
+// of any of them.
+type CanvasServiceServer interface {
+	// Creates a chain and enqueues its first task. The body is the chain
+	// itself; idempotent on chain.id.
+	CreateChain(context.Context, *CreateChainRequest) (*Chain, error)
+	// Gets a chain with its tasks.
+	GetChain(context.Context, *GetChainRequest) (*Chain, error)
+	// Cancels a chain: its tasks that have not started never run, a running
+	// one is told to stop, and no later task is enqueued.
+	CancelChain(context.Context, *CancelChainRequest) (*Chain, error)
+	// Creates a group (a chord when it has a callback) and enqueues its
+	// tasks. The body is the group itself; idempotent on group.id.
+	CreateGroup(context.Context, *CreateGroupRequest) (*Group, error)
+	// Gets a group with its tasks and callback.
+	GetGroup(context.Context, *GetGroupRequest) (*Group, error)
+	// Cancels a group: its tasks that have not started never run, running
+	// ones are told to stop, and the callback never runs.
+	CancelGroup(context.Context, *CancelGroupRequest) (*Group, error)
+	mustEmbedUnimplementedCanvasServiceServer()
+}
+
+// UnimplementedCanvasServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCanvasServiceServer struct{}
+
+func (UnimplementedCanvasServiceServer) CreateChain(context.Context, *CreateChainRequest) (*Chain, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateChain not implemented")
+}
+func (UnimplementedCanvasServiceServer) GetChain(context.Context, *GetChainRequest) (*Chain, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetChain not implemented")
+}
+func (UnimplementedCanvasServiceServer) CancelChain(context.Context, *CancelChainRequest) (*Chain, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelChain not implemented")
+}
+func (UnimplementedCanvasServiceServer) CreateGroup(context.Context, *CreateGroupRequest) (*Group, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateGroup not implemented")
+}
+func (UnimplementedCanvasServiceServer) GetGroup(context.Context, *GetGroupRequest) (*Group, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetGroup not implemented")
+}
+func (UnimplementedCanvasServiceServer) CancelGroup(context.Context, *CancelGroupRequest) (*Group, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelGroup not implemented")
+}
+func (UnimplementedCanvasServiceServer) mustEmbedUnimplementedCanvasServiceServer() {}
+func (UnimplementedCanvasServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeCanvasServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CanvasServiceServer will
+// result in compilation errors.
+type UnsafeCanvasServiceServer interface {
+	mustEmbedUnimplementedCanvasServiceServer()
+}
+
+func RegisterCanvasServiceServer(s grpc.ServiceRegistrar, srv CanvasServiceServer) {
+	// If the following call panics, it indicates UnimplementedCanvasServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&CanvasService_ServiceDesc, srv)
+}
+
+func _CanvasService_CreateChain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateChainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CanvasServiceServer).CreateChain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CanvasService_CreateChain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CanvasServiceServer).CreateChain(ctx, req.(*CreateChainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CanvasService_GetChain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetChainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CanvasServiceServer).GetChain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CanvasService_GetChain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CanvasServiceServer).GetChain(ctx, req.(*GetChainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CanvasService_CancelChain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelChainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CanvasServiceServer).CancelChain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CanvasService_CancelChain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CanvasServiceServer).CancelChain(ctx, req.(*CancelChainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CanvasService_CreateGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CanvasServiceServer).CreateGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CanvasService_CreateGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CanvasServiceServer).CreateGroup(ctx, req.(*CreateGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CanvasService_GetGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CanvasServiceServer).GetGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CanvasService_GetGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CanvasServiceServer).GetGroup(ctx, req.(*GetGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CanvasService_CancelGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CanvasServiceServer).CancelGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CanvasService_CancelGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CanvasServiceServer).CancelGroup(ctx, req.(*CancelGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// CanvasService_ServiceDesc is the grpc.ServiceDesc for CanvasService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var CanvasService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hookyard.jobs.v1.CanvasService",
+	HandlerType: (*CanvasServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateChain",
+			Handler:    _CanvasService_CreateChain_Handler,
+		},
+		{
+			MethodName: "GetChain",
+			Handler:    _CanvasService_GetChain_Handler,
+		},
+		{
+			MethodName: "CancelChain",
+			Handler:    _CanvasService_CancelChain_Handler,
+		},
+		{
+			MethodName: "CreateGroup",
+			Handler:    _CanvasService_CreateGroup_Handler,
+		},
+		{
+			MethodName: "GetGroup",
+			Handler:    _CanvasService_GetGroup_Handler,
+		},
+		{
+			MethodName: "CancelGroup",
+			Handler:    _CanvasService_CancelGroup_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "hookyard/jobs/v1/jobs.proto",
+}

@@ -1,5 +1,5 @@
-// Package jobs wires the jobs service: the task, worker, schedule and queue
-// APIs, the schedule ticker, the built-in http task runner, the pump that hands due tasks to the
+// Package jobs wires the jobs service: the task, canvas, worker, schedule
+// and queue APIs, the schedule ticker, the built-in http task runner, the pump that hands due tasks to the
 // broker and the reaper that enforces leases and hard time limits.
 package jobs
 
@@ -74,6 +74,7 @@ type Jobs struct {
 	Tasks     *api.Tasks
 	Workers   *api.Workers
 	Queues    *api.Queues
+	Canvas    *api.Canvas
 	Schedules *schedule.API
 	Ticker    *schedule.Ticker
 	Announcer *runner.Announcer
@@ -111,6 +112,7 @@ func New(c Config, d Deps) (*Jobs, error) {
 	j.Tasks = &api.Tasks{Deps: deps}
 	j.Workers = &api.Workers{Deps: deps}
 	j.Queues = &api.Queues{Deps: deps}
+	j.Canvas = &api.Canvas{Deps: deps}
 	exchange := c.EventsExchange
 	if exchange == "" {
 		exchange = rabbit.EventsExchange
@@ -147,11 +149,13 @@ func (j *Jobs) Register(srv *server.Server) {
 	jobsv1.RegisterScheduleServiceServer(srv.GRPC, j.Schedules)
 	jobsv1.RegisterQueueServiceServer(srv.GRPC, j.Queues)
 	jobsv1.RegisterTriggerServiceServer(srv.GRPC, j.Triggers)
+	jobsv1.RegisterCanvasServiceServer(srv.GRPC, j.Canvas)
 	srv.RegisterGateway(
 		jobsv1.RegisterTaskServiceHandler,
 		jobsv1.RegisterScheduleServiceHandler,
 		jobsv1.RegisterQueueServiceHandler,
 		jobsv1.RegisterTriggerServiceHandler,
+		jobsv1.RegisterCanvasServiceHandler,
 	)
 }
 

@@ -74,6 +74,7 @@ type Replica struct {
 	Sched   jobsv1.ScheduleServiceClient
 	Trig    jobsv1.TriggerServiceClient
 	Queues  jobsv1.QueueServiceClient
+	Canvas  jobsv1.CanvasServiceClient
 	Base    string // REST base URL
 	Stop    func()
 }
@@ -170,7 +171,8 @@ func (e *Env) startReplica(t testing.TB, o Options) *Replica {
 	}
 	r := &Replica{Jobs: j, Conn: cc, Base: "http://" + srv.HTTPAddr(),
 		Tasks: jobsv1.NewTaskServiceClient(cc), Workers: jobsv1.NewWorkerServiceClient(cc),
-		Sched: jobsv1.NewScheduleServiceClient(cc), Queues: jobsv1.NewQueueServiceClient(cc), Trig: jobsv1.NewTriggerServiceClient(cc)}
+		Sched: jobsv1.NewScheduleServiceClient(cc), Queues: jobsv1.NewQueueServiceClient(cc), Trig: jobsv1.NewTriggerServiceClient(cc),
+		Canvas: jobsv1.NewCanvasServiceClient(cc)}
 	stopped := false
 	r.Stop = func() {
 		if stopped {

@@ -18,25 +18,22 @@ import "github.com/redis/go-redis/v9"
 
 // enqueueScript creates a pending task unless the id exists or its unique
 // key is held. KEYS: task, index, sched, queues set, unique key.
-// ARGV: id, now, due, member, uniqueTTL, unique ("1" to use the key),
+// ARGV: id, now, due, member (tenant|id), uniqueTTL, unique ("1" to use the key),
 // queue, maxQueues, then field/value pairs.
 // Returns 1, 0 if the id exists, -1 if the queue would be one more than
 // maxQueues, or the id holding the unique key.
-var enqueueScript = redis.NewScript(`
+var enqueueScript = redis.NewScript(taskLua + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('SISMEMBER', KEYS[4], ARGV[7]) == 0 and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[8]) then return -1 end
+local f = {}
+for i = 9, #ARGV do f[#f+1] = ARGV[i] end
 if ARGV[6] == '1' then
   local holder = redis.call('GET', KEYS[5])
   if holder and holder ~= ARGV[1] then return holder end
   redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[5])
+  f[#f+1] = 'ukey'; f[#f+1] = KEYS[5]
 end
-local f = {'state', 'pending', 'gen', 1, 'token', 0, 'attempts', 0, 'free', 0, 'created', ARGV[2], 'due', ARGV[3]}
-for i = 9, #ARGV do f[#f+1] = ARGV[i] end
-if ARGV[6] == '1' then f[#f+1] = 'ukey'; f[#f+1] = KEYS[5] end
-redis.call('HSET', KEYS[1], unpack(f))
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('SADD', KEYS[4], redis.call('HGET', KEYS[1], 'queue'))
+new_task(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], f, false)
 return 1
 `)
 
@@ -56,24 +53,24 @@ return m
 // KEYS: task, leases, qstat, sched, done channel, outbox, paused set,
 // parked zset, rate limits of the tenant. ARGV: gen, now, leaseMs, worker,
 // member, retentionMs, id, queue (the queue the caller took KEYS[3] and
-// KEYS[8] from, or "").
+// KEYS[8] from, or ""), deadRetentionMs.
 // A task whose name is rate limited (see RateLimit) and whose start now
 // would go over the limit gets a turn of its own in the line: it becomes
 // generation gen+1, due at that turn, with rlgen marking that the turn is
 // taken, and starts then without queueing again.
 // (The unique key is named by the task's ukey field; it shares the hash
 // tag, so it lives on the same Cluster shard.)
-// Returns {status, token, attempt, lease, hard, spec}: status 1 leased,
+// Returns {status, token, attempt, lease, hard, spec, due, prev}: status 1 leased,
 // 0 stale message, -1 no such task, -2 expired (now cancelled), -3 parked
 // because its queue is paused, -4 the task is in another queue (nothing
 // changed; look the queue up and try again), -5 deferred by its rate limit.
-var leaseScript = redis.NewScript(`
+var leaseScript = redis.NewScript(taskLua + `
 if ARGV[8] ~= '' then
   local q = redis.call('HGET', KEYS[1], 'queue')
   if q and q ~= ARGV[8] then return {-4} end
 end
 redis.call('ZREM', KEYS[4], ARGV[5] .. '|' .. ARGV[1])
-local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due', 'name')
+local s = redis.call('HMGET', KEYS[1], 'state', 'gen', 'expire', 'hardms', 'spec', 'due', 'name', 'prev')
 if not s[1] then return {-1} end
 if s[1] ~= 'pending' or s[2] ~= ARGV[1] then return {0} end
 local now = tonumber(ARGV[2])
@@ -85,6 +82,7 @@ if expire > 0 and now > expire then
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PUBLISH', KEYS[5], 'cancelled')
   redis.call('ZADD', KEYS[6], now, ARGV[5] .. '|cancelled|' .. redis.call('HGET', KEYS[1], 'attempts'))
+  canvas_ended(KEYS[1], 'cancelled', now, KEYS[4], KEYS[6], ARGV[6], ARGV[9])
   return {-2}
 end
 if redis.call('SISMEMBER', KEYS[7], redis.call('HGET', KEYS[1], 'queue')) == 1 then
@@ -117,7 +115,7 @@ local lease = math.min(now + tonumber(ARGV[3]), hard)
 redis.call('HSET', KEYS[1], 'state', 'running', 'started', now, 'lease', lease, 'hard', hard, 'worker', ARGV[4])
 redis.call('ZADD', KEYS[2], lease, ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'running', 1)
-return {1, token, attempt, lease, hard, s[5], tonumber(s[6] or ARGV[2])}
+return {1, token, attempt, lease, hard, s[5], tonumber(s[6] or ARGV[2]), s[8] or ''}
 `)
 
 // heartbeatScript extends the lease of token up to the hard deadline.
@@ -145,12 +143,13 @@ return {1, lease, s[4] or '0'}
 // trip; they share the hash tag, so they live on the task's Cluster slot).
 // The attempt log keeps the latest maxLog attempts ("retry later" adds one
 // each time, without end); the dead set drops entries past the retention
-// and beyond maxDead, oldest first.
+// and beyond maxDead, oldest first. A task that ends moves its chain or
+// group on (canvas_ended).
 // Returns {status, state, ended, queue, name, started}: status 1 with the
 // new state, 0 with the state that refused the outcome (ended is the state
 // the attempt was ended in when it was refused at its hard deadline), -1
 // when there is no such task.
-var endScript = redis.NewScript(`
+var endScript = redis.NewScript(taskLua + `
 local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard', 'queue', 'name')
 if not s[14] then return {-1} end
 local function reply(status, state, ended) return {status, state, ended or '', s[14], s[15] or '', s[10] or '0'} end
@@ -183,6 +182,7 @@ local function finish(state, ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PUBLISH', KEYS[5], state)
   redis.call('ZADD', KEYS[6], now, ARGV[9] .. '|' .. state .. '|' .. attempt)
+  canvas_ended(KEYS[1], state, now, KEYS[4], KEYS[6], ARGV[10], ARGV[11])
   if refused then return reply(0, 'stale', state) end
   return reply(1, state)
 end
@@ -224,24 +224,17 @@ return finish('failed', ARGV[11])
 `)
 
 // cancelScript cancels a pending task at once and marks a running one.
-// KEYS: task, sched, done channel, outbox. ARGV: now, member (tenant|id), ttl, id.
-// Returns the state after the call.
-var cancelScript = redis.NewScript(`
-local s = redis.call('HMGET', KEYS[1], 'state', 'gen')
-if not s[1] then return '' end
-if s[1] == 'pending' then
-  redis.call('ZREM', KEYS[2], ARGV[2] .. '|' .. s[2])
-  redis.call('HINCRBY', KEYS[1], 'gen', 1)
-  local u = redis.call('HGET', KEYS[1], 'ukey')
-  if u and redis.call('GET', u) == ARGV[4] then redis.call('DEL', u) end
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[1], 'error', 'cancelled before it started')
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('PUBLISH', KEYS[3], 'cancelled')
-  redis.call('ZADD', KEYS[4], ARGV[1], ARGV[2] .. '|cancelled|' .. redis.call('HGET', KEYS[1], 'attempts'))
+// KEYS: task, sched, done channel, outbox. ARGV: now, member (tenant|id),
+// ttl, id, deadTTL. Returns the state after the call.
+var cancelScript = redis.NewScript(taskLua + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return '' end
+if cancel_pending(KEYS[1], KEYS[2], KEYS[4], KEYS[3], ARGV[2], ARGV[4], ARGV[1], ARGV[3], 'cancelled before it started') then
+  canvas_ended(KEYS[1], 'cancelled', ARGV[1], KEYS[2], KEYS[4], ARGV[3], ARGV[5])
   return 'cancelled'
 end
-if s[1] == 'running' then redis.call('HSET', KEYS[1], 'cancel', 1) end
-return s[1]
+if st == 'running' then redis.call('HSET', KEYS[1], 'cancel', 1) end
+return st
 `)
 
 // retryScript makes a failed or cancelled task pending again with a fresh

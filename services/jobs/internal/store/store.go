@@ -78,6 +78,43 @@ type Spec struct {
 	// a trigger's event), so its run, completion event and callback join
 	// that trace.
 	Trace string `json:"trace,omitempty"`
+	// ResultArg names the field of Args that gets the result passed on by
+	// a chain's step before or a chord's members (see WithArg).
+	ResultArg string `json:"resultArg,omitempty"`
+}
+
+// fields are the task hash's settings fields of spec, raw its JSON.
+func fields(raw []byte, spec Spec) []any {
+	var expire int64
+	if !spec.Expire.IsZero() {
+		expire = ms(spec.Expire)
+	}
+	return []any{"spec", raw, "name", spec.Name, "queue", spec.Queue, "maxr", spec.MaxRetries,
+		"bo", spec.Backoff.Milliseconds(), "bomax", spec.BackoffMax.Milliseconds(),
+		"hardms", spec.HardLimit.Milliseconds(), "expire", expire}
+}
+
+// WithArg returns args (a JSON object, or empty) with field key set to
+// the raw JSON value v: how a chain step or chord callback gets the
+// results passed on to it.
+func WithArg(args json.RawMessage, key string, v []byte) json.RawMessage {
+	m := map[string]json.RawMessage{}
+	if len(args) > 0 {
+		_ = json.Unmarshal(args, &m) // an object, checked at enqueue
+	}
+	m[key] = v
+	out, err := json.Marshal(m)
+	if err != nil {
+		return args
+	}
+	return out
+}
+
+// passed sets the result passed on to a task (its prev field) into its args.
+func (sp *Spec) passed(prev string) {
+	if prev != "" && sp.ResultArg != "" {
+		sp.Args = WithArg(sp.Args, sp.ResultArg, []byte(prev))
+	}
 }
 
 // Attempt is one run of a task.
@@ -231,23 +268,16 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 	if spec.ETA.After(now) {
 		due = spec.ETA
 	}
-	var expire int64
-	if !spec.Expire.IsZero() {
-		expire = ms(spec.Expire)
-	}
 	// An unused unique key is still named under the hash tag, so the
 	// script's keys stay on one Cluster slot.
 	ukey, unique := s.Key("u-none"), "0"
 	if spec.UniqueKey != "" {
 		ukey, unique = s.Key("u", tenant, spec.UniqueKey), "1"
 	}
+	args := append([]any{id, ms(now), ms(due), member(tenant, id), max(spec.UniqueTTL, time.Millisecond).Milliseconds(), unique,
+		spec.Queue, MaxQueues}, fields(raw, spec)...)
 	res, err := enqueueScript.Run(ctx, s.rdb,
-		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant), ukey},
-		id, ms(now), ms(due), member(tenant, id)+"|1", max(spec.UniqueTTL, time.Millisecond).Milliseconds(), unique,
-		spec.Queue, MaxQueues,
-		"spec", raw, "name", spec.Name, "queue", spec.Queue, "maxr", spec.MaxRetries,
-		"bo", spec.Backoff.Milliseconds(), "bomax", spec.BackoffMax.Milliseconds(),
-		"hardms", spec.HardLimit.Milliseconds(), "expire", expire,
+		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant), ukey}, args...,
 	).Result()
 	if err != nil {
 		return nil, fmt.Errorf("enqueue %s: %w", id, err)
@@ -297,6 +327,7 @@ func decode(tenant, id string, h map[string]string, log []string) (*Task, error)
 	if err := json.Unmarshal([]byte(h["spec"]), &t.Spec); err != nil {
 		return nil, fmt.Errorf("task %s: corrupt spec: %w", id, err)
 	}
+	t.Spec.passed(h["prev"])
 	t.Attempts, _ = strconv.Atoi(h["attempts"])
 	if r := h["result"]; r != "" {
 		t.Result = json.RawMessage(r)
@@ -493,6 +524,7 @@ func (s *Store) lease(ctx context.Context, r Ready, queue, check, worker string,
 		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox(),
 			s.paused(r.Tenant), s.parked(r.Tenant, queue), s.rl(r.Tenant)},
 		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(), r.ID, check,
+		s.cfg.DeadTTL.Milliseconds(),
 	).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("lease %s: %w", r.ID, err)
@@ -509,6 +541,7 @@ func (s *Store) lease(ctx context.Context, r Ready, queue, check, worker string,
 	if err := json.Unmarshal([]byte(res[5].(string)), &l.Spec); err != nil {
 		return nil, false, fmt.Errorf("lease %s: corrupt spec: %w", r.ID, err)
 	}
+	l.Spec.passed(res[7].(string))
 	s.cfg.Observer.Started(l.Spec.Queue, l.Spec.Name, now.Sub(fromMS(res[6].(int64))))
 	return l, true, nil
 }
@@ -616,7 +649,7 @@ func (s *Store) Expire(ctx context.Context, tenant, id string) (state string, ch
 // to stop. It returns the task after the call.
 func (s *Store) Cancel(ctx context.Context, tenant, id string) (*Task, error) {
 	st, err := cancelScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.sched(), s.done(tenant, id), s.outbox()},
-		ms(s.cfg.Now()), member(tenant, id), s.cfg.ResultTTL.Milliseconds(), id).Text()
+		ms(s.cfg.Now()), member(tenant, id), s.cfg.ResultTTL.Milliseconds(), id, s.cfg.DeadTTL.Milliseconds()).Text()
 	if err != nil {
 		return nil, fmt.Errorf("cancel %s: %w", id, err)
 	}
