@@ -37,6 +37,7 @@ type options struct {
 	mixKeys, mixEvents    int
 	mixMiss               float64
 	cpuProfile            string
+	hitsOnly              bool
 }
 
 // env is two cache replicas sharing Redis and the broker, as two pods
