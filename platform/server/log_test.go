@@ -30,11 +30,20 @@ func TestLogUnaryBuildsNothingWhenTheLevelIsOff(t *testing.T) {
 	ctx := callCtx()
 	resp := new(int)
 	h := func(context.Context, any) (any, error) { return resp, nil }
-	allocs := testing.AllocsPerRun(1000, func() {
-		if _, err := ic(ctx, nil, info, h); err != nil {
-			t.Fatal(err)
+	// The count is process-wide: goroutines left by other tests may add
+	// to it, never take from it, so the least of a few runs is the
+	// interceptor's own.
+	allocs := -1.0
+	for range 5 {
+		n := testing.AllocsPerRun(1000, func() {
+			if _, err := ic(ctx, nil, info, h); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs < 0 || n < allocs {
+			allocs = n
 		}
-	})
+	}
 	if allocs != 0 {
 		t.Fatalf("a call logged at a disabled level allocates %.1f times; want 0", allocs)
 	}
