@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sync"
@@ -24,6 +25,16 @@ type result struct {
 	// shared host it is steadier than wall time, which depends on how
 	// much of the machine other work leaves.
 	cpu time.Duration
+	// allocs is heap allocations per read in the concurrent run (the
+	// whole process, like cpu); unlike time, it does not depend on load.
+	allocs float64
+}
+
+// mallocs is how many heap objects this process allocated so far.
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
 }
 
 // cpuTime is the CPU time this process used so far.
@@ -49,6 +60,7 @@ func measure(name string, n, conc int, op func(i int) error) (result, error) {
 	slices.Sort(lat)
 	var wg sync.WaitGroup
 	errs := make(chan error, conc)
+	m0 := mallocs()
 	cpu0 := cpuTime()
 	start := time.Now()
 	for w := range conc {
@@ -66,11 +78,12 @@ func measure(name string, n, conc int, op func(i int) error) (result, error) {
 	wg.Wait()
 	el := time.Since(start)
 	cpu := cpuTime() - cpu0
+	allocs := float64(mallocs()-m0) / float64(n)
 	close(errs)
 	if err := <-errs; err != nil {
 		return result{}, fmt.Errorf("%s: %w", name, err)
 	}
-	return result{name: name, p50: lat[n/2], p99: lat[n*99/100], throughput: float64(n) / el.Seconds(), cpu: cpu / time.Duration(n)}, nil
+	return result{name: name, p50: lat[n/2], p99: lat[n*99/100], throughput: float64(n) / el.Seconds(), cpu: cpu / time.Duration(n), allocs: allocs}, nil
 }
 
 // startProfile starts a CPU profile to path (none if path is empty) and
@@ -169,9 +182,9 @@ func (e *env) hits(ctx context.Context) error {
 	}
 
 	fmt.Printf("cache benchmark: %d-byte value, %d reads per hit row (%d misses), throughput with %d concurrent readers\n\n", o.size, o.n, o.misses, o.conc)
-	fmt.Printf("%-34s %12s %12s %14s %12s\n", "", "p50", "p99", "reads/s", "CPU/read")
+	fmt.Printf("%-34s %12s %12s %14s %12s %12s\n", "", "p50", "p99", "reads/s", "CPU/read", "allocs/read")
 	for _, r := range rs {
-		fmt.Printf("%-34s %12v %12v %14.0f %12v\n", r.name, round(r.p50), round(r.p99), r.throughput, r.cpu.Round(100*time.Nanosecond))
+		fmt.Printf("%-34s %12v %12v %14.0f %12v %12.1f\n", r.name, round(r.p50), round(r.p99), r.throughput, r.cpu.Round(100*time.Nanosecond), r.allocs)
 	}
 	raw, hit, nearHit := rs[0], rs[1], rs[2]
 	fmt.Printf("\ncache hit vs raw GET:      p50 %.2fx (goal <= 1.5x), throughput %.2fx (goal >= 0.67x)\n",
