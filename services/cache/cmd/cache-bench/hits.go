@@ -103,6 +103,19 @@ func startProfile(path string) (func(), error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
+// writeAllocs writes the allocations made so far (the hit row's, with
+// -memprofile) to path and stops recording them.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	err = pprof.Lookup("allocs").WriteTo(f, 0)
+	runtime.MemProfileRate = 0
+	return err
+}
+
 // round keeps sub-microsecond figures (near-cache hits) readable.
 func round(d time.Duration) time.Duration {
 	if d < 10*time.Microsecond {
@@ -150,6 +163,9 @@ func (e *env) hits(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if o.memProfile != "" {
+		runtime.MemProfileRate = 1 // every allocation of the hit row
+	}
 	err = add(measure("cache hit (gRPC GetKey)", o.n, o.conc, func(int) error {
 		en, err := plain.Get(ctx, "bench", "hot")
 		if err == nil && !en.Hit {
@@ -160,6 +176,11 @@ func (e *env) hits(ctx context.Context) error {
 	stopProfile()
 	if err != nil {
 		return err
+	}
+	if o.memProfile != "" {
+		if err := writeAllocs(o.memProfile); err != nil {
+			return err
+		}
 	}
 	if err := add(measure("near-cache hit (Go client)", o.n, o.conc, func(int) error {
 		en, err := nearC.Get(ctx, "bench", "hot")
