@@ -145,7 +145,7 @@ func (r *Reader) Get(ctx context.Context, rec *namespace.Record, key string) (Re
 	if near.Enabled(rec.NS) && r.Near != nil {
 		if e, ok := r.Near.Get(rec.ID, rec.NS, key); ok {
 			if now := time.Now(); now.Before(e.Fresh) {
-				r.Metrics.Gets.WithLabelValues("near_hit").Inc()
+				r.Metrics.GetNearHit.Inc()
 				return Result{Entry: e, Hit: true, Now: now}, nil
 			}
 		}
@@ -175,12 +175,12 @@ func (r *Reader) get(ctx context.Context, rec *namespace.Record, key string) (Re
 		} else {
 			switch {
 			case stale && hasOrigin(rec):
-				r.Metrics.Gets.WithLabelValues("stale").Inc()
+				r.Metrics.GetStale.Inc()
 				r.refreshLater(rec, key)
 			case stale:
-				r.Metrics.Gets.WithLabelValues("stale").Inc()
+				r.Metrics.GetStale.Inc()
 			default:
-				r.Metrics.Gets.WithLabelValues("hit").Inc()
+				r.Metrics.GetHit.Inc()
 				if hasOrigin(rec) && earlyRefresh(rd, rec.NS.GetEarlyRefreshBeta()) {
 					r.Metrics.EarlyRefresh.Inc()
 					r.refreshLater(rec, key)
