@@ -144,9 +144,10 @@ func (k Keys) authorize(ctx context.Context, method string, public Public) (cont
 	if public != nil && public(method) {
 		return ctx, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
+	// Only the one header is read: FromIncomingContext would copy every
+	// header of the call, on every call.
 	var header string
-	if v := md.Get("authorization"); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, "authorization"); len(v) > 0 {
 		header = v[0]
 	}
 	tenant, err := k.Authenticate(header)

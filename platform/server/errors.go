@@ -33,14 +33,22 @@ func (e *edgeError) Unwrap() error              { return e.cause }
 // cause's text, which names hosts, keys and server internals, is logged,
 // never sent.
 func Unavailable(domain, what string, cause error) error {
-	st := status.New(codes.Unavailable, what+" is temporarily unavailable; retry later")
+	return UnavailableBecause(domain, "UNAVAILABLE", what+" is temporarily unavailable; retry later", fmt.Errorf("%s: %w", what, cause))
+}
+
+// UnavailableBecause is Unavailable for a failure the client may be told
+// about (an origin it configured answered 502): message is sent as it is,
+// with an ErrorInfo of reason (UPPER_SNAKE_CASE) in domain and a
+// RetryInfo; cause, which may be nil, is logged only.
+func UnavailableBecause(domain, reason, message string, cause error) error {
+	st := status.New(codes.Unavailable, message)
 	if d, err := st.WithDetails(
-		&errdetails.ErrorInfo{Reason: "UNAVAILABLE", Domain: domain},
+		&errdetails.ErrorInfo{Reason: reason, Domain: domain},
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(RetryAfter)},
 	); err == nil {
 		st = d
 	}
-	return &edgeError{st: st, cause: fmt.Errorf("%s: %w", what, cause)}
+	return &edgeError{st: st, cause: cause}
 }
 
 // InvalidArgument is the error for a field of the request that is wrong:
@@ -57,7 +65,8 @@ func InvalidArgument(domain, field, description string) error {
 	return st.Err()
 }
 
-// cause returns the logged-only cause of an error made by Unavailable.
+// cause returns the logged-only cause of an error made by Unavailable or
+// UnavailableBecause.
 func cause(err error) error {
 	var e *edgeError
 	if errors.As(err, &e) {

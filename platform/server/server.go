@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	goruntime "runtime"
 	"sync"
 	"time"
 
@@ -150,6 +151,12 @@ func New(o Options) *Server {
 		// it (a JSON number becomes an 11-byte Value), so the loopback
 		// limit leaves room for that.
 		grpc.MaxRecvMsgSize(int(max(4<<20, 8*o.MaxBodyBytes))),
+		// Calls run on a pool of long-lived goroutines (one per core; a
+		// call that finds them all busy gets a goroutine of its own, as
+		// without the pool) instead of a new goroutine each, whose stack
+		// was grown by copying on every call as it went down through the
+		// interceptors into the Redis or RabbitMQ client.
+		grpc.NumStreamWorkers(uint32(goruntime.GOMAXPROCS(0))),
 		grpc.ConnectionTimeout(o.HandshakeTimeout),
 		// Idle client connections are closed after a while (clients
 		// reconnect transparently); keepalive pings find dead peers.

@@ -17,7 +17,7 @@ func run(o options) error {
 		return err
 	}
 	defer e.close()
-	if err := e.hits(ctx); err != nil {
+	if err := e.hits(ctx); err != nil || o.hitsOnly {
 		return err
 	}
 	// A stampede that loads twice is reported, and the mix still runs.

@@ -30,13 +30,14 @@ import (
 )
 
 type options struct {
-	n, misses, conc, size int
-	originDelay           time.Duration
-	stampede              int
-	stampedeDelay         time.Duration
-	mixKeys, mixEvents    int
-	mixMiss               float64
-	cpuProfile            string
+	n, misses, conc, size  int
+	originDelay            time.Duration
+	stampede               int
+	stampedeDelay          time.Duration
+	mixKeys, mixEvents     int
+	mixMiss                float64
+	cpuProfile, memProfile string
+	hitsOnly               bool
 }
 
 // env is two cache replicas sharing Redis and the broker, as two pods

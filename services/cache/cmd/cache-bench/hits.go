@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
@@ -18,6 +20,30 @@ type result struct {
 	name       string
 	p50, p99   time.Duration
 	throughput float64
+	// cpu is the process's CPU time (user and system, every goroutine:
+	// client, server and go-redis) per read in the concurrent run. On a
+	// shared host it is steadier than wall time, which depends on how
+	// much of the machine other work leaves.
+	cpu time.Duration
+	// allocs is heap allocations per read in the concurrent run (the
+	// whole process, like cpu); unlike time, it does not depend on load.
+	allocs float64
+}
+
+// mallocs is how many heap objects this process allocated so far.
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
+}
+
+// cpuTime is the CPU time this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // measure runs op n times one after another for latency, then n times
@@ -34,6 +60,8 @@ func measure(name string, n, conc int, op func(i int) error) (result, error) {
 	slices.Sort(lat)
 	var wg sync.WaitGroup
 	errs := make(chan error, conc)
+	m0 := mallocs()
+	cpu0 := cpuTime()
 	start := time.Now()
 	for w := range conc {
 		wg.Add(1)
@@ -49,11 +77,13 @@ func measure(name string, n, conc int, op func(i int) error) (result, error) {
 	}
 	wg.Wait()
 	el := time.Since(start)
+	cpu := cpuTime() - cpu0
+	allocs := float64(mallocs()-m0) / float64(n)
 	close(errs)
 	if err := <-errs; err != nil {
 		return result{}, fmt.Errorf("%s: %w", name, err)
 	}
-	return result{name: name, p50: lat[n/2], p99: lat[n*99/100], throughput: float64(n) / el.Seconds()}, nil
+	return result{name: name, p50: lat[n/2], p99: lat[n*99/100], throughput: float64(n) / el.Seconds(), cpu: cpu / time.Duration(n), allocs: allocs}, nil
 }
 
 // startProfile starts a CPU profile to path (none if path is empty) and
@@ -71,6 +101,19 @@ func startProfile(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeAllocs writes the allocations made so far (the hit row's, with
+// -memprofile) to path and stops recording them.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	err = pprof.Lookup("allocs").WriteTo(f, 0)
+	runtime.MemProfileRate = 0
+	return err
 }
 
 // round keeps sub-microsecond figures (near-cache hits) readable.
@@ -120,6 +163,9 @@ func (e *env) hits(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if o.memProfile != "" {
+		runtime.MemProfileRate = 1 // every allocation of the hit row
+	}
 	err = add(measure("cache hit (gRPC GetKey)", o.n, o.conc, func(int) error {
 		en, err := plain.Get(ctx, "bench", "hot")
 		if err == nil && !en.Hit {
@@ -130,6 +176,11 @@ func (e *env) hits(ctx context.Context) error {
 	stopProfile()
 	if err != nil {
 		return err
+	}
+	if o.memProfile != "" {
+		if err := writeAllocs(o.memProfile); err != nil {
+			return err
+		}
 	}
 	if err := add(measure("near-cache hit (Go client)", o.n, o.conc, func(int) error {
 		en, err := nearC.Get(ctx, "bench", "hot")
@@ -152,13 +203,14 @@ func (e *env) hits(ctx context.Context) error {
 	}
 
 	fmt.Printf("cache benchmark: %d-byte value, %d reads per hit row (%d misses), throughput with %d concurrent readers\n\n", o.size, o.n, o.misses, o.conc)
-	fmt.Printf("%-34s %12s %12s %14s\n", "", "p50", "p99", "reads/s")
+	fmt.Printf("%-34s %12s %12s %14s %12s %12s\n", "", "p50", "p99", "reads/s", "CPU/read", "allocs/read")
 	for _, r := range rs {
-		fmt.Printf("%-34s %12v %12v %14.0f\n", r.name, round(r.p50), round(r.p99), r.throughput)
+		fmt.Printf("%-34s %12v %12v %14.0f %12v %12.1f\n", r.name, round(r.p50), round(r.p99), r.throughput, r.cpu.Round(100*time.Nanosecond), r.allocs)
 	}
 	raw, hit, nearHit := rs[0], rs[1], rs[2]
 	fmt.Printf("\ncache hit vs raw GET:      p50 %.2fx (goal <= 1.5x), throughput %.2fx (goal >= 0.67x)\n",
 		float64(hit.p50)/float64(raw.p50), hit.throughput/raw.throughput)
+	fmt.Printf("CPU per read (this process; Redis's own not counted): cache hit %.1fx a raw GET\n", float64(hit.cpu)/float64(max(raw.cpu, 1)))
 	fmt.Printf("near-cache hit vs raw GET: %.0fx faster at p50 (goal >= 20x)\n", float64(raw.p50)/float64(max(nearHit.p50, time.Nanosecond)))
 	return nil
 }

@@ -25,6 +25,8 @@ func main() {
 	flag.IntVar(&o.mixKeys, "mix-keys", 500, "hot keys in the read-heavy mix")
 	flag.Float64Var(&o.mixMiss, "mix-miss", 0.05, "share of mix reads that go to cold keys")
 	flag.IntVar(&o.mixEvents, "mix-events", 20, "invalidation events published per second during the mix")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the gRPC hit row to this file")
+	flag.BoolVar(&o.hitsOnly, "hits-only", false, "measure the hit rows only (no stampede, no mix)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the gRPC hit row to this file")
 	flag.Parse()
 	if err := run(o); err != nil {

@@ -71,7 +71,7 @@ func nsError(err error, name string) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	return status.Errorf(codes.Unavailable, "namespace store: %v", err)
+	return server.Unavailable(domain, "the namespace store", err)
 }
 
 // CreateNamespace creates a namespace.
@@ -219,15 +219,21 @@ func readError(err error) error {
 	switch {
 	case errors.As(err, &nf):
 		return status.Error(codes.NotFound, nf.Reason)
+	case errors.As(err, &un) && un.Store != nil:
+		return storeError(un.Store)
 	case errors.As(err, &un):
-		return status.Error(codes.Unavailable, un.Reason)
+		return server.UnavailableBecause(domain, un.Why, un.Reason, nil)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
-	return status.Error(codes.Unavailable, err.Error())
+	return storeError(err)
 }
+
+// storeError is the error for a failed Redis call: the caller is told the
+// cache store is unavailable and when to retry, the log gets the cause.
+func storeError(err error) error { return server.Unavailable(domain, "the cache store", err) }
 
 func toEntry(key string, res fill.Result) *cachev1.Entry {
 	e := res.Entry
@@ -388,7 +394,7 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 		// cache keeps its value only if no other write overlapped it.
 		w, err := c.Entries.BeginWrite(ctx, n, r.GetKey(), namespace.Timeout(rec.NS)+5*time.Second)
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "cache store: %v", err)
+			return nil, storeError(err)
 		}
 		if err := c.Origin.Write(ctx, rec.NS, r.GetKey(), e.GetValue()); err != nil {
 			if eerr := c.Entries.EndWrite(context.WithoutCancel(ctx), n, w); eerr != nil {
@@ -399,7 +405,7 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 			if errors.As(err, &oe) && oe.Status >= 400 && oe.Status < 500 {
 				return nil, status.Errorf(codes.FailedPrecondition, "origin refused the write; cache unchanged: %v", err)
 			}
-			return nil, status.Errorf(codes.Unavailable, "origin write failed; cache unchanged: %v", err)
+			return nil, server.UnavailableBecause(domain, fill.WhyOrigin, fmt.Sprintf("origin write failed; cache unchanged: %v", err), nil)
 		}
 		c.Metrics.Origin.WithLabelValues("write", "ok").Inc()
 		if err := c.Entries.SetWritten(ctx, n, w, v); errors.Is(err, entries.ErrOverlapped) {
@@ -410,15 +416,15 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 			if _, ierr := c.Entries.Invalidate(context.WithoutCancel(ctx), n, r.GetKey()); ierr != nil {
 				c.Log.Error("write-through: origin written but the cache could not be updated or invalidated", "key", r.GetKey(), "err", ierr)
 			}
-			return nil, status.Errorf(codes.Unavailable, "origin written, cache not updated: %v", err)
+			return nil, server.Unavailable(domain, "the cache store (the origin has the new value)", err)
 		}
 	case namespace.WriteBehind:
 		if err := c.Writes.Write(ctx, rec, r.GetKey(), v); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "write-behind: %v", err)
+			return nil, server.Unavailable(domain, "the write-behind queue", err)
 		}
 	default:
 		if err := c.Entries.Set(ctx, n, r.GetKey(), v); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "cache store: %v", err)
+			return nil, storeError(err)
 		}
 	}
 	return &cachev1.Entry{
@@ -437,7 +443,7 @@ func (c *Cache) DeleteKey(ctx context.Context, r *cachev1.DeleteKeyRequest) (*ca
 		return nil, err
 	}
 	if _, err := c.Entries.Invalidate(ctx, c.Entries.NS(rec.ID), r.GetKey()); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "cache store: %v", err)
+		return nil, storeError(err)
 	}
 	c.Metrics.Invalidations.WithLabelValues("key").Inc()
 	return &cachev1.DeleteKeyResponse{}, nil
@@ -480,7 +486,7 @@ func (c *Cache) InvalidateNamespace(ctx context.Context, r *cachev1.InvalidateNa
 	}
 	n := c.Entries.NS(rec.ID)
 	var total int64
-	fail := func(err error) error { return status.Errorf(codes.Unavailable, "invalidate: %v", err) }
+	fail := storeError
 	if all {
 		if err := c.Entries.InvalidateAll(ctx, n); err != nil {
 			return nil, fail(err)

@@ -46,9 +46,32 @@ func (e *ErrNotFound) Error() string { return e.Reason }
 // ErrUnavailable means no value could be produced: the origin failed and
 // there is no stale value, a wait for another fill timed out, or Redis
 // failed.
-type ErrUnavailable struct{ Reason string }
+type ErrUnavailable struct {
+	// Reason says what failed, for the caller (the origin's answer, the
+	// wait that timed out).
+	Reason string
+	// Why is the failure's kind, one of the Why constants.
+	Why string
+	// Store is Redis's error when Redis failed; its text names hosts and
+	// keys, so it is for the log, not the caller.
+	Store error
+}
+
+// Kinds of ErrUnavailable (ErrorInfo reasons at the API's edge).
+const (
+	WhyOrigin      = "ORIGIN_UNAVAILABLE"      // the origin failed or timed out
+	WhyFillWait    = "FILL_WAIT_TIMEOUT"       // another replica's fill did not finish in time
+	WhyInvalidated = "INVALIDATED_DURING_FILL" // invalidated again and again while filled
+	WhyStore       = "UNAVAILABLE"             // Redis failed
+)
 
 func (e *ErrUnavailable) Error() string { return e.Reason }
+func (e *ErrUnavailable) Unwrap() error { return e.Store }
+
+// storeError is a Redis failure while reading.
+func storeError(err error) *ErrUnavailable {
+	return &ErrUnavailable{Reason: fmt.Sprintf("cache store: %v", err), Why: WhyStore, Store: err}
+}
 
 // Result is a read's answer.
 type Result struct {
@@ -122,7 +145,7 @@ func (r *Reader) Get(ctx context.Context, rec *namespace.Record, key string) (Re
 	if near.Enabled(rec.NS) && r.Near != nil {
 		if e, ok := r.Near.Get(rec.ID, rec.NS, key); ok {
 			if now := time.Now(); now.Before(e.Fresh) {
-				r.Metrics.Gets.WithLabelValues("near_hit").Inc()
+				r.Metrics.GetNearHit.Inc()
 				return Result{Entry: e, Hit: true, Now: now}, nil
 			}
 		}
@@ -140,7 +163,7 @@ func (r *Reader) get(ctx context.Context, rec *namespace.Record, key string) (Re
 	rd, err := r.Entries.Get(ctx, n, key)
 	if err != nil {
 		r.Metrics.Gets.WithLabelValues("error").Inc()
-		return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("cache store: %v", err)}
+		return Result{}, storeError(err)
 	}
 	if e := rd.Entry; e != nil {
 		stale := !rd.Fresh()
@@ -152,12 +175,12 @@ func (r *Reader) get(ctx context.Context, rec *namespace.Record, key string) (Re
 		} else {
 			switch {
 			case stale && hasOrigin(rec):
-				r.Metrics.Gets.WithLabelValues("stale").Inc()
+				r.Metrics.GetStale.Inc()
 				r.refreshLater(rec, key)
 			case stale:
-				r.Metrics.Gets.WithLabelValues("stale").Inc()
+				r.Metrics.GetStale.Inc()
 			default:
-				r.Metrics.Gets.WithLabelValues("hit").Inc()
+				r.Metrics.GetHit.Inc()
 				if hasOrigin(rec) && earlyRefresh(rd, rec.NS.GetEarlyRefreshBeta()) {
 					r.Metrics.EarlyRefresh.Inc()
 					r.refreshLater(rec, key)
@@ -220,7 +243,7 @@ func (r *Reader) fill(ctx context.Context, rec *namespace.Record, key, fk string
 	for {
 		if time.Now().After(deadline) {
 			r.Metrics.FillWaits.WithLabelValues("timeout").Inc()
-			return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("timed out after %s waiting for another fill of key %q", (2 * leaseTTL).Round(time.Millisecond), key)}
+			return Result{}, &ErrUnavailable{Why: WhyFillWait, Reason: fmt.Sprintf("timed out after %s waiting for another fill of key %q", (2 * leaseTTL).Round(time.Millisecond), key)}
 		}
 		lease, err := r.Entries.Acquire(ctx, n, key, leaseTTL, false)
 		switch {
@@ -236,13 +259,13 @@ func (r *Reader) fill(ctx context.Context, rec *namespace.Record, key, fk string
 			waited = true
 			select {
 			case <-ctx.Done():
-				return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("waiting for another fill of key %q: %v", key, ctx.Err())}
+				return Result{}, &ErrUnavailable{Why: WhyFillWait, Reason: fmt.Sprintf("waiting for another fill of key %q: %v", key, ctx.Err())}
 			case <-time.After(poll):
 			}
 			poll = min(poll*2, r.PollMax)
 			rd, err := r.Entries.Get(ctx, n, key)
 			if err != nil {
-				return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("cache store: %v", err)}
+				return Result{}, storeError(err)
 			}
 			if rd.Entry != nil && (rd.Fresh() || rd.Entry.Negative) {
 				if res, done, err := r.reread(ctx, rec, key, fk); done {
@@ -255,14 +278,14 @@ func (r *Reader) fill(ctx context.Context, rec *namespace.Record, key, fk string
 			}
 			continue
 		case err != nil:
-			return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("cache store: %v", err)}
+			return Result{}, storeError(err)
 		}
 
 		res, err := r.load(ctx, rec, key, lease, fk)
 		if errors.Is(err, errFenced) {
 			refills++
 			if refills > r.MaxRefills {
-				return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("key %q was invalidated %d times while it was filled; not serving a value that may be outdated", key, refills)}
+				return Result{}, &ErrUnavailable{Why: WhyInvalidated, Reason: fmt.Sprintf("key %q was invalidated %d times while it was filled; not serving a value that may be outdated", key, refills)}
 			}
 			continue
 		}
@@ -278,7 +301,7 @@ func (r *Reader) reread(ctx context.Context, rec *namespace.Record, key, fk stri
 	r.group.Forget(fk)
 	rd, err := r.Entries.Get(ctx, r.Entries.NS(rec.ID), key)
 	if err != nil {
-		return Result{}, true, &ErrUnavailable{Reason: fmt.Sprintf("cache store: %v", err)}
+		return Result{}, true, storeError(err)
 	}
 	if rd.Entry == nil {
 		return Result{}, false, nil
@@ -320,7 +343,7 @@ func (r *Reader) load(ctx context.Context, rec *namespace.Record, key string, le
 		r.Metrics.Origin.WithLabelValues("load", "error").Inc()
 		r.Metrics.Fills.WithLabelValues("origin_error").Inc()
 		_ = r.Entries.Release(context.WithoutCancel(ctx), n, lease)
-		return Result{}, &ErrUnavailable{Reason: err.Error()}
+		return Result{}, &ErrUnavailable{Why: WhyOrigin, Reason: err.Error()}
 	default:
 		r.Metrics.Origin.WithLabelValues("load", "ok").Inc()
 		ttl := TTLFor(rec)
@@ -337,7 +360,7 @@ func (r *Reader) load(ctx context.Context, rec *namespace.Record, key string, le
 		r.Log.Debug("fill discarded: invalidated while loading", "key", key, "reason", err)
 		return Result{}, errFenced
 	case err != nil:
-		return Result{}, &ErrUnavailable{Reason: fmt.Sprintf("cache store: %v", err)}
+		return Result{}, storeError(err)
 	}
 	if v.Negative {
 		r.Metrics.Fills.WithLabelValues("not_found").Inc()
