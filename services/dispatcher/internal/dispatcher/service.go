@@ -175,6 +175,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	if c.FirstAttemptBudget > 0 {
 		f.First, f.FirstAttemptBudget = w, c.FirstAttemptBudget
 	}
+	f.ShutdownGrace = w.ShutdownGrace()
 	hub := listen.New(d.Redis, c.KeyPrefix, msgs, listen.Config{Window: c.ListenWindow}, d.Log)
 	msgs.OnAttempt, f.OnEvent = hub.QueueAttempt, hub.Event
 	deps := api.Deps{

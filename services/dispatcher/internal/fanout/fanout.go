@@ -64,8 +64,15 @@ type Fanout struct {
 	First              Deliverer
 	FirstAttemptBudget time.Duration
 
-	wg   sync.WaitGroup // first attempts running on after their budget
-	slow slowEndpoints
+	// ShutdownGrace is how long first attempts in flight may run on once
+	// Run's context ends (default 20s; the service sets the worker's):
+	// then they are cut and their tasks returned as they were, like the
+	// worker's attempts.
+	ShutdownGrace time.Duration
+
+	wg       sync.WaitGroup  // first attempts running on after their budget
+	attempts context.Context // first attempts' context, cut ShutdownGrace after Run's ends
+	slow     slowEndpoints
 }
 
 // RoutingKeyHeader carries an event's original routing key on a copy put
@@ -99,8 +106,17 @@ func New(q task.Queues, eps *endpoint.Store, msgs *message.Store, pub task.Publi
 
 // Run consumes until ctx ends and returns after in-flight events finish.
 func (f *Fanout) Run(ctx context.Context, conn *rabbit.Conn) error {
+	grace := f.ShutdownGrace
+	if grace <= 0 {
+		grace = 20 * time.Second
+	}
+	actx, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
+	f.attempts = actx
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cut) })
+	defer stop()
 	err := conn.ConsumeWithConfig(ctx, f.queues.Events, rabbit.ConsumeConfig{
-		Prefetch: f.Concurrency, Concurrency: f.Concurrency, ShutdownGrace: 20 * time.Second,
+		Prefetch: f.Concurrency, Concurrency: f.Concurrency, ShutdownGrace: grace,
 	}, f.Handle)
 	f.waitFirstAttempts()
 	return err

@@ -60,9 +60,18 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 	defer cancel()
 	sem := make(chan struct{}, maxFirstAttempts)
 	fs := make([]*first, len(ts))
-	// The attempts themselves are never cut by shutdown: each is bounded
-	// by its endpoint's timeout, and Run waits for them.
-	actx := context.WithoutCancel(ctx)
+	// The attempts keep ctx's values (its trace) but are not cut when
+	// the event's handling ends: each is bounded by its endpoint's
+	// timeout, and Run waits for them, cutting them (f.attempts) only when
+	// the shutdown grace has passed.
+	attemptCtx := func() (context.Context, func()) {
+		actx, cut := context.WithCancel(context.WithoutCancel(ctx))
+		if f.attempts == nil {
+			return actx, cut
+		}
+		stop := context.AfterFunc(f.attempts, cut)
+		return actx, func() { stop(); cut() }
+	}
 	for i, t := range ts {
 		a := &first{orig: *t, done: make(chan struct{})}
 		fs[i] = a
@@ -81,6 +90,8 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 				a.err = errNotStarted
 				return
 			}
+			actx, done := attemptCtx()
+			defer done()
 			a.err = f.First.Deliver(actx, t)
 		}()
 	}
