@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -47,7 +48,7 @@ func (rep Report) Print(w io.Writer) {
 	c := rep.Config
 	fmt.Fprintf(w, "dispatcher benchmark: n=%d events per burst, c=%d (dispatcher concurrency, endpoint max in-flight, ceiling workers), %d-byte bodies\n\n",
 		c.N, c.Concurrency, c.PayloadBytes)
-	rows := append(append([]Result(nil), rep.Phases...), rep.Ceiling)
+	rows := append(append(append([]Result(nil), rep.Phases...), rep.Messages...), rep.Ceiling)
 	if rep.IsoBase.Name != "" {
 		rows = append(rows, rep.IsoBase)
 	}
@@ -123,6 +124,27 @@ func (rep Report) Print(w io.Writer) {
 			r10 := b10 / rep.Ceiling.Rate
 			fmt.Fprintf(w, "  fan-out 10 deliveries/s >= %.1f x bare client loop:  %.2f x  %s\n", TargetCeilingRatio, r10, verdict(r10 >= TargetCeilingRatio))
 		}
+	}
+	if rep.Ceiling.Rate > 0 {
+		for _, p := range rep.Messages {
+			if p.Name == MessagesBurst && p.Rate > 0 {
+				rm := p.Rate / rep.Ceiling.Rate
+				fmt.Fprintf(w, "  POST /v1/messages deliveries/s >= %.1f x bare client loop:  %.2f x  %s\n", TargetCeilingRatio, rm, verdict(rm >= TargetCeilingRatio))
+			}
+		}
+	}
+	for _, p := range append(append([]Result(nil), rep.Phases...), rep.Messages...) {
+		u := p.Usage
+		if p.Deliveries == 0 || u.Dispatcher == 0 {
+			continue
+		}
+		per := u.Dispatcher / time.Duration(p.Deliveries)
+		if !strings.HasSuffix(p.Name, "paced") {
+			fmt.Fprintf(w, "  %s: dispatcher CPU per delivery <= %v:  %v  %s\n", p.Name, TargetCPUPerDelivery, per.Round(time.Microsecond), verdict(per <= TargetCPUPerDelivery))
+			continue
+		}
+		fmt.Fprintf(w, "  %s: p50 <= %v, p99 <= %v:  %s, %s  %s\n", p.Name, TargetPacedP50, TargetPacedP99, dur(p.Lat.P50), dur(p.Lat.P99),
+			verdict(p.Lat.P50 <= TargetPacedP50 && p.Lat.P99 <= TargetPacedP99))
 	}
 	if rep.IsoBase.Lat.P99 > 0 && rep.IsoSlow.Lat.P99 > 0 {
 		f := float64(rep.IsoSlow.Lat.P99) / float64(rep.IsoBase.Lat.P99)

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -34,6 +35,11 @@ const (
 	TargetCeilingRatio = 0.5       // deliveries/s at least half the bare client loop
 	TargetIsolation    = 1.5       // healthy p99 with a slow endpoint / without
 	TargetRSS          = 128 << 20 // dispatcher peak RSS with the retry backlog
+	// At saturation (the bursts).
+	TargetCPUPerDelivery = 100 * time.Microsecond
+	// Publish to arrival in the paced phases.
+	TargetPacedP50 = 5 * time.Millisecond
+	TargetPacedP99 = 20 * time.Millisecond
 )
 
 // Config says what to measure and where.
@@ -98,6 +104,7 @@ type Memory struct {
 type Report struct {
 	Config    Config
 	Phases    []Result // throughput: per fan-out, burst then paced
+	Messages  []Result // POST /v1/messages: burst then paced
 	Ceiling   Result
 	IsoBase   Result
 	IsoSlow   Result
@@ -226,6 +233,9 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		if err != nil {
 			return rep, err
 		}
+	}
+	if rep.Messages, err = r.messages(ctx, d); err != nil {
+		return rep, err
 	}
 	if rep.Ceiling, err = r.ceiling(ctx, d); err != nil {
 		return rep, err
@@ -445,6 +455,54 @@ func (r *runner) throughput(ctx context.Context, d *instance, f int) ([]Result, 
 	pr.Offered = evRate * float64(f)
 	return append(out, pr), err
 }
+
+// MessageSenders is how many clients send at once in the
+// POST /v1/messages phase.
+const MessageSenders = 64
+
+// messages measures the POST /v1/messages path to one endpoint: a burst
+// of N messages sent by MessageSenders clients, then a paced run at a
+// quarter of the burst rate. Latency is from the request's start to the
+// arrival at the sink.
+func (r *runner) messages(ctx context.Context, d *instance) ([]Result, error) {
+	p := r.sink.NewPhase("messages")
+	defer r.sink.EndPhase(p)
+	ids, err := r.endpoints(ctx, p, 0, 1, r.cfg.Concurrency, 0)
+	defer r.deleteEndpoints(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	client := api{base: d.base, key: r.apiKey, client: newClient(MessageSenders)}
+	defer client.client.CloseIdleConnections()
+	// The body the dispatcher delivers is the message's data, so the pad
+	// makes it the size of an event's.
+	pad := strings.Repeat("x", max(r.cfg.PayloadBytes-len(`{"pad":""}`), 0))
+	ev := events{send: func(ctx context.Context, id string) error { return client.sendMessage(ctx, r.source, id, pad) }}
+	if r.cfg.Warmup > 0 {
+		r.step("POST /v1/messages: warm-up, %d messages", r.cfg.Warmup)
+		warm := r.eventIDs("msgw", r.cfg.Warmup)
+		if _, err := r.measure(ctx, d, p, "warm-up", len(warm), func() error { return ev.burst(ctx, warm, MessageSenders, p.Sent) }); err != nil {
+			return nil, err
+		}
+	}
+	r.step("POST /v1/messages: burst of %d messages, %d senders", r.cfg.N, MessageSenders)
+	burst := r.eventIDs("msgb", r.cfg.N)
+	b, err := r.measure(ctx, d, p, MessagesBurst, len(burst), func() error { return ev.burst(ctx, burst, MessageSenders, p.Sent) })
+	out := []Result{b}
+	if err != nil || r.cfg.Paced == 0 {
+		return out, err
+	}
+	rate := max(b.Rate/4, 1)
+	n := max(int(rate*r.cfg.Paced.Seconds()), 1)
+	r.step("POST /v1/messages: paced, %.0f messages/s for %v", rate, r.cfg.Paced)
+	paced := r.eventIDs("msgp", n)
+	pr, err := r.measure(ctx, d, p, "POST /v1/messages, paced", n, func() error { return ev.paced(ctx, paced, rate, p.Sent) })
+	pr.Offered = rate
+	return append(out, pr), err
+}
+
+// MessagesBurst names the burst phase of the POST /v1/messages path.
+const MessagesBurst = "POST /v1/messages, burst"
 
 // ceiling posts the same number of signed webhooks as the fan-out 1 burst
 // straight to the sink with a plain client loop of the same concurrency.

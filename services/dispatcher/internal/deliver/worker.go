@@ -144,22 +144,41 @@ func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
 		_ = d.Reject(false)
 		return
 	}
-	if err := w.process(ctx, t); err != nil {
-		w.log.WarnContext(ctx, "delivery task failed; retrying later", "err", err, "message_id", t.Message, "endpoint_id", t.Endpoint)
-		// Prefer a durable delayed retry over a hot requeue loop, and
-		// never bring forward a retry that was already scheduled later.
-		if next := time.Now().Add(infraRetry); t.NotBefore.Before(next) {
-			t.NotBefore = next
-		}
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if perr := w.queues.Enqueue(pctx, w.pub, t); perr != nil {
-			time.Sleep(time.Second)
-			_ = d.Nack(false, true)
-			return
-		}
+	if err := w.Deliver(ctx, t); err != nil {
+		time.Sleep(time.Second)
+		_ = d.Nack(false, true)
+		return
 	}
 	_ = d.Ack(false)
+}
+
+// Deliver handles t as the worker handles a task taken from the queue:
+// admission, the attempt and its bookkeeping, or a deferral or hold. It is
+// also the fan-out's fast path (package fanout), which makes the first
+// attempt of a delivery without publishing its task, so the two share one
+// admission (lock, in-flight lease, rate limit, delivered marker).
+//
+// A nil error means t's delivery is recorded as delivered, or held, or
+// has its durable task on the broker (a retry, a deferral, or t itself put
+// back after Redis or the broker failed). An error means none of that
+// could be written and t is still owed by the caller.
+func (w *Worker) Deliver(ctx context.Context, t *task.Task) error {
+	err := w.process(ctx, t)
+	if err == nil {
+		return nil
+	}
+	w.log.WarnContext(ctx, "delivery task failed; retrying later", "err", err, "message_id", t.Message, "endpoint_id", t.Endpoint)
+	// Prefer a durable delayed retry over a hot requeue loop, and
+	// never bring forward a retry that was already scheduled later.
+	if next := time.Now().Add(infraRetry); t.NotBefore.Before(next) {
+		t.NotBefore = next
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if perr := w.queues.Enqueue(pctx, w.pub, t); perr != nil {
+		return fmt.Errorf("%w; putting the task back: %w", err, perr)
+	}
+	return nil
 }
 
 // deferTask puts t back without counting an attempt.

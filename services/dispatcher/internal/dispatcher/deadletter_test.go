@@ -57,7 +57,8 @@ func rejectOne(t *testing.T, ch *amqp.Channel, queue string) {
 // or a delivery task, is a dead letter in the API: listed with a reason,
 // counted, and delivered when resent.
 func TestBrokerDeadLettersAreListedAndResendable(t *testing.T) {
-	h := newHarness(t, loopback, nil)
+	// Without the fast path, so that the fan-out leaves a task to reject.
+	h := newHarness(t, loopback, func(c *Config) { c.FirstAttemptBudget = 0 })
 	s := newSink(t, ok)
 	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL})
 	h.stop()

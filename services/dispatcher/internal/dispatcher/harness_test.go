@@ -58,6 +58,7 @@ func testConfig(id string) Config {
 		EventBindings:      id + ".#",
 		SourcesKeyPrefix:   testenv.KeyPrefix(id),
 		EventIDsKeyPrefix:  testenv.KeyPrefix(id) + ":ids",
+		FirstAttemptBudget: 2 * time.Second,
 	}
 }
 

@@ -59,6 +59,10 @@ type Config struct {
 	// ListenWindow is how long a tenant's events are kept for an event
 	// stream (hookyard listen, tail) to resume after it dropped.
 	ListenWindow time.Duration
+	// FirstAttemptBudget is how long the fan-out waits for the first
+	// attempts it makes itself (the fast path); 0 publishes a task for
+	// every delivery instead.
+	FirstAttemptBudget time.Duration
 }
 
 // Register adds the settings to l.
@@ -78,6 +82,7 @@ func (c *Config) Register(l *config.Loader) {
 	l.String(&c.EventIDsKeyPrefix, "event-ids-key-prefix", "HOOKYARD_EVENT_IDS_KEY_PREFIX", publish.DedupePrefix, "prefix of the Redis keys remembering published event ids, shared with the ingress service")
 	l.Duration(&c.ShutdownGrace, "shutdown-grace", "HOOKYARD_DISPATCHER_SHUTDOWN_GRACE", endpoint.MaxTimeout+5*time.Second, "how long attempts in flight may run on after SIGTERM before they are cut and returned; at least the longest endpoint timeout, so that a deploy does not cut (and later repeat) a delivery the subscriber is processing")
 	l.Duration(&c.ListenWindow, "listen-window", "HOOKYARD_DISPATCHER_LISTEN_WINDOW", listen.DefaultWindow, "how long after its last event stream (hookyard listen, tail) ends a tenant's events are still kept, so a dropped stream resumes without a loss")
+	l.Duration(&c.FirstAttemptBudget, "first-attempt-budget", "HOOKYARD_DISPATCHER_FIRST_ATTEMPT_BUDGET", fanout.DefaultFirstAttemptBudget, "how long the fan-out waits for the first attempt of each delivery, made without a delivery task; an attempt still running then (or failing, or held back by a limit) continues through a durable task. 0 turns this off: every delivery goes through a task")
 	l.String(&c.EventBindings, "event-bindings", "HOOKYARD_DISPATCHER_EVENT_BINDINGS", "#", "comma-separated routing patterns the dispatcher consumes from hookyard.events")
 }
 
@@ -167,6 +172,10 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 		BreakerTimeout: c.BreakerTimeout, Concurrency: c.Concurrency, ShutdownGrace: c.ShutdownGrace,
 	}, q, eps, msgs, gate, pub, client, m, d.Log)
 	f := fanout.New(q, eps, msgs, pub, m, d.Log)
+	if c.FirstAttemptBudget > 0 {
+		f.First, f.FirstAttemptBudget = w, c.FirstAttemptBudget
+	}
+	f.ShutdownGrace = w.ShutdownGrace()
 	hub := listen.New(d.Redis, c.KeyPrefix, msgs, listen.Config{Window: c.ListenWindow}, d.Log)
 	msgs.OnAttempt, f.OnEvent = hub.QueueAttempt, hub.Event
 	deps := api.Deps{

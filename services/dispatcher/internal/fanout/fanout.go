@@ -1,7 +1,13 @@
 // Package fanout turns each event on hookyard.events into one delivery
-// task per matching endpoint of the event's tenant.
+// per matching endpoint of the event's tenant.
 //
-// The event is acked only after every task is confirmed by the broker. If
+// With the fast path on (Fanout.First), the fan-out makes the first attempt
+// of each delivery itself, through the worker's own code, and publishes a
+// task only for what fails, is held back by a limit or outlasts the budget
+// (see deliverFirst); otherwise each delivery is one task.
+//
+// The event is acked only after every delivery is recorded as delivered
+// or its task is confirmed by the broker. If
 // the dispatcher dies in between, the event comes back and fan-out runs
 // again: endpoints whose delivery is under way (a worker took it up) are
 // skipped, those still pending get their task again, and a task published
@@ -15,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -50,6 +57,22 @@ type Fanout struct {
 	// OnEvent, if set, sees each event once it is fanned out (package
 	// listen streams events with it).
 	OnEvent func(ctx context.Context, tenant string, m *message.Message)
+	// First, if set with a positive FirstAttemptBudget, makes the first
+	// attempt of each delivery of a consumed event (the fast path): only
+	// a delivery that fails, is held back by a limit or outlasts the
+	// budget gets a task.
+	First              Deliverer
+	FirstAttemptBudget time.Duration
+
+	// ShutdownGrace is how long first attempts in flight may run on once
+	// Run's context ends (default 20s; the service sets the worker's):
+	// then they are cut and their tasks returned as they were, like the
+	// worker's attempts.
+	ShutdownGrace time.Duration
+
+	wg       sync.WaitGroup  // first attempts running on after their budget
+	attempts context.Context // first attempts' context, cut ShutdownGrace after Run's ends
+	slow     slowEndpoints
 }
 
 // RoutingKeyHeader carries an event's original routing key on a copy put
@@ -83,9 +106,20 @@ func New(q task.Queues, eps *endpoint.Store, msgs *message.Store, pub task.Publi
 
 // Run consumes until ctx ends and returns after in-flight events finish.
 func (f *Fanout) Run(ctx context.Context, conn *rabbit.Conn) error {
-	return conn.ConsumeWithConfig(ctx, f.queues.Events, rabbit.ConsumeConfig{
-		Prefetch: f.Concurrency, Concurrency: f.Concurrency, ShutdownGrace: 20 * time.Second,
+	grace := f.ShutdownGrace
+	if grace <= 0 {
+		grace = 20 * time.Second
+	}
+	actx, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
+	f.attempts = actx
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cut) })
+	defer stop()
+	err := conn.ConsumeWithConfig(ctx, f.queues.Events, rabbit.ConsumeConfig{
+		Prefetch: f.Concurrency, Concurrency: f.Concurrency, ShutdownGrace: grace,
 	}, f.Handle)
+	f.waitFirstAttempts()
+	return err
 }
 
 // Handle fans out one event delivery.
@@ -104,7 +138,7 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	key := m.RoutingKey
-	n, err := f.Dispatch(ctx, ev.GetTenant(), m, nil)
+	n, err := f.dispatch(ctx, ev.GetTenant(), m, nil, f.First != nil && f.FirstAttemptBudget > 0)
 	if err != nil {
 		f.metrics.Published.WithLabelValues("error").Inc()
 		tries, since := putBacks(d)
@@ -241,6 +275,12 @@ func (f *Fanout) Record(ctx context.Context, tenant string, m *message.Message) 
 // way yet (or, with only set, for those endpoints). It returns
 // the number of tasks published.
 func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message, only []string) (int, error) {
+	return f.dispatch(ctx, tenant, m, only, false)
+}
+
+// dispatch is Dispatch; with first, the deliveries are attempted through
+// the fast path (deliverFirst) and only those it hands over get a task.
+func (f *Fanout) dispatch(ctx context.Context, tenant string, m *message.Message, only []string, first bool) (int, error) {
 	var ids []string
 	if only != nil {
 		ids = only
@@ -268,20 +308,35 @@ func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message
 			todo = append(todo, id)
 		}
 	}
+	var tasks, firsts []*task.Task
+	for _, id := range todo {
+		t := &task.Task{
+			Tenant: tenant, Message: m.ID, Endpoint: id, RoutingKey: m.RoutingKey,
+			ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
+		}
+		if first && !f.isSlow(id) {
+			firsts = append(firsts, t)
+		} else {
+			tasks = append(tasks, t)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)
-	for _, id := range todo {
+	n := len(tasks)
+	if len(firsts) > 0 {
 		g.Go(func() error {
-			return f.queues.Enqueue(gctx, f.pub, &task.Task{
-				Tenant: tenant, Message: m.ID, Endpoint: id, RoutingKey: m.RoutingKey,
-				ContentType: m.ContentType, EventTime: m.EventTime, Body: m.Body,
-			})
+			published, err := f.deliverFirst(ctx, firsts)
+			n += published
+			return err
 		})
+	}
+	for _, t := range tasks {
+		g.Go(func() error { return f.queues.Enqueue(gctx, f.pub, t) })
 	}
 	if err := g.Wait(); err != nil {
 		return 0, fmt.Errorf("publish delivery tasks: %w", err)
 	}
-	return len(todo), nil
+	return n, nil
 }
 
 // maxRenames bounds the "<source>:" prefixes tried for one event id.

@@ -15,6 +15,11 @@ type Metrics struct {
 	Disabled   *prometheus.CounterVec // endpoints disabled, by reason
 	Breaker    *prometheus.GaugeVec   // by endpoint: 0 closed, 1 half-open, 2 open
 	Published  *prometheus.CounterVec // fan-out tasks by result
+	// FirstAttempts counts the deliveries the fan-out's fast path took
+	// up, by result: done (delivered, or its outcome written with its
+	// retry, deferral or hold) or handed_over (the budget passed first;
+	// its task was published).
+	FirstAttempts *prometheus.CounterVec
 }
 
 // New registers the series on reg (nil: a private registry).
@@ -60,7 +65,11 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "hookyard_dispatcher_fanout_events_total",
 			Help: "Events consumed by the fan-out, by result.",
 		}, []string{"result"}),
+		FirstAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookyard_dispatcher_first_attempts_total",
+			Help: "Deliveries whose first attempt the fan-out made itself (fast path), by result: done, or handed_over to a task when the budget passed.",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.Deliveries, m.Latency, m.InFlight, m.Retries, m.Deferrals, m.DeadLetter, m.Disabled, m.Breaker, m.Published)
+	reg.MustRegister(m.Deliveries, m.Latency, m.InFlight, m.Retries, m.Deferrals, m.DeadLetter, m.Disabled, m.Breaker, m.Published, m.FirstAttempts)
 	return m
 }
