@@ -24,17 +24,18 @@ func main() {
 	flag.DurationVar(&cfg.Sample, "sample", time.Minute, "sample interval")
 	flag.IntVar(&cfg.Concurrency, "c", 256, "senders; a webhook due while all are busy is counted as missed")
 	flag.DurationVar(&cfg.Retention, "retention", 10*time.Minute, "event-id, delivery-record and task-result retention of the services")
+	flag.IntVar(&cfg.TaskEvery, "task-every", 10, "every n-th webhook is an invoice.paid that runs a jobs task (the rest invoice.created)")
 	flag.DurationVar(&cfg.Drain, "drain", 15*time.Minute, "how long delivery may take after the last send")
 	flag.Parse()
-	if cfg.Rate <= 0 || cfg.Concurrency <= 0 || cfg.Sample <= 0 || cfg.Duration <= 0 {
-		fmt.Fprintln(os.Stderr, "soak: -rate, -c, -sample and -duration must be positive")
+	if cfg.Rate <= 0 || cfg.TaskEvery <= 0 || cfg.Concurrency <= 0 || cfg.Sample <= 0 || cfg.Duration <= 0 {
+		fmt.Fprintln(os.Stderr, "soak: -rate, -task-every, -c, -sample and -duration must be positive")
 		os.Exit(2)
 	}
 	// SIGINT or SIGTERM stops the sending; the run still drains, reports
 	// (marked partial) and cleans up.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Printf("soak: %v at %d/s, sampled every %v\n", cfg.Duration, cfg.Rate, cfg.Sample)
+	fmt.Printf("soak: %v at %d/s, a jobs task every %d webhooks, sampled every %v\n", cfg.Duration, cfg.Rate, cfg.TaskEvery, cfg.Sample)
 	rep, err := soak.Run(ctx, cfg)
 	rep.Print(os.Stdout)
 	if err != nil {
