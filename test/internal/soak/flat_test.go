@@ -96,3 +96,13 @@ func TestRowLine(t *testing.T) {
 		t.Fatalf("line\n%q, want\n%q", got, want)
 	}
 }
+
+// The drain's samples, with no traffic, must not be judged: they would
+// make a growing last quarter look flat.
+func TestJudgedLeavesOutTheDrain(t *testing.T) {
+	rows := []Row{{At: time.Minute, Sending: true}, {At: 2 * time.Minute, Sending: true}, {At: 3 * time.Minute}}
+	got := Judged(rows)
+	if len(got) != 2 || got[1].At != 2*time.Minute {
+		t.Fatalf("judged %v, want the first two rows", got)
+	}
+}

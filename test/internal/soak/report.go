@@ -28,7 +28,7 @@ func (r Report) Print(w io.Writer) {
 	}
 	fmt.Fprintln(w, "per interval (memory MiB; g/heap/rss/fd = goroutines, heap in use, RSS, open fds):")
 	Table(w, r.Rows, suite.Names)
-	fmt.Fprintf(w, "\nflat = last-quarter mean at most %.0f%% above the second-quarter mean, or within the series' floor:\n", 100*Threshold)
+	fmt.Fprintf(w, "\njudged on the %d samples taken while sending (not the drain); flat = last-quarter mean at most %.0f%% above the second-quarter mean, or within the series' floor:\n", len(Judged(r.Rows)), 100*Threshold)
 	for _, v := range r.Verdicts {
 		fmt.Fprintln(w, v.String())
 	}
@@ -42,6 +42,6 @@ func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(tw, "drain after the last send\t%v\n", r.DrainTime.Round(time.Second))
 	fmt.Fprintf(tw, "delivered\t%d of %d acknowledged (duplicates %d, lost %d)\n", r.Delivered, r.Acknowledged, r.Duplicated, r.Lost)
 	fmt.Fprintf(tw, "subscriber refused\t%d %s\n", r.SubscriberRefused, r.LastRefused)
-	fmt.Fprintf(tw, "Redis keys left after clean-up\t%d\n", r.KeysLeft)
+	fmt.Fprintf(tw, "Redis keys left after clean-up\t%d (hookyard:ingress:sources:version is shared by all tenants)\n", r.KeysLeft)
 	tw.Flush()
 }

@@ -28,6 +28,22 @@ type Row struct {
 	P50, P99              time.Duration
 	RedisUsed             float64 // bytes, used_memory
 	Procs                 map[string]Proc
+	// Sending is false for the samples taken while the backlog drains
+	// after the last send: with no traffic they would pull the last
+	// quarter down and hide growth, so they are not judged.
+	Sending bool
+}
+
+// Judged returns the rows the verdict is given on: those sampled while
+// webhooks were being sent.
+func Judged(rows []Row) []Row {
+	var out []Row
+	for _, r := range rows {
+		if r.Sending {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 const mib = 1 << 20

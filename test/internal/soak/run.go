@@ -121,6 +121,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	ackedIDs := make([]bool, total)
 	var (
 		acked, failed, missed, due atomic.Int64
+		sending                    atomic.Bool
 		latMu                      sync.Mutex
 		lats                       []time.Duration
 		lastErr                    atomic.Value
@@ -155,6 +156,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	}
 
 	start := time.Now()
+	sending.Store(true)
 	stopSampling := make(chan struct{})
 	samplingDone := make(chan struct{})
 	go func() {
@@ -174,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 			lats = nil
 			latMu.Unlock()
 			slices.Sort(l)
-			r := Row{At: time.Since(start).Round(time.Second), P50: loadtest.Percentile(l, 0.5), P99: loadtest.Percentile(l, 0.99)}
+			r := Row{At: time.Since(start).Round(time.Second), Sending: sending.Load(), P50: loadtest.Percentile(l, 0.5), P99: loadtest.Percentile(l, 0.99)}
 			d, m, a, f := due.Load(), missed.Load(), acked.Load(), failed.Load()
 			r.Due, r.Missed, r.Acked, r.Failed = int(d-prevDue), int(m-prevMissed), int(a-prevAcked), int(f-prevFailed)
 			prevDue, prevMissed, prevAcked, prevFailed = d, m, a, f
@@ -211,6 +213,7 @@ send:
 		}
 	}
 	pace.Stop()
+	sending.Store(false)
 	close(work)
 	senders.Wait()
 	rep.SendTime = time.Since(start)
@@ -238,7 +241,7 @@ send:
 		}
 	}
 	_, _, rep.SubscriberRefused, rep.LastRefused = sub.Stats()
-	for _, s := range SeriesOf(rep.Rows, suite.Names) {
+	for _, s := range SeriesOf(Judged(rep.Rows), suite.Names) {
 		rep.Verdicts = append(rep.Verdicts, Judge(s))
 	}
 	var unhealthy error
