@@ -33,9 +33,10 @@ type Config struct {
 	Sample      time.Duration // sample interval
 	Concurrency int           // senders; a webhook due while all are busy is missed
 	// Retention is the services' event-id, delivery-record and task-result
-	// retention. Kept well under Duration so that Redis reaches its steady
-	// state (keys expiring as fast as they are written) within the first
-	// quarter of the run; with the default 2h it would grow all hour.
+	// retention, and the source's dedupe window. Kept well under Duration
+	// so that Redis reaches its steady state (keys expiring as fast as
+	// they are written) within the first quarter of the run; with the
+	// defaults (2h, and 72h for a Stripe source) it would grow all hour.
 	Retention time.Duration
 	Drain     time.Duration // how long delivery may take after the last send
 	// TaskEvery makes every n-th webhook an invoice.paid, which the jobs
@@ -108,7 +109,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		st.Close() // deletes the vhost and the run's keys
 		rep.KeysLeft, _ = rdb.DBSize(context.Background()).Result()
 	}()
-	source, err := setUp(bg, st, sub, id, key)
+	source, err := setUp(bg, st, sub, id, key, cfg.Retention)
 	if err != nil {
 		return rep, err
 	}
@@ -259,10 +260,14 @@ type source struct{ name, secret, customer string }
 // setUp creates the whole flow the flow test runs: a Stripe source, an
 // endpoint on the dispatcher for its events, a cached customer and a jobs
 // trigger whose http task invalidates that customer on every paid
-// invoice.
-func setUp(ctx context.Context, st *suite.Stack, sub *sink.Sink, id, key string) (source, error) {
+// invoice. The source remembers event ids for retention, not Stripe's
+// default 72 h, or its dedupe keys would grow all run long.
+func setUp(ctx context.Context, st *suite.Stack, sub *sink.Sink, id, key string, retention time.Duration) (source, error) {
 	src := source{name: "stripe-" + id, secret: "whsec_" + suite.RandHex(16), customer: "cus_" + suite.RandHex(6)}
-	if err := st.Ingress().JSON(ctx, "POST", "/v1/sources", key, map[string]any{"name": src.name, "provider": "stripe", "secrets": []string{src.secret}}, 200, nil); err != nil {
+	if err := st.Ingress().JSON(ctx, "POST", "/v1/sources", key, map[string]any{
+		"name": src.name, "provider": "stripe", "secrets": []string{src.secret},
+		"dedupeWindow": fmt.Sprintf("%ds", int(retention.Seconds())),
+	}, 200, nil); err != nil {
 		return src, err
 	}
 	var ep struct{ ID, Secret string }
