@@ -233,13 +233,17 @@ bench-dispatcher: deps ## Dispatcher load, isolation and memory test (DISPATCHER
 # hostile-input tests are part of `make test`; these print figures.
 FAULTS_FLAGS ?=
 BURST_FLAGS ?=
+SOAK_FLAGS ?=
 
-.PHONY: test-faults bench-burst
+.PHONY: test-faults bench-burst soak
 test-faults: deps ## Webhooks through the suite while each service is killed, the broker cut and Redis restarted (FAULTS_N, FAULTS_FLAGS)
 	@cd test && $(GO) run ./cmd/hookyard-faults $(FAULTS_FLAGS)
 
 bench-burst: deps ## A burst of 50,000 Stripe webhooks through the suite: ingress p99, backlog drain, RSS (BURST_N, BURST_FLAGS)
 	@cd test && $(GO) run ./cmd/hookyard-burst $(BURST_FLAGS)
+
+soak: deps ## An hour of Stripe webhooks at a fixed rate through the suite: goroutines, heap, RSS, fds, Redis memory and queues sampled every minute and judged flat (SOAK_FLAGS, e.g. -duration 3m -rate 200 -sample 15s)
+	@cd test && $(GO) run ./cmd/hookyard-soak $(SOAK_FLAGS)
 
 # A three-node RabbitMQ cluster and Redis with Sentinel on ports of their
 # own (deploy/local/cluster.sh); the shared broker and Redis are not used.

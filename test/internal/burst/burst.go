@@ -4,15 +4,11 @@
 package burst
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,7 +94,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 				return
 			case <-time.After(5 * time.Second):
 			}
-			queued := queueDepth(ctx, vhost)
+			queued := suite.QueueDepth(ctx, vhost)
 			delivered := len(sub.Counts())
 			backlog := int(acked.Load()) - delivered
 			rep.PeakBacklog = max(rep.PeakBacklog, backlog)
@@ -182,28 +178,6 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		}
 	}
 	return rep, nil
-}
-
-// queueDepth is the number of messages in every queue of the vhost, read
-// with rabbitmqctl (-1 if it cannot be read).
-func queueDepth(ctx context.Context, vhost string) int {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages").Output()
-	if err != nil {
-		return -1
-	}
-	total := 0
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 {
-			if n, err := strconv.Atoi(f[1]); err == nil {
-				total += n
-			}
-		}
-	}
-	return total
 }
 
 // Print writes the report.

@@ -34,8 +34,12 @@ type Sink struct {
 	mu       sync.Mutex
 	secrets  map[string]*standardwebhooks.Webhook // by path
 	accepted map[string][]Delivery                // by webhook-id
-	failRate float64
-	rng      *rand.Rand
+	counts   map[string]int                       // by webhook-id
+	// countOnly keeps counts and drops the deliveries, so that a run of
+	// millions of webhooks does not hold every body in memory.
+	countOnly bool
+	failRate  float64
+	rng       *rand.Rand
 
 	requests, failed, rejected atomic.Int64
 	lastReject                 atomic.Value // string
@@ -47,7 +51,7 @@ func Start() (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{ln: ln, secrets: map[string]*standardwebhooks.Webhook{}, accepted: map[string][]Delivery{}, rng: rand.New(rand.NewPCG(1, 1))}
+	s := &Sink{ln: ln, secrets: map[string]*standardwebhooks.Webhook{}, accepted: map[string][]Delivery{}, counts: map[string]int{}, rng: rand.New(rand.NewPCG(1, 1))}
 	s.srv = &http.Server{Handler: s}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
@@ -70,6 +74,15 @@ func (s *Sink) SetSecret(path, secret string) error {
 	s.secrets[path] = wh
 	s.mu.Unlock()
 	return nil
+}
+
+// CountOnly makes the sink count accepted requests by webhook-id without
+// keeping them: Counts and Accepted still answer, Get and Find find
+// nothing. A soak sends millions of webhooks and only needs the counts.
+func (s *Sink) CountOnly() {
+	s.mu.Lock()
+	s.countOnly = true
+	s.mu.Unlock()
 }
 
 // FailRate makes that fraction of verified requests answer 503 at random
@@ -102,7 +115,10 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	fail := s.failRate > 0 && s.rng.Float64() < s.failRate
 	if !fail {
-		s.accepted[id] = append(s.accepted[id], Delivery{ID: id, Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+		s.counts[id]++
+		if !s.countOnly {
+			s.accepted[id] = append(s.accepted[id], Delivery{ID: id, Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+		}
 	}
 	s.mu.Unlock()
 	if fail {
@@ -146,11 +162,29 @@ func (s *Sink) Find(match func(body map[string]any) bool) []Delivery {
 func (s *Sink) Counts() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.accepted))
-	for id, ds := range s.accepted {
-		out[id] = len(ds)
+	out := make(map[string]int, len(s.counts))
+	for id, n := range s.counts {
+		out[id] = n
 	}
 	return out
+}
+
+// Accepted returns how many webhook-ids were accepted at least once, and
+// how many acceptances were repeats of an id already accepted.
+func (s *Sink) Accepted() (ids, repeats int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.counts {
+		repeats += n - 1
+	}
+	return len(s.counts), repeats
+}
+
+// Has reports whether the webhook-id was accepted at least once.
+func (s *Sink) Has(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[id] > 0
 }
 
 // Stats returns requests seen, answered 503 on purpose and refused for a
@@ -163,8 +197,8 @@ func (s *Sink) Stats() (requests, failed, rejected int64, lastReject string) {
 // IDs lists the accepted webhook-ids, sorted, for messages.
 func (s *Sink) IDs() string {
 	s.mu.Lock()
-	ids := make([]string, 0, len(s.accepted))
-	for id := range s.accepted {
+	ids := make([]string, 0, len(s.counts))
+	for id := range s.counts {
 		ids = append(ids, id)
 	}
 	s.mu.Unlock()

@@ -67,3 +67,51 @@ func TestSinkAcceptsOnlyValidSignatures(t *testing.T) {
 		t.Fatalf("refused %d, want 3", rejected)
 	}
 }
+
+// A count-only sink still counts every webhook-id it accepts, repeats
+// included, but keeps no delivery: a soak relies on both.
+func TestCountOnlySinkCountsWithoutKeeping(t *testing.T) {
+	s, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.CountOnly()
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	if err := s.SetSecret("/hooks", secret); err != nil {
+		t.Fatal(err)
+	}
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"a":1}`)
+	for _, id := range []string{"msg_1", "msg_2", "msg_1"} {
+		at := time.Now()
+		sig, err := wh.Sign(id, at, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", s.URL("/hooks"), bytes.NewReader(body))
+		req.Header.Set("webhook-id", id)
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(at.Unix(), 10))
+		req.Header.Set("webhook-signature", sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 204 {
+			t.Fatalf("%s: %d, want 204", id, resp.StatusCode)
+		}
+	}
+	if ids, repeats := s.Accepted(); ids != 2 || repeats != 1 {
+		t.Fatalf("accepted %d ids with %d repeats, want 2 and 1", ids, repeats)
+	}
+	if !s.Has("msg_2") || s.Has("msg_3") {
+		t.Fatalf("Has(msg_2)=%v Has(msg_3)=%v, want true and false", s.Has("msg_2"), s.Has("msg_3"))
+	}
+	if got := s.Get("msg_1"); len(got) != 0 {
+		t.Fatalf("count-only sink kept %d deliveries of msg_1", len(got))
+	}
+}

@@ -1,11 +1,14 @@
 package suite
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,4 +110,26 @@ func CleanRedis(ctx context.Context, redisURL, id string) (int, error) {
 		}
 	}
 	return removed, nil
+}
+
+// QueueDepth is the number of messages in every queue of the vhost, read
+// with rabbitmqctl (-1 if it cannot be read).
+func QueueDepth(ctx context.Context, vhost string) int {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages").Output()
+	if err != nil {
+		return -1
+	}
+	total := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 {
+			if n, err := strconv.Atoi(f[1]); err == nil {
+				total += n
+			}
+		}
+	}
+	return total
 }

@@ -11,8 +11,9 @@ import (
 )
 
 // Client is the HTTP client the tests use: no proxy from the environment,
+// enough idle connections kept for a soak's hundreds of senders,
 // a timeout long enough for a loaded machine.
-var Client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}}
+var Client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 512}}
 
 // Do sends a REST call with the API key (none when empty) and a JSON body
 // (none when nil; a []byte is sent as is), and returns the status and
