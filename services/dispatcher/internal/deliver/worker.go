@@ -262,9 +262,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		// leave the delivery pending forever.
 		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Total())
 	case admit.Stale:
-		// A second copy of the task; the first carries the delivery on.
-		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
-		return nil
+		return w.resumeRetry(ctx, t)
 	case admit.Busy:
 		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "busy")
 	case admit.Full:
@@ -380,6 +378,43 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 		}
 		w.metrics.Retries.Inc()
 	}
+	return nil
+}
+
+// resumeRetry handles a copy of t whose attempt was made already. Usually
+// it is a second copy (a fan-out replayed after a crash) and the first
+// carries the delivery on. But an attempt that failed is settled in Redis
+// before its retry task is published: if the worker dies, or loses the
+// broker, between the two, the retry exists only as the "retrying" state,
+// and the copy coming back is t itself, redelivered. So a copy whose
+// attempt is the last one made and was settled as a retry publishes that
+// retry again, due when the state says. Should the retry have reached the
+// broker after all, the two copies of it are one more duplicate: the
+// attempt lock and attempt count let one of them make the attempt and drop
+// the other (or have it publish the next retry again, if that attempt
+// fails too). A dead letter, hold or delivery settled for the attempt
+// leaves nothing to do.
+func (w *Worker) resumeRetry(ctx context.Context, t *task.Task) error {
+	d, err := w.messages.Delivery(ctx, t.Tenant, t.Message, t.Endpoint)
+	if errors.Is(err, message.ErrNotFound) {
+		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if d.Status != message.StatusRetrying || d.Attempts != t.Total()+1 {
+		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
+		return nil
+	}
+	t.Attempts++
+	t.Deferrals = 0
+	t.NotBefore = d.Next
+	if err := w.queues.Enqueue(ctx, w.pub, t); err != nil {
+		return err
+	}
+	w.log.Info("published a retry that an attempt settled but may not have published", "message_id", t.Message, "endpoint_id", t.Endpoint, "attempts", d.Attempts)
+	w.metrics.Retries.Inc()
 	return nil
 }
 

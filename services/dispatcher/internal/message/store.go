@@ -209,6 +209,23 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 	return m, ds, nil
 }
 
+// Delivery returns the state of one delivery; ErrNotFound if it has none
+// (the message expired, or never reached the endpoint).
+func (s *Store) Delivery(ctx context.Context, tenant, id, ep string) (Delivery, error) {
+	v, err := s.rdb.HGet(ctx, s.msgKey(tenant, id), "d:"+ep).Result()
+	if errors.Is(err, redis.Nil) {
+		return Delivery{}, ErrNotFound
+	}
+	if err != nil {
+		return Delivery{}, fmt.Errorf("read delivery: %w", err)
+	}
+	var d Delivery
+	if err := json.Unmarshal([]byte(v), &d); err != nil {
+		return Delivery{}, fmt.Errorf("decode delivery: %w", err)
+	}
+	return d, nil
+}
+
 // InitDeliveries records a pending delivery for each endpoint that has none.
 func (s *Store) InitDeliveries(ctx context.Context, tenant, id string, endpoints []string) error {
 	if len(endpoints) == 0 {

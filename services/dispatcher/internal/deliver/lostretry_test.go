@@ -1,0 +1,225 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/sign"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/metrics"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
+)
+
+var errBrokerLost = errors.New("injected: broker connection lost")
+
+// lossyPublisher passes publishes to the real broker, except that the
+// next `fail` of them fail as if the connection had dropped before the
+// confirm.
+type lossyPublisher struct {
+	next task.Publisher
+	fail atomic.Int32
+}
+
+func (p *lossyPublisher) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	if p.fail.Add(-1) >= 0 {
+		return errBrokerLost
+	}
+	return p.next.Publish(ctx, exchange, key, msg)
+}
+
+// retrySink answers 503 to its first request and 200 after that, and
+// records the webhook-id of every request.
+type retrySink struct {
+	mu    sync.Mutex
+	ids   []string
+	codes []int
+}
+
+func (s *retrySink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	code := http.StatusOK
+	if len(s.codes) == 0 {
+		code = http.StatusServiceUnavailable
+	}
+	s.ids = append(s.ids, r.Header.Get(sign.HeaderID))
+	s.codes = append(s.codes, code)
+	s.mu.Unlock()
+	w.WriteHeader(code)
+}
+
+// successes returns the webhook-ids the sink accepted and how many
+// requests it had in all.
+func (s *retrySink) successes() (ids []string, requests int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, c := range s.codes {
+		if c == http.StatusOK {
+			ids = append(ids, s.ids[i])
+		}
+	}
+	return ids, len(s.codes)
+}
+
+type retryEnv struct {
+	t      *testing.T
+	ctx    context.Context
+	q      task.Queues
+	msgs   *message.Store
+	pub    *lossyPublisher
+	sink   *retrySink
+	ep     *dispatcherv1.Endpoint
+	worker *Worker
+	busy   atomic.Int32 // tasks being handled
+}
+
+// newRetryEnv runs a worker on real Redis and RabbitMQ, retrying after
+// about a second, against a retrySink.
+func newRetryEnv(t *testing.T) *retryEnv {
+	id := testenv.ID()
+	prefix := testenv.KeyPrefix(id)
+	rdb := testenv.Redis(t, prefix)
+	q := task.NewQueues("hookyard.test."+id, nil)
+	conn := testenv.Rabbit(t, q.Declare)
+	real := rabbit.NewPublisher(conn, rabbit.PublisherConfig{})
+	t.Cleanup(func() { real.Close(); testenv.DeleteQueues(q.All(), q.Delays().Exchange()) })
+	sink := &retrySink{}
+	srv := httptest.NewServer(sink)
+	t.Cleanup(srv.Close)
+
+	ctx := context.Background()
+	eps := endpoint.New(rdb, prefix)
+	msgs := message.New(rdb, prefix, time.Hour)
+	ep, err := eps.Create(ctx, settleTenant, &dispatcherv1.Endpoint{Url: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &lossyPublisher{next: real}
+	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{}).DialContext}}
+	w := NewWorker(Config{DefaultTimeout: 5 * time.Second, DefaultMaxInFlight: 100, BreakerFailures: 1 << 20,
+		Schedule: []time.Duration{time.Second, time.Second, time.Second}},
+		q, eps, msgs, admit.New(rdb, prefix, time.Hour), pub, client, metrics.New(nil), slog.New(slog.DiscardHandler))
+	e := &retryEnv{t: t, ctx: ctx, q: q, msgs: msgs, pub: pub, sink: sink, ep: ep, worker: w}
+
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = conn.ConsumeWithConfig(rctx, q.Deliveries, rabbit.ConsumeConfig{Prefetch: 4, Concurrency: 4},
+			func(ctx context.Context, d amqp.Delivery) {
+				e.busy.Add(1)
+				defer e.busy.Add(-1)
+				w.Handle(ctx, d)
+			})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return e
+}
+
+// send records message id and publishes its first task copies times, as
+// a fan-out replayed after a crash would.
+func (e *retryEnv) send(id string, copies int) {
+	e.t.Helper()
+	m := &message.Message{ID: id, Source: "app", Type: "a", RoutingKey: "app.a", CreateTime: time.Now(), Body: []byte(`{}`)}
+	if _, err := e.msgs.Record(e.ctx, settleTenant, m); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.msgs.InitDeliveries(e.ctx, settleTenant, m.ID, []string{e.ep.GetId()}); err != nil {
+		e.t.Fatal(err)
+	}
+	tk := &task.Task{Tenant: settleTenant, Message: m.ID, Endpoint: e.ep.GetId(), RoutingKey: m.RoutingKey, Body: m.Body}
+	for range copies {
+		if err := e.q.Enqueue(e.ctx, e.pub.next, tk); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+func (e *retryEnv) status(id string) message.Delivery {
+	e.t.Helper()
+	_, ds, err := e.msgs.Get(e.ctx, settleTenant, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ds[e.ep.GetId()]
+}
+
+// settled waits until id is delivered and no copy of its task is left on
+// the broker or in the worker, then checks that the sink accepted it
+// exactly once, under id, after wantRequests requests in all.
+func (e *retryEnv) settled(id string, wantRequests int) {
+	e.t.Helper()
+	testenv.WaitFor(e.t, 30*time.Second, "delivery of "+id, func() bool {
+		return e.status(id).Status == message.StatusDelivered
+	})
+	testenv.WaitFor(e.t, 30*time.Second, "every copy of the task consumed", func() bool {
+		return e.ready() == 0 && e.busy.Load() == 0
+	})
+	ok, requests := e.sink.successes()
+	if len(ok) != 1 || ok[0] != id || requests != wantRequests {
+		e.t.Fatalf("sink accepted %q after %d requests; want [%s] once after %d", ok, requests, id, wantRequests)
+	}
+	if d := e.status(id); d.Attempts != wantRequests {
+		e.t.Fatalf("delivery %+v, want %d attempts", d, wantRequests)
+	}
+}
+
+// ready counts the task copies waiting in the deliveries queue, its DLQ
+// and the delay queues.
+func (e *retryEnv) ready() int {
+	e.t.Helper()
+	conn, err := amqp.Dial(testenv.AMQPURL())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	n := 0
+	for _, name := range append([]string{e.q.Deliveries, rabbit.DLQName(e.q.Deliveries)}, e.q.Delays().Queues()...) {
+		ch, err := conn.Channel()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		st, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+		_ = ch.Close()
+		if err != nil {
+			e.t.Fatalf("inspect %s: %v", name, err)
+		}
+		n += st.Messages
+	}
+	return n
+}
+
+// A failed attempt is settled as "retrying" in Redis, then its retry task
+// is published. If the broker is lost in between (the retry publish and
+// the put-back both fail), the original task comes back from the broker;
+// it must produce the retry it owes, not be dropped as a stale copy and
+// leave the delivery "retrying" forever.
+func TestRetryLostAfterSettleIsRepublished(t *testing.T) {
+	e := newRetryEnv(t)
+	e.pub.fail.Store(2) // the retry publish, then the put-back of the task
+	e.send("lost-retry", 1)
+	e.settled("lost-retry", 2)
+}
+
+// Two copies of a task (a fan-out replayed, or a copy redelivered after
+// its retry was published) lead to one attempt each time: one retry
+// chain, one success.
+func TestCopiesOfATaskMakeOneRetryChain(t *testing.T) {
+	e := newRetryEnv(t)
+	e.send("two-copies", 2)
+	e.settled("two-copies", 2)
+}
