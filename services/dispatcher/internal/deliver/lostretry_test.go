@@ -2,7 +2,6 @@ package deliver
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,23 +23,6 @@ import (
 	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
 )
-
-var errBrokerLost = errors.New("injected: broker connection lost")
-
-// lossyPublisher passes publishes to the real broker, except that the
-// next `fail` of them fail as if the connection had dropped before the
-// confirm.
-type lossyPublisher struct {
-	next task.Publisher
-	fail atomic.Int32
-}
-
-func (p *lossyPublisher) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
-	if p.fail.Add(-1) >= 0 {
-		return errBrokerLost
-	}
-	return p.next.Publish(ctx, exchange, key, msg)
-}
 
 // retrySink answers 503 to its first request and 200 after that, and
 // records the webhook-id of every request.
@@ -80,7 +62,7 @@ type retryEnv struct {
 	ctx    context.Context
 	q      task.Queues
 	msgs   *message.Store
-	pub    *lossyPublisher
+	pub    *testenv.LossyPublisher
 	sink   *retrySink
 	ep     *dispatcherv1.Endpoint
 	worker *Worker
@@ -108,7 +90,7 @@ func newRetryEnv(t *testing.T) *retryEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := &lossyPublisher{next: real}
+	pub := &testenv.LossyPublisher{Next: real}
 	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{}).DialContext}}
 	w := NewWorker(Config{DefaultTimeout: 5 * time.Second, DefaultMaxInFlight: 100, BreakerFailures: 1 << 20,
 		Schedule: []time.Duration{time.Second, time.Second, time.Second}},
@@ -143,7 +125,7 @@ func (e *retryEnv) send(id string, copies int) {
 	}
 	tk := &task.Task{Tenant: settleTenant, Message: m.ID, Endpoint: e.ep.GetId(), RoutingKey: m.RoutingKey, Body: m.Body}
 	for range copies {
-		if err := e.q.Enqueue(e.ctx, e.pub.next, tk); err != nil {
+		if err := e.q.Enqueue(e.ctx, e.pub.Next, tk); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -210,7 +192,7 @@ func (e *retryEnv) ready() int {
 // leave the delivery "retrying" forever.
 func TestRetryLostAfterSettleIsRepublished(t *testing.T) {
 	e := newRetryEnv(t)
-	e.pub.fail.Store(2) // the retry publish, then the put-back of the task
+	e.pub.Fail.Store(2) // the retry publish, then the put-back of the task
 	e.send("lost-retry", 1)
 	e.settled("lost-retry", 2)
 }

@@ -102,7 +102,8 @@ func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:
 // the message exists, and a pending delivery (ARGV[4]) for each of the
 // fields in ARGV[5:] that has none. For a message that existed it returns
 // its meta and, per field, 1 if that delivery is under way (a worker has
-// written a state beyond pending). Done as separate commands, a crash (or
+// written a state beyond pending, other than the retry after the first
+// attempt: see RecordFor). Done as separate commands, a crash (or
 // a lost connection) after the first left a message with no body and no
 // TTL that every later Record took for complete: a resend then delivered
 // an empty body and the key never expired.
@@ -117,7 +118,12 @@ local out = {0, redis.call('HGET', KEYS[1], 'meta')}
 for i = 5, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
-  if v and not string.find(v, '"status":"pending"', 1, true) then out[#out + 1] = 1 else out[#out + 1] = 0 end
+  local under = 0
+  if v then
+    local d = cjson.decode(v)
+    if d.status ~= 'pending' and not (d.status == 'retrying' and d.attempts == 1) then under = 1 end
+  end
+  out[#out + 1] = under
 end
 return out
 `)
@@ -140,7 +146,11 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 // delivery still pending is not under way: its task may never have been
 // published (the fan-out failed or crashed before the confirm), so a
 // replayed event publishes it again; a second copy of a task is harmless
-// (package admit). Deliveries are recorded before their tasks so that
+// (package admit). Nor is a delivery retrying after its first attempt:
+// the fan-out's own first attempt (its fast path) may have settled it
+// and lost its retry task with the broker before the confirm; the
+// replayed first attempt finds the attempt made and publishes that retry
+// again (deliver.Worker). Deliveries are recorded before their tasks so that
 // the fan-out makes one write per event, not two.
 func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoints []string) (created bool, existing map[string]bool, err error) {
 	meta, err := json.Marshal(m)
