@@ -205,3 +205,85 @@ func TestCopiesOfATaskMakeOneRetryChain(t *testing.T) {
 	e.send("two-copies", 2)
 	e.settled("two-copies", 2)
 }
+
+// recordingPublisher passes publishes on and keeps the tasks among them.
+type recordingPublisher struct {
+	next  task.Publisher
+	mu    sync.Mutex
+	tasks []amqp.Publishing
+}
+
+func (p *recordingPublisher) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	if err := p.next.Publish(ctx, exchange, key, msg); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := msg.Headers[task.HeaderAttempt]; ok {
+		p.tasks = append(p.tasks, msg)
+	}
+	return nil
+}
+
+// task decodes the i-th task published, as it arrives when due.
+func (p *recordingPublisher) task(t *testing.T, i int) *task.Task {
+	t.Helper()
+	p.mu.Lock()
+	msg := p.tasks[i]
+	p.mu.Unlock()
+	tk, err := task.Decode(amqp.Delivery{Headers: msg.Headers, ContentType: msg.ContentType, MessageId: msg.MessageId, Body: msg.Body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.NotBefore = time.Time{}
+	return tk
+}
+
+func (p *recordingPublisher) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.tasks)
+}
+
+// Only the copy that made an attempt publishes its retry again; another
+// copy of the retry task, once the retry's attempt is made, is dropped,
+// so one duplicate does not follow the delivery down its whole schedule.
+func TestOnlyTheAttemptingCopyRepublishesItsRetry(t *testing.T) {
+	e := newSettleEnv(t, http.StatusServiceUnavailable)
+	e.worker.cfg.Schedule = []time.Duration{time.Hour, time.Hour, time.Hour}
+	rec := &recordingPublisher{next: e.worker.pub}
+	e.worker.pub = rec
+
+	id, _ := e.handle(0) // attempt 1 fails: its retry is task 0
+	if rec.count() != 1 {
+		t.Fatalf("%d tasks published after a failed attempt, want its retry", rec.count())
+	}
+	// The original comes back (its retry's confirm lost, as far as the
+	// worker knows): it publishes the retry again, task 1.
+	orig := &task.Task{Tenant: settleTenant, Message: id, Endpoint: e.ep.GetId(), RoutingKey: "app.a", Body: []byte(`{}`)}
+	if err := e.worker.Deliver(e.ctx, orig); err != nil || rec.count() != 2 {
+		t.Fatalf("redelivered original: %v, %d tasks published; want the retry again", err, rec.count())
+	}
+	first, second := rec.task(t, 0), rec.task(t, 1)
+	if first.Copy == second.Copy || first.Attempts != 1 || second.Attempts != 1 {
+		t.Fatalf("retry copies %+v and %+v: want attempt 1, told apart", first, second)
+	}
+	// The first copy makes attempt 2, which fails: its retry is task 2.
+	if err := e.worker.Deliver(e.ctx, first); err != nil || rec.count() != 3 {
+		t.Fatalf("retry: %v, %d tasks published; want its own retry", err, rec.count())
+	}
+	// The second copy is a duplicate: dropped, nothing published.
+	if err := e.worker.Deliver(e.ctx, rec.task(t, 1)); err != nil || rec.count() != 3 {
+		t.Fatalf("duplicate retry: %v, %d tasks published; want it dropped", err, rec.count())
+	}
+	// The first copy, back again, owes the retry of attempt 2.
+	if err := e.worker.Deliver(e.ctx, rec.task(t, 0)); err != nil || rec.count() != 4 {
+		t.Fatalf("attempting copy redelivered: %v, %d tasks published; want its retry again", err, rec.count())
+	}
+	if again := rec.task(t, 3); again.Attempts != 2 {
+		t.Fatalf("republished retry %+v, want attempt 2", again)
+	}
+	if n, d := e.state(id); n != 2 || d.Status != message.StatusRetrying || d.Attempts != 2 {
+		t.Fatalf("%d attempts logged, delivery %+v; want 2, retrying", n, d)
+	}
+}

@@ -72,6 +72,9 @@ type Delivery struct {
 	Status   string    `json:"status"`
 	Attempts int       `json:"attempts"`
 	Next     time.Time `json:"next,omitzero"`
+	// Copy is the task copy (task.Task.Copy) whose attempt led to a
+	// retry: the one copy that may owe that retry's task.
+	Copy string `json:"copy,omitempty"`
 }
 
 // Store is the Redis-backed message store.
