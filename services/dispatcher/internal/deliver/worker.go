@@ -175,10 +175,16 @@ func (w *Worker) Deliver(ctx context.Context, t *task.Task) error {
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if perr := w.queues.Enqueue(pctx, w.pub, t); perr != nil {
+	if perr := w.enqueue(pctx, t); perr != nil {
 		return fmt.Errorf("%w; putting the task back: %w", err, perr)
 	}
 	return nil
+}
+
+// enqueue publishes t as a new copy of its task (task.Task.Copy).
+func (w *Worker) enqueue(ctx context.Context, t *task.Task) error {
+	t.Copy = uuid.NewString()
+	return w.queues.Enqueue(ctx, w.pub, t)
 }
 
 // deferTask puts t back without counting an attempt.
@@ -186,7 +192,7 @@ func (w *Worker) deferTask(ctx context.Context, t *task.Task, wait time.Duration
 	w.metrics.Deferrals.WithLabelValues(reason).Inc()
 	t.Deferrals++
 	t.NotBefore = time.Now().Add(wait)
-	return w.queues.Enqueue(ctx, w.pub, t)
+	return w.enqueue(ctx, t)
 }
 
 // DeferBackoff is how long a task deferred n times before (endpoint full or
@@ -207,7 +213,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 	if !t.NotBefore.IsZero() && time.Until(t.NotBefore) >= delay.Tolerance {
 		// Back from a delay queue shorter than its wait: another rung.
 		w.metrics.Deferrals.WithLabelValues("early").Inc()
-		return w.queues.Enqueue(ctx, w.pub, t)
+		return w.enqueue(ctx, t)
 	}
 	if t.Delivered {
 		return w.recordDelivered(ctx, t)
@@ -262,9 +268,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		// leave the delivery pending forever.
 		return w.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Total())
 	case admit.Stale:
-		// A second copy of the task; the first carries the delivery on.
-		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
-		return nil
+		return w.resumeRetry(ctx, t)
 	case admit.Busy:
 		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "busy")
 	case admit.Full:
@@ -353,7 +357,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 			delay = retry.Lengthen(delay, res.header, now, maxRetryAfter)
 		}
 		t.NotBefore = now.Add(delay)
-		o.State = message.Delivery{Status: message.StatusRetrying, Attempts: t.Total(), Next: t.NotBefore}
+		o.State = message.Delivery{Status: message.StatusRetrying, Attempts: t.Total(), Next: t.NotBefore, Copy: t.Copy}
 	}
 	write := func() error { return w.messages.Settle(ctx, t.Tenant, t.Message, t.Endpoint, o, ops...) }
 	if err := write(); err != nil {
@@ -382,11 +386,50 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 	case o.Held:
 		return w.recheckHold(ctx, t)
 	case o.State.Status == message.StatusRetrying:
-		if err := w.queues.Enqueue(ctx, w.pub, t); err != nil {
+		if err := w.enqueue(ctx, t); err != nil {
 			return err
 		}
 		w.metrics.Retries.Inc()
 	}
+	return nil
+}
+
+// resumeRetry handles a copy of t whose attempt was made already. Usually
+// it is a second copy (a fan-out replayed after a crash) and the first
+// carries the delivery on. But an attempt that failed is settled in Redis
+// before its retry task is published: if the worker dies, or loses the
+// broker, between the two, the retry exists only as the "retrying" state,
+// and the copy coming back is t itself, redelivered. So the copy that
+// made the last attempt (the state names it: task.Task.Copy), when that
+// attempt was settled as a retry, publishes that retry again, due when
+// the state says. Should the retry have reached the broker after all, the
+// two copies of it are one more duplicate: the attempt lock and attempt
+// count let one of them make the attempt, and the other, not being the
+// copy named by the state, is dropped. Another copy of t is dropped, and
+// a dead letter, hold or delivery settled for the attempt leaves nothing
+// to do. Copies published by the fan-out or the API all have the same
+// (empty) name: each of them stands for the first attempt.
+func (w *Worker) resumeRetry(ctx context.Context, t *task.Task) error {
+	d, err := w.messages.Delivery(ctx, t.Tenant, t.Message, t.Endpoint)
+	if errors.Is(err, message.ErrNotFound) {
+		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if d.Status != message.StatusRetrying || d.Attempts != t.Total()+1 || d.Copy != t.Copy {
+		w.metrics.Deliveries.WithLabelValues("duplicate").Inc()
+		return nil
+	}
+	t.Attempts++
+	t.Deferrals = 0
+	t.NotBefore = d.Next
+	if err := w.enqueue(ctx, t); err != nil {
+		return err
+	}
+	w.log.Info("published a retry that an attempt settled but may not have published", "message_id", t.Message, "endpoint_id", t.Endpoint, "attempts", d.Attempts)
+	w.metrics.Retries.Inc()
 	return nil
 }
 
@@ -451,7 +494,7 @@ func (w *Worker) recheckHold(ctx context.Context, t *task.Task) error {
 		return err
 	}
 	t.NotBefore = time.Time{}
-	return w.queues.Enqueue(ctx, w.pub, t)
+	return w.enqueue(ctx, t)
 }
 
 // disable disables the endpoint and publishes hookyard.endpoint.disabled.

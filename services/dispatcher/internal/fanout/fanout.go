@@ -10,7 +10,8 @@
 // or its task is confirmed by the broker. If
 // the dispatcher dies in between, the event comes back and fan-out runs
 // again: endpoints whose delivery is under way (a worker took it up) are
-// skipped, those still pending get their task again, and a task published
+// skipped, those still pending or retrying after the first attempt get
+// their task (or first attempt) again, and a task published
 // twice is caught by the delivered marker and attempt lock
 // (package admit), so a crash costs at most a duplicate task, never a lost
 // one.

@@ -73,6 +73,9 @@ type Delivery struct {
 	Status   string    `json:"status"`
 	Attempts int       `json:"attempts"`
 	Next     time.Time `json:"next,omitzero"`
+	// Copy is the task copy (task.Task.Copy) whose attempt led to a
+	// retry: the one copy that may owe that retry's task.
+	Copy string `json:"copy,omitempty"`
 }
 
 // Store is the Redis-backed message store.
@@ -106,7 +109,8 @@ func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s
 // tenant's recent list (KEYS[2], score ARGV[5] = create time in unix ms,
 // member ARGV[6]), which drops entries older than ARGV[7]. For a message that existed it returns
 // its meta and, per field, 1 if that delivery is under way (a worker has
-// written a state beyond pending). Done as separate commands, a crash (or
+// written a state beyond pending, other than the retry after the first
+// attempt: see RecordFor). Done as separate commands, a crash (or
 // a lost connection) after the first left a message with no body and no
 // TTL that every later Record took for complete: a resend then delivered
 // an empty body and the key never expired.
@@ -124,7 +128,12 @@ local out = {0, redis.call('HGET', KEYS[1], 'meta')}
 for i = 8, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
-  if v and not string.find(v, '"status":"pending"', 1, true) then out[#out + 1] = 1 else out[#out + 1] = 0 end
+  local under = 0
+  if v then
+    local d = cjson.decode(v)
+    if d.status ~= 'pending' and not (d.status == 'retrying' and d.attempts == 1) then under = 1 end
+  end
+  out[#out + 1] = under
 end
 return out
 `)
@@ -147,7 +156,11 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 // delivery still pending is not under way: its task may never have been
 // published (the fan-out failed or crashed before the confirm), so a
 // replayed event publishes it again; a second copy of a task is harmless
-// (package admit). Deliveries are recorded before their tasks so that
+// (package admit). Nor is a delivery retrying after its first attempt:
+// the fan-out's own first attempt (its fast path) may have settled it
+// and lost its retry task with the broker before the confirm; the
+// replayed first attempt finds the attempt made and publishes that retry
+// again (deliver.Worker). Deliveries are recorded before their tasks so that
 // the fan-out makes one write per event, not two.
 func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoints []string) (created bool, existing map[string]bool, err error) {
 	meta, err := json.Marshal(m)
@@ -219,6 +232,23 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 		}
 	}
 	return m, ds, nil
+}
+
+// Delivery returns the state of one delivery; ErrNotFound if it has none
+// (the message expired, or never reached the endpoint).
+func (s *Store) Delivery(ctx context.Context, tenant, id, ep string) (Delivery, error) {
+	v, err := s.rdb.HGet(ctx, s.msgKey(tenant, id), "d:"+ep).Result()
+	if errors.Is(err, redis.Nil) {
+		return Delivery{}, ErrNotFound
+	}
+	if err != nil {
+		return Delivery{}, fmt.Errorf("read delivery: %w", err)
+	}
+	var d Delivery
+	if err := json.Unmarshal([]byte(v), &d); err != nil {
+		return Delivery{}, fmt.Errorf("decode delivery: %w", err)
+	}
+	return d, nil
 }
 
 // InitDeliveries records a pending delivery for each endpoint that has none.

@@ -142,6 +142,22 @@ func TestDeliveryStatus(t *testing.T) {
 			t.Errorf("after RecordFor %s: %+v, want %+v (all: %v)", ep, d, w, ds2)
 		}
 	}
+	// A delivery retrying after its first attempt is not under way
+	// either: the fan-out's own first attempt may have settled it and lost
+	// its retry task, which the replayed first attempt publishes again.
+	first := Delivery{Status: StatusRetrying, Attempts: 1, Next: next}
+	if err := s.SetDelivery(ctx, "acme", "m", "ep2", first); err != nil {
+		t.Fatal(err)
+	}
+	if _, has, err := s.RecordFor(ctx, "acme", newMessage("m"), []string{"ep1", "ep2"}); err != nil || !has["ep1"] || has["ep2"] {
+		t.Errorf("RecordFor = %v, %v; want ep1 under way, ep2 (retrying after its first attempt) not", has, err)
+	}
+	if d, err := s.Delivery(ctx, "acme", "m", "ep2"); err != nil || d.Status != first.Status || d.Attempts != 1 || !d.Next.Equal(next) {
+		t.Errorf("Delivery(ep2) = %+v, %v; want %+v unchanged", d, err, first)
+	}
+	if _, err := s.Delivery(ctx, "acme", "m", "ep9"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Delivery of an endpoint without one: %v, want ErrNotFound", err)
+	}
 	if created, has, _ := s.RecordFor(ctx, "globex", newMessage("m"), []string{"ep1"}); !created || len(has) != 0 {
 		t.Errorf("another tenant's message: created %v, deliveries %v; want created, none", created, has)
 	}

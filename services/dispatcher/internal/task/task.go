@@ -29,6 +29,7 @@ const (
 	HeaderDeferrals = "hy-deferrals"
 	HeaderDelivered = "hy-delivered"
 	HeaderBefore    = "hy-before"
+	HeaderCopy      = "hy-copy"
 )
 
 // Task is one message to deliver to one endpoint.
@@ -48,7 +49,13 @@ type Task struct {
 	// Delivered: the subscriber accepted the message, but writing that
 	// down failed; the task only records it.
 	Delivered bool
-	Body      []byte
+	// Copy tells apart the copies of a task that the delivery worker
+	// publishes (each retry, deferral or put-back gets a fresh one), so
+	// that the worker can tell the copy that made an attempt from another
+	// one (see deliver.Worker). Tasks published by the fan-out and the API
+	// have none.
+	Copy string
+	Body []byte
 }
 
 // ID identifies the task on the broker (its AMQP message id): a digest of
@@ -84,6 +91,9 @@ func (t *Task) Publishing() amqp.Publishing {
 	}
 	if t.Delivered {
 		h[HeaderDelivered] = true
+	}
+	if t.Copy != "" {
+		h[HeaderCopy] = t.Copy
 	}
 	if !t.NotBefore.IsZero() {
 		h[HeaderNotBefore] = t.NotBefore.UnixMilli()
@@ -145,6 +155,7 @@ func Decode(d amqp.Delivery) (*Task, error) {
 		t.EventTime = time.UnixMilli(ms)
 	}
 	t.Delivered, _ = d.Headers[HeaderDelivered].(bool)
+	t.Copy, _ = d.Headers[HeaderCopy].(string)
 	t.ContentType = d.ContentType
 	t.Body = d.Body
 	return &t, nil

@@ -13,7 +13,7 @@ func TestTaskRoundTrip(t *testing.T) {
 		Tenant: "acme", Message: "m1", Endpoint: "ep1", Attempts: 3, Deferrals: 4, Before: 2,
 		RoutingKey: "stripe.invoice.paid", ContentType: "application/json",
 		EventTime: time.UnixMilli(1700000000123), NotBefore: time.UnixMilli(1700000005000),
-		Delivered: true, Body: []byte("{\"raw\": \xff}"),
+		Delivered: true, Copy: "c1", Body: []byte("{\"raw\": \xff}"),
 	}
 	p := in.Publishing()
 	out, err := Decode(amqp.Delivery{Headers: p.Headers, ContentType: p.ContentType, Body: p.Body})
@@ -23,7 +23,7 @@ func TestTaskRoundTrip(t *testing.T) {
 	if out.Tenant != in.Tenant || out.Message != in.Message || out.Endpoint != in.Endpoint ||
 		out.Attempts != in.Attempts || out.Deferrals != in.Deferrals || out.Before != in.Before || out.RoutingKey != in.RoutingKey ||
 		out.ContentType != in.ContentType || !out.EventTime.Equal(in.EventTime) ||
-		!out.NotBefore.Equal(in.NotBefore) || out.Delivered != in.Delivered || string(out.Body) != string(in.Body) {
+		!out.NotBefore.Equal(in.NotBefore) || out.Delivered != in.Delivered || out.Copy != in.Copy || string(out.Body) != string(in.Body) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", out, in)
 	}
 	// A task from before the deferral count existed decodes as never deferred.

@@ -7,8 +7,10 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,4 +90,24 @@ func DeleteQueues(queues []string, exchanges ...string) {
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	testwait.Eventually(t, timeout, what, cond)
+}
+
+// ErrBrokerLost is what a LossyPublisher's failing publishes return.
+var ErrBrokerLost = errors.New("injected: broker connection lost")
+
+// LossyPublisher passes publishes on to Next, except that the next Fail
+// of them fail as if the connection had dropped before the confirm.
+type LossyPublisher struct {
+	Next interface {
+		Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error
+	}
+	Fail atomic.Int32
+}
+
+// Publish fails or passes msg on.
+func (p *LossyPublisher) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	if p.Fail.Add(-1) >= 0 {
+		return ErrBrokerLost
+	}
+	return p.Next.Publish(ctx, exchange, key, msg)
 }
