@@ -44,8 +44,11 @@ func TestHTTPTaskThroughREST(t *testing.T) {
 		t.Fatalf("create: %d %v", code, task)
 	}
 	id := task["id"].(string)
-	if task["state"] != "pending" {
-		t.Errorf("new task state %v, want pending", task["state"])
+	// A create answers the task as stored; if go-redis retried the
+	// enqueue script after its reply was lost (a loaded host), the retry
+	// finds the task and answers it as it is by then, possibly running.
+	if s := task["state"]; s != "pending" && s != "running" {
+		t.Errorf("new task state %v, want pending (or running)", s)
 	}
 	e.WaitState(t, e.Acme, id, "succeeded", 20*time.Second)
 	if g, _ := got.Load().(string); g != "POST /x t1 hello" {

@@ -47,7 +47,7 @@ func TestNoteWithPersistentLeaseErrorIsDeadLettered(t *testing.T) {
 	}
 	defer conn.Close()
 	dlq := rabbit.DLQName(r.Jobs.Bus.TaskQueue(e.Acme.Name, "broken"))
-	jobstest.WaitFor(t, 30*time.Second, "the note to be dead-lettered", func() bool {
+	jobstest.WaitFor(t, 90*time.Second, "the note to be dead-lettered", func() bool {
 		ch, err := conn.Channel()
 		if err != nil {
 			t.Fatal(err)
