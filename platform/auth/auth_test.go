@@ -114,3 +114,25 @@ func TestInterceptorCostDoesNotGrowWithHeaders(t *testing.T) {
 		t.Fatalf("a call with 6 more headers allocates %.0f times, one with none %.0f: the interceptor copies every header", many, few)
 	}
 }
+
+func TestCheckServiceKey(t *testing.T) {
+	call := func(header string) context.Context {
+		return metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", header))
+	}
+	if err := CheckServiceKey(call("Bearer service-key-1"), "service-key-1"); err != nil {
+		t.Errorf("right key: %v", err)
+	}
+	for _, c := range []struct{ header, want string }{
+		{"Bearer other-key", "service-key-1"},
+		{"", "service-key-1"},
+		{"Bearer service-key-1", ""}, // none configured refuses everything
+	} {
+		if err := CheckServiceKey(call(c.header), c.want); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("header %q, key %q: %v, want Unauthenticated", c.header, c.want, err)
+		}
+	}
+	md, _ := ServiceCredentials("k1").GetRequestMetadata(context.Background())
+	if err := CheckServiceKey(metadata.NewIncomingContext(context.Background(), metadata.New(md)), "k1"); err != nil {
+		t.Errorf("client credentials: %v", err)
+	}
+}

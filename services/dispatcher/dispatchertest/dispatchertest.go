@@ -34,6 +34,9 @@ type Options struct {
 	Tenants []string
 	// AllowCIDRs is HOOKYARD_ALLOW_CIDRS; default loopback.
 	AllowCIDRs string
+	// ServiceKey is HOOKYARD_SERVICE_KEY, with which other services call
+	// CallbackService; empty refuses those calls.
+	ServiceKey string
 	// Tweak adjusts the dispatcher's configuration.
 	Tweak func(*dispatcher.Config)
 }
@@ -77,6 +80,7 @@ func Start(t testing.TB, o Options) *Server {
 		EventBindings:      id + ".#",
 		SourcesKeyPrefix:   testenv.KeyPrefix(id),
 		EventIDsKeyPrefix:  testenv.KeyPrefix(id) + ":ids",
+		ServiceKey:         o.ServiceKey,
 	}
 	if o.Tweak != nil {
 		o.Tweak(&cfg)
@@ -102,7 +106,7 @@ func Start(t testing.TB, o Options) *Server {
 		t.Fatal(err)
 	}
 	s.Dispatcher = d
-	srv := server.New(server.Options{Name: "dispatcher", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Log: log, Keys: keys, ShutdownTimeout: 5 * time.Second})
+	srv := server.New(server.Options{Name: "dispatcher", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Log: log, Keys: keys, Public: auth.PublicPrefixes(dispatcher.Public...), ShutdownTimeout: 5 * time.Second})
 	d.Register(srv)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)

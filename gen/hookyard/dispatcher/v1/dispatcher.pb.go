@@ -2183,6 +2183,182 @@ func (x *StreamedAttempt) GetAttempt() *Attempt {
 	return nil
 }
 
+// SendCallbackRequest is the request of SendCallback.
+type SendCallbackRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant the message belongs to.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// http or https URL; the outbound SSRF rules apply at every dial.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// Signing secret, whsec_<base64>.
+	Secret string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Message id, the idempotency key (the webhook-id of the delivery).
+	MessageId string `protobuf:"bytes,4,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Source and type of the message, e.g. "hookyard" and
+	// "jobs.task.succeeded".
+	Source string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	// Event type.
+	Type string `protobuf:"bytes,6,opt,name=type,proto3" json:"type,omitempty"`
+	// The request body, sent unchanged.
+	Data []byte `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	// Content type of data; default application/json.
+	ContentType string `protobuf:"bytes,8,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// When the event happened.
+	EventTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendCallbackRequest) Reset() {
+	*x = SendCallbackRequest{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendCallbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendCallbackRequest) ProtoMessage() {}
+
+func (x *SendCallbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendCallbackRequest.ProtoReflect.Descriptor instead.
+func (*SendCallbackRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SendCallbackRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SendCallbackRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *SendCallbackRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *SendCallbackRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *SendCallbackRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *SendCallbackRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SendCallbackRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SendCallbackRequest) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *SendCallbackRequest) GetEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+// SendCallbackResponse is the response of SendCallback.
+type SendCallbackResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id the message is kept under (message_id, or "<source>:<id>" if
+	// another source's message had that id).
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// The id of the delivery's hidden endpoint (one per tenant, url and
+	// secret), as the message's deliveries and dead letters name it.
+	EndpointId    string `protobuf:"bytes,2,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendCallbackResponse) Reset() {
+	*x = SendCallbackResponse{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendCallbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendCallbackResponse) ProtoMessage() {}
+
+func (x *SendCallbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendCallbackResponse.ProtoReflect.Descriptor instead.
+func (*SendCallbackResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SendCallbackResponse) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *SendCallbackResponse) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
 var File_hookyard_dispatcher_v1_dispatcher_proto protoreflect.FileDescriptor
 
 const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
@@ -2348,7 +2524,24 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\x0fStreamedAttempt\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x129\n" +
-	"\aattempt\x18\x02 \x01(\v2\x1f.hookyard.dispatcher.v1.AttemptR\aattempt2\xf9\x06\n" +
+	"\aattempt\x18\x02 \x01(\v2\x1f.hookyard.dispatcher.v1.AttemptR\aattempt\"\x94\x02\n" +
+	"\x13SendCallbackRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x04 \x01(\tR\tmessageId\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\x12\x12\n" +
+	"\x04type\x18\x06 \x01(\tR\x04type\x12\x12\n" +
+	"\x04data\x18\a \x01(\fR\x04data\x12!\n" +
+	"\fcontent_type\x18\b \x01(\tR\vcontentType\x129\n" +
+	"\n" +
+	"event_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\"V\n" +
+	"\x14SendCallbackResponse\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1f\n" +
+	"\vendpoint_id\x18\x02 \x01(\tR\n" +
+	"endpointId2\xf9\x06\n" +
 	"\x0fEndpointService\x12a\n" +
 	"\x0eCreateEndpoint\x12-.hookyard.dispatcher.v1.CreateEndpointRequest\x1a .hookyard.dispatcher.v1.Endpoint\x12[\n" +
 	"\vGetEndpoint\x12*.hookyard.dispatcher.v1.GetEndpointRequest\x1a .hookyard.dispatcher.v1.Endpoint\x12l\n" +
@@ -2365,7 +2558,9 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\fListMessages\x12+.hookyard.dispatcher.v1.ListMessagesRequest\x1a,.hookyard.dispatcher.v1.ListMessagesResponse\x12~\n" +
 	"\x13ListMessageAttempts\x122.hookyard.dispatcher.v1.ListMessageAttemptsRequest\x1a3.hookyard.dispatcher.v1.ListMessageAttemptsResponse\x12l\n" +
 	"\rResendMessage\x12,.hookyard.dispatcher.v1.ResendMessageRequest\x1a-.hookyard.dispatcher.v1.ResendMessageResponse\x12r\n" +
-	"\x0fListDeadLetters\x12..hookyard.dispatcher.v1.ListDeadLettersRequest\x1a/.hookyard.dispatcher.v1.ListDeadLettersResponse2\x81\x01\n" +
+	"\x0fListDeadLetters\x12..hookyard.dispatcher.v1.ListDeadLettersRequest\x1a/.hookyard.dispatcher.v1.ListDeadLettersResponse2|\n" +
+	"\x0fCallbackService\x12i\n" +
+	"\fSendCallback\x12+.hookyard.dispatcher.v1.SendCallbackRequest\x1a,.hookyard.dispatcher.v1.SendCallbackResponse2\x81\x01\n" +
 	"\x12EventStreamService\x12k\n" +
 	"\fStreamEvents\x12+.hookyard.dispatcher.v1.StreamEventsRequest\x1a,.hookyard.dispatcher.v1.StreamEventsResponse0\x01BFZDgithub.com/hookyard/hookyard/gen/hookyard/dispatcher/v1;dispatcherv1b\x06proto3"
 
@@ -2381,7 +2576,7 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP() []byte {
 	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescData
 }
 
-var file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_hookyard_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(*Endpoint)(nil),                     // 0: hookyard.dispatcher.v1.Endpoint
 	(*CreateEndpointRequest)(nil),        // 1: hookyard.dispatcher.v1.CreateEndpointRequest
@@ -2417,82 +2612,87 @@ var file_hookyard_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(*StreamReady)(nil),                  // 31: hookyard.dispatcher.v1.StreamReady
 	(*StreamedEvent)(nil),                // 32: hookyard.dispatcher.v1.StreamedEvent
 	(*StreamedAttempt)(nil),              // 33: hookyard.dispatcher.v1.StreamedAttempt
-	nil,                                  // 34: hookyard.dispatcher.v1.Endpoint.HeadersEntry
-	(*durationpb.Duration)(nil),          // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 36: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 37: google.protobuf.FieldMask
-	(*structpb.Value)(nil),               // 38: google.protobuf.Value
-	(*v1.Event)(nil),                     // 39: hookyard.event.v1.Event
+	(*SendCallbackRequest)(nil),          // 34: hookyard.dispatcher.v1.SendCallbackRequest
+	(*SendCallbackResponse)(nil),         // 35: hookyard.dispatcher.v1.SendCallbackResponse
+	nil,                                  // 36: hookyard.dispatcher.v1.Endpoint.HeadersEntry
+	(*durationpb.Duration)(nil),          // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 38: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 39: google.protobuf.FieldMask
+	(*structpb.Value)(nil),               // 40: google.protobuf.Value
+	(*v1.Event)(nil),                     // 41: hookyard.event.v1.Event
 }
 var file_hookyard_dispatcher_v1_dispatcher_proto_depIdxs = []int32{
-	34, // 0: hookyard.dispatcher.v1.Endpoint.headers:type_name -> hookyard.dispatcher.v1.Endpoint.HeadersEntry
-	35, // 1: hookyard.dispatcher.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
-	35, // 2: hookyard.dispatcher.v1.Endpoint.retry_schedule:type_name -> google.protobuf.Duration
-	36, // 3: hookyard.dispatcher.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	36, // 4: hookyard.dispatcher.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	36, // 5: hookyard.dispatcher.v1.Endpoint.failing_since:type_name -> google.protobuf.Timestamp
+	36, // 0: hookyard.dispatcher.v1.Endpoint.headers:type_name -> hookyard.dispatcher.v1.Endpoint.HeadersEntry
+	37, // 1: hookyard.dispatcher.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
+	37, // 2: hookyard.dispatcher.v1.Endpoint.retry_schedule:type_name -> google.protobuf.Duration
+	38, // 3: hookyard.dispatcher.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	38, // 4: hookyard.dispatcher.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	38, // 5: hookyard.dispatcher.v1.Endpoint.failing_since:type_name -> google.protobuf.Timestamp
 	0,  // 6: hookyard.dispatcher.v1.CreateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
 	0,  // 7: hookyard.dispatcher.v1.ListEndpointsResponse.endpoints:type_name -> hookyard.dispatcher.v1.Endpoint
 	0,  // 8: hookyard.dispatcher.v1.UpdateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
-	37, // 9: hookyard.dispatcher.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
-	35, // 10: hookyard.dispatcher.v1.RotateEndpointSecretRequest.overlap:type_name -> google.protobuf.Duration
-	36, // 11: hookyard.dispatcher.v1.RotateEndpointSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
-	36, // 12: hookyard.dispatcher.v1.RecoverEndpointRequest.since_time:type_name -> google.protobuf.Timestamp
-	38, // 13: hookyard.dispatcher.v1.Message.data:type_name -> google.protobuf.Value
-	36, // 14: hookyard.dispatcher.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	39, // 9: hookyard.dispatcher.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
+	37, // 10: hookyard.dispatcher.v1.RotateEndpointSecretRequest.overlap:type_name -> google.protobuf.Duration
+	38, // 11: hookyard.dispatcher.v1.RotateEndpointSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
+	38, // 12: hookyard.dispatcher.v1.RecoverEndpointRequest.since_time:type_name -> google.protobuf.Timestamp
+	40, // 13: hookyard.dispatcher.v1.Message.data:type_name -> google.protobuf.Value
+	38, // 14: hookyard.dispatcher.v1.Message.create_time:type_name -> google.protobuf.Timestamp
 	15, // 15: hookyard.dispatcher.v1.Message.deliveries:type_name -> hookyard.dispatcher.v1.Delivery
-	36, // 16: hookyard.dispatcher.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	38, // 16: hookyard.dispatcher.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
 	16, // 17: hookyard.dispatcher.v1.Delivery.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	36, // 18: hookyard.dispatcher.v1.Attempt.time:type_name -> google.protobuf.Timestamp
-	35, // 19: hookyard.dispatcher.v1.Attempt.latency:type_name -> google.protobuf.Duration
+	38, // 18: hookyard.dispatcher.v1.Attempt.time:type_name -> google.protobuf.Timestamp
+	37, // 19: hookyard.dispatcher.v1.Attempt.latency:type_name -> google.protobuf.Duration
 	14, // 20: hookyard.dispatcher.v1.SendMessageRequest.message:type_name -> hookyard.dispatcher.v1.Message
 	14, // 21: hookyard.dispatcher.v1.ListMessagesResponse.messages:type_name -> hookyard.dispatcher.v1.Message
 	16, // 22: hookyard.dispatcher.v1.ListMessageAttemptsResponse.attempts:type_name -> hookyard.dispatcher.v1.Attempt
 	27, // 23: hookyard.dispatcher.v1.ListDeadLettersResponse.dead_letters:type_name -> hookyard.dispatcher.v1.DeadLetter
-	36, // 24: hookyard.dispatcher.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
+	38, // 24: hookyard.dispatcher.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
 	16, // 25: hookyard.dispatcher.v1.DeadLetter.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	36, // 26: hookyard.dispatcher.v1.EndpointDisabled.failing_since:type_name -> google.protobuf.Timestamp
+	38, // 26: hookyard.dispatcher.v1.EndpointDisabled.failing_since:type_name -> google.protobuf.Timestamp
 	31, // 27: hookyard.dispatcher.v1.StreamEventsResponse.ready:type_name -> hookyard.dispatcher.v1.StreamReady
 	32, // 28: hookyard.dispatcher.v1.StreamEventsResponse.event:type_name -> hookyard.dispatcher.v1.StreamedEvent
 	33, // 29: hookyard.dispatcher.v1.StreamEventsResponse.attempt:type_name -> hookyard.dispatcher.v1.StreamedAttempt
-	35, // 30: hookyard.dispatcher.v1.StreamReady.resume_window:type_name -> google.protobuf.Duration
-	39, // 31: hookyard.dispatcher.v1.StreamedEvent.event:type_name -> hookyard.event.v1.Event
+	37, // 30: hookyard.dispatcher.v1.StreamReady.resume_window:type_name -> google.protobuf.Duration
+	41, // 31: hookyard.dispatcher.v1.StreamedEvent.event:type_name -> hookyard.event.v1.Event
 	16, // 32: hookyard.dispatcher.v1.StreamedAttempt.attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	1,  // 33: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:input_type -> hookyard.dispatcher.v1.CreateEndpointRequest
-	2,  // 34: hookyard.dispatcher.v1.EndpointService.GetEndpoint:input_type -> hookyard.dispatcher.v1.GetEndpointRequest
-	3,  // 35: hookyard.dispatcher.v1.EndpointService.ListEndpoints:input_type -> hookyard.dispatcher.v1.ListEndpointsRequest
-	5,  // 36: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:input_type -> hookyard.dispatcher.v1.UpdateEndpointRequest
-	6,  // 37: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:input_type -> hookyard.dispatcher.v1.DeleteEndpointRequest
-	8,  // 38: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:input_type -> hookyard.dispatcher.v1.RotateEndpointSecretRequest
-	10, // 39: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:input_type -> hookyard.dispatcher.v1.RecoverEndpointRequest
-	12, // 40: hookyard.dispatcher.v1.EndpointService.SendTestEvent:input_type -> hookyard.dispatcher.v1.SendTestEventRequest
-	17, // 41: hookyard.dispatcher.v1.MessageService.SendMessage:input_type -> hookyard.dispatcher.v1.SendMessageRequest
-	18, // 42: hookyard.dispatcher.v1.MessageService.GetMessage:input_type -> hookyard.dispatcher.v1.GetMessageRequest
-	19, // 43: hookyard.dispatcher.v1.MessageService.ListMessages:input_type -> hookyard.dispatcher.v1.ListMessagesRequest
-	21, // 44: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:input_type -> hookyard.dispatcher.v1.ListMessageAttemptsRequest
-	23, // 45: hookyard.dispatcher.v1.MessageService.ResendMessage:input_type -> hookyard.dispatcher.v1.ResendMessageRequest
-	25, // 46: hookyard.dispatcher.v1.MessageService.ListDeadLetters:input_type -> hookyard.dispatcher.v1.ListDeadLettersRequest
-	29, // 47: hookyard.dispatcher.v1.EventStreamService.StreamEvents:input_type -> hookyard.dispatcher.v1.StreamEventsRequest
-	0,  // 48: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	0,  // 49: hookyard.dispatcher.v1.EndpointService.GetEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	4,  // 50: hookyard.dispatcher.v1.EndpointService.ListEndpoints:output_type -> hookyard.dispatcher.v1.ListEndpointsResponse
-	0,  // 51: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	7,  // 52: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:output_type -> hookyard.dispatcher.v1.DeleteEndpointResponse
-	9,  // 53: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:output_type -> hookyard.dispatcher.v1.RotateEndpointSecretResponse
-	11, // 54: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:output_type -> hookyard.dispatcher.v1.RecoverEndpointResponse
-	13, // 55: hookyard.dispatcher.v1.EndpointService.SendTestEvent:output_type -> hookyard.dispatcher.v1.SendTestEventResponse
-	14, // 56: hookyard.dispatcher.v1.MessageService.SendMessage:output_type -> hookyard.dispatcher.v1.Message
-	14, // 57: hookyard.dispatcher.v1.MessageService.GetMessage:output_type -> hookyard.dispatcher.v1.Message
-	20, // 58: hookyard.dispatcher.v1.MessageService.ListMessages:output_type -> hookyard.dispatcher.v1.ListMessagesResponse
-	22, // 59: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:output_type -> hookyard.dispatcher.v1.ListMessageAttemptsResponse
-	24, // 60: hookyard.dispatcher.v1.MessageService.ResendMessage:output_type -> hookyard.dispatcher.v1.ResendMessageResponse
-	26, // 61: hookyard.dispatcher.v1.MessageService.ListDeadLetters:output_type -> hookyard.dispatcher.v1.ListDeadLettersResponse
-	30, // 62: hookyard.dispatcher.v1.EventStreamService.StreamEvents:output_type -> hookyard.dispatcher.v1.StreamEventsResponse
-	48, // [48:63] is the sub-list for method output_type
-	33, // [33:48] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	38, // 33: hookyard.dispatcher.v1.SendCallbackRequest.event_time:type_name -> google.protobuf.Timestamp
+	1,  // 34: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:input_type -> hookyard.dispatcher.v1.CreateEndpointRequest
+	2,  // 35: hookyard.dispatcher.v1.EndpointService.GetEndpoint:input_type -> hookyard.dispatcher.v1.GetEndpointRequest
+	3,  // 36: hookyard.dispatcher.v1.EndpointService.ListEndpoints:input_type -> hookyard.dispatcher.v1.ListEndpointsRequest
+	5,  // 37: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:input_type -> hookyard.dispatcher.v1.UpdateEndpointRequest
+	6,  // 38: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:input_type -> hookyard.dispatcher.v1.DeleteEndpointRequest
+	8,  // 39: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:input_type -> hookyard.dispatcher.v1.RotateEndpointSecretRequest
+	10, // 40: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:input_type -> hookyard.dispatcher.v1.RecoverEndpointRequest
+	12, // 41: hookyard.dispatcher.v1.EndpointService.SendTestEvent:input_type -> hookyard.dispatcher.v1.SendTestEventRequest
+	17, // 42: hookyard.dispatcher.v1.MessageService.SendMessage:input_type -> hookyard.dispatcher.v1.SendMessageRequest
+	18, // 43: hookyard.dispatcher.v1.MessageService.GetMessage:input_type -> hookyard.dispatcher.v1.GetMessageRequest
+	19, // 44: hookyard.dispatcher.v1.MessageService.ListMessages:input_type -> hookyard.dispatcher.v1.ListMessagesRequest
+	21, // 45: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:input_type -> hookyard.dispatcher.v1.ListMessageAttemptsRequest
+	23, // 46: hookyard.dispatcher.v1.MessageService.ResendMessage:input_type -> hookyard.dispatcher.v1.ResendMessageRequest
+	25, // 47: hookyard.dispatcher.v1.MessageService.ListDeadLetters:input_type -> hookyard.dispatcher.v1.ListDeadLettersRequest
+	34, // 48: hookyard.dispatcher.v1.CallbackService.SendCallback:input_type -> hookyard.dispatcher.v1.SendCallbackRequest
+	29, // 49: hookyard.dispatcher.v1.EventStreamService.StreamEvents:input_type -> hookyard.dispatcher.v1.StreamEventsRequest
+	0,  // 50: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	0,  // 51: hookyard.dispatcher.v1.EndpointService.GetEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	4,  // 52: hookyard.dispatcher.v1.EndpointService.ListEndpoints:output_type -> hookyard.dispatcher.v1.ListEndpointsResponse
+	0,  // 53: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	7,  // 54: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:output_type -> hookyard.dispatcher.v1.DeleteEndpointResponse
+	9,  // 55: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:output_type -> hookyard.dispatcher.v1.RotateEndpointSecretResponse
+	11, // 56: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:output_type -> hookyard.dispatcher.v1.RecoverEndpointResponse
+	13, // 57: hookyard.dispatcher.v1.EndpointService.SendTestEvent:output_type -> hookyard.dispatcher.v1.SendTestEventResponse
+	14, // 58: hookyard.dispatcher.v1.MessageService.SendMessage:output_type -> hookyard.dispatcher.v1.Message
+	14, // 59: hookyard.dispatcher.v1.MessageService.GetMessage:output_type -> hookyard.dispatcher.v1.Message
+	20, // 60: hookyard.dispatcher.v1.MessageService.ListMessages:output_type -> hookyard.dispatcher.v1.ListMessagesResponse
+	22, // 61: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:output_type -> hookyard.dispatcher.v1.ListMessageAttemptsResponse
+	24, // 62: hookyard.dispatcher.v1.MessageService.ResendMessage:output_type -> hookyard.dispatcher.v1.ResendMessageResponse
+	26, // 63: hookyard.dispatcher.v1.MessageService.ListDeadLetters:output_type -> hookyard.dispatcher.v1.ListDeadLettersResponse
+	35, // 64: hookyard.dispatcher.v1.CallbackService.SendCallback:output_type -> hookyard.dispatcher.v1.SendCallbackResponse
+	30, // 65: hookyard.dispatcher.v1.EventStreamService.StreamEvents:output_type -> hookyard.dispatcher.v1.StreamEventsResponse
+	50, // [50:66] is the sub-list for method output_type
+	34, // [34:50] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_dispatcher_v1_dispatcher_proto_init() }
@@ -2511,9 +2711,9 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc), len(file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_hookyard_dispatcher_v1_dispatcher_proto_goTypes,
 		DependencyIndexes: file_hookyard_dispatcher_v1_dispatcher_proto_depIdxs,

@@ -719,6 +719,130 @@ var MessageService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	CallbackService_SendCallback_FullMethodName = "/hookyard.dispatcher.v1.CallbackService/SendCallback"
+)
+
+// CallbackServiceClient is the client API for CallbackService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// CallbackService takes one-off deliveries from the other Hookyard services
+// (the jobs service hands over its completion callbacks). It is gRPC only,
+// and a call authenticates with the service key (HOOKYARD_SERVICE_KEY), not
+// a tenant's API key: the caller names the tenant. The delivery goes
+// through the normal path (SSRF rules, Standard Webhooks signature, retry
+// schedule, dead letters); GetMessage, ListMessageAttempts,
+// ListDeadLetters and ResendMessage of that tenant show and resend it.
+type CallbackServiceClient interface {
+	// Records the message (unless its id exists) with a delivery to url,
+	// signed with secret, and queues that delivery unless it is under way:
+	// idempotent on (tenant, message_id).
+	SendCallback(ctx context.Context, in *SendCallbackRequest, opts ...grpc.CallOption) (*SendCallbackResponse, error)
+}
+
+type callbackServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCallbackServiceClient(cc grpc.ClientConnInterface) CallbackServiceClient {
+	return &callbackServiceClient{cc}
+}
+
+func (c *callbackServiceClient) SendCallback(ctx context.Context, in *SendCallbackRequest, opts ...grpc.CallOption) (*SendCallbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendCallbackResponse)
+	err := c.cc.Invoke(ctx, CallbackService_SendCallback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CallbackServiceServer is the server API for CallbackService service.
+// All implementations must embed UnimplementedCallbackServiceServer
+// for forward compatibility.
+//
+// CallbackService takes one-off deliveries from the other Hookyard services
+// (the jobs service hands over its completion callbacks). It is gRPC only,
+// and a call authenticates with the service key (HOOKYARD_SERVICE_KEY), not
+// a tenant's API key: the caller names the tenant. The delivery goes
+// through the normal path (SSRF rules, Standard Webhooks signature, retry
+// schedule, dead letters); GetMessage, ListMessageAttempts,
+// ListDeadLetters and ResendMessage of that tenant show and resend it.
+type CallbackServiceServer interface {
+	// Records the message (unless its id exists) with a delivery to url,
+	// signed with secret, and queues that delivery unless it is under way:
+	// idempotent on (tenant, message_id).
+	SendCallback(context.Context, *SendCallbackRequest) (*SendCallbackResponse, error)
+	mustEmbedUnimplementedCallbackServiceServer()
+}
+
+// UnimplementedCallbackServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCallbackServiceServer struct{}
+
+func (UnimplementedCallbackServiceServer) SendCallback(context.Context, *SendCallbackRequest) (*SendCallbackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendCallback not implemented")
+}
+func (UnimplementedCallbackServiceServer) mustEmbedUnimplementedCallbackServiceServer() {}
+func (UnimplementedCallbackServiceServer) testEmbeddedByValue()                         {}
+
+// UnsafeCallbackServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CallbackServiceServer will
+// result in compilation errors.
+type UnsafeCallbackServiceServer interface {
+	mustEmbedUnimplementedCallbackServiceServer()
+}
+
+func RegisterCallbackServiceServer(s grpc.ServiceRegistrar, srv CallbackServiceServer) {
+	// If the following call panics, it indicates UnimplementedCallbackServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&CallbackService_ServiceDesc, srv)
+}
+
+func _CallbackService_SendCallback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendCallbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CallbackServiceServer).SendCallback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CallbackService_SendCallback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CallbackServiceServer).SendCallback(ctx, req.(*SendCallbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// CallbackService_ServiceDesc is the grpc.ServiceDesc for CallbackService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var CallbackService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hookyard.dispatcher.v1.CallbackService",
+	HandlerType: (*CallbackServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "SendCallback",
+			Handler:    _CallbackService_SendCallback_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "hookyard/dispatcher/v1/dispatcher.proto",
+}
+
+const (
 	EventStreamService_StreamEvents_FullMethodName = "/hookyard.dispatcher.v1.EventStreamService/StreamEvents"
 )
 

@@ -149,6 +149,16 @@ func (s *Endpoints) CreateEndpoint(ctx context.Context, r *dispatcherv1.CreateEn
 	return ep, nil
 }
 
+// visible answers endpoint.ErrNotFound for an endpoint the endpoint API
+// does not show: a missing one or a hidden callback endpoint.
+func (s *Endpoints) visible(ctx context.Context, tenant, id string) error {
+	rec, err := s.Endpoints.Get(ctx, tenant, id)
+	if err == nil && rec.Callback {
+		err = endpoint.ErrNotFound
+	}
+	return err
+}
+
 // GetEndpoint returns an endpoint without its secret.
 func (s *Endpoints) GetEndpoint(ctx context.Context, r *dispatcherv1.GetEndpointRequest) (*dispatcherv1.Endpoint, error) {
 	tenant, err := auth.MustTenant(ctx)
@@ -156,6 +166,9 @@ func (s *Endpoints) GetEndpoint(ctx context.Context, r *dispatcherv1.GetEndpoint
 		return nil, err
 	}
 	rec, err := s.Endpoints.Get(ctx, tenant, r.GetId())
+	if err == nil && rec.Callback {
+		err = endpoint.ErrNotFound
+	}
 	if err != nil {
 		return nil, storeErr(err, "endpoint", r.GetId())
 	}
@@ -195,6 +208,9 @@ func (s *Endpoints) UpdateEndpoint(ctx context.Context, r *dispatcherv1.UpdateEn
 	id := r.GetEndpoint().GetId()
 	reenabled := false
 	rec, err := s.Endpoints.Modify(ctx, tenant, id, func(rec *endpoint.Record) error {
+		if rec.Callback {
+			return endpoint.ErrNotFound
+		}
 		wasDisabled := rec.Endpoint.GetDisabled()
 		next := proto.Clone(rec.Endpoint).(*dispatcherv1.Endpoint)
 		if err := endpoint.ApplyUpdate(next, r.GetEndpoint(), r.GetUpdateMask()); err != nil {
@@ -240,6 +256,9 @@ func (s *Endpoints) DeleteEndpoint(ctx context.Context, r *dispatcherv1.DeleteEn
 	if err != nil {
 		return nil, err
 	}
+	if err := s.visible(ctx, tenant, r.GetId()); err != nil {
+		return nil, storeErr(err, "endpoint", r.GetId())
+	}
 	if err := s.Endpoints.Delete(ctx, tenant, r.GetId()); err != nil {
 		return nil, storeErr(err, "endpoint", r.GetId())
 	}
@@ -263,6 +282,9 @@ func (s *Endpoints) RotateEndpointSecret(ctx context.Context, r *dispatcherv1.Ro
 			return nil, status.Errorf(codes.InvalidArgument, "overlap must be between 0s and 168h, got %s", overlap)
 		}
 	}
+	if err := s.visible(ctx, tenant, r.GetId()); err != nil {
+		return nil, storeErr(err, "endpoint", r.GetId())
+	}
 	secret, expires, err := s.Endpoints.Rotate(ctx, tenant, r.GetId(), overlap)
 	if err != nil {
 		return nil, storeErr(err, "endpoint", r.GetId())
@@ -285,6 +307,9 @@ func (s *Endpoints) RecoverEndpoint(ctx context.Context, r *dispatcherv1.Recover
 		since = st.AsTime()
 	}
 	_, err = s.Endpoints.Modify(ctx, tenant, r.GetId(), func(rec *endpoint.Record) error {
+		if rec.Callback {
+			return endpoint.ErrNotFound
+		}
 		rec.Endpoint.Disabled, rec.Endpoint.DisabledReason, rec.Endpoint.FailingSince = false, "", nil
 		return nil
 	})
@@ -328,6 +353,9 @@ func (s *Endpoints) SendTestEvent(ctx context.Context, r *dispatcherv1.SendTestE
 		return nil, err
 	}
 	rec, err := s.Endpoints.Get(ctx, tenant, r.GetId())
+	if err == nil && rec.Callback {
+		err = endpoint.ErrNotFound
+	}
 	if err != nil {
 		return nil, storeErr(err, "endpoint", r.GetId())
 	}

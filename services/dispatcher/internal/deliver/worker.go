@@ -334,6 +334,13 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 			w.endpoints.QueueClearFailing(ctx, pipe, t.Tenant, t.Endpoint)
 		})
 	case retry.Gone:
+		if rec.Callback {
+			// Nobody can see or recover a callback endpoint: its 410 is a
+			// dead letter, resendable, and other callbacks still go.
+			o.State = message.Delivery{Status: message.StatusFailed, Attempts: t.Total()}
+			o.DeadLetter = "permanent failure: " + res.record.GetError()
+			break
+		}
 		// Disabled first: if that fails, nothing of the attempt is
 		// written and the task is tried again.
 		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonGone); err != nil {
@@ -377,7 +384,7 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 		w.metrics.DeadLetter.Inc()
 		w.metrics.Deliveries.WithLabelValues("dead_letter").Inc()
 	}
-	if failingSince != nil && w.cfg.AutoDisableAfter > 0 && now.Sub(failingSince()) >= w.cfg.AutoDisableAfter {
+	if failingSince != nil && !rec.Callback && w.cfg.AutoDisableAfter > 0 && now.Sub(failingSince()) >= w.cfg.AutoDisableAfter {
 		if err := w.disable(ctx, t.Tenant, ep.GetId(), endpoint.ReasonFailing); err != nil {
 			return err
 		}

@@ -63,6 +63,9 @@ type Config struct {
 	// attempts it makes itself (the fast path); 0 publishes a task for
 	// every delivery instead.
 	FirstAttemptBudget time.Duration
+	// ServiceKey authenticates the other services' calls of
+	// CallbackService; empty refuses them.
+	ServiceKey string
 }
 
 // Register adds the settings to l.
@@ -83,6 +86,7 @@ func (c *Config) Register(l *config.Loader) {
 	l.Duration(&c.ShutdownGrace, "shutdown-grace", "HOOKYARD_DISPATCHER_SHUTDOWN_GRACE", endpoint.MaxTimeout+5*time.Second, "how long attempts in flight may run on after SIGTERM before they are cut and returned; at least the longest endpoint timeout, so that a deploy does not cut (and later repeat) a delivery the subscriber is processing")
 	l.Duration(&c.ListenWindow, "listen-window", "HOOKYARD_DISPATCHER_LISTEN_WINDOW", listen.DefaultWindow, "how long after its last event stream (hookyard listen, tail) ends a tenant's events are still kept, so a dropped stream resumes without a loss")
 	l.Duration(&c.FirstAttemptBudget, "first-attempt-budget", "HOOKYARD_DISPATCHER_FIRST_ATTEMPT_BUDGET", fanout.DefaultFirstAttemptBudget, "how long the fan-out waits for the first attempt of each delivery, made without a delivery task; an attempt still running then (or failing, or held back by a limit) continues through a durable task. 0 turns this off: every delivery goes through a task")
+	l.String(&c.ServiceKey, "service-key", "HOOKYARD_SERVICE_KEY", "", "key the other Hookyard services call CallbackService with (the jobs service's completion callbacks); none refuses those calls")
 	l.String(&c.EventBindings, "event-bindings", "HOOKYARD_DISPATCHER_EVENT_BINDINGS", "#", "comma-separated routing patterns the dispatcher consumes from hookyard.events")
 }
 
@@ -110,6 +114,7 @@ type Deps struct {
 type Dispatcher struct {
 	Endpoints *api.Endpoints
 	Messages  *api.Messages
+	Callbacks *api.Callbacks
 	Fanout    *fanout.Fanout
 	Worker    *deliver.Worker
 	// DeadLetters records what the broker dead-letters.
@@ -188,6 +193,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	return &Dispatcher{
 		Endpoints: &api.Endpoints{Deps: deps},
 		Messages:  &api.Messages{Deps: deps},
+		Callbacks: &api.Callbacks{Deps: deps, ServiceKey: c.ServiceKey},
 		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit, Listen: hub,
 		DeadLetters: deadletter.New(q, f, msgs, gate, pub, m, d.Log),
 	}, nil
@@ -199,6 +205,8 @@ func (d *Dispatcher) Register(srv *server.Server) {
 	dispatcherv1.RegisterEndpointServiceServer(srv.GRPC, d.Endpoints)
 	dispatcherv1.RegisterMessageServiceServer(srv.GRPC, d.Messages)
 	dispatcherv1.RegisterEventStreamServiceServer(srv.GRPC, d.Listen)
+	// gRPC only, authenticated with the service key (see Public).
+	dispatcherv1.RegisterCallbackServiceServer(srv.GRPC, d.Callbacks)
 	srv.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler)
 }
 
@@ -213,6 +221,10 @@ func (d *Dispatcher) RunDeadLetters(ctx context.Context) error {
 	return d.DeadLetters.Run(ctx, d.rabbit)
 }
 
+// Public lists the methods the tenant key check leaves to the method:
+// CallbackService checks the service key itself.
+var Public = []string{"/" + dispatcherv1.CallbackService_ServiceDesc.ServiceName + "/"}
+
 // Service describes the dispatcher binary.
 func Service() app.Service {
 	var c Config
@@ -220,6 +232,7 @@ func Service() app.Service {
 		Name:     "dispatcher",
 		Ports:    config.Ports{HTTP: ":8081", GRPC: ":9091"},
 		Flags:    c.Register,
+		Public:   Public,
 		Topology: []func(*amqp.Channel) error{func(ch *amqp.Channel) error { return c.Queues().Declare(ch) }},
 		Build: func(_ context.Context, rt *app.Runtime) error {
 			d, err := New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})

@@ -5,7 +5,8 @@
 //
 //	P:ep:{tenant}:<id>   hash: data (protojson Endpoint, no secret),
 //	                     secrets (JSON), failing_since (unix ms), notice
-//	                     (reason of a disabled event still to publish)
+//	                     (reason of a disabled event still to publish),
+//	                     kind ("callback" for a hidden callback endpoint)
 //	P:eps:{tenant}       sorted set of ids, all score 0; uuid v7 ids sort
 //	                     lexicographically in creation order, so ZRANGEBYLEX
 //	                     pages oldest first with the last id as page token
@@ -69,6 +70,10 @@ type Record struct {
 	// event is not published yet. It is saved with the disabling, so an
 	// event that failed to publish (or a crash) is retried, not lost.
 	Notice string
+	// Callback marks a hidden endpoint made for one-off deliveries
+	// (PutCallback): not listed, never matched by events, not visible to
+	// the endpoint API, never disabled.
+	Callback bool
 }
 
 // SigningKeys returns the decoded keys of the secrets active at now.
@@ -194,7 +199,7 @@ func (s *Store) decode(tenant string, vals map[string]string) (*Record, error) {
 			live = append(live, sec)
 		}
 	}
-	return &Record{Tenant: tenant, Endpoint: ep, Secrets: live, Notice: vals["notice"]}, nil
+	return &Record{Tenant: tenant, Endpoint: ep, Secrets: live, Notice: vals["notice"], Callback: vals["kind"] == kindCallback}, nil
 }
 
 // Cached returns the endpoint from the replica cache, reading the tenant's
@@ -501,4 +506,46 @@ func (s *Store) ClearNotice(ctx context.Context, tenant, id, reason string) erro
 	}
 	s.forget(tenant)
 	return nil
+}
+
+const kindCallback = "callback"
+
+// callbackSpace names the ids of callback endpoints (UUID v5).
+var callbackSpace = uuid.MustParse("5b0f3c1e-6a57-4d0e-9a8e-2f1c7d9b4a10")
+
+// CallbackID is the id of the callback endpoint for url and secret: the
+// same for every callback to one subscriber with one secret, so that they
+// share its concurrency limit, rate and breaker as an endpoint's
+// deliveries do.
+func CallbackID(url, secret string) string {
+	return uuid.NewSHA1(callbackSpace, []byte(url+"\x00"+secret)).String()
+}
+
+// PutCallback returns the hidden endpoint that delivers callbacks to url
+// signed with secret, creating it if needed, and keeps it for ttl from
+// now. It is stored like an endpoint (so the delivery path, attempts, dead
+// letters and resends treat it as one) but not in the tenant's index:
+// it is neither listed nor matched by events. url must have been
+// validated and secret parsed.
+func (s *Store) PutCallback(ctx context.Context, tenant, url, secret string, ttl time.Duration) (*Record, error) {
+	id := CallbackID(url, secret)
+	now := timestamppb.New(s.now())
+	ep := &dispatcherv1.Endpoint{Id: id, Url: url, Description: "completion callback", CreateTime: now, UpdateTime: now}
+	data, err := protojson.Marshal(ep)
+	if err != nil {
+		return nil, fmt.Errorf("encode endpoint: %w", err)
+	}
+	secrets, _ := json.Marshal([]Secret{{Value: secret}})
+	key := s.key(tenant, id)
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSetNX(ctx, key, "data", data)
+		p.HSetNX(ctx, key, "secrets", secrets)
+		p.HSetNX(ctx, key, "kind", kindCallback)
+		p.PExpire(ctx, key, ttl)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store callback endpoint: %w", err)
+	}
+	return &Record{Tenant: tenant, Endpoint: ep, Secrets: []Secret{{Value: secret}}, Callback: true}, nil
 }
