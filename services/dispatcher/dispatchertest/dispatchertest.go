@@ -37,6 +37,8 @@ type Options struct {
 	// ServiceKey is HOOKYARD_SERVICE_KEY, with which other services call
 	// CallbackService; empty refuses those calls.
 	ServiceKey string
+	// GRPCAddr is the gRPC listen address; default a free loopback port.
+	GRPCAddr string
 	// Tweak adjusts the dispatcher's configuration.
 	Tweak func(*dispatcher.Config)
 }
@@ -106,7 +108,10 @@ func Start(t testing.TB, o Options) *Server {
 		t.Fatal(err)
 	}
 	s.Dispatcher = d
-	srv := server.New(server.Options{Name: "dispatcher", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Log: log, Keys: keys, Public: auth.PublicPrefixes(dispatcher.Public...), ShutdownTimeout: 5 * time.Second})
+	if o.GRPCAddr == "" {
+		o.GRPCAddr = "127.0.0.1:0"
+	}
+	srv := server.New(server.Options{Name: "dispatcher", GRPCAddr: o.GRPCAddr, HTTPAddr: "127.0.0.1:0", Log: log, Keys: keys, Public: auth.PublicPrefixes(dispatcher.Public...), ShutdownTimeout: 5 * time.Second})
 	d.Register(srv)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)

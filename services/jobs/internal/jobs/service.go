@@ -12,13 +12,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
 
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/app"
+	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/config"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/jobs/internal/api"
 	"github.com/hookyard/hookyard/services/jobs/internal/bus"
 	"github.com/hookyard/hookyard/services/jobs/internal/httptask"
@@ -40,6 +46,11 @@ type Config struct {
 	MaxWaiters int
 	// EventsExchange receives the completion events (tests use their own).
 	EventsExchange string
+	// DispatcherAddr is the dispatcher's gRPC address, to which completion
+	// callbacks are handed over (with ServiceKey); empty: the service
+	// posts them itself.
+	DispatcherAddr string
+	ServiceKey     string
 }
 
 // Register adds the settings to l.
@@ -50,6 +61,8 @@ func (c *Config) Register(l *config.Loader) {
 	l.Duration(&c.Heartbeat, "heartbeat", "HOOKYARD_JOBS_HEARTBEAT", 5*time.Second, "how often workers heartbeat; a lease not renewed for two intervals ends and the task runs elsewhere")
 	l.Duration(&c.ResultTTL, "result-ttl", "HOOKYARD_JOBS_RESULT_TTL", 24*time.Hour, "how long succeeded and cancelled tasks (and results) are kept")
 	l.Int(&c.MaxWaiters, "max-waiters", "HOOKYARD_JOBS_MAX_WAITERS", 10000, "WaitTask calls one replica serves at once; more are RESOURCE_EXHAUSTED")
+	l.String(&c.DispatcherAddr, "dispatcher-addr", "HOOKYARD_DISPATCHER_ADDR", "", "the dispatcher's gRPC address (host:port): completion callbacks are handed to it and delivered with its retries and dead letters; empty: the jobs service posts them itself, without dead letters")
+	l.String(&c.ServiceKey, "service-key", "HOOKYARD_SERVICE_KEY", "", "key for calls to the other Hookyard services (the dispatcher's CallbackService); required with -dispatcher-addr")
 	l.Duration(&c.DeadTTL, "dead-ttl", "HOOKYARD_JOBS_DEAD_TTL", 7*24*time.Hour, "how long failed tasks are kept, listable and retryable")
 }
 
@@ -80,6 +93,8 @@ type Jobs struct {
 	Announcer *runner.Announcer
 	Triggers  *trigger.API
 	Trigger   *trigger.Consumer
+	// dispatcher is the connection to the dispatcher, if configured.
+	dispatcher *grpc.ClientConn
 }
 
 // New assembles the service.
@@ -118,6 +133,23 @@ func New(c Config, d Deps) (*Jobs, error) {
 		exchange = rabbit.EventsExchange
 	}
 	j.Announcer = &runner.Announcer{Store: st, Publisher: pub, Exchange: exchange, Policy: policy, Log: d.Log}
+	if c.DispatcherAddr != "" {
+		if c.ServiceKey == "" {
+			return nil, fmt.Errorf("HOOKYARD_DISPATCHER_ADDR is set but HOOKYARD_SERVICE_KEY is not: the dispatcher refuses callbacks without the service key")
+		}
+		// Lazy: no connection is made until the first callback, and a
+		// dispatcher that is down only delays hand-overs.
+		cc, err := grpc.NewClient(c.DispatcherAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(auth.ServiceCredentials(c.ServiceKey)), trace.ClientOption(),
+			// Reconnect within seconds of a dispatcher coming back, not
+			// gRPC's default of up to two minutes.
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}}))
+		if err != nil {
+			return nil, fmt.Errorf("HOOKYARD_DISPATCHER_ADDR: %w", err)
+		}
+		j.dispatcher = cc
+		j.Announcer.Dispatcher = dispatcherv1.NewCallbackServiceClient(cc)
+	}
 	ts := trigger.NewStore(st)
 	j.Trigger = &trigger.Consumer{Store: ts, Conn: d.Rabbit, Queue: c.QueuePrefix + ".triggers", Exchange: exchange, Enqueue: j.Tasks.Enqueue, Log: d.Log, Publisher: pub}
 	j.Triggers = &trigger.API{Store: ts, Consumer: j.Trigger, Validate: j.Tasks.Validate}
@@ -125,6 +157,14 @@ func New(c Config, d Deps) (*Jobs, error) {
 	j.Schedules = &schedule.API{Store: ss, Validate: j.Tasks.Validate}
 	j.Ticker = &schedule.Ticker{Store: ss, Enqueue: j.Tasks.Enqueue, Log: d.Log}
 	return j, nil
+}
+
+// Close closes the connection to the dispatcher, if any.
+func (j *Jobs) Close() error {
+	if j.dispatcher == nil {
+		return nil
+	}
+	return j.dispatcher.Close()
 }
 
 // ended runs after any attempt ended.
@@ -204,6 +244,7 @@ func Service() app.Service {
 				return err
 			}
 			rt.OnClose(j.Publisher.Close)
+			rt.OnClose(j.Close)
 			j.Register(rt.Server)
 			rt.Go("jobs", func(ctx context.Context) error { return j.Run(ctx, rt.Config.ShutdownTimeout) })
 			return nil

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -86,6 +87,11 @@ type Options struct {
 	Replicas   int           // default 1
 	MaxWaiters int           // default 1000
 	RedisHook  redis.Hook    // if set, sees every command the replicas send
+	// DispatcherAddr and ServiceKey hand completion callbacks to a
+	// dispatcher (jobs.Config); empty: the service posts them itself.
+	DispatcherAddr, ServiceKey string
+	// Log, if set, receives the replicas' logs (default: discarded).
+	Log slog.Handler
 }
 
 // Start runs the service with o.
@@ -108,6 +114,7 @@ func Start(t testing.TB, o Options) *Env {
 	e.Config = jobs.Config{
 		KeyPrefix: "hookyard:test:jobs:" + id, QueuePrefix: rabbittest.UniqueName(t, "jobs"),
 		HTTPConcurrency: 8, Heartbeat: o.Heartbeat, ResultTTL: time.Hour, DeadTTL: time.Hour, MaxWaiters: o.MaxWaiters,
+		DispatcherAddr: o.DispatcherAddr, ServiceKey: o.ServiceKey,
 	}
 	// A private events exchange: completion events stay out of the shared
 	// one (and its unrouted queue).
@@ -138,8 +145,11 @@ func Start(t testing.TB, o Options) *Env {
 }
 
 func (e *Env) startReplica(t testing.TB, o Options) *Replica {
-	j, err := jobs.New(e.Config, jobs.Deps{Rabbit: e.Rabbit, Redis: e.Redis, AllowCIDRs: o.AllowCIDRs,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	logs := o.Log
+	if logs == nil {
+		logs = slog.NewTextHandler(io.Discard, nil)
+	}
+	j, err := jobs.New(e.Config, jobs.Deps{Rabbit: e.Rabbit, Redis: e.Redis, AllowCIDRs: o.AllowCIDRs, Log: slog.New(logs)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +194,7 @@ func (e *Env) startReplica(t testing.TB, o Options) *Replica {
 		<-done
 		<-done
 		j.Publisher.Close()
+		_ = j.Close()
 	}
 	t.Cleanup(r.Stop)
 	return r
@@ -253,6 +264,19 @@ func (e *Env) REST(t *testing.T, tn Tenant, method, path, body string) (int, map
 		}
 	}
 	return resp.StatusCode, out
+}
+
+// FreeAddr returns a loopback address nothing listens on (for a server
+// the test starts later).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
 
 // WaitFor polls cond until it holds or timeout passes, then fails the test.

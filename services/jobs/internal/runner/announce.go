@@ -15,6 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/sign"
@@ -36,13 +41,22 @@ const CallbackTries = 9
 // delivers the task's callback. Ends are queued in Redis by the same
 // script that ends the task, so none is lost when a replica dies; an event
 // may be published twice (same event id), never not at all.
+//
+// With Dispatcher set, a callback is handed over to the dispatcher
+// (CallbackService.SendCallback), which delivers it with its retry
+// schedule and dead letters; the end stays queued here until the
+// dispatcher has accepted it, so an outage of the dispatcher delays the
+// hand-over, never loses it, and a hand-over repeated after a crash is
+// one message (the call is idempotent on the event id). Without it the
+// announcer posts the callback itself (CallbackTries tries).
 type Announcer struct {
-	Store     *store.Store
-	Publisher *rabbit.Publisher
-	Exchange  string
-	Policy    ssrf.Policy
-	Log       *slog.Logger
-	Interval  time.Duration // default 100ms
+	Store      *store.Store
+	Publisher  *rabbit.Publisher
+	Exchange   string
+	Policy     ssrf.Policy
+	Log        *slog.Logger
+	Interval   time.Duration // default 100ms
+	Dispatcher dispatcherv1.CallbackServiceClient
 
 	client *http.Client
 }
@@ -175,18 +189,62 @@ func (a *Announcer) deliver(ctx context.Context, e store.Ending) {
 	if err != nil {
 		return // claimed: it comes back after the rearm
 	}
-	err = a.post(trace.Resume(ctx, t.Spec.Trace), e, t)
+	ctx = trace.Resume(ctx, t.Spec.Trace)
+	if a.Dispatcher != nil {
+		a.handOver(ctx, e, t)
+		return
+	}
+	err = a.post(ctx, e, t)
 	switch {
 	case err == nil:
 		_ = a.Store.CallbackDone(ctx, e, "delivered", time.Time{})
 	case e.Try+1 >= CallbackTries:
-		a.Log.Warn("completion callback given up", "task_id", e.ID, "tries", e.Try+1, "err", err)
+		a.Log.WarnContext(ctx, "completion callback given up", "task_id", e.ID, "tries", e.Try+1, "err", err)
 		_ = a.Store.CallbackDone(ctx, e, "failed: "+err.Error(), time.Time{})
 	default:
 		// 5s, 10s, 20s ... with full jitter on the upper half.
 		d := 5 * time.Second << e.Try
 		d = d/2 + rand.N(d/2+1)
 		_ = a.Store.CallbackDone(ctx, e, fmt.Sprintf("retrying: %v", err), time.Now().Add(d))
+	}
+}
+
+// HandOverTimeout bounds one SendCallback call; well below the minute a
+// claimed callback stays claimed.
+const HandOverTimeout = 10 * time.Second
+
+// handOver gives the callback of e to the dispatcher. Until the dispatcher
+// answers, the end stays queued, tried again with a backoff capped at a
+// minute; only an answer that trying again cannot change (the dispatcher
+// refuses the request itself) ends it without a hand-over.
+func (a *Announcer) handOver(ctx context.Context, e store.Ending, t *store.Task) {
+	body, err := data(e, t)
+	if err != nil {
+		_ = a.Store.CallbackDone(ctx, e, "failed: "+err.Error(), time.Time{})
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, HandOverTimeout)
+	defer cancel()
+	res, err := a.Dispatcher.SendCallback(cctx, &dispatcherv1.SendCallbackRequest{
+		Tenant: e.Tenant, Url: t.Spec.CallbackURL, Secret: t.Spec.CallbackSecret,
+		MessageId: EventID(e), Source: EventSource, Type: "jobs.task." + e.State,
+		Data: body, ContentType: "application/json", EventTime: timestamppb.New(t.Finished),
+	})
+	switch code := status.Code(err); {
+	case err == nil:
+		a.Log.DebugContext(ctx, "completion callback handed to the dispatcher", "task_id", e.ID, "message_id", res.GetMessageId())
+		_ = a.Store.CallbackDone(ctx, e, "handed to dispatcher as message "+res.GetMessageId(), time.Time{})
+	case code == codes.InvalidArgument || code == codes.FailedPrecondition:
+		a.Log.WarnContext(ctx, "completion callback refused by the dispatcher", "task_id", e.ID, "err", err)
+		_ = a.Store.CallbackDone(ctx, e, "refused by dispatcher: "+status.Convert(err).Message(), time.Time{})
+	default:
+		if ctx.Err() != nil {
+			return // shutting down: claimed, it comes back after the rearm
+		}
+		d := min(time.Second<<min(e.Try, 6), time.Minute)
+		d = d/2 + rand.N(d/2+1)
+		a.Log.WarnContext(ctx, "completion callback hand-over failed; retrying", "task_id", e.ID, "tries", e.Try+1, "in", d, "err", err)
+		_ = a.Store.CallbackDone(ctx, e, fmt.Sprintf("handing to dispatcher, retrying: %v", err), time.Now().Add(d))
 	}
 }
 
