@@ -179,8 +179,9 @@ func TestStripeWebhookThroughTheWholeSuite(t *testing.T) {
 	}
 
 	// Hop 5: the task's end reached its callback URL, signed with the
-	// task's callback secret, and the dispatcher delivered the completion
-	// event to the endpoint.
+	// task's callback secret (the jobs service handed it to the
+	// dispatcher, which delivered it), and the dispatcher delivered the
+	// completion event to the endpoint.
 	ended := func() func(map[string]any) bool {
 		return func(m map[string]any) bool { return m["id"] == taskID && m["state"] == "succeeded" }
 	}
@@ -200,6 +201,32 @@ func TestStripeWebhookThroughTheWholeSuite(t *testing.T) {
 			return fmt.Errorf("no completion of %s at %s (requests %d, refused %d: %s; accepted: %s)", taskID, path, req, rej, why, sub.IDs())
 		}))
 	}
+
+	// The callback went through the dispatcher: the task says so, and the
+	// completion's message there has two deliveries, to the endpoint and
+	// to the callback URL, both delivered.
+	completion := taskID + ".succeeded.1"
+	must(t, suite.Eventually(ctx, wait, func() error {
+		if err := jobs.JSON(ctx, "GET", "/v1/tasks/"+url.PathEscape(taskID), key, nil, http.StatusOK, &task); err != nil {
+			return err
+		}
+		if want := "handed to dispatcher as message " + completion; task.CallbackState != want {
+			return fmt.Errorf("task %s: callback state %q, want %q", taskID, task.CallbackState, want)
+		}
+		var cm struct {
+			Deliveries []struct {
+				EndpointID string `json:"endpointId"`
+				Status     string `json:"status"`
+			} `json:"deliveries"`
+		}
+		if err := disp.JSON(ctx, "GET", "/v1/messages/"+url.PathEscape(completion), key, nil, http.StatusOK, &cm); err != nil {
+			return err
+		}
+		if len(cm.Deliveries) != 2 || cm.Deliveries[0].Status != "delivered" || cm.Deliveries[1].Status != "delivered" {
+			return fmt.Errorf("completion message %s: deliveries %+v, want two delivered", completion, cm.Deliveries)
+		}
+		return nil
+	}))
 
 	// The dispatcher's record agrees, and nothing was delivered twice.
 	var msg map[string]any

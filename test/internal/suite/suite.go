@@ -129,9 +129,33 @@ func Start(ctx context.Context, dir string, o Options) (_ *Stack, err error) {
 		"HOOKYARD_CACHE_KEY_PREFIX":          s.ID + ":cache",
 		"HOOKYARD_JOBS_KEY_PREFIX":           s.ID + ":jobs",
 		"HOOKYARD_JOBS_HEARTBEAT":            "2s",
+		// The jobs service hands its completion callbacks to the
+		// dispatcher (HOOKYARD_DISPATCHER_ADDR is set below).
+		"HOOKYARD_SERVICE_KEY": "svc-" + RandHex(16),
 	}
 	for k, v := range o.Env {
 		common[k] = v
+	}
+	addrs := map[string][2]string{}
+	for _, name := range Names {
+		var a [2]string
+		if a[0], err = loadtest.FreeAddr(); err != nil {
+			return nil, err
+		}
+		if a[1], err = loadtest.FreeAddr(); err != nil {
+			return nil, err
+		}
+		addrs[name] = a
+	}
+	if _, set := o.ServiceEnv["jobs"]["HOOKYARD_DISPATCHER_ADDR"]; !set {
+		if o.ServiceEnv == nil {
+			o.ServiceEnv = map[string]map[string]string{}
+		}
+		jobsEnv := map[string]string{"HOOKYARD_DISPATCHER_ADDR": addrs["dispatcher"][1]}
+		for k, v := range o.ServiceEnv["jobs"] {
+			jobsEnv[k] = v
+		}
+		o.ServiceEnv["jobs"] = jobsEnv
 	}
 	for _, name := range Names {
 		env := map[string]string{}
@@ -142,12 +166,7 @@ func Start(ctx context.Context, dir string, o Options) (_ *Stack, err error) {
 			env[k] = v
 		}
 		svc := &Service{Name: name, bin: filepath.Join(dir, name)}
-		if svc.HTTPAddr, err = loadtest.FreeAddr(); err != nil {
-			return nil, err
-		}
-		if svc.GRPCAddr, err = loadtest.FreeAddr(); err != nil {
-			return nil, err
-		}
+		svc.HTTPAddr, svc.GRPCAddr = addrs[name][0], addrs[name][1]
 		env["HOOKYARD_HTTP_ADDR"] = svc.HTTPAddr
 		env["HOOKYARD_GRPC_ADDR"] = svc.GRPCAddr
 		svc.env = environ(env)
