@@ -179,6 +179,8 @@ if [[ -z ${HOOKYARD_API_KEYS:-} ]]; then
 	say "HOOKYARD_API_KEYS is unset: using the development key 'devkey-local' (tenant 'dev'); never use it outside your machine"
 fi
 export HOOKYARD_ALLOW_CIDRS=${HOOKYARD_ALLOW_CIDRS:-127.0.0.0/8}
+# Jobs hands completion callbacks to the dispatcher with this key.
+export HOOKYARD_SERVICE_KEY=${HOOKYARD_SERVICE_KEY:-dev-service-key-local}
 first=${HOOKYARD_API_KEYS%%,*}
 KEY=${first#*:}
 
@@ -209,6 +211,7 @@ prefix() {
 	fi
 }
 
+export HOOKYARD_DISPATCHER_ADDR=${HOOKYARD_DISPATCHER_ADDR:-$HOST:${GRPC_PORT[dispatcher]}}
 for s in "${SERVICES[@]}"; do
 	HOOKYARD_HTTP_ADDR="$BIND:${HTTP_PORT[$s]}" HOOKYARD_GRPC_ADDR="$BIND:${GRPC_PORT[$s]}" \
 		"$ROOT/bin/$s" > >(prefix "$s" "$LOG_DIR/$s.log") 2>&1 &
