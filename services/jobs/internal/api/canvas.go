@@ -136,7 +136,7 @@ func (s *Canvas) create(ctx context.Context, kind, id string, tasks []*jobsv1.Ta
 		}
 		r := store.Ready{Tenant: tenant, ID: store.MemberID(id, i+1), Gen: 1}
 		if err := s.Pump.PublishNew(ctx, r, m.Spec.Name, m.Spec.Queue); err != nil {
-			s.Log.Warn("publish new task; the pump will retry", "task_id", r.ID, "err", err)
+			s.Log.WarnContext(ctx, "publish new task; the pump will retry", "task_id", r.ID, "err", err)
 			s.Pump.Wake()
 		}
 	}

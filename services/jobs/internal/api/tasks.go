@@ -66,7 +66,7 @@ func (d *Deps) Enqueue(ctx context.Context, tenant string, t *jobsv1.Task) (*job
 	}
 	if !spec.ETA.After(now) {
 		if err := d.Pump.PublishNew(ctx, store.Ready{Tenant: tenant, ID: id, Gen: 1}, spec.Name, spec.Queue); err != nil {
-			d.Log.Warn("publish new task; the pump will retry", "task_id", id, "err", err)
+			d.Log.WarnContext(ctx, "publish new task; the pump will retry", "task_id", id, "err", err)
 			d.Pump.Wake()
 		}
 	}

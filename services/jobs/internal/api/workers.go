@@ -82,7 +82,7 @@ func (s *Workers) Lease(r *jobsv1.LeaseRequest, stream jobsv1.WorkerService_Leas
 			if errors.As(err, &st) {
 				return err
 			}
-			s.Log.Warn("lease session", "err", err)
+			s.Log.WarnContext(ctx, "lease session", "err", err)
 			select {
 			case <-ctx.Done():
 				return nil
@@ -293,7 +293,7 @@ func (l *leaser) take(ctx context.Context, n note) error {
 	lease, ok, err := l.Store.LeaseIn(ctx, r, n.queue, l.worker, ttl)
 	if err != nil {
 		if !bus.Requeue(d) {
-			l.Log.Error("note dead-lettered after repeated lease errors; the task's schedule entry publishes it again later",
+			l.Log.ErrorContext(ctx, "note dead-lettered after repeated lease errors; the task's schedule entry publishes it again later",
 				"task_id", r.ID, "tries", bus.LeaseTries, "err", err)
 		}
 		return err
@@ -301,7 +301,7 @@ func (l *leaser) take(ctx context.Context, n note) error {
 	if err := d.Ack(false); err != nil {
 		// The note returns to the queue, and a second lease of this
 		// generation is refused; the lease taken here stands.
-		l.Log.Warn("ack note", "task_id", r.ID, "err", err)
+		l.Log.WarnContext(ctx, "ack note", "task_id", r.ID, "err", err)
 	}
 	if !ok {
 		return nil

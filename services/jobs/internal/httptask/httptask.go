@@ -124,16 +124,16 @@ func (r *Runner) Run(ctx context.Context, grace time.Duration) error {
 func (r *Runner) handle(ctx context.Context, d amqp.Delivery) {
 	ready, err := store.ParseReady(string(d.Body))
 	if err != nil {
-		r.Log.Warn("dropping malformed note", "body", string(d.Body))
+		r.Log.WarnContext(ctx, "dropping malformed note", "body", string(d.Body))
 		_ = d.Ack(false)
 		return
 	}
 	l, ok, err := r.Store.Lease(ctx, ready, "http", 2*r.Heartbeat)
 	if err != nil {
-		r.Log.Warn("lease", "task_id", ready.ID, "err", err)
+		r.Log.WarnContext(ctx, "lease", "task_id", ready.ID, "err", err)
 		time.Sleep(time.Second)
 		if !bus.Requeue(d) {
-			r.Log.Error("note dead-lettered after repeated lease errors; the task's schedule entry publishes it again later",
+			r.Log.ErrorContext(ctx, "note dead-lettered after repeated lease errors; the task's schedule entry publishes it again later",
 				"task_id", ready.ID, "tries", bus.LeaseTries, "err", err)
 		}
 		return
@@ -142,11 +142,17 @@ func (r *Runner) handle(ctx context.Context, d amqp.Delivery) {
 	if !ok {
 		return
 	}
+	// The task's trace, so the lines below join the request that
+	// enqueued it (Do resumes it for the request itself).
+	ctx = trace.Resume(ctx, l.Spec.Trace)
 	o := r.Do(ctx, l)
 	state, err := r.Store.End(context.WithoutCancel(ctx), l.Tenant, l.ID, l.Token, o)
+	if r.Log.Enabled(ctx, slog.LevelDebug) {
+		r.Log.DebugContext(ctx, "http task attempt", "tenant", l.Tenant, "task_id", l.ID, "state", state, "err", o.Err)
+	}
 	if err != nil {
 		if !errors.Is(err, store.ErrLeaseLost) {
-			r.Log.Warn("end http task", "task_id", l.ID, "err", err)
+			r.Log.WarnContext(ctx, "end http task", "task_id", l.ID, "err", err)
 		}
 		return
 	}

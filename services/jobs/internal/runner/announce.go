@@ -110,10 +110,10 @@ func (a *Announcer) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		if err := a.events(ctx); err != nil && ctx.Err() == nil {
-			a.Log.Warn("completion events", "err", err)
+			a.Log.WarnContext(ctx, "completion events", "err", err)
 		}
 		if err := a.callbacks(ctx); err != nil && ctx.Err() == nil {
-			a.Log.Warn("completion callbacks", "err", err)
+			a.Log.WarnContext(ctx, "completion callbacks", "err", err)
 		}
 	}
 }
@@ -129,7 +129,7 @@ func (a *Announcer) events(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := a.announce(ctx, e); err != nil && ctx.Err() == nil {
-				a.Log.Warn("completion event", "task_id", e.ID, "err", err)
+				a.Log.WarnContext(ctx, "completion event", "task_id", e.ID, "err", err)
 			}
 		}()
 	}
@@ -159,6 +159,12 @@ func (a *Announcer) announce(ctx context.Context, e store.Ending) error {
 	}
 	if err := a.Publisher.Publish(ctx, a.Exchange, key, msg); err != nil {
 		return err
+	}
+	// With the task's trace, so the line joins the request that
+	// enqueued it. Checked first: the arguments allocate.
+	if a.Log.Enabled(ctx, slog.LevelDebug) {
+		a.Log.DebugContext(ctx, "task ended", "tenant", e.Tenant, "task_id", e.ID, "name", t.Spec.Name, "queue", t.Spec.Queue,
+			"state", e.State, "attempts", e.Attempts, "event_id", EventID(e))
 	}
 	return a.Store.Announced(ctx, e, t.Spec.CallbackURL != "")
 }

@@ -78,7 +78,7 @@ func (p *Pump) Run(ctx context.Context) error {
 		for {
 			n, err := p.once1(ctx)
 			if err != nil && ctx.Err() == nil {
-				p.Log.Warn("pump", "err", err)
+				p.Log.WarnContext(ctx, "pump", "err", err)
 				break
 			}
 			if n < 256 {
@@ -108,7 +108,7 @@ func (p *Pump) once1(ctx context.Context) (int, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			if err := p.Publish(ctx, r); err != nil && ctx.Err() == nil {
-				p.Log.Warn("publish ready task", "task_id", r.ID, "err", err)
+				p.Log.WarnContext(ctx, "publish ready task", "task_id", r.ID, "err", err)
 			}
 		}()
 	}

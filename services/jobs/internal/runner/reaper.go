@@ -38,9 +38,9 @@ func (r *Reaper) Run(ctx context.Context) error {
 			// One replica per five minutes drops index entries of expired tasks.
 			if r.Store.Janitor(ctx, 5*time.Minute-time.Second) {
 				if n, err := r.Store.Prune(ctx); err != nil {
-					r.Log.Warn("prune task index", "err", err)
+					r.Log.WarnContext(ctx, "prune task index", "err", err)
 				} else if n > 0 {
-					r.Log.Info("pruned task index", "removed", n)
+					r.Log.InfoContext(ctx, "pruned task index", "removed", n)
 				}
 			}
 			continue
@@ -49,18 +49,18 @@ func (r *Reaper) Run(ctx context.Context) error {
 		due, err := r.Store.Expired(ctx, 256)
 		if err != nil {
 			if ctx.Err() == nil {
-				r.Log.Warn("reaper", "err", err)
+				r.Log.WarnContext(ctx, "reaper", "err", err)
 			}
 			continue
 		}
 		for _, d := range due {
 			st, changed, err := r.Store.Expire(ctx, d[0], d[1])
 			if err != nil {
-				r.Log.Warn("expire lease", "task_id", d[1], "err", err)
+				r.Log.WarnContext(ctx, "expire lease", "task_id", d[1], "err", err)
 				continue
 			}
 			if changed {
-				r.Log.Info("lease expired", "task_id", d[1], "state", st)
+				r.Log.InfoContext(ctx, "lease expired", "task_id", d[1], "state", st)
 				r.Hub.Ended(d[0], d[1])
 				if r.Ended != nil {
 					r.Ended(d[0], d[1], st)

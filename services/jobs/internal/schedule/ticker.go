@@ -64,13 +64,13 @@ func (t *Ticker) poll(ctx context.Context) {
 	due, err := t.Store.Due(ctx, t.Now(), 32)
 	if err != nil {
 		if ctx.Err() == nil {
-			t.Log.Warn("schedules", "err", err)
+			t.Log.WarnContext(ctx, "schedules", "err", err)
 		}
 		return
 	}
 	for _, d := range due {
 		if err := t.fire(ctx, d[0], d[1]); err != nil && ctx.Err() == nil {
-			t.Log.Warn("fire schedule", "schedule_id", d[1], "err", err)
+			t.Log.WarnContext(ctx, "fire schedule", "schedule_id", d[1], "err", err)
 		}
 	}
 }
@@ -106,7 +106,7 @@ func (t *Ticker) fire(ctx context.Context, tenant, id string) error {
 		// The task no longer passes validation (e.g. its URL is now
 		// refused) or its unique key is held by an earlier tick's task:
 		// skip the tick rather than retry it for ever.
-		t.Log.Warn("schedule skipped a tick", "schedule_id", id, "task_id", taskID, "err", err)
+		t.Log.WarnContext(ctx, "schedule skipped a tick", "schedule_id", id, "task_id", taskID, "err", err)
 	}
 	next := timing.Next(r.Next)
 	if limit := now.Add(-MisfireGrace); next.Before(limit) {

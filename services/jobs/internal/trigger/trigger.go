@@ -384,7 +384,7 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 	}
 	ts, err := c.triggers(ctx, ev.GetTenant())
 	if err != nil {
-		c.Log.Warn("triggers", "err", err)
+		c.Log.WarnContext(ctx, "triggers", "err", err)
 		c.later(ctx, d, key)
 		return
 	}
@@ -399,10 +399,10 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 		}
 		if err != nil {
 			if code := status.Code(err); code == codes.InvalidArgument || code == codes.AlreadyExists || code == codes.ResourceExhausted || task == nil {
-				c.Log.Warn("trigger skipped an event", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
+				c.Log.WarnContext(ctx, "trigger skipped an event", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
 				continue
 			}
-			c.Log.Warn("trigger", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
+			c.Log.WarnContext(ctx, "trigger", "trigger_id", t.GetId(), "event_id", e.ID, "err", err)
 			c.later(ctx, d, key) // tasks already enqueued are idempotent
 			return
 		}
