@@ -50,8 +50,10 @@ type Task struct {
 	Eta *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=eta,proto3" json:"eta,omitempty"`
 	// URL notified when the task ends (succeeded, failed or cancelled): a
 	// POST of the completion event's data, signed with callback_secret as
-	// Standard Webhooks, through the outbound SSRF rules, retried with
-	// backoff for about 20 minutes.
+	// Standard Webhooks, through the outbound SSRF rules. With a dispatcher
+	// configured (HOOKYARD_DISPATCHER_ADDR) the dispatcher delivers it as
+	// message <id>.<state>.<attempts>, with its retries and dead letters;
+	// otherwise the jobs service posts it, retried for about 20 minutes.
 	CallbackUrl string `protobuf:"bytes,9,opt,name=callback_url,json=callbackUrl,proto3" json:"callback_url,omitempty"`
 	// Output only. pending, running, succeeded, failed, cancelled.
 	State string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
@@ -84,8 +86,9 @@ type Task struct {
 	// 64 bytes) the completion callback is signed with; required with
 	// callback_url. Never returned.
 	CallbackSecret string `protobuf:"bytes,23,opt,name=callback_secret,json=callbackSecret,proto3" json:"callback_secret,omitempty"`
-	// Output only. The completion callback: pending, delivered, or failed
-	// with the last error.
+	// Output only. The completion callback: pending, "handed to dispatcher
+	// as message <id>" (or retrying the hand-over), or, posted by the jobs
+	// service itself, delivered or failed with the last error.
 	CallbackState string `protobuf:"bytes,24,opt,name=callback_state,json=callbackState,proto3" json:"callback_state,omitempty"`
 	// At most one pending or running task per unique key (and tenant): an
 	// enqueue while another holds the key fails with ALREADY_EXISTS naming
@@ -3233,6 +3236,226 @@ func (x *CancelGroupRequest) GetId() string {
 	return ""
 }
 
+// ListChainsRequest is the request of ListChains.
+type ListChainsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Default 20, maximum 100.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChainsRequest) Reset() {
+	*x = ListChainsRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChainsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChainsRequest) ProtoMessage() {}
+
+func (x *ListChainsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChainsRequest.ProtoReflect.Descriptor instead.
+func (*ListChainsRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListChainsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListChainsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListChainsResponse is the response of ListChains.
+type ListChainsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The chains, newest first.
+	Chains []*Chain `protobuf:"bytes,1,rep,name=chains,proto3" json:"chains,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChainsResponse) Reset() {
+	*x = ListChainsResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChainsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChainsResponse) ProtoMessage() {}
+
+func (x *ListChainsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChainsResponse.ProtoReflect.Descriptor instead.
+func (*ListChainsResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListChainsResponse) GetChains() []*Chain {
+	if x != nil {
+		return x.Chains
+	}
+	return nil
+}
+
+func (x *ListChainsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ListGroupsRequest is the request of ListGroups.
+type ListGroupsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Default 20, maximum 100.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsRequest) Reset() {
+	*x = ListGroupsRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsRequest) ProtoMessage() {}
+
+func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ListGroupsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListGroupsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListGroupsResponse is the response of ListGroups.
+type ListGroupsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The groups, newest first.
+	Groups []*Group `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsResponse) Reset() {
+	*x = ListGroupsResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsResponse) ProtoMessage() {}
+
+func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListGroupsResponse) GetGroups() []*Group {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *ListGroupsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_hookyard_jobs_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
@@ -3456,7 +3679,21 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\x0fGetGroupRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"$\n" +
 	"\x12CancelGroupRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id2\xb9\x04\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"O\n" +
+	"\x11ListChainsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"m\n" +
+	"\x12ListChainsResponse\x12/\n" +
+	"\x06chains\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.ChainR\x06chains\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"O\n" +
+	"\x11ListGroupsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"m\n" +
+	"\x12ListGroupsResponse\x12/\n" +
+	"\x06groups\x18\x01 \x03(\v2\x17.hookyard.jobs.v1.GroupR\x06groups\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xb9\x04\n" +
 	"\vTaskService\x12I\n" +
 	"\n" +
 	"CreateTask\x12#.hookyard.jobs.v1.CreateTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12i\n" +
@@ -3492,14 +3729,18 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\vResumeQueue\x12$.hookyard.jobs.v1.ResumeQueueRequest\x1a\x17.hookyard.jobs.v1.Queue\x12R\n" +
 	"\fSetRateLimit\x12%.hookyard.jobs.v1.SetRateLimitRequest\x1a\x1b.hookyard.jobs.v1.RateLimit\x12c\n" +
 	"\x0eListRateLimits\x12'.hookyard.jobs.v1.ListRateLimitsRequest\x1a(.hookyard.jobs.v1.ListRateLimitsResponse\x12f\n" +
-	"\x0fDeleteRateLimit\x12(.hookyard.jobs.v1.DeleteRateLimitRequest\x1a).hookyard.jobs.v1.DeleteRateLimitResponse2\xd7\x03\n" +
+	"\x0fDeleteRateLimit\x12(.hookyard.jobs.v1.DeleteRateLimitRequest\x1a).hookyard.jobs.v1.DeleteRateLimitResponse2\x89\x05\n" +
 	"\rCanvasService\x12L\n" +
 	"\vCreateChain\x12$.hookyard.jobs.v1.CreateChainRequest\x1a\x17.hookyard.jobs.v1.Chain\x12F\n" +
 	"\bGetChain\x12!.hookyard.jobs.v1.GetChainRequest\x1a\x17.hookyard.jobs.v1.Chain\x12L\n" +
-	"\vCancelChain\x12$.hookyard.jobs.v1.CancelChainRequest\x1a\x17.hookyard.jobs.v1.Chain\x12L\n" +
+	"\vCancelChain\x12$.hookyard.jobs.v1.CancelChainRequest\x1a\x17.hookyard.jobs.v1.Chain\x12W\n" +
+	"\n" +
+	"ListChains\x12#.hookyard.jobs.v1.ListChainsRequest\x1a$.hookyard.jobs.v1.ListChainsResponse\x12L\n" +
 	"\vCreateGroup\x12$.hookyard.jobs.v1.CreateGroupRequest\x1a\x17.hookyard.jobs.v1.Group\x12F\n" +
 	"\bGetGroup\x12!.hookyard.jobs.v1.GetGroupRequest\x1a\x17.hookyard.jobs.v1.Group\x12L\n" +
-	"\vCancelGroup\x12$.hookyard.jobs.v1.CancelGroupRequest\x1a\x17.hookyard.jobs.v1.GroupB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
+	"\vCancelGroup\x12$.hookyard.jobs.v1.CancelGroupRequest\x1a\x17.hookyard.jobs.v1.Group\x12W\n" +
+	"\n" +
+	"ListGroups\x12#.hookyard.jobs.v1.ListGroupsRequest\x1a$.hookyard.jobs.v1.ListGroupsResponseB:Z8github.com/hookyard/hookyard/gen/hookyard/jobs/v1;jobsv1b\x06proto3"
 
 var (
 	file_hookyard_jobs_v1_jobs_proto_rawDescOnce sync.Once
@@ -3513,7 +3754,7 @@ func file_hookyard_jobs_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescData
 }
 
-var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*Task)(nil),                     // 0: hookyard.jobs.v1.Task
 	(*Attempt)(nil),                  // 1: hookyard.jobs.v1.Attempt
@@ -3568,135 +3809,145 @@ var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*CreateGroupRequest)(nil),       // 50: hookyard.jobs.v1.CreateGroupRequest
 	(*GetGroupRequest)(nil),          // 51: hookyard.jobs.v1.GetGroupRequest
 	(*CancelGroupRequest)(nil),       // 52: hookyard.jobs.v1.CancelGroupRequest
-	nil,                              // 53: hookyard.jobs.v1.Trigger.ArgsFromEntry
-	(*structpb.Value)(nil),           // 54: google.protobuf.Value
-	(*durationpb.Duration)(nil),      // 55: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 56: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),    // 57: google.protobuf.FieldMask
+	(*ListChainsRequest)(nil),        // 53: hookyard.jobs.v1.ListChainsRequest
+	(*ListChainsResponse)(nil),       // 54: hookyard.jobs.v1.ListChainsResponse
+	(*ListGroupsRequest)(nil),        // 55: hookyard.jobs.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),       // 56: hookyard.jobs.v1.ListGroupsResponse
+	nil,                              // 57: hookyard.jobs.v1.Trigger.ArgsFromEntry
+	(*structpb.Value)(nil),           // 58: google.protobuf.Value
+	(*durationpb.Duration)(nil),      // 59: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 60: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 61: google.protobuf.FieldMask
 }
 var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
-	54, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
-	55, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
-	55, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
-	56, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
-	54, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
-	56, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	56, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	55, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
-	56, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
-	55, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
-	55, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
+	58, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
+	59, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
+	59, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
+	60, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
+	58, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
+	60, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	60, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	59, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
+	60, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	59, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
+	59, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
 	1,  // 11: hookyard.jobs.v1.Task.attempt_log:type_name -> hookyard.jobs.v1.Attempt
-	56, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	55, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
-	56, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	56, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	60, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	59, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
+	60, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	60, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 16: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
-	56, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	55, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
-	56, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
+	60, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	59, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
+	60, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
 	0,  // 20: hookyard.jobs.v1.Trigger.task:type_name -> hookyard.jobs.v1.Task
-	53, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
-	56, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
+	57, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
+	60, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
 	5,  // 23: hookyard.jobs.v1.SetRateLimitRequest.rate_limit:type_name -> hookyard.jobs.v1.RateLimit
 	5,  // 24: hookyard.jobs.v1.ListRateLimitsResponse.rate_limits:type_name -> hookyard.jobs.v1.RateLimit
 	0,  // 25: hookyard.jobs.v1.Chain.tasks:type_name -> hookyard.jobs.v1.Task
-	56, // 26: hookyard.jobs.v1.Chain.create_time:type_name -> google.protobuf.Timestamp
-	56, // 27: hookyard.jobs.v1.Chain.finish_time:type_name -> google.protobuf.Timestamp
+	60, // 26: hookyard.jobs.v1.Chain.create_time:type_name -> google.protobuf.Timestamp
+	60, // 27: hookyard.jobs.v1.Chain.finish_time:type_name -> google.protobuf.Timestamp
 	0,  // 28: hookyard.jobs.v1.Group.tasks:type_name -> hookyard.jobs.v1.Task
 	0,  // 29: hookyard.jobs.v1.Group.callback:type_name -> hookyard.jobs.v1.Task
-	56, // 30: hookyard.jobs.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	56, // 31: hookyard.jobs.v1.Group.finish_time:type_name -> google.protobuf.Timestamp
+	60, // 30: hookyard.jobs.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	60, // 31: hookyard.jobs.v1.Group.finish_time:type_name -> google.protobuf.Timestamp
 	0,  // 32: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
 	13, // 33: hookyard.jobs.v1.BatchCreateTasksRequest.requests:type_name -> hookyard.jobs.v1.CreateTaskRequest
 	0,  // 34: hookyard.jobs.v1.BatchCreateTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
 	0,  // 35: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	55, // 36: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	59, // 36: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
 	0,  // 37: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
-	56, // 38: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	55, // 39: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	56, // 40: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
-	56, // 41: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	54, // 42: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
-	55, // 43: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
+	60, // 38: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	59, // 39: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	60, // 40: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
+	60, // 41: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	58, // 42: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
+	59, // 43: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
 	2,  // 44: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
 	2,  // 45: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
 	2,  // 46: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	57, // 47: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	61, // 47: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
 	3,  // 48: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
 	3,  // 49: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
 	4,  // 50: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
 	11, // 51: hookyard.jobs.v1.CreateChainRequest.chain:type_name -> hookyard.jobs.v1.Chain
 	12, // 52: hookyard.jobs.v1.CreateGroupRequest.group:type_name -> hookyard.jobs.v1.Group
-	13, // 53: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
-	14, // 54: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
-	16, // 55: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
-	17, // 56: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
-	19, // 57: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
-	20, // 58: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
-	21, // 59: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
-	22, // 60: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
-	24, // 61: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
-	26, // 62: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
-	28, // 63: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
-	30, // 64: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
-	31, // 65: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
-	32, // 66: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
-	34, // 67: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
-	35, // 68: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
-	37, // 69: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
-	38, // 70: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
-	39, // 71: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
-	41, // 72: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
-	43, // 73: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
-	44, // 74: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
-	45, // 75: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
-	6,  // 76: hookyard.jobs.v1.QueueService.SetRateLimit:input_type -> hookyard.jobs.v1.SetRateLimitRequest
-	7,  // 77: hookyard.jobs.v1.QueueService.ListRateLimits:input_type -> hookyard.jobs.v1.ListRateLimitsRequest
-	9,  // 78: hookyard.jobs.v1.QueueService.DeleteRateLimit:input_type -> hookyard.jobs.v1.DeleteRateLimitRequest
-	47, // 79: hookyard.jobs.v1.CanvasService.CreateChain:input_type -> hookyard.jobs.v1.CreateChainRequest
-	48, // 80: hookyard.jobs.v1.CanvasService.GetChain:input_type -> hookyard.jobs.v1.GetChainRequest
-	49, // 81: hookyard.jobs.v1.CanvasService.CancelChain:input_type -> hookyard.jobs.v1.CancelChainRequest
-	50, // 82: hookyard.jobs.v1.CanvasService.CreateGroup:input_type -> hookyard.jobs.v1.CreateGroupRequest
-	51, // 83: hookyard.jobs.v1.CanvasService.GetGroup:input_type -> hookyard.jobs.v1.GetGroupRequest
-	52, // 84: hookyard.jobs.v1.CanvasService.CancelGroup:input_type -> hookyard.jobs.v1.CancelGroupRequest
-	0,  // 85: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
-	15, // 86: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
-	0,  // 87: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
-	18, // 88: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
-	0,  // 89: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 90: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 91: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
-	23, // 92: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
-	25, // 93: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
-	27, // 94: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
-	29, // 95: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
-	2,  // 96: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	2,  // 97: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
-	33, // 98: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
-	2,  // 99: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	36, // 100: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
-	3,  // 101: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
-	3,  // 102: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
-	40, // 103: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
-	42, // 104: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
-	46, // 105: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
-	4,  // 106: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
-	4,  // 107: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
-	5,  // 108: hookyard.jobs.v1.QueueService.SetRateLimit:output_type -> hookyard.jobs.v1.RateLimit
-	8,  // 109: hookyard.jobs.v1.QueueService.ListRateLimits:output_type -> hookyard.jobs.v1.ListRateLimitsResponse
-	10, // 110: hookyard.jobs.v1.QueueService.DeleteRateLimit:output_type -> hookyard.jobs.v1.DeleteRateLimitResponse
-	11, // 111: hookyard.jobs.v1.CanvasService.CreateChain:output_type -> hookyard.jobs.v1.Chain
-	11, // 112: hookyard.jobs.v1.CanvasService.GetChain:output_type -> hookyard.jobs.v1.Chain
-	11, // 113: hookyard.jobs.v1.CanvasService.CancelChain:output_type -> hookyard.jobs.v1.Chain
-	12, // 114: hookyard.jobs.v1.CanvasService.CreateGroup:output_type -> hookyard.jobs.v1.Group
-	12, // 115: hookyard.jobs.v1.CanvasService.GetGroup:output_type -> hookyard.jobs.v1.Group
-	12, // 116: hookyard.jobs.v1.CanvasService.CancelGroup:output_type -> hookyard.jobs.v1.Group
-	85, // [85:117] is the sub-list for method output_type
-	53, // [53:85] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	11, // 53: hookyard.jobs.v1.ListChainsResponse.chains:type_name -> hookyard.jobs.v1.Chain
+	12, // 54: hookyard.jobs.v1.ListGroupsResponse.groups:type_name -> hookyard.jobs.v1.Group
+	13, // 55: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
+	14, // 56: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
+	16, // 57: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
+	17, // 58: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
+	19, // 59: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
+	20, // 60: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
+	21, // 61: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
+	22, // 62: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
+	24, // 63: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
+	26, // 64: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
+	28, // 65: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
+	30, // 66: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
+	31, // 67: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
+	32, // 68: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
+	34, // 69: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
+	35, // 70: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
+	37, // 71: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
+	38, // 72: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
+	39, // 73: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
+	41, // 74: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
+	43, // 75: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
+	44, // 76: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
+	45, // 77: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
+	6,  // 78: hookyard.jobs.v1.QueueService.SetRateLimit:input_type -> hookyard.jobs.v1.SetRateLimitRequest
+	7,  // 79: hookyard.jobs.v1.QueueService.ListRateLimits:input_type -> hookyard.jobs.v1.ListRateLimitsRequest
+	9,  // 80: hookyard.jobs.v1.QueueService.DeleteRateLimit:input_type -> hookyard.jobs.v1.DeleteRateLimitRequest
+	47, // 81: hookyard.jobs.v1.CanvasService.CreateChain:input_type -> hookyard.jobs.v1.CreateChainRequest
+	48, // 82: hookyard.jobs.v1.CanvasService.GetChain:input_type -> hookyard.jobs.v1.GetChainRequest
+	49, // 83: hookyard.jobs.v1.CanvasService.CancelChain:input_type -> hookyard.jobs.v1.CancelChainRequest
+	53, // 84: hookyard.jobs.v1.CanvasService.ListChains:input_type -> hookyard.jobs.v1.ListChainsRequest
+	50, // 85: hookyard.jobs.v1.CanvasService.CreateGroup:input_type -> hookyard.jobs.v1.CreateGroupRequest
+	51, // 86: hookyard.jobs.v1.CanvasService.GetGroup:input_type -> hookyard.jobs.v1.GetGroupRequest
+	52, // 87: hookyard.jobs.v1.CanvasService.CancelGroup:input_type -> hookyard.jobs.v1.CancelGroupRequest
+	55, // 88: hookyard.jobs.v1.CanvasService.ListGroups:input_type -> hookyard.jobs.v1.ListGroupsRequest
+	0,  // 89: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
+	15, // 90: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
+	0,  // 91: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
+	18, // 92: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
+	0,  // 93: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 94: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 95: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
+	23, // 96: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
+	25, // 97: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
+	27, // 98: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
+	29, // 99: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
+	2,  // 100: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	2,  // 101: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
+	33, // 102: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
+	2,  // 103: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	36, // 104: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
+	3,  // 105: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
+	3,  // 106: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
+	40, // 107: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
+	42, // 108: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
+	46, // 109: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
+	4,  // 110: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
+	4,  // 111: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
+	5,  // 112: hookyard.jobs.v1.QueueService.SetRateLimit:output_type -> hookyard.jobs.v1.RateLimit
+	8,  // 113: hookyard.jobs.v1.QueueService.ListRateLimits:output_type -> hookyard.jobs.v1.ListRateLimitsResponse
+	10, // 114: hookyard.jobs.v1.QueueService.DeleteRateLimit:output_type -> hookyard.jobs.v1.DeleteRateLimitResponse
+	11, // 115: hookyard.jobs.v1.CanvasService.CreateChain:output_type -> hookyard.jobs.v1.Chain
+	11, // 116: hookyard.jobs.v1.CanvasService.GetChain:output_type -> hookyard.jobs.v1.Chain
+	11, // 117: hookyard.jobs.v1.CanvasService.CancelChain:output_type -> hookyard.jobs.v1.Chain
+	54, // 118: hookyard.jobs.v1.CanvasService.ListChains:output_type -> hookyard.jobs.v1.ListChainsResponse
+	12, // 119: hookyard.jobs.v1.CanvasService.CreateGroup:output_type -> hookyard.jobs.v1.Group
+	12, // 120: hookyard.jobs.v1.CanvasService.GetGroup:output_type -> hookyard.jobs.v1.Group
+	12, // 121: hookyard.jobs.v1.CanvasService.CancelGroup:output_type -> hookyard.jobs.v1.Group
+	56, // 122: hookyard.jobs.v1.CanvasService.ListGroups:output_type -> hookyard.jobs.v1.ListGroupsResponse
+	89, // [89:123] is the sub-list for method output_type
+	55, // [55:89] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_jobs_v1_jobs_proto_init() }
@@ -3710,7 +3961,7 @@ func file_hookyard_jobs_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_jobs_v1_jobs_proto_rawDesc), len(file_hookyard_jobs_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   54,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

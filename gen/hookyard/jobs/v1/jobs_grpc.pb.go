@@ -1434,9 +1434,11 @@ const (
 	CanvasService_CreateChain_FullMethodName = "/hookyard.jobs.v1.CanvasService/CreateChain"
 	CanvasService_GetChain_FullMethodName    = "/hookyard.jobs.v1.CanvasService/GetChain"
 	CanvasService_CancelChain_FullMethodName = "/hookyard.jobs.v1.CanvasService/CancelChain"
+	CanvasService_ListChains_FullMethodName  = "/hookyard.jobs.v1.CanvasService/ListChains"
 	CanvasService_CreateGroup_FullMethodName = "/hookyard.jobs.v1.CanvasService/CreateGroup"
 	CanvasService_GetGroup_FullMethodName    = "/hookyard.jobs.v1.CanvasService/GetGroup"
 	CanvasService_CancelGroup_FullMethodName = "/hookyard.jobs.v1.CanvasService/CancelGroup"
+	CanvasService_ListGroups_FullMethodName  = "/hookyard.jobs.v1.CanvasService/ListGroups"
 )
 
 // CanvasServiceClient is the client API for CanvasService service.
@@ -1460,6 +1462,9 @@ type CanvasServiceClient interface {
 	// Cancels a chain: its tasks that have not started never run, a running
 	// one is told to stop, and no later task is enqueued.
 	CancelChain(ctx context.Context, in *CancelChainRequest, opts ...grpc.CallOption) (*Chain, error)
+	// Lists the tenant's chains with their tasks, newest first, while they
+	// are kept (as long as their tasks).
+	ListChains(ctx context.Context, in *ListChainsRequest, opts ...grpc.CallOption) (*ListChainsResponse, error)
 	// Creates a group (a chord when it has a callback) and enqueues its
 	// tasks. The body is the group itself; idempotent on group.id.
 	CreateGroup(ctx context.Context, in *CreateGroupRequest, opts ...grpc.CallOption) (*Group, error)
@@ -1468,6 +1473,9 @@ type CanvasServiceClient interface {
 	// Cancels a group: its tasks that have not started never run, running
 	// ones are told to stop, and the callback never runs.
 	CancelGroup(ctx context.Context, in *CancelGroupRequest, opts ...grpc.CallOption) (*Group, error)
+	// Lists the tenant's groups and chords with their tasks, newest first,
+	// while they are kept.
+	ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error)
 }
 
 type canvasServiceClient struct {
@@ -1508,6 +1516,16 @@ func (c *canvasServiceClient) CancelChain(ctx context.Context, in *CancelChainRe
 	return out, nil
 }
 
+func (c *canvasServiceClient) ListChains(ctx context.Context, in *ListChainsRequest, opts ...grpc.CallOption) (*ListChainsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListChainsResponse)
+	err := c.cc.Invoke(ctx, CanvasService_ListChains_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *canvasServiceClient) CreateGroup(ctx context.Context, in *CreateGroupRequest, opts ...grpc.CallOption) (*Group, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Group)
@@ -1538,6 +1556,16 @@ func (c *canvasServiceClient) CancelGroup(ctx context.Context, in *CancelGroupRe
 	return out, nil
 }
 
+func (c *canvasServiceClient) ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGroupsResponse)
+	err := c.cc.Invoke(ctx, CanvasService_ListGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CanvasServiceServer is the server API for CanvasService service.
 // All implementations must embed UnimplementedCanvasServiceServer
 // for forward compatibility.
@@ -1559,6 +1587,9 @@ type CanvasServiceServer interface {
 	// Cancels a chain: its tasks that have not started never run, a running
 	// one is told to stop, and no later task is enqueued.
 	CancelChain(context.Context, *CancelChainRequest) (*Chain, error)
+	// Lists the tenant's chains with their tasks, newest first, while they
+	// are kept (as long as their tasks).
+	ListChains(context.Context, *ListChainsRequest) (*ListChainsResponse, error)
 	// Creates a group (a chord when it has a callback) and enqueues its
 	// tasks. The body is the group itself; idempotent on group.id.
 	CreateGroup(context.Context, *CreateGroupRequest) (*Group, error)
@@ -1567,6 +1598,9 @@ type CanvasServiceServer interface {
 	// Cancels a group: its tasks that have not started never run, running
 	// ones are told to stop, and the callback never runs.
 	CancelGroup(context.Context, *CancelGroupRequest) (*Group, error)
+	// Lists the tenant's groups and chords with their tasks, newest first,
+	// while they are kept.
+	ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error)
 	mustEmbedUnimplementedCanvasServiceServer()
 }
 
@@ -1586,6 +1620,9 @@ func (UnimplementedCanvasServiceServer) GetChain(context.Context, *GetChainReque
 func (UnimplementedCanvasServiceServer) CancelChain(context.Context, *CancelChainRequest) (*Chain, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelChain not implemented")
 }
+func (UnimplementedCanvasServiceServer) ListChains(context.Context, *ListChainsRequest) (*ListChainsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListChains not implemented")
+}
 func (UnimplementedCanvasServiceServer) CreateGroup(context.Context, *CreateGroupRequest) (*Group, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateGroup not implemented")
 }
@@ -1594,6 +1631,9 @@ func (UnimplementedCanvasServiceServer) GetGroup(context.Context, *GetGroupReque
 }
 func (UnimplementedCanvasServiceServer) CancelGroup(context.Context, *CancelGroupRequest) (*Group, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelGroup not implemented")
+}
+func (UnimplementedCanvasServiceServer) ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGroups not implemented")
 }
 func (UnimplementedCanvasServiceServer) mustEmbedUnimplementedCanvasServiceServer() {}
 func (UnimplementedCanvasServiceServer) testEmbeddedByValue()                       {}
@@ -1670,6 +1710,24 @@ func _CanvasService_CancelChain_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CanvasService_ListChains_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListChainsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CanvasServiceServer).ListChains(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CanvasService_ListChains_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CanvasServiceServer).ListChains(ctx, req.(*ListChainsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CanvasService_CreateGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateGroupRequest)
 	if err := dec(in); err != nil {
@@ -1724,6 +1782,24 @@ func _CanvasService_CancelGroup_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CanvasService_ListGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CanvasServiceServer).ListGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CanvasService_ListGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CanvasServiceServer).ListGroups(ctx, req.(*ListGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CanvasService_ServiceDesc is the grpc.ServiceDesc for CanvasService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1744,6 +1820,10 @@ var CanvasService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CanvasService_CancelChain_Handler,
 		},
 		{
+			MethodName: "ListChains",
+			Handler:    _CanvasService_ListChains_Handler,
+		},
+		{
 			MethodName: "CreateGroup",
 			Handler:    _CanvasService_CreateGroup_Handler,
 		},
@@ -1754,6 +1834,10 @@ var CanvasService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelGroup",
 			Handler:    _CanvasService_CancelGroup_Handler,
+		},
+		{
+			MethodName: "ListGroups",
+			Handler:    _CanvasService_ListGroups_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

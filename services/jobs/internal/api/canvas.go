@@ -281,3 +281,56 @@ func groupProto(c *store.Canvas) *jobsv1.Group {
 	}
 	return out
 }
+
+// ListChains lists the tenant's chains, newest first.
+func (s *Canvas) ListChains(ctx context.Context, r *jobsv1.ListChainsRequest) (*jobsv1.ListChainsResponse, error) {
+	cs, next, err := s.list(ctx, store.Chain, r.GetPageSize(), r.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	out := &jobsv1.ListChainsResponse{NextPageToken: next}
+	for _, c := range cs {
+		out.Chains = append(out.Chains, chainProto(c))
+	}
+	return out, nil
+}
+
+// ListGroups lists the tenant's groups and chords, newest first.
+func (s *Canvas) ListGroups(ctx context.Context, r *jobsv1.ListGroupsRequest) (*jobsv1.ListGroupsResponse, error) {
+	cs, next, err := s.list(ctx, store.Group, r.GetPageSize(), r.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	out := &jobsv1.ListGroupsResponse{NextPageToken: next}
+	for _, c := range cs {
+		out.Groups = append(out.Groups, groupProto(c))
+	}
+	return out, nil
+}
+
+// A canvas is read with all its tasks, so pages are smaller than tasks'.
+const (
+	defaultCanvasPage = 20
+	maxCanvasPage     = 100
+)
+
+func (s *Canvas) list(ctx context.Context, kind string, size int32, token string) ([]*store.Canvas, string, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	switch {
+	case size < 0 || size > maxCanvasPage:
+		return nil, "", invalid("pageSize: %d, at most %d", size, maxCanvasPage)
+	case size == 0:
+		size = defaultCanvasPage
+	}
+	cs, next, err := s.Store.ListCanvases(ctx, tenant, kind, int(size), token)
+	if errors.Is(err, store.ErrBadCursor) {
+		return nil, "", invalid("pageToken: not a token from this API")
+	}
+	if err != nil {
+		return nil, "", grpcErr(err)
+	}
+	return cs, next, nil
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -64,6 +65,10 @@ func MemberID(canvas string, n int) string {
 }
 
 func (s *Store) canvas(tenant, id string) string { return s.Key("cv", tenant, id) }
+
+// canvasIndex is the tenant's sorted set of canvas ids of kind by create
+// time (unix ms); ListCanvases drops the ids whose canvas has expired.
+func (s *Store) canvasIndex(tenant, kind string) string { return s.Key("cvs", kind, tenant) }
 
 type canvasMember struct {
 	ID    string   `json:"id"`
@@ -139,8 +144,8 @@ func (s *Store) CreateCanvas(ctx context.Context, tenant, id string, c CanvasSpe
 	if err != nil {
 		return nil, err
 	}
-	res, err := canvasScript.Run(ctx, s.rdb, []string{cvKey, s.index(tenant), s.sched(), s.queues(tenant)},
-		ms(now), MaxQueues, cf, mjson, s.task(tenant, ""), tenant).Result()
+	res, err := canvasScript.Run(ctx, s.rdb, []string{cvKey, s.index(tenant), s.sched(), s.queues(tenant), s.canvasIndex(tenant, c.Kind)},
+		ms(now), MaxQueues, cf, mjson, s.task(tenant, ""), tenant, id).Result()
 	if err != nil {
 		return nil, fmt.Errorf("create %s %s: %w", c.Kind, id, err)
 	}
@@ -228,4 +233,84 @@ func (s *Store) CancelCanvas(ctx context.Context, tenant, id, kind string) (*Can
 		return nil, ErrNotFound
 	}
 	return s.GetCanvas(ctx, tenant, id, kind)
+}
+
+// ListCanvases pages through the tenant's canvases of kind, newest first,
+// with their member tasks. The cursor is "<create ms>/<id>" of the last
+// canvas of the previous page (ids with one create time come in reverse
+// lexicographic order). Ids whose canvas has expired are removed from the
+// index as they are met.
+func (s *Store) ListCanvases(ctx context.Context, tenant, kind string, size int, cursor string) ([]*Canvas, string, error) {
+	key := s.canvasIndex(tenant, kind)
+	var out []*Canvas
+	var stale []any
+	// take reads the canvases of zs until the page and one more are full;
+	// it reports whether they are.
+	take := func(zs []redis.Z) (bool, error) {
+		for _, z := range zs {
+			if len(out) > size {
+				return true, nil
+			}
+			id := z.Member.(string)
+			c, err := s.GetCanvas(ctx, tenant, id, kind)
+			if errors.Is(err, ErrNotFound) {
+				stale = append(stale, id)
+				continue
+			}
+			if err != nil {
+				return true, err
+			}
+			c.Created = fromMS(int64(z.Score))
+			out = append(out, c)
+		}
+		return len(out) > size, nil
+	}
+	max := "+inf"
+	if cursor != "" {
+		score, after, ok := strings.Cut(cursor, "/")
+		if _, err := strconv.ParseInt(score, 10, 64); !ok || err != nil {
+			return nil, "", ErrBadCursor
+		}
+		// First the ids of the cursor's create time that follow it.
+		ties, err := s.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: score, Min: score}).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("list %ss: %w", kind, err)
+		}
+		for i, z := range ties {
+			if z.Member.(string) == after {
+				ties = ties[i+1:]
+				break
+			}
+		}
+		if _, err := take(ties); err != nil {
+			return nil, "", err
+		}
+		max = "(" + score
+	}
+	batch := int64(size + 1)
+	for off := int64(0); len(out) <= size; {
+		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: max, Min: "-inf", Offset: off, Count: batch}).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("list %ss: %w", kind, err)
+		}
+		if _, err := take(zs); err != nil {
+			return nil, "", err
+		}
+		if int64(len(zs)) < batch {
+			break
+		}
+		off += int64(len(zs))
+	}
+	if len(stale) > 0 {
+		if err := s.rdb.ZRem(ctx, key, stale...).Err(); err != nil {
+			return nil, "", fmt.Errorf("prune %s index: %w", kind, err)
+		}
+	}
+	next := ""
+	if len(out) > size {
+		out = out[:size]
+		last := out[size-1]
+		next = strconv.FormatInt(ms(last.Created), 10) + "/" + last.ID
+	}
+	return out, next, nil
 }

@@ -144,7 +144,8 @@ end
 `
 
 // canvasScript creates a chain or group with all its member tasks, unless
-// the canvas exists. KEYS: canvas, index, sched, queues set. ARGV: now,
+// the canvas exists. KEYS: canvas, index, sched, queues set, the tenant's
+// index of canvases of its kind. ARGV: now,
 // maxQueues, canvas fields (JSON list of strings), members (JSON list of
 // {id, due, q (queue), held, f (field/value strings)}), task key prefix,
 // tenant. Returns 1, 0 if the canvas exists, -1 if its queues would be
@@ -160,6 +161,7 @@ for _, m in ipairs(ms) do
 end
 if count > tonumber(ARGV[2]) then return -1 end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[3])))
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[7])
 for _, m in ipairs(ms) do
   new_task(ARGV[5] .. m.id, KEYS[2], KEYS[3], KEYS[4], m.id, ARGV[1], m.due, ARGV[6] .. '|' .. m.id, m.f, m.held)
 end

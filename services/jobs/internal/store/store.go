@@ -47,6 +47,8 @@ const (
 // Errors of the store.
 var (
 	ErrNotFound = errors.New("task not found")
+	// ErrBadCursor is a page token that no List call made.
+	ErrBadCursor = errors.New("bad cursor")
 	// ErrLeaseLost means the lease token no longer owns the task: the
 	// attempt was ended by its hard limit or missed heartbeats, cancelled,
 	// or the task was leased again.
@@ -361,10 +363,10 @@ func (s *Store) List(ctx context.Context, tenant string, f Filter, size int, cur
 	if cursor != "" {
 		score, id, ok := strings.Cut(cursor, "/")
 		if !ok {
-			return nil, "", fmt.Errorf("bad cursor")
+			return nil, "", ErrBadCursor
 		}
 		if _, err := strconv.ParseInt(score, 10, 64); err != nil {
-			return nil, "", fmt.Errorf("bad cursor")
+			return nil, "", ErrBadCursor
 		}
 		max, after = score, id
 	}
