@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -42,8 +43,11 @@ type canvasCalls[M proto.Message] struct {
 	create func(context.Context, jobsv1.CanvasServiceClient, M) (M, error)
 	get    func(context.Context, jobsv1.CanvasServiceClient, string) (M, error)
 	cancel func(context.Context, jobsv1.CanvasServiceClient, string) (M, error)
-	view   func(M) canvasView
-	empty  func() M
+	// list returns a page: the response (for -o json), its items and the
+	// next page token.
+	list  func(ctx context.Context, c jobsv1.CanvasServiceClient, size int32, token string) (proto.Message, []M, string, error)
+	view  func(M) canvasView
+	empty func() M
 }
 
 func canvasCmd[M proto.Message](a *app, kind, short, example string, calls canvasCalls[M]) *cobra.Command {
@@ -92,7 +96,35 @@ func canvasCmd[M proto.Message](a *app, kind, short, example string, calls canva
 			},
 		}
 	}
-	cmd.AddCommand(create,
+	var p paging
+	list := &cobra.Command{
+		Use: "list", Short: "List " + kind + "s, newest first", Args: args(),
+		Example: "  hookyard " + kind + "s list --page-size 10",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.clients.Canvas()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.call(cmd)
+			defer cancel()
+			res, items, next, err := calls.list(ctx, c, p.size, p.token)
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, m := range items {
+				v := calls.view(m)
+				n := strconv.Itoa(len(v.tasks))
+				if v.callback != nil {
+					n += "+callback"
+				}
+				rows = append(rows, []string{v.id, v.state, n, output.Time(v.created), output.Cut(output.Or(v.error), 40)})
+			}
+			return a.out().List(res, []string{"ID", "STATE", "TASKS", "CREATED", "ERROR"}, rows, next)
+		},
+	}
+	p.flags(list)
+	cmd.AddCommand(create, list,
 		byID("get ID", "Show a "+kind+" with its tasks", calls.get),
 		byID("cancel ID", "Cancel a "+kind+": tasks not started never run, running ones are told to stop", calls.cancel))
 	return cmd
@@ -111,6 +143,10 @@ func (a *app) chainsCmd() *cobra.Command {
 			},
 			cancel: func(ctx context.Context, c jobsv1.CanvasServiceClient, id string) (*jobsv1.Chain, error) {
 				return c.CancelChain(ctx, &jobsv1.CancelChainRequest{Id: id})
+			},
+			list: func(ctx context.Context, c jobsv1.CanvasServiceClient, size int32, token string) (proto.Message, []*jobsv1.Chain, string, error) {
+				res, err := c.ListChains(ctx, &jobsv1.ListChainsRequest{PageSize: size, PageToken: token})
+				return res, res.GetChains(), res.GetNextPageToken(), err
 			},
 			view: func(m *jobsv1.Chain) canvasView {
 				return canvasView{m.GetId(), m.GetState(), m.GetError(), m.GetCreateTime(), m.GetFinishTime(), m.GetTasks(), nil}
@@ -132,6 +168,10 @@ func (a *app) groupsCmd() *cobra.Command {
 			},
 			cancel: func(ctx context.Context, c jobsv1.CanvasServiceClient, id string) (*jobsv1.Group, error) {
 				return c.CancelGroup(ctx, &jobsv1.CancelGroupRequest{Id: id})
+			},
+			list: func(ctx context.Context, c jobsv1.CanvasServiceClient, size int32, token string) (proto.Message, []*jobsv1.Group, string, error) {
+				res, err := c.ListGroups(ctx, &jobsv1.ListGroupsRequest{PageSize: size, PageToken: token})
+				return res, res.GetGroups(), res.GetNextPageToken(), err
 			},
 			view: func(m *jobsv1.Group) canvasView {
 				return canvasView{m.GetId(), m.GetState(), m.GetError(), m.GetCreateTime(), m.GetFinishTime(), m.GetTasks(), m.GetCallback()}
