@@ -843,49 +843,74 @@ func (s *Store) CallbackDone(ctx context.Context, e Ending, state string, next t
 	return err
 }
 
-// Prune removes index entries of tasks whose retention has ended, for
-// every tenant. List prunes what it reads; this catches the rest, so the
-// index does not grow with tasks nobody lists. Only entries older than the
-// shortest retention are looked at. It returns how many it removed.
+// Prune removes index entries of tasks, chains and groups whose retention
+// has ended, for every tenant. List prunes what it reads; this catches the
+// rest, so an index does not grow with what nobody lists. Only entries
+// older than the shortest retention are looked at. It returns how many it
+// removed.
 func (s *Store) Prune(ctx context.Context) (int, error) {
 	cutoff := strconv.FormatInt(ms(s.cfg.Now().Add(-min(s.cfg.ResultTTL, s.cfg.DeadTTL))), 10)
 	removed := 0
-	iter := s.rdb.Scan(ctx, 0, s.Key("i", "*"), 100).Iterator()
-	for iter.Next(ctx) {
-		key := iter.Val()
-		tenant := strings.TrimPrefix(key, s.Key("i", ""))
-		for offset := int64(0); ; {
-			ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offset, Count: 500}).Result()
+	indexes := []struct {
+		pattern string
+		record  func(key, id string) string
+	}{
+		{s.Key("i", "*"), func(key, id string) string { return s.task(strings.TrimPrefix(key, s.Key("i", "")), id) }},
+		{s.Key("cvs", "*"), func(key, id string) string {
+			_, tenant, _ := strings.Cut(strings.TrimPrefix(key, s.Key("cvs", "")), ":")
+			return s.canvas(tenant, id)
+		}},
+	}
+	for _, ix := range indexes {
+		iter := s.rdb.Scan(ctx, 0, ix.pattern, 100).Iterator()
+		for iter.Next(ctx) {
+			n, err := s.pruneIndex(ctx, iter.Val(), cutoff, ix.record)
+			removed += n
 			if err != nil {
-				return removed, fmt.Errorf("prune %s: %w", key, err)
+				return removed, err
 			}
-			if len(ids) == 0 {
-				break
-			}
-			pipe := s.rdb.Pipeline()
-			ex := make([]*redis.IntCmd, len(ids))
-			for i, id := range ids {
-				ex[i] = pipe.Exists(ctx, s.task(tenant, id))
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				return removed, fmt.Errorf("prune %s: %w", key, err)
-			}
-			var gone []any
-			for i, id := range ids {
-				if ex[i].Val() == 0 {
-					gone = append(gone, id)
-				}
-			}
-			if len(gone) > 0 {
-				if err := s.rdb.ZRem(ctx, key, gone...).Err(); err != nil {
-					return removed, err
-				}
-				removed += len(gone)
-			}
-			offset += int64(len(ids) - len(gone))
+		}
+		if err := iter.Err(); err != nil {
+			return removed, err
 		}
 	}
-	return removed, iter.Err()
+	return removed, nil
+}
+
+// pruneIndex removes the ids older than cutoff from the sorted set key
+// whose record (record(key, id)) no longer exists.
+func (s *Store) pruneIndex(ctx context.Context, key, cutoff string, record func(key, id string) string) (int, error) {
+	removed := 0
+	for offset := int64(0); ; {
+		ids, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offset, Count: 500}).Result()
+		if err != nil {
+			return removed, fmt.Errorf("prune %s: %w", key, err)
+		}
+		if len(ids) == 0 {
+			return removed, nil
+		}
+		pipe := s.rdb.Pipeline()
+		ex := make([]*redis.IntCmd, len(ids))
+		for i, id := range ids {
+			ex[i] = pipe.Exists(ctx, record(key, id))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return removed, fmt.Errorf("prune %s: %w", key, err)
+		}
+		var gone []any
+		for i, id := range ids {
+			if ex[i].Val() == 0 {
+				gone = append(gone, id)
+			}
+		}
+		if len(gone) > 0 {
+			if err := s.rdb.ZRem(ctx, key, gone...).Err(); err != nil {
+				return removed, err
+			}
+			removed += len(gone)
+		}
+		offset += int64(len(ids) - len(gone))
+	}
 }
 
 // Janitor takes the janitor's turn for ttl: true for one caller across

@@ -362,3 +362,24 @@ func TestDeadSetAndAttemptLogAreCapped(t *testing.T) {
 		t.Errorf("log holds %d attempts ending with %d, want the latest %d ending with %d", len(got.Log), got.Log[len(got.Log)-1].Number, store.MaxAttemptLog, n)
 	}
 }
+
+// Prune also drops the listing entries of chains and groups that expired.
+func TestPruneCanvasIndex(t *testing.T) {
+	s, c := newStore(t)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond}
+	for _, id := range []string{"gone", "kept"} {
+		if _, err := s.CreateCanvas(ctx, "acme", id, store.CanvasSpec{Kind: store.Chain, Members: []store.Member{{Spec: spec}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Add(48 * time.Hour)
+	s.Redis().Del(ctx, s.Key("cv", "acme", "gone")) // its retention ended
+	if _, err := s.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := s.Redis().ZRange(ctx, s.Key("cvs", store.Chain, "acme"), 0, -1).Result()
+	if err != nil || len(ids) != 1 || ids[0] != "kept" {
+		t.Errorf("chain index after prune: %v %v", ids, err)
+	}
+}
