@@ -103,7 +103,7 @@ func Start(t testing.TB, o Options) *Server {
 	conn := testenv.Rabbit(t, q.Declare)
 	rdb := testenv.Redis(t, cfg.KeyPrefix)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d, err := dispatcher.New(cfg, dispatcher.Deps{Rabbit: conn, Redis: rdb, Log: log, AllowCIDRs: o.AllowCIDRs, Registry: prometheus.NewRegistry()})
+	d, err := dispatcher.New(cfg, dispatcher.Deps{Rabbit: conn, Redis: rdb, Log: log, AllowCIDRs: o.AllowCIDRs, Registry: prometheus.NewRegistry(), APIKeys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}

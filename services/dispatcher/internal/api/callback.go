@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
@@ -32,6 +33,9 @@ type Callbacks struct {
 	Deps
 	// ServiceKey is HOOKYARD_SERVICE_KEY; empty refuses every call.
 	ServiceKey string
+	// TenantKeys are the API keys: a tenant's key is told it may not call
+	// this service (PermissionDenied) rather than that it is unknown.
+	TenantKeys auth.Keys
 }
 
 // SendCallback records the message with a delivery to the callback
@@ -39,6 +43,13 @@ type Callbacks struct {
 // way.
 func (s *Callbacks) SendCallback(ctx context.Context, r *dispatcherv1.SendCallbackRequest) (*dispatcherv1.SendCallbackResponse, error) {
 	if err := auth.CheckServiceKey(ctx, s.ServiceKey); err != nil {
+		var header string
+		if v := metadata.ValueFromIncomingContext(ctx, "authorization"); len(v) > 0 {
+			header = v[0]
+		}
+		if _, terr := s.TenantKeys.Authenticate(header); terr == nil {
+			return nil, status.Error(codes.PermissionDenied, "CallbackService is for the Hookyard services (HOOKYARD_SERVICE_KEY), not for tenant API keys")
+		}
 		return nil, err
 	}
 	tenant := r.GetTenant()

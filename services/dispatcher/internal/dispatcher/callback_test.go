@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/sign"
 )
 
@@ -62,6 +63,14 @@ func TestCallbackRetriesDeadLettersAndResends(t *testing.T) {
 	}
 	if _, err := h.d.Callbacks.SendCallback(serviceCtx("wrong-key"), req); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("wrong service key: %v", err)
+	}
+	keys, err := auth.ParseKeys(h.tenant + ":tenant-key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.d.Callbacks.TenantKeys = keys
+	if _, err := h.d.Callbacks.SendCallback(serviceCtx("tenant-key-1"), req); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a tenant's key: %v, want PermissionDenied", err)
 	}
 	res, err := h.d.Callbacks.SendCallback(serviceCtx(testServiceKey), req)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/platform/app"
+	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/config"
 	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/publish"
@@ -108,6 +109,9 @@ type Deps struct {
 	Log        *slog.Logger
 	Registry   prometheus.Registerer
 	AllowCIDRs string
+	// APIKeys are the tenants' keys (HOOKYARD_API_KEYS): CallbackService
+	// answers them PermissionDenied.
+	APIKeys auth.Keys
 }
 
 // Dispatcher is the assembled service.
@@ -193,7 +197,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	return &Dispatcher{
 		Endpoints: &api.Endpoints{Deps: deps},
 		Messages:  &api.Messages{Deps: deps},
-		Callbacks: &api.Callbacks{Deps: deps, ServiceKey: c.ServiceKey},
+		Callbacks: &api.Callbacks{Deps: deps, ServiceKey: c.ServiceKey, TenantKeys: d.APIKeys},
 		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit, Listen: hub,
 		DeadLetters: deadletter.New(q, f, msgs, gate, pub, m, d.Log),
 	}, nil
@@ -235,7 +239,11 @@ func Service() app.Service {
 		Public:   Public,
 		Topology: []func(*amqp.Channel) error{func(ch *amqp.Channel) error { return c.Queues().Declare(ch) }},
 		Build: func(_ context.Context, rt *app.Runtime) error {
-			d, err := New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
+			keys, err := auth.ParseKeys(rt.Config.APIKeys)
+			if err != nil {
+				return err
+			}
+			d, err := New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs, APIKeys: keys})
 			if err != nil {
 				return err
 			}
