@@ -110,6 +110,7 @@ type Deps struct {
 type Dispatcher struct {
 	Endpoints *api.Endpoints
 	Messages  *api.Messages
+	Queues    *api.Queues
 	Fanout    *fanout.Fanout
 	Worker    *deliver.Worker
 	// DeadLetters records what the broker dead-letters.
@@ -188,18 +189,20 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	return &Dispatcher{
 		Endpoints: &api.Endpoints{Deps: deps},
 		Messages:  &api.Messages{Deps: deps},
+		Queues:    &api.Queues{Rabbit: d.Rabbit, Names: q},
 		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit, Listen: hub,
 		DeadLetters: deadletter.New(q, f, msgs, gate, pub, m, d.Log),
 	}, nil
 }
 
-// Register adds the endpoint and message services to srv, on gRPC and on
+// Register adds the endpoint, message and queue services to srv, on gRPC and on
 // the REST gateway.
 func (d *Dispatcher) Register(srv *server.Server) {
 	dispatcherv1.RegisterEndpointServiceServer(srv.GRPC, d.Endpoints)
 	dispatcherv1.RegisterMessageServiceServer(srv.GRPC, d.Messages)
 	dispatcherv1.RegisterEventStreamServiceServer(srv.GRPC, d.Listen)
-	srv.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler)
+	dispatcherv1.RegisterQueueServiceServer(srv.GRPC, d.Queues)
+	srv.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler, dispatcherv1.RegisterQueueServiceHandler)
 }
 
 // RunFanout consumes events until ctx ends.
