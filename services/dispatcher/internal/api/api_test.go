@@ -47,7 +47,7 @@ type env struct {
 	msgs         dispatcherv1.MessageServiceClient
 	queues       dispatcherv1.QueueServiceClient
 	names        task.Queues // the dispatcher's queue names
-	base         string // REST base URL
+	base         string      // REST base URL
 	store        *message.Store
 	endpoints    *endpoint.Store
 	sends        *dedupe.Store // the ids SendMessage remembers
