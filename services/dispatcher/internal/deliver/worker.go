@@ -133,11 +133,33 @@ func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Sto
 // Run consumes until ctx ends, then finishes the attempts in flight (each
 // bounded by its endpoint timeout) and returns.
 func (w *Worker) Run(ctx context.Context, conn *rabbit.Conn) error {
-	return conn.ConsumeWithConfig(ctx, w.queues.Deliveries, rabbit.ConsumeConfig{
+	err := conn.ConsumeWithConfig(ctx, w.queues.Deliveries, rabbit.ConsumeConfig{
 		Prefetch:      w.cfg.Concurrency,
 		Concurrency:   w.cfg.Concurrency,
 		ShutdownGrace: w.cfg.ShutdownGrace,
 	}, w.Handle)
+	w.forgetBreakers()
+	return err
+}
+
+// forgetBreakers removes this replica's breakers from their shared copy
+// when it stops, so that the API does not show them until they expire.
+func (w *Worker) forgetBreakers() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, b := range w.breakers {
+		b.mu.Lock()
+		open := b.state != "" && b.state != admit.BreakerClosed
+		b.mu.Unlock()
+		if !open {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := w.gate.ReportBreaker(ctx, id, w.replica, admit.BreakerClosed, time.Time{}); err != nil {
+			w.log.Warn("removing a circuit breaker's shared state failed", "endpoint_id", id, "err", err)
+		}
+		cancel()
+	}
 }
 
 // ShutdownGrace is how long Run lets attempts in flight finish once its
