@@ -57,11 +57,15 @@ func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-// logLevel is the level of a finished call's line: what clients get wrong
-// is Info, what may need a look is Warn, what is broken is Error.
+// logLevel is the level of a finished call's line: a success is Debug
+// (at Info a busy service, a cache answering hits, wrote a line per call),
+// what clients get wrong is Info, what may need a look is Warn, what is
+// broken is Error.
 func logLevel(code codes.Code) slog.Level {
 	switch code {
-	case codes.OK, codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.Unauthenticated, codes.FailedPrecondition:
+	case codes.OK:
+		return slog.LevelDebug
+	case codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.Unauthenticated, codes.FailedPrecondition:
 		return slog.LevelInfo
 	case codes.Internal, codes.Unknown, codes.DataLoss:
 		return slog.LevelError

@@ -76,6 +76,10 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	HandshakeTimeout  time.Duration
+
+	// GRPCOptions are added after the server's own (transport tuning
+	// tried by a benchmark); later options win.
+	GRPCOptions []grpc.ServerOption
 }
 
 // Server is a service's network front.
@@ -134,7 +138,7 @@ func New(o Options) *Server {
 		health: health.NewServer(),
 		bodies: NewBodyBudget(o.BodyMemoryBytes, o.BodyWait),
 	}
-	s.GRPC = grpc.NewServer(
+	s.GRPC = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.StatsHandler(trace.ServerHandler()),
 		grpc.ChainUnaryInterceptor(
 			recovery.UnaryServerInterceptor(recoverOptions(o.Log)...),
@@ -165,7 +169,7 @@ func New(o Options) *Server {
 			Time:              time.Minute,
 			Timeout:           20 * time.Second,
 		}),
-	)
+	}, o.GRPCOptions...)...)
 	healthpb.RegisterHealthServer(s.GRPC, s.health)
 	reflection.Register(s.GRPC)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

@@ -101,13 +101,28 @@ try {
   await go('#/endpoints', '#endpoints');
   assert.equal(await page.locator('#endpoints tr[data-endpoint]').count(), 2);
   assert.equal(await page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"]`).getAttribute('data-state'), 'healthy');
-  await shot('endpoints');
+  step('endpoints with their breaker, in-flight, rate and held deliveries');
   const flaky = page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"]`);
+  assert.equal(await flaky.locator('td.breaker').getAttribute('data-breaker'), 'closed');
+  assert.match(await flaky.locator('td.in-flight').innerText(), /^0 \/ 10$/);
+  assert.equal(await flaky.locator('td.held').innerText(), '0');
+  const limited = page.locator('#endpoints tr[data-endpoint]', { hasText: '50/s' });
+  assert.match(await limited.locator('.rate-tokens').innerText(), /tokens left$/);
+  await shot('endpoints');
   await flaky.getByRole('button', { name: 'Disable' }).click();
   await page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"][data-state=disabled]`).waitFor();
+  // A message for the disabled endpoint is held, and counted.
+  const sent = await page.evaluate(async (key) => {
+    const res = await fetch('/api/dispatcher/v1/messages', { method: 'POST', headers: { Authorization: 'Bearer ' + key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ type: 'invoice.held', data: {} }) });
+    return res.status;
+  }, env.API_KEY);
+  assert.equal(sent, 200);
+  await flaky.locator('td.held', { hasText: '1' }).waitFor();
   await shot('endpoints-disabled');
   await flaky.getByRole('button', { name: 'Enable' }).click();
   await page.locator(`#endpoints tr[data-endpoint="${env.FLAKY_ENDPOINT_ID}"][data-state=healthy]`).waitFor();
+  await flaky.locator('td.held', { hasText: '0' }).waitFor();
 
   step('sources with their received webhooks and verification failures');
   await go('#/sources', '#sources');
@@ -143,6 +158,13 @@ try {
   step('queue depths');
   await go('#/queues', '#queues');
   await page.locator('#queues tr[data-queue=hooks]').waitFor();
+  step("the dispatcher's queue depths");
+  const deliveries = page.locator('#delivery-queues tr[data-kind=deliveries]');
+  await deliveries.waitFor();
+  assert.match(await deliveries.locator('td.ready').innerText(), /^\d+$/);
+  assert.equal(await page.locator('#delivery-queues tr[data-kind=events]').count(), 1);
+  assert.equal(await page.locator('#delivery-queues tr[data-kind=dead_letter]').count(), 2);
+  assert.ok((await page.locator('#delivery-queues tr[data-kind=delay]').count()) > 1);
   await shot('queues');
 
   step('cache namespaces');

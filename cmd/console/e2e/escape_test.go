@@ -34,12 +34,14 @@ func TestConsoleEscapesEverything(t *testing.T) {
 		"/v1/sourceStats":                 map[string]any{"stats": []any{map[string]any{"source": p, "receivedCount": "2", "verificationFailureCount": "1"}}},
 		"/v1/namespaceStats":              map[string]any{"stats": []any{map[string]any{"namespace": p, "hitCount": "3", "missCount": "1", "hitRatio": 0.75}}},
 		"/v1/deadLetters":                 map[string]any{"deadLetters": []any{map[string]any{"messageId": p, "endpointId": p, "time": ts, "reason": p, "lastAttempt": attempt}}},
-		"/v1/endpoints":                   map[string]any{"endpoints": []any{map[string]any{"id": p, "url": p, "description": p, "eventTypes": []string{p}, "disabled": true, "disabledReason": p, "failingSince": ts, "timeout": p}}},
-		"/v1/sources":                     map[string]any{"sources": []any{map[string]any{"name": p, "provider": p, "secrets": []string{p}, "tolerance": p, "publicUrl": p}}},
-		"/v1/tasks":                       map[string]any{"tasks": []any{map[string]any{"id": p, "name": p, "queue": p, "state": "failed", "attempts": 1, "error": p, "createTime": ts}}},
-		"/v1/tasks/" + p:                  map[string]any{"id": p, "name": p, "queue": p, "state": "failed", "error": p, "args": map[string]any{p: p}, "result": p, "callbackUrl": p, "callbackState": p, "attemptLog": []any{map[string]any{"number": 1, "outcome": p, "worker": p, "error": p}}},
-		"/v1/queues":                      map[string]any{"queues": []any{map[string]any{"name": p, "ready": "3", "running": "1"}}},
-		"/v1/namespaces":                  map[string]any{"namespaces": []any{map[string]any{"name": p, "strategy": p, "originUrl": p, "ttl": p, "createTime": ts}}},
+		"/v1/endpoints": map[string]any{"endpoints": []any{map[string]any{"id": p, "url": p, "description": p, "eventTypes": []string{p}, "disabled": true, "disabledReason": p, "failingSince": ts, "timeout": p, "rateLimit": 5,
+			"health": map[string]any{"breakerState": p, "breakerUntil": ts, "breakerReplicas": 2, "failureCount": 3, "inFlight": 1, "rateTokens": 1.5, "heldCount": "2"}}}},
+		"/v1/deliveryQueues": map[string]any{"queues": []any{map[string]any{"name": p, "kind": p, "delay": p, "ready": "3", "consumers": 1}, map[string]any{"name": p, "kind": p, "missing": true}}},
+		"/v1/sources":        map[string]any{"sources": []any{map[string]any{"name": p, "provider": p, "secrets": []string{p}, "tolerance": p, "publicUrl": p}}},
+		"/v1/tasks":          map[string]any{"tasks": []any{map[string]any{"id": p, "name": p, "queue": p, "state": "failed", "attempts": 1, "error": p, "createTime": ts}}},
+		"/v1/tasks/" + p:     map[string]any{"id": p, "name": p, "queue": p, "state": "failed", "error": p, "args": map[string]any{p: p}, "result": p, "callbackUrl": p, "callbackState": p, "attemptLog": []any{map[string]any{"number": 1, "outcome": p, "worker": p, "error": p}}},
+		"/v1/queues":         map[string]any{"queues": []any{map[string]any{"name": p, "ready": "3", "running": "1"}}},
+		"/v1/namespaces":     map[string]any{"namespaces": []any{map[string]any{"name": p, "strategy": p, "originUrl": p, "ttl": p, "createTime": ts}}},
 	}
 	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -410,6 +410,20 @@ func TestEndpointCommands(t *testing.T) {
 		code, out, _ := run(t, e, "messages", "attempts", sent.MessageID)
 		return code == 0 && strings.Contains(out, ep.ID)
 	})
+	// The endpoint's health: its breaker, failure run, in-flight and held
+	// deliveries.
+	if code, out, _ := run(t, e, "endpoints", "get", ep.ID); code != 0 || !regexp.MustCompile(`Breaker: +closed`).MatchString(out) ||
+		!regexp.MustCompile(`In flight: +\d+ of \d+`).MatchString(out) || !regexp.MustCompile(`Held: +0`).MatchString(out) {
+		t.Fatalf("get: %d %s", code, out)
+	}
+	if code, out, _ := run(t, e, "endpoints", "list"); code != 0 || !strings.Contains(out, "BREAKER") || !strings.Contains(out, "closed") {
+		t.Fatalf("list with health: %d %s", code, out)
+	}
+	// The dispatcher's queues, shared by every tenant.
+	code, out, stderr = run(t, e, "delivery-queues")
+	if code != 0 || !regexp.MustCompile(`\.deliveries +deliveries +- +\d+ +\d+`).MatchString(out) || !strings.Contains(out, "dead_letter") {
+		t.Fatalf("delivery-queues: %d %s %s", code, out, stderr)
+	}
 	if code, _, _ := run(t, e, "endpoints", "get", "no-such-endpoint"); code != cli.ExitNotFound {
 		t.Fatalf("get missing: exit %d, want %d", code, cli.ExitNotFound)
 	}

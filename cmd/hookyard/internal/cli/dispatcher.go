@@ -47,10 +47,35 @@ func endpointRows(e *dispatcherv1.Endpoint) [][2]string {
 		{"Timeout", output.Duration(e.GetTimeout())}, {"Failing since", output.Time(e.GetFailingSince())},
 		{"Created", output.Time(e.GetCreateTime())},
 	}
+	if h := e.GetHealth(); h != nil {
+		rows = append(rows,
+			[2]string{"Breaker", breakerText(h)},
+			[2]string{"Failures in a row", strconv.Itoa(int(h.GetFailureCount()))},
+			[2]string{"In flight", strconv.Itoa(int(h.GetInFlight())) + " of " + strconv.Itoa(int(e.GetMaxInFlight()))},
+			[2]string{"Held", strconv.FormatInt(h.GetHeldCount(), 10)})
+		if e.GetRateLimit() > 0 {
+			rows = append(rows, [2]string{"Rate tokens", strconv.FormatFloat(h.GetRateTokens(), 'f', 1, 64) + " of " + strconv.Itoa(int(e.GetRateLimit()))})
+		}
+	}
 	if e.GetSecret() != "" {
 		rows = append(rows, [2]string{"Secret", e.GetSecret() + "  (shown once)"})
 	}
 	return rows
+}
+
+// breakerText is the worst breaker over the replicas, e.g. "open until
+// 12:00:05 (1 replica)".
+func breakerText(h *dispatcherv1.EndpointHealth) string {
+	st := output.Or(h.GetBreakerState())
+	if h.GetBreakerUntil() != nil {
+		st += " until " + output.Time(h.GetBreakerUntil())
+	}
+	if n := h.GetBreakerReplicas(); n == 1 {
+		st += " (1 replica)"
+	} else if n > 1 {
+		st += fmt.Sprintf(" (%d replicas)", n)
+	}
+	return st
 }
 
 func disabledText(e *dispatcherv1.Endpoint) string {
@@ -79,9 +104,11 @@ func (a *app) endpointsList() *cobra.Command {
 			}
 			var rows [][]string
 			for _, e := range res.GetEndpoints() {
-				rows = append(rows, []string{e.GetId(), output.Cut(e.GetUrl(), 60), output.Or(strings.Join(e.GetEventTypes(), ",")), disabledText(e), output.Time(e.GetFailingSince())})
+				h := e.GetHealth()
+				rows = append(rows, []string{e.GetId(), output.Cut(e.GetUrl(), 60), output.Or(strings.Join(e.GetEventTypes(), ",")), disabledText(e), output.Time(e.GetFailingSince()),
+					output.Or(h.GetBreakerState()), strconv.Itoa(int(h.GetInFlight())), strconv.FormatInt(h.GetHeldCount(), 10)})
 			}
-			return a.out().List(res, []string{"ID", "URL", "EVENT TYPES", "DISABLED", "FAILING SINCE"}, rows, res.GetNextPageToken())
+			return a.out().List(res, []string{"ID", "URL", "EVENT TYPES", "DISABLED", "FAILING SINCE", "BREAKER", "IN FLIGHT", "HELD"}, rows, res.GetNextPageToken())
 		},
 	}
 	p.flags(cmd)
@@ -432,4 +459,39 @@ func (a *app) deadLettersCmd() *cobra.Command {
 	p.flags(list)
 	cmd.AddCommand(list, a.resendCmd("resend MESSAGE_ID", "Deliver a dead-lettered message again"))
 	return cmd
+}
+
+func (a *app) deliveryQueuesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "delivery-queues", Aliases: []string{"dq"}, Args: args(),
+		Short: "Show the depths of the dispatcher's broker queues (shared by all tenants)",
+		Long: `Shows the dispatcher's broker queues: events, deliveries, the delay queues
+in front of deliveries, and the dead-letter queues, with the messages ready in
+each and its consumers. The queues are shared by all tenants, so every key sees
+the same totals. Messages delivered to a consumer and not yet acknowledged are
+not counted: AMQP does not report them.`,
+		Example: `  hookyard delivery-queues
+  hookyard delivery-queues -o json | jq '[.queues[] | select(.kind == "delay") | .ready | tonumber] | add'`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.clients.DeliveryQueues()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.call(cmd)
+			defer cancel()
+			res, err := c.ListQueues(ctx, &dispatcherv1.ListQueuesRequest{})
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, q := range res.GetQueues() {
+				ready := strconv.FormatInt(q.GetReady(), 10)
+				if q.GetMissing() {
+					ready = "missing"
+				}
+				rows = append(rows, []string{q.GetName(), q.GetKind(), output.Duration(q.GetDelay()), ready, strconv.Itoa(int(q.GetConsumers()))})
+			}
+			return a.out().List(res, []string{"QUEUE", "KIND", "DELAY", "READY", "CONSUMERS"}, rows, "")
+		},
+	}
 }

@@ -184,7 +184,7 @@ HOOKYARD_* variables, then a profile of the config file
 		root.AddCommand(c)
 	}
 	for _, c := range []*cobra.Command{
-		a.sourcesCmd(), a.eventsCmd(), a.endpointsCmd(), a.messagesCmd(), a.deadLettersCmd(),
+		a.sourcesCmd(), a.eventsCmd(), a.endpointsCmd(), a.messagesCmd(), a.deadLettersCmd(), a.deliveryQueuesCmd(),
 		a.tasksCmd(), a.chainsCmd(), a.groupsCmd(), a.schedulesCmd(), a.queuesCmd(), a.cacheCmd(),
 	} {
 		c.GroupID = "manage"

@@ -127,6 +127,15 @@ func (c *Clients) Stream() (dispatcherv1.EventStreamServiceClient, error) {
 	return dispatcherv1.NewEventStreamServiceClient(cc), nil
 }
 
+// DeliveryQueues is the dispatcher QueueService.
+func (c *Clients) DeliveryQueues() (dispatcherv1.QueueServiceClient, error) {
+	cc, err := c.conn(c.s.Dispatcher)
+	if err != nil {
+		return nil, err
+	}
+	return dispatcherv1.NewQueueServiceClient(cc), nil
+}
+
 // Tasks is the jobs TaskService.
 func (c *Clients) Tasks() (jobsv1.TaskServiceClient, error) {
 	cc, err := c.conn(c.s.Jobs)

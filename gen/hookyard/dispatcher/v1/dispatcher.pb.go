@@ -61,7 +61,9 @@ type Endpoint struct {
 	// Output only.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Output only. Start of the current run of failures, if failing.
-	FailingSince  *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	FailingSince *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	// Output only, set by get and list: the endpoint's delivery health.
+	Health        *EndpointHealth `protobuf:"bytes,17,opt,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +206,13 @@ func (x *Endpoint) GetUpdateTime() *timestamppb.Timestamp {
 func (x *Endpoint) GetFailingSince() *timestamppb.Timestamp {
 	if x != nil {
 		return x.FailingSince
+	}
+	return nil
+}
+
+func (x *Endpoint) GetHealth() *EndpointHealth {
+	if x != nil {
+		return x.Health
 	}
 	return nil
 }
@@ -2359,11 +2368,296 @@ func (x *SendCallbackResponse) GetEndpointId() string {
 	return ""
 }
 
+// EndpointHealth is what limits an endpoint's deliveries right now. Every
+// figure is shared by all dispatcher replicas, except the circuit breaker,
+// which each replica keeps for itself: the worst of them is shown.
+type EndpointHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// closed, open or half_open: the worst over the replicas. An open
+	// breaker refuses attempts until breaker_until, then lets one probe
+	// through (half_open).
+	BreakerState string `protobuf:"bytes,1,opt,name=breaker_state,json=breakerState,proto3" json:"breaker_state,omitempty"`
+	// While open: when the breaker next lets a probe through (the latest
+	// over the replicas).
+	BreakerUntil *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=breaker_until,json=breakerUntil,proto3" json:"breaker_until,omitempty"`
+	// Replicas whose breaker is open or half-open.
+	BreakerReplicas int32 `protobuf:"varint,3,opt,name=breaker_replicas,json=breakerReplicas,proto3" json:"breaker_replicas,omitempty"`
+	// Failed attempts in a row, the run that started at failing_since.
+	FailureCount int32 `protobuf:"varint,4,opt,name=failure_count,json=failureCount,proto3" json:"failure_count,omitempty"`
+	// Attempts running now, against max_in_flight.
+	InFlight int32 `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// Tokens left in the rate-limit bucket now (rate_limit at most); below
+	// zero, that many attempts hold tokens reserved ahead of time. Zero
+	// without a rate limit.
+	RateTokens float64 `protobuf:"fixed64,6,opt,name=rate_tokens,json=rateTokens,proto3" json:"rate_tokens,omitempty"`
+	// Deliveries held while the endpoint is disabled, sent on re-enable or
+	// recover.
+	HeldCount     int64 `protobuf:"varint,7,opt,name=held_count,json=heldCount,proto3" json:"held_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointHealth) Reset() {
+	*x = EndpointHealth{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointHealth) ProtoMessage() {}
+
+func (x *EndpointHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointHealth.ProtoReflect.Descriptor instead.
+func (*EndpointHealth) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *EndpointHealth) GetBreakerState() string {
+	if x != nil {
+		return x.BreakerState
+	}
+	return ""
+}
+
+func (x *EndpointHealth) GetBreakerUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BreakerUntil
+	}
+	return nil
+}
+
+func (x *EndpointHealth) GetBreakerReplicas() int32 {
+	if x != nil {
+		return x.BreakerReplicas
+	}
+	return 0
+}
+
+func (x *EndpointHealth) GetFailureCount() int32 {
+	if x != nil {
+		return x.FailureCount
+	}
+	return 0
+}
+
+func (x *EndpointHealth) GetInFlight() int32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *EndpointHealth) GetRateTokens() float64 {
+	if x != nil {
+		return x.RateTokens
+	}
+	return 0
+}
+
+func (x *EndpointHealth) GetHeldCount() int64 {
+	if x != nil {
+		return x.HeldCount
+	}
+	return 0
+}
+
+// ListQueuesRequest is the request of ListQueues.
+type ListQueuesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQueuesRequest) Reset() {
+	*x = ListQueuesRequest{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQueuesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQueuesRequest) ProtoMessage() {}
+
+func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
+func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{37}
+}
+
+// ListQueuesResponse is the response of ListQueues.
+type ListQueuesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queues, in the order messages pass through them.
+	Queues        []*DispatcherQueue `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQueuesResponse) Reset() {
+	*x = ListQueuesResponse{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQueuesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQueuesResponse) ProtoMessage() {}
+
+func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
+func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListQueuesResponse) GetQueues() []*DispatcherQueue {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+// DispatcherQueue is the depth of one broker queue of the dispatcher.
+// AMQP reports ready messages and consumers only: messages delivered to a
+// consumer and not yet acknowledged are not counted (that needs the
+// broker's management API).
+type DispatcherQueue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Broker queue name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// events, deliveries, delay or dead_letter.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// For a delay queue: how long a message waits in it.
+	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Messages ready for delivery to a consumer.
+	Ready int64 `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	// Consumers attached.
+	Consumers int32 `protobuf:"varint,5,opt,name=consumers,proto3" json:"consumers,omitempty"`
+	// The queue does not exist (not declared yet, or deleted).
+	Missing       bool `protobuf:"varint,6,opt,name=missing,proto3" json:"missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatcherQueue) Reset() {
+	*x = DispatcherQueue{}
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatcherQueue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatcherQueue) ProtoMessage() {}
+
+func (x *DispatcherQueue) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatcherQueue.ProtoReflect.Descriptor instead.
+func (*DispatcherQueue) Descriptor() ([]byte, []int) {
+	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DispatcherQueue) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DispatcherQueue) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DispatcherQueue) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *DispatcherQueue) GetReady() int64 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
+func (x *DispatcherQueue) GetConsumers() int32 {
+	if x != nil {
+		return x.Consumers
+	}
+	return 0
+}
+
+func (x *DispatcherQueue) GetMissing() bool {
+	if x != nil {
+		return x.Missing
+	}
+	return false
+}
+
 var File_hookyard_dispatcher_v1_dispatcher_proto protoreflect.FileDescriptor
 
 const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\n" +
-	"'hookyard/dispatcher/v1/dispatcher.proto\x12\x16hookyard.dispatcher.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhookyard/event/v1/event.proto\"\xf6\x05\n" +
+	"'hookyard/dispatcher/v1/dispatcher.proto\x12\x16hookyard.dispatcher.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhookyard/event/v1/event.proto\"\xb6\x06\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12 \n" +
@@ -2385,7 +2679,8 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12?\n" +
-	"\rfailing_since\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x1a:\n" +
+	"\rfailing_since\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x12>\n" +
+	"\x06health\x18\x11 \x01(\v2&.hookyard.dispatcher.v1.EndpointHealthR\x06health\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
@@ -2541,7 +2836,27 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1f\n" +
 	"\vendpoint_id\x18\x02 \x01(\tR\n" +
-	"endpointId2\xf9\x06\n" +
+	"endpointId\"\xa3\x02\n" +
+	"\x0eEndpointHealth\x12#\n" +
+	"\rbreaker_state\x18\x01 \x01(\tR\fbreakerState\x12?\n" +
+	"\rbreaker_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\fbreakerUntil\x12)\n" +
+	"\x10breaker_replicas\x18\x03 \x01(\x05R\x0fbreakerReplicas\x12#\n" +
+	"\rfailure_count\x18\x04 \x01(\x05R\ffailureCount\x12\x1b\n" +
+	"\tin_flight\x18\x05 \x01(\x05R\binFlight\x12\x1f\n" +
+	"\vrate_tokens\x18\x06 \x01(\x01R\n" +
+	"rateTokens\x12\x1d\n" +
+	"\n" +
+	"held_count\x18\a \x01(\x03R\theldCount\"\x13\n" +
+	"\x11ListQueuesRequest\"U\n" +
+	"\x12ListQueuesResponse\x12?\n" +
+	"\x06queues\x18\x01 \x03(\v2'.hookyard.dispatcher.v1.DispatcherQueueR\x06queues\"\xb8\x01\n" +
+	"\x0fDispatcherQueue\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x14\n" +
+	"\x05ready\x18\x04 \x01(\x03R\x05ready\x12\x1c\n" +
+	"\tconsumers\x18\x05 \x01(\x05R\tconsumers\x12\x18\n" +
+	"\amissing\x18\x06 \x01(\bR\amissing2\xf9\x06\n" +
 	"\x0fEndpointService\x12a\n" +
 	"\x0eCreateEndpoint\x12-.hookyard.dispatcher.v1.CreateEndpointRequest\x1a .hookyard.dispatcher.v1.Endpoint\x12[\n" +
 	"\vGetEndpoint\x12*.hookyard.dispatcher.v1.GetEndpointRequest\x1a .hookyard.dispatcher.v1.Endpoint\x12l\n" +
@@ -2562,7 +2877,10 @@ const file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc = "" +
 	"\x0fCallbackService\x12i\n" +
 	"\fSendCallback\x12+.hookyard.dispatcher.v1.SendCallbackRequest\x1a,.hookyard.dispatcher.v1.SendCallbackResponse2\x81\x01\n" +
 	"\x12EventStreamService\x12k\n" +
-	"\fStreamEvents\x12+.hookyard.dispatcher.v1.StreamEventsRequest\x1a,.hookyard.dispatcher.v1.StreamEventsResponse0\x01BFZDgithub.com/hookyard/hookyard/gen/hookyard/dispatcher/v1;dispatcherv1b\x06proto3"
+	"\fStreamEvents\x12+.hookyard.dispatcher.v1.StreamEventsRequest\x1a,.hookyard.dispatcher.v1.StreamEventsResponse0\x012s\n" +
+	"\fQueueService\x12c\n" +
+	"\n" +
+	"ListQueues\x12).hookyard.dispatcher.v1.ListQueuesRequest\x1a*.hookyard.dispatcher.v1.ListQueuesResponseBFZDgithub.com/hookyard/hookyard/gen/hookyard/dispatcher/v1;dispatcherv1b\x06proto3"
 
 var (
 	file_hookyard_dispatcher_v1_dispatcher_proto_rawDescOnce sync.Once
@@ -2576,7 +2894,7 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_rawDescGZIP() []byte {
 	return file_hookyard_dispatcher_v1_dispatcher_proto_rawDescData
 }
 
-var file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_hookyard_dispatcher_v1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_hookyard_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(*Endpoint)(nil),                     // 0: hookyard.dispatcher.v1.Endpoint
 	(*CreateEndpointRequest)(nil),        // 1: hookyard.dispatcher.v1.CreateEndpointRequest
@@ -2614,85 +2932,95 @@ var file_hookyard_dispatcher_v1_dispatcher_proto_goTypes = []any{
 	(*StreamedAttempt)(nil),              // 33: hookyard.dispatcher.v1.StreamedAttempt
 	(*SendCallbackRequest)(nil),          // 34: hookyard.dispatcher.v1.SendCallbackRequest
 	(*SendCallbackResponse)(nil),         // 35: hookyard.dispatcher.v1.SendCallbackResponse
-	nil,                                  // 36: hookyard.dispatcher.v1.Endpoint.HeadersEntry
-	(*durationpb.Duration)(nil),          // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 38: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 39: google.protobuf.FieldMask
-	(*structpb.Value)(nil),               // 40: google.protobuf.Value
-	(*v1.Event)(nil),                     // 41: hookyard.event.v1.Event
+	(*EndpointHealth)(nil),               // 36: hookyard.dispatcher.v1.EndpointHealth
+	(*ListQueuesRequest)(nil),            // 37: hookyard.dispatcher.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),           // 38: hookyard.dispatcher.v1.ListQueuesResponse
+	(*DispatcherQueue)(nil),              // 39: hookyard.dispatcher.v1.DispatcherQueue
+	nil,                                  // 40: hookyard.dispatcher.v1.Endpoint.HeadersEntry
+	(*durationpb.Duration)(nil),          // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 42: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 43: google.protobuf.FieldMask
+	(*structpb.Value)(nil),               // 44: google.protobuf.Value
+	(*v1.Event)(nil),                     // 45: hookyard.event.v1.Event
 }
 var file_hookyard_dispatcher_v1_dispatcher_proto_depIdxs = []int32{
-	36, // 0: hookyard.dispatcher.v1.Endpoint.headers:type_name -> hookyard.dispatcher.v1.Endpoint.HeadersEntry
-	37, // 1: hookyard.dispatcher.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
-	37, // 2: hookyard.dispatcher.v1.Endpoint.retry_schedule:type_name -> google.protobuf.Duration
-	38, // 3: hookyard.dispatcher.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	38, // 4: hookyard.dispatcher.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	38, // 5: hookyard.dispatcher.v1.Endpoint.failing_since:type_name -> google.protobuf.Timestamp
-	0,  // 6: hookyard.dispatcher.v1.CreateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
-	0,  // 7: hookyard.dispatcher.v1.ListEndpointsResponse.endpoints:type_name -> hookyard.dispatcher.v1.Endpoint
-	0,  // 8: hookyard.dispatcher.v1.UpdateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
-	39, // 9: hookyard.dispatcher.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
-	37, // 10: hookyard.dispatcher.v1.RotateEndpointSecretRequest.overlap:type_name -> google.protobuf.Duration
-	38, // 11: hookyard.dispatcher.v1.RotateEndpointSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
-	38, // 12: hookyard.dispatcher.v1.RecoverEndpointRequest.since_time:type_name -> google.protobuf.Timestamp
-	40, // 13: hookyard.dispatcher.v1.Message.data:type_name -> google.protobuf.Value
-	38, // 14: hookyard.dispatcher.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	15, // 15: hookyard.dispatcher.v1.Message.deliveries:type_name -> hookyard.dispatcher.v1.Delivery
-	38, // 16: hookyard.dispatcher.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
-	16, // 17: hookyard.dispatcher.v1.Delivery.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	38, // 18: hookyard.dispatcher.v1.Attempt.time:type_name -> google.protobuf.Timestamp
-	37, // 19: hookyard.dispatcher.v1.Attempt.latency:type_name -> google.protobuf.Duration
-	14, // 20: hookyard.dispatcher.v1.SendMessageRequest.message:type_name -> hookyard.dispatcher.v1.Message
-	14, // 21: hookyard.dispatcher.v1.ListMessagesResponse.messages:type_name -> hookyard.dispatcher.v1.Message
-	16, // 22: hookyard.dispatcher.v1.ListMessageAttemptsResponse.attempts:type_name -> hookyard.dispatcher.v1.Attempt
-	27, // 23: hookyard.dispatcher.v1.ListDeadLettersResponse.dead_letters:type_name -> hookyard.dispatcher.v1.DeadLetter
-	38, // 24: hookyard.dispatcher.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
-	16, // 25: hookyard.dispatcher.v1.DeadLetter.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	38, // 26: hookyard.dispatcher.v1.EndpointDisabled.failing_since:type_name -> google.protobuf.Timestamp
-	31, // 27: hookyard.dispatcher.v1.StreamEventsResponse.ready:type_name -> hookyard.dispatcher.v1.StreamReady
-	32, // 28: hookyard.dispatcher.v1.StreamEventsResponse.event:type_name -> hookyard.dispatcher.v1.StreamedEvent
-	33, // 29: hookyard.dispatcher.v1.StreamEventsResponse.attempt:type_name -> hookyard.dispatcher.v1.StreamedAttempt
-	37, // 30: hookyard.dispatcher.v1.StreamReady.resume_window:type_name -> google.protobuf.Duration
-	41, // 31: hookyard.dispatcher.v1.StreamedEvent.event:type_name -> hookyard.event.v1.Event
-	16, // 32: hookyard.dispatcher.v1.StreamedAttempt.attempt:type_name -> hookyard.dispatcher.v1.Attempt
-	38, // 33: hookyard.dispatcher.v1.SendCallbackRequest.event_time:type_name -> google.protobuf.Timestamp
-	1,  // 34: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:input_type -> hookyard.dispatcher.v1.CreateEndpointRequest
-	2,  // 35: hookyard.dispatcher.v1.EndpointService.GetEndpoint:input_type -> hookyard.dispatcher.v1.GetEndpointRequest
-	3,  // 36: hookyard.dispatcher.v1.EndpointService.ListEndpoints:input_type -> hookyard.dispatcher.v1.ListEndpointsRequest
-	5,  // 37: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:input_type -> hookyard.dispatcher.v1.UpdateEndpointRequest
-	6,  // 38: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:input_type -> hookyard.dispatcher.v1.DeleteEndpointRequest
-	8,  // 39: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:input_type -> hookyard.dispatcher.v1.RotateEndpointSecretRequest
-	10, // 40: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:input_type -> hookyard.dispatcher.v1.RecoverEndpointRequest
-	12, // 41: hookyard.dispatcher.v1.EndpointService.SendTestEvent:input_type -> hookyard.dispatcher.v1.SendTestEventRequest
-	17, // 42: hookyard.dispatcher.v1.MessageService.SendMessage:input_type -> hookyard.dispatcher.v1.SendMessageRequest
-	18, // 43: hookyard.dispatcher.v1.MessageService.GetMessage:input_type -> hookyard.dispatcher.v1.GetMessageRequest
-	19, // 44: hookyard.dispatcher.v1.MessageService.ListMessages:input_type -> hookyard.dispatcher.v1.ListMessagesRequest
-	21, // 45: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:input_type -> hookyard.dispatcher.v1.ListMessageAttemptsRequest
-	23, // 46: hookyard.dispatcher.v1.MessageService.ResendMessage:input_type -> hookyard.dispatcher.v1.ResendMessageRequest
-	25, // 47: hookyard.dispatcher.v1.MessageService.ListDeadLetters:input_type -> hookyard.dispatcher.v1.ListDeadLettersRequest
-	34, // 48: hookyard.dispatcher.v1.CallbackService.SendCallback:input_type -> hookyard.dispatcher.v1.SendCallbackRequest
-	29, // 49: hookyard.dispatcher.v1.EventStreamService.StreamEvents:input_type -> hookyard.dispatcher.v1.StreamEventsRequest
-	0,  // 50: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	0,  // 51: hookyard.dispatcher.v1.EndpointService.GetEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	4,  // 52: hookyard.dispatcher.v1.EndpointService.ListEndpoints:output_type -> hookyard.dispatcher.v1.ListEndpointsResponse
-	0,  // 53: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
-	7,  // 54: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:output_type -> hookyard.dispatcher.v1.DeleteEndpointResponse
-	9,  // 55: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:output_type -> hookyard.dispatcher.v1.RotateEndpointSecretResponse
-	11, // 56: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:output_type -> hookyard.dispatcher.v1.RecoverEndpointResponse
-	13, // 57: hookyard.dispatcher.v1.EndpointService.SendTestEvent:output_type -> hookyard.dispatcher.v1.SendTestEventResponse
-	14, // 58: hookyard.dispatcher.v1.MessageService.SendMessage:output_type -> hookyard.dispatcher.v1.Message
-	14, // 59: hookyard.dispatcher.v1.MessageService.GetMessage:output_type -> hookyard.dispatcher.v1.Message
-	20, // 60: hookyard.dispatcher.v1.MessageService.ListMessages:output_type -> hookyard.dispatcher.v1.ListMessagesResponse
-	22, // 61: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:output_type -> hookyard.dispatcher.v1.ListMessageAttemptsResponse
-	24, // 62: hookyard.dispatcher.v1.MessageService.ResendMessage:output_type -> hookyard.dispatcher.v1.ResendMessageResponse
-	26, // 63: hookyard.dispatcher.v1.MessageService.ListDeadLetters:output_type -> hookyard.dispatcher.v1.ListDeadLettersResponse
-	35, // 64: hookyard.dispatcher.v1.CallbackService.SendCallback:output_type -> hookyard.dispatcher.v1.SendCallbackResponse
-	30, // 65: hookyard.dispatcher.v1.EventStreamService.StreamEvents:output_type -> hookyard.dispatcher.v1.StreamEventsResponse
-	50, // [50:66] is the sub-list for method output_type
-	34, // [34:50] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	40, // 0: hookyard.dispatcher.v1.Endpoint.headers:type_name -> hookyard.dispatcher.v1.Endpoint.HeadersEntry
+	41, // 1: hookyard.dispatcher.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
+	41, // 2: hookyard.dispatcher.v1.Endpoint.retry_schedule:type_name -> google.protobuf.Duration
+	42, // 3: hookyard.dispatcher.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	42, // 4: hookyard.dispatcher.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	42, // 5: hookyard.dispatcher.v1.Endpoint.failing_since:type_name -> google.protobuf.Timestamp
+	36, // 6: hookyard.dispatcher.v1.Endpoint.health:type_name -> hookyard.dispatcher.v1.EndpointHealth
+	0,  // 7: hookyard.dispatcher.v1.CreateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
+	0,  // 8: hookyard.dispatcher.v1.ListEndpointsResponse.endpoints:type_name -> hookyard.dispatcher.v1.Endpoint
+	0,  // 9: hookyard.dispatcher.v1.UpdateEndpointRequest.endpoint:type_name -> hookyard.dispatcher.v1.Endpoint
+	43, // 10: hookyard.dispatcher.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
+	41, // 11: hookyard.dispatcher.v1.RotateEndpointSecretRequest.overlap:type_name -> google.protobuf.Duration
+	42, // 12: hookyard.dispatcher.v1.RotateEndpointSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
+	42, // 13: hookyard.dispatcher.v1.RecoverEndpointRequest.since_time:type_name -> google.protobuf.Timestamp
+	44, // 14: hookyard.dispatcher.v1.Message.data:type_name -> google.protobuf.Value
+	42, // 15: hookyard.dispatcher.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	15, // 16: hookyard.dispatcher.v1.Message.deliveries:type_name -> hookyard.dispatcher.v1.Delivery
+	42, // 17: hookyard.dispatcher.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	16, // 18: hookyard.dispatcher.v1.Delivery.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
+	42, // 19: hookyard.dispatcher.v1.Attempt.time:type_name -> google.protobuf.Timestamp
+	41, // 20: hookyard.dispatcher.v1.Attempt.latency:type_name -> google.protobuf.Duration
+	14, // 21: hookyard.dispatcher.v1.SendMessageRequest.message:type_name -> hookyard.dispatcher.v1.Message
+	14, // 22: hookyard.dispatcher.v1.ListMessagesResponse.messages:type_name -> hookyard.dispatcher.v1.Message
+	16, // 23: hookyard.dispatcher.v1.ListMessageAttemptsResponse.attempts:type_name -> hookyard.dispatcher.v1.Attempt
+	27, // 24: hookyard.dispatcher.v1.ListDeadLettersResponse.dead_letters:type_name -> hookyard.dispatcher.v1.DeadLetter
+	42, // 25: hookyard.dispatcher.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
+	16, // 26: hookyard.dispatcher.v1.DeadLetter.last_attempt:type_name -> hookyard.dispatcher.v1.Attempt
+	42, // 27: hookyard.dispatcher.v1.EndpointDisabled.failing_since:type_name -> google.protobuf.Timestamp
+	31, // 28: hookyard.dispatcher.v1.StreamEventsResponse.ready:type_name -> hookyard.dispatcher.v1.StreamReady
+	32, // 29: hookyard.dispatcher.v1.StreamEventsResponse.event:type_name -> hookyard.dispatcher.v1.StreamedEvent
+	33, // 30: hookyard.dispatcher.v1.StreamEventsResponse.attempt:type_name -> hookyard.dispatcher.v1.StreamedAttempt
+	41, // 31: hookyard.dispatcher.v1.StreamReady.resume_window:type_name -> google.protobuf.Duration
+	45, // 32: hookyard.dispatcher.v1.StreamedEvent.event:type_name -> hookyard.event.v1.Event
+	16, // 33: hookyard.dispatcher.v1.StreamedAttempt.attempt:type_name -> hookyard.dispatcher.v1.Attempt
+	42, // 34: hookyard.dispatcher.v1.SendCallbackRequest.event_time:type_name -> google.protobuf.Timestamp
+	42, // 35: hookyard.dispatcher.v1.EndpointHealth.breaker_until:type_name -> google.protobuf.Timestamp
+	39, // 36: hookyard.dispatcher.v1.ListQueuesResponse.queues:type_name -> hookyard.dispatcher.v1.DispatcherQueue
+	41, // 37: hookyard.dispatcher.v1.DispatcherQueue.delay:type_name -> google.protobuf.Duration
+	1,  // 38: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:input_type -> hookyard.dispatcher.v1.CreateEndpointRequest
+	2,  // 39: hookyard.dispatcher.v1.EndpointService.GetEndpoint:input_type -> hookyard.dispatcher.v1.GetEndpointRequest
+	3,  // 40: hookyard.dispatcher.v1.EndpointService.ListEndpoints:input_type -> hookyard.dispatcher.v1.ListEndpointsRequest
+	5,  // 41: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:input_type -> hookyard.dispatcher.v1.UpdateEndpointRequest
+	6,  // 42: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:input_type -> hookyard.dispatcher.v1.DeleteEndpointRequest
+	8,  // 43: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:input_type -> hookyard.dispatcher.v1.RotateEndpointSecretRequest
+	10, // 44: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:input_type -> hookyard.dispatcher.v1.RecoverEndpointRequest
+	12, // 45: hookyard.dispatcher.v1.EndpointService.SendTestEvent:input_type -> hookyard.dispatcher.v1.SendTestEventRequest
+	17, // 46: hookyard.dispatcher.v1.MessageService.SendMessage:input_type -> hookyard.dispatcher.v1.SendMessageRequest
+	18, // 47: hookyard.dispatcher.v1.MessageService.GetMessage:input_type -> hookyard.dispatcher.v1.GetMessageRequest
+	19, // 48: hookyard.dispatcher.v1.MessageService.ListMessages:input_type -> hookyard.dispatcher.v1.ListMessagesRequest
+	21, // 49: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:input_type -> hookyard.dispatcher.v1.ListMessageAttemptsRequest
+	23, // 50: hookyard.dispatcher.v1.MessageService.ResendMessage:input_type -> hookyard.dispatcher.v1.ResendMessageRequest
+	25, // 51: hookyard.dispatcher.v1.MessageService.ListDeadLetters:input_type -> hookyard.dispatcher.v1.ListDeadLettersRequest
+	34, // 52: hookyard.dispatcher.v1.CallbackService.SendCallback:input_type -> hookyard.dispatcher.v1.SendCallbackRequest
+	29, // 53: hookyard.dispatcher.v1.EventStreamService.StreamEvents:input_type -> hookyard.dispatcher.v1.StreamEventsRequest
+	37, // 54: hookyard.dispatcher.v1.QueueService.ListQueues:input_type -> hookyard.dispatcher.v1.ListQueuesRequest
+	0,  // 55: hookyard.dispatcher.v1.EndpointService.CreateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	0,  // 56: hookyard.dispatcher.v1.EndpointService.GetEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	4,  // 57: hookyard.dispatcher.v1.EndpointService.ListEndpoints:output_type -> hookyard.dispatcher.v1.ListEndpointsResponse
+	0,  // 58: hookyard.dispatcher.v1.EndpointService.UpdateEndpoint:output_type -> hookyard.dispatcher.v1.Endpoint
+	7,  // 59: hookyard.dispatcher.v1.EndpointService.DeleteEndpoint:output_type -> hookyard.dispatcher.v1.DeleteEndpointResponse
+	9,  // 60: hookyard.dispatcher.v1.EndpointService.RotateEndpointSecret:output_type -> hookyard.dispatcher.v1.RotateEndpointSecretResponse
+	11, // 61: hookyard.dispatcher.v1.EndpointService.RecoverEndpoint:output_type -> hookyard.dispatcher.v1.RecoverEndpointResponse
+	13, // 62: hookyard.dispatcher.v1.EndpointService.SendTestEvent:output_type -> hookyard.dispatcher.v1.SendTestEventResponse
+	14, // 63: hookyard.dispatcher.v1.MessageService.SendMessage:output_type -> hookyard.dispatcher.v1.Message
+	14, // 64: hookyard.dispatcher.v1.MessageService.GetMessage:output_type -> hookyard.dispatcher.v1.Message
+	20, // 65: hookyard.dispatcher.v1.MessageService.ListMessages:output_type -> hookyard.dispatcher.v1.ListMessagesResponse
+	22, // 66: hookyard.dispatcher.v1.MessageService.ListMessageAttempts:output_type -> hookyard.dispatcher.v1.ListMessageAttemptsResponse
+	24, // 67: hookyard.dispatcher.v1.MessageService.ResendMessage:output_type -> hookyard.dispatcher.v1.ResendMessageResponse
+	26, // 68: hookyard.dispatcher.v1.MessageService.ListDeadLetters:output_type -> hookyard.dispatcher.v1.ListDeadLettersResponse
+	35, // 69: hookyard.dispatcher.v1.CallbackService.SendCallback:output_type -> hookyard.dispatcher.v1.SendCallbackResponse
+	30, // 70: hookyard.dispatcher.v1.EventStreamService.StreamEvents:output_type -> hookyard.dispatcher.v1.StreamEventsResponse
+	38, // 71: hookyard.dispatcher.v1.QueueService.ListQueues:output_type -> hookyard.dispatcher.v1.ListQueuesResponse
+	55, // [55:72] is the sub-list for method output_type
+	38, // [38:55] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_dispatcher_v1_dispatcher_proto_init() }
@@ -2711,9 +3039,9 @@ func file_hookyard_dispatcher_v1_dispatcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc), len(file_hookyard_dispatcher_v1_dispatcher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   41,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_hookyard_dispatcher_v1_dispatcher_proto_goTypes,
 		DependencyIndexes: file_hookyard_dispatcher_v1_dispatcher_proto_depIdxs,

@@ -24,6 +24,7 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/platform/server"
+	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/cache/client"
 	"github.com/hookyard/hookyard/services/cache/internal/cache"
 	"github.com/hookyard/hookyard/services/cache/internal/writebehind"
@@ -38,6 +39,10 @@ type options struct {
 	mixMiss                float64
 	cpuProfile, memProfile string
 	hitsOnly               bool
+	// logLevel is the servers' log level ("off" for none); their JSON
+	// lines go to /dev/null, a write per line as to a container's stderr.
+	logLevel string
+	trace    bool
 }
 
 // env is two cache replicas sharing Redis and the broker, as two pods
@@ -53,7 +58,10 @@ type env struct {
 	topo     rabbit.Topology
 	pub      *rabbit.Publisher
 	replicas []*replica
-	cleanup  []func()
+	// floors are the no-op call's servers: bare, tuned, and (last) the
+	// first replica's own.
+	floors  []floorTarget
+	cleanup []func()
 }
 
 type replica struct {
@@ -89,6 +97,15 @@ func newEnv(ctx context.Context, o options) (*env, error) {
 			e.close()
 		}
 	}()
+	// The tracer provider every service installs (platform/app): spans
+	// are made for every call even when none is exported.
+	if o.trace {
+		stopTracing, err := trace.Setup(ctx, "cache")
+		if err != nil {
+			return nil, err
+		}
+		e.later(func() { _ = stopTracing(context.Background()) })
+	}
 	rdb, err := redisconn.Open(getenv("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"))
 	if err != nil {
 		return nil, err
@@ -132,17 +149,27 @@ func newEnv(ctx context.Context, o options) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	log, err := e.logger(o.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	if e.floors, err = e.floorTargets(ctx, log); err != nil {
+		return nil, err
+	}
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	e.later(func() { stop(); wg.Wait() })
-	for range 2 {
-		svc, err := cache.New(cfg, cache.Deps{Rabbit: conn, Redis: rdb, AllowCIDRs: "127.0.0.0/8"})
+	for i := range 2 {
+		svc, err := cache.New(cfg, cache.Deps{Rabbit: conn, Redis: rdb, AllowCIDRs: "127.0.0.0/8", Log: log})
 		if err != nil {
 			return nil, err
 		}
 		e.later(func() { _ = svc.Close() })
-		srv := server.New(server.Options{Name: "cache", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Keys: keys, Log: slog.New(slog.DiscardHandler)})
+		srv := server.New(server.Options{Name: "cache", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Keys: keys, Log: log})
 		svc.Register(srv)
+		if i == 0 {
+			srv.GRPC.RegisterService(&floorDesc, &floor{value: e.value})
+		}
 		if err := srv.Listen(); err != nil {
 			return nil, err
 		}
@@ -157,9 +184,29 @@ func newEnv(ctx context.Context, o options) (*env, error) {
 		}
 		e.later(func() { cc.Close() })
 		e.replicas = append(e.replicas, &replica{cc: cc, svc: svc, cli: client.New(cc, client.Options{})})
+		if i == 0 {
+			e.floors = append(e.floors, floorTarget{name: "no-op gRPC, cache's own server", cc: cc})
+		}
 	}
 	ok = true
 	return e, nil
+}
+
+// logger is the services' logger (app.NewLogger) writing to /dev/null.
+func (e *env) logger(level string) (*slog.Logger, error) {
+	if level == "off" {
+		return slog.New(slog.DiscardHandler), nil
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	e.later(func() { null.Close() })
+	return slog.New(trace.LogHandler(slog.NewJSONHandler(null, &slog.HandlerOptions{Level: l}))).With("service", "cache"), nil
 }
 
 // createNamespace creates ns of tenant "bench", waiting until the

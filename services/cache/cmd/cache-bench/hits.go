@@ -159,6 +159,30 @@ func (e *env) hits(ctx context.Context) error {
 	if err := add(measure("raw go-redis GET", o.n, o.conc, func(int) error { return e.rdb.Get(ctx, rawKey).Err() })); err != nil {
 		return err
 	}
+	// The cache's own read path, without gRPC: namespace lookup (cached
+	// per replica, as GetKey does) and the read script in Redis.
+	svc := e.replicas[0].svc
+	if err := add(measure("cache read path, no gRPC (fill.Reader.Get)", o.n, o.conc, func(int) error {
+		rec, err := svc.Namespaces.Lookup(ctx, "bench", "bench")
+		if err != nil {
+			return err
+		}
+		res, err := svc.Reader.Get(ctx, rec, "hot")
+		if err == nil && !res.Hit {
+			err = fmt.Errorf("not a hit")
+		}
+		return err
+	})); err != nil {
+		return err
+	}
+	var floors []result
+	for _, f := range e.floors {
+		r, err := e.measureFloor(ctx, f)
+		if err != nil {
+			return err
+		}
+		floors = append(floors, r)
+	}
 	stopProfile, err := startProfile(o.cpuProfile)
 	if err != nil {
 		return err
@@ -203,11 +227,24 @@ func (e *env) hits(ctx context.Context) error {
 	}
 
 	fmt.Printf("cache benchmark: %d-byte value, %d reads per hit row (%d misses), throughput with %d concurrent readers\n\n", o.size, o.n, o.misses, o.conc)
-	fmt.Printf("%-34s %12s %12s %14s %12s %12s\n", "", "p50", "p99", "reads/s", "CPU/read", "allocs/read")
-	for _, r := range rs {
-		fmt.Printf("%-34s %12v %12v %14.0f %12v %12.1f\n", r.name, round(r.p50), round(r.p99), r.throughput, r.cpu.Round(100*time.Nanosecond), r.allocs)
+	fmt.Printf("%-60s %10s %10s %10s %10s %8s\n", "", "p50", "p99", "reads/s", "CPU/read", "allocs")
+	row := func(r result) {
+		fmt.Printf("%-60s %10v %10v %10.0f %10v %8.1f\n", r.name, round(r.p50), round(r.p99), r.throughput, r.cpu.Round(100*time.Nanosecond), r.allocs)
 	}
-	raw, hit, nearHit := rs[0], rs[1], rs[2]
+	for i, r := range rs {
+		row(r)
+		if i == 1 {
+			for _, f := range floors {
+				row(f)
+			}
+		}
+	}
+	raw, path, hit, nearHit := rs[0], rs[1], rs[2], rs[3]
+	bare, own := floors[0], floors[len(floors)-1]
+	fmt.Printf("\nwhere a hit's CPU goes (per read, whole process): gRPC transport %v (bare no-op), server interceptors and options %v (no-op on the cache's server less bare), cache %v (hit less no-op on its server; its read path alone %v)\n",
+		bare.cpu.Round(100*time.Nanosecond), (own.cpu - bare.cpu).Round(100*time.Nanosecond), (hit.cpu - own.cpu).Round(100*time.Nanosecond), path.cpu.Round(100*time.Nanosecond))
+	fmt.Printf("transport floor vs raw GET: bare no-op p50 %.2fx, throughput %.2fx; no-op on the cache's server p50 %.2fx, throughput %.2fx\n",
+		float64(bare.p50)/float64(raw.p50), bare.throughput/raw.throughput, float64(own.p50)/float64(raw.p50), own.throughput/raw.throughput)
 	fmt.Printf("\ncache hit vs raw GET:      p50 %.2fx (goal <= 1.5x), throughput %.2fx (goal >= 0.67x)\n",
 		float64(hit.p50)/float64(raw.p50), hit.throughput/raw.throughput)
 	fmt.Printf("CPU per read (this process; Redis's own not counted): cache hit %.1fx a raw GET\n", float64(hit.cpu)/float64(max(raw.cpu, 1)))

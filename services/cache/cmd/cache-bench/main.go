@@ -28,6 +28,8 @@ func main() {
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the gRPC hit row to this file")
 	flag.BoolVar(&o.hitsOnly, "hits-only", false, "measure the hit rows only (no stampede, no mix)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the gRPC hit row to this file")
+	flag.StringVar(&o.logLevel, "log-level", "info", "the servers' log level, as HOOKYARD_LOG_LEVEL (production default info), or off; lines go to /dev/null")
+	flag.BoolVar(&o.trace, "trace", true, "install the tracer provider as the services do (no exporter unless OTEL_EXPORTER_OTLP_ENDPOINT is set)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		log.Fatal(err)

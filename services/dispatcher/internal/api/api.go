@@ -172,7 +172,42 @@ func (s *Endpoints) GetEndpoint(ctx context.Context, r *dispatcherv1.GetEndpoint
 	if err != nil {
 		return nil, storeErr(err, "endpoint", r.GetId())
 	}
-	return s.view(rec.Endpoint), nil
+	out, err := s.withHealth(ctx, tenant, []*endpoint.Record{rec})
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// withHealth returns the records as views with their health.
+func (s *Endpoints) withHealth(ctx context.Context, tenant string, recs []*endpoint.Record) ([]*dispatcherv1.Endpoint, error) {
+	ids, rates := make([]string, len(recs)), make([]int, len(recs))
+	for i, rec := range recs {
+		ids[i], rates[i] = rec.Endpoint.GetId(), int(rec.Endpoint.GetRateLimit())
+	}
+	sts, err := s.Gate.Statuses(ctx, ids, rates)
+	if err != nil {
+		return nil, storeErr(err, "endpoint status", "")
+	}
+	held, err := s.Messages.HeldCounts(ctx, tenant, ids)
+	if err != nil {
+		return nil, storeErr(err, "endpoint status", "")
+	}
+	out := make([]*dispatcherv1.Endpoint, len(recs))
+	for i, rec := range recs {
+		st := sts[i]
+		h := &dispatcherv1.EndpointHealth{
+			BreakerState: st.Breaker, BreakerReplicas: int32(st.BreakerReplicas),
+			FailureCount: int32(rec.Failures), InFlight: int32(st.InFlight),
+			RateTokens: st.RateTokens, HeldCount: held[i],
+		}
+		if !st.BreakerUntil.IsZero() {
+			h.BreakerUntil = timestamppb.New(st.BreakerUntil)
+		}
+		out[i] = s.view(rec.Endpoint)
+		out[i].Health = h
+	}
+	return out, nil
 }
 
 // ListEndpoints pages through the tenant's endpoints.
@@ -189,11 +224,11 @@ func (s *Endpoints) ListEndpoints(ctx context.Context, r *dispatcherv1.ListEndpo
 	if err != nil {
 		return nil, storeErr(err, "endpoints", "")
 	}
-	out := &dispatcherv1.ListEndpointsResponse{NextPageToken: next}
-	for _, rec := range recs {
-		out.Endpoints = append(out.Endpoints, s.view(rec.Endpoint))
+	eps, err := s.withHealth(ctx, tenant, recs)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return &dispatcherv1.ListEndpointsResponse{Endpoints: eps, NextPageToken: next}, nil
 }
 
 // UpdateEndpoint changes the fields named in the mask.

@@ -31,6 +31,7 @@ import (
 	"github.com/hookyard/hookyard/services/dispatcher/internal/dispatcher"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
 )
 
@@ -44,7 +45,9 @@ type env struct {
 	acme, globex tenant
 	eps          dispatcherv1.EndpointServiceClient
 	msgs         dispatcherv1.MessageServiceClient
-	base         string // REST base URL
+	queues       dispatcherv1.QueueServiceClient
+	names        task.Queues // the dispatcher's queue names
+	base         string      // REST base URL
 	store        *message.Store
 	endpoints    *endpoint.Store
 	sends        *dedupe.Store // the ids SendMessage remembers
@@ -70,6 +73,7 @@ func start(t *testing.T) *env {
 	// Sources and published ids under the test's own prefix.
 	cfg.SourcesKeyPrefix, cfg.EventIDsKeyPrefix = cfg.KeyPrefix, cfg.KeyPrefix+":ids"
 	e.prefix = cfg.KeyPrefix
+	e.names = cfg.Queues()
 	rdb := testenv.Redis(t, cfg.KeyPrefix)
 	d, err := dispatcher.New(cfg, dispatcher.Deps{Rabbit: testenv.Rabbit(t), Redis: rdb, AllowCIDRs: allowed})
 	if err != nil {
@@ -109,6 +113,7 @@ func start(t *testing.T) *env {
 	})
 	e.eps = dispatcherv1.NewEndpointServiceClient(conn)
 	e.msgs = dispatcherv1.NewMessageServiceClient(conn)
+	e.queues = dispatcherv1.NewQueueServiceClient(conn)
 	e.base = "http://" + srv.HTTPAddr()
 	return e
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -96,12 +97,19 @@ type Worker struct {
 
 	mu       sync.Mutex
 	breakers map[string]*breaker
+	// replica names this worker's breakers in their shared copy.
+	replica string
 }
 
 type breaker struct {
 	cb        *gobreaker.TwoStepCircuitBreaker[struct{}]
 	mu        sync.Mutex
 	openUntil time.Time
+	// state and version are what reportBreaker copies to Redis; reporting
+	// is set while a goroutine does so.
+	state     string
+	version   uint64
+	reporting bool
 }
 
 // NewWorker returns a Worker; client must be the SSRF-safe client.
@@ -119,17 +127,39 @@ func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Sto
 		cfg.ShutdownGrace = endpoint.MaxTimeout + 5*time.Second
 	}
 	return &Worker{cfg: cfg, queues: q, endpoints: eps, messages: msgs, gate: gate, pub: pub,
-		client: client, metrics: m, log: log, breakers: map[string]*breaker{}}
+		client: client, metrics: m, log: log, breakers: map[string]*breaker{}, replica: replicaName()}
 }
 
 // Run consumes until ctx ends, then finishes the attempts in flight (each
 // bounded by its endpoint timeout) and returns.
 func (w *Worker) Run(ctx context.Context, conn *rabbit.Conn) error {
-	return conn.ConsumeWithConfig(ctx, w.queues.Deliveries, rabbit.ConsumeConfig{
+	err := conn.ConsumeWithConfig(ctx, w.queues.Deliveries, rabbit.ConsumeConfig{
 		Prefetch:      w.cfg.Concurrency,
 		Concurrency:   w.cfg.Concurrency,
 		ShutdownGrace: w.cfg.ShutdownGrace,
 	}, w.Handle)
+	w.forgetBreakers()
+	return err
+}
+
+// forgetBreakers removes this replica's breakers from their shared copy
+// when it stops, so that the API does not show them until they expire.
+func (w *Worker) forgetBreakers() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, b := range w.breakers {
+		b.mu.Lock()
+		open := b.state != "" && b.state != admit.BreakerClosed
+		b.mu.Unlock()
+		if !open {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := w.gate.ReportBreaker(ctx, id, w.replica, admit.BreakerClosed, time.Time{}); err != nil {
+			w.log.Warn("removing a circuit breaker's shared state failed", "endpoint_id", id, "err", err)
+		}
+		cancel()
+	}
 }
 
 // ShutdownGrace is how long Run lets attempts in flight finish once its
@@ -641,12 +671,59 @@ func (w *Worker) breaker(id string) *breaker {
 			} else {
 				b.openUntil = time.Time{}
 			}
+			b.state = map[gobreaker.State]string{gobreaker.StateClosed: admit.BreakerClosed, gobreaker.StateHalfOpen: admit.BreakerHalfOpen, gobreaker.StateOpen: admit.BreakerOpen}[to]
+			b.version++
+			// gobreaker holds its lock while it calls this: the copy to
+			// Redis is written by a goroutine, one per breaker at a time.
+			if !b.reporting {
+				b.reporting = true
+				go w.reportBreaker(id, b)
+			}
 			b.mu.Unlock()
 			gauge.Set(map[gobreaker.State]float64{gobreaker.StateClosed: 0, gobreaker.StateHalfOpen: 1, gobreaker.StateOpen: 2}[to])
 		},
 	})
 	w.breakers[id] = b
 	return b
+}
+
+// reportBreaker copies b's state to Redis for the API until the copy is
+// current. It gives up after a few failures: the next change reports again,
+// and a stale copy expires (admit.BreakerTTL).
+func (w *Worker) reportBreaker(id string, b *breaker) {
+	for failures := 0; ; {
+		b.mu.Lock()
+		state, until, v := b.state, b.openUntil, b.version
+		b.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := w.gate.ReportBreaker(ctx, id, w.replica, state, until)
+		cancel()
+		if err != nil {
+			if failures++; failures < 3 {
+				time.Sleep(time.Second)
+				continue
+			}
+			w.log.Warn("reporting a circuit breaker's state failed", "endpoint_id", id, "state", state, "err", err)
+		}
+		b.mu.Lock()
+		if err != nil || b.version == v {
+			b.reporting = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+	}
+}
+
+// replicaName names this process among the dispatcher replicas: the host
+// name (a pod's name) and a random suffix, as a restarted process keeps
+// none of its breakers.
+func replicaName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "replica"
+	}
+	return host + "-" + uuid.NewString()[:8]
 }
 
 // until returns when an open breaker half-opens (zero when not open).

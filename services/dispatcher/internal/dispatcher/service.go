@@ -119,6 +119,7 @@ type Dispatcher struct {
 	Endpoints *api.Endpoints
 	Messages  *api.Messages
 	Callbacks *api.Callbacks
+	Queues    *api.Queues
 	Fanout    *fanout.Fanout
 	Worker    *deliver.Worker
 	// DeadLetters records what the broker dead-letters.
@@ -198,20 +199,22 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 		Endpoints: &api.Endpoints{Deps: deps},
 		Messages:  &api.Messages{Deps: deps},
 		Callbacks: &api.Callbacks{Deps: deps, ServiceKey: c.ServiceKey, TenantKeys: d.APIKeys},
+		Queues:    &api.Queues{Rabbit: d.Rabbit, Names: q},
 		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit, Listen: hub,
 		DeadLetters: deadletter.New(q, f, msgs, gate, pub, m, d.Log),
 	}, nil
 }
 
-// Register adds the endpoint and message services to srv, on gRPC and on
+// Register adds the endpoint, message and queue services to srv, on gRPC and on
 // the REST gateway.
 func (d *Dispatcher) Register(srv *server.Server) {
 	dispatcherv1.RegisterEndpointServiceServer(srv.GRPC, d.Endpoints)
 	dispatcherv1.RegisterMessageServiceServer(srv.GRPC, d.Messages)
 	dispatcherv1.RegisterEventStreamServiceServer(srv.GRPC, d.Listen)
+	dispatcherv1.RegisterQueueServiceServer(srv.GRPC, d.Queues)
 	// gRPC only, authenticated with the service key (see Public).
 	dispatcherv1.RegisterCallbackServiceServer(srv.GRPC, d.Callbacks)
-	srv.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler)
+	srv.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler, dispatcherv1.RegisterQueueServiceHandler)
 }
 
 // RunFanout consumes events until ctx ends.

@@ -4,7 +4,8 @@
 // Layout (P is the configured key prefix):
 //
 //	P:ep:{tenant}:<id>   hash: data (protojson Endpoint, no secret),
-//	                     secrets (JSON), failing_since (unix ms), notice
+//	                     secrets (JSON), failing_since (unix ms), failures
+//	                     (failed attempts in the run), notice
 //	                     (reason of a disabled event still to publish),
 //	                     kind ("callback" for a hidden callback endpoint)
 //	P:eps:{tenant}       sorted set of ids, all score 0; uuid v7 ids sort
@@ -74,6 +75,9 @@ type Record struct {
 	// (PutCallback): not listed, never matched by events, not visible to
 	// the endpoint API, never disabled.
 	Callback bool
+	// Failures counts the failed attempts of the run that started at
+	// Endpoint.FailingSince.
+	Failures int
 }
 
 // SigningKeys returns the decoded keys of the secrets active at now.
@@ -139,7 +143,7 @@ func (s *Store) Create(ctx context.Context, tenant string, ep *dispatcherv1.Endp
 	}
 	ep = proto.Clone(ep).(*dispatcherv1.Endpoint)
 	now := timestamppb.New(s.now())
-	ep.Id, ep.Secret, ep.CreateTime, ep.UpdateTime, ep.FailingSince = id.String(), "", now, now, nil
+	ep.Id, ep.Secret, ep.CreateTime, ep.UpdateTime, ep.FailingSince, ep.Health = id.String(), "", now, now, nil, nil
 	if ep.Disabled {
 		ep.DisabledReason = ReasonManual
 	} else {
@@ -199,7 +203,8 @@ func (s *Store) decode(tenant string, vals map[string]string) (*Record, error) {
 			live = append(live, sec)
 		}
 	}
-	return &Record{Tenant: tenant, Endpoint: ep, Secrets: live, Notice: vals["notice"], Callback: vals["kind"] == kindCallback}, nil
+	failures, _ := strconv.Atoi(vals["failures"])
+	return &Record{Tenant: tenant, Endpoint: ep, Secrets: live, Notice: vals["notice"], Callback: vals["kind"] == kindCallback, Failures: failures}, nil
 }
 
 // Cached returns the endpoint from the replica cache, reading the tenant's
@@ -341,7 +346,7 @@ func (s *Store) Modify(ctx context.Context, tenant, id string, fn func(r *Record
 			}
 			fs := r.Endpoint.FailingSince
 			stored := proto.Clone(r.Endpoint).(*dispatcherv1.Endpoint)
-			stored.Secret, stored.FailingSince = "", nil
+			stored.Secret, stored.FailingSince, stored.Health = "", nil, nil
 			data, err := protojson.Marshal(stored)
 			if err != nil {
 				return fmt.Errorf("encode endpoint: %w", err)
@@ -350,7 +355,7 @@ func (s *Store) Modify(ctx context.Context, tenant, id string, fn func(r *Record
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.HSet(ctx, key, "data", data, "secrets", secrets)
 				if fs == nil {
-					p.HDel(ctx, key, "failing_since")
+					p.HDel(ctx, key, "failing_since", "failures")
 				} else {
 					p.HSet(ctx, key, "failing_since", fs.AsTime().UnixMilli())
 				}
@@ -420,7 +425,8 @@ func (s *Store) Rotate(ctx context.Context, tenant, id string, overlap time.Dura
 	return secret, expires, nil
 }
 
-// markFailingScript sets failing_since unless set and returns it. It
+// markFailingScript sets failing_since unless set, counts the failure
+// and returns failing_since. It
 // leaves a missing endpoint alone: an attempt that fails after its endpoint
 // was deleted must not leave behind a hash holding only failing_since,
 // which never expired and made Get of the deleted id fail instead of
@@ -428,6 +434,7 @@ func (s *Store) Rotate(ctx context.Context, tenant, id string, overlap time.Dura
 var markFailingScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'failures', 1)
 return redis.call('HGET', KEYS[1], 'failing_since')
 `)
 
@@ -464,7 +471,7 @@ func (s *Store) QueueMarkFailing(ctx context.Context, pipe redis.Pipeliner, tena
 
 // ClearFailing ends a failure run.
 func (s *Store) ClearFailing(ctx context.Context, tenant, id string) error {
-	if err := s.rdb.HDel(ctx, s.key(tenant, id), "failing_since").Err(); err != nil {
+	if err := s.rdb.HDel(ctx, s.key(tenant, id), "failing_since", "failures").Err(); err != nil {
 		return fmt.Errorf("end failure run: %w", err)
 	}
 	return nil
@@ -476,7 +483,7 @@ func (s *Store) ClearFailing(ctx context.Context, tenant, id string) error {
 // older than the failure that started one, and a run left behind would
 // auto-disable a healthy endpoint at its next failure.
 func (s *Store) QueueClearFailing(ctx context.Context, pipe redis.Pipeliner, tenant, id string) {
-	pipe.HDel(ctx, s.key(tenant, id), "failing_since")
+	pipe.HDel(ctx, s.key(tenant, id), "failing_since", "failures")
 }
 
 // Disable disables an enabled endpoint with reason. It reports whether this

@@ -599,6 +599,24 @@ func (s *Store) Held(ctx context.Context, tenant, ep string) ([]string, error) {
 	return ids, nil
 }
 
+// HeldCounts returns how many messages are held for each of eps, in one
+// round trip.
+func (s *Store) HeldCounts(ctx context.Context, tenant string, eps []string) ([]int64, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(eps))
+	for i, ep := range eps {
+		cmds[i] = pipe.ZCard(ctx, s.heldKey(tenant, ep))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("count held deliveries: %w", err)
+	}
+	out := make([]int64, len(eps))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
 // unholdScript removes a message from a held set and, if it was there
 // and the message still exists, sets its delivery state.
 var unholdScript = redis.NewScript(`

@@ -48,6 +48,7 @@ const BADGES = {
   delivered: 'ok', succeeded: 'ok', healthy: 'ok', active: 'ok',
   pending: 'warn', retrying: 'warn', running: 'warn', failing: 'warn', paused: 'warn',
   failed: 'bad', disabled: 'bad', dead: 'bad',
+  closed: 'ok', half_open: 'warn', open: 'bad', missing: 'warn',
 };
 
 function badge(text) {
@@ -311,39 +312,55 @@ function endpointState(e) {
   return 'healthy';
 }
 
+// breaker shows the worst circuit breaker over the dispatcher replicas.
+function breaker(hl) {
+  const n = hl.breakerReplicas || 0;
+  return h('td', { class: 'breaker', 'data-breaker': hl.breakerState || '' }, badge(hl.breakerState),
+    hl.breakerUntil ? h('div', { class: 'note' }, 'until ' + when(hl.breakerUntil)) : null,
+    n ? h('div', { class: 'note' }, n + (n === 1 ? ' replica' : ' replicas')) : null);
+}
+
 function pageEndpoints() {
   const box = h('div', { id: 'endpoints' });
   const load = async () => {
     const r = await api('dispatcher', 'GET', '/v1/endpoints?pageSize=1000');
-    return table(['Id', 'URL', 'Event types', 'State', 'Rate limit', 'Max in flight', 'Timeout', 'Created', ''],
-      (r.endpoints || []).map((e) => h('tr', { 'data-endpoint': e.id, 'data-state': endpointState(e) },
-        h('td', { class: 'mono' }, e.id, e.description ? h('div', { class: 'note' }, e.description) : null),
-        h('td', { class: 'mono' }, e.url),
-        h('td', {}, (e.eventTypes || []).join(', ') || 'all'),
-        h('td', {}, badge(endpointState(e)),
-          e.disabled && e.disabledReason ? h('div', {}, e.disabledReason) : null,
-          e.failingSince ? h('div', { class: 'note' }, 'failing since ' + when(e.failingSince)) : null),
-        h('td', { class: 'num' }, e.rateLimit ? e.rateLimit + '/s' : 'none'),
-        h('td', { class: 'num' }, e.maxInFlight || 'default'),
-        h('td', {}, e.timeout ? dur(e.timeout) : 'default'),
-        h('td', {}, when(e.createTime)),
-        h('td', { class: 'actions' },
-          h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
-            const res = await api('dispatcher', 'POST', '/v1/endpoints/' + seg(e.id) + ':sendTest', {});
-            return 'Test event sent: ' + res.messageId;
-          }) }, 'Send test'),
-          h('button', { type: 'button', class: e.disabled ? '' : 'danger', onclick: (ev) => act(ev.target, async () => {
-            await api('dispatcher', 'PATCH', '/v1/endpoints/' + seg(e.id) + '?updateMask=disabled', { disabled: !e.disabled });
-            return 'Endpoint ' + e.id + (e.disabled ? ' enabled' : ' disabled');
-          }) }, e.disabled ? 'Enable' : 'Disable'),
-          h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
-            const res = await api('dispatcher', 'POST', '/v1/endpoints/' + seg(e.id) + ':recover', {});
-            return 'Recovered; ' + (res.resentCount || 0) + ' messages resent';
-          }) }, 'Recover')))), 'No endpoints.');
+    return table(['Id', 'URL', 'Event types', 'State', 'Breaker', 'In flight', 'Rate limit', 'Held', 'Timeout', 'Created', ''],
+      (r.endpoints || []).map((e) => {
+        const hl = e.health || {};
+        return h('tr', { 'data-endpoint': e.id, 'data-state': endpointState(e) },
+          h('td', { class: 'mono' }, e.id, e.description ? h('div', { class: 'note' }, e.description) : null),
+          h('td', { class: 'mono' }, e.url),
+          h('td', {}, (e.eventTypes || []).join(', ') || 'all'),
+          h('td', {}, badge(endpointState(e)),
+            e.disabled && e.disabledReason ? h('div', {}, e.disabledReason) : null,
+            e.failingSince ? h('div', { class: 'note' }, 'failing since ' + when(e.failingSince)) : null,
+            hl.failureCount ? h('div', { class: 'note failures' }, hl.failureCount + ' failed in a row') : null),
+          breaker(hl),
+          h('td', { class: 'num in-flight' }, (hl.inFlight || 0) + ' / ' + (e.maxInFlight || 'default')),
+          h('td', { class: 'num rate' }, e.rateLimit ? e.rateLimit + '/s' : 'none',
+            e.rateLimit ? h('div', { class: 'note rate-tokens' }, (Math.round((hl.rateTokens || 0) * 10) / 10) + ' tokens left') : null),
+          h('td', { class: 'num held' }, Number(hl.heldCount || 0)),
+          h('td', {}, e.timeout ? dur(e.timeout) : 'default'),
+          h('td', {}, when(e.createTime)),
+          h('td', { class: 'actions' },
+            h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
+              const res = await api('dispatcher', 'POST', '/v1/endpoints/' + seg(e.id) + ':sendTest', {});
+              return 'Test event sent: ' + res.messageId;
+            }) }, 'Send test'),
+            h('button', { type: 'button', class: e.disabled ? '' : 'danger', onclick: (ev) => act(ev.target, async () => {
+              await api('dispatcher', 'PATCH', '/v1/endpoints/' + seg(e.id) + '?updateMask=disabled', { disabled: !e.disabled });
+              return 'Endpoint ' + e.id + (e.disabled ? ' enabled' : ' disabled');
+            }) }, e.disabled ? 'Enable' : 'Disable'),
+            h('button', { type: 'button', onclick: (ev) => act(ev.target, async () => {
+              const res = await api('dispatcher', 'POST', '/v1/endpoints/' + seg(e.id) + ':recover', {});
+              return 'Recovered; ' + (res.resentCount || 0) + ' messages resent';
+            }) }, 'Recover')));
+      }), 'No endpoints.');
   };
   return h('div', {}, h('h1', {}, 'Endpoints'),
     h('p', { class: 'note' }, 'State: disabled (by an operator or after failing too long), failing (the current run of failures started at "failing since") or healthy. ' +
-      'Circuit-breaker state is kept per dispatcher replica and is not in the API; see hookyard_dispatcher_breaker_state in each replica\'s metrics.'),
+      'Breaker: each dispatcher replica keeps a circuit breaker per endpoint; the worst is shown (open until its next probe, half-open while probing) with how many replicas are not closed. ' +
+      'In flight: attempts running now, of the endpoint\'s maximum. Held: deliveries kept while the endpoint is disabled, sent on enable or recover.'),
     live(box, load));
 }
 
@@ -431,19 +448,36 @@ function pageTask(id) {
   return h('div', {}, h('h1', {}, 'Task ', h('span', { class: 'mono' }, id)), live(box, load));
 }
 
+function jobsQueues(r) {
+  return table(['Queue', 'Ready', 'Running', 'Parked', 'Dead', 'State', ''], (r.queues || []).map((q) => h('tr', { 'data-queue': q.name },
+    h('td', {}, h('a', { href: '#/tasks' + qs({ state: 'pending', queue: q.name }) }, q.name)),
+    h('td', { class: 'num' }, q.ready || 0), h('td', { class: 'num' }, q.running || 0),
+    h('td', { class: 'num' }, q.parked || 0), h('td', { class: 'num' }, q.dead || 0),
+    h('td', {}, badge(q.paused ? 'paused' : 'active')),
+    h('td', {}, h('button', { type: 'button', onclick: (e) => act(e.target, async () => {
+      await api('jobs', 'POST', '/v1/queues/' + seg(q.name) + (q.paused ? ':resume' : ':pause'), {});
+      return 'Queue ' + q.name + (q.paused ? ' resumed' : ' paused');
+    }) }, q.paused ? 'Resume' : 'Pause')))), 'No queues yet.');
+}
+
+function deliveryQueues(r) {
+  return table(['Queue', 'Kind', 'Delay', 'Ready', 'Consumers'], (r.queues || []).map((q) => h('tr', { 'data-queue': q.name, 'data-kind': q.kind },
+    h('td', { class: 'mono' }, q.name), h('td', {}, q.kind), h('td', {}, q.delay ? dur(q.delay) : ''),
+    h('td', { class: 'num ready' }, q.missing ? badge('missing') : Number(q.ready || 0)),
+    h('td', { class: 'num consumers' }, q.consumers || 0))), 'No queues.');
+}
+
 function pageQueues() {
   const box = h('div', { id: 'queues' });
+  // One live box for both services; either may fail on its own.
   const load = async () => {
-    const r = await api('jobs', 'GET', '/v1/queues');
-    return table(['Queue', 'Ready', 'Running', 'Parked', 'Dead', 'State', ''], (r.queues || []).map((q) => h('tr', { 'data-queue': q.name },
-      h('td', {}, h('a', { href: '#/tasks' + qs({ state: 'pending', queue: q.name }) }, q.name)),
-      h('td', { class: 'num' }, q.ready || 0), h('td', { class: 'num' }, q.running || 0),
-      h('td', { class: 'num' }, q.parked || 0), h('td', { class: 'num' }, q.dead || 0),
-      h('td', {}, badge(q.paused ? 'paused' : 'active')),
-      h('td', {}, h('button', { type: 'button', onclick: (e) => act(e.target, async () => {
-        await api('jobs', 'POST', '/v1/queues/' + seg(q.name) + (q.paused ? ':resume' : ':pause'), {});
-        return 'Queue ' + q.name + (q.paused ? ' resumed' : ' paused');
-      }) }, q.paused ? 'Resume' : 'Pause')))), 'No queues yet.');
+    const [jobs, disp] = await Promise.allSettled([api('jobs', 'GET', '/v1/queues'), api('dispatcher', 'GET', '/v1/deliveryQueues')]);
+    return h('div', {},
+      jobs.status === 'fulfilled' ? jobsQueues(jobs.value) : errorBox(jobs.reason),
+      h('h2', {}, 'Dispatcher queues'),
+      h('p', { class: 'note' }, 'The dispatcher\'s broker queues, shared by every tenant: these are totals, the same for every API key. ' +
+        'Ready counts messages waiting in the broker; messages handed to a consumer and not yet acknowledged are not counted (AMQP does not report them).'),
+      h('div', { id: 'delivery-queues' }, disp.status === 'fulfilled' ? deliveryQueues(disp.value) : errorBox(disp.reason)));
   };
   return h('div', {}, h('h1', {}, 'Queues'),
     h('p', { class: 'note' }, 'Depth of each jobs queue of this tenant: ready (waiting in the broker), running, parked (held back while the queue is paused) and dead (failed for good).'),
