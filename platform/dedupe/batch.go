@@ -13,16 +13,25 @@ import (
 // not hold Redis (and the requests queued behind it) for long.
 const maxBatch = 256
 
+// linger is how long a script nobody waits for (a confirm sent after the
+// answer) may wait for a script somebody waits for, to share its round
+// trip. Until it reaches Redis another replica answers a replay of its id
+// "in progress, retry" (409), never as new; this replica queues any
+// later claim of the id behind it.
+const linger = 2 * time.Millisecond
+
 // batchTimeout bounds one pipelined round trip. Callers stop waiting when
 // their own context ends; this only frees the flushing goroutine.
 const batchTimeout = 10 * time.Second
 
 // batcher sends the scripts of concurrent callers to Redis in shared
-// pipelined round trips. It has no timer: a script arriving while Redis is
-// idle is sent at once, and the scripts that arrive while a round trip is
-// in flight go together in the next one. Under load this turns one round
-// trip (and its syscalls and wake-ups) per script into one per batch; when
-// idle it adds nothing but a goroutine hand-off.
+// pipelined round trips. A script somebody waits for is never delayed: one
+// arriving while Redis is idle is sent at once, and the scripts that arrive
+// while a round trip is in flight go together in the next one. A script
+// nobody waits for (a confirm after the answer) waits up to linger for
+// company. Under load this turns one round trip (and its syscalls and
+// wake-ups) per script into one per batch; at a moderate rate a webhook's
+// confirm rides with the next webhook's claim.
 //
 // Each script is atomic on its own key and Redis runs a pipeline's
 // scripts in order, so batching changes no outcome: two claims of one id
@@ -31,10 +40,11 @@ const batchTimeout = 10 * time.Second
 type batcher struct {
 	rdb redis.UniversalClient
 
-	mu      sync.Mutex
-	queue   []*call
-	running bool
-	sending int // calls in the round trip in flight
+	mu        sync.Mutex
+	queue     []*call
+	running   bool
+	lingering bool // a script nobody waits for is waiting for company
+	sending   int  // calls in the round trip in flight
 }
 
 // call is one script run waiting for its batch.
@@ -93,12 +103,34 @@ func (b *batcher) flushed(ctx context.Context) error {
 
 func (b *batcher) enqueue(calls ...*call) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.queue = append(b.queue, calls...)
-	if !b.running {
+	if b.running {
+		return
+	}
+	if calls[0].done == nil {
+		// Nobody waits for this script (a confirm after the answer):
+		// it waits up to linger for company, usually the next claim,
+		// instead of a round trip of its own.
+		if !b.lingering {
+			b.lingering = true
+			time.AfterFunc(linger, b.endLinger)
+		}
+		return
+	}
+	b.running = true
+	go b.flushLoop()
+}
+
+// endLinger sends what lingered, unless a round trip already took it.
+func (b *batcher) endLinger() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lingering = false
+	if !b.running && len(b.queue) > 0 {
 		b.running = true
 		go b.flushLoop()
 	}
-	b.mu.Unlock()
 }
 
 // flushLoop sends batches until the queue is empty.

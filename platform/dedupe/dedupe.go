@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -55,6 +57,8 @@ type Store struct {
 	// batch shares round trips between concurrent callers; nil sends
 	// each script on its own (a Store not made by New).
 	batch *batcher
+	// pending counts the claims follow is settling.
+	pending sync.WaitGroup
 }
 
 // New returns a Store whose keys start with prefix.
@@ -79,11 +83,19 @@ type Claim struct {
 // Key is the Redis key of an id; parts are joined with ':' after escaping
 // so that ("a:b","c") and ("a","b:c") never collide.
 func (s *Store) Key(parts ...string) string {
-	k := s.prefix
+	n := len(s.prefix)
 	for _, p := range parts {
-		k += ":" + fmt.Sprintf("%d", len(p)) + "." + p
+		n += len(p) + 6
 	}
-	return k
+	k := make([]byte, 0, n)
+	k = append(k, s.prefix...)
+	for _, p := range parts {
+		k = append(k, ':')
+		k = strconv.AppendInt(k, int64(len(p)), 10)
+		k = append(k, '.')
+		k = append(k, p...)
+	}
+	return string(k)
 }
 
 // Claim tries to take key for publishing.
@@ -279,6 +291,11 @@ func (s *Store) Do(ctx context.Context, key string, ttl time.Duration, fn func(c
 		return InProgress, ErrInProgress
 	}
 	if err := fn(ctx); err != nil {
+		var pending *Pending
+		if errors.As(err, &pending) && pending.Wait != nil {
+			s.follow(key, claim, ttl, pending)
+			return Claimed, err
+		}
 		if rerr := s.Release(context.WithoutCancel(ctx), claim); rerr != nil {
 			s.logger().Warn("dedupe release failed; the claim expires by itself", "key", key, "err", rerr)
 		}
@@ -298,11 +315,57 @@ func (s *Store) Do(ctx context.Context, key string, ttl time.Duration, fn func(c
 	return Claimed, nil
 }
 
-// Flush waits until the confirms and releases Do queued without waiting
-// have reached Redis, or ctx ends. A service calls it when it stops, after
+// Pending is an error fn may return to Do when its work may still succeed
+// (a publish the broker has not answered yet): Err is what Do returns now,
+// and Wait blocks until the outcome is known, nil meaning the work was
+// done. Do keeps the claim meanwhile, so a retry is told the id is in
+// progress rather than doing the work a second time, and then remembers
+// the key or gives the claim back as Wait reports. A Wait that outlasts
+// the claim (ClaimTTL) is given up; the claim then expires by itself.
+type Pending struct {
+	Err  error
+	Wait func(context.Context) error
+}
+
+func (p *Pending) Error() string { return p.Err.Error() }
+func (p *Pending) Unwrap() error { return p.Err }
+
+// follow settles a claim whose work is pending, in the background.
+func (s *Store) follow(key string, c Claim, ttl time.Duration, p *Pending) {
+	s.pending.Add(1)
+	go func() {
+		defer s.pending.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.ClaimTTL)
+		defer cancel()
+		err := p.Wait(ctx)
+		switch {
+		case err == nil:
+			if cerr := s.Confirm(context.Background(), c, ttl); cerr != nil {
+				s.logger().Warn("dedupe confirm failed; a retry may repeat the work", "key", key, "err", cerr)
+			}
+		case ctx.Err() != nil:
+			s.logger().Warn("no outcome while the claim lasted; it expires by itself", "key", key, "err", err)
+		default:
+			if rerr := s.Release(context.Background(), c); rerr != nil {
+				s.logger().Warn("dedupe release failed; the claim expires by itself", "key", key, "err", rerr)
+			}
+		}
+	}()
+}
+
+// Flush waits until the pending work Do follows is settled and the
+// confirms and releases Do queued without waiting have reached Redis, or
+// ctx ends. A service calls it when it stops, after
 // its last request: an id whose confirm was lost stays claimed until
 // ClaimTTL, and a replay would be published again after that.
 func (s *Store) Flush(ctx context.Context) error {
+	settled := make(chan struct{})
+	go func() { s.pending.Wait(); close(settled) }()
+	select {
+	case <-settled:
+	case <-ctx.Done():
+		return fmt.Errorf("dedupe flush: waiting for pending work: %w", ctx.Err())
+	}
 	if s.batch == nil {
 		return nil
 	}

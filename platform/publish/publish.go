@@ -97,17 +97,26 @@ type Config struct {
 	// ConfirmTimeout bounds the wait for the broker (default 10s), so a
 	// blocked broker turns into "retry later" rather than a hung request.
 	ConfirmTimeout time.Duration
+	// ConfirmGrace is how much longer an answer is waited for once
+	// ConfirmTimeout has passed (default DefaultConfirmGrace). After a
+	// stall of the host the timeout and the broker's answer are ready
+	// at once; the answer, not the timer, must decide.
+	ConfirmGrace time.Duration
 	// Remember is how long published ids are remembered (default
 	// DefaultRemember). Keep it at least the dispatcher's retention.
 	Remember time.Duration
 }
 
+// DefaultConfirmGrace is Config.ConfirmGrace's default.
+const DefaultConfirmGrace = 2 * time.Second
+
 // Publisher publishes events. It is safe for concurrent use.
 type Publisher struct {
-	pub    Confirmer
-	ids    *dedupe.Store
-	owners *Owners
-	cfg    Config
+	pub       Confirmer
+	ids       *dedupe.Store
+	owners    *Owners
+	cfg       Config
+	deadlines *deadlines
 	// Observe, if set, is told how long each broker confirm took.
 	Observe func(time.Duration)
 }
@@ -125,7 +134,10 @@ func New(pub Confirmer, ids *dedupe.Store, owners *Owners, cfg Config) *Publishe
 	if cfg.Remember <= 0 {
 		cfg.Remember = DefaultRemember
 	}
-	return &Publisher{pub: pub, ids: ids, owners: owners, cfg: cfg}
+	if cfg.ConfirmGrace <= 0 {
+		cfg.ConfirmGrace = DefaultConfirmGrace
+	}
+	return &Publisher{pub: pub, ids: ids, owners: owners, cfg: cfg, deadlines: newDeadlines(cfg.ConfirmTimeout)}
 }
 
 // Remember is how long published ids are remembered.
@@ -204,17 +216,90 @@ func (p *Publisher) Emit(ctx context.Context, ev Event) error {
 	if err != nil {
 		return err
 	}
-	return p.confirm(ctx, key, msg)
+	err = p.confirm(ctx, key, msg)
+	var pending *dedupe.Pending
+	if errors.As(err, &pending) {
+		// Nothing follows the answer of an event without an id claim.
+		go func() {
+			wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_ = pending.Wait(wctx)
+		}()
+	}
+	return err
 }
 
+// sender is a Confirmer that can send first and wait after
+// (*rabbit.Publisher).
+type sender interface {
+	SendUntil(ctx context.Context, stop <-chan struct{}, exchange, key string, msg amqp.Publishing) (*rabbit.Confirmation, error)
+}
+
+// confirm publishes msg and waits for the broker's answer, at most
+// ConfirmTimeout plus ConfirmGrace. If there is none by then, the message
+// may still be stored: the error is a *dedupe.Pending wrapping
+// ErrUnavailable, so that the id's claim follows the broker's answer
+// instead of being given back while the message goes through.
 func (p *Publisher) confirm(ctx context.Context, key string, msg amqp.Publishing) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConfirmTimeout)
-	defer cancel()
+	s, ok := p.pub.(sender)
+	if !ok {
+		ctx, cancel := context.WithTimeout(ctx, p.cfg.ConfirmTimeout)
+		defer cancel()
+		start := time.Now()
+		err := p.pub.Publish(ctx, p.cfg.Exchange, key, msg)
+		p.observe(start)
+		return classify(err)
+	}
 	start := time.Now()
-	err := p.pub.Publish(ctx, p.cfg.Exchange, key, msg)
+	deadline := p.deadlines.after()
+	c, err := s.SendUntil(ctx, deadline, p.cfg.Exchange, key, msg)
+	if err != nil {
+		p.observe(start)
+		return classify(err)
+	}
+	select {
+	case <-c.Done():
+	case <-ctx.Done():
+	case <-deadline:
+		grace := time.NewTimer(p.cfg.ConfirmGrace)
+		select {
+		case <-c.Done():
+		case <-ctx.Done():
+		case <-grace.C:
+		}
+		grace.Stop()
+	}
+	p.observe(start)
+	select {
+	case <-c.Done():
+		return classify(c.Result(ctx))
+	default:
+	}
+	why := ctx.Err()
+	if why == nil {
+		why = fmt.Errorf("no confirm within %s", p.cfg.ConfirmTimeout+p.cfg.ConfirmGrace)
+	}
+	return &dedupe.Pending{
+		Err: fmt.Errorf("%w: waiting for the broker's confirm: %w", ErrUnavailable, why),
+		Wait: func(wctx context.Context) error {
+			select {
+			case <-c.Done():
+				return c.Result(wctx)
+			case <-wctx.Done():
+				c.Abandon()
+				return wctx.Err()
+			}
+		},
+	}
+}
+
+func (p *Publisher) observe(start time.Time) {
 	if p.Observe != nil {
 		p.Observe(time.Since(start))
 	}
+}
+
+func classify(err error) error {
 	switch {
 	case err == nil:
 		return nil

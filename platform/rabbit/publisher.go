@@ -82,10 +82,13 @@ type Publisher struct {
 type pubSlot struct {
 	lock chan struct{}
 	ch   *pubChannel
+	// cur is ch, for publishes that find it open without taking lock.
+	cur atomic.Pointer[pubChannel]
 }
 
 type pubChannel struct {
 	ch       *amqp.Channel
+	conn     *Conn
 	closeErr atomic.Pointer[amqp.Error]
 
 	// pubMu serialises publishes so that the next delivery tag is known
@@ -190,33 +193,83 @@ func NewPublisher(conn *Conn, cfg PublisherConfig) *Publisher {
 // runs the connection's topology declarations again (Conn.Redeclare) so
 // that a retry finds the queue.
 func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	c, err := p.Send(ctx, exchange, key, msg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-c.Done():
+		return c.Result(ctx)
+	case <-ctx.Done():
+		c.Abandon()
+		return fmt.Errorf("rabbit: publish to %q with key %q: waiting for confirm: %w", exchange, key, ctx.Err())
+	}
+}
+
+// Confirmation is a message sent by Send, awaiting the broker's answer.
+// Its owner calls Result once Done is closed, or Abandon if it stops
+// waiting; either frees the message's place on its channel.
+type Confirmation struct {
+	pc            *pubChannel
+	dc            *amqp.DeferredConfirmation
+	tag           uint64
+	exchange, key string
+	done          func()
+	freed         atomic.Bool
+}
+
+// Send is the first half of Publish: it checks and sends msg and returns
+// without waiting for the broker, so that a caller can wait on its own
+// terms (a shared deadline, or on after giving an answer). ctx bounds
+// only the wait for a channel (a reconnect, a full channel).
+func (p *Publisher) Send(ctx context.Context, exchange, key string, msg amqp.Publishing) (*Confirmation, error) {
+	return p.SendUntil(ctx, nil, exchange, key, msg)
+}
+
+// SendUntil is Send whose waiting also ends when stop is closed, for a
+// caller that keeps its deadline in a channel rather than in ctx.
+func (p *Publisher) SendUntil(ctx context.Context, stop <-chan struct{}, exchange, key string, msg amqp.Publishing) (*Confirmation, error) {
 	if p.closed.Load() {
-		return ErrPublisherClosed
+		return nil, ErrPublisherClosed
 	}
 	if err := CheckPublishing(exchange, key, msg); err != nil {
-		return fmt.Errorf("rabbit: publish to %q: %w", truncate(exchange), err)
+		return nil, fmt.Errorf("rabbit: publish to %q: %w", truncate(exchange), err)
 	}
 	if err := p.conn.blockedErr(); err != nil {
 		// A blocked connection stops reading from the socket; a publish
 		// would hang in the write, ignoring ctx. Fail fast instead.
-		return fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, err)
+		return nil, fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, err)
 	}
 	msg.DeliveryMode = amqp.Persistent
 
 	slot := p.slots[p.next.Add(1)%uint64(len(p.slots))]
-	pc, err := p.channel(ctx, slot)
-	if err != nil {
-		return fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, err)
+	pc := slot.live()
+	if pc == nil {
+		// The slow path: wait for a channel (and a connection).
+		wctx, cancel := untilClosed(ctx, stop)
+		var err error
+		pc, err = p.channel(wctx, slot)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, err)
+		}
 	}
 	select {
 	case pc.inflight <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, ctx.Err())
+		return nil, fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, ctx.Err())
+	case <-stop:
+		return nil, fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, context.DeadlineExceeded)
 	}
-	defer func() { <-pc.inflight }()
+	sent := false
+	defer func() {
+		if !sent {
+			<-pc.inflight
+		}
+	}()
 
 	// The caller's header table is not ours to change.
-	h := make(amqp.Table, len(msg.Headers)+1)
+	h := make(amqp.Table, len(msg.Headers)+4)
 	for k, v := range msg.Headers {
 		h[k] = v
 	}
@@ -231,35 +284,52 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 	}
 	pc.pubMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, err)
+		return nil, fmt.Errorf("rabbit: publish to %q with key %q: %w", exchange, key, err)
 	}
 	if dc == nil {
 		// Only possible if the channel is not in confirm mode, which
 		// slot.channel guarantees; never report an unconfirmed success.
-		return fmt.Errorf("rabbit: publish to %q with key %q: channel not in confirm mode", exchange, key)
+		return nil, fmt.Errorf("rabbit: publish to %q with key %q: channel not in confirm mode", exchange, key)
 	}
 	if dc.DeliveryTag != tag {
 		// Someone else published on this channel; a return could not be
 		// matched to its publish, so do not claim success.
-		return fmt.Errorf("rabbit: publish to %q with key %q: %w: delivery tag %d, expected %d", exchange, key, ErrUnconfirmed, dc.DeliveryTag, tag)
+		return nil, fmt.Errorf("rabbit: publish to %q with key %q: %w: delivery tag %d, expected %d", exchange, key, ErrUnconfirmed, dc.DeliveryTag, tag)
 	}
 
 	n := p.inflight.Add(1)
-	defer p.inflight.Add(-1)
 	for {
 		peak := p.peak.Load()
 		if n <= peak || p.peak.CompareAndSwap(peak, n) {
 			break
 		}
 	}
+	sent = true
+	return &Confirmation{pc: pc, dc: dc, tag: tag, exchange: exchange, key: key, done: func() {
+		p.inflight.Add(-1)
+		<-pc.inflight
+	}}, nil
+}
 
-	select {
-	case <-dc.Done():
-	case <-ctx.Done():
-		return fmt.Errorf("rabbit: publish to %q with key %q: waiting for confirm: %w", exchange, key, ctx.Err())
+// Done is closed once the broker answered, or the channel closed.
+func (c *Confirmation) Done() <-chan struct{} { return c.dc.Done() }
+
+// Abandon stops waiting for the answer. The message may still be stored.
+func (c *Confirmation) Abandon() {
+	if c.freed.CompareAndSwap(false, true) {
+		c.done()
 	}
-	if dc.Acked() {
-		r, returned := pc.takeReturn(tag)
+}
+
+// Result is the broker's answer, once Done is closed: nil only if the
+// message was confirmed and not returned (see Publish). ctx bounds the
+// topology declarations run again after a return.
+func (c *Confirmation) Result(ctx context.Context) error {
+	<-c.dc.Done()
+	defer c.Abandon()
+	exchange, key, pc := c.exchange, c.key, c.pc
+	if c.dc.Acked() {
+		r, returned := pc.takeReturn(c.tag)
 		if !returned {
 			return nil
 		}
@@ -267,7 +337,7 @@ func (p *Publisher) Publish(ctx context.Context, exchange, key string, msg amqp.
 		if r.ReplyCode == amqp.NoRoute {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
-			if rerr := p.conn.Redeclare(rctx); rerr != nil {
+			if rerr := c.pc.conn.Redeclare(rctx); rerr != nil {
 				err = fmt.Errorf("%w (redeclaring the topology failed too: %v)", err, rerr)
 			}
 		}
@@ -297,12 +367,37 @@ func (p *Publisher) Close() error {
 			}
 		}
 		s.ch = nil
+		s.cur.Store(nil)
 		<-s.lock
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("rabbit: close publisher: %w", err)
 	}
 	return nil
+}
+
+// live returns the slot's open channel without waiting, or nil if the slot
+// is busy or has none.
+func (s *pubSlot) live() *pubChannel {
+	if pc := s.cur.Load(); pc != nil && !pc.ch.IsClosed() {
+		return pc
+	}
+	return nil
+}
+
+// untilClosed is ctx, ended also when stop is closed.
+func untilClosed(ctx context.Context, stop <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if stop != nil {
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return ctx, cancel
 }
 
 // channel returns the slot's live confirm channel, opening one (and
@@ -334,6 +429,7 @@ func (p *Publisher) channel(ctx context.Context, s *pubSlot) (*pubChannel, error
 	}
 	pc := &pubChannel{
 		ch:       ch,
+		conn:     p.conn,
 		inflight: make(chan struct{}, maxChannelInflight),
 		returns:  ch.NotifyReturn(make(chan amqp.Return, 2*maxChannelInflight)),
 		returned: make(map[uint64]returned),
@@ -346,6 +442,7 @@ func (p *Publisher) channel(ctx context.Context, s *pubSlot) (*pubChannel, error
 		}
 	}()
 	s.ch = pc
+	s.cur.Store(pc)
 	return pc, nil
 }
 

@@ -78,14 +78,18 @@ func (b *BodyBudget) Read(w http.ResponseWriter, r *http.Request, limit int64) (
 		n = r.ContentLength
 	}
 	n = min(n, b.total)
-	ctx, cancel := context.WithTimeout(r.Context(), b.wait)
-	err = b.sem.Acquire(ctx, n)
-	cancel()
-	if err != nil {
-		if r.Context().Err() != nil {
-			return nil, release, r.Context().Err()
+	// Most requests find room at once; only those that wait pay for a
+	// context with a timer.
+	if !b.sem.TryAcquire(n) {
+		ctx, cancel := context.WithTimeout(r.Context(), b.wait)
+		err = b.sem.Acquire(ctx, n)
+		cancel()
+		if err != nil {
+			if r.Context().Err() != nil {
+				return nil, release, r.Context().Err()
+			}
+			return nil, release, ErrBodyBusy
 		}
-		return nil, release, ErrBodyBusy
 	}
 	release = func() { b.sem.Release(n) }
 	rd := http.MaxBytesReader(w, r.Body, limit)

@@ -25,7 +25,9 @@ const FlushEvery = time.Second
 // TTL is how long a tenant's counters live without a write.
 const TTL = 30 * 24 * time.Hour
 
-type slot struct{ key, field string }
+// slot is a hash field; the field name "<name>:<counter>" is joined
+// only when written, not on every Add.
+type slot struct{ key, name, counter string }
 
 // Tally collects counts for Redis hashes.
 type Tally struct {
@@ -41,7 +43,7 @@ func New(rdb redis.UniversalClient) *Tally {
 
 // Add counts n more of counter for name in the hash key.
 func (t *Tally) Add(key, name, counter string, n int64) {
-	s := slot{key, name + ":" + counter}
+	s := slot{key, name, counter}
 	t.mu.Lock()
 	t.n[s] += n
 	t.mu.Unlock()
@@ -60,7 +62,7 @@ func (t *Tally) Flush(ctx context.Context) error {
 	pipe := t.rdb.Pipeline()
 	keys := map[string]bool{}
 	for s, n := range batch {
-		pipe.HIncrBy(ctx, s.key, s.field, n)
+		pipe.HIncrBy(ctx, s.key, s.name+":"+s.counter, n)
 		keys[s.key] = true
 	}
 	for k := range keys {

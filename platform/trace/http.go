@@ -25,9 +25,20 @@ func InjectHTTP(ctx context.Context, h http.Header) {
 // Handler starts a server span for every request, child of the caller's
 // traceparent when it sends one, and names it after the matched route.
 func Handler(next http.Handler) http.Handler {
+	// Looked up once: the global provider's tracer follows a provider
+	// installed later, and the lookup takes a lock on every call.
+	tracer := Tracer()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := Tracer().Start(ctx, r.Method,
+		if !exported.Load() {
+			// Nothing reads a span's name and attributes unless it is
+			// exported; its ids still go into logs and onto the bus.
+			ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+			next.ServeHTTP(w, r.WithContext(ctx))
+			span.End()
+			return
+		}
+		ctx, span := tracer.Start(ctx, r.Method,
 			trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(
 				attribute.String("http.request.method", r.Method),

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -36,6 +37,10 @@ const instrumentation = "github.com/hookyard/hookyard/platform/trace"
 // registry; without Setup spans are not recorded but contexts still
 // propagate.
 func Tracer() trace.Tracer { return otel.Tracer(instrumentation) }
+
+// exported is set once Setup installed an exporter: only then are spans
+// given the details that cost time on every request.
+var exported atomic.Bool
 
 // Exporting reports whether the environment asks for OTLP export.
 func Exporting() bool {
@@ -60,6 +65,7 @@ func Setup(ctx context.Context, service string) (func(context.Context) error, er
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
+	exported.Store(Exporting())
 	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	return func(ctx context.Context) error {

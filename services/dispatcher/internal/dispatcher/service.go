@@ -5,6 +5,7 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -128,6 +129,9 @@ type Dispatcher struct {
 	Listen    *listen.Hub
 	Publisher *rabbit.Publisher
 	rabbit    *rabbit.Conn
+	// ids remembers published ids; SendMessage queues its writes to it
+	// without waiting, so Close flushes them.
+	ids *dedupe.Store
 }
 
 // New assembles a Dispatcher.
@@ -200,7 +204,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 		Messages:  &api.Messages{Deps: deps},
 		Callbacks: &api.Callbacks{Deps: deps, ServiceKey: c.ServiceKey, TenantKeys: d.APIKeys},
 		Queues:    &api.Queues{Rabbit: d.Rabbit, Names: q},
-		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit, Listen: hub,
+		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit, Listen: hub, ids: ids,
 		DeadLetters: deadletter.New(q, f, msgs, gate, pub, m, d.Log),
 	}, nil
 }
@@ -232,6 +236,16 @@ func (d *Dispatcher) RunDeadLetters(ctx context.Context) error {
 // CallbackService checks the service key itself.
 var Public = []string{"/" + dispatcherv1.CallbackService_ServiceDesc.ServiceName + "/"}
 
+// Close runs after the last request and worker, before the connections
+// close: it waits for the ids SendMessage remembers without waiting to
+// reach Redis (a lost one would let a retry of an acknowledged message be
+// published again), then closes the publisher.
+func (d *Dispatcher) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(d.ids.Flush(ctx), d.Publisher.Close())
+}
+
 // Service describes the dispatcher binary.
 func Service() app.Service {
 	var c Config
@@ -253,7 +267,7 @@ func Service() app.Service {
 			// The app waits for the attempts in flight, and for writing
 			// down their outcome, before it closes the connections.
 			rt.WaitForWorkers(d.Worker.ShutdownGrace() + 10*time.Second)
-			rt.OnClose(d.Publisher.Close)
+			rt.OnClose(d.Close)
 			d.Register(rt.Server)
 			rt.Go("fanout", d.RunFanout)
 			rt.Go("deliveries", d.RunDeliveries)

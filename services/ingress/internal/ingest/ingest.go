@@ -72,6 +72,9 @@ type Ingester struct {
 	// ConfirmTimeout bounds the wait for the broker, so a blocked broker
 	// turns into a 503 the provider retries rather than a hung request.
 	ConfirmTimeout time.Duration
+	// ConfirmGrace is how much longer an answer is waited for after
+	// ConfirmTimeout (default publish.DefaultConfirmGrace).
+	ConfirmGrace time.Duration
 	// Exchange is where events go: Exchange unless a test has its own.
 	Exchange string
 	// Remember is how long published ids are remembered (default
@@ -111,7 +114,7 @@ const MaxRoutingKey = rabbit.MaxShortString
 func (i *Ingester) publisher() *publish.Publisher {
 	i.once.Do(func() {
 		i.p = publish.New(i.pub, i.dedupe, i.Owners, publish.Config{
-			Exchange: i.Exchange, ConfirmTimeout: i.ConfirmTimeout, Remember: i.Remember,
+			Exchange: i.Exchange, ConfirmTimeout: i.ConfirmTimeout, ConfirmGrace: i.ConfirmGrace, Remember: i.Remember,
 		})
 		i.p.Observe = func(d time.Duration) { i.confirm.Observe(d.Seconds()) }
 	})

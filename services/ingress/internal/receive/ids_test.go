@@ -9,6 +9,7 @@ import (
 
 	"github.com/hookyard/hookyard/platform/dedupe"
 	"github.com/hookyard/hookyard/platform/publish"
+	"github.com/hookyard/hookyard/platform/testwait"
 )
 
 // A signed body whose id would break a derived field (the webhook-id header
@@ -45,8 +46,14 @@ func TestIDRememberedForTheMessageRetention(t *testing.T) {
 	if code, _, resp := h.post(body, stripeSign(body, time.Now(), secret)); code != http.StatusAccepted {
 		t.Fatalf("status %d %s", code, resp)
 	}
+	// The id is marked published after the answer, so wait for that.
 	ids := dedupe.New(h.rdb, "test:"+h.source+":dedupe")
-	ttl := h.rdb.TTL(context.Background(), ids.Key(h.tenant, h.source, "evt_ttl")).Val()
+	var ttl time.Duration
+	testwait.Eventually(t, 10*time.Second, "the id marked published", func() bool {
+		v, _ := h.rdb.Get(context.Background(), ids.Key(h.tenant, h.source, "evt_ttl")).Result()
+		ttl = h.rdb.TTL(context.Background(), ids.Key(h.tenant, h.source, "evt_ttl")).Val()
+		return v == "done"
+	})
 	if ttl < publish.DefaultRemember-time.Minute {
 		t.Fatalf("id remembered for %v, want at least %v", ttl, publish.DefaultRemember)
 	}
