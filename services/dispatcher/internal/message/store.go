@@ -1,5 +1,5 @@
 // Package message records what the dispatcher did with each event: the
-// message itself (raw body included, so it can be resent), its delivery
+// message itself (body included, so it can be resent), its delivery
 // state per endpoint, the attempt log, dead letters and deliveries held
 // while an endpoint is disabled. Everything expires after the retention
 // period and every key is scoped by tenant.
@@ -7,9 +7,11 @@
 // Layout (P is the configured prefix; {t} is the tenant as a Cluster hash
 // tag, so one tenant's keys live in one slot):
 //
-//	P:msg:{t}:<id>      hash: meta (JSON), body (raw), d:<endpoint> (JSON
-//	                    delivery state), dl:<endpoint> (JSON dead letter)
-//	P:att:{t}:<id>      list of attempts (protojson), oldest first
+//	P:msg:{t}:<id>      hash: meta (JSON), bz (body, zstd) or body (raw),
+//	                    d:<endpoint> (JSON delivery state), dl:<endpoint>
+//	                    (JSON dead letter)
+//	P:att:{t}:<id>      list of attempts (protobuf binary; JSON when
+//	                    logged by earlier versions), oldest first
 //	P:dl:{t}            sorted set "<id> <endpoint>" by dead-letter time
 //	P:dle:{t}:<ep>      sorted set of message ids by dead-letter time
 //	P:held:{t}:<ep>     sorted set of message ids held while disabled
@@ -103,9 +105,9 @@ func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s}", s.prefix, t) }
 
-// recordScript writes a message's meta, body and TTL in one step unless
-// the message exists, and a pending delivery (ARGV[4]) for each of the
-// fields in ARGV[8:] that has none. A new message is also indexed in the
+// recordScript writes a message's meta, body (in the field ARGV[8]) and
+// TTL in one step unless the message exists, and a pending delivery
+// (ARGV[4]) for each of the fields in ARGV[9:] that has none. A new message is also indexed in the
 // tenant's recent list (KEYS[2], score ARGV[5] = create time in unix ms,
 // member ARGV[6]), which drops entries older than ARGV[7]. For a message that existed it returns
 // its meta and, per field, 1 if that delivery is under way (a worker has
@@ -116,8 +118,8 @@ func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s
 // an empty body and the key never expired.
 var recordScript = redis.NewScript(`
 if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'body', ARGV[2])
-  for i = 8, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
+  redis.call('HSET', KEYS[1], ARGV[8], ARGV[2])
+  for i = 9, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
@@ -125,7 +127,7 @@ if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
   return {1}
 end
 local out = {0, redis.call('HGET', KEYS[1], 'meta')}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
   local under = 0
@@ -168,13 +170,14 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 		return false, nil, fmt.Errorf("encode message: %w", err)
 	}
 	pending, _ := json.Marshal(Delivery{Status: StatusPending})
-	args := make([]any, 0, 7+len(endpoints))
+	args := make([]any, 0, 8+len(endpoints))
 	at := m.CreateTime
 	if at.IsZero() {
 		at = time.Now()
 	}
-	args = append(args, meta, m.Body, s.retention.Milliseconds(), pending,
-		at.UnixMilli(), m.ID, time.Now().Add(-s.retention).UnixMilli())
+	field, body := encodeBody(m.Body)
+	args = append(args, meta, body, s.retention.Milliseconds(), pending,
+		at.UnixMilli(), m.ID, time.Now().Add(-s.retention).UnixMilli(), field)
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}
@@ -218,9 +221,12 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 	if vals["meta"] == "" {
 		return nil, nil, ErrNotFound
 	}
-	m := &Message{ID: id, Body: []byte(vals["body"])}
+	m := &Message{ID: id}
 	if err := json.Unmarshal([]byte(vals["meta"]), m); err != nil {
 		return nil, nil, fmt.Errorf("decode message: %w", err)
+	}
+	if m.Body, err = decodeBody(vals); err != nil {
+		return nil, nil, err
 	}
 	ds := map[string]Delivery{}
 	for k, v := range vals {
@@ -349,7 +355,7 @@ func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcher
 // encoded.
 func (s *Store) queueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt) error {
 	a.ResponseSnippet = Snippet(a.ResponseSnippet)
-	v, err := protojson.Marshal(a)
+	v, err := encodeAttempt(a)
 	if err != nil {
 		return fmt.Errorf("encode attempt: %w", err)
 	}
@@ -387,22 +393,14 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token
 	count := map[string]int32{}
 	out := make([]*dispatcherv1.Attempt, 0, size)
 	for i, v := range vals {
-		if i < off {
-			// Only the endpoint is needed of an attempt before the page.
-			var head struct {
-				EndpointID string `json:"endpointId"`
-			}
-			if err := json.Unmarshal([]byte(v), &head); err != nil {
-				return nil, "", fmt.Errorf("decode attempt: %w", err)
-			}
-			count[head.EndpointID]++
-			continue
-		}
-		a := &dispatcherv1.Attempt{}
-		if err := protojson.Unmarshal([]byte(v), a); err != nil {
-			return nil, "", fmt.Errorf("decode attempt: %w", err)
+		a, err := decodeAttempt(v)
+		if err != nil {
+			return nil, "", err
 		}
 		count[a.GetEndpointId()]++
+		if i < off {
+			continue
+		}
 		a.Number = count[a.GetEndpointId()]
 		out = append(out, a)
 	}
