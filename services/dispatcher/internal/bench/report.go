@@ -76,7 +76,7 @@ func (rep Report) Print(w io.Writer) {
 	fmt.Fprintln(w, "\nlatency: publish (before the confirm wait) to arrival at the sink; ceiling: request start to arrival")
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\thost CPU busy\tdispatcher cores\tbench cores\trabbitmq cores\tredis cores\tother cores\tdispatcher CPU/delivery\t")
+	fmt.Fprintln(tw, "phase\thost CPU busy\tdispatcher cores\tbench cores\trabbitmq cores\tredis cores\tother cores\tdispatcher CPU/delivery\tRedis round trips/delivery\t")
 	for _, p := range rows {
 		if p.Name == "" {
 			continue
@@ -86,8 +86,12 @@ func (rep Report) Print(w io.Writer) {
 		if p.Deliveries > 0 && u.Dispatcher > 0 {
 			per = fmt.Sprintf("%.0fµs", float64(u.Dispatcher.Microseconds())/float64(p.Deliveries))
 		}
-		fmt.Fprintf(tw, "%s\t%.0f%%\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t\n", p.Name, 100*u.HostBusy,
-			u.cores(u.Dispatcher), u.cores(u.Bench), u.cores(u.Broker), u.cores(u.Redis), u.other(), per)
+		trips := "-"
+		if p.Deliveries > 0 && p.RedisTrips > 0 {
+			trips = fmt.Sprintf("%.2f", p.RedisTrips/float64(p.Deliveries))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f%%\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n", p.Name, 100*u.HostBusy,
+			u.cores(u.Dispatcher), u.cores(u.Bench), u.cores(u.Broker), u.cores(u.Redis), u.other(), per, trips)
 	}
 	tw.Flush()
 	if rep.PeakRSS > 0 {

@@ -80,6 +80,7 @@ type Result struct {
 	Unknown    int
 	SlowHits   int
 	Deferrals  float64 // tasks put back without an attempt (dispatcher metric)
+	RedisTrips float64 // Redis round trips of the dispatcher (its metric; 0: not exported)
 	Usage      Usage
 }
 
@@ -411,12 +412,14 @@ func (r *runner) events() events {
 func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string, want int, publish func() error) (Result, error) {
 	p.Reset()
 	before, defBefore := loadtest.SampleCPU(d.PID()), scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total")
+	tripsBefore := scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_redis_round_trips_total")
 	err := publish()
 	if err == nil {
 		err = waitArrivals(ctx, p, want, r.cfg.PhaseTimeout)
 	}
 	res := Result{Name: name, Usage: usage(before, loadtest.SampleCPU(d.PID()))}
 	res.Deferrals = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total") - defBefore
+	res.RedisTrips = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_redis_round_trips_total") - tripsBefore
 	st := p.Stats()
 	res.Deliveries, res.Window = len(st.Latencies), st.Window
 	res.Rate = loadtest.Rate(res.Deliveries, st.Window)

@@ -88,6 +88,7 @@ type Store struct {
 	// OnAttempt, if set, adds its own writes for each attempt recorded to
 	// the same pipeline (package listen streams attempts with it).
 	OnAttempt func(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt)
+	batch     batcher
 }
 
 // New returns a Store keeping records for retention.
@@ -354,18 +355,32 @@ func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcher
 // queueAttempt adds AddAttempt to pipe; it fails only if a cannot be
 // encoded.
 func (s *Store) queueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt) error {
+	v, err := s.encodeAttempt(a)
+	if err != nil {
+		return err
+	}
+	s.pushAttempt(ctx, pipe, tenant, id, a, v)
+	return nil
+}
+
+// encodeAttempt sanitises a's snippet and encodes a for the log.
+func (s *Store) encodeAttempt(a *dispatcherv1.Attempt) ([]byte, error) {
 	a.ResponseSnippet = Snippet(a.ResponseSnippet)
 	v, err := encodeAttempt(a)
 	if err != nil {
-		return fmt.Errorf("encode attempt: %w", err)
+		return nil, fmt.Errorf("encode attempt: %w", err)
 	}
+	return v, nil
+}
+
+// pushAttempt queues the log write of a, encoded as v.
+func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte) {
 	key := s.attKey(tenant, id)
 	pipe.RPush(ctx, key, v)
 	pipe.Expire(ctx, key, s.retention)
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
-	return nil
 }
 
 // Attempts pages through the attempt log, oldest first. Page tokens are
@@ -422,14 +437,28 @@ func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dis
 }
 
 func (s *Store) queueDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) error {
+	v, err := encodeDeadLetter(id, ep, last, reason, at)
+	if err != nil {
+		return err
+	}
+	s.pushDeadLetter(ctx, pipe, tenant, id, ep, v, at)
+	return nil
+}
+
+func encodeDeadLetter(id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) ([]byte, error) {
 	if last != nil {
 		last.ResponseSnippet = Snippet(last.ResponseSnippet)
 	}
 	dl := &dispatcherv1.DeadLetter{MessageId: id, EndpointId: ep, Time: timestamppb.New(at), LastAttempt: last, Reason: strings.ToValidUTF8(reason, "\uFFFD")}
 	v, err := protojson.Marshal(dl)
 	if err != nil {
-		return fmt.Errorf("encode dead letter: %w", err)
+		return nil, fmt.Errorf("encode dead letter: %w", err)
 	}
+	return v, nil
+}
+
+// pushDeadLetter queues the writes of a dead letter encoded as v.
+func (s *Store) pushDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, v []byte, at time.Time) {
 	score := float64(at.UnixMilli())
 	cut := strconv.FormatInt(at.Add(-s.retention).UnixMilli(), 10)
 	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "dl:"+ep, v)
@@ -442,7 +471,6 @@ func (s *Store) queueDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenan
 		pipe.ZRemRangeByScore(ctx, k, "-inf", "("+cut)
 		pipe.Expire(ctx, k, s.retention)
 	}
-	return nil
 }
 
 // DeadLetters pages through dead letters, newest first, optionally of one
@@ -561,28 +589,40 @@ type Op func(ctx context.Context, pipe redis.Pipeliner)
 // as separate writes, a failure in between left an attempt whose delivery
 // still showed pending, or a dead letter with no failed state. (In Redis
 // Cluster the transaction is per slot; a message's keys share one.)
+//
+// Attempts settling at the same time share the round trip (see batch):
+// each one's writes stay whole inside the shared transaction.
 func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, ops ...Op) error {
-	pipe := s.rdb.TxPipeline()
-	for _, op := range ops {
-		op(ctx, pipe)
-	}
+	// Encoding errors belong to this attempt alone: found before it
+	// joins a batch.
+	var att, dl []byte
+	var err error
 	if o.Attempt != nil {
-		if err := s.queueAttempt(ctx, pipe, tenant, id, o.Attempt); err != nil {
+		if att, err = s.encodeAttempt(o.Attempt); err != nil {
 			return err
 		}
 	}
 	if o.DeadLetter != "" {
-		if err := s.queueDeadLetter(ctx, pipe, tenant, id, ep, o.Attempt, o.DeadLetter, o.At); err != nil {
+		if dl, err = encodeDeadLetter(id, ep, o.Attempt, o.DeadLetter, o.At); err != nil {
 			return err
 		}
 	}
-	if o.Held {
-		s.queueHold(ctx, pipe, tenant, id, ep, o.At)
+	queue := func(ctx context.Context, pipe redis.Pipeliner) {
+		for _, op := range ops {
+			op(ctx, pipe)
+		}
+		if att != nil {
+			s.pushAttempt(ctx, pipe, tenant, id, o.Attempt, att)
+		}
+		if dl != nil {
+			s.pushDeadLetter(ctx, pipe, tenant, id, ep, dl, o.At)
+		}
+		if o.Held {
+			s.queueHold(ctx, pipe, tenant, id, ep, o.At)
+		}
+		s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
 	}
-	s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
-	// A nil reply is an answer (an op's script found nothing), not a
-	// failure.
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err := s.batch.do(ctx, s.rdb, queue); err != nil {
 		return fmt.Errorf("record attempt outcome: %w", err)
 	}
 	return nil
