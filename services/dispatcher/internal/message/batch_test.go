@@ -78,11 +78,7 @@ func TestConcurrentSettlesShareARoundTrip(t *testing.T) {
 		wg.Add(1)
 		go settle(i)
 	}
-	testenv.WaitFor(t, 10*time.Second, "the others queued", func() bool {
-		bs.batch.mu.Lock()
-		defer bs.batch.mu.Unlock()
-		return len(bs.batch.queue) == n-1
-	})
+	testenv.WaitFor(t, 10*time.Second, "the others queued", func() bool { return bs.batch.Len() == n-1 })
 	close(g.release)
 	wg.Wait()
 	if got := g.pipelines.Load(); got != 2 {

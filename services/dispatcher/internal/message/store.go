@@ -35,6 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/redisbatch"
 )
 
 // Errors returned by Store.
@@ -88,12 +89,12 @@ type Store struct {
 	// OnAttempt, if set, adds its own writes for each attempt recorded to
 	// the same pipeline (package listen streams attempts with it).
 	OnAttempt func(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt)
-	batch     batcher
+	batch     redisbatch.Batcher
 }
 
 // New returns a Store keeping records for retention.
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
-	return &Store{rdb: rdb, prefix: prefix, retention: retention}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: redisbatch.Batcher{Tx: true}}
 }
 
 // Retention is how long records are kept.
@@ -590,7 +591,7 @@ type Op func(ctx context.Context, pipe redis.Pipeliner)
 // still showed pending, or a dead letter with no failed state. (In Redis
 // Cluster the transaction is per slot; a message's keys share one.)
 //
-// Attempts settling at the same time share the round trip (see batch):
+// Attempts settling at the same time share the round trip (redisbatch):
 // each one's writes stay whole inside the shared transaction.
 func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, ops ...Op) error {
 	// Encoding errors belong to this attempt alone: found before it
@@ -622,7 +623,7 @@ func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, op
 		}
 		s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
 	}
-	if err := s.batch.do(ctx, s.rdb, queue); err != nil {
+	if err := s.batch.Do(ctx, s.rdb, queue); err != nil {
 		return fmt.Errorf("record attempt outcome: %w", err)
 	}
 	return nil

@@ -1,4 +1,6 @@
-package message
+// Package redisbatch lets Redis writes that arrive together share one
+// round trip.
+package redisbatch
 
 import (
 	"context"
@@ -11,14 +13,18 @@ import (
 // maxBatch bounds the writes of one shared round trip.
 const maxBatch = 128
 
-// batcher lets writes that arrive together share one MULTI/EXEC: the
+// Batcher lets writes that arrive together share one round trip: the
 // first writer with none in flight sends its own at once; writers
 // arriving while a round trip is out queue up and go together in the
 // next one, sent as soon as that round trip returns. There is no timer: a
 // lone write never waits, and under load the batch is whatever queued
-// during one round trip. Each write's commands stay together in the
-// transaction, so each is still all or nothing.
-type batcher struct {
+// during one round trip. With Tx the batch is one MULTI/EXEC, each
+// write's commands staying together in it. The zero Batcher is ready to
+// use.
+type Batcher struct {
+	// Tx sends each batch as a transaction.
+	Tx bool
+
 	mu      sync.Mutex
 	queue   []*write
 	running bool
@@ -30,9 +36,11 @@ type write struct {
 	done  chan struct{}
 }
 
-// do runs queue's commands in a transaction, possibly shared with other
-// writes, and returns once it has been sent and answered.
-func (b *batcher) do(ctx context.Context, rdb redis.UniversalClient, queue func(ctx context.Context, pipe redis.Pipeliner)) error {
+// Do sends queue's commands, possibly together with other writes, and
+// returns once they have been answered, with the first error among them
+// (a nil reply is not one). The commands' results may be read after Do
+// returns.
+func (b *Batcher) Do(ctx context.Context, rdb redis.UniversalClient, queue func(ctx context.Context, pipe redis.Pipeliner)) error {
 	w := &write{queue: queue, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, w)
@@ -51,18 +59,25 @@ func (b *batcher) do(ctx context.Context, rdb redis.UniversalClient, queue func(
 	}
 }
 
+// Len is the number of writes waiting for the round trip out.
+func (b *Batcher) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue)
+}
+
 // flush sends what is queued, one round trip at a time, until the queue
 // is empty. The writer that started it has its answer after the first
 // round trip; any later ones are sent by a goroutine of their own, so no
 // caller keeps serving others.
-func (b *batcher) flush(ctx context.Context, rdb redis.UniversalClient) {
+func (b *Batcher) flush(ctx context.Context, rdb redis.UniversalClient) {
 	b.mu.Lock()
 	n := min(len(b.queue), maxBatch)
 	ws := b.queue[:n:n]
 	b.queue = b.queue[n:]
 	b.mu.Unlock()
 
-	send(ctx, rdb, ws)
+	b.send(ctx, rdb, ws)
 
 	b.mu.Lock()
 	more := len(b.queue) > 0
@@ -76,11 +91,14 @@ func (b *batcher) flush(ctx context.Context, rdb redis.UniversalClient) {
 	}
 }
 
-// send runs ws in one transaction and hands each write the first error of
-// its own commands. A nil reply is an answer (an op's script found
-// nothing), not a failure.
-func send(ctx context.Context, rdb redis.UniversalClient, ws []*write) {
-	pipe := rdb.TxPipeline()
+// send runs ws in one pipeline and hands each write the first error of
+// its own commands. A nil reply is an answer (a script found nothing),
+// not a failure.
+func (b *Batcher) send(ctx context.Context, rdb redis.UniversalClient, ws []*write) {
+	pipe := rdb.Pipeline()
+	if b.Tx {
+		pipe = rdb.TxPipeline()
+	}
 	ends := make([]int, len(ws))
 	for i, w := range ws {
 		w.queue(ctx, pipe)
