@@ -203,22 +203,35 @@ func TestMaxInFlightUnderConcurrency(t *testing.T) {
 }
 
 // TestLeasesExpire: a replica killed mid-attempt never calls Finish; its
-// slot comes free after the lease, and its task lock LockOutlives later.
+// slot and its task lock come free after the lease (and LockOutlives).
 func TestLeasesExpire(t *testing.T) {
 	t.Parallel()
 	a, b := replicas(t)
 	ep := uuid.NewString()
 	const lease = 150 * time.Millisecond
-	a.LockOutlives = 300 * time.Millisecond
+	a.LockOutlives = 0
 
 	admitOK(t, a, attempt(ep, "m1", 1, 0, lease), Go) // then "killed"
 	admitOK(t, b, attempt(ep, "m2", 1, 0, time.Minute), Full)
 	admitOK(t, b, attempt(ep, "m1", 1, 0, time.Minute), Busy)
 	time.Sleep(lease + 50*time.Millisecond)
-	admitOK(t, b, attempt(ep, "m1", 1, 0, time.Minute), Busy)
-	admitOK(t, b, attempt(ep, "m2", 1, 0, time.Minute), Go)
-	time.Sleep(a.LockOutlives)
-	admitOK(t, b, attempt(ep, "m1", 2, 0, time.Minute), Go)
+	admitOK(t, b, attempt(ep, "m1", 1, 0, time.Minute), Go)
+}
+
+// TestLockOutlivesTheLease: the lock of an attempt that never finished
+// (its write after a success still being retried) stays LockOutlives
+// after the lease, while its in-flight slot is freed with the lease.
+func TestLockOutlivesTheLease(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+	const lease = 150 * time.Millisecond
+	a.LockOutlives = time.Hour
+
+	admitOK(t, a, attempt(ep, "m1", 1, 0, lease), Go) // its write is being retried
+	time.Sleep(lease + 50*time.Millisecond)
+	admitOK(t, b, attempt(ep, "m1", 2, 0, time.Minute), Busy)
+	admitOK(t, b, attempt(ep, "m2", 2, 0, time.Minute), Go)
 }
 
 // TestShortLeaseKeepsLongerOnes: leases of one endpoint can differ (they

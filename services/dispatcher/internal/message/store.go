@@ -89,7 +89,8 @@ type Store struct {
 	// OnAttempt, if set, adds its own writes for each attempt recorded to
 	// the same pipeline (package listen streams attempts with it).
 	OnAttempt func(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt)
-	batch     redisbatch.Batcher
+	batch     redisbatch.Batcher // Settle
+	records   redisbatch.Batcher // RecordFor
 }
 
 // New returns a Store keeping records for retention.
@@ -183,7 +184,24 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}
-	res, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID), s.recentKey(tenant)}, args...).Slice()
+	keys := []string{s.msgKey(tenant, m.ID), s.recentKey(tenant)}
+	// Events recorded together share a round trip.
+	var cmd *redis.Cmd
+	err = s.records.Do(ctx, s.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
+		cmd = recordScript.EvalSha(ctx, pipe, keys, args...)
+	})
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis lost its script cache: EVAL loads it again.
+		cmd = recordScript.Eval(ctx, s.rdb, keys, args...)
+		err = cmd.Err()
+	}
+	var res []any
+	if err == nil {
+		res, err = cmd.Slice()
+	}
+	if err == nil && len(res) == 0 {
+		err = errors.New("empty reply")
+	}
 	if err != nil {
 		return false, nil, fmt.Errorf("record message: %w", err)
 	}

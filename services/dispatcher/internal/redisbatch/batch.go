@@ -54,9 +54,21 @@ func (b *Batcher) Do(ctx context.Context, rdb redis.UniversalClient, queue func(
 	case <-w.done:
 		return w.err
 	case <-ctx.Done():
-		// The write may still be made; the caller treats it as unknown.
-		return ctx.Err()
 	}
+	// A write still queued is never sent; one already sent is waited
+	// for (the client's timeouts bound it), so that its caller knows
+	// whether it was made.
+	b.mu.Lock()
+	for i, q := range b.queue {
+		if q == w {
+			b.queue = append(b.queue[:i:i], b.queue[i+1:]...)
+			b.mu.Unlock()
+			return ctx.Err()
+		}
+	}
+	b.mu.Unlock()
+	<-w.done
+	return w.err
 }
 
 // Len is the number of writes waiting for the round trip out.
