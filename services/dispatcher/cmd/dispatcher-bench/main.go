@@ -40,6 +40,7 @@ func main() {
 	flag.IntVar(&cfg.IsoEvents, "iso-events", 40, "events in each isolation run")
 	flag.DurationVar(&cfg.SlowDelay, "slow", 10*time.Second, "answer delay of the slow endpoint")
 	flag.IntVar(&cfg.Pending, "pending", 100000, "deliveries left pending retry in the memory run (0 skips it)")
+	flag.BoolVar(&cfg.MemoryOnly, "memory-only", false, "run only the memory phase (-pending retries)")
 	flag.DurationVar(&cfg.PendingTimeout, "pending-timeout", 10*time.Minute, "bound on the memory run")
 	flag.DurationVar(&cfg.PhaseTimeout, "phase-timeout", 5*time.Minute, "bound on waiting for one phase's deliveries")
 	flag.StringVar(&cfg.DispatcherPkg, "dispatcher-pkg", "github.com/hookyard/hookyard/services/dispatcher/cmd/dispatcher", "package of the dispatcher binary to build and measure")

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hookyard/hookyard/services/dispatcher/internal/redisbatch"
 )
 
 // Verdict is the result of Admit.
@@ -66,11 +68,14 @@ type Gate struct {
 	rdb       redis.UniversalClient
 	prefix    string
 	retention time.Duration
+	// LockOutlives: see DefaultLockOutlives.
+	LockOutlives time.Duration
+	batch        redisbatch.Batcher
 }
 
 // New returns a Gate keeping delivered markers for retention.
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Gate {
-	return &Gate{rdb: rdb, prefix: prefix, retention: retention}
+	return &Gate{rdb: rdb, prefix: prefix, retention: retention, LockOutlives: DefaultLockOutlives}
 }
 
 func (g *Gate) keys(ep, msg string) []string {
@@ -127,7 +132,7 @@ if rate > 0 and not due then
   redis.call('PEXPIRE', KEYS[4], math.ceil((burst - tokens + 1) * 1000 / rate) + 1000)
 end
 if due then redis.call('DEL', KEYS[5]) end
-redis.call('SET', KEYS[2], token, 'PX', lease)
+redis.call('SET', KEYS[2], token, 'PX', lease + tonumber(ARGV[8]))
 redis.call('ZADD', KEYS[3], now + lease, token)
 -- Only ever extend the set's TTL: leases differ per attempt (they follow
 -- the endpoint's timeout), and a short lease must not let the whole set
@@ -156,6 +161,14 @@ end
 return 0
 `)
 
+// DefaultLockOutlives is how much longer than its lease an attempt's lock
+// is kept if the attempt never finishes (Finish releases it): an attempt
+// whose write failed after a success keeps retrying that write for a
+// while (deliver.Worker), and another copy of its task must not deliver
+// again before the success is written down. The in-flight slot is not
+// kept longer: only that one delivery waits.
+const DefaultLockOutlives = 40 * time.Second
+
 // MaxReservation is how far ahead a rate-limited attempt may reserve its
 // token.
 const MaxReservation = 15 * time.Minute
@@ -166,8 +179,26 @@ const MaxReservation = 15 * time.Minute
 func (g *Gate) Admit(ctx context.Context, r Request) (v Verdict, wait time.Duration, err error) {
 	now := time.Now().UnixMilli()
 	maxInFlight := max(r.MaxInFlight, 1)
-	res, err := admitScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message),
-		now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds(), r.Attempts).Int64Slice()
+	keys := g.keys(r.Endpoint, r.Message)
+	args := []any{now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds(), r.Attempts,
+		g.LockOutlives.Milliseconds()}
+	// Admissions asked for together share a round trip.
+	var cmd *redis.Cmd
+	err = g.batch.Do(ctx, g.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
+		cmd = admitScript.EvalSha(ctx, pipe, keys, args...)
+	})
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis lost its script cache: EVAL loads it again.
+		cmd = admitScript.Eval(ctx, g.rdb, keys, args...)
+		err = cmd.Err()
+	}
+	var res []int64
+	if err == nil {
+		res, err = cmd.Int64Slice()
+	}
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected reply %v", res)
+	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("admit attempt: %w", err)
 	}

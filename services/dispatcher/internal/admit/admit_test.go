@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
 )
@@ -136,6 +137,7 @@ func TestStaleFinishKeepsTheNewLock(t *testing.T) {
 	a, b := replicas(t)
 	ep := uuid.NewString()
 
+	a.LockOutlives, b.LockOutlives = 0, 0
 	stale := attempt(ep, "m", 1, 0, 100*time.Millisecond)
 	admitOK(t, a, stale, Go)
 	time.Sleep(150 * time.Millisecond)
@@ -201,18 +203,35 @@ func TestMaxInFlightUnderConcurrency(t *testing.T) {
 }
 
 // TestLeasesExpire: a replica killed mid-attempt never calls Finish; its
-// slot and its task lock come free after the lease.
+// slot and its task lock come free after the lease (and LockOutlives).
 func TestLeasesExpire(t *testing.T) {
 	t.Parallel()
 	a, b := replicas(t)
 	ep := uuid.NewString()
 	const lease = 150 * time.Millisecond
+	a.LockOutlives = 0
 
 	admitOK(t, a, attempt(ep, "m1", 1, 0, lease), Go) // then "killed"
 	admitOK(t, b, attempt(ep, "m2", 1, 0, time.Minute), Full)
 	admitOK(t, b, attempt(ep, "m1", 1, 0, time.Minute), Busy)
 	time.Sleep(lease + 50*time.Millisecond)
 	admitOK(t, b, attempt(ep, "m1", 1, 0, time.Minute), Go)
+}
+
+// TestLockOutlivesTheLease: the lock of an attempt that never finished
+// (its write after a success still being retried) stays LockOutlives
+// after the lease, while its in-flight slot is freed with the lease.
+func TestLockOutlivesTheLease(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ep := uuid.NewString()
+	const lease = 150 * time.Millisecond
+	a.LockOutlives = time.Hour
+
+	admitOK(t, a, attempt(ep, "m1", 1, 0, lease), Go) // its write is being retried
+	time.Sleep(lease + 50*time.Millisecond)
+	admitOK(t, b, attempt(ep, "m1", 2, 0, time.Minute), Busy)
+	admitOK(t, b, attempt(ep, "m2", 2, 0, time.Minute), Go)
 }
 
 // TestShortLeaseKeepsLongerOnes: leases of one endpoint can differ (they
@@ -363,3 +382,46 @@ func TestVerdictString(t *testing.T) {
 		}
 	}
 }
+
+// noScript answers the first pipeline's commands with NOSCRIPT, as Redis
+// does after losing its script cache (a restart, SCRIPT FLUSH).
+type noScript struct{ hit atomic.Bool }
+
+func (n *noScript) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (n *noScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (n *noScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 || cmds[0].Name() != "evalsha" || n.hit.Swap(true) {
+			return next(ctx, cmds)
+		}
+		err := redisError("NOSCRIPT No matching script. Please use EVAL.")
+		for _, c := range cmds {
+			c.SetErr(err)
+		}
+		return err
+	}
+}
+
+// Admissions are sent as EVALSHA in a shared pipeline; one that finds the
+// script missing loads it again instead of failing.
+func TestAdmitLoadsALostScript(t *testing.T) {
+	t.Parallel()
+	prefix := testenv.KeyPrefix(testenv.ID())
+	rdb := testenv.Redis(t, prefix)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h := &noScript{}
+	rdb.AddHook(h)
+	g := New(rdb, prefix, retention)
+	admitOK(t, g, attempt(uuid.NewString(), "m", 1, 0, time.Minute), Go)
+	if !h.hit.Load() {
+		t.Fatal("the NOSCRIPT answer was not injected")
+	}
+}
+
+// redisError is an error reply of the server (redis.Error).
+type redisError string
+
+func (e redisError) Error() string { return string(e) }
+func (e redisError) RedisError()   {}

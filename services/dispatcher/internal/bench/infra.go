@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,6 +223,65 @@ func cleanRedis(ctx context.Context, rdb redis.UniversalClient, prefix string) (
 		return removed, fmt.Errorf("scan %s:*: %w", prefix, err)
 	}
 	return removed, flush()
+}
+
+// KeyUsage is the memory Redis reports (MEMORY USAGE) for the keys of one
+// kind under a prefix: the kind is the key's first segment after it
+// ("msg", "att", "n", ...).
+type KeyUsage struct {
+	Kind  string
+	Keys  int
+	Bytes int64
+}
+
+// redisKeyUsage sums MEMORY USAGE over every key under prefix, by kind,
+// largest first. Unlike used_memory it counts only this run's keys, so
+// other users of a shared Redis do not show in it.
+func redisKeyUsage(ctx context.Context, rdb redis.UniversalClient, prefix string) ([]KeyUsage, error) {
+	by := map[string]*KeyUsage{}
+	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+	batch := make([]string, 0, 500)
+	flush := func() error {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, len(batch))
+		for i, k := range batch {
+			cmds[i] = pipe.MemoryUsage(ctx, k, 0)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("memory usage: %w", err)
+		}
+		for i, k := range batch {
+			kind, _, _ := strings.Cut(strings.TrimPrefix(k, prefix+":"), ":")
+			u := by[kind]
+			if u == nil {
+				u = &KeyUsage{Kind: kind}
+				by[kind] = u
+			}
+			u.Keys++
+			u.Bytes += cmds[i].Val()
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == cap(batch) {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("scan %s:*: %w", prefix, err)
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	out := make([]KeyUsage, 0, len(by))
+	for _, u := range by {
+		out = append(out, *u)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bytes > out[j].Bytes })
+	return out, nil
 }
 
 // redisUsedMemory returns used_memory from INFO memory.

@@ -55,7 +55,7 @@ func (rep Report) Print(w io.Writer) {
 	if rep.IsoSlow.Name != "" {
 		rows = append(rows, rep.IsoSlow)
 	}
-	if rep.Ceiling.Name == "" && len(rep.Phases) == 0 {
+	if rep.Ceiling.Name == "" && len(rep.Phases) == 0 && rep.Memory.Elapsed == 0 {
 		fmt.Fprintln(w, "no phase completed")
 		return
 	}
@@ -76,7 +76,7 @@ func (rep Report) Print(w io.Writer) {
 	fmt.Fprintln(w, "\nlatency: publish (before the confirm wait) to arrival at the sink; ceiling: request start to arrival")
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\thost CPU busy\tdispatcher cores\tbench cores\trabbitmq cores\tredis cores\tother cores\tdispatcher CPU/delivery\t")
+	fmt.Fprintln(tw, "phase\thost CPU busy\tdispatcher cores\tbench cores\trabbitmq cores\tredis cores\tother cores\tdispatcher CPU/delivery\tRedis round trips/delivery\t")
 	for _, p := range rows {
 		if p.Name == "" {
 			continue
@@ -86,8 +86,12 @@ func (rep Report) Print(w io.Writer) {
 		if p.Deliveries > 0 && u.Dispatcher > 0 {
 			per = fmt.Sprintf("%.0fµs", float64(u.Dispatcher.Microseconds())/float64(p.Deliveries))
 		}
-		fmt.Fprintf(tw, "%s\t%.0f%%\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t\n", p.Name, 100*u.HostBusy,
-			u.cores(u.Dispatcher), u.cores(u.Bench), u.cores(u.Broker), u.cores(u.Redis), u.other(), per)
+		trips := "-"
+		if p.Deliveries > 0 && p.RedisTrips > 0 {
+			trips = fmt.Sprintf("%.2f", p.RedisTrips/float64(p.Deliveries))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f%%\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n", p.Name, 100*u.HostBusy,
+			u.cores(u.Dispatcher), u.cores(u.Bench), u.cores(u.Broker), u.cores(u.Redis), u.other(), per, trips)
 	}
 	tw.Flush()
 	if rep.PeakRSS > 0 {
@@ -108,6 +112,13 @@ func (rep Report) Print(w io.Writer) {
 		u := m.Usage
 		fmt.Fprintf(w, "  host CPU busy %.0f%%; cores: dispatcher %.2f, bench %.2f, rabbitmq %.2f, redis %.2f, other processes %.2f\n",
 			100*u.HostBusy, u.cores(u.Dispatcher), u.cores(u.Bench), u.cores(u.Broker), u.cores(u.Redis), u.other())
+		if per := m.redisPerPending(); per > 0 {
+			fmt.Fprintf(w, "  Redis MEMORY USAGE of the run's keys: %.0f bytes per pending retry; by kind (keys, bytes per pending retry):", per)
+			for _, u := range m.RedisKeys {
+				fmt.Fprintf(w, " %s %d %.0f;", u.Kind, u.Keys, float64(u.Bytes)/float64(m.Pending))
+			}
+			fmt.Fprintln(w)
+		}
 		fmt.Fprintln(w, "  queue depths (passive declare, ready messages):")
 		for _, q := range m.Depths {
 			if q.Depth != 0 {
@@ -158,5 +169,8 @@ func (rep Report) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  peak RSS with the retry backlog <= %d MiB:           %.1f MiB%s  %s\n",
 			TargetRSS>>20, mib(m.PeakRSS), note, verdict(m.PeakRSS <= TargetRSS))
+	}
+	if per := m.redisPerPending(); per > 0 {
+		fmt.Fprintf(w, "  Redis bytes per pending retry <= %d:               %.0f  %s\n", TargetRedisPerPending, per, verdict(per <= TargetRedisPerPending))
 	}
 }

@@ -35,6 +35,8 @@ const (
 	TargetCeilingRatio = 0.5       // deliveries/s at least half the bare client loop
 	TargetIsolation    = 1.5       // healthy p99 with a slow endpoint / without
 	TargetRSS          = 128 << 20 // dispatcher peak RSS with the retry backlog
+	// Redis bytes (MEMORY USAGE of the run's keys) per pending retry.
+	TargetRedisPerPending = 1 << 10
 	// At saturation (the bursts).
 	TargetCPUPerDelivery = 100 * time.Microsecond
 	// Publish to arrival in the paced phases.
@@ -55,6 +57,7 @@ type Config struct {
 	Pending        int           // deliveries left pending retry in the memory run
 	PendingTimeout time.Duration // bound on the memory run
 	PhaseTimeout   time.Duration // bound on waiting for one phase's deliveries
+	MemoryOnly     bool          // run only the memory phase
 
 	AMQPURL, RedisURL string
 	DispatcherPkg     string
@@ -77,6 +80,7 @@ type Result struct {
 	Unknown    int
 	SlowHits   int
 	Deferrals  float64 // tasks put back without an attempt (dispatcher metric)
+	RedisTrips float64 // Redis round trips of the dispatcher (its metric; 0: not exported)
 	Usage      Usage
 }
 
@@ -96,6 +100,7 @@ type Memory struct {
 	PeakRSS     int64         // VmHWM of the dispatcher
 	RSS         int64         // VmRSS at the end
 	RedisGrowth int64         // Redis used_memory growth
+	RedisKeys   []KeyUsage    // MEMORY USAGE of the run's keys, by kind
 	Depths      []QueueDepth
 	Usage       Usage
 }
@@ -218,6 +223,12 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		return rep, err
 	}
 	defer r.sink.Close()
+
+	if cfg.MemoryOnly {
+		rep.Memory, err = r.memory(ctx, &cleanupErrs)
+		rep.Completed = err == nil
+		return rep, err
+	}
 
 	// Throughput, ceiling and isolation share one dispatcher.
 	d, err := r.startDispatcher(ctx, "main", nil)
@@ -401,12 +412,14 @@ func (r *runner) events() events {
 func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string, want int, publish func() error) (Result, error) {
 	p.Reset()
 	before, defBefore := loadtest.SampleCPU(d.PID()), scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total")
+	tripsBefore := scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_redis_round_trips_total")
 	err := publish()
 	if err == nil {
 		err = waitArrivals(ctx, p, want, r.cfg.PhaseTimeout)
 	}
 	res := Result{Name: name, Usage: usage(before, loadtest.SampleCPU(d.PID()))}
 	res.Deferrals = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total") - defBefore
+	res.RedisTrips = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_redis_round_trips_total") - tripsBefore
 	st := p.Stats()
 	res.Deliveries, res.Window = len(st.Latencies), st.Window
 	res.Rate = loadtest.Rate(res.Deliveries, st.Window)
@@ -646,6 +659,9 @@ func (r *runner) memory(ctx context.Context, errs *[]error) (m Memory, err error
 	m.Usage = usage(before, loadtest.SampleCPU(d.PID()))
 	m.Attempts = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deliveries_total") - attBefore
 	m.RedisGrowth = redisUsedMemory(ctx, r.rdb) - redisBefore
+	if m.RedisKeys, err = redisKeyUsage(ctx, r.rdb, d.keyPrefix); err != nil {
+		return m, err
+	}
 	if m.PeakRSS, m.RSS, err = d.Memory(); err != nil {
 		return m, err
 	}
@@ -666,3 +682,16 @@ func randomHex(n int) string {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// redisPerPending is the run's Redis bytes per pending retry, 0 if not
+// measured.
+func (m Memory) redisPerPending() float64 {
+	var total int64
+	for _, u := range m.RedisKeys {
+		total += u.Bytes
+	}
+	if m.Pending == 0 || total == 0 {
+		return 0
+	}
+	return float64(total) / float64(m.Pending)
+}

@@ -470,12 +470,22 @@ func (w *Worker) resumeRetry(ctx context.Context, t *task.Task) error {
 	return nil
 }
 
-// retryWrite retries write with a growing pause for up to about six
-// seconds.
+// writeRetryFor bounds retryWrite: longer than a Redis outage of 30 s,
+// and shorter than the attempt lock outlives the attempt
+// (admit.DefaultLockOutlives), so that no other copy of the task can start an
+// attempt before the success is written down.
+const writeRetryFor = 35 * time.Second
+
+// retryWrite retries write with a growing pause, at most a second (so the
+// write lands soon after Redis is back), for up to writeRetryFor; the task
+// stays unacked meanwhile.
 func (w *Worker) retryWrite(ctx context.Context, write func() error) error {
+	deadline := time.Now().Add(writeRetryFor)
+	pause := 100 * time.Millisecond
 	var err error
-	for i := range 6 {
-		time.Sleep(100 * time.Millisecond << i)
+	for time.Now().Before(deadline) {
+		time.Sleep(min(pause, time.Until(deadline)))
+		pause = min(2*pause, time.Second)
 		if err = write(); err == nil {
 			return nil
 		}

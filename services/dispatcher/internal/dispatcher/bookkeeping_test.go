@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
@@ -61,6 +62,60 @@ func TestRedisFailureAfterSuccessDoesNotRedeliver(t *testing.T) {
 	// Long enough for a retried task (5s after an infrastructure error)
 	// to come back and be delivered again.
 	time.Sleep(7 * time.Second)
+	if n := len(s.all()); n != 1 {
+		t.Fatalf("subscriber got the message %d times, want once", n)
+	}
+}
+
+// A Redis outage of up to 30 s right after a successful attempt must not
+// redeliver either: the attempt's write is retried (its task held
+// meanwhile) for longer than that, and the attempt lock outlives the
+// outage, so the copy of the task that the fan-out hands over when the
+// attempt outlasts its budget waits instead of delivering again. With
+// a one-second endpoint timeout, the lock used to expire six seconds
+// after the attempt started and the write was given up after six.
+func TestLongRedisOutageAfterSuccessDoesNotRedeliver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cuts Redis for 12 s")
+	}
+	h := newHarness(t, loopback, nil)
+	h.stop()
+
+	u, err := url.Parse(redisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := rabbittest.NewProxy(t, u.Host)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: 0, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer rdb.Close()
+	d, err := New(h.cfg, Deps{Rabbit: h.conn, Redis: rdb, Log: slog.New(slog.DiscardHandler), AllowCIDRs: loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Publisher.Close()
+
+	var once sync.Once
+	s := newSink(t, func(request) int {
+		once.Do(func() {
+			proxy.Cut()
+			time.AfterFunc(12*time.Second, proxy.Restore)
+		})
+		return http.StatusOK
+	})
+	ep := h.createEndpoint(&dispatcherv1.Endpoint{Url: s.URL, Timeout: durationpb.New(time.Second)})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, run := range []func(context.Context) error{d.RunFanout, d.RunDeliveries} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = run(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	h.publish("evt-outage", "a.b", []byte(`{}`))
+	waitFor(t, 60*time.Second, "delivered status", func() bool { return h.deliveryStatus("evt-outage", ep.GetId()) == "delivered" })
+	// Long enough for any copy put back during the outage (5 s after an
+	// infrastructure error, 1 s to 30 s when deferred) to come back.
+	time.Sleep(12 * time.Second)
 	if n := len(s.all()); n != 1 {
 		t.Fatalf("subscriber got the message %d times, want once", n)
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -416,7 +417,7 @@ func TestResendContinuesAttemptCount(t *testing.T) {
 	var numbers []int32
 	for _, v := range raw {
 		a := &dispatcherv1.Attempt{}
-		if err := protojson.Unmarshal([]byte(v), a); err != nil {
+		if err := proto.Unmarshal([]byte(v), a); err != nil {
 			t.Fatal(err)
 		}
 		numbers = append(numbers, a.GetNumber())

@@ -179,6 +179,9 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	ids := dedupe.New(d.Redis, idsPrefix)
 	ids.Log = d.Log
 	m := metrics.New(d.Registry)
+	if d.Redis != nil {
+		d.Redis.AddHook(m.CountRoundTrips())
+	}
 	client := policy.Client(ssrf.ClientOptions{Timeout: endpoint.MaxTimeout, MaxIdleConnsPerHost: 64})
 	w := deliver.NewWorker(deliver.Config{
 		Schedule: schedule, DefaultTimeout: c.DefaultTimeout, DefaultMaxInFlight: c.DefaultMaxInFlight,

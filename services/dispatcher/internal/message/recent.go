@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
@@ -99,8 +98,7 @@ func (s *Store) Recent(ctx context.Context, tenant string, size int, token strin
 func lastAttempts(log []string) map[string]*dispatcherv1.Attempt {
 	last := map[string]*dispatcherv1.Attempt{}
 	for _, v := range log {
-		a := &dispatcherv1.Attempt{}
-		if protojson.Unmarshal([]byte(v), a) == nil {
+		if a, err := decodeAttempt(v); err == nil {
 			last[a.GetEndpointId()] = a
 		}
 	}

@@ -1,5 +1,5 @@
 // Package message records what the dispatcher did with each event: the
-// message itself (raw body included, so it can be resent), its delivery
+// message itself (body included, so it can be resent), its delivery
 // state per endpoint, the attempt log, dead letters and deliveries held
 // while an endpoint is disabled. Everything expires after the retention
 // period and every key is scoped by tenant.
@@ -7,9 +7,11 @@
 // Layout (P is the configured prefix; {t} is the tenant as a Cluster hash
 // tag, so one tenant's keys live in one slot):
 //
-//	P:msg:{t}:<id>      hash: meta (JSON), body (raw), d:<endpoint> (JSON
-//	                    delivery state), dl:<endpoint> (JSON dead letter)
-//	P:att:{t}:<id>      list of attempts (protojson), oldest first
+//	P:msg:{t}:<id>      hash: meta (JSON), bz (body, zstd) or body (raw),
+//	                    d:<endpoint> (JSON delivery state), dl:<endpoint>
+//	                    (JSON dead letter)
+//	P:att:{t}:<id>      list of attempts (protobuf binary; JSON when
+//	                    logged by earlier versions), oldest first
 //	P:dl:{t}            sorted set "<id> <endpoint>" by dead-letter time
 //	P:dle:{t}:<ep>      sorted set of message ids by dead-letter time
 //	P:held:{t}:<ep>     sorted set of message ids held while disabled
@@ -33,6 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/redisbatch"
 )
 
 // Errors returned by Store.
@@ -86,11 +89,13 @@ type Store struct {
 	// OnAttempt, if set, adds its own writes for each attempt recorded to
 	// the same pipeline (package listen streams attempts with it).
 	OnAttempt func(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt)
+	batch     redisbatch.Batcher // Settle
+	records   redisbatch.Batcher // RecordFor
 }
 
 // New returns a Store keeping records for retention.
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
-	return &Store{rdb: rdb, prefix: prefix, retention: retention}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: redisbatch.Batcher{Tx: true}}
 }
 
 // Retention is how long records are kept.
@@ -103,9 +108,9 @@ func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s}", s.prefix, t) }
 
-// recordScript writes a message's meta, body and TTL in one step unless
-// the message exists, and a pending delivery (ARGV[4]) for each of the
-// fields in ARGV[8:] that has none. A new message is also indexed in the
+// recordScript writes a message's meta, body (in the field ARGV[8]) and
+// TTL in one step unless the message exists, and a pending delivery
+// (ARGV[4]) for each of the fields in ARGV[9:] that has none. A new message is also indexed in the
 // tenant's recent list (KEYS[2], score ARGV[5] = create time in unix ms,
 // member ARGV[6]), which drops entries older than ARGV[7]. For a message that existed it returns
 // its meta and, per field, 1 if that delivery is under way (a worker has
@@ -116,8 +121,8 @@ func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s
 // an empty body and the key never expired.
 var recordScript = redis.NewScript(`
 if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'body', ARGV[2])
-  for i = 8, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
+  redis.call('HSET', KEYS[1], ARGV[8], ARGV[2])
+  for i = 9, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
@@ -125,7 +130,7 @@ if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
   return {1}
 end
 local out = {0, redis.call('HGET', KEYS[1], 'meta')}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
   local under = 0
@@ -168,17 +173,35 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 		return false, nil, fmt.Errorf("encode message: %w", err)
 	}
 	pending, _ := json.Marshal(Delivery{Status: StatusPending})
-	args := make([]any, 0, 7+len(endpoints))
+	args := make([]any, 0, 8+len(endpoints))
 	at := m.CreateTime
 	if at.IsZero() {
 		at = time.Now()
 	}
-	args = append(args, meta, m.Body, s.retention.Milliseconds(), pending,
-		at.UnixMilli(), m.ID, time.Now().Add(-s.retention).UnixMilli())
+	field, body := encodeBody(m.Body)
+	args = append(args, meta, body, s.retention.Milliseconds(), pending,
+		at.UnixMilli(), m.ID, time.Now().Add(-s.retention).UnixMilli(), field)
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}
-	res, err := recordScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, m.ID), s.recentKey(tenant)}, args...).Slice()
+	keys := []string{s.msgKey(tenant, m.ID), s.recentKey(tenant)}
+	// Events recorded together share a round trip.
+	var cmd *redis.Cmd
+	err = s.records.Do(ctx, s.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
+		cmd = recordScript.EvalSha(ctx, pipe, keys, args...)
+	})
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis lost its script cache: EVAL loads it again.
+		cmd = recordScript.Eval(ctx, s.rdb, keys, args...)
+		err = cmd.Err()
+	}
+	var res []any
+	if err == nil {
+		res, err = cmd.Slice()
+	}
+	if err == nil && len(res) == 0 {
+		err = errors.New("empty reply")
+	}
 	if err != nil {
 		return false, nil, fmt.Errorf("record message: %w", err)
 	}
@@ -218,9 +241,12 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 	if vals["meta"] == "" {
 		return nil, nil, ErrNotFound
 	}
-	m := &Message{ID: id, Body: []byte(vals["body"])}
+	m := &Message{ID: id}
 	if err := json.Unmarshal([]byte(vals["meta"]), m); err != nil {
 		return nil, nil, fmt.Errorf("decode message: %w", err)
+	}
+	if m.Body, err = decodeBody(vals); err != nil {
+		return nil, nil, err
 	}
 	ds := map[string]Delivery{}
 	for k, v := range vals {
@@ -348,18 +374,32 @@ func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcher
 // queueAttempt adds AddAttempt to pipe; it fails only if a cannot be
 // encoded.
 func (s *Store) queueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt) error {
-	a.ResponseSnippet = Snippet(a.ResponseSnippet)
-	v, err := protojson.Marshal(a)
+	v, err := s.encodeAttempt(a)
 	if err != nil {
-		return fmt.Errorf("encode attempt: %w", err)
+		return err
 	}
+	s.pushAttempt(ctx, pipe, tenant, id, a, v)
+	return nil
+}
+
+// encodeAttempt sanitises a's snippet and encodes a for the log.
+func (s *Store) encodeAttempt(a *dispatcherv1.Attempt) ([]byte, error) {
+	a.ResponseSnippet = Snippet(a.ResponseSnippet)
+	v, err := encodeAttempt(a)
+	if err != nil {
+		return nil, fmt.Errorf("encode attempt: %w", err)
+	}
+	return v, nil
+}
+
+// pushAttempt queues the log write of a, encoded as v.
+func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte) {
 	key := s.attKey(tenant, id)
 	pipe.RPush(ctx, key, v)
 	pipe.Expire(ctx, key, s.retention)
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
-	return nil
 }
 
 // Attempts pages through the attempt log, oldest first. Page tokens are
@@ -387,22 +427,14 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token
 	count := map[string]int32{}
 	out := make([]*dispatcherv1.Attempt, 0, size)
 	for i, v := range vals {
-		if i < off {
-			// Only the endpoint is needed of an attempt before the page.
-			var head struct {
-				EndpointID string `json:"endpointId"`
-			}
-			if err := json.Unmarshal([]byte(v), &head); err != nil {
-				return nil, "", fmt.Errorf("decode attempt: %w", err)
-			}
-			count[head.EndpointID]++
-			continue
-		}
-		a := &dispatcherv1.Attempt{}
-		if err := protojson.Unmarshal([]byte(v), a); err != nil {
-			return nil, "", fmt.Errorf("decode attempt: %w", err)
+		a, err := decodeAttempt(v)
+		if err != nil {
+			return nil, "", err
 		}
 		count[a.GetEndpointId()]++
+		if i < off {
+			continue
+		}
 		a.Number = count[a.GetEndpointId()]
 		out = append(out, a)
 	}
@@ -424,14 +456,28 @@ func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dis
 }
 
 func (s *Store) queueDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) error {
+	v, err := encodeDeadLetter(id, ep, last, reason, at)
+	if err != nil {
+		return err
+	}
+	s.pushDeadLetter(ctx, pipe, tenant, id, ep, v, at)
+	return nil
+}
+
+func encodeDeadLetter(id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) ([]byte, error) {
 	if last != nil {
 		last.ResponseSnippet = Snippet(last.ResponseSnippet)
 	}
 	dl := &dispatcherv1.DeadLetter{MessageId: id, EndpointId: ep, Time: timestamppb.New(at), LastAttempt: last, Reason: strings.ToValidUTF8(reason, "\uFFFD")}
 	v, err := protojson.Marshal(dl)
 	if err != nil {
-		return fmt.Errorf("encode dead letter: %w", err)
+		return nil, fmt.Errorf("encode dead letter: %w", err)
 	}
+	return v, nil
+}
+
+// pushDeadLetter queues the writes of a dead letter encoded as v.
+func (s *Store) pushDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, v []byte, at time.Time) {
 	score := float64(at.UnixMilli())
 	cut := strconv.FormatInt(at.Add(-s.retention).UnixMilli(), 10)
 	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "dl:"+ep, v)
@@ -444,7 +490,6 @@ func (s *Store) queueDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenan
 		pipe.ZRemRangeByScore(ctx, k, "-inf", "("+cut)
 		pipe.Expire(ctx, k, s.retention)
 	}
-	return nil
 }
 
 // DeadLetters pages through dead letters, newest first, optionally of one
@@ -563,28 +608,40 @@ type Op func(ctx context.Context, pipe redis.Pipeliner)
 // as separate writes, a failure in between left an attempt whose delivery
 // still showed pending, or a dead letter with no failed state. (In Redis
 // Cluster the transaction is per slot; a message's keys share one.)
+//
+// Attempts settling at the same time share the round trip (redisbatch):
+// each one's writes stay whole inside the shared transaction.
 func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, ops ...Op) error {
-	pipe := s.rdb.TxPipeline()
-	for _, op := range ops {
-		op(ctx, pipe)
-	}
+	// Encoding errors belong to this attempt alone: found before it
+	// joins a batch.
+	var att, dl []byte
+	var err error
 	if o.Attempt != nil {
-		if err := s.queueAttempt(ctx, pipe, tenant, id, o.Attempt); err != nil {
+		if att, err = s.encodeAttempt(o.Attempt); err != nil {
 			return err
 		}
 	}
 	if o.DeadLetter != "" {
-		if err := s.queueDeadLetter(ctx, pipe, tenant, id, ep, o.Attempt, o.DeadLetter, o.At); err != nil {
+		if dl, err = encodeDeadLetter(id, ep, o.Attempt, o.DeadLetter, o.At); err != nil {
 			return err
 		}
 	}
-	if o.Held {
-		s.queueHold(ctx, pipe, tenant, id, ep, o.At)
+	queue := func(ctx context.Context, pipe redis.Pipeliner) {
+		for _, op := range ops {
+			op(ctx, pipe)
+		}
+		if att != nil {
+			s.pushAttempt(ctx, pipe, tenant, id, o.Attempt, att)
+		}
+		if dl != nil {
+			s.pushDeadLetter(ctx, pipe, tenant, id, ep, dl, o.At)
+		}
+		if o.Held {
+			s.queueHold(ctx, pipe, tenant, id, ep, o.At)
+		}
+		s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
 	}
-	s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
-	// A nil reply is an answer (an op's script found nothing), not a
-	// failure.
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err := s.batch.Do(ctx, s.rdb, queue); err != nil {
 		return fmt.Errorf("record attempt outcome: %w", err)
 	}
 	return nil

@@ -2,7 +2,12 @@
 // the fan-out, the worker and the API.
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
 
 // Metrics are the delivery path's Prometheus series.
 type Metrics struct {
@@ -20,6 +25,9 @@ type Metrics struct {
 	// retry, deferral or hold) or handed_over (the budget passed first;
 	// its task was published).
 	FirstAttempts *prometheus.CounterVec
+	// RedisRoundTrips counts commands and pipelines sent to Redis (see
+	// CountRoundTrips).
+	RedisRoundTrips prometheus.Counter
 }
 
 // New registers the series on reg (nil: a private registry).
@@ -69,7 +77,34 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "hookyard_dispatcher_first_attempts_total",
 			Help: "Deliveries whose first attempt the fan-out made itself (fast path), by result: done, or handed_over to a task when the budget passed.",
 		}, []string{"result"}),
+		RedisRoundTrips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookyard_dispatcher_redis_round_trips_total",
+			Help: "Round trips to Redis: single commands and pipelines (each pipeline or transaction is one).",
+		}),
 	}
+	reg.MustRegister(m.RedisRoundTrips)
 	reg.MustRegister(m.Deliveries, m.Latency, m.InFlight, m.Retries, m.Deferrals, m.DeadLetter, m.Disabled, m.Breaker, m.Published, m.FirstAttempts)
 	return m
+}
+
+// CountRoundTrips is a go-redis hook that counts round trips on
+// m.RedisRoundTrips.
+func (m *Metrics) CountRoundTrips() redis.Hook { return roundTrips{m.RedisRoundTrips} }
+
+type roundTrips struct{ c prometheus.Counter }
+
+func (r roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.c.Inc()
+		return next(ctx, cmd)
+	}
+}
+
+func (r roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.c.Inc()
+		return next(ctx, cmds)
+	}
 }

@@ -1,0 +1,67 @@
+package redisbatch
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
+)
+
+// holdFirst holds the first pipeline until released.
+type holdFirst struct {
+	release chan struct{}
+	n       atomic.Int32
+}
+
+func (h *holdFirst) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *holdFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *holdFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "incr" && h.n.Add(1) == 1 {
+			<-h.release
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A write whose caller gives up while it waits for the round trip out is
+// never sent.
+func TestCancelledQueuedWriteIsNotSent(t *testing.T) {
+	prefix := testenv.KeyPrefix(testenv.ID())
+	rdb := testenv.Redis(t, prefix)
+	ctx := context.Background()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h := &holdFirst{release: make(chan struct{})}
+	rdb.AddHook(h)
+	var b Batcher
+	first := make(chan error, 1)
+	go func() {
+		first <- b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Incr(ctx, prefix+":a") })
+	}()
+	testenv.WaitFor(t, 10*time.Second, "first round trip out", func() bool { return h.n.Load() == 1 })
+	cctx, cancel := context.WithCancel(ctx)
+	second := make(chan error, 1)
+	go func() {
+		second <- b.Do(cctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Incr(ctx, prefix+":b") })
+	}()
+	testenv.WaitFor(t, 10*time.Second, "second write queued", func() bool { return b.Len() == 1 })
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled write: %v", err)
+	}
+	close(h.release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "batcher idle", func() bool { return b.Len() == 0 })
+	if n, err := rdb.Exists(ctx, prefix+":b").Result(); err != nil || n != 0 {
+		t.Fatalf("cancelled write was sent (exists %d, %v)", n, err)
+	}
+}
