@@ -164,7 +164,7 @@ type pair struct {
 	rdb              *redis.Client // the primary, as a service opens it
 }
 
-func startPair(t *testing.T, rawURLOptions string) *pair {
+func startPair(t testing.TB, rawURLOptions string) *pair {
 	t.Helper()
 	p := &pair{primary: startServer(t)}
 	p.link = startProxy(t, p.primary.addr)
@@ -186,7 +186,7 @@ func startPair(t *testing.T, rawURLOptions string) *pair {
 
 // failover kills the primary with whatever the link holds and promotes
 // the replica, whose client it returns.
-func (p *pair) failover(t *testing.T) *redis.Client {
+func (p *pair) failover(t testing.TB) *redis.Client {
 	t.Helper()
 	p.primary.kill()
 	p.link.close()
@@ -373,5 +373,81 @@ func TestOnlineReplicas(t *testing.T) {
 		"slave_read_only:1\r\nmaster_repl_offset:10\r\n"
 	if got := onlineReplicas(info); got != 1 {
 		t.Errorf("onlineReplicas = %d, want 1", got)
+	}
+}
+
+// BenchmarkReplicated is the cost of a write followed by Replicated, with
+// no replica and with one (on loopback), one writer and many: trips/op
+// counts the round trips beyond the write's own.
+func BenchmarkReplicated(b *testing.B) {
+	ctx := context.Background()
+	run := func(b *testing.B, rdb *redis.Client, wait, parallel bool) {
+		h := &countHook{}
+		rdb.AddHook(h)
+		if err := Replicated(ctx, rdb); err != nil { // the first look at the replicas
+			b.Fatal(err)
+		}
+		op := func(key string) {
+			if err := rdb.Set(ctx, key, "v", time.Minute).Err(); err != nil {
+				b.Fatal(err)
+			}
+			if wait {
+				if err := Replicated(ctx, rdb); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		h.trips.Store(0)
+		b.ResetTimer()
+		if parallel {
+			b.SetParallelism(16) // 16 × GOMAXPROCS writers
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				key := fmt.Sprintf("bench:%d", n.Add(1))
+				for pb.Next() {
+					op(key)
+				}
+			})
+		} else {
+			for b.Loop() {
+				op("bench")
+			}
+		}
+		b.ReportMetric(float64(h.trips.Load()-int64(b.N))/float64(b.N), "trips/op")
+	}
+	for _, replica := range []bool{false, true} {
+		var rdb *redis.Client
+		s := startServer(b)
+		if replica { // straight to the primary, no proxy
+			host, port, _ := net.SplitHostPort(s.addr)
+			startServer(b, "--replicaof", host, port)
+		}
+		{
+			c, err := Open("redis://" + s.addr + "/0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+			rdb = c.(*redis.Client)
+			testwait.Eventually(b, 30*time.Second, "replica in sync", func() bool {
+				info, err := rdb.Info(ctx, "replication").Result()
+				return err == nil && (onlineReplicas(info) == 1) == replica
+			})
+		}
+		name := map[bool]string{false: "no-replica", true: "one-replica"}[replica]
+		if !replica {
+			b.Run(name+"/Replicated-alone", func(b *testing.B) {
+				for b.Loop() {
+					if err := Replicated(ctx, rdb); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		for _, parallel := range []bool{false, true} {
+			mode := map[bool]string{false: "1-writer", true: "many-writers"}[parallel]
+			b.Run(name+"/"+mode+"/write-only", func(b *testing.B) { run(b, rdb, false, parallel) })
+			b.Run(name+"/"+mode+"/write+Replicated", func(b *testing.B) { run(b, rdb, true, parallel) })
+		}
 	}
 }
