@@ -40,7 +40,8 @@ type WaitConfig struct {
 var DefaultWait = WaitConfig{Replicas: AutoReplicas, Timeout: time.Second}
 
 // ErrNotReplicated is returned by Replicated when fewer replicas than
-// wanted confirmed the writes in time: they are on the primary only.
+// wanted confirmed the writes in time, or the primary changed since the
+// last wait: they may be on the old primary only.
 var ErrNotReplicated = errors.New("redis: writes not confirmed by enough replicas")
 
 // ParseWaitReplicas reads a replica count setting: "auto" (or empty) is
@@ -144,9 +145,10 @@ type waiter struct {
 	checked    atomic.Int64 // unix nanoseconds of the last look
 	refreshing atomic.Bool
 
-	mu   sync.Mutex
-	next *round // the round callers join; not yet started
-	busy bool   // a goroutine is running rounds
+	mu     sync.Mutex
+	next   *round // the round callers join; not yet started
+	busy   bool   // a goroutine is running rounds
+	replid string // the primary's replication id at the last round
 }
 
 // round is one PUBLISH+WAIT shared by the callers that joined it.
@@ -184,22 +186,36 @@ func (w *waiter) refresh(ctx context.Context, c *redis.Client) error {
 	if err != nil {
 		return fmt.Errorf("redis replicas: %w", err)
 	}
-	w.online.Store(int64(onlineReplicas(info)))
-	w.checked.Store(time.Now().UnixNano())
+	w.saw(parseReplication(info))
 	return nil
 }
 
-// onlineReplicas counts the replicas INFO replication lists as online and
-// acknowledging.
-func onlineReplicas(info string) int {
-	n := 0
+// saw notes the replicas online from INFO replication.
+func (w *waiter) saw(info replication) {
+	w.online.Store(int64(info.online))
+	w.checked.Store(time.Now().UnixNano())
+}
+
+// replication is what INFO replication says of the primary.
+type replication struct {
+	online int    // replicas online and acknowledging the stream
+	replid string // master_replid: a promoted replica takes a new one
+}
+
+func onlineReplicas(info string) int { return parseReplication(info).online }
+
+func parseReplication(info string) replication {
+	var r replication
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
 		name, fields, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
+		if name == "master_replid" {
+			r.replid = fields
+		}
 		if !ok || !strings.HasPrefix(name, "slave") || strings.Trim(name, "slave0123456789") != "" {
 			continue
 		}
-		online, lag := false, -1
+		online, lag := false, 0
 		for _, f := range strings.Split(fields, ",") {
 			k, v, _ := strings.Cut(f, "=")
 			switch k {
@@ -209,11 +225,12 @@ func onlineReplicas(info string) int {
 				lag, _ = strconv.Atoi(v)
 			}
 		}
-		if online && lag >= 0 && lag <= replicaMaxLag {
-			n++
+		// Redis can report lag=-1 for an ack within the second.
+		if online && lag <= replicaMaxLag {
+			r.online++
 		}
 	}
-	return n
+	return r
 }
 
 // join waits for the next round to start and end. A round starts only
@@ -256,20 +273,35 @@ func (w *waiter) rounds(c *redis.Client) {
 	}
 }
 
-// barrier is one round trip: PUBLISH then WAIT on one connection.
+// barrier is one round trip: PUBLISH then WAIT on one connection, then
+// INFO replication to learn whether the server is the primary the last
+// round saw. A client that has moved to a promoted replica would
+// otherwise confirm, on the new primary, writes the old one answered
+// and the failover lost; the first round there is refused instead.
 func (w *waiter) barrier(c *redis.Client, n int) error {
 	timeout := time.Duration(w.timeout.Load())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
 	defer cancel()
 	var wait *redis.Cmd
+	var info *redis.StringCmd
 	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Publish(ctx, barrierChannel, "")
 		wait = p.Do(ctx, "wait", n, timeout.Milliseconds())
+		info = p.Info(ctx, "replication")
 		return nil
 	})
-	got, werr := wait.Int64()
-	if err = errors.Join(err, werr); err != nil {
+	if err != nil { // the first command's error
 		return fmt.Errorf("redis wait for %d replica(s): %w", n, err)
+	}
+	got, _ := wait.Int64()
+	repl := parseReplication(info.Val())
+	w.saw(repl)
+	w.mu.Lock()
+	last := w.replid
+	w.replid = repl.replid
+	w.mu.Unlock()
+	if last != "" && last != repl.replid {
+		return fmt.Errorf("%w: the primary changed since the last wait", ErrNotReplicated)
 	}
 	if got < int64(n) {
 		return fmt.Errorf("%w: %d of %d within %v", ErrNotReplicated, got, n, timeout)

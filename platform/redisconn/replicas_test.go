@@ -262,6 +262,67 @@ func TestReplicatedWaitsForReplica(t *testing.T) {
 	}
 }
 
+// A client that moved to a promoted replica (as a Sentinel client does
+// on +switch-master) must not confirm there a write the old primary
+// answered and the failover discarded, although the new primary has a
+// replica (the old primary, reconfigured) that confirms the wait.
+func TestReplicatedRefusesNewPrimary(t *testing.T) {
+	p := startPair(t, "")
+	ctx := context.Background()
+	var target atomic.Value
+	target.Store(p.primary.addr)
+	c := redis.NewClient(&redis.Options{Dialer: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", target.Load().(string))
+	}})
+	defer c.Close()
+	if err := SetWait(c, WaitConfig{Replicas: AutoReplicas, Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	c.Set(ctx, "before", "1", 0)
+	if err := Replicated(ctx, c); err != nil {
+		t.Fatalf("healthy replica: %v", err)
+	}
+
+	p.link.pause(true)
+	if err := c.Set(ctx, "job", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The failover: the replica is promoted without the write, the old
+	// primary follows it (dropping the write), the client moves over.
+	r := redis.NewClient(&redis.Options{Addr: p.replica.addr})
+	defer r.Close()
+	old := redis.NewClient(&redis.Options{Addr: p.primary.addr})
+	defer old.Close()
+	if err := r.ReplicaOf(ctx, "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(p.replica.addr)
+	if err := old.ReplicaOf(ctx, host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, 30*time.Second, "old primary following the new one", func() bool {
+		info, err := r.Info(ctx, "replication").Result()
+		return err == nil && onlineReplicas(info) == 1
+	})
+	target.Store(p.replica.addr)
+	if err := old.Do(ctx, "client", "kill", "type", "normal", "skipme", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	err := Replicated(ctx, c)
+	acked := err == nil
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		t.Errorf("after the failover: %v, want ErrNotReplicated", err)
+	}
+	if n := r.Exists(ctx, "job").Val(); acked && n == 0 {
+		t.Fatal("acknowledged write lost in the failover")
+	}
+	if err := Replicated(ctx, c); err != nil {
+		t.Errorf("the next wait on the new primary: %v", err)
+	}
+}
+
 // countHook counts what a client sends to the server.
 type countHook struct{ cmds, trips atomic.Int64 }
 
@@ -370,9 +431,10 @@ func TestOnlineReplicas(t *testing.T) {
 		"slave0:ip=127.0.0.1,port=1,state=online,offset=10,lag=0\r\n" +
 		"slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n" +
 		"slave2:ip=127.0.0.1,port=3,state=online,offset=5,lag=9\r\n" +
-		"slave_read_only:1\r\nmaster_repl_offset:10\r\n"
-	if got := onlineReplicas(info); got != 1 {
-		t.Errorf("onlineReplicas = %d, want 1", got)
+		"slave3:ip=127.0.0.1,port=4,state=online,offset=10,lag=-1\r\n" +
+		"master_replid:abc\r\nmaster_repl_offset:10\r\n"
+	if got := parseReplication(info); got != (replication{online: 2, replid: "abc"}) {
+		t.Errorf("parseReplication = %+v, want 2 online, replid abc", got)
 	}
 }
 
