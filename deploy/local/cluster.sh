@@ -38,6 +38,13 @@
 #   CLUSTER_SENTINEL_PORTS three Sentinels [26391 26392 26393]
 #   CLUSTER_MASTER_NAME    the name Sentinel monitors the primary by [hookyard]
 #   CLUSTER_TIMEOUT        seconds a node may take to boot [180]
+#   CLUSTER_DLX_CONFIRM_TIMEOUT_MS
+#                          how long a quorum queue's at-least-once
+#                          dead-letter worker waits for the target's
+#                          confirm before it sends again [15000; RabbitMQ's
+#                          default is 180000, which parks a delay queue's
+#                          retries for 3 minutes when the target queue's
+#                          leader dies]
 #
 # Needs rabbitmq-server (3.10 or later: quorum queues), redis-server and
 # redis-cli (7.0 or later; redis-server --sentinel is the Sentinel). The
@@ -54,6 +61,7 @@ read -r -a REDIS_PORTS <<<"${CLUSTER_REDIS_PORTS:-6391 6392}"
 read -r -a SENTINEL_PORTS <<<"${CLUSTER_SENTINEL_PORTS:-26391 26392 26393}"
 MASTER=${CLUSTER_MASTER_NAME:-hookyard}
 TIMEOUT=${CLUSTER_TIMEOUT:-180}
+DLX_CONFIRM_TIMEOUT_MS=${CLUSTER_DLX_CONFIRM_TIMEOUT_MS:-15000}
 
 say() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: error: %s\n' "$*" >&2; exit 1; }
@@ -142,6 +150,10 @@ rabbit_prepare() {
 			loopback_users.guest = false
 			cluster_name = hookyard-local
 		EOF
+		# Not settable in rabbitmq.conf on 3.10. A dead-lettered message
+		# whose confirm was lost (the target queue's leader died) is sent
+		# again after this; a duplicate is what the consumers absorb.
+		echo "[{rabbit, [{dead_letter_worker_publisher_confirm_timeout, $DLX_CONFIRM_TIMEOUT_MS}]}]." >"$d/advanced.config"
 	done
 }
 

@@ -153,6 +153,14 @@ func Run(ctx context.Context, s Service, args []string) error {
 	if err != nil {
 		return fmt.Errorf("HOOKYARD_REDIS_URL: %w", err)
 	}
+	waitReplicas, err := redisconn.ParseWaitReplicas(cfg.RedisWaitReplicas)
+	if err == nil {
+		err = redisconn.SetWait(rdb, redisconn.WaitConfig{Replicas: waitReplicas, Timeout: cfg.RedisWaitTimeout})
+	}
+	if err != nil {
+		rdb.Close()
+		return fmt.Errorf("HOOKYARD_REDIS_WAIT_REPLICAS/HOOKYARD_REDIS_WAIT_TIMEOUT: %w", err)
+	}
 	// The broker connection outlives ctx: workers still ack and publish
 	// while they drain after the signal.
 	connCtx, closeConn := context.WithCancel(context.Background())

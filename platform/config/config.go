@@ -147,14 +147,19 @@ func (l *Loader) Parse(args []string) error {
 // Common holds the settings every Hookyard service shares. Names and
 // defaults are part of the public contract (DESIGN.md).
 type Common struct {
-	AMQPURL         string
-	RedisURL        string
-	HTTPAddr        string
-	GRPCAddr        string
-	APIKeys         string
-	AllowCIDRs      string
-	LogLevel        string
-	ShutdownTimeout time.Duration
+	AMQPURL  string
+	RedisURL string
+	// RedisWaitReplicas ("auto" or a count) and RedisWaitTimeout say what
+	// an acknowledgement resting on a Redis write waits for
+	// (redisconn.Replicated).
+	RedisWaitReplicas string
+	RedisWaitTimeout  time.Duration
+	HTTPAddr          string
+	GRPCAddr          string
+	APIKeys           string
+	AllowCIDRs        string
+	LogLevel          string
+	ShutdownTimeout   time.Duration
 	// MaxBodyBytes caps REST request bodies; BodyMemoryBytes bounds what
 	// all REST bodies in flight may hold together.
 	MaxBodyBytes    int64
@@ -171,6 +176,8 @@ type Ports struct {
 func (c *Common) Register(l *Loader, ports Ports) {
 	l.String(&c.AMQPURL, "amqp-url", "HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL; the nodes of a cluster as a comma-separated list, tried in order")
 	l.String(&c.RedisURL, "redis-url", "HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis+sentinel://sentinel:port/db?master_name=m&addr=sentinel2:port for Sentinel, redis+cluster:// for Cluster)")
+	l.String(&c.RedisWaitReplicas, "redis-wait-replicas", "HOOKYARD_REDIS_WAIT_REPLICAS", "auto", "replicas that must have a Redis write before what rests on it is acknowledged: auto (one if the primary reports one online, else none), 0 (never wait) or a count")
+	l.Duration(&c.RedisWaitTimeout, "redis-wait-timeout", "HOOKYARD_REDIS_WAIT_TIMEOUT", time.Second, "how long an acknowledgement waits for the replicas before it is refused (must stay below the Redis read timeout)")
 	l.String(&c.HTTPAddr, "http-addr", "HOOKYARD_HTTP_ADDR", ports.HTTP, "REST gateway, /healthz, /readyz and /metrics listen address")
 	l.String(&c.GRPCAddr, "grpc-addr", "HOOKYARD_GRPC_ADDR", ports.GRPC, "gRPC listen address")
 	l.String(&c.APIKeys, "api-keys", "HOOKYARD_API_KEYS", "", "API keys as tenant:key[,tenant:key...]; none refuses every management call")

@@ -30,6 +30,7 @@ func main() {
 	flag.BoolVar(&cfg.KillRedis, "kill-redis", false, "kill -9 the Redis primary instead of SENTINEL FAILOVER")
 	flag.DurationVar(&cfg.Drain, "drain", 20*time.Minute, "how long delivery may take after the last send")
 	flag.DurationVar(&cfg.TaskWait, "task-wait", 2*time.Minute, "how long the triggered tasks may take to end once every delivery is in (they are counted, not asserted)")
+	flag.StringVar(&cfg.RedisWaitReplicas, "redis-wait-replicas", "", "the services' HOOKYARD_REDIS_WAIT_REPLICAS (default: theirs, auto); 0 acknowledges without waiting for the Redis replica")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

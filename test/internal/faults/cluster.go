@@ -36,7 +36,11 @@ type ClusterConfig struct {
 	// in Redis, whose replication is asynchronous, so a failover can lose
 	// the last ones written (deploy/README.md).
 	TaskWait time.Duration
-	Out      io.Writer
+	// RedisWaitReplicas is the services' HOOKYARD_REDIS_WAIT_REPLICAS
+	// (their default, auto, when empty); "0" acknowledges without waiting
+	// for the replica, as before that setting existed.
+	RedisWaitReplicas string
+	Out               io.Writer
 }
 
 // ClusterReport holds the figures of a cluster run.
@@ -121,10 +125,14 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 
 	id := suite.NewID()
 	tenant, key := "t"+id, "key-"+suite.RandHex(16)
+	svcEnv := map[string]string{"HOOKYARD_RETRY_SCHEDULE": "1s,1s,2s,2s,5s,5s,10s,10s,10s,15s,15s,30s"}
+	if cfg.RedisWaitReplicas != "" {
+		svcEnv["HOOKYARD_REDIS_WAIT_REPLICAS"] = cfg.RedisWaitReplicas
+	}
 	st, err := suite.Start(ctx, dir, suite.Options{
 		ID: id, Keys: map[string]string{tenant: key},
 		AMQPURL: env["HOOKYARD_AMQP_URL"], RedisURL: env["HOOKYARD_REDIS_URL"], Logf: logf,
-		Env: map[string]string{"HOOKYARD_RETRY_SCHEDULE": "1s,1s,2s,2s,5s,5s,10s,10s,10s,15s,15s,30s"},
+		Env: svcEnv,
 	})
 	if err != nil {
 		return rep, err

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/fanout"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
@@ -169,7 +170,11 @@ func (c *Consumer) HandleEvent(ctx context.Context, d amqp.Delivery) {
 		c.later(ctx, d)
 		return
 	}
-	if err := c.messages.DeadLetter(ctx, tenant, m.ID, "", nil, reason, time.Now()); err != nil {
+	err = c.messages.DeadLetter(ctx, tenant, m.ID, "", nil, reason, time.Now())
+	if err == nil {
+		err = redisconn.Replicated(ctx, c.messages.Redis()) // the record survives a Redis failover
+	}
+	if err != nil {
 		c.log.Warn("recording a dead-lettered event failed; trying later", "err", err, "event_id", ev.GetId())
 		c.later(ctx, d)
 		return
@@ -203,6 +208,9 @@ func (c *Consumer) HandleTask(ctx context.Context, d amqp.Delivery) {
 	if err == nil && delivered {
 		err = c.messages.MarkDelivered(ctx, t.Tenant, t.Message, t.Endpoint, t.Total())
 		if err == nil {
+			err = redisconn.Replicated(ctx, c.messages.Redis())
+		}
+		if err == nil {
 			_ = d.Ack(false)
 			return
 		}
@@ -213,6 +221,9 @@ func (c *Consumer) HandleTask(ctx context.Context, d amqp.Delivery) {
 			State:      message.Delivery{Status: message.StatusFailed, Attempts: t.Total()},
 			DeadLetter: reason, At: time.Now(),
 		})
+	}
+	if err == nil {
+		err = redisconn.Replicated(ctx, c.messages.Redis()) // the record survives a Redis failover
 	}
 	if err != nil {
 		c.log.Warn("recording a dead-lettered task failed; trying later", "err", err, "message_id", t.Message)

@@ -28,6 +28,7 @@ import (
 	"github.com/hookyard/hookyard/platform/delay"
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
@@ -174,7 +175,11 @@ func (w *Worker) Handle(ctx context.Context, d amqp.Delivery) {
 		_ = d.Reject(false)
 		return
 	}
-	if err := w.Deliver(ctx, t); err != nil {
+	err = w.Deliver(ctx, t)
+	if err == nil {
+		err = redisconn.Replicated(ctx, w.messages.Redis()) // the outcome survives a Redis failover
+	}
+	if err != nil {
 		time.Sleep(time.Second)
 		_ = d.Nack(false, true)
 		return

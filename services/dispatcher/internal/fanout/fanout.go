@@ -31,6 +31,7 @@ import (
 	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/metrics"
@@ -140,6 +141,9 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 	}
 	key := m.RoutingKey
 	n, err := f.dispatch(ctx, ev.GetTenant(), m, nil, f.First != nil && f.FirstAttemptBudget > 0)
+	if err == nil {
+		err = redisconn.Replicated(ctx, f.messages.Redis()) // the record and deliveries survive a Redis failover
+	}
 	if err != nil {
 		f.metrics.Published.WithLabelValues("error").Inc()
 		tries, since := putBacks(d)

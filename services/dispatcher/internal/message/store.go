@@ -101,6 +101,9 @@ func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Sto
 // Retention is how long records are kept.
 func (s *Store) Retention() time.Duration { return s.retention }
 
+// Redis is the store's client.
+func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
 func (s *Store) msgKey(t, id string) string  { return fmt.Sprintf("%s:msg:{%s}:%s", s.prefix, t, id) }
 func (s *Store) attKey(t, id string) string  { return fmt.Sprintf("%s:att:{%s}:%s", s.prefix, t, id) }
 func (s *Store) dlKey(t string) string       { return fmt.Sprintf("%s:dl:{%s}", s.prefix, t) }

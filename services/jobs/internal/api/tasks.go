@@ -12,6 +12,7 @@ import (
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/auth"
+	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/platform/trace"
@@ -108,7 +109,23 @@ func (s *Tasks) CreateTask(ctx context.Context, r *jobsv1.CreateTaskRequest) (*j
 	if err != nil {
 		return nil, err
 	}
-	return s.Enqueue(ctx, tenant, r.GetTask())
+	t, err := s.Enqueue(ctx, tenant, r.GetTask())
+	if err == nil {
+		err = s.replicated(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// replicated is nil once the writes of an answer are on a Redis replica
+// (redisconn.Replicated), so a failover cannot lose an acknowledged task.
+func (d *Deps) replicated(ctx context.Context) error {
+	if err := redisconn.Replicated(ctx, d.Store.Redis()); err != nil {
+		return status.Errorf(codes.Unavailable, "the task is stored but not yet on a Redis replica; retry with the same id: %v", err)
+	}
+	return nil
 }
 
 // MaxBatch caps BatchCreateTasks.
@@ -138,6 +155,9 @@ func (s *Tasks) BatchCreateTasks(ctx context.Context, r *jobsv1.BatchCreateTasks
 			return nil, status.Errorf(status.Code(err), "requests[%d] (the ones before it are enqueued): %s", i, status.Convert(err).Message())
 		}
 		out.Tasks = append(out.Tasks, t)
+	}
+	if err := s.replicated(ctx); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/hookyard/hookyard/platform/cloudevent"
 	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
+	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/platform/topic"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
@@ -406,6 +407,11 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 			c.later(ctx, d, key) // tasks already enqueued are idempotent
 			return
 		}
+	}
+	if err := redisconn.Replicated(ctx, c.Store.rdb); err != nil {
+		c.Log.Warn("trigger: tasks not yet on a Redis replica", "event_id", e.ID, "err", err)
+		c.later(ctx, d, key)
+		return
 	}
 	_ = d.Ack(false)
 }
