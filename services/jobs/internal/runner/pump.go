@@ -23,6 +23,11 @@ type Pump struct {
 	Log      *slog.Logger
 	Interval time.Duration // default 50ms
 	Rearm    time.Duration // default 30s
+	// Retry is how soon an entry whose publish failed is due again
+	// (default 1s). It is un-claimed at once rather than left to its
+	// rearm: a refused publish (a queue just declared by several
+	// replicas at once, a broker blip) usually succeeds on the next try.
+	Retry time.Duration
 
 	wake chan struct{}
 	once sync.Once
@@ -36,6 +41,9 @@ func (p *Pump) init() {
 		}
 		if p.Rearm <= 0 {
 			p.Rearm = 30 * time.Second
+		}
+		if p.Retry <= 0 {
+			p.Retry = time.Second
 		}
 	})
 }
@@ -109,6 +117,9 @@ func (p *Pump) once1(ctx context.Context) (int, error) {
 			defer func() { <-sem }()
 			if err := p.Publish(ctx, r); err != nil && ctx.Err() == nil {
 				p.Log.Warn("publish ready task", "task_id", r.ID, "err", err)
+				if err := p.Store.Unclaim(ctx, r, p.Retry); err != nil {
+					p.Log.Warn("un-claim ready task; it is due again after the rearm", "task_id", r.ID, "err", err)
+				}
 			}
 		}()
 	}

@@ -499,6 +499,13 @@ func (s *Store) Published(ctx context.Context, r Ready) error {
 	return s.rdb.ZAddXX(ctx, s.sched(), redis.Z{Score: float64(ms(s.cfg.Now().Add(NoteTimeout))), Member: r.String()}).Err()
 }
 
+// Unclaim makes a claimed entry due again after d, for a publish that
+// failed: the claim's rearm is for a replica that died, not for one that
+// can retry. An entry leased meanwhile (and so removed) stays removed.
+func (s *Store) Unclaim(ctx context.Context, r Ready, d time.Duration) error {
+	return s.rdb.ZAddXX(ctx, s.sched(), redis.Z{Score: float64(ms(s.cfg.Now().Add(d))), Member: r.String()}).Err()
+}
+
 // Lease starts an attempt of r if it is still pending at generation r.Gen.
 // ok is false for a stale or duplicate note, which the caller drops.
 func (s *Store) Lease(ctx context.Context, r Ready, worker string, ttl time.Duration) (l *Lease, ok bool, err error) {
