@@ -259,6 +259,23 @@ const MaxQueues = 100
 // ErrExists, and the stored task, when the id is taken: the id is the
 // idempotency key.
 func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Task, error) {
+	return s.enqueue(ctx, tenant, id, spec, 0)
+}
+
+// FastPathHold is how long the schedule entry of a task enqueued with
+// EnqueueHeld waits for its caller's own publish: the pump publishes the
+// note after it only if the caller died before it published, or before it
+// could un-claim a failed publish.
+const FastPathHold = 5 * time.Second
+
+// EnqueueHeld is Enqueue for a caller that publishes the note of a task
+// due now itself, right after (see Published and Unclaim): its schedule
+// entry is due FastPathHold later, so the pump does not publish it too.
+func (s *Store) EnqueueHeld(ctx context.Context, tenant, id string, spec Spec) (*Task, error) {
+	return s.enqueue(ctx, tenant, id, spec, FastPathHold)
+}
+
+func (s *Store) enqueue(ctx context.Context, tenant, id string, spec Spec, hold time.Duration) (*Task, error) {
 	raw, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode task: %w", err)
@@ -275,7 +292,7 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 		ukey, unique = s.Key("u", tenant, spec.UniqueKey), "1"
 	}
 	args := append([]any{id, ms(now), ms(due), member(tenant, id), max(spec.UniqueTTL, time.Millisecond).Milliseconds(), unique,
-		spec.Queue, MaxQueues}, fields(raw, spec)...)
+		spec.Queue, MaxQueues, hold.Milliseconds()}, fields(raw, spec)...)
 	res, err := enqueueScript.Run(ctx, s.rdb,
 		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant), ukey}, args...,
 	).Result()
@@ -285,19 +302,20 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 	if holder, ok := res.(string); ok {
 		return nil, &UniqueError{Key: spec.UniqueKey, Holder: holder}
 	}
-	n := res.(int64)
-	if n == -1 {
+	switch res.(int64) {
+	case -1:
 		return nil, ErrTooManyQueues
-	}
-	t, err := s.Get(ctx, tenant, id)
-	if err != nil {
-		return nil, err
-	}
-	if n == 0 {
+	case 0:
+		t, err := s.Get(ctx, tenant, id)
+		if err != nil {
+			return nil, err
+		}
 		return t, ErrExists
 	}
 	s.cfg.Observer.Enqueued(spec.Queue, spec.Name)
-	return t, nil
+	// The task as the script wrote it; reading it back would cost a round
+	// trip and could already show it running.
+	return &Task{Tenant: tenant, ID: id, Spec: spec, State: Pending, Created: fromMS(ms(now))}, nil
 }
 
 // UniqueError is returned by Enqueue when another task holds the unique
@@ -497,6 +515,17 @@ const NoteTimeout = 15 * time.Minute
 // confirmed its note; leasing (or finding the note stale) removes it.
 func (s *Store) Published(ctx context.Context, r Ready) error {
 	return s.rdb.ZAddXX(ctx, s.sched(), redis.Z{Score: float64(ms(s.cfg.Now().Add(NoteTimeout))), Member: r.String()}).Err()
+}
+
+// PublishedAll is Published for many entries, in one round trip.
+func (s *Store) PublishedAll(ctx context.Context, rs []Ready) error {
+	at := float64(ms(s.cfg.Now().Add(NoteTimeout)))
+	pipe := s.rdb.Pipeline()
+	for _, r := range rs {
+		pipe.ZAddXX(ctx, s.sched(), redis.Z{Score: at, Member: r.String()})
+	}
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // Unclaim makes a claimed entry due again after d, for a publish that
