@@ -854,6 +854,55 @@ func (s *Store) Announced(ctx context.Context, e Ending, callback bool) error {
 	return err
 }
 
+// EndedTasks reads the tasks of es (without their attempt logs) in one round
+// trip; a task that is gone is nil.
+func (s *Store) EndedTasks(ctx context.Context, es []Ending) ([]*Task, error) {
+	pipe := s.rdb.Pipeline()
+	hs := make([]*redis.MapStringStringCmd, len(es))
+	for i, e := range es {
+		hs[i] = pipe.HGetAll(ctx, s.task(e.Tenant, e.ID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read ended tasks: %w", err)
+	}
+	out := make([]*Task, len(es))
+	for i, e := range es {
+		if len(hs[i].Val()) == 0 {
+			continue
+		}
+		t, err := decode(e.Tenant, e.ID, hs[i].Val(), nil)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = t
+	}
+	return out, nil
+}
+
+// AnnouncedAll is Announced for the ends es[i] with done[i] set, whose
+// tasks are ts[i] (nil when gone, which also counts as announced), in one
+// transaction.
+func (s *Store) AnnouncedAll(ctx context.Context, es []Ending, ts []*Task, done []bool) error {
+	pipe := s.rdb.TxPipeline()
+	n := 0
+	for i, e := range es {
+		if !done[i] {
+			continue
+		}
+		n++
+		pipe.ZRem(ctx, s.outbox(), e.member())
+		if t := ts[i]; t != nil && t.Spec.CallbackURL != "" {
+			pipe.ZAdd(ctx, s.callbacks(), redis.Z{Score: float64(ms(s.cfg.Now())), Member: e.cbMember()})
+			pipe.HSet(ctx, s.task(e.Tenant, e.ID), "cb", "pending")
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
 // ClaimCallbacks takes up to limit due callbacks.
 func (s *Store) ClaimCallbacks(ctx context.Context, limit int, rearm time.Duration) ([]Ending, error) {
 	return s.claimEndings(ctx, s.callbacks(), limit, rearm)
