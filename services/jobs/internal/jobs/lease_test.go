@@ -191,3 +191,52 @@ func TestEnqueueRedisRoundTrips(t *testing.T) {
 		return err == nil && time.UnixMilli(int64(score)).After(time.Now().Add(store.FastPathHold))
 	})
 }
+
+// A full worker's stream keeps its subscription while slots free up, so
+// it may hold a note it has no slot for; it hands the note back after
+// api.HoldMax, and a worker with room runs the task while the full one is
+// still busy.
+func TestFullWorkerHandsHeldNotesBack(t *testing.T) {
+	t.Parallel()
+	// Leases long enough that the busy worker's task never expires
+	// (nothing heartbeats it) while the test runs.
+	e := jobstest.Start(t, jobstest.Options{Heartbeat: time.Minute})
+	r := e.Replicas[0]
+	ctx, cancel := context.WithCancel(e.Acme.Ctx(context.Background()))
+	defer cancel()
+	create := func(id string) {
+		if _, err := r.Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: id, Name: "slow", Queue: "held"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	busy, err := r.Workers.Lease(ctx, &jobsv1.LeaseRequest{Queues: []string{"held"}, Slots: 1, WorkerId: "busy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	create("held-1")
+	m, err := busy.Recv()
+	if err != nil || m.GetTask().GetId() != "held-1" {
+		t.Fatalf("busy worker: %v, %v", m, err)
+	}
+	// The busy worker's only slot is taken and it never completes: the
+	// next note may reach its subscription, but it must not stay there.
+	create("held-2")
+	free, err := r.Workers.Lease(ctx, &jobsv1.LeaseRequest{Queues: []string{"held"}, Slots: 1, WorkerId: "free"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *jobsv1.LeaseResponse, 1)
+	go func() {
+		if m, err := free.Recv(); err == nil {
+			got <- m
+		}
+	}()
+	select {
+	case m := <-got:
+		if m.GetTask().GetId() != "held-2" {
+			t.Fatalf("free worker got %s, want held-2", m.GetTask().GetId())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the free worker never got the task the busy one could not run")
+	}
+}
