@@ -203,8 +203,8 @@ func (b *bench) start() error {
 	if err != nil {
 		return err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(20000))
-	args := []string{"-serve", "-id", b.id, "-grpc", addr, "-amqp", b.amqpURL, "-redis", b.redisURL}
+	// The service listens on a port of its own choosing and says which.
+	args := []string{"-serve", "-id", b.id, "-grpc", "127.0.0.1:0", "-amqp", b.amqpURL, "-redis", b.redisURL}
 	if b.profile != "" {
 		args = append(args, "-cpuprofile", b.profile)
 	}
@@ -218,7 +218,8 @@ func (b *bench) start() error {
 		return err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
+	if err != nil || !ok {
 		return fmt.Errorf("jobs service did not start: %q %v", line, err)
 	}
 	b.cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
