@@ -172,6 +172,12 @@ func (l *leaser) reserve() (ok bool, left int) {
 	return true, l.free
 }
 
+func (l *leaser) slotsFree() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.free
+}
+
 // unreserve gives back a slot whose note did not become a lease.
 func (l *leaser) unreserve() {
 	l.mu.Lock()
@@ -203,7 +209,9 @@ const HoldMax = 100 * time.Millisecond
 // slots fills them in one round trip's time. When a note has waited
 // HoldMax without a slot (the worker is busy with longer tasks), the
 // session ends and closing its channel returns the held notes; the
-// stream subscribes again once a slot is free.
+// stream subscribes again once a slot is free. It also ends, with nothing
+// held, once twice as many slots are free as it began with, to subscribe
+// again with the wider prefetch.
 func (l *leaser) session(ctx context.Context, queues map[string]string) error {
 	for q := range queues {
 		if err := l.Bus.Ensure(ctx, q); err != nil {
@@ -277,6 +285,11 @@ func (l *leaser) session(ctx context.Context, queues map[string]string) error {
 		if len(held) > 0 {
 			hold.Reset(HoldMax - time.Since(held[0].at))
 			full = hold.C
+		} else if l.slotsFree() >= 2*prefetch {
+			// Begun with few free slots, the subscription would stay
+			// that narrow: subscribe again with a prefetch of what is
+			// free now.
+			return nil
 		}
 		select {
 		case <-ctx.Done():

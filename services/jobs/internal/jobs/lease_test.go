@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/metadata"
 
@@ -20,12 +22,15 @@ import (
 // n of them are in flight at once (or a generous timeout passes), and
 // records the most seen in flight together.
 type leaseBarrier struct {
-	n    int
-	mu   sync.Mutex
-	in   int
-	most int
-	full chan struct{}
-	seen int
+	n int
+	// lazy barriers let every lease through until armed.
+	lazy  bool
+	armed atomic.Bool
+	mu    sync.Mutex
+	in    int
+	most  int
+	full  chan struct{}
+	seen  int
 }
 
 func (b *leaseBarrier) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -36,7 +41,7 @@ func (b *leaseBarrier) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 
 func (b *leaseBarrier) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !isLease(cmd) {
+		if !isLease(cmd) || (b.lazy && !b.armed.Load()) {
 			return next(ctx, cmd)
 		}
 		b.mu.Lock()
@@ -238,5 +243,78 @@ func TestFullWorkerHandsHeldNotesBack(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the free worker never got the task the busy one could not run")
+	}
+}
+
+// A stream that subscribed while its worker had one free slot widens its
+// prefetch once more slots are free: otherwise it would take one note per
+// acknowledgement's round trip however many slots free up.
+func TestLeaseStreamWidensItsPrefetch(t *testing.T) {
+	t.Parallel()
+	const slots = 4
+	b := &leaseBarrier{n: 2, lazy: true, full: make(chan struct{})}
+	e := jobstest.Start(t, jobstest.Options{Heartbeat: time.Minute, RedisHook: b})
+	r := e.Replicas[0]
+	ctx, cancel := context.WithCancel(e.Acme.Ctx(context.Background()))
+	defer cancel()
+	create := func(id string) {
+		if _, err := r.Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: id, Name: "x", Queue: "widen"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := r.Workers.Lease(ctx, &jobsv1.LeaseRequest{Queues: []string{"widen"}, Slots: slots, WorkerId: "w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func() *jobsv1.LeaseResponse {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	complete := func(m *jobsv1.LeaseResponse) {
+		if _, err := r.Workers.CompleteTask(ctx, &jobsv1.CompleteTaskRequest{TaskId: m.GetTask().GetId(), LeaseToken: m.GetLeaseToken()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fill every slot; one more note waits, then goes back (HoldMax).
+	var running []*jobsv1.LeaseResponse
+	for i := range slots + 1 {
+		create(fmt.Sprint("w-", i))
+	}
+	for range slots {
+		running = append(running, recv())
+	}
+	ch, err := e.Rabbit.Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	queue := e.Config.QueuePrefix + ".t." + e.Acme.Name + ".widen"
+	jobstest.WaitFor(t, 20*time.Second, "the held note to go back to the queue", func() bool {
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+		return err == nil && q.Messages == 1
+	})
+	// One slot frees: the stream subscribes again with a prefetch of 1
+	// and gets the waiting task.
+	complete(running[0])
+	running = append(running[1:], recv())
+	for _, m := range running {
+		complete(m)
+	}
+	// Every slot is free: new notes must be leased side by side.
+	b.armed.Store(true)
+	for i := range slots {
+		create(fmt.Sprint("w2-", i))
+	}
+	for range slots {
+		recv()
+	}
+	b.mu.Lock()
+	most := b.most
+	b.mu.Unlock()
+	if most < 2 {
+		t.Fatalf("at most %d lease in flight at once with %d free slots: the prefetch stayed at 1", most, slots)
 	}
 }
