@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,7 +50,10 @@ func env(k, def string) string {
 	return def
 }
 
-func main() {
+func main() { os.Exit(run()) }
+
+// run is main, returning the exit code so deferred profiles are written.
+func run() int {
 	var (
 		amqpURL   = flag.String("amqp", env("HOOKYARD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ")
 		redisURL  = flag.String("redis", env("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis (the jobs service's database)")
@@ -63,27 +67,55 @@ func main() {
 		serveMode = flag.Bool("serve", false, "internal: run the jobs service")
 		id        = flag.String("id", fmt.Sprintf("b%x", rand.Uint32()), "internal: run id")
 		grpcAddr  = flag.String("grpc", "127.0.0.1:0", "internal: gRPC address of the service")
+		profile   = flag.String("cpuprofile", "", "write CPU profiles of the benchmark process (<path>.bench) and the jobs service (<path>.service)")
 	)
 	flag.Parse()
+	if *profile != "" {
+		suffix := ".bench"
+		if *serveMode {
+			suffix = ".service"
+		}
+		stop, err := startProfile(*profile + suffix)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cpuprofile:", err)
+			return 1
+		}
+		defer stop()
+	}
 	if *serveMode {
 		if err := serve(*amqpURL, *redisURL, *id, *grpcAddr); err != nil {
 			fmt.Fprintln(os.Stderr, "serve:", err)
-			os.Exit(1)
+			return 1
 		}
-		return
+		return 0
 	}
-	b := &bench{amqpURL: *amqpURL, redisURL: *redisURL, asynqDB: *asynqDB, id: *id, conc: *conc}
-	if err := b.run(*n, *enqueuers, *rate, *latN, *sched); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		b.cleanup()
-		os.Exit(1)
-	}
+	b := &bench{amqpURL: *amqpURL, redisURL: *redisURL, asynqDB: *asynqDB, id: *id, conc: *conc, profile: *profile}
+	err := b.run(*n, *enqueuers, *rate, *latN, *sched)
 	b.cleanup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// startProfile writes a CPU profile to path until the returned func runs.
+func startProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 type bench struct {
 	amqpURL, redisURL, id string
 	asynqDB, conc         int
+	profile               string
 
 	svc     *exec.Cmd
 	cc      *grpc.ClientConn
@@ -171,8 +203,12 @@ func (b *bench) start() error {
 	if err != nil {
 		return err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(20000))
-	b.svc = exec.Command(exe, "-serve", "-id", b.id, "-grpc", addr, "-amqp", b.amqpURL, "-redis", b.redisURL)
+	// The service listens on a port of its own choosing and says which.
+	args := []string{"-serve", "-id", b.id, "-grpc", "127.0.0.1:0", "-amqp", b.amqpURL, "-redis", b.redisURL}
+	if b.profile != "" {
+		args = append(args, "-cpuprofile", b.profile)
+	}
+	b.svc = exec.Command(exe, args...)
 	b.svc.Stderr = os.Stderr
 	out, err := b.svc.StdoutPipe()
 	if err != nil {
@@ -182,7 +218,8 @@ func (b *bench) start() error {
 		return err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
+	if err != nil || !ok {
 		return fmt.Errorf("jobs service did not start: %q %v", line, err)
 	}
 	b.cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

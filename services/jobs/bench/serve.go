@@ -67,7 +67,7 @@ func serve(amqpURL, redisURL, id, grpcAddr string) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	fmt.Println("ready") // the parent waits for this line
+	fmt.Println("ready", srv.GRPCAddr()) // the parent waits for this line
 	done := make(chan struct{})
 	go func() { _ = j.Run(ctx, time.Second); close(done) }()
 	err = srv.Run(ctx)

@@ -58,17 +58,23 @@ func (d *Deps) Enqueue(ctx context.Context, tenant string, t *jobsv1.Task) (*job
 	} else if !idRe.MatchString(id) {
 		return nil, invalid("id: %q: 1 to 128 letters, digits, '.', '_', ':' or '-'", id)
 	}
-	st, err := d.Store.Enqueue(ctx, tenant, id, spec)
+	due := !spec.ETA.After(now)
+	enqueue := d.Store.Enqueue
+	if due {
+		enqueue = d.Store.EnqueueHeld // published right here
+	}
+	st, err := enqueue(ctx, tenant, id, spec)
 	if errors.Is(err, store.ErrExists) {
 		return taskProto(st), nil // the id is the idempotency key
 	}
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	if !spec.ETA.After(now) {
-		if err := d.Pump.PublishNew(ctx, store.Ready{Tenant: tenant, ID: id, Gen: 1}, spec.Name, spec.Queue); err != nil {
+	if due {
+		r := store.Ready{Tenant: tenant, ID: id, Gen: 1}
+		if err := d.Pump.PublishNew(ctx, r, spec.Name, spec.Queue); err != nil {
 			d.Log.WarnContext(ctx, "publish new task; the pump will retry", "task_id", id, "err", err)
-			d.Pump.Wake()
+			d.Pump.Failed(context.WithoutCancel(ctx), r)
 		}
 	}
 	return taskProto(st), nil

@@ -29,10 +29,10 @@ type Workers struct {
 }
 
 // Lease streams tasks to a worker. It subscribes to the worker's queues
-// only while the worker has a free slot, with a prefetch of one per queue,
-// and acknowledges a note as soon as the task is leased in Redis: nothing
-// waits unacknowledged in the broker for a busy worker, and a leased task
-// belongs to the lease (and its reaper), not to this stream.
+// while the worker has a free slot (see session) and acknowledges a note
+// as soon as the task is leased in Redis: no note waits unacknowledged
+// for a busy worker longer than HoldMax, and a leased task belongs to the
+// lease (and its reaper), not to this stream.
 func (s *Workers) Lease(r *jobsv1.LeaseRequest, stream jobsv1.WorkerService_LeaseServer) error {
 	ctx := stream.Context()
 	tenant, err := auth.MustTenant(ctx)
@@ -172,6 +172,12 @@ func (l *leaser) reserve() (ok bool, left int) {
 	return true, l.free
 }
 
+func (l *leaser) slotsFree() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.free
+}
+
 // unreserve gives back a slot whose note did not become a lease.
 func (l *leaser) unreserve() {
 	l.mu.Lock()
@@ -186,15 +192,26 @@ func (l *leaser) unreserve() {
 type note struct {
 	amqp.Delivery
 	queue string
+	at    time.Time // when it arrived
 }
 
-// session subscribes to the queues until the worker has no free slot, the
-// channel dies or ctx ends. The prefetch is the number of free slots at
-// the start, and notes are leased concurrently, each into a slot reserved
-// when it arrives: a worker with many free slots fills them in one
-// round trip's time rather than one note per round trip. Notes that
-// arrive after the last slot is reserved return to their queue when the
-// channel closes.
+// HoldMax is how long a note may wait in a full worker for a slot before
+// the stream unsubscribes and hands the notes it holds back to the queue,
+// for workers that have room.
+const HoldMax = 100 * time.Millisecond
+
+// session subscribes to the queues, one consumer per queue on one
+// channel, with a prefetch of the free slots at the start. Notes are
+// acknowledged once leased, so the prefetch bounds the notes held here
+// waiting for a slot, not the tasks running: while slots free up as fast
+// as notes arrive, one subscription keeps flowing. Each note is leased
+// into a slot reserved for it, concurrently, so a worker with many free
+// slots fills them in one round trip's time. When a note has waited
+// HoldMax without a slot (the worker is busy with longer tasks), the
+// session ends and closing its channel returns the held notes; the
+// stream subscribes again once a slot is free. It also ends, with nothing
+// held, once twice as many slots are free as it began with, to subscribe
+// again with the wider prefetch.
 func (l *leaser) session(ctx context.Context, queues map[string]string) error {
 	for q := range queues {
 		if err := l.Bus.Ensure(ctx, q); err != nil {
@@ -233,7 +250,7 @@ func (l *leaser) session(ctx context.Context, queues map[string]string) error {
 			defer wg.Done()
 			for d := range dl {
 				select {
-				case merged <- note{d, name}:
+				case merged <- note{Delivery: d, queue: name}:
 				case <-stop:
 					return
 				}
@@ -242,19 +259,17 @@ func (l *leaser) session(ctx context.Context, queues map[string]string) error {
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	failed := make(chan error, 1)
+	var held []note // oldest first
+	hold := time.NewTimer(HoldMax)
+	defer hold.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e := <-closed:
-			return fmt.Errorf("channel closed: %v", e)
-		case err := <-failed:
-			return err
-		case n := <-merged:
-			ok, left := l.reserve()
-			if !ok {
-				return nil // closing the channel returns n
+		for len(held) > 0 {
+			if ok, _ := l.reserve(); !ok {
+				break
 			}
+			n := held[0]
+			held[0] = note{}
+			held = held[1:]
 			takes.Add(1)
 			go func() {
 				defer takes.Done()
@@ -265,11 +280,30 @@ func (l *leaser) session(ctx context.Context, queues map[string]string) error {
 					}
 				}
 			}()
-			if left == 0 {
-				// Full: unsubscribe, so the broker hands notes to
-				// workers that have room.
-				return nil
-			}
+		}
+		var full <-chan time.Time
+		if len(held) > 0 {
+			hold.Reset(HoldMax - time.Since(held[0].at))
+			full = hold.C
+		} else if l.slotsFree() >= 2*prefetch {
+			// Begun with few free slots, the subscription would stay
+			// that narrow: subscribe again with a prefetch of what is
+			// free now.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-closed:
+			return fmt.Errorf("channel closed: %v", e)
+		case err := <-failed:
+			return err
+		case n := <-merged:
+			n.at = time.Now()
+			held = append(held, n)
+		case <-l.freed:
+		case <-full:
+			return nil // closing the channel returns the held notes
 		}
 	}
 }

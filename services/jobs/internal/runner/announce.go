@@ -120,30 +120,37 @@ func (a *Announcer) Run(ctx context.Context) error {
 
 func (a *Announcer) events(ctx context.Context) error {
 	es, err := a.Store.ClaimEndings(ctx, 256, 30*time.Second)
+	if err != nil || len(es) == 0 {
+		return err
+	}
+	// One round trip reads the tasks and one records what was published.
+	ts, err := a.Store.EndedTasks(ctx, es)
 	if err != nil {
 		return err
 	}
+	done := make([]bool, len(es))
 	var wg sync.WaitGroup
-	for _, e := range es {
+	for i, e := range es {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.announce(ctx, e); err != nil && ctx.Err() == nil {
-				a.Log.WarnContext(ctx, "completion event", "task_id", e.ID, "err", err)
+			if err := a.announce(ctx, e, ts[i]); err != nil {
+				if ctx.Err() == nil {
+					a.Log.WarnContext(ctx, "completion event", "task_id", e.ID, "err", err)
+				}
+				return
 			}
+			done[i] = true
 		}()
 	}
 	wg.Wait()
-	return nil
+	return a.Store.AnnouncedAll(ctx, es, ts, done)
 }
 
-func (a *Announcer) announce(ctx context.Context, e store.Ending) error {
-	t, err := a.Store.Get(ctx, e.Tenant, e.ID)
-	if errors.Is(err, store.ErrNotFound) {
-		return a.Store.Announced(ctx, e, false)
-	}
-	if err != nil {
-		return err
+// announce publishes the event of e; t is nil when the task is gone.
+func (a *Announcer) announce(ctx context.Context, e store.Ending, t *store.Task) error {
+	if t == nil {
+		return nil
 	}
 	ctx = trace.Resume(ctx, t.Spec.Trace)
 	body, err := data(e, t)
@@ -166,7 +173,7 @@ func (a *Announcer) announce(ctx context.Context, e store.Ending) error {
 		a.Log.DebugContext(ctx, "task ended", "tenant", e.Tenant, "task_id", e.ID, "name", t.Spec.Name, "queue", t.Spec.Queue,
 			"state", e.State, "attempts", e.Attempts, "event_id", EventID(e))
 	}
-	return a.Store.Announced(ctx, e, t.Spec.CallbackURL != "")
+	return nil
 }
 
 func (a *Announcer) callbacks(ctx context.Context) error {

@@ -23,19 +23,29 @@ type Pump struct {
 	Log      *slog.Logger
 	Interval time.Duration // default 50ms
 	Rearm    time.Duration // default 30s
+	// Retry is how soon an entry whose publish failed is due again
+	// (default 1s). It is un-claimed at once rather than left to its
+	// rearm: a refused publish (a queue just declared by several
+	// replicas at once, a broker blip) usually succeeds on the next try.
+	Retry time.Duration
 
-	wake chan struct{}
-	once sync.Once
+	wake      chan struct{}
+	published chan store.Ready // confirmed notes whose entries to push back
+	once      sync.Once
 }
 
 func (p *Pump) init() {
 	p.once.Do(func() {
 		p.wake = make(chan struct{}, 1)
+		p.published = make(chan store.Ready, 4096)
 		if p.Interval <= 0 {
 			p.Interval = 50 * time.Millisecond
 		}
 		if p.Rearm <= 0 {
 			p.Rearm = 30 * time.Second
+		}
+		if p.Retry <= 0 {
+			p.Retry = time.Second
 		}
 	})
 }
@@ -63,15 +73,61 @@ func (p *Pump) Publish(ctx context.Context, r store.Ready) error {
 // caller has: it skips reading them back. A note that went stale meanwhile
 // (a cancel at once) is dropped at lease time like any other.
 func (p *Pump) PublishNew(ctx context.Context, r store.Ready, name, queue string) error {
+	p.init()
 	if err := p.Bus.Publish(ctx, p.Bus.Route(r.Tenant, name, queue), r); err != nil {
 		return err
 	}
-	return p.Store.Published(ctx, r)
+	// The entry is pushed back NoteTimeout by Run, many in one round trip.
+	// Until then it is due at its claim's rearm or its enqueue's
+	// FastPathHold: a push lost with this replica only costs a duplicate
+	// note, which the lease drops.
+	select {
+	case p.published <- r:
+		return nil
+	default:
+		return p.Store.Published(ctx, r)
+	}
+}
+
+// Failed hands the entry of a note whose fast-path publish failed to the
+// pump at once.
+func (p *Pump) Failed(ctx context.Context, r store.Ready) {
+	if err := p.Store.Unclaim(ctx, r, 0); err != nil {
+		p.Log.WarnContext(ctx, "un-claim new task; the pump publishes it after the hold", "task_id", r.ID, "err", err)
+	}
+	p.Wake()
+}
+
+// pushBack records confirmed notes until ctx ends, batching what arrives
+// while a round trip is under way.
+func (p *Pump) pushBack(ctx context.Context) {
+	batch := make([]store.Ready, 0, 512)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-p.published:
+			batch = append(batch[:0], r)
+		}
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case r := <-p.published:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		if err := p.Store.PublishedAll(ctx, batch); err != nil && ctx.Err() == nil {
+			p.Log.WarnContext(ctx, "push back published notes; their entries are published again", "n", len(batch), "err", err)
+		}
+	}
 }
 
 // Run pumps until ctx ends.
 func (p *Pump) Run(ctx context.Context) error {
 	p.init()
+	go p.pushBack(ctx)
 	t := time.NewTicker(p.Interval)
 	defer t.Stop()
 	for {
@@ -109,6 +165,9 @@ func (p *Pump) once1(ctx context.Context) (int, error) {
 			defer func() { <-sem }()
 			if err := p.Publish(ctx, r); err != nil && ctx.Err() == nil {
 				p.Log.WarnContext(ctx, "publish ready task", "task_id", r.ID, "err", err)
+				if err := p.Store.Unclaim(ctx, r, p.Retry); err != nil {
+					p.Log.WarnContext(ctx, "un-claim ready task; it is due again after the rearm", "task_id", r.ID, "err", err)
+				}
 			}
 		}()
 	}

@@ -19,14 +19,16 @@ import "github.com/redis/go-redis/v9"
 // enqueueScript creates a pending task unless the id exists or its unique
 // key is held. KEYS: task, index, sched, queues set, unique key.
 // ARGV: id, now, due, member (tenant|id), uniqueTTL, unique ("1" to use the key),
-// queue, maxQueues, then field/value pairs.
+// queue, maxQueues, holdMs, then field/value pairs. holdMs > 0 puts the
+// schedule entry that much after due: the caller publishes the note
+// itself, and the pump publishes it only if the caller did not.
 // Returns 1, 0 if the id exists, -1 if the queue would be one more than
 // maxQueues, or the id holding the unique key.
 var enqueueScript = redis.NewScript(taskLua + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('SISMEMBER', KEYS[4], ARGV[7]) == 0 and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[8]) then return -1 end
 local f = {}
-for i = 9, #ARGV do f[#f+1] = ARGV[i] end
+for i = 10, #ARGV do f[#f+1] = ARGV[i] end
 if ARGV[6] == '1' then
   local holder = redis.call('GET', KEYS[5])
   if holder and holder ~= ARGV[1] then return holder end
@@ -34,6 +36,7 @@ if ARGV[6] == '1' then
   f[#f+1] = 'ukey'; f[#f+1] = KEYS[5]
 end
 new_task(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], f, false)
+if tonumber(ARGV[9]) > 0 then redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[9]), ARGV[4] .. '|1') end
 return 1
 `)
 

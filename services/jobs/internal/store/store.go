@@ -261,6 +261,23 @@ const MaxQueues = 100
 // ErrExists, and the stored task, when the id is taken: the id is the
 // idempotency key.
 func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Task, error) {
+	return s.enqueue(ctx, tenant, id, spec, 0)
+}
+
+// FastPathHold is how long the schedule entry of a task enqueued with
+// EnqueueHeld waits for its caller's own publish: the pump publishes the
+// note after it only if the caller died before it published, or before it
+// could un-claim a failed publish.
+const FastPathHold = 5 * time.Second
+
+// EnqueueHeld is Enqueue for a caller that publishes the note of a task
+// due now itself, right after (see Published and Unclaim): its schedule
+// entry is due FastPathHold later, so the pump does not publish it too.
+func (s *Store) EnqueueHeld(ctx context.Context, tenant, id string, spec Spec) (*Task, error) {
+	return s.enqueue(ctx, tenant, id, spec, FastPathHold)
+}
+
+func (s *Store) enqueue(ctx context.Context, tenant, id string, spec Spec, hold time.Duration) (*Task, error) {
 	raw, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode task: %w", err)
@@ -277,7 +294,7 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 		ukey, unique = s.Key("u", tenant, spec.UniqueKey), "1"
 	}
 	args := append([]any{id, ms(now), ms(due), member(tenant, id), max(spec.UniqueTTL, time.Millisecond).Milliseconds(), unique,
-		spec.Queue, MaxQueues}, fields(raw, spec)...)
+		spec.Queue, MaxQueues, hold.Milliseconds()}, fields(raw, spec)...)
 	res, err := enqueueScript.Run(ctx, s.rdb,
 		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant), ukey}, args...,
 	).Result()
@@ -287,19 +304,20 @@ func (s *Store) Enqueue(ctx context.Context, tenant, id string, spec Spec) (*Tas
 	if holder, ok := res.(string); ok {
 		return nil, &UniqueError{Key: spec.UniqueKey, Holder: holder}
 	}
-	n := res.(int64)
-	if n == -1 {
+	switch res.(int64) {
+	case -1:
 		return nil, ErrTooManyQueues
-	}
-	t, err := s.Get(ctx, tenant, id)
-	if err != nil {
-		return nil, err
-	}
-	if n == 0 {
+	case 0:
+		t, err := s.Get(ctx, tenant, id)
+		if err != nil {
+			return nil, err
+		}
 		return t, ErrExists
 	}
 	s.cfg.Observer.Enqueued(spec.Queue, spec.Name)
-	return t, nil
+	// The task as the script wrote it; reading it back would cost a round
+	// trip and could already show it running.
+	return &Task{Tenant: tenant, ID: id, Spec: spec, State: Pending, Created: fromMS(ms(now))}, nil
 }
 
 // UniqueError is returned by Enqueue when another task holds the unique
@@ -499,6 +517,24 @@ const NoteTimeout = 15 * time.Minute
 // confirmed its note; leasing (or finding the note stale) removes it.
 func (s *Store) Published(ctx context.Context, r Ready) error {
 	return s.rdb.ZAddXX(ctx, s.sched(), redis.Z{Score: float64(ms(s.cfg.Now().Add(NoteTimeout))), Member: r.String()}).Err()
+}
+
+// PublishedAll is Published for many entries, in one round trip.
+func (s *Store) PublishedAll(ctx context.Context, rs []Ready) error {
+	at := float64(ms(s.cfg.Now().Add(NoteTimeout)))
+	pipe := s.rdb.Pipeline()
+	for _, r := range rs {
+		pipe.ZAddXX(ctx, s.sched(), redis.Z{Score: at, Member: r.String()})
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Unclaim makes a claimed entry due again after d, for a publish that
+// failed: the claim's rearm is for a replica that died, not for one that
+// can retry. An entry leased meanwhile (and so removed) stays removed.
+func (s *Store) Unclaim(ctx context.Context, r Ready, d time.Duration) error {
+	return s.rdb.ZAddXX(ctx, s.sched(), redis.Z{Score: float64(ms(s.cfg.Now().Add(d))), Member: r.String()}).Err()
 }
 
 // Lease starts an attempt of r if it is still pending at generation r.Gen.
@@ -815,6 +851,55 @@ func (s *Store) Announced(ctx context.Context, e Ending, callback bool) error {
 	if callback {
 		pipe.ZAdd(ctx, s.callbacks(), redis.Z{Score: float64(ms(s.cfg.Now())), Member: e.cbMember()})
 		pipe.HSet(ctx, s.task(e.Tenant, e.ID), "cb", "pending")
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// EndedTasks reads the tasks of es (without their attempt logs) in one round
+// trip; a task that is gone is nil.
+func (s *Store) EndedTasks(ctx context.Context, es []Ending) ([]*Task, error) {
+	pipe := s.rdb.Pipeline()
+	hs := make([]*redis.MapStringStringCmd, len(es))
+	for i, e := range es {
+		hs[i] = pipe.HGetAll(ctx, s.task(e.Tenant, e.ID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read ended tasks: %w", err)
+	}
+	out := make([]*Task, len(es))
+	for i, e := range es {
+		if len(hs[i].Val()) == 0 {
+			continue
+		}
+		t, err := decode(e.Tenant, e.ID, hs[i].Val(), nil)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = t
+	}
+	return out, nil
+}
+
+// AnnouncedAll is Announced for the ends es[i] with done[i] set, whose
+// tasks are ts[i] (nil when gone, which also counts as announced), in one
+// transaction.
+func (s *Store) AnnouncedAll(ctx context.Context, es []Ending, ts []*Task, done []bool) error {
+	pipe := s.rdb.TxPipeline()
+	n := 0
+	for i, e := range es {
+		if !done[i] {
+			continue
+		}
+		n++
+		pipe.ZRem(ctx, s.outbox(), e.member())
+		if t := ts[i]; t != nil && t.Spec.CallbackURL != "" {
+			pipe.ZAdd(ctx, s.callbacks(), redis.Z{Score: float64(ms(s.cfg.Now())), Member: e.cbMember()})
+			pipe.HSet(ctx, s.task(e.Tenant, e.ID), "cb", "pending")
+		}
+	}
+	if n == 0 {
+		return nil
 	}
 	_, err := pipe.Exec(ctx)
 	return err

@@ -409,7 +409,7 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 		}
 	}
 	if err := redisconn.Replicated(ctx, c.Store.rdb); err != nil {
-		c.Log.Warn("trigger: tasks not yet on a Redis replica", "event_id", e.ID, "err", err)
+		c.Log.WarnContext(ctx, "trigger: tasks not yet on a Redis replica", "event_id", e.ID, "err", err)
 		c.later(ctx, d, key)
 		return
 	}
