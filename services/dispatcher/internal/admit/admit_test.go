@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
 )
 
@@ -383,25 +383,6 @@ func TestVerdictString(t *testing.T) {
 	}
 }
 
-// noScript answers the first pipeline's commands with NOSCRIPT, as Redis
-// does after losing its script cache (a restart, SCRIPT FLUSH).
-type noScript struct{ hit atomic.Bool }
-
-func (n *noScript) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (n *noScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (n *noScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if len(cmds) == 0 || cmds[0].Name() != "evalsha" || n.hit.Swap(true) {
-			return next(ctx, cmds)
-		}
-		err := redisError("NOSCRIPT No matching script. Please use EVAL.")
-		for _, c := range cmds {
-			c.SetErr(err)
-		}
-		return err
-	}
-}
-
 // Admissions are sent as EVALSHA in a shared pipeline; one that finds the
 // script missing loads it again instead of failing.
 func TestAdmitLoadsALostScript(t *testing.T) {
@@ -411,17 +392,11 @@ func TestAdmitLoadsALostScript(t *testing.T) {
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	h := &noScript{}
+	h := &redistest.NoScriptOnce{}
 	rdb.AddHook(h)
 	g := New(rdb, prefix, retention)
 	admitOK(t, g, attempt(uuid.NewString(), "m", 1, 0, time.Minute), Go)
-	if !h.hit.Load() {
+	if !h.Hit() {
 		t.Fatal("the NOSCRIPT answer was not injected")
 	}
 }
-
-// redisError is an error reply of the server (redis.Error).
-type redisError string
-
-func (e redisError) Error() string { return string(e) }
-func (e redisError) RedisError()   {}

@@ -1,13 +1,10 @@
 package dispatcher
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +14,7 @@ import (
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
 	eventv1 "github.com/hookyard/hookyard/gen/hookyard/event/v1"
 	"github.com/hookyard/hookyard/platform/cloudevent"
+	"github.com/hookyard/hookyard/platform/logtest"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/trace"
 )
@@ -27,7 +25,7 @@ import (
 // queue, and a retry through the delay queues.
 func TestDeliveryCarriesTraceparent(t *testing.T) {
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	var logs syncBuffer
+	var logs logtest.Buffer
 	h := newHarnessLogging(t, loopback, nil, trace.LogHandler(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	var n atomic.Int32
 	s := newSink(t, func(request) int {
@@ -63,7 +61,7 @@ func TestDeliveryCarriesTraceparent(t *testing.T) {
 	// The log lines of both attempts carry the trace id too.
 	waitFor(t, 30*time.Second, "the log lines of both attempts", func() bool {
 		n := 0
-		for _, line := range logs.lines() {
+		for _, line := range logs.Lines() {
 			if line["msg"] == "delivery attempt" && line["message_id"] == "evt-traced" {
 				n++
 				if line["trace_id"] != traceID {
@@ -73,29 +71,4 @@ func TestDeliveryCarriesTraceparent(t *testing.T) {
 		}
 		return n >= 2
 	})
-}
-
-// syncBuffer collects JSON log lines written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines() []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
-		m := map[string]any{}
-		if json.Unmarshal(l, &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
 }

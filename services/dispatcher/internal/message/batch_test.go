@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
 )
 
@@ -100,30 +101,6 @@ func TestConcurrentSettlesShareARoundTrip(t *testing.T) {
 	}
 }
 
-// noScript answers the first EVALSHA pipeline with NOSCRIPT, as Redis does
-// after losing its script cache (a restart, SCRIPT FLUSH).
-type noScript struct{ hit atomic.Bool }
-
-func (n *noScript) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (n *noScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (n *noScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if len(cmds) == 0 || cmds[0].Name() != "evalsha" || n.hit.Swap(true) {
-			return next(ctx, cmds)
-		}
-		err := redisError("NOSCRIPT No matching script. Please use EVAL.")
-		for _, c := range cmds {
-			c.SetErr(err)
-		}
-		return err
-	}
-}
-
-type redisError string
-
-func (e redisError) Error() string { return string(e) }
-func (e redisError) RedisError()   {}
-
 // Records are sent as EVALSHA in a shared pipeline; one that finds the
 // script missing loads it again instead of failing.
 func TestRecordLoadsALostScript(t *testing.T) {
@@ -133,10 +110,10 @@ func TestRecordLoadsALostScript(t *testing.T) {
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	h := &noScript{}
+	h := &redistest.NoScriptOnce{}
 	rdb.AddHook(h)
 	created, err := New(rdb, s.prefix, retention).Record(ctx, "acme", newMessage("lost"))
-	if err != nil || !created || !h.hit.Load() {
-		t.Fatalf("Record = %v, %v (NOSCRIPT injected: %v); want a new message", created, err, h.hit.Load())
+	if err != nil || !created || !h.Hit() {
+		t.Fatalf("Record = %v, %v (NOSCRIPT injected: %v); want a new message", created, err, h.Hit())
 	}
 }

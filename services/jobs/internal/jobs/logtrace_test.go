@@ -1,14 +1,11 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/logtest"
 	"github.com/hookyard/hookyard/platform/trace"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
 )
@@ -27,7 +25,7 @@ import (
 func TestTaskLogLinesCarryTraceID(t *testing.T) {
 	t.Parallel()
 	const traceID = "5bf92f3577b34da6a3ce929d0e0e4736"
-	var logs syncBuffer
+	var logs logtest.Buffer
 	seen := make(chan string, 4)
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Header.Get("traceparent")
@@ -52,7 +50,7 @@ func TestTaskLogLinesCarryTraceID(t *testing.T) {
 	}
 	want := map[string]bool{"http task attempt": false, "task ended": false}
 	jobstest.WaitFor(t, 30*time.Second, "the task's log lines", func() bool {
-		for _, line := range logs.lines() {
+		for _, line := range logs.Lines() {
 			msg, _ := line["msg"].(string)
 			if _, ok := want[msg]; !ok || line["task_id"] != task.GetId() {
 				continue
@@ -64,29 +62,4 @@ func TestTaskLogLinesCarryTraceID(t *testing.T) {
 		}
 		return want["http task attempt"] && want["task ended"]
 	})
-}
-
-// syncBuffer collects JSON log lines written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines() []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
-		m := map[string]any{}
-		if json.Unmarshal(l, &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
 }
