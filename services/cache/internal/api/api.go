@@ -184,7 +184,7 @@ func (c *Cache) DeleteNamespace(ctx context.Context, r *cachev1.DeleteNamespaceR
 	// second; retiring the epoch makes whatever it reads a miss.
 	keep := namespace.TTL(rec.NS) + rec.NS.GetTtlJitter().AsDuration() + rec.NS.GetStaleWhileRevalidate().AsDuration() + namespace.NegativeTTL(rec.NS) + time.Minute
 	if err := c.Entries.Retire(ctx, c.Entries.NS(rec.ID), keep); err != nil {
-		c.Log.Warn("deleted namespace: retiring its values failed; they expire with their TTL", "namespace", r.GetName(), "err", err)
+		c.Log.WarnContext(ctx, "deleted namespace: retiring its values failed; they expire with their TTL", "namespace", r.GetName(), "err", err)
 	}
 	c.Metrics.Invalidations.WithLabelValues("delete").Inc()
 	return &cachev1.DeleteNamespaceResponse{}, nil
@@ -398,7 +398,7 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 		}
 		if err := c.Origin.Write(ctx, rec.NS, r.GetKey(), e.GetValue()); err != nil {
 			if eerr := c.Entries.EndWrite(context.WithoutCancel(ctx), n, w); eerr != nil {
-				c.Log.Warn("write-through: ending a failed write", "key", r.GetKey(), "err", eerr)
+				c.Log.WarnContext(ctx, "write-through: ending a failed write", "key", r.GetKey(), "err", eerr)
 			}
 			c.Metrics.Origin.WithLabelValues("write", "error").Inc()
 			var oe *origin.Error
@@ -409,12 +409,12 @@ func (c *Cache) PutKey(ctx context.Context, r *cachev1.PutKeyRequest) (*cachev1.
 		}
 		c.Metrics.Origin.WithLabelValues("write", "ok").Inc()
 		if err := c.Entries.SetWritten(ctx, n, w, v); errors.Is(err, entries.ErrOverlapped) {
-			c.Log.Debug("write-through: overlapping writes; the key was invalidated", "key", r.GetKey())
+			c.Log.DebugContext(ctx, "write-through: overlapping writes; the key was invalidated", "key", r.GetKey())
 		} else if err != nil {
 			// The origin has the new value; make sure the cache does not
 			// keep serving the old one.
 			if _, ierr := c.Entries.Invalidate(context.WithoutCancel(ctx), n, r.GetKey()); ierr != nil {
-				c.Log.Error("write-through: origin written but the cache could not be updated or invalidated", "key", r.GetKey(), "err", ierr)
+				c.Log.ErrorContext(ctx, "write-through: origin written but the cache could not be updated or invalidated", "key", r.GetKey(), "err", ierr)
 			}
 			return nil, server.Unavailable(domain, "the cache store (the origin has the new value)", err)
 		}

@@ -357,7 +357,7 @@ func (r *Reader) load(ctx context.Context, rec *namespace.Record, key string, le
 	case errors.Is(err, entries.ErrLeaseLost), errors.Is(err, entries.ErrEpochMoved),
 		errors.Is(err, entries.ErrFenced), errors.Is(err, entries.ErrFencesAhead):
 		r.Metrics.Fills.WithLabelValues("invalidated").Inc()
-		r.Log.Debug("fill discarded: invalidated while loading", "key", key, "reason", err)
+		r.Log.DebugContext(ctx, "fill discarded: invalidated while loading", "key", key, "reason", err)
 		return Result{}, errFenced
 	case err != nil:
 		return Result{}, storeError(err)
@@ -415,7 +415,7 @@ func (r *Reader) refreshLater(rec *namespace.Record, key string) {
 				return nil, nil // someone else is on it
 			}
 			if _, err := r.load(ctx, rec, key, lease, ""); err != nil {
-				r.Log.Debug("background refresh failed", "key", key, "err", err)
+				r.Log.DebugContext(ctx, "background refresh failed", "key", key, "err", err)
 			}
 			return nil, nil
 		})

@@ -62,7 +62,7 @@ func (c *Consumer) Handle(ctx context.Context, d amqp.Delivery) {
 	ev, err := cloudevent.FromDelivery(d)
 	if err != nil {
 		c.Metrics.Events.WithLabelValues("invalid").Inc()
-		c.Log.Error("event is not a binary-mode CloudEvent; sent to the DLQ", "err", err, "message_id", d.MessageId)
+		c.Log.ErrorContext(ctx, "event is not a binary-mode CloudEvent; sent to the DLQ", "err", err, "message_id", d.MessageId)
 		_ = d.Reject(false)
 		return
 	}
@@ -81,7 +81,7 @@ func (c *Consumer) Handle(ctx context.Context, d amqp.Delivery) {
 	n, err := c.Apply(ctx, ev.GetTenant(), key, ev.GetData())
 	if err != nil {
 		c.Metrics.Events.WithLabelValues("error").Inc()
-		c.Log.Warn("invalidation failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant())
+		c.Log.WarnContext(ctx, "invalidation failed; event put back", "err", err, "event_id", ev.GetId(), "tenant", ev.GetTenant())
 		select {
 		case <-time.After(c.RetryDelay):
 		case <-ctx.Done():
@@ -93,7 +93,7 @@ func (c *Consumer) Handle(ctx context.Context, d amqp.Delivery) {
 		c.Metrics.Events.WithLabelValues("unmatched").Inc()
 	} else {
 		c.Metrics.Events.WithLabelValues("applied").Inc()
-		c.Log.Debug("event invalidated", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "rules", n)
+		c.Log.DebugContext(ctx, "event invalidated", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "rules", n)
 	}
 	_ = d.Ack(false)
 }
@@ -156,7 +156,7 @@ func (c *Consumer) Apply(ctx context.Context, tenant, routingKey string, payload
 				dec := json.NewDecoder(bytes.NewReader(payload))
 				dec.UseNumber()
 				if err := dec.Decode(&doc); err != nil {
-					c.Log.Warn("event payload is not JSON; its rules' templates cannot be filled", "err", err, "namespace", rec.NS.GetName())
+					c.Log.WarnContext(ctx, "event payload is not JSON; its rules' templates cannot be filled", "err", err, "namespace", rec.NS.GetName())
 					doc = nil
 				}
 			}
@@ -180,7 +180,7 @@ func (c *Consumer) applyRule(ctx context.Context, rec *namespace.Record, n entri
 					continue
 				}
 			}
-			c.Log.Info("invalidation template not filled by the event", "template", s, "namespace", rec.NS.GetName(), "err", err)
+			c.Log.InfoContext(ctx, "invalidation template not filled by the event", "template", s, "namespace", rec.NS.GetName(), "err", err)
 		}
 		return out
 	}

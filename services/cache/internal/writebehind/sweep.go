@@ -33,7 +33,7 @@ func (q *Queue) RunSweeper(ctx context.Context) error {
 			continue
 		}
 		if _, err := q.Sweep(ctx); err != nil && ctx.Err() == nil {
-			q.Log.Warn("write-behind sweep failed", "err", err)
+			q.Log.WarnContext(ctx, "write-behind sweep failed", "err", err)
 		}
 	}
 }

@@ -155,7 +155,7 @@ func (q *Queue) Run(ctx context.Context, conn *rabbit.Conn) error {
 func (q *Queue) Handle(ctx context.Context, d amqp.Delivery) {
 	var m message
 	if err := json.Unmarshal(d.Body, &m); err != nil || m.Key == "" || m.ID == "" {
-		q.Log.Error("write-behind message is malformed; sent to the DLQ", "err", err)
+		q.Log.ErrorContext(ctx, "write-behind message is malformed; sent to the DLQ", "err", err)
 		_ = d.Reject(false)
 		return
 	}
@@ -176,7 +176,7 @@ func (q *Queue) Handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	if err != nil {
-		q.Log.Warn("write-behind: namespace lookup failed; retrying", "err", err)
+		q.Log.WarnContext(ctx, "write-behind: namespace lookup failed; retrying", "err", err)
 		q.settle(ctx, d, nil, m, time.Now().Add(time.Second))
 		return
 	}
@@ -235,7 +235,7 @@ func (q *Queue) hold(ctx context.Context, lock, tok string, ttl time.Duration) (
 				last = time.Now()
 			case err == nil || time.Since(last) >= ttl:
 				if ctx.Err() == nil {
-					q.Log.Warn("write-behind: lost the key's lock; abandoning the write", "lock", lock, "err", err)
+					q.Log.WarnContext(ctx, "write-behind: lost the key's lock; abandoning the write", "lock", lock, "err", err)
 				}
 				cancel()
 				return
@@ -261,7 +261,7 @@ func (q *Queue) write(ctx context.Context, rec *namespace.Record, key string) ti
 	lock := lockKey(n, key)
 	ok, err := q.Rdb.SetNX(ctx, lock, tok, ttl).Result()
 	if err != nil {
-		q.Log.Warn("write-behind: lock failed", "key", key, "err", err)
+		q.Log.WarnContext(ctx, "write-behind: lock failed", "key", key, "err", err)
 		return time.Now().Add(time.Second)
 	}
 	if !ok {
@@ -296,7 +296,7 @@ func (q *Queue) write(ctx context.Context, rec *namespace.Record, key string) ti
 			attempts, _ := strconv.Atoi(fmt.Sprint(vals[2]))
 			next := time.Now().Add(Backoff(attempts+1, q.MaxBackoff))
 			failScript.Run(wctx, q.Rdb, []string{pendingKey(n, key), lock}, tok, attempts+1, err.Error(), next.UnixMilli())
-			q.Log.Warn("write-behind: origin write failed; will retry", "key", key, "attempt", attempts+1, "err", err, "retry_at", next)
+			q.Log.WarnContext(ctx, "write-behind: origin write failed; will retry", "key", key, "attempt", attempts+1, "err", err, "retry_at", next)
 			return next
 		}
 		q.Metrics.Origin.WithLabelValues("write", "ok").Inc()
@@ -332,7 +332,7 @@ func (q *Queue) settle(ctx context.Context, d amqp.Delivery, rec *namespace.Reco
 		rec = &namespace.Record{Tenant: m.Tenant, ID: m.ID, NS: &cachev1.Namespace{Name: m.NS}}
 	}
 	if err := q.publish(ctx, rec, m.Key, retry); err != nil {
-		q.Log.Warn("write-behind: could not queue the retry; the broker redelivers", "key", m.Key, "err", err)
+		q.Log.WarnContext(ctx, "write-behind: could not queue the retry; the broker redelivers", "key", m.Key, "err", err)
 		select {
 		case <-time.After(time.Second):
 		case <-ctx.Done():
