@@ -37,7 +37,6 @@ func TestPumpUnclaimsAFailedPublish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close()
 	ch, err := raw.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +50,9 @@ func TestPumpUnclaimsAFailedPublish(t *testing.T) {
 			_, _ = ch.QueueDelete(rabbit.DLQName(queue), false, false, false)
 			ch.Close()
 		}
+		// Closed here, not deferred: a deferred close runs before the
+		// cleanup and left both queues on the broker.
+		raw.Close()
 	})
 
 	if _, err := st.Enqueue(ctx, "acme", "t1", store.Spec{Name: "noop", Queue: "q", HardLimit: time.Minute}); err != nil {
