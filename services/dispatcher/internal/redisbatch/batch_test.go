@@ -65,3 +65,64 @@ func TestCancelledQueuedWriteIsNotSent(t *testing.T) {
 		t.Fatalf("cancelled write was sent (exists %d, %v)", n, err)
 	}
 }
+
+// holdIncr holds the first pipeline that holds an INCR until released.
+type holdIncr struct {
+	release chan struct{}
+	n       atomic.Int32
+}
+
+func (h *holdIncr) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *holdIncr) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *holdIncr) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "incr" && h.n.Add(1) == 1 {
+				<-h.release
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// In a transaction, a command Redis refuses while queueing (an unknown
+// command here; OOM or READONLY in production) discards the whole EXEC:
+// the other writes of the batch were not made and must not be told they
+// were. (go-redis sets EXECABORT on every command; this guards it.)
+func TestDiscardedTransactionFailsEveryWrite(t *testing.T) {
+	prefix := testenv.KeyPrefix(testenv.ID())
+	rdb := testenv.Redis(t, prefix)
+	ctx := context.Background()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h := &holdIncr{release: make(chan struct{})}
+	rdb.AddHook(h)
+	b := Batcher{Tx: true}
+	first := make(chan error, 1)
+	go func() {
+		first <- b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Incr(ctx, prefix+":a") })
+	}()
+	testenv.WaitFor(t, 10*time.Second, "first round trip out", func() bool { return h.n.Load() == 1 })
+	good, bad := make(chan error, 1), make(chan error, 1)
+	go func() {
+		good <- b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Set(ctx, prefix+":b", "v", 0) })
+	}()
+	testenv.WaitFor(t, 10*time.Second, "good write queued", func() bool { return b.Len() == 1 })
+	go func() {
+		bad <- b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Do(ctx, "hookyardnosuchcommand") })
+	}()
+	testenv.WaitFor(t, 10*time.Second, "bad write queued", func() bool { return b.Len() == 2 })
+	close(h.release)
+	if err := <-first; err != nil {
+		t.Fatalf("first write: %v", err)
+	}
+	if err := <-bad; err == nil {
+		t.Fatal("the refused command's write reported success")
+	}
+	made := rdb.Exists(ctx, prefix+":b").Val() == 1
+	if err := <-good; err == nil && !made {
+		t.Fatal("a write discarded with the transaction reported success")
+	}
+}
