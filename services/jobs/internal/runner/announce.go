@@ -124,7 +124,7 @@ func (a *Announcer) events(ctx context.Context) error {
 		return err
 	}
 	// One round trip reads the tasks and one records what was published.
-	ts, err := a.Store.EndedTasks(ctx, es)
+	ts, errs, err := a.Store.EndedTasks(ctx, es)
 	if err != nil {
 		return err
 	}
@@ -134,7 +134,11 @@ func (a *Announcer) events(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.announce(ctx, e, ts[i]); err != nil {
+			err := errs[i]
+			if err == nil {
+				err = a.announce(ctx, e, ts[i])
+			}
+			if err != nil {
 				if ctx.Err() == nil {
 					a.Log.WarnContext(ctx, "completion event", "task_id", e.ID, "err", err)
 				}

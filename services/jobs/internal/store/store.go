@@ -857,28 +857,34 @@ func (s *Store) Announced(ctx context.Context, e Ending, callback bool) error {
 }
 
 // EndedTasks reads the tasks of es (without their attempt logs) in one round
-// trip; a task that is gone is nil.
-func (s *Store) EndedTasks(ctx context.Context, es []Ending) ([]*Task, error) {
+// trip; a task that is gone is nil. A task that cannot be read (a key of
+// another type, a corrupt spec) has its own error in errs, so one bad
+// record holds back only its own end, not the batch. A hash left without
+// a spec (a late write revived an expired task's key) counts as gone.
+func (s *Store) EndedTasks(ctx context.Context, es []Ending) (ts []*Task, errs []error, err error) {
 	pipe := s.rdb.Pipeline()
 	hs := make([]*redis.MapStringStringCmd, len(es))
 	for i, e := range es {
 		hs[i] = pipe.HGetAll(ctx, s.task(e.Tenant, e.ID))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("read ended tasks: %w", err)
+		var reply redis.Error
+		if !errors.As(err, &reply) {
+			return nil, nil, fmt.Errorf("read ended tasks: %w", err)
+		}
 	}
-	out := make([]*Task, len(es))
+	ts, errs = make([]*Task, len(es)), make([]error, len(es))
 	for i, e := range es {
-		if len(hs[i].Val()) == 0 {
-			continue
+		h, err := hs[i].Result()
+		switch {
+		case err != nil:
+			errs[i] = fmt.Errorf("read task %s: %w", e.ID, err)
+		case h["spec"] == "":
+		default:
+			ts[i], errs[i] = decode(e.Tenant, e.ID, h, nil)
 		}
-		t, err := decode(e.Tenant, e.ID, hs[i].Val(), nil)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = t
 	}
-	return out, nil
+	return ts, errs, nil
 }
 
 // AnnouncedAll is Announced for the ends es[i] with done[i] set, whose

@@ -383,3 +383,42 @@ func TestPruneCanvasIndex(t *testing.T) {
 		t.Errorf("chain index after prune: %v %v", ids, err)
 	}
 }
+
+// One unreadable task record fails only its own end: the others of the
+// batch are read (a batch of up to 256 ends used to fail as a whole), and
+// a hash left with no spec counts as a task that is gone.
+func TestEndedTasksIsolatesABadRecord(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, "acme", "good", store.Spec{Name: "noop", Queue: "q", HardLimit: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := s.Redis()
+	if err := rdb.Set(ctx, s.Key("t", "acme", "wrongtype"), "x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, s.Key("t", "acme", "specless"), "cb", "pending").Err(); err != nil {
+		t.Fatal(err)
+	}
+	es := []store.Ending{
+		{Tenant: "acme", ID: "wrongtype", State: store.Succeeded, Attempts: 1},
+		{Tenant: "acme", ID: "good", State: store.Succeeded, Attempts: 1},
+		{Tenant: "acme", ID: "specless", State: store.Succeeded, Attempts: 1},
+		{Tenant: "acme", ID: "gone", State: store.Succeeded, Attempts: 1},
+	}
+	ts, errs, err := s.EndedTasks(ctx, es)
+	if err != nil {
+		t.Fatalf("EndedTasks: %v", err)
+	}
+	if errs[0] == nil || ts[0] != nil {
+		t.Errorf("wrong-type record: task %v, err %v; want its own error", ts[0], errs[0])
+	}
+	if errs[1] != nil || ts[1] == nil || ts[1].Spec.Name != "noop" {
+		t.Errorf("good record: task %v, err %v", ts[1], errs[1])
+	}
+	for _, i := range []int{2, 3} {
+		if errs[i] != nil || ts[i] != nil {
+			t.Errorf("%s: task %v, err %v; want gone", es[i].ID, ts[i], errs[i])
+		}
+	}
+}
