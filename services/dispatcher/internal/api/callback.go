@@ -19,6 +19,11 @@ import (
 	"github.com/hookyard/hookyard/services/dispatcher/internal/message"
 )
 
+// maxCallbackBody leaves room for a completion's envelope around a task
+// result of up to 1 MiB (the jobs service's cap): a size refusal is final
+// for the handover, so a result jobs accepted must never meet it.
+const maxCallbackBody = maxBody + 256<<10
+
 // Callbacks implements CallbackService: one-off deliveries handed over by
 // the other services (the jobs service's completion callbacks).
 //
@@ -71,8 +76,8 @@ func (s *Callbacks) SendCallback(ctx context.Context, r *dispatcherv1.SendCallba
 	if err := endpoint.Validate(&dispatcherv1.Endpoint{Url: r.GetUrl()}, s.Policy); err != nil {
 		return nil, server.BadRequest(domain, err)
 	}
-	if len(r.GetData()) > maxBody {
-		return nil, status.Errorf(codes.InvalidArgument, "data is %d bytes, at most %d", len(r.GetData()), maxBody)
+	if len(r.GetData()) > maxCallbackBody {
+		return nil, status.Errorf(codes.InvalidArgument, "data is %d bytes, at most %d", len(r.GetData()), maxCallbackBody)
 	}
 	ct := r.GetContentType()
 	if ct == "" {

@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -184,5 +185,24 @@ func TestCallbackValidation(t *testing.T) {
 		if _, err := h.d.Callbacks.SendCallback(serviceCtx(testServiceKey), r); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
 		}
+	}
+}
+
+// A completion around a task result at the jobs service's 1 MiB cap is
+// over the 1 MiB of a message body; the handover must still take it (a
+// size refusal is final, so the callback would be dropped).
+func TestCallbackTakesAResultAtTheJobsCap(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "127.0.0.0/8", func(c *Config) { c.ServiceKey = testServiceKey })
+	secret, _ := sign.NewSecret()
+	data := append(append([]byte(`{"id":"t1","result":"`), bytes.Repeat([]byte("x"), 1<<20)...), `"}`...)
+	r := &dispatcherv1.SendCallbackRequest{Tenant: h.tenant, Url: "http://127.0.0.1:1/x", Secret: secret,
+		MessageId: "big", Source: "hookyard", Type: "jobs.task.succeeded", Data: data}
+	if _, err := h.d.Callbacks.SendCallback(serviceCtx(testServiceKey), r); err != nil {
+		t.Fatalf("SendCallback of %d bytes: %v", len(data), err)
+	}
+	r.MessageId, r.Data = "too-big", make([]byte, 2<<20)
+	if _, err := h.d.Callbacks.SendCallback(serviceCtx(testServiceKey), r); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("SendCallback of 2 MiB: %v, want InvalidArgument", err)
 	}
 }

@@ -92,7 +92,16 @@ func data(e store.Ending, t *store.Task) ([]byte, error) {
 	if e.State == store.Succeeded {
 		d.Result, d.Error = t.Result, ""
 	}
-	return json.Marshal(d)
+	// Without HTML escaping: json.Marshal writes each <, > and & of the
+	// result as six bytes, which could take a result under its 1 MiB cap
+	// past the dispatcher's limit for a callback body.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(d); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Run announces until ctx ends.

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -24,5 +25,24 @@ func TestEventIDAlwaysPublishable(t *testing.T) {
 	short := EventID(store.Ending{ID: "t1", State: "failed", Attempts: 2})
 	if short != "t1.failed.2" {
 		t.Errorf("short id = %q", short)
+	}
+}
+
+// A result of <, > and & keeps its size in the completion body: escaped
+// as \u003c each would take six bytes, and a result under its 1 MiB cap
+// could be refused by the dispatcher as a callback body.
+func TestCompletionBodyKeepsTheResultsSize(t *testing.T) {
+	result := `"` + strings.Repeat("<>&", 100_000) + `"`
+	task := &store.Task{ID: "t1", Result: json.RawMessage(result)}
+	body, err := data(store.Ending{ID: "t1", State: store.Succeeded, Attempts: 1}, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(body) > len(result)+1024 {
+		t.Fatalf("body of %d bytes for a result of %d", len(body), len(result))
+	}
+	var d EventData
+	if err := json.Unmarshal(body, &d); err != nil || string(d.Result) != result {
+		t.Fatalf("body does not decode to the result: %v", err)
 	}
 }
