@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,6 +14,7 @@ import (
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/redisconn"
+	"github.com/hookyard/hookyard/platform/server"
 	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
 	"github.com/hookyard/hookyard/platform/trace"
@@ -117,7 +119,7 @@ func (s *Tasks) CreateTask(ctx context.Context, r *jobsv1.CreateTaskRequest) (*j
 	}
 	t, err := s.Enqueue(ctx, tenant, r.GetTask())
 	if err == nil {
-		err = s.replicated(ctx)
+		err = s.replicated(ctx, []string{t.GetId()})
 	}
 	if err != nil {
 		return nil, err
@@ -127,12 +129,19 @@ func (s *Tasks) CreateTask(ctx context.Context, r *jobsv1.CreateTaskRequest) (*j
 
 // replicated is nil once the writes of an answer are on a Redis replica
 // (redisconn.Replicated), so a failover cannot lose an acknowledged task.
-func (d *Deps) replicated(ctx context.Context) error {
+// Otherwise the tasks ids are stored (and may run) but not acknowledged:
+// the error names their ids, also those the service generated, so that a
+// retry with the same ids cannot enqueue them twice.
+func (d *Deps) replicated(ctx context.Context, ids []string) error {
 	if err := redisconn.Replicated(ctx, d.Store.Redis()); err != nil {
-		return status.Errorf(codes.Unavailable, "the task is stored but not yet on a Redis replica; retry with the same id: %v", err)
+		return server.UnavailableBecause(domain, "NOT_REPLICATED",
+			"stored but not yet on a Redis replica; retry with the same task ids: "+strings.Join(ids, ","), err)
 	}
 	return nil
 }
+
+// domain is the ErrorInfo domain of the jobs service's errors.
+const domain = "hookyard.jobs.v1"
 
 // MaxBatch caps BatchCreateTasks.
 const MaxBatch = 1000
@@ -162,7 +171,11 @@ func (s *Tasks) BatchCreateTasks(ctx context.Context, r *jobsv1.BatchCreateTasks
 		}
 		out.Tasks = append(out.Tasks, t)
 	}
-	if err := s.replicated(ctx); err != nil {
+	ids := make([]string, len(out.Tasks))
+	for i, t := range out.Tasks {
+		ids[i] = t.GetId()
+	}
+	if err := s.replicated(ctx, ids); err != nil {
 		return nil, err
 	}
 	return out, nil

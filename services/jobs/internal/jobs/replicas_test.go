@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,6 +50,39 @@ func TestCreateTaskWaitsForReplica(t *testing.T) {
 	task, err := c.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: "r-1", Name: "x", Queue: "idle"}})
 	if err != nil || task.GetId() != "r-1" {
 		t.Fatalf("CreateTask again: %v %v", task, err)
+	}
+}
+
+// A task whose id the service generated is stored (and may run) when the
+// replica wait fails: the error must name its id, or the client's retry
+// enqueues it a second time.
+func TestUnreplicatedTaskErrorNamesGeneratedIDs(t *testing.T) {
+	t.Parallel()
+	e := jobstest.Start(t, jobstest.Options{})
+	c := e.Replicas[0].Tasks
+	ctx := e.Acme.Ctx(context.Background())
+	if err := redisconn.SetWait(e.Redis, redisconn.WaitConfig{Replicas: 1, Timeout: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.BatchCreateTasks(ctx, &jobsv1.BatchCreateTasksRequest{Requests: []*jobsv1.CreateTaskRequest{
+		{Task: &jobsv1.Task{Name: "x", Queue: "idle"}}, {Task: &jobsv1.Task{Id: "given", Name: "x", Queue: "idle"}}}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("BatchCreateTasks without the replica: %v, want UNAVAILABLE", err)
+	}
+	msg := status.Convert(err).Message()
+	ids := strings.Split(msg[strings.LastIndex(msg, ": ")+2:], ",")
+	if len(ids) != 2 || ids[1] != "given" {
+		t.Fatalf("error %q: want both task ids", msg)
+	}
+	if err := redisconn.SetWait(e.Redis, redisconn.WaitConfig{Replicas: 0, Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetTask(ctx, &jobsv1.GetTaskRequest{Id: ids[0]})
+	if err != nil || got.GetId() != ids[0] {
+		t.Fatalf("the generated id %q from the error: %v %v", ids[0], got, err)
+	}
+	if strings.Contains(msg, "redis") || strings.Contains(msg, "WAIT") {
+		t.Fatalf("error %q carries Redis's own text", msg)
 	}
 }
 
