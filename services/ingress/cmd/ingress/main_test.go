@@ -178,10 +178,7 @@ func setup(t *testing.T, p *proc) (name string, ch *amqp.Channel, queue string) 
 	if ch, err = conn.Channel(); err != nil {
 		t.Fatal(err)
 	}
-	queue = rabbittest.UniqueName(t, "q")
-	if _, err := ch.QueueDeclare(queue, false, true, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
+	queue = rabbittest.TempQueue(t, ch, "q")
 	if err := ch.QueueBind(queue, name+".#", "hookyard.events", false, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -55,10 +55,7 @@ func newEvents(t *testing.T) *eventsEnv {
 	if err := topo.Declare(ch); err != nil {
 		t.Fatal(err)
 	}
-	q := rabbittest.UniqueName(t, "q")
-	if _, err := ch.QueueDeclare(q, false, true, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
+	q := rabbittest.TempQueue(t, ch, "q")
 	if err := ch.QueueBind(q, "#", topo.Events, false, nil); err != nil {
 		t.Fatal(err)
 	}

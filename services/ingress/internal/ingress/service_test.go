@@ -50,10 +50,7 @@ func TestAssembledServiceReceivesWebhooks(t *testing.T) {
 		_ = ch.ExchangeDelete(topo.Events, false, false)
 		_ = ch.ExchangeDelete(topo.Unrouted, false, false)
 	})
-	q := rabbittest.UniqueName(t, "q")
-	if _, err := ch.QueueDeclare(q, false, true, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
+	q := rabbittest.TempQueue(t, ch, "q")
 	if err := ch.QueueBind(q, "#", topo.Events, false, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -120,10 +120,7 @@ func newHarness(t testing.TB, rdbURL string) *harness {
 		_ = h.ch.ExchangeDelete(h.topo.Events, false, false)
 		_ = h.ch.ExchangeDelete(h.topo.Unrouted, false, false)
 	})
-	h.queue = rabbittest.UniqueName(t, "q")
-	if _, err := h.ch.QueueDeclare(h.queue, false, true, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
+	h.queue = rabbittest.TempQueue(t, h.ch, "q")
 	if err := h.ch.QueueBind(h.queue, h.source+".#", h.topo.Events, false, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -46,13 +46,17 @@ func TestOrdinaryFaultsDoNotDeadLetterEvents(t *testing.T) {
 	pub := rabbit.NewPublisher(conn, rabbit.PublisherConfig{})
 	t.Cleanup(func() {
 		pub.Close()
-		if ch, err := conn.Channel(context.Background()); err == nil {
-			_, _ = ch.QueueDelete(queue, false, false, false)
-			_, _ = ch.QueueDelete(rabbit.DLQName(queue), false, false, false)
-			_ = ch.ExchangeDelete(exchange, false, false)
-			ch.Close()
-		}
 		conn.Close()
+		// A connection of its own: the deferred cancel has closed conn
+		// by now, and through it these deletes never ran.
+		if raw, err := amqp.Dial(rabbittest.URL()); err == nil {
+			if ch, err := raw.Channel(); err == nil {
+				_, _ = ch.QueueDelete(queue, false, false, false)
+				_, _ = ch.QueueDelete(rabbit.DLQName(queue), false, false, false)
+				_ = ch.ExchangeDelete(exchange, false, false)
+			}
+			raw.Close()
+		}
 		iter := rdb.Scan(context.Background(), 0, "{"+prefix+"}:*", 1000).Iterator()
 		for iter.Next(context.Background()) {
 			rdb.Del(context.Background(), iter.Val())
