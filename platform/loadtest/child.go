@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -183,16 +184,44 @@ func (c *Child) WaitHTTP(ctx context.Context, url string, want int, timeout time
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment
-// ago. Another process could take it before the child binds it; the child
-// then fails to start and the run reports that, which is acceptable for a
-// benchmark.
+// ago, for a child process to listen on. The port is drawn below the
+// kernel's ephemeral range: a port from ":0" lies inside it, and any
+// outgoing connection (to Redis, to RabbitMQ) may take it before the child
+// binds it, which made suites fail with "address already in use" on a busy
+// host. Another process could still take it; the child then fails to
+// start and the run reports that.
 func FreeAddr() (string, error) {
+	lo := ephemeralLow()
+	for range 200 {
+		port := 10000 + rand.N(lo-10000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("find a free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default, 32768, where it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // Build compiles pkg into the binary bin. A benchmark builds what it

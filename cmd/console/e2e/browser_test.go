@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hookyard/hookyard/cmd/console/internal/console"
+	"github.com/hookyard/hookyard/platform/loadtest"
 	"github.com/hookyard/hookyard/platform/redisconn"
 )
 
@@ -370,12 +370,11 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loadtest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 func waitReady(t *testing.T, name, base string) {

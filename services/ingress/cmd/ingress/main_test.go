@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,11 +19,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/hookyard/hookyard/platform/loadtest"
+	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
 )
 
 // These tests run the real binary, as an operator would, against the real
@@ -50,12 +51,11 @@ func TestMain(m *testing.M) {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loadtest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 type proc struct {
