@@ -56,8 +56,8 @@ type Fanout struct {
 	// fan-out keeps failing (defaults: the constants of those names).
 	MaxPutBacks    int
 	MinFailingTime time.Duration
-	// OnEvent, if set, sees each event once it is fanned out (package
-	// listen streams events with it).
+	// OnEvent, if set, sees each event once it is recorded, before its
+	// first attempts (package listen streams events with it).
 	OnEvent func(ctx context.Context, tenant string, m *message.Message)
 	// First, if set with a positive FirstAttemptBudget, makes the first
 	// attempt of each delivery of a consumed event (the fast path): only
@@ -140,7 +140,7 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	key := m.RoutingKey
-	n, err := f.dispatch(ctx, ev.GetTenant(), m, nil, f.First != nil && f.FirstAttemptBudget > 0)
+	n, err := f.dispatch(ctx, ev.GetTenant(), m, nil, f.First != nil && f.FirstAttemptBudget > 0, true)
 	if err == nil {
 		err = redisconn.Replicated(ctx, f.messages.Redis()) // the record and deliveries survive a Redis failover
 	}
@@ -162,9 +162,6 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	f.metrics.Published.WithLabelValues("ok").Inc()
-	if f.OnEvent != nil {
-		f.OnEvent(ctx, ev.GetTenant(), m)
-	}
 	f.log.DebugContext(ctx, "event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
 	_ = d.Ack(false)
 }
@@ -280,12 +277,13 @@ func (f *Fanout) Record(ctx context.Context, tenant string, m *message.Message) 
 // way yet (or, with only set, for those endpoints). It returns
 // the number of tasks published.
 func (f *Fanout) Dispatch(ctx context.Context, tenant string, m *message.Message, only []string) (int, error) {
-	return f.dispatch(ctx, tenant, m, only, false)
+	return f.dispatch(ctx, tenant, m, only, false, false)
 }
 
 // dispatch is Dispatch; with first, the deliveries are attempted through
-// the fast path (deliverFirst) and only those it hands over get a task.
-func (f *Fanout) dispatch(ctx context.Context, tenant string, m *message.Message, only []string, first bool) (int, error) {
+// the fast path (deliverFirst) and only those it hands over get a task;
+// with announce, OnEvent sees the event first.
+func (f *Fanout) dispatch(ctx context.Context, tenant string, m *message.Message, only []string, first, announce bool) (int, error) {
 	var ids []string
 	if only != nil {
 		ids = only
@@ -303,6 +301,12 @@ func (f *Fanout) dispatch(ctx context.Context, tenant string, m *message.Message
 	existing, err := f.record(ctx, tenant, m, ids)
 	if err != nil {
 		return 0, err
+	}
+	if announce && f.OnEvent != nil {
+		// Before the first attempts, whose outcomes the listeners also
+		// see: an attempt must not reach them ahead of its event. An
+		// event put back after this is seen again when it is retried.
+		f.OnEvent(ctx, tenant, m)
 	}
 	if len(ids) == 0 {
 		return 0, nil
