@@ -12,33 +12,17 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 )
-
-// roundTrips counts the commands and pipelines a client sends.
-type roundTrips struct{ single, pipelines atomic.Int64 }
-
-func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.single.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		r.pipelines.Add(1)
-		return next(ctx, cmds)
-	}
-}
 
 // proxiedStore is a Store whose Redis connection goes through a proxy the
 // test can freeze and cut.
-func proxiedStore(t *testing.T, prefixFrom *Store) (*Store, *rabbittest.Proxy, *roundTrips) {
+func proxiedStore(t *testing.T, prefixFrom *Store) (*Store, *rabbittest.Proxy, *redistest.RoundTrips) {
 	t.Helper()
 	p := rabbittest.NewProxy(t, redisAddr(t))
 	rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1, ReadTimeout: time.Minute, WriteTimeout: time.Minute})
 	t.Cleanup(func() { rdb.Close() })
-	rt := &roundTrips{}
+	rt := &redistest.RoundTrips{}
 	rdb.AddHook(rt)
 	return New(rdb, prefixFrom.prefix), p, rt
 }
@@ -76,8 +60,7 @@ func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
 	if _, _, err := s.Claim(ctx, s.Key("warm")); err != nil {
 		t.Fatal(err)
 	}
-	rt.single.Store(0)
-	rt.pipelines.Store(0)
+	before := rt.N()
 
 	const n = 50
 	proxy.Freeze()
@@ -99,7 +82,7 @@ func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
 	proxy.Thaw()
 	wg.Wait()
 
-	if got := rt.pipelines.Load() + rt.single.Load(); got > 2 {
+	if got := rt.N() - before; got > 2 {
 		t.Errorf("%d claims took %d round trips, want at most 2", n, got)
 	}
 	// Each of the 25 ids was claimed exactly once; its twin saw the claim.

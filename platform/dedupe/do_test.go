@@ -18,11 +18,10 @@ func TestDoBindsInTheClaimRoundTrip(t *testing.T) {
 	if _, _, err := s.Claim(ctx, s.Key("warm")); err != nil {
 		t.Fatal(err)
 	}
-	rt.single.Store(0)
-	rt.pipelines.Store(0)
+	start := rt.N()
 	var before int64
 	st, err := s.Do(ctx, s.Key("evt", "1"), time.Hour, func(context.Context) error {
-		before = rt.single.Load() + rt.pipelines.Load()
+		before = rt.N() - start
 		return nil
 	}, Binding{Key: s.Key("nonce", "n1"), Value: "1", TTL: time.Minute})
 	if err != nil || st != Claimed {

@@ -1,39 +1,16 @@
 package cache
 
 import (
-	"context"
 	"net/http"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	cachev1 "github.com/hookyard/hookyard/gen/hookyard/cache/v1"
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 )
-
-// roundTrips counts what a go-redis client sends: one per command, one per
-// pipeline (a pipeline is one round trip).
-type roundTrips struct{ n atomic.Int64 }
-
-func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		r.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
 
 // A hit costs exactly one Redis round trip: value, freshness, epoch and
 // lease are read together by one script, and nothing else is asked on
@@ -48,7 +25,7 @@ func TestHitIsOneRedisRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	count := &roundTrips{}
+	count := &redistest.RoundTrips{}
 	rdb.AddHook(count)
 	c, err := New(h.cfg, Deps{Redis: rdb, AllowCIDRs: "127.0.0.0/8"})
 	if err != nil {
@@ -60,14 +37,14 @@ func TestHitIsOneRedisRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	const hits = 50
-	before := count.n.Load()
+	before := count.N()
 	for range hits {
 		e, err := get(c, "acme", "users", "1")
 		if err != nil || !e.GetHit() {
 			t.Fatalf("got %v, %v; want a hit", e, err)
 		}
 	}
-	if got := count.n.Load() - before; got != hits {
+	if got := count.N() - before; got != hits {
 		t.Fatalf("%d hits took %d Redis round trips, want %d", hits, got, hits)
 	}
 }

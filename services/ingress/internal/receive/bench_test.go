@@ -2,7 +2,6 @@ package receive
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 )
 
 // BenchmarkReceiveParallel is the whole receive path over HTTP, against
@@ -22,7 +21,7 @@ import (
 // whole test process (client and server) per webhook.
 func BenchmarkReceiveParallel(b *testing.B) {
 	h := newHarness(b, "")
-	rt := &redisTrips{}
+	rt := &redistest.RoundTrips{}
 	h.rdb.AddHook(rt)
 	pad := bytes.Repeat([]byte("x"), 900)
 	var seq atomic.Int64
@@ -30,7 +29,7 @@ func BenchmarkReceiveParallel(b *testing.B) {
 	b.SetParallelism(32)
 	b.ReportAllocs()
 	w0, r0 := procIO(b)
-	rt.n.Store(0)
+	trips0 := rt.N()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -53,26 +52,9 @@ func BenchmarkReceiveParallel(b *testing.B) {
 	})
 	b.StopTimer()
 	w1, r1 := procIO(b)
-	b.ReportMetric(float64(rt.n.Load())/float64(b.N), "redis-trips/op")
+	b.ReportMetric(float64(rt.N()-trips0)/float64(b.N), "redis-trips/op")
 	b.ReportMetric(float64(w1-w0)/float64(b.N), "write-syscalls/op")
 	b.ReportMetric(float64(r1-r0)/float64(b.N), "read-syscalls/op")
-}
-
-// redisTrips counts round trips to Redis: single commands and pipelines.
-type redisTrips struct{ n atomic.Int64 }
-
-func (r *redisTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (r *redisTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (r *redisTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		r.n.Add(1)
-		return next(ctx, cmds)
-	}
 }
 
 // procIO returns this process's write and read system calls so far.

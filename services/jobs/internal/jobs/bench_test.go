@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
 	"github.com/hookyard/hookyard/services/jobs/worker"
 )
@@ -21,7 +19,7 @@ import (
 // worker with 64 slots, waits for every one to start, and reports
 // tasks/s and the enqueue→start latency percentiles.
 func benchRun(b *testing.B, enqueuers int, rate float64) {
-	trips := &roundTrips{}
+	trips := &redistest.RoundTrips{}
 	e := jobstest.Start(b, jobstest.Options{Heartbeat: 5 * time.Second, RedisHook: trips})
 	r := e.Replicas[0]
 	var mu sync.Mutex
@@ -69,7 +67,7 @@ func benchRun(b *testing.B, enqueuers int, rate float64) {
 	}
 
 	b.ResetTimer()
-	trips0 := trips.n.Load()
+	trips0 := trips.N()
 	start := time.Now()
 	if rate > 0 {
 		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
@@ -105,7 +103,7 @@ func benchRun(b *testing.B, enqueuers int, rate float64) {
 	b.StopTimer()
 	// Round trips to Redis of every kind (the service's background loops
 	// included) while the tasks ran; they do not depend on the host's load.
-	b.ReportMetric(float64(trips.n.Load()-trips0)/float64(b.N), "redis-trips/task")
+	b.ReportMetric(float64(trips.N()-trips0)/float64(b.N), "redis-trips/task")
 	slices.Sort(lat)
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tasks/s")
@@ -118,22 +116,3 @@ func BenchmarkThroughput(b *testing.B) { benchRun(b, 32, 0) }
 
 // BenchmarkLatencyAt200PerSecond: enqueue→start latency at a fixed rate.
 func BenchmarkLatencyAt200PerSecond(b *testing.B) { benchRun(b, 0, 200) }
-
-// roundTrips counts Redis round trips: a command or a pipeline.
-type roundTrips struct{ n atomic.Int64 }
-
-func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
