@@ -29,10 +29,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
+	"github.com/hookyard/hookyard/platform/coalesce"
 	"github.com/hookyard/hookyard/platform/trace"
 )
 
@@ -134,6 +136,13 @@ type Worker struct {
 	hctx     context.Context
 	hcancel  context.CancelFunc
 	inflight sync.WaitGroup
+
+	// completions gathers the successes reported while a CompleteTasks
+	// call is out into the next one.
+	completions coalesce.Batcher[*jobsv1.CompleteTaskRequest]
+	// unbatched is set once the service answered CompleteTasks
+	// Unimplemented (a version without it): one CompleteTask per task.
+	unbatched atomic.Bool
 }
 
 // New returns a Worker that talks to the jobs service on cc.
@@ -386,8 +395,7 @@ func (w *Worker) report(m *jobsv1.LeaseResponse, res any, herr error) {
 			if err != nil {
 				herr = Permanent(fmt.Errorf("result: %w", err))
 			} else {
-				_, err = w.client.CompleteTask(ctx, &jobsv1.CompleteTaskRequest{TaskId: id, LeaseToken: token, Result: v})
-				return err
+				return w.complete(ctx, &jobsv1.CompleteTaskRequest{TaskId: id, LeaseToken: token, Result: v})
 			}
 		}
 		req := &jobsv1.FailTaskRequest{TaskId: id, LeaseToken: token, Error: herr.Error()}
@@ -428,6 +436,50 @@ func (w *Worker) report(m *jobsv1.LeaseResponse, res any, herr error) {
 		}
 		time.Sleep(wait)
 	}
+}
+
+// maxBatchedBytes is the largest success that shares a CompleteTasks
+// call; a larger result goes alone, so a batch of coalesce.DefaultMax
+// stays under the 4 MiB a gRPC server takes by default.
+const maxBatchedBytes = 16 << 10
+
+// complete reports a success; successes reported while a CompleteTasks
+// call is out go together in the next one. ctx carries the API key.
+func (w *Worker) complete(ctx context.Context, req *jobsv1.CompleteTaskRequest) error {
+	if w.unbatched.Load() || proto.Size(req) > maxBatchedBytes {
+		_, err := w.client.CompleteTask(ctx, req)
+		return err
+	}
+	return w.completions.Do(ctx, req, w.completeAll)
+}
+
+// completeAll sends reqs in one CompleteTasks call and returns each
+// one's answer as the error CompleteTask would have returned.
+func (w *Worker) completeAll(ctx context.Context, reqs []*jobsv1.CompleteTaskRequest) []error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	errs := make([]error, len(reqs))
+	r, err := w.client.CompleteTasks(ctx, &jobsv1.CompleteTasksRequest{Requests: reqs})
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		w.unbatched.Store(true)
+		for i, req := range reqs {
+			_, errs[i] = w.client.CompleteTask(ctx, req)
+		}
+		return errs
+	case err != nil:
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	sts := r.GetStatuses()
+	for i, st := range sts[:min(len(sts), len(reqs))] {
+		if c := codes.Code(st.GetCode()); c != codes.OK {
+			errs[i] = status.Error(c, st.GetMessage())
+		}
+	}
+	return errs[:min(len(sts), len(reqs))] // items without an answer fail with coalesce.ErrNoAnswer
 }
 
 func toValue(res any) (*structpb.Value, error) {

@@ -2058,6 +2058,156 @@ func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{27}
 }
 
+// CompleteTasksRequest is the request of CompleteTasks.
+type CompleteTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The successes to report, at most 1000.
+	Requests      []*CompleteTaskRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTasksRequest) Reset() {
+	*x = CompleteTasksRequest{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTasksRequest) ProtoMessage() {}
+
+func (x *CompleteTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTasksRequest.ProtoReflect.Descriptor instead.
+func (*CompleteTasksRequest) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CompleteTasksRequest) GetRequests() []*CompleteTaskRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// CompleteTasksResponse is the response of CompleteTasks.
+type CompleteTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per request, in the order of the requests.
+	Statuses      []*CompleteTaskStatus `protobuf:"bytes,1,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTasksResponse) Reset() {
+	*x = CompleteTasksResponse{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTasksResponse) ProtoMessage() {}
+
+func (x *CompleteTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTasksResponse.ProtoReflect.Descriptor instead.
+func (*CompleteTasksResponse) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CompleteTasksResponse) GetStatuses() []*CompleteTaskStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+// CompleteTaskStatus is the answer to one item of CompleteTasks, with the
+// code and message CompleteTask would have answered for it.
+type CompleteTaskStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A google.rpc.Code: 0 (OK) when the success was recorded;
+	// FAILED_PRECONDITION when the lease had ended; NOT_FOUND;
+	// INVALID_ARGUMENT; UNAVAILABLE or INTERNAL when it may be sent again.
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// Why, when code is not OK.
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTaskStatus) Reset() {
+	*x = CompleteTaskStatus{}
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTaskStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTaskStatus) ProtoMessage() {}
+
+func (x *CompleteTaskStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTaskStatus.ProtoReflect.Descriptor instead.
+func (*CompleteTaskStatus) Descriptor() ([]byte, []int) {
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CompleteTaskStatus) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CompleteTaskStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // FailTaskRequest is the request of FailTask.
 type FailTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2077,7 +2227,7 @@ type FailTaskRequest struct {
 
 func (x *FailTaskRequest) Reset() {
 	*x = FailTaskRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2239,7 @@ func (x *FailTaskRequest) String() string {
 func (*FailTaskRequest) ProtoMessage() {}
 
 func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[28]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2252,7 @@ func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskRequest.ProtoReflect.Descriptor instead.
 func (*FailTaskRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{28}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FailTaskRequest) GetTaskId() string {
@@ -2152,7 +2302,7 @@ type FailTaskResponse struct {
 
 func (x *FailTaskResponse) Reset() {
 	*x = FailTaskResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2314,7 @@ func (x *FailTaskResponse) String() string {
 func (*FailTaskResponse) ProtoMessage() {}
 
 func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[29]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2327,7 @@ func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskResponse.ProtoReflect.Descriptor instead.
 func (*FailTaskResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{29}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FailTaskResponse) GetState() string {
@@ -2198,7 +2348,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2360,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[30]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2373,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateScheduleRequest) GetSchedule() *Schedule {
@@ -2244,7 +2394,7 @@ type GetScheduleRequest struct {
 
 func (x *GetScheduleRequest) Reset() {
 	*x = GetScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2406,7 @@ func (x *GetScheduleRequest) String() string {
 func (*GetScheduleRequest) ProtoMessage() {}
 
 func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[31]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2419,7 @@ func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{31}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetScheduleRequest) GetId() string {
@@ -2292,7 +2442,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2454,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[32]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2467,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{32}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListSchedulesRequest) GetPageSize() int32 {
@@ -2347,7 +2497,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2509,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[33]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2522,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{33}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -2402,7 +2552,7 @@ type UpdateScheduleRequest struct {
 
 func (x *UpdateScheduleRequest) Reset() {
 	*x = UpdateScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2564,7 @@ func (x *UpdateScheduleRequest) String() string {
 func (*UpdateScheduleRequest) ProtoMessage() {}
 
 func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[34]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2577,7 @@ func (x *UpdateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{34}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UpdateScheduleRequest) GetSchedule() *Schedule {
@@ -2455,7 +2605,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2617,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[35]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2630,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{35}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeleteScheduleRequest) GetId() string {
@@ -2499,7 +2649,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2511,7 +2661,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[36]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2524,7 +2674,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{36}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{39}
 }
 
 // CreateTriggerRequest is the request of CreateTrigger.
@@ -2538,7 +2688,7 @@ type CreateTriggerRequest struct {
 
 func (x *CreateTriggerRequest) Reset() {
 	*x = CreateTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2700,7 @@ func (x *CreateTriggerRequest) String() string {
 func (*CreateTriggerRequest) ProtoMessage() {}
 
 func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[37]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2713,7 @@ func (x *CreateTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTriggerRequest.ProtoReflect.Descriptor instead.
 func (*CreateTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{37}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateTriggerRequest) GetTrigger() *Trigger {
@@ -2584,7 +2734,7 @@ type GetTriggerRequest struct {
 
 func (x *GetTriggerRequest) Reset() {
 	*x = GetTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +2746,7 @@ func (x *GetTriggerRequest) String() string {
 func (*GetTriggerRequest) ProtoMessage() {}
 
 func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[38]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +2759,7 @@ func (x *GetTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTriggerRequest.ProtoReflect.Descriptor instead.
 func (*GetTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{38}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetTriggerRequest) GetId() string {
@@ -2628,7 +2778,7 @@ type ListTriggersRequest struct {
 
 func (x *ListTriggersRequest) Reset() {
 	*x = ListTriggersRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2790,7 @@ func (x *ListTriggersRequest) String() string {
 func (*ListTriggersRequest) ProtoMessage() {}
 
 func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[39]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2803,7 @@ func (x *ListTriggersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTriggersRequest.ProtoReflect.Descriptor instead.
 func (*ListTriggersRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{39}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{42}
 }
 
 // ListTriggersResponse is the response of ListTriggers.
@@ -2667,7 +2817,7 @@ type ListTriggersResponse struct {
 
 func (x *ListTriggersResponse) Reset() {
 	*x = ListTriggersResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +2829,7 @@ func (x *ListTriggersResponse) String() string {
 func (*ListTriggersResponse) ProtoMessage() {}
 
 func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[40]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +2842,7 @@ func (x *ListTriggersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTriggersResponse.ProtoReflect.Descriptor instead.
 func (*ListTriggersResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{40}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListTriggersResponse) GetTriggers() []*Trigger {
@@ -2713,7 +2863,7 @@ type DeleteTriggerRequest struct {
 
 func (x *DeleteTriggerRequest) Reset() {
 	*x = DeleteTriggerRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2875,7 @@ func (x *DeleteTriggerRequest) String() string {
 func (*DeleteTriggerRequest) ProtoMessage() {}
 
 func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[41]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +2888,7 @@ func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{41}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeleteTriggerRequest) GetId() string {
@@ -2757,7 +2907,7 @@ type DeleteTriggerResponse struct {
 
 func (x *DeleteTriggerResponse) Reset() {
 	*x = DeleteTriggerResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2769,7 +2919,7 @@ func (x *DeleteTriggerResponse) String() string {
 func (*DeleteTriggerResponse) ProtoMessage() {}
 
 func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[42]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2782,7 +2932,7 @@ func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{42}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{45}
 }
 
 // ListQueuesRequest is the request of ListQueues.
@@ -2794,7 +2944,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +2956,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[43]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +2969,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{43}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{46}
 }
 
 // PauseQueueRequest is the request of PauseQueue.
@@ -2833,7 +2983,7 @@ type PauseQueueRequest struct {
 
 func (x *PauseQueueRequest) Reset() {
 	*x = PauseQueueRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2995,7 @@ func (x *PauseQueueRequest) String() string {
 func (*PauseQueueRequest) ProtoMessage() {}
 
 func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[44]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3008,7 @@ func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseQueueRequest.ProtoReflect.Descriptor instead.
 func (*PauseQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{44}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PauseQueueRequest) GetName() string {
@@ -2879,7 +3029,7 @@ type ResumeQueueRequest struct {
 
 func (x *ResumeQueueRequest) Reset() {
 	*x = ResumeQueueRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[45]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2891,7 +3041,7 @@ func (x *ResumeQueueRequest) String() string {
 func (*ResumeQueueRequest) ProtoMessage() {}
 
 func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[45]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2904,7 +3054,7 @@ func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeQueueRequest.ProtoReflect.Descriptor instead.
 func (*ResumeQueueRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{45}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ResumeQueueRequest) GetName() string {
@@ -2925,7 +3075,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[46]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3087,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[46]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3100,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{46}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -2971,7 +3121,7 @@ type CreateChainRequest struct {
 
 func (x *CreateChainRequest) Reset() {
 	*x = CreateChainRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[47]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3133,7 @@ func (x *CreateChainRequest) String() string {
 func (*CreateChainRequest) ProtoMessage() {}
 
 func (x *CreateChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[47]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3146,7 @@ func (x *CreateChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChainRequest.ProtoReflect.Descriptor instead.
 func (*CreateChainRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{47}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateChainRequest) GetChain() *Chain {
@@ -3017,7 +3167,7 @@ type GetChainRequest struct {
 
 func (x *GetChainRequest) Reset() {
 	*x = GetChainRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[48]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3179,7 @@ func (x *GetChainRequest) String() string {
 func (*GetChainRequest) ProtoMessage() {}
 
 func (x *GetChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[48]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3192,7 @@ func (x *GetChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChainRequest.ProtoReflect.Descriptor instead.
 func (*GetChainRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{48}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetChainRequest) GetId() string {
@@ -3063,7 +3213,7 @@ type CancelChainRequest struct {
 
 func (x *CancelChainRequest) Reset() {
 	*x = CancelChainRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[49]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3225,7 @@ func (x *CancelChainRequest) String() string {
 func (*CancelChainRequest) ProtoMessage() {}
 
 func (x *CancelChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[49]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3238,7 @@ func (x *CancelChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelChainRequest.ProtoReflect.Descriptor instead.
 func (*CancelChainRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{49}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CancelChainRequest) GetId() string {
@@ -3109,7 +3259,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[50]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3121,7 +3271,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[50]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3134,7 +3284,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{50}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CreateGroupRequest) GetGroup() *Group {
@@ -3155,7 +3305,7 @@ type GetGroupRequest struct {
 
 func (x *GetGroupRequest) Reset() {
 	*x = GetGroupRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[51]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3317,7 @@ func (x *GetGroupRequest) String() string {
 func (*GetGroupRequest) ProtoMessage() {}
 
 func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[51]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3330,7 @@ func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{51}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetGroupRequest) GetId() string {
@@ -3201,7 +3351,7 @@ type CancelGroupRequest struct {
 
 func (x *CancelGroupRequest) Reset() {
 	*x = CancelGroupRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[52]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3213,7 +3363,7 @@ func (x *CancelGroupRequest) String() string {
 func (*CancelGroupRequest) ProtoMessage() {}
 
 func (x *CancelGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[52]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3226,7 +3376,7 @@ func (x *CancelGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelGroupRequest.ProtoReflect.Descriptor instead.
 func (*CancelGroupRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{52}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CancelGroupRequest) GetId() string {
@@ -3249,7 +3399,7 @@ type ListChainsRequest struct {
 
 func (x *ListChainsRequest) Reset() {
 	*x = ListChainsRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[53]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3261,7 +3411,7 @@ func (x *ListChainsRequest) String() string {
 func (*ListChainsRequest) ProtoMessage() {}
 
 func (x *ListChainsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[53]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3274,7 +3424,7 @@ func (x *ListChainsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChainsRequest.ProtoReflect.Descriptor instead.
 func (*ListChainsRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{53}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListChainsRequest) GetPageSize() int32 {
@@ -3304,7 +3454,7 @@ type ListChainsResponse struct {
 
 func (x *ListChainsResponse) Reset() {
 	*x = ListChainsResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[54]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3316,7 +3466,7 @@ func (x *ListChainsResponse) String() string {
 func (*ListChainsResponse) ProtoMessage() {}
 
 func (x *ListChainsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[54]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3329,7 +3479,7 @@ func (x *ListChainsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChainsResponse.ProtoReflect.Descriptor instead.
 func (*ListChainsResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{54}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListChainsResponse) GetChains() []*Chain {
@@ -3359,7 +3509,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[55]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +3521,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[55]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +3534,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{55}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListGroupsRequest) GetPageSize() int32 {
@@ -3414,7 +3564,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[56]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3426,7 +3576,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[56]
+	mi := &file_hookyard_jobs_v1_jobs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3439,7 +3589,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{56}
+	return file_hookyard_jobs_v1_jobs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListGroupsResponse) GetGroups() []*Group {
@@ -3622,7 +3772,14 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\vlease_token\x18\x02 \x01(\x03R\n" +
 	"leaseToken\x12.\n" +
 	"\x06result\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x06result\"\x16\n" +
-	"\x14CompleteTaskResponse\"\xb8\x01\n" +
+	"\x14CompleteTaskResponse\"Y\n" +
+	"\x14CompleteTasksRequest\x12A\n" +
+	"\brequests\x18\x01 \x03(\v2%.hookyard.jobs.v1.CompleteTaskRequestR\brequests\"Y\n" +
+	"\x15CompleteTasksResponse\x12@\n" +
+	"\bstatuses\x18\x01 \x03(\v2$.hookyard.jobs.v1.CompleteTaskStatusR\bstatuses\"B\n" +
+	"\x12CompleteTaskStatus\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xb8\x01\n" +
 	"\x0fFailTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\x03R\n" +
@@ -3703,11 +3860,12 @@ const file_hookyard_jobs_v1_jobs_proto_rawDesc = "" +
 	"\n" +
 	"CancelTask\x12#.hookyard.jobs.v1.CancelTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12G\n" +
 	"\tRetryTask\x12\".hookyard.jobs.v1.RetryTaskRequest\x1a\x16.hookyard.jobs.v1.Task\x12E\n" +
-	"\bWaitTask\x12!.hookyard.jobs.v1.WaitTaskRequest\x1a\x16.hookyard.jobs.v1.Task2\xe3\x02\n" +
+	"\bWaitTask\x12!.hookyard.jobs.v1.WaitTaskRequest\x1a\x16.hookyard.jobs.v1.Task2\xc5\x03\n" +
 	"\rWorkerService\x12J\n" +
 	"\x05Lease\x12\x1e.hookyard.jobs.v1.LeaseRequest\x1a\x1f.hookyard.jobs.v1.LeaseResponse0\x01\x12T\n" +
 	"\tHeartbeat\x12\".hookyard.jobs.v1.HeartbeatRequest\x1a#.hookyard.jobs.v1.HeartbeatResponse\x12]\n" +
-	"\fCompleteTask\x12%.hookyard.jobs.v1.CompleteTaskRequest\x1a&.hookyard.jobs.v1.CompleteTaskResponse\x12Q\n" +
+	"\fCompleteTask\x12%.hookyard.jobs.v1.CompleteTaskRequest\x1a&.hookyard.jobs.v1.CompleteTaskResponse\x12`\n" +
+	"\rCompleteTasks\x12&.hookyard.jobs.v1.CompleteTasksRequest\x1a'.hookyard.jobs.v1.CompleteTasksResponse\x12Q\n" +
 	"\bFailTask\x12!.hookyard.jobs.v1.FailTaskRequest\x1a\".hookyard.jobs.v1.FailTaskResponse2\xd7\x03\n" +
 	"\x0fScheduleService\x12U\n" +
 	"\x0eCreateSchedule\x12'.hookyard.jobs.v1.CreateScheduleRequest\x1a\x1a.hookyard.jobs.v1.Schedule\x12O\n" +
@@ -3754,7 +3912,7 @@ func file_hookyard_jobs_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_hookyard_jobs_v1_jobs_proto_rawDescData
 }
 
-var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_hookyard_jobs_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*Task)(nil),                     // 0: hookyard.jobs.v1.Task
 	(*Attempt)(nil),                  // 1: hookyard.jobs.v1.Attempt
@@ -3784,170 +3942,177 @@ var file_hookyard_jobs_v1_jobs_proto_goTypes = []any{
 	(*HeartbeatResponse)(nil),        // 25: hookyard.jobs.v1.HeartbeatResponse
 	(*CompleteTaskRequest)(nil),      // 26: hookyard.jobs.v1.CompleteTaskRequest
 	(*CompleteTaskResponse)(nil),     // 27: hookyard.jobs.v1.CompleteTaskResponse
-	(*FailTaskRequest)(nil),          // 28: hookyard.jobs.v1.FailTaskRequest
-	(*FailTaskResponse)(nil),         // 29: hookyard.jobs.v1.FailTaskResponse
-	(*CreateScheduleRequest)(nil),    // 30: hookyard.jobs.v1.CreateScheduleRequest
-	(*GetScheduleRequest)(nil),       // 31: hookyard.jobs.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),     // 32: hookyard.jobs.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),    // 33: hookyard.jobs.v1.ListSchedulesResponse
-	(*UpdateScheduleRequest)(nil),    // 34: hookyard.jobs.v1.UpdateScheduleRequest
-	(*DeleteScheduleRequest)(nil),    // 35: hookyard.jobs.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil),   // 36: hookyard.jobs.v1.DeleteScheduleResponse
-	(*CreateTriggerRequest)(nil),     // 37: hookyard.jobs.v1.CreateTriggerRequest
-	(*GetTriggerRequest)(nil),        // 38: hookyard.jobs.v1.GetTriggerRequest
-	(*ListTriggersRequest)(nil),      // 39: hookyard.jobs.v1.ListTriggersRequest
-	(*ListTriggersResponse)(nil),     // 40: hookyard.jobs.v1.ListTriggersResponse
-	(*DeleteTriggerRequest)(nil),     // 41: hookyard.jobs.v1.DeleteTriggerRequest
-	(*DeleteTriggerResponse)(nil),    // 42: hookyard.jobs.v1.DeleteTriggerResponse
-	(*ListQueuesRequest)(nil),        // 43: hookyard.jobs.v1.ListQueuesRequest
-	(*PauseQueueRequest)(nil),        // 44: hookyard.jobs.v1.PauseQueueRequest
-	(*ResumeQueueRequest)(nil),       // 45: hookyard.jobs.v1.ResumeQueueRequest
-	(*ListQueuesResponse)(nil),       // 46: hookyard.jobs.v1.ListQueuesResponse
-	(*CreateChainRequest)(nil),       // 47: hookyard.jobs.v1.CreateChainRequest
-	(*GetChainRequest)(nil),          // 48: hookyard.jobs.v1.GetChainRequest
-	(*CancelChainRequest)(nil),       // 49: hookyard.jobs.v1.CancelChainRequest
-	(*CreateGroupRequest)(nil),       // 50: hookyard.jobs.v1.CreateGroupRequest
-	(*GetGroupRequest)(nil),          // 51: hookyard.jobs.v1.GetGroupRequest
-	(*CancelGroupRequest)(nil),       // 52: hookyard.jobs.v1.CancelGroupRequest
-	(*ListChainsRequest)(nil),        // 53: hookyard.jobs.v1.ListChainsRequest
-	(*ListChainsResponse)(nil),       // 54: hookyard.jobs.v1.ListChainsResponse
-	(*ListGroupsRequest)(nil),        // 55: hookyard.jobs.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),       // 56: hookyard.jobs.v1.ListGroupsResponse
-	nil,                              // 57: hookyard.jobs.v1.Trigger.ArgsFromEntry
-	(*structpb.Value)(nil),           // 58: google.protobuf.Value
-	(*durationpb.Duration)(nil),      // 59: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 60: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),    // 61: google.protobuf.FieldMask
+	(*CompleteTasksRequest)(nil),     // 28: hookyard.jobs.v1.CompleteTasksRequest
+	(*CompleteTasksResponse)(nil),    // 29: hookyard.jobs.v1.CompleteTasksResponse
+	(*CompleteTaskStatus)(nil),       // 30: hookyard.jobs.v1.CompleteTaskStatus
+	(*FailTaskRequest)(nil),          // 31: hookyard.jobs.v1.FailTaskRequest
+	(*FailTaskResponse)(nil),         // 32: hookyard.jobs.v1.FailTaskResponse
+	(*CreateScheduleRequest)(nil),    // 33: hookyard.jobs.v1.CreateScheduleRequest
+	(*GetScheduleRequest)(nil),       // 34: hookyard.jobs.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),     // 35: hookyard.jobs.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),    // 36: hookyard.jobs.v1.ListSchedulesResponse
+	(*UpdateScheduleRequest)(nil),    // 37: hookyard.jobs.v1.UpdateScheduleRequest
+	(*DeleteScheduleRequest)(nil),    // 38: hookyard.jobs.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),   // 39: hookyard.jobs.v1.DeleteScheduleResponse
+	(*CreateTriggerRequest)(nil),     // 40: hookyard.jobs.v1.CreateTriggerRequest
+	(*GetTriggerRequest)(nil),        // 41: hookyard.jobs.v1.GetTriggerRequest
+	(*ListTriggersRequest)(nil),      // 42: hookyard.jobs.v1.ListTriggersRequest
+	(*ListTriggersResponse)(nil),     // 43: hookyard.jobs.v1.ListTriggersResponse
+	(*DeleteTriggerRequest)(nil),     // 44: hookyard.jobs.v1.DeleteTriggerRequest
+	(*DeleteTriggerResponse)(nil),    // 45: hookyard.jobs.v1.DeleteTriggerResponse
+	(*ListQueuesRequest)(nil),        // 46: hookyard.jobs.v1.ListQueuesRequest
+	(*PauseQueueRequest)(nil),        // 47: hookyard.jobs.v1.PauseQueueRequest
+	(*ResumeQueueRequest)(nil),       // 48: hookyard.jobs.v1.ResumeQueueRequest
+	(*ListQueuesResponse)(nil),       // 49: hookyard.jobs.v1.ListQueuesResponse
+	(*CreateChainRequest)(nil),       // 50: hookyard.jobs.v1.CreateChainRequest
+	(*GetChainRequest)(nil),          // 51: hookyard.jobs.v1.GetChainRequest
+	(*CancelChainRequest)(nil),       // 52: hookyard.jobs.v1.CancelChainRequest
+	(*CreateGroupRequest)(nil),       // 53: hookyard.jobs.v1.CreateGroupRequest
+	(*GetGroupRequest)(nil),          // 54: hookyard.jobs.v1.GetGroupRequest
+	(*CancelGroupRequest)(nil),       // 55: hookyard.jobs.v1.CancelGroupRequest
+	(*ListChainsRequest)(nil),        // 56: hookyard.jobs.v1.ListChainsRequest
+	(*ListChainsResponse)(nil),       // 57: hookyard.jobs.v1.ListChainsResponse
+	(*ListGroupsRequest)(nil),        // 58: hookyard.jobs.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),       // 59: hookyard.jobs.v1.ListGroupsResponse
+	nil,                              // 60: hookyard.jobs.v1.Trigger.ArgsFromEntry
+	(*structpb.Value)(nil),           // 61: google.protobuf.Value
+	(*durationpb.Duration)(nil),      // 62: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 63: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 64: google.protobuf.FieldMask
 }
 var file_hookyard_jobs_v1_jobs_proto_depIdxs = []int32{
-	58, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
-	59, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
-	59, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
-	60, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
-	58, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
-	60, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	60, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	59, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
-	60, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
-	59, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
-	59, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
+	61, // 0: hookyard.jobs.v1.Task.args:type_name -> google.protobuf.Value
+	62, // 1: hookyard.jobs.v1.Task.soft_time_limit:type_name -> google.protobuf.Duration
+	62, // 2: hookyard.jobs.v1.Task.hard_time_limit:type_name -> google.protobuf.Duration
+	63, // 3: hookyard.jobs.v1.Task.eta:type_name -> google.protobuf.Timestamp
+	61, // 4: hookyard.jobs.v1.Task.result:type_name -> google.protobuf.Value
+	63, // 5: hookyard.jobs.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	63, // 6: hookyard.jobs.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	62, // 7: hookyard.jobs.v1.Task.countdown:type_name -> google.protobuf.Duration
+	63, // 8: hookyard.jobs.v1.Task.expire_time:type_name -> google.protobuf.Timestamp
+	62, // 9: hookyard.jobs.v1.Task.retry_backoff:type_name -> google.protobuf.Duration
+	62, // 10: hookyard.jobs.v1.Task.retry_backoff_max:type_name -> google.protobuf.Duration
 	1,  // 11: hookyard.jobs.v1.Task.attempt_log:type_name -> hookyard.jobs.v1.Attempt
-	60, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	59, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
-	60, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	60, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	63, // 12: hookyard.jobs.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	62, // 13: hookyard.jobs.v1.Task.unique_ttl:type_name -> google.protobuf.Duration
+	63, // 14: hookyard.jobs.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	63, // 15: hookyard.jobs.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 16: hookyard.jobs.v1.Schedule.task:type_name -> hookyard.jobs.v1.Task
-	60, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
-	59, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
-	60, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
+	63, // 17: hookyard.jobs.v1.Schedule.next_run_time:type_name -> google.protobuf.Timestamp
+	62, // 18: hookyard.jobs.v1.Schedule.interval:type_name -> google.protobuf.Duration
+	63, // 19: hookyard.jobs.v1.Schedule.last_run_time:type_name -> google.protobuf.Timestamp
 	0,  // 20: hookyard.jobs.v1.Trigger.task:type_name -> hookyard.jobs.v1.Task
-	57, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
-	60, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
+	60, // 21: hookyard.jobs.v1.Trigger.args_from:type_name -> hookyard.jobs.v1.Trigger.ArgsFromEntry
+	63, // 22: hookyard.jobs.v1.Trigger.create_time:type_name -> google.protobuf.Timestamp
 	5,  // 23: hookyard.jobs.v1.SetRateLimitRequest.rate_limit:type_name -> hookyard.jobs.v1.RateLimit
 	5,  // 24: hookyard.jobs.v1.ListRateLimitsResponse.rate_limits:type_name -> hookyard.jobs.v1.RateLimit
 	0,  // 25: hookyard.jobs.v1.Chain.tasks:type_name -> hookyard.jobs.v1.Task
-	60, // 26: hookyard.jobs.v1.Chain.create_time:type_name -> google.protobuf.Timestamp
-	60, // 27: hookyard.jobs.v1.Chain.finish_time:type_name -> google.protobuf.Timestamp
+	63, // 26: hookyard.jobs.v1.Chain.create_time:type_name -> google.protobuf.Timestamp
+	63, // 27: hookyard.jobs.v1.Chain.finish_time:type_name -> google.protobuf.Timestamp
 	0,  // 28: hookyard.jobs.v1.Group.tasks:type_name -> hookyard.jobs.v1.Task
 	0,  // 29: hookyard.jobs.v1.Group.callback:type_name -> hookyard.jobs.v1.Task
-	60, // 30: hookyard.jobs.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	60, // 31: hookyard.jobs.v1.Group.finish_time:type_name -> google.protobuf.Timestamp
+	63, // 30: hookyard.jobs.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	63, // 31: hookyard.jobs.v1.Group.finish_time:type_name -> google.protobuf.Timestamp
 	0,  // 32: hookyard.jobs.v1.CreateTaskRequest.task:type_name -> hookyard.jobs.v1.Task
 	13, // 33: hookyard.jobs.v1.BatchCreateTasksRequest.requests:type_name -> hookyard.jobs.v1.CreateTaskRequest
 	0,  // 34: hookyard.jobs.v1.BatchCreateTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
 	0,  // 35: hookyard.jobs.v1.ListTasksResponse.tasks:type_name -> hookyard.jobs.v1.Task
-	59, // 36: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
+	62, // 36: hookyard.jobs.v1.WaitTaskRequest.timeout:type_name -> google.protobuf.Duration
 	0,  // 37: hookyard.jobs.v1.LeaseResponse.task:type_name -> hookyard.jobs.v1.Task
-	60, // 38: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	59, // 39: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	60, // 40: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
-	60, // 41: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	58, // 42: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
-	59, // 43: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
-	2,  // 44: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 45: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
-	2,  // 46: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
-	61, // 47: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 48: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
-	3,  // 49: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
-	4,  // 50: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
-	11, // 51: hookyard.jobs.v1.CreateChainRequest.chain:type_name -> hookyard.jobs.v1.Chain
-	12, // 52: hookyard.jobs.v1.CreateGroupRequest.group:type_name -> hookyard.jobs.v1.Group
-	11, // 53: hookyard.jobs.v1.ListChainsResponse.chains:type_name -> hookyard.jobs.v1.Chain
-	12, // 54: hookyard.jobs.v1.ListGroupsResponse.groups:type_name -> hookyard.jobs.v1.Group
-	13, // 55: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
-	14, // 56: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
-	16, // 57: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
-	17, // 58: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
-	19, // 59: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
-	20, // 60: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
-	21, // 61: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
-	22, // 62: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
-	24, // 63: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
-	26, // 64: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
-	28, // 65: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
-	30, // 66: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
-	31, // 67: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
-	32, // 68: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
-	34, // 69: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
-	35, // 70: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
-	37, // 71: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
-	38, // 72: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
-	39, // 73: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
-	41, // 74: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
-	43, // 75: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
-	44, // 76: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
-	45, // 77: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
-	6,  // 78: hookyard.jobs.v1.QueueService.SetRateLimit:input_type -> hookyard.jobs.v1.SetRateLimitRequest
-	7,  // 79: hookyard.jobs.v1.QueueService.ListRateLimits:input_type -> hookyard.jobs.v1.ListRateLimitsRequest
-	9,  // 80: hookyard.jobs.v1.QueueService.DeleteRateLimit:input_type -> hookyard.jobs.v1.DeleteRateLimitRequest
-	47, // 81: hookyard.jobs.v1.CanvasService.CreateChain:input_type -> hookyard.jobs.v1.CreateChainRequest
-	48, // 82: hookyard.jobs.v1.CanvasService.GetChain:input_type -> hookyard.jobs.v1.GetChainRequest
-	49, // 83: hookyard.jobs.v1.CanvasService.CancelChain:input_type -> hookyard.jobs.v1.CancelChainRequest
-	53, // 84: hookyard.jobs.v1.CanvasService.ListChains:input_type -> hookyard.jobs.v1.ListChainsRequest
-	50, // 85: hookyard.jobs.v1.CanvasService.CreateGroup:input_type -> hookyard.jobs.v1.CreateGroupRequest
-	51, // 86: hookyard.jobs.v1.CanvasService.GetGroup:input_type -> hookyard.jobs.v1.GetGroupRequest
-	52, // 87: hookyard.jobs.v1.CanvasService.CancelGroup:input_type -> hookyard.jobs.v1.CancelGroupRequest
-	55, // 88: hookyard.jobs.v1.CanvasService.ListGroups:input_type -> hookyard.jobs.v1.ListGroupsRequest
-	0,  // 89: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
-	15, // 90: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
-	0,  // 91: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
-	18, // 92: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
-	0,  // 93: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 94: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
-	0,  // 95: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
-	23, // 96: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
-	25, // 97: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
-	27, // 98: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
-	29, // 99: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
-	2,  // 100: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	2,  // 101: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
-	33, // 102: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
-	2,  // 103: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
-	36, // 104: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
-	3,  // 105: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
-	3,  // 106: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
-	40, // 107: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
-	42, // 108: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
-	46, // 109: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
-	4,  // 110: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
-	4,  // 111: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
-	5,  // 112: hookyard.jobs.v1.QueueService.SetRateLimit:output_type -> hookyard.jobs.v1.RateLimit
-	8,  // 113: hookyard.jobs.v1.QueueService.ListRateLimits:output_type -> hookyard.jobs.v1.ListRateLimitsResponse
-	10, // 114: hookyard.jobs.v1.QueueService.DeleteRateLimit:output_type -> hookyard.jobs.v1.DeleteRateLimitResponse
-	11, // 115: hookyard.jobs.v1.CanvasService.CreateChain:output_type -> hookyard.jobs.v1.Chain
-	11, // 116: hookyard.jobs.v1.CanvasService.GetChain:output_type -> hookyard.jobs.v1.Chain
-	11, // 117: hookyard.jobs.v1.CanvasService.CancelChain:output_type -> hookyard.jobs.v1.Chain
-	54, // 118: hookyard.jobs.v1.CanvasService.ListChains:output_type -> hookyard.jobs.v1.ListChainsResponse
-	12, // 119: hookyard.jobs.v1.CanvasService.CreateGroup:output_type -> hookyard.jobs.v1.Group
-	12, // 120: hookyard.jobs.v1.CanvasService.GetGroup:output_type -> hookyard.jobs.v1.Group
-	12, // 121: hookyard.jobs.v1.CanvasService.CancelGroup:output_type -> hookyard.jobs.v1.Group
-	56, // 122: hookyard.jobs.v1.CanvasService.ListGroups:output_type -> hookyard.jobs.v1.ListGroupsResponse
-	89, // [89:123] is the sub-list for method output_type
-	55, // [55:89] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	63, // 38: hookyard.jobs.v1.LeaseResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	62, // 39: hookyard.jobs.v1.LeaseResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	63, // 40: hookyard.jobs.v1.LeaseResponse.hard_deadline:type_name -> google.protobuf.Timestamp
+	63, // 41: hookyard.jobs.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	61, // 42: hookyard.jobs.v1.CompleteTaskRequest.result:type_name -> google.protobuf.Value
+	26, // 43: hookyard.jobs.v1.CompleteTasksRequest.requests:type_name -> hookyard.jobs.v1.CompleteTaskRequest
+	30, // 44: hookyard.jobs.v1.CompleteTasksResponse.statuses:type_name -> hookyard.jobs.v1.CompleteTaskStatus
+	62, // 45: hookyard.jobs.v1.FailTaskRequest.retry_after:type_name -> google.protobuf.Duration
+	2,  // 46: hookyard.jobs.v1.CreateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 47: hookyard.jobs.v1.ListSchedulesResponse.schedules:type_name -> hookyard.jobs.v1.Schedule
+	2,  // 48: hookyard.jobs.v1.UpdateScheduleRequest.schedule:type_name -> hookyard.jobs.v1.Schedule
+	64, // 49: hookyard.jobs.v1.UpdateScheduleRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 50: hookyard.jobs.v1.CreateTriggerRequest.trigger:type_name -> hookyard.jobs.v1.Trigger
+	3,  // 51: hookyard.jobs.v1.ListTriggersResponse.triggers:type_name -> hookyard.jobs.v1.Trigger
+	4,  // 52: hookyard.jobs.v1.ListQueuesResponse.queues:type_name -> hookyard.jobs.v1.Queue
+	11, // 53: hookyard.jobs.v1.CreateChainRequest.chain:type_name -> hookyard.jobs.v1.Chain
+	12, // 54: hookyard.jobs.v1.CreateGroupRequest.group:type_name -> hookyard.jobs.v1.Group
+	11, // 55: hookyard.jobs.v1.ListChainsResponse.chains:type_name -> hookyard.jobs.v1.Chain
+	12, // 56: hookyard.jobs.v1.ListGroupsResponse.groups:type_name -> hookyard.jobs.v1.Group
+	13, // 57: hookyard.jobs.v1.TaskService.CreateTask:input_type -> hookyard.jobs.v1.CreateTaskRequest
+	14, // 58: hookyard.jobs.v1.TaskService.BatchCreateTasks:input_type -> hookyard.jobs.v1.BatchCreateTasksRequest
+	16, // 59: hookyard.jobs.v1.TaskService.GetTask:input_type -> hookyard.jobs.v1.GetTaskRequest
+	17, // 60: hookyard.jobs.v1.TaskService.ListTasks:input_type -> hookyard.jobs.v1.ListTasksRequest
+	19, // 61: hookyard.jobs.v1.TaskService.CancelTask:input_type -> hookyard.jobs.v1.CancelTaskRequest
+	20, // 62: hookyard.jobs.v1.TaskService.RetryTask:input_type -> hookyard.jobs.v1.RetryTaskRequest
+	21, // 63: hookyard.jobs.v1.TaskService.WaitTask:input_type -> hookyard.jobs.v1.WaitTaskRequest
+	22, // 64: hookyard.jobs.v1.WorkerService.Lease:input_type -> hookyard.jobs.v1.LeaseRequest
+	24, // 65: hookyard.jobs.v1.WorkerService.Heartbeat:input_type -> hookyard.jobs.v1.HeartbeatRequest
+	26, // 66: hookyard.jobs.v1.WorkerService.CompleteTask:input_type -> hookyard.jobs.v1.CompleteTaskRequest
+	28, // 67: hookyard.jobs.v1.WorkerService.CompleteTasks:input_type -> hookyard.jobs.v1.CompleteTasksRequest
+	31, // 68: hookyard.jobs.v1.WorkerService.FailTask:input_type -> hookyard.jobs.v1.FailTaskRequest
+	33, // 69: hookyard.jobs.v1.ScheduleService.CreateSchedule:input_type -> hookyard.jobs.v1.CreateScheduleRequest
+	34, // 70: hookyard.jobs.v1.ScheduleService.GetSchedule:input_type -> hookyard.jobs.v1.GetScheduleRequest
+	35, // 71: hookyard.jobs.v1.ScheduleService.ListSchedules:input_type -> hookyard.jobs.v1.ListSchedulesRequest
+	37, // 72: hookyard.jobs.v1.ScheduleService.UpdateSchedule:input_type -> hookyard.jobs.v1.UpdateScheduleRequest
+	38, // 73: hookyard.jobs.v1.ScheduleService.DeleteSchedule:input_type -> hookyard.jobs.v1.DeleteScheduleRequest
+	40, // 74: hookyard.jobs.v1.TriggerService.CreateTrigger:input_type -> hookyard.jobs.v1.CreateTriggerRequest
+	41, // 75: hookyard.jobs.v1.TriggerService.GetTrigger:input_type -> hookyard.jobs.v1.GetTriggerRequest
+	42, // 76: hookyard.jobs.v1.TriggerService.ListTriggers:input_type -> hookyard.jobs.v1.ListTriggersRequest
+	44, // 77: hookyard.jobs.v1.TriggerService.DeleteTrigger:input_type -> hookyard.jobs.v1.DeleteTriggerRequest
+	46, // 78: hookyard.jobs.v1.QueueService.ListQueues:input_type -> hookyard.jobs.v1.ListQueuesRequest
+	47, // 79: hookyard.jobs.v1.QueueService.PauseQueue:input_type -> hookyard.jobs.v1.PauseQueueRequest
+	48, // 80: hookyard.jobs.v1.QueueService.ResumeQueue:input_type -> hookyard.jobs.v1.ResumeQueueRequest
+	6,  // 81: hookyard.jobs.v1.QueueService.SetRateLimit:input_type -> hookyard.jobs.v1.SetRateLimitRequest
+	7,  // 82: hookyard.jobs.v1.QueueService.ListRateLimits:input_type -> hookyard.jobs.v1.ListRateLimitsRequest
+	9,  // 83: hookyard.jobs.v1.QueueService.DeleteRateLimit:input_type -> hookyard.jobs.v1.DeleteRateLimitRequest
+	50, // 84: hookyard.jobs.v1.CanvasService.CreateChain:input_type -> hookyard.jobs.v1.CreateChainRequest
+	51, // 85: hookyard.jobs.v1.CanvasService.GetChain:input_type -> hookyard.jobs.v1.GetChainRequest
+	52, // 86: hookyard.jobs.v1.CanvasService.CancelChain:input_type -> hookyard.jobs.v1.CancelChainRequest
+	56, // 87: hookyard.jobs.v1.CanvasService.ListChains:input_type -> hookyard.jobs.v1.ListChainsRequest
+	53, // 88: hookyard.jobs.v1.CanvasService.CreateGroup:input_type -> hookyard.jobs.v1.CreateGroupRequest
+	54, // 89: hookyard.jobs.v1.CanvasService.GetGroup:input_type -> hookyard.jobs.v1.GetGroupRequest
+	55, // 90: hookyard.jobs.v1.CanvasService.CancelGroup:input_type -> hookyard.jobs.v1.CancelGroupRequest
+	58, // 91: hookyard.jobs.v1.CanvasService.ListGroups:input_type -> hookyard.jobs.v1.ListGroupsRequest
+	0,  // 92: hookyard.jobs.v1.TaskService.CreateTask:output_type -> hookyard.jobs.v1.Task
+	15, // 93: hookyard.jobs.v1.TaskService.BatchCreateTasks:output_type -> hookyard.jobs.v1.BatchCreateTasksResponse
+	0,  // 94: hookyard.jobs.v1.TaskService.GetTask:output_type -> hookyard.jobs.v1.Task
+	18, // 95: hookyard.jobs.v1.TaskService.ListTasks:output_type -> hookyard.jobs.v1.ListTasksResponse
+	0,  // 96: hookyard.jobs.v1.TaskService.CancelTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 97: hookyard.jobs.v1.TaskService.RetryTask:output_type -> hookyard.jobs.v1.Task
+	0,  // 98: hookyard.jobs.v1.TaskService.WaitTask:output_type -> hookyard.jobs.v1.Task
+	23, // 99: hookyard.jobs.v1.WorkerService.Lease:output_type -> hookyard.jobs.v1.LeaseResponse
+	25, // 100: hookyard.jobs.v1.WorkerService.Heartbeat:output_type -> hookyard.jobs.v1.HeartbeatResponse
+	27, // 101: hookyard.jobs.v1.WorkerService.CompleteTask:output_type -> hookyard.jobs.v1.CompleteTaskResponse
+	29, // 102: hookyard.jobs.v1.WorkerService.CompleteTasks:output_type -> hookyard.jobs.v1.CompleteTasksResponse
+	32, // 103: hookyard.jobs.v1.WorkerService.FailTask:output_type -> hookyard.jobs.v1.FailTaskResponse
+	2,  // 104: hookyard.jobs.v1.ScheduleService.CreateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	2,  // 105: hookyard.jobs.v1.ScheduleService.GetSchedule:output_type -> hookyard.jobs.v1.Schedule
+	36, // 106: hookyard.jobs.v1.ScheduleService.ListSchedules:output_type -> hookyard.jobs.v1.ListSchedulesResponse
+	2,  // 107: hookyard.jobs.v1.ScheduleService.UpdateSchedule:output_type -> hookyard.jobs.v1.Schedule
+	39, // 108: hookyard.jobs.v1.ScheduleService.DeleteSchedule:output_type -> hookyard.jobs.v1.DeleteScheduleResponse
+	3,  // 109: hookyard.jobs.v1.TriggerService.CreateTrigger:output_type -> hookyard.jobs.v1.Trigger
+	3,  // 110: hookyard.jobs.v1.TriggerService.GetTrigger:output_type -> hookyard.jobs.v1.Trigger
+	43, // 111: hookyard.jobs.v1.TriggerService.ListTriggers:output_type -> hookyard.jobs.v1.ListTriggersResponse
+	45, // 112: hookyard.jobs.v1.TriggerService.DeleteTrigger:output_type -> hookyard.jobs.v1.DeleteTriggerResponse
+	49, // 113: hookyard.jobs.v1.QueueService.ListQueues:output_type -> hookyard.jobs.v1.ListQueuesResponse
+	4,  // 114: hookyard.jobs.v1.QueueService.PauseQueue:output_type -> hookyard.jobs.v1.Queue
+	4,  // 115: hookyard.jobs.v1.QueueService.ResumeQueue:output_type -> hookyard.jobs.v1.Queue
+	5,  // 116: hookyard.jobs.v1.QueueService.SetRateLimit:output_type -> hookyard.jobs.v1.RateLimit
+	8,  // 117: hookyard.jobs.v1.QueueService.ListRateLimits:output_type -> hookyard.jobs.v1.ListRateLimitsResponse
+	10, // 118: hookyard.jobs.v1.QueueService.DeleteRateLimit:output_type -> hookyard.jobs.v1.DeleteRateLimitResponse
+	11, // 119: hookyard.jobs.v1.CanvasService.CreateChain:output_type -> hookyard.jobs.v1.Chain
+	11, // 120: hookyard.jobs.v1.CanvasService.GetChain:output_type -> hookyard.jobs.v1.Chain
+	11, // 121: hookyard.jobs.v1.CanvasService.CancelChain:output_type -> hookyard.jobs.v1.Chain
+	57, // 122: hookyard.jobs.v1.CanvasService.ListChains:output_type -> hookyard.jobs.v1.ListChainsResponse
+	12, // 123: hookyard.jobs.v1.CanvasService.CreateGroup:output_type -> hookyard.jobs.v1.Group
+	12, // 124: hookyard.jobs.v1.CanvasService.GetGroup:output_type -> hookyard.jobs.v1.Group
+	12, // 125: hookyard.jobs.v1.CanvasService.CancelGroup:output_type -> hookyard.jobs.v1.Group
+	59, // 126: hookyard.jobs.v1.CanvasService.ListGroups:output_type -> hookyard.jobs.v1.ListGroupsResponse
+	92, // [92:127] is the sub-list for method output_type
+	57, // [57:92] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_hookyard_jobs_v1_jobs_proto_init() }
@@ -3961,7 +4126,7 @@ func file_hookyard_jobs_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookyard_jobs_v1_jobs_proto_rawDesc), len(file_hookyard_jobs_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   58,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -375,10 +375,11 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	WorkerService_Lease_FullMethodName        = "/hookyard.jobs.v1.WorkerService/Lease"
-	WorkerService_Heartbeat_FullMethodName    = "/hookyard.jobs.v1.WorkerService/Heartbeat"
-	WorkerService_CompleteTask_FullMethodName = "/hookyard.jobs.v1.WorkerService/CompleteTask"
-	WorkerService_FailTask_FullMethodName     = "/hookyard.jobs.v1.WorkerService/FailTask"
+	WorkerService_Lease_FullMethodName         = "/hookyard.jobs.v1.WorkerService/Lease"
+	WorkerService_Heartbeat_FullMethodName     = "/hookyard.jobs.v1.WorkerService/Heartbeat"
+	WorkerService_CompleteTask_FullMethodName  = "/hookyard.jobs.v1.WorkerService/CompleteTask"
+	WorkerService_CompleteTasks_FullMethodName = "/hookyard.jobs.v1.WorkerService/CompleteTasks"
+	WorkerService_FailTask_FullMethodName      = "/hookyard.jobs.v1.WorkerService/FailTask"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -398,6 +399,11 @@ type WorkerServiceClient interface {
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Reports success with a result.
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
+	// Reports several successes in one call, each with its own lease token
+	// and its own answer: a refused item (lease ended, task not found, a
+	// result over the cap) does not fail the others. For workers with many
+	// slots, so tasks that finish together cost one call.
+	CompleteTasks(ctx context.Context, in *CompleteTasksRequest, opts ...grpc.CallOption) (*CompleteTasksResponse, error)
 	// Reports a failed attempt.
 	FailTask(ctx context.Context, in *FailTaskRequest, opts ...grpc.CallOption) (*FailTaskResponse, error)
 }
@@ -449,6 +455,16 @@ func (c *workerServiceClient) CompleteTask(ctx context.Context, in *CompleteTask
 	return out, nil
 }
 
+func (c *workerServiceClient) CompleteTasks(ctx context.Context, in *CompleteTasksRequest, opts ...grpc.CallOption) (*CompleteTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteTasksResponse)
+	err := c.cc.Invoke(ctx, WorkerService_CompleteTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *workerServiceClient) FailTask(ctx context.Context, in *FailTaskRequest, opts ...grpc.CallOption) (*FailTaskResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(FailTaskResponse)
@@ -476,6 +492,11 @@ type WorkerServiceServer interface {
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Reports success with a result.
 	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
+	// Reports several successes in one call, each with its own lease token
+	// and its own answer: a refused item (lease ended, task not found, a
+	// result over the cap) does not fail the others. For workers with many
+	// slots, so tasks that finish together cost one call.
+	CompleteTasks(context.Context, *CompleteTasksRequest) (*CompleteTasksResponse, error)
 	// Reports a failed attempt.
 	FailTask(context.Context, *FailTaskRequest) (*FailTaskResponse, error)
 	mustEmbedUnimplementedWorkerServiceServer()
@@ -496,6 +517,9 @@ func (UnimplementedWorkerServiceServer) Heartbeat(context.Context, *HeartbeatReq
 }
 func (UnimplementedWorkerServiceServer) CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteTask not implemented")
+}
+func (UnimplementedWorkerServiceServer) CompleteTasks(context.Context, *CompleteTasksRequest) (*CompleteTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompleteTasks not implemented")
 }
 func (UnimplementedWorkerServiceServer) FailTask(context.Context, *FailTaskRequest) (*FailTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method FailTask not implemented")
@@ -568,6 +592,24 @@ func _WorkerService_CompleteTask_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_CompleteTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).CompleteTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_CompleteTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).CompleteTasks(ctx, req.(*CompleteTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WorkerService_FailTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(FailTaskRequest)
 	if err := dec(in); err != nil {
@@ -600,6 +642,10 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CompleteTask",
 			Handler:    _WorkerService_CompleteTask_Handler,
+		},
+		{
+			MethodName: "CompleteTasks",
+			Handler:    _WorkerService_CompleteTasks_Handler,
 		},
 		{
 			MethodName: "FailTask",

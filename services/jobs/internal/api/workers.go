@@ -378,13 +378,17 @@ func (s *Workers) lease(ctx context.Context, id string, token int64) (string, er
 	if err != nil {
 		return "", err
 	}
+	return tenant, checkLease(id, token)
+}
+
+func checkLease(id string, token int64) error {
 	if !idRe.MatchString(id) {
-		return "", status.Error(codes.NotFound, "task not found")
+		return status.Error(codes.NotFound, "task not found")
 	}
 	if token <= 0 {
-		return "", invalid("leaseToken: required")
+		return invalid("leaseToken: required")
 	}
-	return tenant, nil
+	return nil
 }
 
 // Heartbeat extends a lease.
@@ -402,25 +406,80 @@ func (s *Workers) Heartbeat(ctx context.Context, r *jobsv1.HeartbeatRequest) (*j
 
 // CompleteTask records a success.
 func (s *Workers) CompleteTask(ctx context.Context, r *jobsv1.CompleteTaskRequest) (*jobsv1.CompleteTaskResponse, error) {
-	tenant, err := s.lease(ctx, r.GetTaskId(), r.GetLeaseToken())
+	tenant, err := auth.MustTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
-	raw := []byte("null")
-	if r.GetResult() != nil {
-		if raw, err = protojson.Marshal(r.GetResult()); err != nil {
-			return nil, invalid("result: %v", err)
-		}
+	it, err := s.success(tenant, r)
+	if err != nil {
+		return nil, err
 	}
-	if len(raw) > MaxResultBytes {
-		return nil, invalid("result: %d bytes, over the cap of %d; store large results elsewhere and return a reference", len(raw), MaxResultBytes)
-	}
-	st, err := s.Store.End(ctx, tenant, r.GetTaskId(), r.GetLeaseToken(), store.Outcome{Result: raw})
+	st, err := s.Store.End(ctx, tenant, it.ID, it.Token, it.Outcome)
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	s.ended(tenant, r.GetTaskId(), st)
+	s.ended(tenant, it.ID, st)
 	return &jobsv1.CompleteTaskResponse{}, nil
+}
+
+// MaxCompletions caps the items of one CompleteTasks call.
+const MaxCompletions = 1000
+
+// CompleteTasks records several successes in one Redis round trip, each
+// with its own fencing check and its own answer.
+func (s *Workers) CompleteTasks(ctx context.Context, r *jobsv1.CompleteTasksRequest) (*jobsv1.CompleteTasksResponse, error) {
+	tenant, err := auth.MustTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reqs := r.GetRequests()
+	if len(reqs) > MaxCompletions {
+		return nil, invalid("requests: %d, at most %d", len(reqs), MaxCompletions)
+	}
+	errs := make([]error, len(reqs))
+	items := make([]store.EndItem, 0, len(reqs))
+	at := make([]int, 0, len(reqs)) // items[j] answers reqs[at[j]]
+	for i, req := range reqs {
+		it, err := s.success(tenant, req)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		items = append(items, it)
+		at = append(at, i)
+	}
+	if len(items) > 0 {
+		states, ends := s.Store.EndAll(ctx, items)
+		for j, it := range items {
+			if errs[at[j]] = grpcErr(ends[j]); ends[j] == nil {
+				s.ended(tenant, it.ID, states[j])
+			}
+		}
+	}
+	out := &jobsv1.CompleteTasksResponse{Statuses: make([]*jobsv1.CompleteTaskStatus, len(reqs))}
+	for i, err := range errs {
+		st := status.Convert(err)
+		out.Statuses[i] = &jobsv1.CompleteTaskStatus{Code: int32(st.Code()), Message: st.Message()}
+	}
+	return out, nil
+}
+
+// success checks a reported success and makes it an item to end.
+func (s *Workers) success(tenant string, r *jobsv1.CompleteTaskRequest) (store.EndItem, error) {
+	if err := checkLease(r.GetTaskId(), r.GetLeaseToken()); err != nil {
+		return store.EndItem{}, err
+	}
+	raw := []byte("null")
+	if r.GetResult() != nil {
+		var err error
+		if raw, err = protojson.Marshal(r.GetResult()); err != nil {
+			return store.EndItem{}, invalid("result: %v", err)
+		}
+	}
+	if len(raw) > MaxResultBytes {
+		return store.EndItem{}, invalid("result: %d bytes, over the cap of %d; store large results elsewhere and return a reference", len(raw), MaxResultBytes)
+	}
+	return store.EndItem{Tenant: tenant, ID: r.GetTaskId(), Token: r.GetLeaseToken(), Outcome: store.Outcome{Result: raw}}, nil
 }
 
 // FailTask records a failed attempt.

@@ -26,7 +26,8 @@ func benchRun(b *testing.B, enqueuers int, rate float64) {
 	sent := make(map[string]time.Time, b.N)
 	var lat []time.Duration
 	all, warm := make(chan struct{}), make(chan struct{})
-	w := worker.New(r.Conn, worker.Config{APIKey: e.Acme.Key, Queues: []string{"bench"}, Slots: 64})
+	calls := &jobstest.Calls{ClientConnInterface: r.Conn} // the worker's and the enqueuers' calls
+	w := worker.New(calls, worker.Config{APIKey: e.Acme.Key, Queues: []string{"bench"}, Slots: 64})
 	w.Handle("noop", func(ctx context.Context, t *worker.Task) (any, error) {
 		now := time.Now()
 		if t.ID == "b--1" {
@@ -49,12 +50,13 @@ func benchRun(b *testing.B, enqueuers int, rate float64) {
 	go func() { done <- w.Run(ctx) }()
 	defer func() { stop(); <-done }()
 	auth := e.Acme.Ctx(context.Background())
+	tasks := jobsv1.NewTaskServiceClient(calls)
 	enqueue := func(i int) {
 		id := fmt.Sprintf("b-%d", i)
 		mu.Lock()
 		sent[id] = time.Now()
 		mu.Unlock()
-		if _, err := r.Tasks.CreateTask(auth, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: id, Name: "noop", Queue: "bench"}}); err != nil {
+		if _, err := tasks.CreateTask(auth, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: id, Name: "noop", Queue: "bench"}}); err != nil {
 			b.Error(err)
 		}
 	}
@@ -67,7 +69,7 @@ func benchRun(b *testing.B, enqueuers int, rate float64) {
 	}
 
 	b.ResetTimer()
-	trips0 := trips.N()
+	trips0, calls0 := trips.N(), calls.Total()
 	start := time.Now()
 	if rate > 0 {
 		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
@@ -104,6 +106,9 @@ func benchRun(b *testing.B, enqueuers int, rate float64) {
 	// Round trips to Redis of every kind (the service's background loops
 	// included) while the tasks ran; they do not depend on the host's load.
 	b.ReportMetric(float64(trips.N()-trips0)/float64(b.N), "redis-trips/task")
+	// gRPC calls of every kind (enqueue, completion, heartbeat, lease
+	// streams opened) made by the enqueuers and the worker.
+	b.ReportMetric(float64(calls.Total()-calls0)/float64(b.N), "grpc-calls/task")
 	slices.Sort(lat)
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tasks/s")

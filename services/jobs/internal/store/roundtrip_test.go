@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -164,5 +165,54 @@ func TestEndIsOneRoundTrip(t *testing.T) {
 	qs, err := s.Queues(ctx, "acme")
 	if err != nil || len(qs) != 1 || qs[0].Running != 0 {
 		t.Fatalf("queues after the ends: %+v %v", qs, err)
+	}
+}
+
+// Ending several attempts at once costs one Redis round trip, and each
+// keeps its own fencing check: a stale token among them is refused alone.
+func TestEndAllIsOneRoundTripWithEachFencingCheck(t *testing.T) {
+	rt := &roundTrips{}
+	s, _ := newStoreHooked(t, store.Config{}, rt)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond, MaxRetries: 1}
+	ids := []string{"warm", "a", "b", "c"}
+	tokens := map[string]int64{}
+	for _, id := range ids {
+		if _, err := s.Enqueue(ctx, "acme", id, spec); err != nil {
+			t.Fatal(err)
+		}
+		tokens[id] = lease(t, s, "acme", id, 1).Token
+	}
+	// The first run loads the script (and may dial).
+	if _, errs := s.EndAll(ctx, []store.EndItem{{Tenant: "acme", ID: "warm", Token: tokens["warm"], Outcome: store.Outcome{Result: []byte(`0`)}}}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	rt.reset()
+	states, errs := s.EndAll(ctx, []store.EndItem{
+		{Tenant: "acme", ID: "a", Token: tokens["a"], Outcome: store.Outcome{Result: []byte(`"a"`)}},
+		{Tenant: "acme", ID: "b", Token: tokens["b"] + 1, Outcome: store.Outcome{Result: []byte(`"stale"`)}},
+		{Tenant: "acme", ID: "c", Token: tokens["c"], Outcome: store.Outcome{Err: "boom", NoRetry: true}},
+		{Tenant: "acme", ID: "gone", Token: 1, Outcome: store.Outcome{Result: []byte(`1`)}},
+	})
+	if n, cmds := rt.reset(); n != 1 {
+		t.Fatalf("EndAll of 4 took %d round trips %v, want 1", n, cmds)
+	}
+	if states[0] != store.Succeeded || errs[0] != nil {
+		t.Errorf("a: %q %v", states[0], errs[0])
+	}
+	if !errors.Is(errs[1], store.ErrLeaseLost) {
+		t.Errorf("b with a stale token: %q %v, want ErrLeaseLost", states[1], errs[1])
+	}
+	if states[2] != store.Failed || errs[2] != nil {
+		t.Errorf("c: %q %v", states[2], errs[2])
+	}
+	if !errors.Is(errs[3], store.ErrNotFound) {
+		t.Errorf("gone: %v, want ErrNotFound", errs[3])
+	}
+	if got, err := s.Get(ctx, "acme", "a"); err != nil || got.State != store.Succeeded || string(got.Result) != `"a"` {
+		t.Errorf("a after: %+v %v", got, err)
+	}
+	if got, err := s.Get(ctx, "acme", "b"); err != nil || got.State != store.Running {
+		t.Errorf("b after: %+v %v", got, err)
 	}
 }

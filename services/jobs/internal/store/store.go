@@ -618,23 +618,34 @@ func (s *Store) End(ctx context.Context, tenant, id string, token int64, o Outco
 }
 
 func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Outcome) (string, error) {
+	keys, args := s.endArgs(tenant, id, token, outcome, o)
+	res, err := endScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return "", fmt.Errorf("end %s: %w", id, err)
+	}
+	return s.ended(id, outcome, res)
+}
+
+func (s *Store) endArgs(tenant, id, token, outcome string, o Outcome) (keys []string, args []any) {
 	noRetry := "0"
 	if o.NoRetry {
 		noRetry = "1"
 	}
-	res, err := endScript.Run(ctx, s.rdb,
-		[]string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.sched(), s.done(tenant, id), s.outbox()},
-		token, ms(s.cfg.Now()), outcome, string(o.Result), o.Err, noRetry, o.RetryAfter.Milliseconds(), rand.Float64(),
-		member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id, s.cfg.MaxDead, MaxAttemptLog,
-		s.qstat(tenant, ""), s.dead(tenant, ""),
-	).Slice()
-	if err != nil {
-		return "", fmt.Errorf("end %s: %w", id, err)
-	}
-	status := res[0].(int64)
-	if status == -1 {
+	return []string{s.task(tenant, id), s.log(tenant, id), s.leases(), s.sched(), s.done(tenant, id), s.outbox()},
+		[]any{token, ms(s.cfg.Now()), outcome, string(o.Result), o.Err, noRetry, o.RetryAfter.Milliseconds(), rand.Float64(),
+			member(tenant, id), s.cfg.ResultTTL.Milliseconds(), s.cfg.DeadTTL.Milliseconds(), id, s.cfg.MaxDead, MaxAttemptLog,
+			s.qstat(tenant, ""), s.dead(tenant, "")}
+}
+
+// ended reads the end script's reply.
+func (s *Store) ended(id, outcome string, res []any) (string, error) {
+	if len(res) > 0 && res[0] == int64(-1) {
 		return "", ErrNotFound
 	}
+	if len(res) < 6 {
+		return "", fmt.Errorf("end %s: short reply %v", id, res)
+	}
+	status := res[0].(int64)
 	state, ended, queue, name := res[1].(string), res[2].(string), res[3].(string), res[4].(string)
 	started, _ := strconv.ParseInt(res[5].(string), 10, 64)
 	if status != 1 {
@@ -645,6 +656,46 @@ func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Ou
 	}
 	s.cfg.Observer.Ended(queue, name, state, s.cfg.Now().Sub(fromMS(started)), outcome == "expire")
 	return state, nil
+}
+
+// EndItem is one attempt for EndAll to end.
+type EndItem struct {
+	Tenant, ID string
+	Token      int64
+	Outcome    Outcome
+}
+
+// EndAll is End for each of items, in one round trip: each item keeps its
+// own fencing check (its own script run) and gets its own state and
+// error, at its index. If Redis has lost the script, the items it refused
+// run again one by one (EVAL loads it).
+func (s *Store) EndAll(ctx context.Context, items []EndItem) (states []string, errs []error) {
+	states, errs = make([]string, len(items)), make([]error, len(items))
+	outcomes := make([]string, len(items))
+	cmds := make([]*redis.Cmd, len(items))
+	pipe := s.rdb.Pipeline()
+	for i, it := range items {
+		outcomes[i] = "ok"
+		if it.Outcome.Err != "" {
+			outcomes[i] = "fail"
+		}
+		keys, args := s.endArgs(it.Tenant, it.ID, strconv.FormatInt(it.Token, 10), outcomes[i], it.Outcome)
+		cmds[i] = endScript.EvalSha(ctx, pipe, keys, args...)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for i, it := range items {
+		res, err := cmds[i].Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			states[i], errs[i] = s.End(ctx, it.Tenant, it.ID, it.Token, it.Outcome)
+			continue
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("end %s: %w", it.ID, err)
+			continue
+		}
+		states[i], errs[i] = s.ended(it.ID, outcomes[i], res)
+	}
+	return states, errs
 }
 
 // Expired lists up to limit leases whose time has run out.
