@@ -259,7 +259,7 @@ test-cluster: ## The suite against a RabbitMQ cluster and Redis Sentinel: kill a
 # JOBS_BENCH_FLAGS, e.g. '-n 20000 -scheduled 100000 -c 64'.
 JOBS_BENCH_FLAGS ?=
 .PHONY: bench-jobs
-bench-jobs: deps ## Jobs vs asynq: no-op tasks/s and CPU per task, enqueue->start latency at 200/s, RSS and Redis memory with 100,000 scheduled tasks (JOBS_BENCH_FLAGS)
+bench-jobs: deps ## Jobs vs asynq (and the transport floor): no-op tasks/s and CPU per task, enqueue->start latency at 200/s, RSS and Redis memory with 100,000 scheduled tasks (JOBS_BENCH_FLAGS)
 	@cd services/jobs/bench && GOWORK=off $(GO) run . $(JOBS_BENCH_FLAGS)
 
 # ---------------------------------------------------------------- deploy

@@ -2,7 +2,10 @@
 // in one run, against the same RabbitMQ and Redis at the same concurrency:
 // no-op tasks end to end (tasks/s, CPU per task), enqueue→start latency at
 // a fixed rate, and many tasks scheduled an hour ahead (RSS of the jobs
-// service, Redis memory growth). It lives in a module of its own so asynq
+// service, Redis memory growth). A floor phase runs the same no-op tasks
+// through the least the mandated transports allow (floor.go), to say
+// whether any design could reach a target set against asynq on this
+// machine. It lives in a module of its own so asynq
 // never becomes a dependency of the service. asynq runs in a Redis
 // database of its own (-asynq-db) on a queue of its own; the jobs service
 // under a key prefix and queue names of its own; both are deleted at the
@@ -119,6 +122,7 @@ type bench struct {
 
 	svc     *exec.Cmd
 	cc      *grpc.ClientConn
+	floorCC *grpc.ClientConn
 	rdb     *redis.Client
 	aopt    asynq.RedisClientOpt
 	aqueue  string
@@ -128,8 +132,12 @@ type bench struct {
 // result is one measured phase of one system.
 type result struct {
 	tasksPerSec, cpuPerTaskUs float64
-	p50, p99                  time.Duration
-	rssMiB, redisMiB          float64
+	// serverCPUPerTaskUs is the CPU of the RabbitMQ and Redis server
+	// processes per task: shared with other work on the host, so an upper
+	// bound of what the run cost them.
+	serverCPUPerTaskUs float64
+	p50, p99           time.Duration
+	rssMiB, redisMiB   float64
 }
 
 func (b *bench) run(n, enqueuers int, rate float64, latN, sched int) error {
@@ -151,6 +159,10 @@ func (b *bench) run(n, enqueuers int, rate float64, latN, sched int) error {
 	}
 	if ja, err = b.jobsRun(n, enqueuers, 0); err != nil {
 		return fmt.Errorf("jobs throughput: %w", err)
+	}
+	var fa result
+	if fa, err = b.floorRun(n, enqueuers); err != nil {
+		return fmt.Errorf("floor throughput: %w", err)
 	}
 	var jl, al result
 	if al, err = b.asynqRun(latN, 0, rate); err != nil {
@@ -181,6 +193,16 @@ func (b *bench) run(n, enqueuers int, rate float64, latN, sched int) error {
 	fmt.Printf("%-38s %14s %14s %7.2fx  <= 20 ms: %s\n", fmt.Sprintf("enqueue→start p99 at %.0f/s", rate), ms(jl.p99), ms(al.p99), float64(jl.p99)/float64(al.p99), met(jl.p99 <= 20*time.Millisecond))
 	fmt.Printf("%-38s %11.1f MiB %14s %8s  <= 128 MiB: %s\n", fmt.Sprintf("jobs service RSS, %d scheduled", sched), js.rssMiB, "-", "", met(js.rssMiB <= 128))
 	fmt.Printf("%-38s %11.1f MiB %10.1f MiB %7.2fx\n", fmt.Sprintf("Redis memory growth, %d scheduled", sched), js.redisMiB, as.redisMiB, js.redisMiB/as.redisMiB)
+	fmt.Printf("\nfloor: one gRPC enqueue -> one confirmed publish; consume -> one gRPC completion -> ack (same concurrency, %d tasks)\n", n)
+	fmt.Printf("%-38s %14s %14s %14s %12s %12s\n", "measure", "floor", "asynq", "jobs", "floor/asynq", "jobs/floor")
+	fmt.Printf("%-38s %14.0f %14.0f %14.0f %11.2fx %11.2fx\n", "no-op tasks/s", fa.tasksPerSec, aa.tasksPerSec, ja.tasksPerSec, fa.tasksPerSec/aa.tasksPerSec, ja.tasksPerSec/fa.tasksPerSec)
+	fmt.Printf("%-38s %14.0f %14.0f %14.0f %11.2fx %11.2fx\n", "CPU µs per task (benchmark + service)", fa.cpuPerTaskUs, aa.cpuPerTaskUs, ja.cpuPerTaskUs, fa.cpuPerTaskUs/aa.cpuPerTaskUs, ja.cpuPerTaskUs/fa.cpuPerTaskUs)
+	fmt.Printf("%-38s %14.0f %14.0f %14.0f %11.2fx %11.2fx\n", "RabbitMQ+Redis CPU µs per task (shared)", fa.serverCPUPerTaskUs, aa.serverCPUPerTaskUs, ja.serverCPUPerTaskUs, fa.serverCPUPerTaskUs/aa.serverCPUPerTaskUs, ja.serverCPUPerTaskUs/fa.serverCPUPerTaskUs)
+	if fa.tasksPerSec >= 2*aa.tasksPerSec {
+		fmt.Println("the floor reaches 2x asynq on this machine")
+	} else {
+		fmt.Printf("the floor does NOT reach 2x asynq on this machine (%.2fx): no design with these transports meets the target here\n", fa.tasksPerSec/aa.tasksPerSec)
+	}
 	fmt.Printf("host after the run: %s\n", loadavg())
 	return nil
 }
@@ -218,11 +240,15 @@ func (b *bench) start() error {
 		return err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
-	if err != nil || !ok {
+	addrs, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
+	addr, floor, ok2 := strings.Cut(addrs, " ")
+	if err != nil || !ok || !ok2 {
 		return fmt.Errorf("jobs service did not start: %q %v", line, err)
 	}
-	b.cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if b.cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		return err
+	}
+	b.floorCC, err = grpc.NewClient(floor, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	return err
 }
 
@@ -237,6 +263,24 @@ func cpuTicks(pid int) float64 {
 	u, _ := strconv.ParseFloat(f[11], 64)
 	k, _ := strconv.ParseFloat(f[12], 64)
 	return u + k
+}
+
+// serverCPU is the CPU time used so far by the RabbitMQ (beam.smp) and
+// Redis (redis-server) processes on this host, whoever they serve.
+func serverCPU() time.Duration {
+	var ticks float64
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if c := strings.TrimSpace(string(comm)); c == "beam.smp" || c == "redis-server" {
+			ticks += cpuTicks(pid)
+		}
+	}
+	return time.Duration(ticks * float64(10*time.Millisecond))
 }
 
 // cpu is the CPU time used so far by this process and the service.
@@ -309,7 +353,7 @@ func (r *recorder) started(id string) {
 // goroutines or paced at rate per second, waits until every one started,
 // and measures.
 func (b *bench) drive(r *recorder, n, enqueuers int, rate float64, enqueue func(id string) error) (result, error) {
-	cpu0, start := b.cpu(), time.Now()
+	cpu0, srv0, start := b.cpu(), serverCPU(), time.Now()
 	errc := make(chan error, 1)
 	send := func(i int) {
 		id := fmt.Sprintf("%s-%d-%d", b.id, time.Now().UnixNano(), i)
@@ -351,10 +395,11 @@ func (b *bench) drive(r *recorder, n, enqueuers int, rate float64, enqueue func(
 	case <-time.After(10 * time.Minute):
 		return result{}, fmt.Errorf("not every task started")
 	}
-	elapsed, cpu := time.Since(start), b.cpu()-cpu0
+	elapsed, cpu, srv := time.Since(start), b.cpu()-cpu0, serverCPU()-srv0
 	slices.Sort(r.lat)
 	pct := func(p float64) time.Duration { return r.lat[int(p*float64(len(r.lat)-1))] }
-	return result{tasksPerSec: float64(n) / elapsed.Seconds(), cpuPerTaskUs: float64(cpu.Microseconds()) / float64(n), p50: pct(0.5), p99: pct(0.99)}, nil
+	return result{tasksPerSec: float64(n) / elapsed.Seconds(), cpuPerTaskUs: float64(cpu.Microseconds()) / float64(n),
+		serverCPUPerTaskUs: float64(srv.Microseconds()) / float64(n), p50: pct(0.5), p99: pct(0.99)}, nil
 }
 
 func (b *bench) auth(ctx context.Context) context.Context {
@@ -498,6 +543,9 @@ func (b *bench) cleanup() {
 	if b.cc != nil {
 		b.cc.Close()
 	}
+	if b.floorCC != nil {
+		b.floorCC.Close()
+	}
 	if b.svc != nil && b.svc.Process != nil {
 		_ = b.svc.Process.Signal(syscall.SIGTERM)
 		_ = b.svc.Wait()
@@ -532,7 +580,7 @@ func (b *bench) cleanup() {
 	b.rdb.Close()
 	if c, err := amqp.Dial(b.amqpURL); err == nil {
 		prefix := "bench.jobs." + b.id
-		for _, q := range []string{prefix + ".t." + tenant + "." + queue, prefix + ".http", prefix + ".triggers", prefix + ".events.unrouted"} {
+		for _, q := range []string{prefix + ".t." + tenant + "." + queue, prefix + ".http", prefix + ".triggers", prefix + ".events.unrouted", floorQueue(b.id)} {
 			for _, name := range []string{q, q + ".dlq"} {
 				if ch, err := c.Channel(); err == nil {
 					_, _ = ch.QueueDelete(name, false, false, false)

@@ -67,7 +67,11 @@ func serve(amqpURL, redisURL, id, grpcAddr string) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	fmt.Println("ready", srv.GRPCAddr()) // the parent waits for this line
+	floor, err := serveFloor(ctx, amqpURL, id)
+	if err != nil {
+		return fmt.Errorf("floor: %w", err)
+	}
+	fmt.Println("ready", srv.GRPCAddr(), floor) // the parent waits for this line
 	done := make(chan struct{})
 	go func() { _ = j.Run(ctx, time.Second); close(done) }()
 	err = srv.Run(ctx)
