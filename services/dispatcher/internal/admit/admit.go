@@ -22,7 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/hookyard/hookyard/services/dispatcher/internal/redisbatch"
+	"github.com/hookyard/hookyard/platform/redisbatch"
 )
 
 // Verdict is the result of Admit.

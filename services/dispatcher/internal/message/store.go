@@ -35,7 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatcherv1 "github.com/hookyard/hookyard/gen/hookyard/dispatcher/v1"
-	"github.com/hookyard/hookyard/services/dispatcher/internal/redisbatch"
+	"github.com/hookyard/hookyard/platform/redisbatch"
 )
 
 // Errors returned by Store.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,7 +70,7 @@ func benchRun(b *testing.B, enqueuers int, rate float64) {
 	}
 
 	b.ResetTimer()
-	trips0, calls0 := trips.N(), calls.Total()
+	trips0, calls0, cpu0 := trips.N(), calls.Total(), cpuTime()
 	start := time.Now()
 	if rate > 0 {
 		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
@@ -109,11 +110,21 @@ func benchRun(b *testing.B, enqueuers int, rate float64) {
 	// gRPC calls of every kind (enqueue, completion, heartbeat, lease
 	// streams opened) made by the enqueuers and the worker.
 	b.ReportMetric(float64(calls.Total()-calls0)/float64(b.N), "grpc-calls/task")
+	// CPU of this process (service, worker and enqueuers; not Redis or
+	// RabbitMQ).
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/task")
 	slices.Sort(lat)
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tasks/s")
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
+}
+
+// cpuTime is the user+system CPU time of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkThroughput: no-op tasks end to end, 32 concurrent enqueuers.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
 )
 
@@ -214,5 +215,29 @@ func TestEndAllIsOneRoundTripWithEachFencingCheck(t *testing.T) {
 	}
 	if got, err := s.Get(ctx, "acme", "b"); err != nil || got.State != store.Running {
 		t.Errorf("b after: %+v %v", got, err)
+	}
+}
+
+// After Redis lost its scripts (NOSCRIPT), EndAll still ends every item.
+func TestEndAllLoadsTheScriptAgain(t *testing.T) {
+	ns := &redistest.NoScriptOnce{}
+	s, _ := newStoreHooked(t, store.Config{}, ns)
+	ctx := context.Background()
+	spec := store.Spec{Name: "x", Queue: "q", HardLimit: time.Minute, Backoff: time.Millisecond, BackoffMax: time.Millisecond, MaxRetries: 1}
+	var items []store.EndItem
+	for _, id := range []string{"a", "b"} {
+		if _, err := s.Enqueue(ctx, "acme", id, spec); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, store.EndItem{Tenant: "acme", ID: id, Token: lease(t, s, "acme", id, 1).Token, Outcome: store.Outcome{Result: []byte(`1`)}})
+	}
+	states, errs := s.EndAll(ctx, items)
+	if !ns.Hit() {
+		t.Fatal("the hook did not answer NOSCRIPT")
+	}
+	for i := range items {
+		if errs[i] != nil || states[i] != store.Succeeded {
+			t.Errorf("%s: %q %v", items[i].ID, states[i], errs[i])
+		}
 	}
 }

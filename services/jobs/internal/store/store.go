@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hookyard/hookyard/platform/redisbatch"
 )
 
 // States of a task.
@@ -197,6 +199,26 @@ type Store struct {
 	p       string
 	cfg     Config
 	waiters *waiters
+
+	// Scripts of one kind that arrive while one is out share the next
+	// round trip (a kind of its own each, so a batch of one kind never
+	// waits behind another's).
+	enqueues, leasing, ends redisbatch.Batcher
+}
+
+// run runs script through b: one EVALSHA, in a pipeline with the others
+// queued while a round trip was out, and EVAL if Redis lost the script.
+func (s *Store) run(ctx context.Context, b *redisbatch.Batcher, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	var cmd *redis.Cmd
+	err := b.Do(ctx, s.rdb, func(ctx context.Context, pipe redis.Pipeliner) { cmd = script.EvalSha(ctx, pipe, keys, args...) })
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return script.Eval(ctx, s.rdb, keys, args...)
+	}
+	if cmd == nil { // never sent: ctx ended while it waited
+		cmd = redis.NewCmd(ctx)
+		cmd.SetErr(err)
+	}
+	return cmd
 }
 
 // New returns a Store on rdb.
@@ -295,7 +317,7 @@ func (s *Store) enqueue(ctx context.Context, tenant, id string, spec Spec, hold 
 	}
 	args := append([]any{id, ms(now), ms(due), member(tenant, id), max(spec.UniqueTTL, time.Millisecond).Milliseconds(), unique,
 		spec.Queue, MaxQueues, hold.Milliseconds()}, fields(raw, spec)...)
-	res, err := enqueueScript.Run(ctx, s.rdb,
+	res, err := s.run(ctx, &s.enqueues, enqueueScript,
 		[]string{s.task(tenant, id), s.index(tenant), s.sched(), s.queues(tenant), ukey}, args...,
 	).Result()
 	if err != nil {
@@ -558,7 +580,7 @@ func (s *Store) LeaseIn(ctx context.Context, r Ready, queue, worker string, ttl 
 // makes the script refuse a task of another queue.
 func (s *Store) lease(ctx context.Context, r Ready, queue, check, worker string, ttl time.Duration) (l *Lease, ok bool, err error) {
 	now := s.cfg.Now()
-	res, err := leaseScript.Run(ctx, s.rdb,
+	res, err := s.run(ctx, &s.leasing, leaseScript,
 		[]string{s.task(r.Tenant, r.ID), s.leases(), s.qstat(r.Tenant, queue), s.sched(), s.done(r.Tenant, r.ID), s.outbox(),
 			s.paused(r.Tenant), s.parked(r.Tenant, queue), s.rl(r.Tenant)},
 		r.Gen, ms(now), ttl.Milliseconds(), worker, member(r.Tenant, r.ID), s.cfg.ResultTTL.Milliseconds(), r.ID, check,
@@ -619,7 +641,7 @@ func (s *Store) End(ctx context.Context, tenant, id string, token int64, o Outco
 
 func (s *Store) end(ctx context.Context, tenant, id, token, outcome string, o Outcome) (string, error) {
 	keys, args := s.endArgs(tenant, id, token, outcome, o)
-	res, err := endScript.Run(ctx, s.rdb, keys, args...).Slice()
+	res, err := s.run(ctx, &s.ends, endScript, keys, args...).Slice()
 	if err != nil {
 		return "", fmt.Errorf("end %s: %w", id, err)
 	}

@@ -9,7 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/hookyard/hookyard/services/dispatcher/internal/testenv"
+	"github.com/hookyard/hookyard/platform/redisconn/redistest"
+	"github.com/hookyard/hookyard/platform/testwait"
 )
 
 // holdFirst holds the first pipeline until released.
@@ -32,8 +33,7 @@ func (h *holdFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // A write whose caller gives up while it waits for the round trip out is
 // never sent.
 func TestCancelledQueuedWriteIsNotSent(t *testing.T) {
-	prefix := testenv.KeyPrefix(testenv.ID())
-	rdb := testenv.Redis(t, prefix)
+	rdb, prefix := redistest.New(t, "redisbatch")
 	ctx := context.Background()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -45,13 +45,13 @@ func TestCancelledQueuedWriteIsNotSent(t *testing.T) {
 	go func() {
 		first <- b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Incr(ctx, prefix+":a") })
 	}()
-	testenv.WaitFor(t, 10*time.Second, "first round trip out", func() bool { return h.n.Load() == 1 })
+	testwait.Eventually(t, 10*time.Second, "first round trip out", func() bool { return h.n.Load() == 1 })
 	cctx, cancel := context.WithCancel(ctx)
 	second := make(chan error, 1)
 	go func() {
 		second <- b.Do(cctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Incr(ctx, prefix+":b") })
 	}()
-	testenv.WaitFor(t, 10*time.Second, "second write queued", func() bool { return b.Len() == 1 })
+	testwait.Eventually(t, 10*time.Second, "second write queued", func() bool { return b.Len() == 1 })
 	cancel()
 	if err := <-second; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled write: %v", err)
@@ -60,7 +60,7 @@ func TestCancelledQueuedWriteIsNotSent(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 10*time.Second, "batcher idle", func() bool { return b.Len() == 0 })
+	testwait.Eventually(t, 10*time.Second, "batcher idle", func() bool { return b.Len() == 0 })
 	if n, err := rdb.Exists(ctx, prefix+":b").Result(); err != nil || n != 0 {
 		t.Fatalf("cancelled write was sent (exists %d, %v)", n, err)
 	}
@@ -91,8 +91,7 @@ func (h *holdIncr) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // the other writes of the batch were not made and must not be told they
 // were. (go-redis sets EXECABORT on every command; this guards it.)
 func TestDiscardedTransactionFailsEveryWrite(t *testing.T) {
-	prefix := testenv.KeyPrefix(testenv.ID())
-	rdb := testenv.Redis(t, prefix)
+	rdb, prefix := redistest.New(t, "redisbatch")
 	ctx := context.Background()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -104,16 +103,16 @@ func TestDiscardedTransactionFailsEveryWrite(t *testing.T) {
 	go func() {
 		first <- b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Incr(ctx, prefix+":a") })
 	}()
-	testenv.WaitFor(t, 10*time.Second, "first round trip out", func() bool { return h.n.Load() == 1 })
+	testwait.Eventually(t, 10*time.Second, "first round trip out", func() bool { return h.n.Load() == 1 })
 	good, bad := make(chan error, 1), make(chan error, 1)
 	go func() {
 		good <- b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Set(ctx, prefix+":b", "v", 0) })
 	}()
-	testenv.WaitFor(t, 10*time.Second, "good write queued", func() bool { return b.Len() == 1 })
+	testwait.Eventually(t, 10*time.Second, "good write queued", func() bool { return b.Len() == 1 })
 	go func() {
 		bad <- b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) { p.Do(ctx, "hookyardnosuchcommand") })
 	}()
-	testenv.WaitFor(t, 10*time.Second, "bad write queued", func() bool { return b.Len() == 2 })
+	testwait.Eventually(t, 10*time.Second, "bad write queued", func() bool { return b.Len() == 2 })
 	close(h.release)
 	if err := <-first; err != nil {
 		t.Fatalf("first write: %v", err)
