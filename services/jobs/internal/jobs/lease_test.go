@@ -19,8 +19,10 @@ import (
 )
 
 // leaseBarrier holds each of the first n lease scripts sent to Redis until
-// n of them are in flight at once (or a generous timeout passes), and
-// records the most seen in flight together.
+// n of them are requested at once (or a generous timeout passes): sent and
+// held here, or waiting in the store for the round trip out to return
+// (leases arriving together share the next round trip). It records the
+// most seen requested together.
 type leaseBarrier struct {
 	n int
 	// lazy barriers let every lease through until armed.
@@ -29,46 +31,73 @@ type leaseBarrier struct {
 	mu    sync.Mutex
 	in    int
 	most  int
-	full  chan struct{}
 	seen  int
+	full  bool         // n were requested together once
+	store *store.Store // set once the service runs
 }
 
 func (b *leaseBarrier) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (b *leaseBarrier) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		n := 0
+		for _, c := range cmds {
+			if isLease(c) {
+				n++
+			}
+		}
+		return b.pass(n, func() error { return next(ctx, cmds) })
+	}
 }
 
 func (b *leaseBarrier) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !isLease(cmd) || (b.lazy && !b.armed.Load()) {
-			return next(ctx, cmd)
+		n := 0
+		if isLease(cmd) {
+			n = 1
 		}
-		b.mu.Lock()
-		b.seen++
-		gated := b.seen <= b.n
-		b.in++
-		b.most = max(b.most, b.in)
-		if b.in >= b.n {
-			select {
-			case <-b.full:
-			default:
-				close(b.full)
-			}
-		}
-		b.mu.Unlock()
-		if gated {
-			select {
-			case <-b.full:
-			case <-time.After(20 * time.Second):
-			}
-		}
-		err := next(ctx, cmd)
-		b.mu.Lock()
-		b.in--
-		b.mu.Unlock()
-		return err
+		return b.pass(n, func() error { return next(ctx, cmd) })
 	}
+}
+
+// pass sends a round trip holding n lease scripts.
+func (b *leaseBarrier) pass(n int, send func() error) error {
+	if n == 0 || (b.lazy && !b.armed.Load()) {
+		return send()
+	}
+	b.mu.Lock()
+	gated := b.seen < b.n
+	b.seen += n
+	b.in += n
+	b.mu.Unlock()
+	for deadline := time.Now().Add(20 * time.Second); gated && !b.together() && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+	}
+	err := send()
+	b.mu.Lock()
+	b.in -= n
+	b.mu.Unlock()
+	return err
+}
+
+// together records the leases requested now and reports whether all n
+// have been at some point.
+func (b *leaseBarrier) together() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.in
+	if b.store != nil {
+		t += b.store.LeasesWaiting()
+	}
+	b.most = max(b.most, t)
+	b.full = b.full || t >= b.n
+	return b.full
+}
+
+func (b *leaseBarrier) setStore(s *store.Store) {
+	b.mu.Lock()
+	b.store = s
+	b.mu.Unlock()
 }
 
 // isLease spots the lease script: nine keys, the second the lease set.
@@ -87,9 +116,10 @@ func isLease(cmd redis.Cmder) bool {
 func TestLeaseStreamFillsFreeSlotsConcurrently(t *testing.T) {
 	t.Parallel()
 	const n = 4
-	b := &leaseBarrier{n: n, full: make(chan struct{})}
+	b := &leaseBarrier{n: n}
 	e := jobstest.Start(t, jobstest.Options{Heartbeat: 5 * time.Second, RedisHook: b})
 	r := e.Replicas[0]
+	b.setStore(r.Jobs.Store)
 	ctx, cancel := context.WithCancel(e.Acme.Ctx(context.Background()))
 	defer cancel()
 	for i := range n {
@@ -113,7 +143,7 @@ func TestLeaseStreamFillsFreeSlotsConcurrently(t *testing.T) {
 	most := b.most
 	b.mu.Unlock()
 	if most != n {
-		t.Fatalf("at most %d of %d leases were in flight together, want all", most, n)
+		t.Fatalf("at most %d of %d leases were requested together, want all", most, n)
 	}
 }
 
@@ -252,9 +282,10 @@ func TestFullWorkerHandsHeldNotesBack(t *testing.T) {
 func TestLeaseStreamWidensItsPrefetch(t *testing.T) {
 	t.Parallel()
 	const slots = 4
-	b := &leaseBarrier{n: 2, lazy: true, full: make(chan struct{})}
+	b := &leaseBarrier{n: 2, lazy: true}
 	e := jobstest.Start(t, jobstest.Options{Heartbeat: time.Minute, RedisHook: b})
 	r := e.Replicas[0]
+	b.setStore(r.Jobs.Store)
 	ctx, cancel := context.WithCancel(e.Acme.Ctx(context.Background()))
 	defer cancel()
 	create := func(id string) {
@@ -315,6 +346,6 @@ func TestLeaseStreamWidensItsPrefetch(t *testing.T) {
 	most := b.most
 	b.mu.Unlock()
 	if most < 2 {
-		t.Fatalf("at most %d lease in flight at once with %d free slots: the prefetch stayed at 1", most, slots)
+		t.Fatalf("at most %d lease requested at once with %d free slots: the prefetch stayed at 1", most, slots)
 	}
 }

@@ -206,6 +206,10 @@ type Store struct {
 	enqueues, leasing, ends redisbatch.Batcher
 }
 
+// LeasesWaiting is the number of lease scripts waiting for the round trip
+// out to return.
+func (s *Store) LeasesWaiting() int { return s.leasing.Len() }
+
 // run runs script through b: one EVALSHA, in a pipeline with the others
 // queued while a round trip was out, and EVAL if Redis lost the script.
 func (s *Store) run(ctx context.Context, b *redisbatch.Batcher, script *redis.Script, keys []string, args ...any) *redis.Cmd {
