@@ -2,7 +2,6 @@ package message
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,20 +18,24 @@ import (
 // times the endpoints, and a listing should not read it all.
 const recentAttempts = 50
 
-// summaryScript returns a message's meta and its delivery fields
-// ("d:<endpoint>", value, ...) without the body, which may be large and a
-// listing does not show.
+// summaryScript returns a message's meta (its chunks joined: see
+// metaChunk) and its delivery fields ("d:<endpoint>", value, ...) without
+// the body, which may be large and a listing does not show.
 var summaryScript = redis.NewScript(`
 local meta = redis.call('HGET', KEYS[1], 'meta')
 if not meta then return {} end
-local out = {meta}
+local out, more = {meta}, {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
-  if string.sub(all[i], 1, 2) == 'd:' then
-    out[#out + 1] = all[i]
+  local f = all[i]
+  if string.sub(f, 1, 2) == 'd:' then
+    out[#out + 1] = f
     out[#out + 1] = all[i + 1]
+  elseif string.sub(f, 1, 2) == 'm+' then
+    more[tonumber(string.sub(f, 3))] = all[i + 1]
   end
 end
+out[1] = meta .. table.concat(more)
 return out
 `)
 
@@ -71,15 +74,15 @@ func (s *Store) Recent(ctx context.Context, tenant string, size int, token strin
 			continue // expired
 		}
 		var m Message
-		if err := json.Unmarshal([]byte(vals[0]), &m); err != nil {
+		if err := decodeMeta(vals[0], &m); err != nil {
 			continue
 		}
 		msg := &dispatcherv1.Message{Id: id, Source: m.Source, Type: m.Type, CreateTime: timestamppb.New(m.CreateTime)}
 		last := lastAttempts(atts[i].Val())
 		for j := 1; j+1 < len(vals); j += 2 {
 			ep, _ := strings.CutPrefix(vals[j], "d:")
-			var d Delivery
-			if json.Unmarshal([]byte(vals[j+1]), &d) != nil {
+			d, err := decodeDelivery(vals[j+1])
+			if err != nil {
 				continue
 			}
 			del := &dispatcherv1.Delivery{EndpointId: ep, Status: d.Status, Attempts: int32(d.Attempts), LastAttempt: last[ep]}

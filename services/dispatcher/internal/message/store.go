@@ -7,9 +7,10 @@
 // Layout (P is the configured prefix; {t} is the tenant as a Cluster hash
 // tag, so one tenant's keys live in one slot):
 //
-//	P:msg:{t}:<id>      hash: meta (JSON), bz (body, zstd) or body (raw),
-//	                    d:<endpoint> (JSON delivery state), dl:<endpoint>
-//	                    (JSON dead letter)
+//	P:msg:{t}:<id>      hash: meta (binary, or JSON before), bz (body,
+//	                    zstd) or body (raw) and +1, +2, ... (its further
+//	                    chunks), d:<endpoint> (binary delivery state, or
+//	                    JSON before), dl:<endpoint> (JSON dead letter)
 //	P:att:{t}:<id>      list of attempts (protobuf binary; JSON when
 //	                    logged by earlier versions), oldest first
 //	P:dl:{t}            sorted set "<id> <endpoint>" by dead-letter time
@@ -22,7 +23,6 @@ package message
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -111,37 +111,53 @@ func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s}", s.prefix, t) }
 
-// recordScript writes a message's meta, body (in the field ARGV[8]) and
-// TTL in one step unless the message exists, and a pending delivery
-// (ARGV[4]) for each of the fields in ARGV[9:] that has none. A new message is also indexed in the
-// tenant's recent list (KEYS[2], score ARGV[5] = create time in unix ms,
-// member ARGV[6]), which drops entries older than ARGV[7]. For a message that existed it returns
-// its meta and, per field, 1 if that delivery is under way (a worker has
-// written a state beyond pending, other than the retry after the first
-// attempt: see RecordFor). Done as separate commands, a crash (or
-// a lost connection) after the first left a message with no body and no
-// TTL that every later Record took for complete: a resend then delivered
-// an empty body and the key never expired.
+// recordScript writes a message's meta (ARGV[1]; its further chunks and
+// the body are the ARGV[7] field and value pairs after it) and TTL (ARGV[2] ms) in one step unless the
+// message exists, and a pending delivery (ARGV[3]) for each of the fields
+// after the body that has none. A new message is also indexed in the
+// tenant's recent list (KEYS[2], score ARGV[4] = create time in unix ms,
+// member ARGV[5]), which drops entries older than ARGV[6]. For a message
+// that existed it returns its meta and, per field, 1 if that delivery is
+// under way (a worker has written a state beyond pending, other than the
+// retry after the first attempt: see RecordFor). Done as separate
+// commands, a crash (or a lost connection) after the first left a message
+// with no body and no TTL that every later Record took for complete: a
+// resend then delivered an empty body and the key never expired.
+//
+// A delivery state is binary (encodeDelivery: byte 2 the status code,
+// byte 3 the attempts when below 128) or JSON as stored before.
 var recordScript = redis.NewScript(`
+local eps = 8 + 2 * tonumber(ARGV[7])
 if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[8], ARGV[2])
-  for i = 9, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  for i = 8, eps - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  for i = eps, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[3]) end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return {1}
 end
-local out = {0, redis.call('HGET', KEYS[1], 'meta')}
-for i = 9, #ARGV do
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
-  if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
-  local under = 0
-  if v then
-    local d = cjson.decode(v)
-    if d.status ~= 'pending' and not (d.status == 'retrying' and d.attempts == 1) then under = 1 end
+local function under(v)
+  if string.byte(v, 1) == 1 then
+    local st, n = string.byte(v, 2), string.byte(v, 3)
+    return st ~= 1 and not (st == 2 and n == 1)
   end
-  out[#out + 1] = under
+  local d = cjson.decode(v)
+  return d.status ~= 'pending' and not (d.status == 'retrying' and d.attempts == 1)
+end
+local meta, i = redis.call('HGET', KEYS[1], 'meta'), 1
+while true do
+  local c = redis.call('HGET', KEYS[1], 'm+' .. i)
+  if not c then break end
+  meta, i = meta .. c, i + 1
+end
+local out = {0, meta}
+for i = eps, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[3]) end
+  local u = 0
+  if v and under(v) then u = 1 end
+  out[#out + 1] = u
 end
 return out
 `)
@@ -171,19 +187,16 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 // again (deliver.Worker). Deliveries are recorded before their tasks so that
 // the fan-out makes one write per event, not two.
 func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoints []string) (created bool, existing map[string]bool, err error) {
-	meta, err := json.Marshal(m)
-	if err != nil {
-		return false, nil, fmt.Errorf("encode message: %w", err)
-	}
-	pending, _ := json.Marshal(Delivery{Status: StatusPending})
-	args := make([]any, 0, 8+len(endpoints))
 	at := m.CreateTime
 	if at.IsZero() {
 		at = time.Now()
 	}
-	field, body := encodeBody(m.Body)
-	args = append(args, meta, body, s.retention.Milliseconds(), pending,
-		at.UnixMilli(), m.ID, time.Now().Add(-s.retention).UnixMilli(), field)
+	// meta first: the script sets it alone, the other fields after it.
+	fields := append(chunks("meta", encodeMeta(m), metaChunk), encodeBody(m.Body)...)
+	args := make([]any, 0, 7+len(fields)+len(endpoints))
+	args = append(args, fields[1], s.retention.Milliseconds(), encodeDelivery(Delivery{Status: StatusPending}),
+		at.UnixMilli(), m.ID, time.Now().Add(-s.retention).UnixMilli(), len(fields)/2-1)
+	args = append(args, fields[2:]...)
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}
@@ -213,7 +226,7 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 		return true, existing, nil
 	}
 	var prev Message
-	if meta, _ := res[1].(string); json.Unmarshal([]byte(meta), &prev) != nil || prev.Source != m.Source || prev.sentAs(m.ID) != m.sentAs(m.ID) {
+	if meta, _ := res[1].(string); decodeMeta(meta, &prev) != nil || prev.Source != m.Source || prev.sentAs(m.ID) != m.sentAs(m.ID) {
 		return false, nil, fmt.Errorf("%w: %q is a message of source %q", ErrIDTaken, m.ID, prev.Source)
 	}
 	for i, v := range res[2:] {
@@ -245,7 +258,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 		return nil, nil, ErrNotFound
 	}
 	m := &Message{ID: id}
-	if err := json.Unmarshal([]byte(vals["meta"]), m); err != nil {
+	if err := decodeMeta(joinChunks(vals, "meta", metaChunk), m); err != nil {
 		return nil, nil, fmt.Errorf("decode message: %w", err)
 	}
 	if m.Body, err = decodeBody(vals); err != nil {
@@ -254,8 +267,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 	ds := map[string]Delivery{}
 	for k, v := range vals {
 		if ep, ok := strings.CutPrefix(k, "d:"); ok {
-			var d Delivery
-			if json.Unmarshal([]byte(v), &d) == nil {
+			if d, err := decodeDelivery(v); err == nil {
 				ds[ep] = d
 			}
 		}
@@ -273,8 +285,8 @@ func (s *Store) Delivery(ctx context.Context, tenant, id, ep string) (Delivery, 
 	if err != nil {
 		return Delivery{}, fmt.Errorf("read delivery: %w", err)
 	}
-	var d Delivery
-	if err := json.Unmarshal([]byte(v), &d); err != nil {
+	d, err := decodeDelivery(v)
+	if err != nil {
 		return Delivery{}, fmt.Errorf("decode delivery: %w", err)
 	}
 	return d, nil
@@ -285,7 +297,7 @@ func (s *Store) InitDeliveries(ctx context.Context, tenant, id string, endpoints
 	if len(endpoints) == 0 {
 		return nil
 	}
-	pending, _ := json.Marshal(Delivery{Status: StatusPending})
+	pending := encodeDelivery(Delivery{Status: StatusPending})
 	pipe := s.rdb.Pipeline()
 	for _, ep := range endpoints {
 		pipe.HSetNX(ctx, s.msgKey(tenant, id), "d:"+ep, pending)
@@ -307,11 +319,12 @@ func (s *Store) SetDelivery(ctx context.Context, tenant, id, ep string, d Delive
 }
 
 // markDeliveredScript records a delivery as delivered unless it already
-// is, and leaves an expired (or deleted) message alone.
+// is (binary: status code 3 in byte 2; or JSON as stored before), and
+// leaves an expired (or deleted) message alone.
 var markDeliveredScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.find(v, '"status":"delivered"', 1, true) then return 0 end
+if v and (string.find(v, '"status":"delivered"', 1, true) or (string.byte(v, 1) == 1 and string.byte(v, 2) == 3)) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `)
@@ -321,7 +334,7 @@ return 1
 // failure left behind without overwriting the attempt count of one that
 // was written.
 func (s *Store) MarkDelivered(ctx context.Context, tenant, id, ep string, attempts int) error {
-	v, _ := json.Marshal(Delivery{Status: StatusDelivered, Attempts: attempts})
+	v := encodeDelivery(Delivery{Status: StatusDelivered, Attempts: attempts})
 	if err := markDeliveredScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, id)}, "d:"+ep, v).Err(); err != nil {
 		return fmt.Errorf("record delivery: %w", err)
 	}
@@ -338,7 +351,7 @@ return 1
 `)
 
 func (s *Store) queueDelivery(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, d Delivery) {
-	v, _ := json.Marshal(d)
+	v := encodeDelivery(d)
 	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "d:"+ep, v)
 }
 
@@ -689,7 +702,7 @@ return 1
 // whoever removes it owns sending it. If it was, the delivery's state
 // becomes d, in the same step.
 func (s *Store) Unhold(ctx context.Context, tenant, id, ep string, d Delivery) (bool, error) {
-	v, _ := json.Marshal(d)
+	v := encodeDelivery(d)
 	n, err := unholdScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, id), s.heldKey(tenant, ep)}, id, "d:"+ep, v).Int()
 	if err != nil {
 		return false, fmt.Errorf("release held delivery: %w", err)
