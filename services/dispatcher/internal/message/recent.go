@@ -2,9 +2,11 @@ package message
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -42,20 +44,12 @@ return out
 // Recent pages through the tenant's messages, newest first, each with its
 // deliveries and the last attempt of each (among the message's latest
 // attempts); Data is left out. Messages that expired since they were
-// indexed are skipped.
+// indexed are skipped. After the stream of ids come those of the sorted
+// set that indexed messages before it, while it lasts.
 func (s *Store) Recent(ctx context.Context, tenant string, size int, token string) ([]*dispatcherv1.Message, string, error) {
-	off, err := decodeOffset(token)
+	ids, next, err := s.recentIDs(ctx, tenant, size, token)
 	if err != nil {
 		return nil, "", err
-	}
-	ids, err := s.rdb.ZRevRange(ctx, s.recentKey(tenant), int64(off), int64(off+size)).Result()
-	if err != nil {
-		return nil, "", fmt.Errorf("list messages: %w", err)
-	}
-	next := ""
-	if len(ids) > size {
-		ids = ids[:size]
-		next = encodeOffset(off + size)
 	}
 	sums := make([]*redis.Cmd, len(ids))
 	atts := make([]*redis.StringSliceCmd, len(ids))
@@ -106,4 +100,62 @@ func lastAttempts(log []string) map[string]*dispatcherv1.Attempt {
 		}
 	}
 	return last
+}
+
+// recentIDs returns a page of recent message ids and the token of the
+// next: "s<stream id>" where the next page starts in the stream,
+// "o<offset>" in the legacy sorted set (as tokens were before the stream).
+func (s *Store) recentIDs(ctx context.Context, tenant string, size int, token string) ([]string, string, error) {
+	var ids []string
+	off := 0
+	if token == "" || strings.HasPrefix(token, streamToken) {
+		start := "+"
+		if token != "" {
+			b, err := base64.RawURLEncoding.DecodeString(token[len(streamToken):])
+			if err != nil || !isStreamID(string(b)) {
+				return nil, "", ErrBadToken
+			}
+			start = string(b)
+		}
+		entries, err := s.rdb.XRevRangeN(ctx, s.recentKey(tenant), start, "-", int64(size+1)).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("list messages: %w", err)
+		}
+		for i, e := range entries {
+			if i == size {
+				return ids, streamToken + base64.RawURLEncoding.EncodeToString([]byte(e.ID)), nil
+			}
+			id, _ := e.Values["i"].(string)
+			ids = append(ids, id)
+		}
+	} else {
+		var err error
+		if off, err = decodeOffset(token); err != nil {
+			return nil, "", err
+		}
+	}
+	// The stream is exhausted: the legacy index follows.
+	rest := size - len(ids)
+	old, err := s.rdb.ZRevRange(ctx, s.legacyRecentKey(tenant), int64(off), int64(off+rest)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list messages: %w", err)
+	}
+	next := ""
+	if len(old) > rest {
+		old = old[:rest]
+		next = encodeOffset(off + rest)
+	}
+	return append(ids, old...), next, nil
+}
+
+// streamToken starts a page token that points into the stream of ids
+// (the legacy tokens, offsets, are base64 of "o<n>" and never start so).
+const streamToken = "s."
+
+// isStreamID reports whether id is a stream entry id, <ms>-<seq>.
+func isStreamID(id string) bool {
+	ms, seq, ok := strings.Cut(id, "-")
+	_, err1 := strconv.ParseUint(ms, 10, 64)
+	_, err2 := strconv.ParseUint(seq, 10, 64)
+	return ok && err1 == nil && err2 == nil
 }
