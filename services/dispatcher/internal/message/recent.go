@@ -52,11 +52,11 @@ func (s *Store) Recent(ctx context.Context, tenant string, size int, token strin
 		return nil, "", err
 	}
 	sums := make([]*redis.Cmd, len(ids))
-	atts := make([]*redis.StringSliceCmd, len(ids))
+	atts := make([]*redis.Cmd, len(ids))
 	pipe := s.rdb.Pipeline()
 	for i, id := range ids {
 		sums[i] = summaryScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)})
-		atts[i] = pipe.LRange(ctx, s.attKey(tenant, id), -recentAttempts, -1)
+		atts[i] = readAttemptsScript.Eval(ctx, pipe, []string{s.attKey(tenant, id)}, -recentAttempts, -1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, "", fmt.Errorf("read messages: %w", err)
@@ -72,7 +72,8 @@ func (s *Store) Recent(ctx context.Context, tenant string, size int, token strin
 			continue
 		}
 		msg := &dispatcherv1.Message{Id: id, Source: m.Source, Type: m.Type, CreateTime: timestamppb.New(m.CreateTime)}
-		last := lastAttempts(atts[i].Val())
+		log, _ := atts[i].StringSlice()
+		last := lastAttempts(log)
 		for j := 1; j+1 < len(vals); j += 2 {
 			ep, _ := strings.CutPrefix(vals[j], "d:")
 			d, err := decodeDelivery(vals[j+1])

@@ -73,3 +73,40 @@ func fieldSizes(ctx context.Context, t *testing.T, s *Store, key string) map[str
 	}
 	return out
 }
+
+// Most messages get one attempt per endpoint, and a list costs some 110
+// bytes more than a string holding the same entry (its quicklist and node
+// headers). So a log of one attempt is a string, which becomes a list
+// when a second attempt is logged; both read the same.
+func TestOneAttemptLogIsAString(t *testing.T) {
+	s, rdb := newStore(t)
+	ctx := context.Background()
+	key := s.attKey("acme", "m")
+	if _, _, err := s.RecordFor(ctx, "acme", newMessage("m"), []string{"ep_1"}); err != nil {
+		t.Fatal(err)
+	}
+	for n := int32(1); n <= 3; n++ {
+		if err := s.AddAttempt(ctx, "acme", "m", &dispatcherv1.Attempt{EndpointId: "ep_1", Number: n, StatusCode: 500 + n}); err != nil {
+			t.Fatal(err)
+		}
+		want := "list"
+		if n == 1 {
+			want = "string"
+		}
+		if typ := rdb.Type(ctx, key).Val(); typ != want {
+			t.Errorf("after %d attempts: the log is a %s, want a %s", n, typ, want)
+		}
+		checkTTL(t, rdb, key)
+		atts, _, err := s.Attempts(ctx, "acme", "m", 10, "")
+		if err != nil || len(atts) != int(n) || atts[n-1].GetStatusCode() != 500+n || atts[n-1].GetNumber() != n {
+			t.Fatalf("after %d attempts: Attempts = %v, %v", n, atts, err)
+		}
+		if page, _, err := s.Attempts(ctx, "acme", "m", 1, encodeOffset(int(n-1))); err != nil || len(page) != 1 || page[0].GetStatusCode() != 500+n {
+			t.Fatalf("after %d attempts: last page = %v, %v", n, page, err)
+		}
+		recent, _, err := s.Recent(ctx, "acme", 10, "")
+		if err != nil || len(recent) != 1 || len(recent[0].GetDeliveries()) != 1 || recent[0].GetDeliveries()[0].GetLastAttempt().GetStatusCode() != 500+n {
+			t.Fatalf("after %d attempts: Recent = %v, %v", n, recent, err)
+		}
+	}
+}

@@ -12,7 +12,8 @@
 //	                    chunks), d:<endpoint> (binary delivery state, or
 //	                    JSON before), dl:<endpoint> (JSON dead letter)
 //	P:att:{t}:<id>      list of attempts (protobuf binary; JSON when
-//	                    logged by earlier versions), oldest first
+//	                    logged by earlier versions), oldest first; a
+//	                    string while it holds one
 //	P:dl:{t}            sorted set "<id> <endpoint>" by dead-letter time
 //	P:dle:{t}:<ep>      sorted set of message ids by dead-letter time
 //	P:held:{t}:<ep>     sorted set of message ids held while disabled
@@ -412,11 +413,40 @@ func (s *Store) encodeAttempt(a *dispatcherv1.Attempt) ([]byte, error) {
 	return v, nil
 }
 
+// pushAttemptScript appends ARGV[1] to the attempt log KEYS[1] and keeps
+// it ARGV[2] ms. Most logs hold one attempt, and a list costs some 110
+// bytes more than a string holding the same entry: so the first attempt
+// is stored as a string, which becomes a list when a second one comes
+// (that copies the one entry once; later ones are pushed).
+var pushAttemptScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+if t == 'string' then
+  local first = redis.call('GET', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('RPUSH', KEYS[1], first)
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+`)
+
+// readAttemptsScript returns the entries ARGV[1] to ARGV[2] (LRANGE's
+// indexes) of the attempt log KEYS[1], or its one entry whatever the
+// range when it is a string (see pushAttemptScript).
+var readAttemptsScript = redis.NewScript(`
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  return {redis.call('GET', KEYS[1])}
+end
+return redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
+`)
+
 // pushAttempt queues the log write of a, encoded as v.
 func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte) {
-	key := s.attKey(tenant, id)
-	pipe.RPush(ctx, key, v)
-	pipe.Expire(ctx, key, s.retention)
+	pushAttemptScript.Eval(ctx, pipe, []string{s.attKey(tenant, id)}, v, s.retention.Milliseconds())
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
@@ -435,7 +465,7 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token
 	if err != nil {
 		return nil, "", err
 	}
-	vals, err := s.rdb.LRange(ctx, s.attKey(tenant, id), 0, int64(off+size)).Result()
+	vals, err := readAttemptsScript.Run(ctx, s.rdb, []string{s.attKey(tenant, id)}, 0, off+size).StringSlice()
 	if err != nil {
 		return nil, "", fmt.Errorf("read attempts: %w", err)
 	}
