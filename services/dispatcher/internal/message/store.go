@@ -413,24 +413,35 @@ func (s *Store) encodeAttempt(a *dispatcherv1.Attempt) ([]byte, error) {
 	return v, nil
 }
 
-// pushAttemptScript appends ARGV[1] to the attempt log KEYS[1] and keeps
-// it ARGV[2] ms. Most logs hold one attempt, and a list costs some 110
-// bytes more than a string holding the same entry: so the first attempt
-// is stored as a string, which becomes a list when a second one comes
-// (that copies the one entry once; later ones are pushed).
-var pushAttemptScript = redis.NewScript(`
+// pushAttemptLua appends ARGV[1] to the attempt log KEYS[1] and keeps it
+// ARGV[2] ms. Most logs hold one attempt, and a list costs some 110 bytes
+// more than a string holding the same entry: so the first attempt is
+// stored as a string, which becomes a list when a second one comes (that
+// copies the one entry once; later ones are pushed).
+const pushAttemptLua = `
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 0
+else
+  if t == 'string' then
+    local first = redis.call('GET', KEYS[1])
+    redis.call('DEL', KEYS[1])
+    redis.call('RPUSH', KEYS[1], first)
+  end
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-if t == 'string' then
-  local first = redis.call('GET', KEYS[1])
-  redis.call('DEL', KEYS[1])
-  redis.call('RPUSH', KEYS[1], first)
-end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+`
+
+var pushAttemptScript = redis.NewScript(pushAttemptLua + "return 0")
+
+// settleScript is pushAttemptLua and then, as setFieldScript does, the
+// field ARGV[3] of the message KEYS[2] set to ARGV[4] if the message
+// still exists: an attempt and the state it led to in one script, as
+// each settle sends its scripts whole (a NOSCRIPT inside its transaction
+// would fail one write and not the others).
+var settleScript = redis.NewScript(pushAttemptLua + `
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
 return 0
 `)
 
@@ -447,6 +458,15 @@ return redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
 // pushAttempt queues the log write of a, encoded as v.
 func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte) {
 	pushAttemptScript.Eval(ctx, pipe, []string{s.attKey(tenant, id)}, v, s.retention.Milliseconds())
+	if s.OnAttempt != nil {
+		s.OnAttempt(ctx, pipe, tenant, id, a)
+	}
+}
+
+// pushAttemptState is pushAttempt and queueDelivery of the state d of
+// (id, ep) in one script.
+func (s *Store) pushAttemptState(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte, ep string, d Delivery) {
+	settleScript.Eval(ctx, pipe, []string{s.attKey(tenant, id), s.msgKey(tenant, id)}, v, s.retention.Milliseconds(), "d:"+ep, encodeDelivery(d))
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
@@ -681,7 +701,8 @@ func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, op
 			op(ctx, pipe)
 		}
 		if att != nil {
-			s.pushAttempt(ctx, pipe, tenant, id, o.Attempt, att)
+			// The state with the attempt: one script, not two.
+			s.pushAttemptState(ctx, pipe, tenant, id, o.Attempt, att, ep, o.State)
 		}
 		if dl != nil {
 			s.pushDeadLetter(ctx, pipe, tenant, id, ep, dl, o.At)
@@ -689,7 +710,9 @@ func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, op
 		if o.Held {
 			s.queueHold(ctx, pipe, tenant, id, ep, o.At)
 		}
-		s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
+		if att == nil {
+			s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
+		}
 	}
 	if err := s.batch.Do(ctx, s.rdb, queue); err != nil {
 		return fmt.Errorf("record attempt outcome: %w", err)
