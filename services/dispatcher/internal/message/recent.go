@@ -104,8 +104,9 @@ func lastAttempts(log []string) map[string]*dispatcherv1.Attempt {
 }
 
 // recentIDs returns a page of recent message ids and the token of the
-// next: "s<stream id>" where the next page starts in the stream,
-// "o<offset>" in the legacy sorted set (as tokens were before the stream).
+// next: streamToken and the base64 of a stream id where the next page
+// starts in the stream, or an offset into the legacy sorted set
+// (encodeOffset, as tokens were before the stream).
 func (s *Store) recentIDs(ctx context.Context, tenant string, size int, token string) ([]string, string, error) {
 	var ids []string
 	off := 0

@@ -19,7 +19,7 @@
 //	P:held:{t}:<ep>     sorted set of message ids held while disabled
 //	P:ids:{t}           stream of message ids as they were recorded (entry
 //	                    field i): a stream keeps them in listpacks, about
-//	                    30 bytes an id where a sorted set took 130
+//	                    40 bytes an id where a sorted set took 120
 //	P:recent:{t}        sorted set of message ids by create time (unix
 //	                    ms), as indexed before P:ids; read until it expires
 //	P:send:{t}:<id>     SendMessage idempotency key
@@ -126,10 +126,10 @@ func (s *Store) legacyRecentKey(t string) string { return fmt.Sprintf("%s:recent
 // delivery (ARGV[3]) for each of the fields after the body that has none.
 // A new message is also indexed in the tenant's stream of recent ids
 // (KEYS[2], entry i = ARGV[4]), which drops entries older than ARGV[5]
-// (unix ms). For a message
-// that existed it returns its meta and, per field, 1 if that delivery is
-// under way (a worker has written a state beyond pending, other than the
-// retry after the first attempt: see RecordFor). Done as separate
+// (unix ms). For a message that existed it returns its meta and, per
+// field, 1 if that delivery is under way (a worker has written a state
+// beyond pending, other than the retry after the first attempt: see
+// RecordFor). Done as separate
 // commands, a crash (or a lost connection) after the first left a message
 // with no body and no TTL that every later Record took for complete: a
 // resend then delivered an empty body and the key never expired.
