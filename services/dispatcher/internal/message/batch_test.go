@@ -95,8 +95,8 @@ func TestConcurrentSettlesShareARoundTrip(t *testing.T) {
 		if err != nil || d.Status != StatusDelivered {
 			t.Errorf("delivery %d: %+v, %v; want delivered", i, d, err)
 		}
-		if l := rdb.LLen(ctx, s.attKey("acme", fmt.Sprintf("b%d", i))).Val(); l != 1 {
-			t.Errorf("attempt log %d: %d entries, want 1", i, l)
+		if atts, _, err := s.Attempts(ctx, "acme", fmt.Sprintf("b%d", i), 10, ""); len(atts) != 1 {
+			t.Errorf("attempt log %d: %d entries (%v), want 1", i, len(atts), err)
 		}
 	}
 }

@@ -7,22 +7,27 @@
 // Layout (P is the configured prefix; {t} is the tenant as a Cluster hash
 // tag, so one tenant's keys live in one slot):
 //
-//	P:msg:{t}:<id>      hash: meta (JSON), bz (body, zstd) or body (raw),
-//	                    d:<endpoint> (JSON delivery state), dl:<endpoint>
-//	                    (JSON dead letter)
+//	P:msg:{t}:<id>      hash: meta (binary, or JSON before), bz (body,
+//	                    zstd) or body (raw) and +1, +2, ... (its further
+//	                    chunks), d:<endpoint> (binary delivery state, or
+//	                    JSON before), dl:<endpoint> (JSON dead letter)
 //	P:att:{t}:<id>      list of attempts (protobuf binary; JSON when
-//	                    logged by earlier versions), oldest first
+//	                    logged by earlier versions), oldest first; a
+//	                    string while it holds one
 //	P:dl:{t}            sorted set "<id> <endpoint>" by dead-letter time
 //	P:dle:{t}:<ep>      sorted set of message ids by dead-letter time
 //	P:held:{t}:<ep>     sorted set of message ids held while disabled
-//	P:recent:{t}        sorted set of message ids by create time (unix ms)
+//	P:ids:{t}           stream of message ids as they were recorded (entry
+//	                    field i): a stream keeps them in listpacks, about
+//	                    40 bytes an id where a sorted set took 120
+//	P:recent:{t}        sorted set of message ids by create time (unix
+//	                    ms), as indexed before P:ids; read until it expires
 //	P:send:{t}:<id>     SendMessage idempotency key
 package message
 
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -109,39 +114,59 @@ func (s *Store) attKey(t, id string) string  { return fmt.Sprintf("%s:att:{%s}:%
 func (s *Store) dlKey(t string) string       { return fmt.Sprintf("%s:dl:{%s}", s.prefix, t) }
 func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
-func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:recent:{%s}", s.prefix, t) }
+func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:ids:{%s}", s.prefix, t) }
 
-// recordScript writes a message's meta, body (in the field ARGV[8]) and
-// TTL in one step unless the message exists, and a pending delivery
-// (ARGV[4]) for each of the fields in ARGV[9:] that has none. A new message is also indexed in the
-// tenant's recent list (KEYS[2], score ARGV[5] = create time in unix ms,
-// member ARGV[6]), which drops entries older than ARGV[7]. For a message that existed it returns
-// its meta and, per field, 1 if that delivery is under way (a worker has
-// written a state beyond pending, other than the retry after the first
-// attempt: see RecordFor). Done as separate commands, a crash (or
-// a lost connection) after the first left a message with no body and no
-// TTL that every later Record took for complete: a resend then delivered
-// an empty body and the key never expired.
+// legacyRecentKey is the sorted set that indexed messages before the
+// stream at recentKey; read until it expires.
+func (s *Store) legacyRecentKey(t string) string { return fmt.Sprintf("%s:recent:{%s}", s.prefix, t) }
+
+// recordScript writes a message's meta (ARGV[1]; its further chunks and
+// the body are the ARGV[6] field and value pairs after it) and TTL
+// (ARGV[2] ms) in one step unless the message exists, and a pending
+// delivery (ARGV[3]) for each of the fields after the body that has none.
+// A new message is also indexed in the tenant's stream of recent ids
+// (KEYS[2], entry i = ARGV[4]), which drops entries older than ARGV[5]
+// (unix ms). For a message that existed it returns its meta and, per
+// field, 1 if that delivery is under way (a worker has written a state
+// beyond pending, other than the retry after the first attempt: see
+// RecordFor). Done as separate
+// commands, a crash (or a lost connection) after the first left a message
+// with no body and no TTL that every later Record took for complete: a
+// resend then delivered an empty body and the key never expired.
+//
+// A delivery state is binary (encodeDelivery: byte 2 the status code,
+// byte 3 the attempts when below 128) or JSON as stored before.
 var recordScript = redis.NewScript(`
+local eps = 7 + 2 * tonumber(ARGV[6])
 if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[8], ARGV[2])
-  for i = 9, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  for i = 7, eps - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  for i = eps, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[3]) end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('XADD', KEYS[2], 'MINID', '=', ARGV[5], '*', 'i', ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return {1}
 end
-local out = {0, redis.call('HGET', KEYS[1], 'meta')}
-for i = 9, #ARGV do
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
-  if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[4]) end
-  local under = 0
-  if v then
-    local d = cjson.decode(v)
-    if d.status ~= 'pending' and not (d.status == 'retrying' and d.attempts == 1) then under = 1 end
+local function under(v)
+  if string.byte(v, 1) == 1 then
+    local st, n = string.byte(v, 2), string.byte(v, 3)
+    return st ~= 1 and not (st == 2 and n == 1)
   end
-  out[#out + 1] = under
+  local d = cjson.decode(v)
+  return d.status ~= 'pending' and not (d.status == 'retrying' and d.attempts == 1)
+end
+local meta, i = redis.call('HGET', KEYS[1], 'meta'), 1
+while true do
+  local c = redis.call('HGET', KEYS[1], 'm+' .. i)
+  if not c then break end
+  meta, i = meta .. c, i + 1
+end
+local out = {0, meta}
+for i = eps, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if not v then redis.call('HSET', KEYS[1], ARGV[i], ARGV[3]) end
+  local u = 0
+  if v and under(v) then u = 1 end
+  out[#out + 1] = u
 end
 return out
 `)
@@ -171,19 +196,12 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 // again (deliver.Worker). Deliveries are recorded before their tasks so that
 // the fan-out makes one write per event, not two.
 func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoints []string) (created bool, existing map[string]bool, err error) {
-	meta, err := json.Marshal(m)
-	if err != nil {
-		return false, nil, fmt.Errorf("encode message: %w", err)
-	}
-	pending, _ := json.Marshal(Delivery{Status: StatusPending})
-	args := make([]any, 0, 8+len(endpoints))
-	at := m.CreateTime
-	if at.IsZero() {
-		at = time.Now()
-	}
-	field, body := encodeBody(m.Body)
-	args = append(args, meta, body, s.retention.Milliseconds(), pending,
-		at.UnixMilli(), m.ID, time.Now().Add(-s.retention).UnixMilli(), field)
+	// meta first: the script sets it alone, the other fields after it.
+	fields := append(chunks("meta", encodeMeta(m), metaChunk), encodeBody(m.Body)...)
+	args := make([]any, 0, 6+len(fields)+len(endpoints))
+	args = append(args, fields[1], s.retention.Milliseconds(), encodeDelivery(Delivery{Status: StatusPending}),
+		m.ID, time.Now().Add(-s.retention).UnixMilli(), len(fields)/2-1)
+	args = append(args, fields[2:]...)
 	for _, ep := range endpoints {
 		args = append(args, "d:"+ep)
 	}
@@ -213,7 +231,7 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 		return true, existing, nil
 	}
 	var prev Message
-	if meta, _ := res[1].(string); json.Unmarshal([]byte(meta), &prev) != nil || prev.Source != m.Source || prev.sentAs(m.ID) != m.sentAs(m.ID) {
+	if meta, _ := res[1].(string); decodeMeta(meta, &prev) != nil || prev.Source != m.Source || prev.sentAs(m.ID) != m.sentAs(m.ID) {
 		return false, nil, fmt.Errorf("%w: %q is a message of source %q", ErrIDTaken, m.ID, prev.Source)
 	}
 	for i, v := range res[2:] {
@@ -245,7 +263,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 		return nil, nil, ErrNotFound
 	}
 	m := &Message{ID: id}
-	if err := json.Unmarshal([]byte(vals["meta"]), m); err != nil {
+	if err := decodeMeta(joinChunks(vals, "meta", metaChunk), m); err != nil {
 		return nil, nil, fmt.Errorf("decode message: %w", err)
 	}
 	if m.Body, err = decodeBody(vals); err != nil {
@@ -254,8 +272,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Message, map[strin
 	ds := map[string]Delivery{}
 	for k, v := range vals {
 		if ep, ok := strings.CutPrefix(k, "d:"); ok {
-			var d Delivery
-			if json.Unmarshal([]byte(v), &d) == nil {
+			if d, err := decodeDelivery(v); err == nil {
 				ds[ep] = d
 			}
 		}
@@ -273,8 +290,8 @@ func (s *Store) Delivery(ctx context.Context, tenant, id, ep string) (Delivery, 
 	if err != nil {
 		return Delivery{}, fmt.Errorf("read delivery: %w", err)
 	}
-	var d Delivery
-	if err := json.Unmarshal([]byte(v), &d); err != nil {
+	d, err := decodeDelivery(v)
+	if err != nil {
 		return Delivery{}, fmt.Errorf("decode delivery: %w", err)
 	}
 	return d, nil
@@ -285,7 +302,7 @@ func (s *Store) InitDeliveries(ctx context.Context, tenant, id string, endpoints
 	if len(endpoints) == 0 {
 		return nil
 	}
-	pending, _ := json.Marshal(Delivery{Status: StatusPending})
+	pending := encodeDelivery(Delivery{Status: StatusPending})
 	pipe := s.rdb.Pipeline()
 	for _, ep := range endpoints {
 		pipe.HSetNX(ctx, s.msgKey(tenant, id), "d:"+ep, pending)
@@ -307,11 +324,12 @@ func (s *Store) SetDelivery(ctx context.Context, tenant, id, ep string, d Delive
 }
 
 // markDeliveredScript records a delivery as delivered unless it already
-// is, and leaves an expired (or deleted) message alone.
+// is (binary: status code 3 in byte 2; or JSON as stored before), and
+// leaves an expired (or deleted) message alone.
 var markDeliveredScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.find(v, '"status":"delivered"', 1, true) then return 0 end
+if v and (string.find(v, '"status":"delivered"', 1, true) or (string.byte(v, 1) == 1 and string.byte(v, 2) == 3)) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `)
@@ -321,7 +339,7 @@ return 1
 // failure left behind without overwriting the attempt count of one that
 // was written.
 func (s *Store) MarkDelivered(ctx context.Context, tenant, id, ep string, attempts int) error {
-	v, _ := json.Marshal(Delivery{Status: StatusDelivered, Attempts: attempts})
+	v := encodeDelivery(Delivery{Status: StatusDelivered, Attempts: attempts})
 	if err := markDeliveredScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, id)}, "d:"+ep, v).Err(); err != nil {
 		return fmt.Errorf("record delivery: %w", err)
 	}
@@ -338,7 +356,7 @@ return 1
 `)
 
 func (s *Store) queueDelivery(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, d Delivery) {
-	v, _ := json.Marshal(d)
+	v := encodeDelivery(d)
 	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "d:"+ep, v)
 }
 
@@ -395,11 +413,60 @@ func (s *Store) encodeAttempt(a *dispatcherv1.Attempt) ([]byte, error) {
 	return v, nil
 }
 
+// pushAttemptLua appends ARGV[1] to the attempt log KEYS[1] and keeps it
+// ARGV[2] ms. Most logs hold one attempt, and a list costs some 110 bytes
+// more than a string holding the same entry: so the first attempt is
+// stored as a string, which becomes a list when a second one comes (that
+// copies the one entry once; later ones are pushed).
+const pushAttemptLua = `
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  if t == 'string' then
+    local first = redis.call('GET', KEYS[1])
+    redis.call('DEL', KEYS[1])
+    redis.call('RPUSH', KEYS[1], first)
+  end
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+`
+
+var pushAttemptScript = redis.NewScript(pushAttemptLua + "return 0")
+
+// settleScript is pushAttemptLua and then, as setFieldScript does, the
+// field ARGV[3] of the message KEYS[2] set to ARGV[4] if the message
+// still exists: an attempt and the state it led to in one script, as
+// each settle sends its scripts whole (a NOSCRIPT inside its transaction
+// would fail one write and not the others).
+var settleScript = redis.NewScript(pushAttemptLua + `
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
+return 0
+`)
+
+// readAttemptsScript returns the entries ARGV[1] to ARGV[2] (LRANGE's
+// indexes) of the attempt log KEYS[1], or its one entry whatever the
+// range when it is a string (see pushAttemptScript).
+var readAttemptsScript = redis.NewScript(`
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' then
+  return {redis.call('GET', KEYS[1])}
+end
+return redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
+`)
+
 // pushAttempt queues the log write of a, encoded as v.
 func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte) {
-	key := s.attKey(tenant, id)
-	pipe.RPush(ctx, key, v)
-	pipe.Expire(ctx, key, s.retention)
+	pushAttemptScript.Eval(ctx, pipe, []string{s.attKey(tenant, id)}, v, s.retention.Milliseconds())
+	if s.OnAttempt != nil {
+		s.OnAttempt(ctx, pipe, tenant, id, a)
+	}
+}
+
+// pushAttemptState is pushAttempt and queueDelivery of the state d of
+// (id, ep) in one script.
+func (s *Store) pushAttemptState(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte, ep string, d Delivery) {
+	settleScript.Eval(ctx, pipe, []string{s.attKey(tenant, id), s.msgKey(tenant, id)}, v, s.retention.Milliseconds(), "d:"+ep, encodeDelivery(d))
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
@@ -418,7 +485,7 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token
 	if err != nil {
 		return nil, "", err
 	}
-	vals, err := s.rdb.LRange(ctx, s.attKey(tenant, id), 0, int64(off+size)).Result()
+	vals, err := readAttemptsScript.Run(ctx, s.rdb, []string{s.attKey(tenant, id)}, 0, off+size).StringSlice()
 	if err != nil {
 		return nil, "", fmt.Errorf("read attempts: %w", err)
 	}
@@ -634,7 +701,8 @@ func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, op
 			op(ctx, pipe)
 		}
 		if att != nil {
-			s.pushAttempt(ctx, pipe, tenant, id, o.Attempt, att)
+			// The state with the attempt: one script, not two.
+			s.pushAttemptState(ctx, pipe, tenant, id, o.Attempt, att, ep, o.State)
 		}
 		if dl != nil {
 			s.pushDeadLetter(ctx, pipe, tenant, id, ep, dl, o.At)
@@ -642,7 +710,9 @@ func (s *Store) Settle(ctx context.Context, tenant, id, ep string, o Outcome, op
 		if o.Held {
 			s.queueHold(ctx, pipe, tenant, id, ep, o.At)
 		}
-		s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
+		if att == nil {
+			s.queueDelivery(ctx, pipe, tenant, id, ep, o.State)
+		}
 	}
 	if err := s.batch.Do(ctx, s.rdb, queue); err != nil {
 		return fmt.Errorf("record attempt outcome: %w", err)
@@ -689,7 +759,7 @@ return 1
 // whoever removes it owns sending it. If it was, the delivery's state
 // becomes d, in the same step.
 func (s *Store) Unhold(ctx context.Context, tenant, id, ep string, d Delivery) (bool, error) {
-	v, _ := json.Marshal(d)
+	v := encodeDelivery(d)
 	n, err := unholdScript.Run(ctx, s.rdb, []string{s.msgKey(tenant, id), s.heldKey(tenant, ep)}, id, "d:"+ep, v).Int()
 	if err != nil {
 		return false, fmt.Errorf("release held delivery: %w", err)
