@@ -17,6 +17,7 @@ type Usage struct {
 	ClientCPU   time.Duration // CPU time of this process (load generator or raw publisher)
 	BrokerCPU   time.Duration // CPU time of local RabbitMQ (beam.smp); 0 if not visible
 	RedisCPU    time.Duration // CPU time of local Redis (redis-server); 0 if not visible
+	StackCPU    time.Duration // server (or raw publisher) + broker + Redis
 	MeanConfirm time.Duration // ingress only: mean publish-to-confirm time
 	MeanVerify  time.Duration // ingress only: mean signature verification time
 }
@@ -51,6 +52,7 @@ func usage(a, b snapshot) Usage {
 		ClientCPU: cpu.Self,
 		BrokerCPU: cpu.Broker,
 		RedisCPU:  cpu.Redis,
+		StackCPU:  cpu.Server + cpu.Broker + cpu.Redis,
 	}
 	if n := b.confirmN - a.confirmN; n > 0 {
 		u.MeanConfirm = time.Duration((b.confirmSum - a.confirmSum) / n * float64(time.Second))
