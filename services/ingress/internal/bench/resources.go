@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/hookyard/hookyard/platform/loadtest"
@@ -61,4 +62,14 @@ func usage(a, b snapshot) Usage {
 		u.MeanVerify = time.Duration((b.verifySum - a.verifySum) / n * float64(time.Second))
 	}
 	return u
+}
+
+// other returns the cores busy over elapsed that no process of the
+// benchmark used, never below zero.
+func (u Usage) other(elapsed time.Duration) float64 {
+	if elapsed <= 0 {
+		return 0
+	}
+	ours := (u.ServerCPU + u.ClientCPU + u.BrokerCPU + u.RedisCPU).Seconds() / elapsed.Seconds()
+	return max(u.HostBusy*float64(runtime.NumCPU())-ours, 0)
 }
