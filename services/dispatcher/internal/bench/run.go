@@ -452,7 +452,11 @@ func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string
 		err = fmt.Errorf("%s: %d requests with a bad signature, %d for unknown events", name, st.BadSig, st.Unknown)
 	}
 	if err != nil && d.Exited() {
-		err = fmt.Errorf("%w; %s exited: %v; output:\n%s", err, name, d.Err(), d.Logs())
+		proc := "dispatcher"
+		if d.base == "" {
+			proc = "floor consumer"
+		}
+		err = fmt.Errorf("%w; %s exited: %v; output:\n%s", err, proc, d.Err(), d.Logs())
 	}
 	return res, err
 }

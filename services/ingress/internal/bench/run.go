@@ -1,7 +1,8 @@
 // Package bench measures the ingress service end to end: the real binary,
 // in its own process, against the real broker and Redis, compared in the
 // same run with the two ceilings it cannot beat (confirmed publishing to a
-// quorum queue, and a bare net/http handler). Measuring the ceilings in the
+// quorum queue, and a bare net/http handler). The floors (FloorMode) say
+// what part of the confirm ceiling any HTTP service that publishes can reach. Measuring the ceilings in the
 // same run on the same machine is what makes the ratios meaningful on a
 // noisy, shared host where absolute figures drift from run to run.
 package bench
