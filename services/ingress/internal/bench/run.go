@@ -2,9 +2,10 @@
 // in its own process, against the real broker and Redis, compared in the
 // same run with the two ceilings it cannot beat (confirmed publishing to a
 // quorum queue, and a bare net/http handler). The floors (FloorMode) say
-// what part of the confirm ceiling any HTTP service that publishes can reach. Measuring the ceilings in the
-// same run on the same machine is what makes the ratios meaningful on a
-// noisy, shared host where absolute figures drift from run to run.
+// what share of the confirm ceiling any HTTP service that publishes can
+// reach. Measuring the ceilings in the same run on the same machine is what
+// makes the ratios meaningful on a noisy, shared host where absolute
+// figures drift from run to run.
 package bench
 
 import (
