@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,7 +31,11 @@ func main() {
 		RedisURL: loadtest.Env("HOOKYARD_REDIS_URL", "redis://127.0.0.1:6379/0"),
 		Progress: os.Stderr,
 	}
-	var timeout time.Duration
+	var (
+		timeout   time.Duration
+		floorQ    string
+		floorURLs string
+	)
 	flag.IntVar(&cfg.N, "n", 5000, "events per throughput burst (fan-out 10 delivers ten times as many)")
 	flag.IntVar(&cfg.Concurrency, "c", 64, "dispatcher concurrency, endpoint max in-flight and ceiling workers")
 	flag.IntVar(&cfg.PayloadBytes, "payload", 1024, "event body size in bytes")
@@ -45,6 +50,10 @@ func main() {
 	flag.DurationVar(&cfg.PhaseTimeout, "phase-timeout", 5*time.Minute, "bound on waiting for one phase's deliveries")
 	flag.StringVar(&cfg.DispatcherPkg, "dispatcher-pkg", "github.com/hookyard/hookyard/services/dispatcher/cmd/dispatcher", "package of the dispatcher binary to build and measure")
 	flag.DurationVar(&timeout, "timeout", 30*time.Minute, "abort the whole run after this long")
+	flag.BoolVar(&cfg.Floors, "floors", true, "measure the floor consumer (consume, one signed POST per delivery, ack) at each fan-out")
+	flag.StringVar(&floorQ, bench.FloorFlag, "", "")        // internal: run as the floor consumer of this queue
+	flag.StringVar(&floorURLs, bench.FloorURLsFlag, "", "") // internal: its endpoint URLs
+	flag.Usage = usage
 	flag.Parse()
 	cfg.Warmup = min(cfg.Warmup, cfg.N)
 
@@ -52,6 +61,24 @@ func main() {
 	// removes what it created before returning.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if floorQ != "" {
+		err := bench.ServeFloorConsumer(ctx, bench.FloorConsumerConfig{
+			AMQPURL: cfg.AMQPURL, Queue: floorQ, Prefetch: cfg.Concurrency,
+			URLs: strings.Split(floorURLs, ","), Secrets: strings.Split(os.Getenv(bench.FloorSecretsEnv), ","),
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dispatcher-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher-bench: locate own executable:", err)
+		os.Exit(1)
+	}
+	cfg.Self = self
+
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	rep, err := bench.Run(ctx, cfg)
@@ -60,4 +87,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "\ndispatcher-bench: run failed:", err)
 		os.Exit(1)
 	}
+}
+
+// usage lists the flags except the internal floor consumer's.
+func usage() {
+	out := flag.CommandLine.Output()
+	fmt.Fprintf(out, "usage: %s [flags]\n", os.Args[0])
+	flag.VisitAll(func(f *flag.Flag) {
+		if f.Name == bench.FloorFlag || f.Name == bench.FloorURLsFlag {
+			return
+		}
+		fmt.Fprintf(out, "  -%s\n    \t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
+	})
 }

@@ -48,7 +48,7 @@ func (rep Report) Print(w io.Writer) {
 	c := rep.Config
 	fmt.Fprintf(w, "dispatcher benchmark: n=%d events per burst, c=%d (dispatcher concurrency, endpoint max in-flight, ceiling workers), %d-byte bodies\n\n",
 		c.N, c.Concurrency, c.PayloadBytes)
-	rows := append(append(append([]Result(nil), rep.Phases...), rep.Messages...), rep.Ceiling)
+	rows := append(append(append(append([]Result(nil), rep.Phases...), rep.Messages...), rep.Ceiling), rep.Floors...)
 	if rep.IsoBase.Name != "" {
 		rows = append(rows, rep.IsoBase)
 	}
@@ -94,6 +94,9 @@ func (rep Report) Print(w io.Writer) {
 			u.cores(u.Dispatcher), u.cores(u.Bench), u.cores(u.Broker), u.cores(u.Redis), u.other(), per, trips)
 	}
 	tw.Flush()
+	if len(rep.Floors) > 0 {
+		fmt.Fprintln(w, "floor rows: the dispatcher columns are the floor consumer's process")
+	}
 	if rep.PeakRSS > 0 {
 		fmt.Fprintf(w, "\ndispatcher peak RSS (VmHWM) over throughput, ceiling and isolation: %.1f MiB\n", mib(rep.PeakRSS))
 	}
@@ -157,6 +160,7 @@ func (rep Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %s: p50 <= %v, p99 <= %v:  %s, %s  %s\n", p.Name, TargetPacedP50, TargetPacedP99, dur(p.Lat.P50), dur(p.Lat.P99),
 			verdict(p.Lat.P50 <= TargetPacedP50 && p.Lat.P99 <= TargetPacedP99))
 	}
+	rep.printFloors(w)
 	if rep.IsoBase.Lat.P99 > 0 && rep.IsoSlow.Lat.P99 > 0 {
 		f := float64(rep.IsoSlow.Lat.P99) / float64(rep.IsoBase.Lat.P99)
 		fmt.Fprintf(w, "  healthy p99 with a slow endpoint <= %.1f x without:   %.2f x (%s vs %s)  %s\n",
@@ -173,4 +177,43 @@ func (rep Report) Print(w io.Writer) {
 	if per := m.redisPerPending(); per > 0 {
 		fmt.Fprintf(w, "  Redis bytes per pending retry <= %d:               %.0f  %s\n", TargetRedisPerPending, per, verdict(per <= TargetRedisPerPending))
 	}
+}
+
+// printFloors writes, per fan-out, the floor consumer's ratio to the bare
+// client loop and its CPU per delivery, the dispatcher's ratio to the
+// floor, and which floors lie below the targets: a target above the floor
+// cannot be met by any dispatcher that consumes, signs and POSTs.
+func (rep Report) printFloors(w io.Writer) {
+	if len(rep.Floors) == 0 || rep.Ceiling.Rate <= 0 {
+		return
+	}
+	var below []string
+	for i, f := range Fanouts {
+		if i >= len(rep.Floors) || rep.Floors[i].Rate <= 0 {
+			continue
+		}
+		fl := rep.Floors[i]
+		ratio := fl.Rate / rep.Ceiling.Rate
+		per := time.Duration(0)
+		if fl.Deliveries > 0 {
+			per = fl.Usage.Dispatcher / time.Duration(fl.Deliveries)
+		}
+		vs := "-"
+		if d := rep.rate(f); d > 0 {
+			vs = fmt.Sprintf("%.2f", d/fl.Rate)
+		}
+		fmt.Fprintf(w, "  fan-out %d floor (consume, %d signed POST(s), ack): %.0f/s = %.2f x bare client loop, %v CPU per delivery; dispatcher / floor %s\n",
+			f, f, fl.Rate, ratio, per.Round(time.Microsecond), vs)
+		if ratio < TargetCeilingRatio {
+			below = append(below, fmt.Sprintf("fan-out %d floor is %.2f x the bare loop (target %.1f x)", f, ratio, TargetCeilingRatio))
+		}
+		if per > TargetCPUPerDelivery {
+			below = append(below, fmt.Sprintf("fan-out %d floor uses %v per delivery (target %v)", f, per.Round(time.Microsecond), TargetCPUPerDelivery))
+		}
+	}
+	if len(below) == 0 {
+		fmt.Fprintln(w, "  every floor meets the throughput and CPU targets: they are reachable in principle")
+		return
+	}
+	fmt.Fprintf(w, "  FLOOR MISSES A TARGET: %s; no dispatcher doing at least that much can meet it on this machine\n", strings.Join(below, "; "))
 }

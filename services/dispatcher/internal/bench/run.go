@@ -58,6 +58,10 @@ type Config struct {
 	PendingTimeout time.Duration // bound on the memory run
 	PhaseTimeout   time.Duration // bound on waiting for one phase's deliveries
 	MemoryOnly     bool          // run only the memory phase
+	// Floors measures the floor consumer (ServeFloorConsumer) at each
+	// fan-out; Self is this executable, run again as that consumer.
+	Floors bool
+	Self   string
 
 	AMQPURL, RedisURL string
 	DispatcherPkg     string
@@ -111,6 +115,7 @@ type Report struct {
 	Phases    []Result // throughput: per fan-out, burst then paced
 	Messages  []Result // POST /v1/messages: burst then paced
 	Ceiling   Result
+	Floors    []Result // the floor consumer, per fan-out
 	IsoBase   Result
 	IsoSlow   Result
 	PeakRSS   int64 // dispatcher of the throughput and isolation runs
@@ -140,6 +145,8 @@ func (c Config) validate() error {
 		return errors.New("timeouts must be positive")
 	case c.DispatcherPkg == "":
 		return errors.New("dispatcher package is required")
+	case c.Floors && c.Self == "":
+		return errors.New("the floors need the benchmark's own executable")
 	}
 	for _, u := range []string{c.AMQPURL, c.RedisURL} {
 		if err := loadtest.Loopback(u); err != nil {
@@ -250,6 +257,15 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	}
 	if rep.Ceiling, err = r.ceiling(ctx, d); err != nil {
 		return rep, err
+	}
+	if cfg.Floors {
+		for _, f := range Fanouts {
+			res, err := r.floor(ctx, cfg.Self, f)
+			rep.Floors = append(rep.Floors, res)
+			if err != nil {
+				return rep, err
+			}
+		}
 	}
 	if rep.IsoBase, rep.IsoSlow, err = r.isolation(ctx, d, rep.rate(10)); err != nil {
 		return rep, err
@@ -411,15 +427,22 @@ func (r *runner) events() events {
 // measure runs publish, waits for want deliveries and condenses phase p.
 func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string, want int, publish func() error) (Result, error) {
 	p.Reset()
-	before, defBefore := loadtest.SampleCPU(d.PID()), scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total")
-	tripsBefore := scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_redis_round_trips_total")
+	// d.base is empty for the floor consumer, which has no metrics.
+	metric := func(name string) float64 {
+		if d.base == "" {
+			return 0
+		}
+		return scrapeSum(ctx, d.base+"/metrics", name)
+	}
+	before, defBefore := loadtest.SampleCPU(d.PID()), metric("hookyard_dispatcher_deferrals_total")
+	tripsBefore := metric("hookyard_dispatcher_redis_round_trips_total")
 	err := publish()
 	if err == nil {
 		err = waitArrivals(ctx, p, want, r.cfg.PhaseTimeout)
 	}
 	res := Result{Name: name, Usage: usage(before, loadtest.SampleCPU(d.PID()))}
-	res.Deferrals = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_deferrals_total") - defBefore
-	res.RedisTrips = scrapeSum(ctx, d.base+"/metrics", "hookyard_dispatcher_redis_round_trips_total") - tripsBefore
+	res.Deferrals = metric("hookyard_dispatcher_deferrals_total") - defBefore
+	res.RedisTrips = metric("hookyard_dispatcher_redis_round_trips_total") - tripsBefore
 	st := p.Stats()
 	res.Deliveries, res.Window = len(st.Latencies), st.Window
 	res.Rate = loadtest.Rate(res.Deliveries, st.Window)
@@ -429,7 +452,11 @@ func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string
 		err = fmt.Errorf("%s: %d requests with a bad signature, %d for unknown events", name, st.BadSig, st.Unknown)
 	}
 	if err != nil && d.Exited() {
-		err = fmt.Errorf("%w; dispatcher exited: %v; output:\n%s", err, d.Err(), d.Logs())
+		proc := "dispatcher"
+		if d.base == "" {
+			proc = "floor consumer"
+		}
+		err = fmt.Errorf("%w; %s exited: %v; output:\n%s", err, proc, d.Err(), d.Logs())
 	}
 	return res, err
 }

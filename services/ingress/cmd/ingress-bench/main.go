@@ -32,9 +32,13 @@ func main() {
 		Progress: os.Stderr,
 	}
 	var (
-		warmup  int
-		timeout time.Duration
-		sink    string
+		warmup    int
+		timeout   time.Duration
+		sink      string
+		floors    string
+		floorAddr string
+		floorMode string
+		floorRun  string
 	)
 	flag.IntVar(&cfg.N, "n", 20000, "requests per closed-loop phase")
 	flag.IntVar(&cfg.Concurrency, "c", 64, "concurrent closed-loop workers and raw publishers")
@@ -44,7 +48,11 @@ func main() {
 	flag.StringVar(&cfg.IngressPkg, "ingress-pkg", "github.com/hookyard/hookyard/services/ingress/cmd/ingress", "package of the ingress binary to build and measure")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the ingress process during the saturation phase to this file ")
 	flag.DurationVar(&timeout, "timeout", 15*time.Minute, "abort the whole run after this long")
-	flag.StringVar(&sink, bench.SinkFlag, "", "") // internal: run as the bare HTTP sink on this address
+	flag.StringVar(&floors, "floors", "publish,headers,dedupe", "transport floors to measure, comma-separated (publish, headers, dedupe; empty for none)")
+	flag.StringVar(&sink, bench.SinkFlag, "", "")           // internal: run as the bare HTTP sink on this address
+	flag.StringVar(&floorAddr, bench.FloorFlag, "", "")     // internal: run as a floor server on this address
+	flag.StringVar(&floorMode, bench.FloorModeFlag, "", "") // internal: which floor
+	flag.StringVar(&floorRun, bench.FloorRunFlag, "", "")   // internal: the run it serves
 	flag.Usage = usage
 	flag.Parse()
 
@@ -60,7 +68,23 @@ func main() {
 		}
 		return
 	}
+	if floorAddr != "" {
+		err := bench.ServeFloor(ctx, bench.FloorConfig{
+			Addr: floorAddr, Mode: bench.FloorMode(floorMode), AMQPURL: cfg.AMQPURL, RedisURL: cfg.RedisURL,
+			Channels: cfg.PublisherChannels, Run: floorRun,
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ingress-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 
+	var err error
+	if cfg.Floors, err = bench.ParseFloors(floors); err != nil {
+		fmt.Fprintln(os.Stderr, "ingress-bench:", err)
+		os.Exit(2)
+	}
 	cfg.Warmup = min(warmup, cfg.N)
 	if cfg.CPUProfile != "" {
 		abs, err := filepath.Abs(cfg.CPUProfile)
@@ -92,7 +116,8 @@ func usage() {
 	out := flag.CommandLine.Output()
 	fmt.Fprintf(out, "usage: %s [flags]\n", os.Args[0])
 	flag.VisitAll(func(f *flag.Flag) {
-		if f.Name == bench.SinkFlag {
+		switch f.Name {
+		case bench.SinkFlag, bench.FloorFlag, bench.FloorModeFlag, bench.FloorRunFlag:
 			return
 		}
 		fmt.Fprintf(out, "  -%s\n    \t%s (default %q)\n", f.Name, f.Usage, f.DefValue)

@@ -126,11 +126,11 @@ func dedupeKeyPrefix(tenant string) string {
 	return "hookyard:ingress:dedupe:" + strconv.Itoa(len(tenant)) + "." + tenant + ":"
 }
 
-// cleanRedis removes the dedupe keys a run left behind. Ingress keeps them
-// for the provider's retry window (days), and a benchmark run adds tens of
-// thousands, so leaving them would slowly fill a shared Redis. Returns the
-// number of keys removed.
-func cleanRedis(ctx context.Context, url, tenant string) (int, error) {
+// cleanRedis removes the keys under prefix a run left behind. Ingress keeps
+// dedupe keys for the provider's retry window (days), and a benchmark run
+// adds tens of thousands, so leaving them would slowly fill a shared Redis.
+// Returns the number of keys removed.
+func cleanRedis(ctx context.Context, url, prefix string) (int, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return 0, fmt.Errorf("redis URL: %w", err)
@@ -138,7 +138,7 @@ func cleanRedis(ctx context.Context, url, tenant string) (int, error) {
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	removed := 0
-	iter := rdb.Scan(ctx, 0, dedupeKeyPrefix(tenant)+"*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	batch := make([]string, 0, 500)
 	flush := func() error {
 		if len(batch) == 0 {
@@ -146,7 +146,7 @@ func cleanRedis(ctx context.Context, url, tenant string) (int, error) {
 		}
 		n, err := rdb.Unlink(ctx, batch...).Result()
 		if err != nil {
-			return fmt.Errorf("unlink dedupe keys: %w", err)
+			return fmt.Errorf("unlink keys under %s: %w", prefix, err)
 		}
 		removed += int(n)
 		batch = batch[:0]
@@ -161,7 +161,7 @@ func cleanRedis(ctx context.Context, url, tenant string) (int, error) {
 		}
 	}
 	if err := iter.Err(); err != nil {
-		return removed, fmt.Errorf("scan dedupe keys: %w", err)
+		return removed, fmt.Errorf("scan keys under %s: %w", prefix, err)
 	}
 	return removed, flush()
 }

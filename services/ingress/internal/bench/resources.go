@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/hookyard/hookyard/platform/loadtest"
@@ -17,6 +18,7 @@ type Usage struct {
 	ClientCPU   time.Duration // CPU time of this process (load generator or raw publisher)
 	BrokerCPU   time.Duration // CPU time of local RabbitMQ (beam.smp); 0 if not visible
 	RedisCPU    time.Duration // CPU time of local Redis (redis-server); 0 if not visible
+	StackCPU    time.Duration // server (or raw publisher) + broker + Redis
 	MeanConfirm time.Duration // ingress only: mean publish-to-confirm time
 	MeanVerify  time.Duration // ingress only: mean signature verification time
 }
@@ -51,6 +53,7 @@ func usage(a, b snapshot) Usage {
 		ClientCPU: cpu.Self,
 		BrokerCPU: cpu.Broker,
 		RedisCPU:  cpu.Redis,
+		StackCPU:  cpu.Server + cpu.Broker + cpu.Redis,
 	}
 	if n := b.confirmN - a.confirmN; n > 0 {
 		u.MeanConfirm = time.Duration((b.confirmSum - a.confirmSum) / n * float64(time.Second))
@@ -59,4 +62,14 @@ func usage(a, b snapshot) Usage {
 		u.MeanVerify = time.Duration((b.verifySum - a.verifySum) / n * float64(time.Second))
 	}
 	return u
+}
+
+// other returns the cores busy over elapsed that no process of the
+// benchmark used, never below zero.
+func (u Usage) other(elapsed time.Duration) float64 {
+	if elapsed <= 0 {
+		return 0
+	}
+	ours := (u.ServerCPU + u.ClientCPU + u.BrokerCPU + u.RedisCPU).Seconds() / elapsed.Seconds()
+	return max(u.HostBusy*float64(runtime.NumCPU())-ours, 0)
 }

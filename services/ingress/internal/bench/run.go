@@ -1,9 +1,11 @@
 // Package bench measures the ingress service end to end: the real binary,
 // in its own process, against the real broker and Redis, compared in the
 // same run with the two ceilings it cannot beat (confirmed publishing to a
-// quorum queue, and a bare net/http handler). Measuring the ceilings in the
-// same run on the same machine is what makes the ratios meaningful on a
-// noisy, shared host where absolute figures drift from run to run.
+// quorum queue, and a bare net/http handler). The floors (FloorMode) say
+// what share of the confirm ceiling any HTTP service that publishes can
+// reach. Measuring the ceilings in the same run on the same machine is what
+// makes the ratios meaningful on a noisy, shared host where absolute
+// figures drift from run to run.
 package bench
 
 import (
@@ -56,6 +58,10 @@ type Config struct {
 	// HTTP ceiling.
 	Self string
 
+	// Floors are measured after the raw ceiling (see FloorMode); none
+	// if empty.
+	Floors []FloorMode
+
 	// CPUProfile, if set, is where the ingress process writes a CPU
 	// profile of the saturation phase (the binary is built with the
 	// benchprofile tag for it).
@@ -72,6 +78,7 @@ type Report struct {
 	Fixed     Summary // ingress, open loop at a quarter of Saturated.Rate
 	Raw       Summary // confirmed publishes straight to a quorum queue
 	Bare      Summary // bare net/http handler, closed loop
+	Floors    []Floor // HTTP handlers that publish, closed loop
 	PeakRSS   int64   // ingress VmHWM in bytes
 }
 
@@ -143,11 +150,15 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	defer func() {
 		cctx, cancel := cleanupCtx()
 		defer cancel()
-		n, err := cleanRedis(cctx, cfg.RedisURL, tenant)
+		n, err := cleanRedis(cctx, cfg.RedisURL, dedupeKeyPrefix(tenant))
 		if err != nil {
 			cleanupErrs = append(cleanupErrs, err)
 		}
-		step("removed %d dedupe keys from Redis", n)
+		m, err := cleanRedis(cctx, cfg.RedisURL, floorKeyPrefix(run))
+		if err != nil {
+			cleanupErrs = append(cleanupErrs, err)
+		}
+		step("removed %d dedupe keys and %d floor keys from Redis", n, m)
 	}()
 
 	httpAddr, err := loadtest.FreeAddr()
@@ -291,6 +302,13 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		return rep, err
 	}
 
+	if len(cfg.Floors) > 0 {
+		rep.Floors, err = floors(ctx, cfg, br, maxInflight, run, step)
+		if err != nil {
+			return rep, err
+		}
+	}
+
 	rep.Bare, err = bareCeiling(ctx, cfg, maxInflight, run, step)
 	if err != nil {
 		return rep, err
@@ -325,6 +343,8 @@ func rawCeiling(ctx context.Context, cfg Config, br *broker, queue, key, run str
 	before := sample(ctx, 0, "")
 	s := ClosedLoop(ctx, fmt.Sprintf("raw publish+confirm C=%d", cfg.Concurrency), cfg.Concurrency, cfg.N, publishOp(pub, key, run, body))
 	s.Usage = usage(before, sample(ctx, 0, ""))
+	// The publisher is this process: it takes the server's place.
+	s.Usage.StackCPU = s.Usage.ClientCPU + s.Usage.BrokerCPU + s.Usage.RedisCPU
 	if err := ctx.Err(); err != nil {
 		return s, err
 	}
@@ -340,40 +360,71 @@ func rawCeiling(ctx context.Context, cfg Config, br *broker, queue, key, run str
 // bareCeiling measures a bare net/http handler in its own process with the
 // same load generator and payload as the ingress saturation phase.
 func bareCeiling(ctx context.Context, cfg Config, conns int, run string, step func(string, ...any)) (Summary, error) {
+	return serverPhase(ctx, cfg, server{
+		label: "bare HTTP sink", name: fmt.Sprintf("bare net/http C=%d", cfg.Concurrency),
+		args: []string{"-" + SinkFlag}, ready: "/", readyStatus: http.StatusAccepted,
+		run: run, conns: conns,
+	}, step)
+}
+
+// server is an HTTP server the benchmark binary runs as a child of its own
+// (args after the listen address) to measure a ceiling or a floor.
+type server struct {
+	label, name string // in progress lines; of the measured phase
+	args        []string
+	env         []string
+	ready       string // path answering readyStatus once it serves
+	readyStatus int
+	run         string
+	offset      int          // of the first webhook id
+	conns       int          // keep-alive connections of the client
+	warmed      func() error // after the warm-up, if set
+}
+
+// serverPhase starts srv, warms it up and measures it with the closed-loop
+// generator of the ingress phase; srv stops when it returns.
+func serverPhase(ctx context.Context, cfg Config, srv server, step func(string, ...any)) (Summary, error) {
 	addr, err := loadtest.FreeAddr()
 	if err != nil {
 		return Summary{}, err
 	}
-	step("starting bare HTTP sink on %s", addr)
-	sink, err := loadtest.Start("sink", exec.Command(cfg.Self, "-"+SinkFlag, addr))
+	step("starting %s on %s", srv.label, addr)
+	cmd := exec.Command(cfg.Self, append([]string{srv.args[0], addr}, srv.args[1:]...)...)
+	cmd.Env = append(os.Environ(), srv.env...)
+	child, err := loadtest.Start(srv.label, cmd)
 	if err != nil {
 		return Summary{}, err
 	}
-	defer func() { _ = sink.Stop(5 * time.Second) }()
+	defer func() { _ = child.Stop(5 * time.Second) }()
 	base := "http://" + addr
-	if err := sink.WaitHTTP(ctx, base+"/", http.StatusAccepted, 15*time.Second); err != nil {
+	if err := child.WaitHTTP(ctx, base+srv.ready, srv.readyStatus, 15*time.Second); err != nil {
 		return Summary{}, err
 	}
-	client := NewClient(conns)
+	client := NewClient(srv.conns)
 	defer client.CloseIdleConnections()
-	// The sink ignores signatures; signing anyway keeps the client-side
+	// The servers ignore signatures; signing anyway keeps the client-side
 	// cost identical to the ingress phase, so the ratio compares servers.
 	op := func(offset int) Op {
-		return HTTPOp(client, webhookRequests(base+"/webhooks/bench", "whsec_sink", run, offset))
+		return HTTPOp(client, webhookRequests(base+"/webhooks/bench", "whsec_sink", srv.run, offset))
 	}
-	step("bare HTTP ceiling warm-up: %d requests", cfg.Warmup)
-	if s := ClosedLoop(ctx, "warm-up", cfg.Concurrency, cfg.Warmup, op(0)); s.Failed() {
-		return s, fmt.Errorf("bare HTTP warm-up: %s", failure(s))
+	step("%s warm-up: %d requests", srv.name, cfg.Warmup)
+	if s := ClosedLoop(ctx, "warm-up", cfg.Concurrency, cfg.Warmup, op(srv.offset)); s.Failed() {
+		return s, fmt.Errorf("%s warm-up: %s", srv.name, failure(s))
 	}
-	step("bare HTTP ceiling: %d requests, %d workers", cfg.N, cfg.Concurrency)
-	before := sample(ctx, sink.PID(), "")
-	s := ClosedLoop(ctx, fmt.Sprintf("bare net/http C=%d", cfg.Concurrency), cfg.Concurrency, cfg.N, op(cfg.Warmup))
-	s.Usage = usage(before, sample(ctx, sink.PID(), ""))
+	if srv.warmed != nil {
+		if err := srv.warmed(); err != nil {
+			return Summary{}, err
+		}
+	}
+	step("%s: %d requests, %d workers", srv.name, cfg.N, cfg.Concurrency)
+	before := sample(ctx, child.PID(), "")
+	s := ClosedLoop(ctx, srv.name, cfg.Concurrency, cfg.N, op(srv.offset+cfg.Warmup))
+	s.Usage = usage(before, sample(ctx, child.PID(), ""))
 	if err := ctx.Err(); err != nil {
 		return s, err
 	}
 	if s.Failed() {
-		return s, fmt.Errorf("bare HTTP ceiling: %s", failure(s))
+		return s, fmt.Errorf("%s: %s", srv.name, failure(s))
 	}
 	return s, nil
 }

@@ -2,12 +2,9 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"time"
 )
 
 // SinkFlag is the hidden command-line flag that turns the benchmark binary
@@ -30,25 +27,10 @@ func SinkHandler() http.Handler {
 // Sink serves SinkHandler on addr until ctx ends. addr must be a loopback
 // address: the sink is a measuring device, never a listener for others.
 func Sink(ctx context.Context, addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("sink address %q: %w", addr, err)
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("sink address %q: only loopback addresses are allowed", addr)
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
+	if err := loopbackAddr(addr); err != nil {
 		return fmt.Errorf("sink: %w", err)
 	}
-	srv := &http.Server{Handler: SinkHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serve(ctx, addr, SinkHandler()); err != nil {
 		return fmt.Errorf("sink: %w", err)
 	}
 	return nil
