@@ -588,7 +588,7 @@ func (s *Store) lease(ctx context.Context, r Ready, queue, check, worker string,
 // reports whether a cancel was asked for, and ErrLeaseLost if the lease
 // has ended.
 func (s *Store) Heartbeat(ctx context.Context, tenant, id string, token int64, ttl time.Duration) (expires time.Time, cancel bool, err error) {
-	res, err := heartbeatScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.leases()},
+	res, err := heartbeatScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.leases(), s.sched()},
 		token, ms(s.cfg.Now()), ttl.Milliseconds(), member(tenant, id)).Slice()
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("heartbeat %s: %w", id, err)
