@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	jobsv1 "github.com/hookyard/hookyard/gen/hookyard/jobs/v1"
 	"github.com/hookyard/hookyard/platform/redisconn"
 	"github.com/hookyard/hookyard/services/jobs/internal/jobstest"
 )
@@ -204,6 +207,52 @@ func TestHTTPTaskEndsAfterItsLeaseWriteIsLost(t *testing.T) {
 	if n := calls.Load(); n < 2 {
 		t.Errorf("the target was called %d times, want the lost attempt and the one that ended", n)
 	}
+}
+
+// An external worker's lease write is lost and the worker says nothing
+// more (stuck). When the task is leased again (here: its schedule entry
+// made due, as NoteTimeout would), the new lease must not get the token
+// the stuck worker still holds, or the stuck worker could complete the
+// new attempt (invariant 7: fencing).
+func TestLeaseAfterALostLeaseWriteGetsANewToken(t *testing.T) {
+	t.Parallel()
+	lw := newLoseWrite(t, isLeaseKeys)
+	e := jobstest.Start(t, jobstest.Options{Heartbeat: 2 * time.Second, RedisHook: lw})
+	r := e.Replicas[0]
+	ctx := e.Acme.Ctx(context.Background())
+	id := "lostfence-" + e.ID
+	lw.arm(id)
+	if _, err := r.Tasks.CreateTask(ctx, &jobsv1.CreateTaskRequest{Task: &jobsv1.Task{Id: id, Name: "report.build", Queue: "fence"}}); err != nil {
+		t.Fatal(err)
+	}
+	actx, stopA := context.WithCancel(ctx)
+	a := recvTask(t, actx, r.Workers, "fence", "worker-a")
+	lw.waitLost(t)
+	stopA() // stuck: no heartbeat, no end, until the very end
+
+	// The schedule entry of the task's generation, due now.
+	prefix := "{" + e.Config.KeyPrefix + "}"
+	gen := e.Redis.HGet(context.Background(), prefix+":t:"+e.Acme.Name+":"+id, "gen").Val()
+	if err := e.Redis.ZAdd(context.Background(), prefix+":sched", redis.Z{Score: float64(time.Now().UnixMilli()), Member: e.Acme.Name + "|" + id + "|" + gen}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	bctx, stopB := context.WithCancel(ctx)
+	defer stopB()
+	b := recvTask(t, bctx, r.Workers, "fence", "worker-b")
+	if b.LeaseToken == a.LeaseToken {
+		t.Errorf("the new lease got token %d, the one the stuck worker holds", b.LeaseToken)
+	}
+	_, err := r.Workers.CompleteTask(ctx, &jobsv1.CompleteTaskRequest{TaskId: id, LeaseToken: a.LeaseToken})
+	if err == nil {
+		t.Fatal("the stuck worker completed the new attempt")
+	}
+	if c := status.Code(err); c != codes.FailedPrecondition && c != codes.Aborted {
+		t.Fatalf("stale complete: %v", err)
+	}
+	if _, err := r.Workers.CompleteTask(ctx, &jobsv1.CompleteTaskRequest{TaskId: id, LeaseToken: b.LeaseToken}); err != nil {
+		t.Fatalf("b complete: %v", err)
+	}
+	e.WaitState(t, e.Acme, id, "succeeded", 10*time.Second)
 }
 
 // A lost end write of an http task leaves it running with the lease the

@@ -9,7 +9,9 @@ import "github.com/redis/go-redis/v9"
 //
 // Task hash fields: state, gen (bumped whenever the task becomes pending,
 // so a stale broker message is recognised and dropped), token (fencing
-// token of the current lease, bumped on every lease), attempts, free
+// token of the current lease: on every lease the greater of one more and
+// the time in ms, so a lease lost in a Redis failover is not handed out
+// again), attempts, free
 // (attempts that do not count against max retries: manual retries and
 // "retry later"), cancel, lease and hard (deadlines of the current
 // attempt), started, finished, created, worker, result, error, and the
@@ -111,7 +113,11 @@ if limit then
     return {-5, math.ceil(at)}
   end
 end
-local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
+-- The token is at least now (ms): a lease whose write a Redis failover
+-- lost left the counter behind, and counting on from there would hand
+-- the next lease the token the lost one's holder still has.
+local token = math.max(tonumber(redis.call('HGET', KEYS[1], 'token') or '0') + 1, now)
+redis.call('HSET', KEYS[1], 'token', string.format('%d', token))
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local hard = now + tonumber(s[4])
 local lease = math.min(now + tonumber(ARGV[3]), hard)
