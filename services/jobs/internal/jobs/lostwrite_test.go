@@ -35,9 +35,33 @@ const lostWriteBound = 60 * time.Second
 type loseWrite struct {
 	rdb   redis.UniversalClient // unhooked, for the snapshot and restore
 	which func(keys []string) bool
+	// until, if set, extends the loss to the writes up to and including
+	// the first later one it matches (a failover window).
+	until func(keys []string) bool
 	mu    sync.Mutex
 	id    string // task id; "" disarms
+	open  string // task id of a window under way
+	snap  []keySnap
 	lost  chan struct{}
+	// failedOver makes the primary's replication id read as changed.
+	failedOver atomic.Bool
+	reads      atomic.Int64 // of the replication id
+}
+
+// failover makes the service see a new Redis primary from now on, once
+// it has seen the old one (or 30 s have passed: a service that never
+// looks fails the test by not recovering).
+func (l *loseWrite) failover() {
+	for deadline := time.Now().Add(30 * time.Second); l.reads.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	l.failedOver.Store(true)
+}
+
+// isPrimaryRead: the script reading the replication id (one key, the
+// schedule, and no arguments; the claim script has three).
+func isPrimaryRead(cmd redis.Cmder, keys []string) bool {
+	return len(keys) == 1 && strings.HasSuffix(keys[0], ":sched") && len(cmd.Args()) == 4
 }
 
 func newLoseWrite(t *testing.T, which func(keys []string) bool) *loseWrite {
@@ -72,23 +96,49 @@ func (l *loseWrite) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 func (l *loseWrite) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		keys := scriptKeys(cmd)
-		l.mu.Lock()
-		id := l.id
-		hit := id != "" && len(keys) > 0 && strings.HasSuffix(keys[0], ":"+id) && l.which(keys)
-		if hit {
-			l.id = ""
-		}
-		l.mu.Unlock()
-		if !hit {
-			return next(ctx, cmd)
-		}
-		snap := l.snapshot(ctx, keys, id)
-		err := next(ctx, cmd)
-		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			l.arm(id) // go-redis sends the script itself next
+		if isPrimaryRead(cmd, keys) {
+			err := next(ctx, cmd)
+			l.reads.Add(1)
+			if c, ok := cmd.(*redis.Cmd); ok && err == nil && l.failedOver.Load() {
+				c.SetVal("promoted-replica")
+			}
 			return err
 		}
-		l.restore(ctx, snap)
+		l.mu.Lock()
+		id, open := l.id, l.open
+		start := id != "" && len(keys) > 0 && strings.HasSuffix(keys[0], ":"+id) && l.which(keys)
+		end := open != "" && len(keys) > 0 && strings.HasSuffix(keys[0], ":"+open) && l.until(keys)
+		if start {
+			l.id = ""
+		}
+		if end {
+			l.open = ""
+		}
+		l.mu.Unlock()
+		if !start && !end {
+			return next(ctx, cmd)
+		}
+		if start {
+			l.snap = l.snapshot(ctx, keys, id)
+		}
+		err := next(ctx, cmd)
+		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			l.mu.Lock() // go-redis sends the script itself next
+			if start {
+				l.id = id
+			} else {
+				l.open = open
+			}
+			l.mu.Unlock()
+			return err
+		}
+		if start && l.until != nil {
+			l.mu.Lock()
+			l.open = id
+			l.mu.Unlock()
+			return err
+		}
+		l.restore(ctx, l.snap)
 		close(l.lost)
 		return err
 	}
@@ -278,5 +328,38 @@ func TestHTTPTaskEndsAfterItsEndWriteIsLost(t *testing.T) {
 	e.WaitState(t, e.Acme, id, "succeeded", lostWriteBound)
 	if n := calls.Load(); n < 2 {
 		t.Errorf("the target was called %d times, want the attempt whose end was lost and the one that ended", n)
+	}
+}
+
+// A failover window that loses both the lease and the end of an http task
+// (the service wrote both to the old primary): the task is pending at the
+// generation whose note was consumed, nobody holds it, and its schedule
+// entry is NoteTimeout (15 minutes) away. Once the service sees the new
+// primary, the task must still end within a bound far below that.
+func TestHTTPTaskEndsAfterItsLeaseAndEndWritesAreLost(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	lw := newLoseWrite(t, isLeaseKeys)
+	lw.until = isEndKeys
+	e := jobstest.Start(t, jobstest.Options{RedisHook: lw})
+	id := "lostwindow-" + e.ID
+	lw.arm(id)
+	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks", `{"id":"`+id+`","name":"http","args":{"url":"`+srv.URL+`"}}`)
+	if code != 200 {
+		t.Fatalf("create: %d %v", code, task)
+	}
+	lw.waitLost(t)
+	if code, task := e.REST(t, e.Acme, "GET", "/v1/tasks/"+id, ""); code != 200 || task["state"] != "pending" {
+		t.Fatalf("after the lost writes: %d %v, want pending", code, task)
+	}
+	lw.failover()
+	e.WaitState(t, e.Acme, id, "succeeded", lostWriteBound)
+	if n := calls.Load(); n < 2 {
+		t.Errorf("the target was called %d times, want the lost attempt and the one that ended", n)
 	}
 }
