@@ -59,6 +59,10 @@ type ClusterReport struct {
 	// Restarted names the services whose process exited or changed
 	// during the run; it must stay empty.
 	Restarted []string
+	// Breaker lists the changes of the dispatcher's circuit breakers and
+	// Deferrals its deferrals by reason (both for the record).
+	Breaker   []string
+	Deferrals string
 }
 
 // Failed says why the run does not prove the cluster works ("" if it does).
@@ -167,8 +171,17 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 		pids[name] = s.PID()
 	}
 
+	start := time.Now()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	breakers := watchBreakers(wctx, st, start, logf)
 	busy := make(chan struct{})
-	step := func(name string, fn func() error) { rep.step(ctx, cfg.Gap, name, fn, logf) }
+	step := func(name string, fn func() error) {
+		rep.step(ctx, cfg.Gap, name, func() error {
+			logf("fault at +%v: %s", time.Since(start).Round(time.Second), name)
+			return fn()
+		}, logf)
+	}
 	go func() {
 		defer close(busy)
 		step("kill -9 the services' RabbitMQ node", func() error {
@@ -238,6 +251,9 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 	}
 	rep.DrainTime = time.Since(drainStart)
 	rep.SubscriberRequests, rep.Answered5x, _, _ = sub.Stats()
+	stopWatch()
+	rep.Breaker = breakers()
+	rep.Deferrals = deferrals(ctx, st)
 
 	for _, name := range suite.Names {
 		s := st.Services[name]
@@ -293,6 +309,10 @@ func (r ClusterReport) Print(w io.Writer) {
 	fmt.Fprintf(tw, "quorum queues on 3 nodes, at the end\t %d of %d\t\n", r.ReplicatedAfter, r.QuorumQueuesAfter)
 	fmt.Fprintf(tw, "service processes exited or restarted\t %d\t\n", len(r.Restarted))
 	tw.Flush()
+	fmt.Fprintln(w, "dispatcher deferrals by reason:", r.Deferrals)
+	for _, b := range r.Breaker {
+		fmt.Fprintln(w, "dispatcher", b)
+	}
 }
 
 // cluster drives deploy/local/cluster.sh with a data directory of its own.

@@ -159,3 +159,66 @@ func describeQueues(ctx context.Context, cl *cluster, logf func(string, ...any))
 		}
 	}
 }
+
+// watchBreakers polls the dispatcher's metrics every second until ctx
+// ends and records each change of an endpoint's circuit breaker state
+// (hookyard_dispatcher_breaker_state: 0 closed, 1 half-open, 2 open),
+// with the time since start, so that an opening can be set against the
+// faults. done returns the changes once polling has stopped.
+func watchBreakers(ctx context.Context, st *suite.Stack, start time.Time, logf func(string, ...any)) (done func() []string) {
+	var changes []string
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		last := map[string]string{}
+		names := map[string]string{"0": "closed", "1": "half-open", "2": "open"}
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			code, body, err := st.Dispatcher().Do(ctx, "GET", "/metrics", "", nil)
+			if err != nil || code != 200 {
+				continue
+			}
+			for _, line := range strings.Split(string(body), "\n") {
+				rest, ok := strings.CutPrefix(line, "hookyard_dispatcher_breaker_state{")
+				if !ok {
+					continue
+				}
+				labels, v, ok := strings.Cut(rest, "} ")
+				if !ok || last[labels] == v {
+					continue
+				}
+				if last[labels] != "" || v != "0" {
+					c := fmt.Sprintf("+%v breaker %s %s", time.Since(start).Round(time.Second), names[v], labels)
+					logf("%s", c)
+					changes = append(changes, c)
+				}
+				last[labels] = v
+			}
+		}
+	}()
+	return func() []string {
+		<-stopped
+		return changes
+	}
+}
+
+// deferrals returns the dispatcher's deferral counters by reason.
+func deferrals(ctx context.Context, st *suite.Stack) string {
+	code, body, err := st.Dispatcher().Do(ctx, "GET", "/metrics", "", nil)
+	if err != nil || code != 200 {
+		return fmt.Sprintf("unreadable (%d %v)", code, err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, "hookyard_dispatcher_deferrals_total{reason=\""); ok {
+			out = append(out, strings.Replace(rest, "\"} ", " ", 1))
+		}
+	}
+	return strings.Join(out, ", ")
+}
