@@ -134,10 +134,11 @@ return {1, token, attempt, lease, hard, s[5], tonumber(s[6] or ARGV[2]), s[8] or
 // start it again. Called with the holder's token, it makes the entry due
 // now and raises the stored token to the holder's, so the next lease's
 // token differs (fencing). Tokens only grow, so a lower stored token
-// proves the lease was lost.
+// proves the lease was lost (of this task: one due later is a new task
+// under an expired one's id, and keeps its time).
 const lostLeaseLua = `
-local function lost_lease(k, sched, state, stored, token, gen, mem, now)
-  if state == 'pending' and token ~= '*' and tonumber(stored or '0') < tonumber(token) then
+local function lost_lease(k, sched, state, stored, token, gen, due, mem, now)
+  if state == 'pending' and token ~= '*' and tonumber(stored or '0') < tonumber(token) and tonumber(due or '0') <= tonumber(now) then
     redis.call('HSET', k, 'token', token)
     redis.call('ZADD', sched, now, mem .. '|' .. gen)
   end
@@ -148,9 +149,9 @@ end
 // KEYS: task, leases, sched. ARGV: token, now, leaseMs, member.
 // Returns {1, lease, cancel} or {0}.
 var heartbeatScript = redis.NewScript(lostLeaseLua + `
-local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'hard', 'cancel', 'lease', 'gen')
+local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'hard', 'cancel', 'lease', 'gen', 'due')
 if s[1] ~= 'running' or s[2] ~= ARGV[1] then
-  lost_lease(KEYS[1], KEYS[3], s[1], s[2], ARGV[1], s[6], ARGV[4], ARGV[2])
+  lost_lease(KEYS[1], KEYS[3], s[1], s[2], ARGV[1], s[6], s[7], ARGV[4], ARGV[2])
   return {0}
 end
 local now = tonumber(ARGV[2])
@@ -179,11 +180,11 @@ return {1, lease, s[4] or '0'}
 // the attempt was ended in when it was refused at its hard deadline), -1
 // when there is no such task.
 var endScript = redis.NewScript(taskLua + lostLeaseLua + `
-local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard', 'queue', 'name')
+local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard', 'queue', 'name', 'due')
 if not s[14] then return {-1} end
 local function reply(status, state, ended) return {status, state, ended or '', s[14], s[15] or '', s[10] or '0'} end
 if s[1] ~= 'running' then
-  lost_lease(KEYS[1], KEYS[4], s[1], s[2], ARGV[1], s[12], ARGV[9], ARGV[2])
+  lost_lease(KEYS[1], KEYS[4], s[1], s[2], ARGV[1], s[12], s[16], ARGV[9], ARGV[2])
   return reply(0, s[1] or '')
 end
 if ARGV[1] ~= '*' and s[2] ~= ARGV[1] then return reply(0, 'stale') end

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -44,5 +45,28 @@ func TestResyncMakesNotesInFlightDue(t *testing.T) {
 	}
 	if n, err := s.Resync(ctx, "replid:1"); err != nil || n != 0 {
 		t.Fatalf("second resync with the same key: %d %v, want 0", n, err)
+	}
+}
+
+// A holder's token above the stored one means its lease was lost, but
+// only for a task that was due: a task enqueued later under the id of an
+// expired one, with an ETA ahead, is not started early by a stale
+// holder's heartbeat.
+func TestLostLeaseKeepsAnETAAhead(t *testing.T) {
+	s, clk := newStore(t)
+	ctx := context.Background()
+	eta := clk.Now().Add(10 * time.Minute)
+	if _, err := s.Enqueue(ctx, "acme", "later", store.Spec{Name: "x", Queue: "q", ETA: eta}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Heartbeat(ctx, "acme", "later", clk.Now().UnixMilli(), time.Second); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("heartbeat: %v, want ErrLeaseLost", err)
+	}
+	if _, err := s.End(ctx, "acme", "later", clk.Now().UnixMilli(), store.Outcome{}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("end: %v, want ErrLeaseLost", err)
+	}
+	clk.Add(time.Minute)
+	if rs, _ := s.Claim(ctx, 10, 30*time.Second); len(rs) != 0 {
+		t.Fatalf("a stale holder made a task due before its ETA: %v", rs)
 	}
 }
