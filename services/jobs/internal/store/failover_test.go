@@ -3,10 +3,14 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hookyard/hookyard/services/jobs/internal/store"
+	"github.com/redis/go-redis/v9"
 )
 
 // After a failover, Resync makes due the tasks whose note is in flight
@@ -68,5 +72,85 @@ func TestLostLeaseKeepsAnETAAhead(t *testing.T) {
 	clk.Add(time.Minute)
 	if rs, _ := s.Claim(ctx, 10, 30*time.Second); len(rs) != 0 {
 		t.Fatalf("a stale holder made a task due before its ETA: %v", rs)
+	}
+}
+
+// afterExpiry runs fn once, just before the first command sent after the
+// reaper's end script (token "*"): in the gap between the expiry and
+// anything the store sends after it.
+type afterExpiry struct {
+	fn     func()
+	once   sync.Once
+	expiry atomic.Bool
+}
+
+func (h *afterExpiry) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *afterExpiry) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *afterExpiry) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.fn != nil && h.expiry.CompareAndSwap(true, false) {
+			h.once.Do(h.fn) // fn's own commands find expiry false
+		}
+		a := cmd.Args()
+		if (cmd.Name() == "evalsha" || cmd.Name() == "eval") && len(a) > 9 && fmt.Sprint(a[2]) == "6" && fmt.Sprint(a[9]) == "*" {
+			err := next(ctx, cmd)
+			h.expiry.Store(err == nil)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// The reaper finds an expired lease entry whose attempt another replica
+// has just ended (the task is pending for its retry), and the task is
+// leased again right after the reaper's expiry found it not running: the
+// new lease's entry must stay (the stale one used to be dropped by a
+// separate ZREM, which could take the new one), or the task is running
+// with nothing that ends it should its holder die.
+func TestExpireKeepsTheLeaseEntryOfANewerLease(t *testing.T) {
+	h := &afterExpiry{}
+	s, clk := newStoreHooked(t, store.Config{}, h)
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, "acme", "t1", store.Spec{Name: "x", Queue: "q", MaxRetries: 3, HardLimit: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	l, ok, err := s.Lease(ctx, store.Ready{Tenant: "acme", ID: "t1", Gen: 1}, "w1", time.Second)
+	if err != nil || !ok {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
+	clk.Add(2 * time.Second)
+	if due, err := s.Expired(ctx, 10); err != nil || len(due) != 1 {
+		t.Fatalf("expired: %v %v", due, err)
+	}
+	// The holder ends the attempt first; a retry is pending at generation 2.
+	if st, err := s.End(ctx, "acme", "t1", l.Token, store.Outcome{Err: "boom"}); err != nil || st != store.Pending {
+		t.Fatalf("end: %s %v", st, err)
+	}
+	var again *store.Lease
+	h.fn = func() {
+		clk.Add(time.Minute) // past the retry's backoff
+		again, ok, err = s.Lease(ctx, store.Ready{Tenant: "acme", ID: "t1", Gen: 2}, "w2", time.Hour)
+		if err != nil || !ok {
+			t.Errorf("lease again: %v %v", ok, err)
+		}
+	}
+	if _, changed, err := s.Expire(ctx, "acme", "t1"); err != nil || changed {
+		t.Fatalf("expire: %v %v", changed, err)
+	}
+	h.expiry.Store(false)
+	h.once.Do(h.fn) // if the expiry sent nothing after its script
+	if again == nil {
+		t.Fatal("no second lease")
+	}
+	if due, err := s.Expired(ctx, 10); err != nil || len(due) != 0 {
+		t.Fatalf("expired after: %v %v", due, err)
+	}
+	clk.Add(2 * time.Hour)
+	if due, err := s.Expired(ctx, 10); err != nil || len(due) != 1 {
+		t.Fatalf("the running attempt of w2 has no lease entry: expired %v %v, want it once its lease ends", due, err)
 	}
 }

@@ -181,9 +181,16 @@ return {1, lease, s[4] or '0'}
 // when there is no such task.
 var endScript = redis.NewScript(taskLua + lostLeaseLua + `
 local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard', 'queue', 'name', 'due')
-if not s[14] then return {-1} end
+-- The reaper's expiry of an attempt that is no longer running drops the
+-- stale lease entry here, atomically: dropped after the script, it could
+-- take the entry of a lease made in between.
+if not s[14] then
+  if ARGV[3] == 'expire' then redis.call('ZREM', KEYS[3], ARGV[9]) end
+  return {-1}
+end
 local function reply(status, state, ended) return {status, state, ended or '', s[14], s[15] or '', s[10] or '0'} end
 if s[1] ~= 'running' then
+  if ARGV[3] == 'expire' then redis.call('ZREM', KEYS[3], ARGV[9]) end
   lost_lease(KEYS[1], KEYS[4], s[1], s[2], ARGV[1], s[12], s[16], ARGV[9], ARGV[2])
   return reply(0, s[1] or '')
 end

@@ -670,15 +670,12 @@ func (s *Store) Expired(ctx context.Context, limit int) ([][2]string, error) {
 // does nothing when a heartbeat extended the lease meanwhile or another
 // replica expired it first. changed reports whether this call did it.
 func (s *Store) Expire(ctx context.Context, tenant, id string) (state string, changed bool, err error) {
+	// The script drops the entry of an attempt that is no longer running.
 	st, err := s.end(ctx, tenant, id, "*", "expire", Outcome{})
 	if errors.Is(err, ErrNotFound) {
-		s.rdb.ZRem(ctx, s.leases(), member(tenant, id))
 		return "", false, nil
 	}
 	if errors.Is(err, ErrLeaseLost) {
-		if st != Running {
-			s.rdb.ZRem(ctx, s.leases(), member(tenant, id))
-		}
 		return st, false, nil
 	}
 	return st, err == nil, err
