@@ -19,7 +19,8 @@
 #                                     promote the replica, "start" brings the
 #                                     old primary back as a replica
 #   deploy/local/cluster.sh failover  ask the Sentinels to promote the replica
-#   deploy/local/cluster.sh queues    queues with their type and members (JSON)
+#   deploy/local/cluster.sh queues    queues with their type, members and
+#                                     ready and unacknowledged messages (JSON)
 #   deploy/local/cluster.sh connections
 #                                     client connections and the AMQP port
 #                                     (so the node) each is on (JSON)
@@ -418,7 +419,7 @@ env) print_env ;;
 kill) rabbit_kill "${2:-}" ;;
 kill-redis) need_tools && redis_kill ;;
 failover) need_tools && failover ;;
-queues) need_tools && ctl_any list_queues name type members --formatter json ;;
+queues) need_tools && ctl_any list_queues name type members messages_ready messages_unacknowledged --formatter json ;;
 connections) need_tools && ctl_any list_connections port --formatter json ;;
 *) die "usage: $0 start|stop|clean|status|env|kill N|kill-redis|failover|queues|connections" ;;
 esac

@@ -4,9 +4,11 @@
 // connected to while webhooks flow, brings it back, fails Redis over, and
 // prints what was acknowledged, delivered, duplicated and lost. It exits 1
 // if anything acknowledged was not delivered, a service process exited or
-// a quorum queue was not replicated on every node. Tasks triggered by the
-// webhooks are counted but not asserted: Redis replication is
-// asynchronous, so a failover may lose the task records written last.
+// a quorum queue was not replicated on every node, or a task triggered by
+// the webhooks had not ended within -task-wait; each such task is
+// described (the jobs API's answer and its raw Redis records) before the
+// cluster is torn down. With -keep a failed run's cluster and services
+// stay up until interrupted.
 package main
 
 import (
@@ -29,8 +31,9 @@ func main() {
 	flag.DurationVar(&cfg.Gap, "gap", 20*time.Second, "time between two faults")
 	flag.BoolVar(&cfg.KillRedis, "kill-redis", false, "kill -9 the Redis primary instead of SENTINEL FAILOVER")
 	flag.DurationVar(&cfg.Drain, "drain", 20*time.Minute, "how long delivery may take after the last send")
-	flag.DurationVar(&cfg.TaskWait, "task-wait", 2*time.Minute, "how long the triggered tasks may take to end once every delivery is in (they are counted, not asserted)")
+	flag.DurationVar(&cfg.TaskWait, "task-wait", 2*time.Minute, "how long the triggered tasks may take to end once every delivery is in")
 	flag.StringVar(&cfg.RedisWaitReplicas, "redis-wait-replicas", "", "the services' HOOKYARD_REDIS_WAIT_REPLICAS (default: theirs, auto); 0 acknowledges without waiting for the Redis replica")
+	flag.BoolVar(&cfg.Keep, "keep", false, "when the run fails, hold the cluster and services up for inspection until interrupted (Ctrl-C)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -32,15 +32,17 @@ type ClusterConfig struct {
 	KillRedis bool
 	Drain     time.Duration // how long delivery may take after the last send
 	// TaskWait bounds the wait for the triggered tasks to end once every
-	// delivery is in. Tasks are counted, not asserted: their records live
-	// in Redis, whose replication is asynchronous, so a failover can lose
-	// the last ones written (deploy/README.md).
+	// delivery is in; a task not ended by then fails the run and is
+	// described (its API answer and raw Redis records).
 	TaskWait time.Duration
 	// RedisWaitReplicas is the services' HOOKYARD_REDIS_WAIT_REPLICAS
 	// (their default, auto, when empty); "0" acknowledges without waiting
 	// for the replica, as before that setting existed.
 	RedisWaitReplicas string
-	Out               io.Writer
+	// Keep holds a failed run's cluster and services up, for inspection,
+	// until ctx ends (an interrupt), then tears them down as usual.
+	Keep bool
+	Out  io.Writer
 }
 
 // ClusterReport holds the figures of a cluster run.
@@ -57,6 +59,10 @@ type ClusterReport struct {
 	// Restarted names the services whose process exited or changed
 	// during the run; it must stay empty.
 	Restarted []string
+	// Breaker lists the changes of the dispatcher's circuit breakers and
+	// Deferrals its deferrals by reason (both for the record).
+	Breaker   []string
+	Deferrals string
 }
 
 // Failed says why the run does not prove the cluster works ("" if it does).
@@ -67,6 +73,9 @@ func (r ClusterReport) Failed() string {
 	}
 	if r.GaveUp > 0 {
 		why = append(why, fmt.Sprintf("%d webhooks never acknowledged", r.GaveUp))
+	}
+	if r.TasksNotEnded > 0 {
+		why = append(why, fmt.Sprintf("%d triggered tasks not ended", r.TasksNotEnded))
 	}
 	if len(r.Restarted) > 0 {
 		why = append(why, "services exited: "+strings.Join(r.Restarted, ", "))
@@ -95,6 +104,7 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 	if err != nil {
 		return rep, err
 	}
+	cl.out = cfg.Out
 	logf("starting the cluster with %s (a few minutes on a loaded machine)", cl.script)
 	env, err := cl.start(ctx)
 	defer func() {
@@ -139,6 +149,11 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 	}
 	defer st.Close()
 	defer func() {
+		if cfg.Keep && (err != nil || rep.Failed() != "") {
+			hold(ctx, cl, st, env, id, tenant, key, rep, err, logf)
+		}
+	}()
+	defer func() {
 		if err != nil || rep.Failed() != "" {
 			logf("%s", st.Logs())
 		}
@@ -156,8 +171,17 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 		pids[name] = s.PID()
 	}
 
+	start := time.Now()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	breakers := watchBreakers(wctx, st, start, logf)
 	busy := make(chan struct{})
-	step := func(name string, fn func() error) { rep.step(ctx, cfg.Gap, name, fn, logf) }
+	step := func(name string, fn func() error) {
+		rep.step(ctx, cfg.Gap, name, func() error {
+			logf("fault at +%v: %s", time.Since(start).Round(time.Second), name)
+			return fn()
+		}, logf)
+	}
 	go func() {
 		defer close(busy)
 		step("kill -9 the services' RabbitMQ node", func() error {
@@ -220,9 +244,16 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 
 	drainStart := time.Now()
 	fl.drain(ctx, ids, cfg.Drain, &rep.Report, logf)
-	rep.TasksEnded, rep.TasksNotEnded = taskStates(ctx, st, key, fl.trigger, ids, cfg.TaskWait, logf)
+	rep.TasksEnded, rep.NotEnded = taskStates(ctx, st, key, fl.trigger, ids, cfg.TaskWait, logf)
+	rep.TasksNotEnded = len(rep.NotEnded)
+	if len(rep.NotEnded) > 0 {
+		describeTasks(ctx, cl, st, env["HOOKYARD_REDIS_URL"], id, tenant, key, fl.trigger, rep.NotEnded, logf)
+	}
 	rep.DrainTime = time.Since(drainStart)
 	rep.SubscriberRequests, rep.Answered5x, _, _ = sub.Stats()
+	stopWatch()
+	rep.Breaker = breakers()
+	rep.Deferrals = deferrals(ctx, st)
 
 	for _, name := range suite.Names {
 		s := st.Services[name]
@@ -236,6 +267,29 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep ClusterReport, err 
 		return rep, err
 	}
 	return rep, nil
+}
+
+// hold keeps a failed run's cluster and services up until ctx ends,
+// printing how to reach them.
+func hold(ctx context.Context, cl *cluster, st *suite.Stack, env map[string]string, id, tenant, key string, rep ClusterReport, err error, logf func(string, ...any)) {
+	rep.Print(cl.out)
+	why := rep.Failed()
+	if err != nil {
+		why = err.Error()
+	}
+	logf(`==== -keep: the run failed (%s); cluster and services held up until interrupted (Ctrl-C) ====
+cluster:   %s bash %s status
+           HOME=%s rabbitmqctl -n <node> list_queues name messages_ready messages_unacknowledged
+           redis-cli -p <primary port from status>   keys under {%s:jobs}, tenant %s
+services:  jobs http://%s  dispatcher http://%s  ingress http://%s  cache http://%s
+           curl -H 'Authorization: Bearer %s' http://%s/v1/tasks?pageSize=10
+env:       HOOKYARD_AMQP_URL=%s
+           HOOKYARD_REDIS_URL=%s`,
+		why, cl.dirEnv(), cl.script, cl.dir(), id, tenant,
+		st.Jobs().HTTPAddr, st.Dispatcher().HTTPAddr, st.Ingress().HTTPAddr, st.Cache().HTTPAddr,
+		key, st.Jobs().HTTPAddr, env["HOOKYARD_AMQP_URL"], env["HOOKYARD_REDIS_URL"])
+	<-ctx.Done()
+	logf("interrupted: tearing down")
 }
 
 // Print writes the report as a table.
@@ -255,6 +309,10 @@ func (r ClusterReport) Print(w io.Writer) {
 	fmt.Fprintf(tw, "quorum queues on 3 nodes, at the end\t %d of %d\t\n", r.ReplicatedAfter, r.QuorumQueuesAfter)
 	fmt.Fprintf(tw, "service processes exited or restarted\t %d\t\n", len(r.Restarted))
 	tw.Flush()
+	fmt.Fprintln(w, "dispatcher deferrals by reason:", r.Deferrals)
+	for _, b := range r.Breaker {
+		fmt.Fprintln(w, "dispatcher", b)
+	}
 }
 
 // cluster drives deploy/local/cluster.sh with a data directory of its own.
@@ -262,7 +320,13 @@ type cluster struct {
 	script string
 	env    []string
 	logf   func(string, ...any)
+	out    io.Writer
 }
+
+// dir is the cluster's data directory (CLUSTER_DIR).
+func (c *cluster) dir() string { return strings.TrimPrefix(c.dirEnv(), "CLUSTER_DIR=") }
+
+func (c *cluster) dirEnv() string { return c.env[len(c.env)-1] }
 
 func newCluster(dir string, logf func(string, ...any)) (*cluster, error) {
 	root, err := suite.RepoRoot()
@@ -332,19 +396,33 @@ func (c *cluster) start(ctx context.Context) (map[string]string, error) {
 	return env, nil
 }
 
-// quorumQueues counts the quorum queues and those with three members.
-func (c *cluster) quorumQueues(ctx context.Context) (total, replicated int, err error) {
+// queueInfo is a broker queue as cluster.sh queues lists it.
+type queueInfo struct {
+	Name    string
+	Type    string
+	Members []string
+	Ready   int `json:"messages_ready"`
+	Unacked int `json:"messages_unacknowledged"`
+}
+
+// queues lists the broker's queues.
+func (c *cluster) queues(ctx context.Context) ([]queueInfo, error) {
 	out, err := c.run(ctx, "queues")
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	var qs []struct {
-		Name    string
-		Type    string
-		Members []string
-	}
+	var qs []queueInfo
 	if err := json.Unmarshal([]byte(out), &qs); err != nil {
-		return 0, 0, fmt.Errorf("cluster.sh queues: %w: %s", err, out)
+		return nil, fmt.Errorf("cluster.sh queues: %w: %s", err, out)
+	}
+	return qs, nil
+}
+
+// quorumQueues counts the quorum queues and those with three members.
+func (c *cluster) quorumQueues(ctx context.Context) (total, replicated int, err error) {
+	qs, err := c.queues(ctx)
+	if err != nil {
+		return 0, 0, err
 	}
 	for _, q := range qs {
 		if q.Type != "quorum" {

@@ -41,9 +41,11 @@ type Config struct {
 
 // Report holds the figures of a run.
 type Report struct {
-	Sent, Acknowledged, GaveUp     int
-	Delivered, Duplicated, Lost    int
-	TasksEnded, TasksNotEnded      int
+	Sent, Acknowledged, GaveUp  int
+	Delivered, Duplicated, Lost int
+	TasksEnded, TasksNotEnded   int
+	// NotEnded are the events whose task had not ended when the wait ran out.
+	NotEnded                       []string
 	SubscriberRequests, Answered5x int64
 	Faults                         []string
 	SendTime, DrainTime            time.Duration
@@ -184,7 +186,8 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 
 	drainStart := time.Now()
 	fl.drain(ctx, ids, cfg.Drain, &rep, logf)
-	rep.TasksEnded, rep.TasksNotEnded = taskStates(ctx, st, key, fl.trigger, ids, cfg.Drain-time.Since(drainStart), logf)
+	rep.TasksEnded, rep.NotEnded = taskStates(ctx, st, key, fl.trigger, ids, cfg.Drain-time.Since(drainStart), logf)
+	rep.TasksNotEnded = len(rep.NotEnded)
 	rep.DrainTime = time.Since(drainStart)
 	rep.SubscriberRequests, rep.Answered5x, _, _ = sub.Stats()
 	for _, s := range st.Services {
@@ -195,8 +198,9 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	return rep, nil
 }
 
-// taskStates waits until the task of every event has ended and counts.
-func taskStates(ctx context.Context, st *suite.Stack, key, trigger string, ids []string, wait time.Duration, logf func(string, ...any)) (ended, notEnded int) {
+// taskStates waits until the task of every event has ended; it returns
+// how many did and the events whose task did not.
+func taskStates(ctx context.Context, st *suite.Stack, key, trigger string, ids []string, wait time.Duration, logf func(string, ...any)) (ended int, notEnded []string) {
 	pending := append([]string(nil), ids...)
 	deadline := time.Now().Add(max(wait, time.Minute))
 	for {
@@ -226,7 +230,7 @@ func taskStates(ctx context.Context, st *suite.Stack, key, trigger string, ids [
 		wg.Wait()
 		pending = still
 		if len(pending) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
-			return len(ids) - len(pending), len(pending)
+			return len(ids) - len(pending), pending
 		}
 		logf("waiting for %d of %d tasks to end", len(pending), len(ids))
 		time.Sleep(5 * time.Second)

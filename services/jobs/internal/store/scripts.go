@@ -9,7 +9,9 @@ import "github.com/redis/go-redis/v9"
 //
 // Task hash fields: state, gen (bumped whenever the task becomes pending,
 // so a stale broker message is recognised and dropped), token (fencing
-// token of the current lease, bumped on every lease), attempts, free
+// token of the current lease: on every lease the greater of one more and
+// the time in ms, so a lease lost in a Redis failover is not handed out
+// again), attempts, free
 // (attempts that do not count against max retries: manual retries and
 // "retry later"), cancel, lease and hard (deadlines of the current
 // attempt), started, finished, created, worker, result, error, and the
@@ -111,7 +113,11 @@ if limit then
     return {-5, math.ceil(at)}
   end
 end
-local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
+-- The token is at least now (ms): a lease whose write a Redis failover
+-- lost left the counter behind, and counting on from there would hand
+-- the next lease the token the lost one's holder still has.
+local token = math.max(tonumber(redis.call('HGET', KEYS[1], 'token') or '0') + 1, now)
+redis.call('HSET', KEYS[1], 'token', string.format('%d', token))
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local hard = now + tonumber(s[4])
 local lease = math.min(now + tonumber(ARGV[3]), hard)
@@ -121,12 +127,33 @@ redis.call('HINCRBY', KEYS[3], 'running', 1)
 return {1, token, attempt, lease, hard, s[5], tonumber(s[6] or ARGV[2]), s[8] or ''}
 `)
 
+// lostLeaseLua recovers from a lease whose write a Redis failover lost: the
+// task is pending again at the generation its holder leased, with a token
+// below the holder's, and its note was consumed, so only its schedule
+// entry (pushed NoteTimeout ahead when the note was published) would
+// start it again. Called with the holder's token, it makes the entry due
+// now and raises the stored token to the holder's, so the next lease's
+// token differs (fencing). Tokens only grow, so a lower stored token
+// proves the lease was lost (of this task: one due later is a new task
+// under an expired one's id, and keeps its time).
+const lostLeaseLua = `
+local function lost_lease(k, sched, state, stored, token, gen, due, mem, now)
+  if state == 'pending' and token ~= '*' and tonumber(stored or '0') < tonumber(token) and tonumber(due or '0') <= tonumber(now) then
+    redis.call('HSET', k, 'token', token)
+    redis.call('ZADD', sched, now, mem .. '|' .. gen)
+  end
+end
+`
+
 // heartbeatScript extends the lease of token up to the hard deadline.
-// KEYS: task, leases. ARGV: token, now, leaseMs, member.
+// KEYS: task, leases, sched. ARGV: token, now, leaseMs, member.
 // Returns {1, lease, cancel} or {0}.
-var heartbeatScript = redis.NewScript(`
-local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'hard', 'cancel', 'lease')
-if s[1] ~= 'running' or s[2] ~= ARGV[1] then return {0} end
+var heartbeatScript = redis.NewScript(lostLeaseLua + `
+local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'hard', 'cancel', 'lease', 'gen', 'due')
+if s[1] ~= 'running' or s[2] ~= ARGV[1] then
+  lost_lease(KEYS[1], KEYS[3], s[1], s[2], ARGV[1], s[6], s[7], ARGV[4], ARGV[2])
+  return {0}
+end
 local now = tonumber(ARGV[2])
 if now >= tonumber(s[5]) then return {0} end
 local lease = math.min(now + tonumber(ARGV[3]), tonumber(s[3]))
@@ -152,11 +179,21 @@ return {1, lease, s[4] or '0'}
 // new state, 0 with the state that refused the outcome (ended is the state
 // the attempt was ended in when it was refused at its hard deadline), -1
 // when there is no such task.
-var endScript = redis.NewScript(taskLua + `
-local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard', 'queue', 'name')
-if not s[14] then return {-1} end
+var endScript = redis.NewScript(taskLua + lostLeaseLua + `
+local s = redis.call('HMGET', KEYS[1], 'state', 'token', 'lease', 'attempts', 'free', 'maxr', 'bo', 'bomax', 'cancel', 'started', 'worker', 'gen', 'hard', 'queue', 'name', 'due')
+-- The reaper's expiry of an attempt that is no longer running drops the
+-- stale lease entry here, atomically: dropped after the script, it could
+-- take the entry of a lease made in between.
+if not s[14] then
+  if ARGV[3] == 'expire' then redis.call('ZREM', KEYS[3], ARGV[9]) end
+  return {-1}
+end
 local function reply(status, state, ended) return {status, state, ended or '', s[14], s[15] or '', s[10] or '0'} end
-if s[1] ~= 'running' then return reply(0, s[1] or '') end
+if s[1] ~= 'running' then
+  if ARGV[3] == 'expire' then redis.call('ZREM', KEYS[3], ARGV[9]) end
+  lost_lease(KEYS[1], KEYS[4], s[1], s[2], ARGV[1], s[12], s[16], ARGV[9], ARGV[2])
+  return reply(0, s[1] or '')
+end
 if ARGV[1] ~= '*' and s[2] ~= ARGV[1] then return reply(0, 'stale') end
 local qstat, dead = ARGV[15] .. s[14], ARGV[16] .. s[14]
 local now = tonumber(ARGV[2])

@@ -20,6 +20,7 @@
 //	{p}:outbox            zset, end time → "tenant|id|state|attempts": completion events to publish
 //	{p}:callbacks         zset, due time → "tenant|id|state|attempts|try": callbacks to deliver
 //	{p}:rl:<tenant>       hash, rate limits per task name and their state (see RateLimit)
+//	{p}:resync:<key>      string, a failover's resync taken by one replica (see Resync)
 package store
 
 import (
@@ -614,7 +615,7 @@ func (s *Store) lease(ctx context.Context, r Ready, queue, check, worker string,
 // reports whether a cancel was asked for, and ErrLeaseLost if the lease
 // has ended.
 func (s *Store) Heartbeat(ctx context.Context, tenant, id string, token int64, ttl time.Duration) (expires time.Time, cancel bool, err error) {
-	res, err := heartbeatScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.leases()},
+	res, err := heartbeatScript.Run(ctx, s.rdb, []string{s.task(tenant, id), s.leases(), s.sched()},
 		token, ms(s.cfg.Now()), ttl.Milliseconds(), member(tenant, id)).Slice()
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("heartbeat %s: %w", id, err)
@@ -746,15 +747,12 @@ func (s *Store) Expired(ctx context.Context, limit int) ([][2]string, error) {
 // does nothing when a heartbeat extended the lease meanwhile or another
 // replica expired it first. changed reports whether this call did it.
 func (s *Store) Expire(ctx context.Context, tenant, id string) (state string, changed bool, err error) {
+	// The script drops the entry of an attempt that is no longer running.
 	st, err := s.end(ctx, tenant, id, "*", "expire", Outcome{})
 	if errors.Is(err, ErrNotFound) {
-		s.rdb.ZRem(ctx, s.leases(), member(tenant, id))
 		return "", false, nil
 	}
 	if errors.Is(err, ErrLeaseLost) {
-		if st != Running {
-			s.rdb.ZRem(ctx, s.leases(), member(tenant, id))
-		}
 		return st, false, nil
 	}
 	return st, err == nil, err
@@ -1086,4 +1084,86 @@ func (s *Store) pruneIndex(ctx context.Context, key, cutoff string, record func(
 func (s *Store) Janitor(ctx context.Context, ttl time.Duration) bool {
 	ok, err := s.rdb.SetNX(ctx, s.Key("janitor"), "1", ttl).Result()
 	return err == nil && ok
+}
+
+// primaryScript reads the replication id of the server that holds the
+// keys (the script names one, so Cluster routes it to the right shard). A
+// replica promoted by a failover takes a new one.
+var primaryScript = redis.NewScript(`
+return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+`)
+
+// Primary returns the replication id of the Redis primary holding the
+// tasks; it changes when a failover promotes another server.
+func (s *Store) Primary(ctx context.Context) (string, error) {
+	id, err := primaryScript.Run(ctx, s.rdb, []string{s.sched()}).Text()
+	if err != nil {
+		return "", fmt.Errorf("redis replication id: %w", err)
+	}
+	return id, nil
+}
+
+// Resync makes due now every pending task whose note was published and
+// not yet leased (its schedule entry pushed up to NoteTimeout ahead), once
+// per failover and round across replicas (key names them both). A
+// failover can lose the write that consumed a note (a lease, a rate-limit
+// deferral, a parking) together with what followed it (the attempt's
+// end), leaving a pending task whose note is gone and whose entry waits
+// out NoteTimeout; a duplicate note is dropped at lease time. It returns
+// how many entries it made due.
+func (s *Store) Resync(ctx context.Context, key string) (int, error) {
+	ok, err := s.rdb.SetNX(ctx, s.Key("resync", key), "1", time.Hour).Result()
+	if err != nil || !ok {
+		return 0, err
+	}
+	now := s.cfg.Now()
+	upto := strconv.FormatInt(ms(now.Add(NoteTimeout+time.Minute)), 10)
+	from := "(" + strconv.FormatInt(ms(now), 10)
+	n := 0
+	for offset := int64(0); ; {
+		m, err := s.rdb.ZRangeByScore(ctx, s.sched(), &redis.ZRangeBy{Min: from, Max: upto, Offset: offset, Count: 500}).Result()
+		if err != nil {
+			return n, fmt.Errorf("resync: %w", err)
+		}
+		if len(m) == 0 {
+			return n, nil
+		}
+		rs := make([]Ready, 0, len(m))
+		pipe := s.rdb.Pipeline()
+		var hs []*redis.SliceCmd
+		for _, v := range m {
+			r, err := ParseReady(v)
+			if err != nil {
+				continue
+			}
+			rs = append(rs, r)
+			hs = append(hs, pipe.HMGet(ctx, s.task(r.Tenant, r.ID), "state", "gen", "due"))
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return n, fmt.Errorf("resync: %w", err)
+		}
+		pipe = s.rdb.Pipeline()
+		k := 0
+		for i, r := range rs {
+			v := hs[i].Val()
+			st, _ := v[0].(string)
+			gen, _ := v[1].(string)
+			due, _ := v[2].(string)
+			d, _ := strconv.ParseInt(due, 10, 64)
+			// An ETA or a retry's backoff still ahead is not a note in flight.
+			if st != Pending || gen != strconv.FormatInt(r.Gen, 10) || d > ms(now) {
+				continue
+			}
+			// XX: an entry leased meanwhile stays removed.
+			pipe.ZAddXX(ctx, s.sched(), redis.Z{Score: float64(ms(now)), Member: r.String()})
+			k++
+		}
+		if k > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return n, fmt.Errorf("resync: %w", err)
+			}
+			n += k
+		}
+		offset += int64(len(m) - k) // the k made due left the range
+	}
 }
