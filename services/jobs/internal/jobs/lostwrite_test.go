@@ -89,8 +89,25 @@ func isEndKeys(keys []string) bool { return len(keys) == 6 && strings.HasSuffix(
 
 func (l *loseWrite) DialHook(next redis.DialHook) redis.DialHook { return next }
 
+// ProcessPipelineHook sends a plain pipeline's commands one at a time
+// through ProcessHook: the store shares round trips between concurrent
+// scripts, and the write to lose may be any of them.
 func (l *loseWrite) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	one := l.ProcessHook(func(ctx context.Context, cmd redis.Cmder) error {
+		return next(ctx, []redis.Cmder{cmd})
+	})
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "multi" {
+			return next(ctx, cmds)
+		}
+		var first error
+		for _, cmd := range cmds {
+			if err := one(ctx, cmd); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
 }
 
 func (l *loseWrite) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
