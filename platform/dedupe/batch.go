@@ -42,10 +42,23 @@ type batcher struct {
 
 	mu        sync.Mutex
 	queue     []*call
-	running   bool
+	running   bool // a flushing goroutine exists
+	idle      bool // it waits for work (on wake), having found none
 	lingering bool // a script nobody waits for is waiting for company
 	sending   int  // calls in the round trip in flight
+	wake      chan struct{}
+
+	// started counts flushing goroutines started; tests read it.
+	started int
 }
+
+// idleExit is how long the flushing goroutine waits for more work before
+// it ends. Keeping it alive between round trips at a moderate rate saves
+// starting a goroutine per webhook and growing its stack again through
+// the Redis client's deep call chain every time (5% of the ingress CPU at
+// a quarter of its saturation rate); an idle service still ends up with
+// no goroutine and no timer.
+const idleExit = time.Second
 
 // call is one script run waiting for its batch.
 type call struct {
@@ -105,7 +118,8 @@ func (b *batcher) enqueue(calls ...*call) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.queue = append(b.queue, calls...)
-	if b.running {
+	if b.running && !b.idle {
+		// The flushing goroutine takes them with its next round trip.
 		return
 	}
 	if calls[0].done == nil {
@@ -118,7 +132,27 @@ func (b *batcher) enqueue(calls ...*call) {
 		}
 		return
 	}
+	b.startLocked()
+}
+
+// startLocked sets the flushing goroutine to work: wakes it if it is idle,
+// starts one if there is none. b.mu is held.
+func (b *batcher) startLocked() {
+	if b.running {
+		if b.idle {
+			b.idle = false
+			select {
+			case b.wake <- struct{}{}:
+			default:
+			}
+		}
+		return
+	}
+	if b.wake == nil {
+		b.wake = make(chan struct{}, 1)
+	}
 	b.running = true
+	b.started++
 	go b.flushLoop()
 }
 
@@ -127,31 +161,56 @@ func (b *batcher) endLinger() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lingering = false
-	if !b.running && len(b.queue) > 0 {
-		b.running = true
-		go b.flushLoop()
+	if len(b.queue) > 0 {
+		b.startLocked()
 	}
 }
 
-// flushLoop sends batches until the queue is empty.
+// flushLoop sends batches until the queue stays empty for idleExit.
 func (b *batcher) flushLoop() {
+	var idleTimer *time.Timer
 	for {
 		b.mu.Lock()
+		if len(b.queue) > 0 && !b.idle {
+			n := min(len(b.queue), maxBatch)
+			batch := b.queue[:n:n]
+			b.queue = b.queue[n:]
+			b.sending = n
+			b.mu.Unlock()
+			b.flush(batch)
+			b.mu.Lock()
+			b.sending = 0
+			b.mu.Unlock()
+			continue
+		}
+		// Nothing to send, or only scripts lingering for company (their
+		// timer or the next waited-for script wakes this goroutine).
 		if len(b.queue) == 0 {
 			b.queue = nil
-			b.running = false
-			b.mu.Unlock()
-			return
 		}
-		n := min(len(b.queue), maxBatch)
-		batch := b.queue[:n:n]
-		b.queue = b.queue[n:]
-		b.sending = n
+		b.idle = true
 		b.mu.Unlock()
-		b.flush(batch)
-		b.mu.Lock()
-		b.sending = 0
-		b.mu.Unlock()
+		if idleTimer == nil {
+			idleTimer = time.NewTimer(idleExit)
+		} else {
+			idleTimer.Reset(idleExit)
+		}
+		select {
+		case <-b.wake:
+			idleTimer.Stop()
+		case <-idleTimer.C:
+			b.mu.Lock()
+			if b.idle {
+				// Nobody woke it: end, and let the next script start
+				// a new one.
+				b.idle, b.running = false, false
+				b.mu.Unlock()
+				return
+			}
+			// Woken as the timer fired; the wake token is taken by the
+			// next idle wait at the latest.
+			b.mu.Unlock()
+		}
 	}
 }
 

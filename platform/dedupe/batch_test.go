@@ -249,3 +249,65 @@ func TestBatchLoadsUnknownScript(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Round trips one after the other, as at a moderate request rate, are
+// sent by one flushing goroutine: starting one per round trip cost a
+// goroutine and its stack growth through the Redis client every time.
+func TestSequentialRoundTripsReuseTheFlusher(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	for i := range 20 {
+		if _, _, err := s.Claim(ctx, s.Key("seq", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.batch.mu.Lock()
+	started := s.batch.started
+	s.batch.mu.Unlock()
+	if started != 1 {
+		t.Errorf("20 sequential claims started %d flushing goroutines, want 1", started)
+	}
+}
+
+// An idle flusher ends, and the next script starts a new one.
+func TestIdleFlusherEnds(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	if _, _, err := s.Claim(ctx, s.Key("idle", "1")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.batch.mu.Lock()
+		running := s.batch.running
+		s.batch.mu.Unlock()
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the flushing goroutine did not end while idle")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, _, err := s.Claim(ctx, s.Key("idle", "2")); err != nil {
+		t.Fatal(err)
+	}
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	if s.batch.started != 2 {
+		t.Errorf("started %d flushing goroutines, want 2", s.batch.started)
+	}
+}
+
+// BenchmarkDoSequential is Do one webhook at a time, as at a moderate
+// rate: every round trip finds Redis idle, nothing is shared.
+func BenchmarkDoSequential(b *testing.B) {
+	s, _ := testStore(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.Do(ctx, s.Key("seq", fmt.Sprint(i)), time.Minute, func(context.Context) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -142,6 +143,13 @@ func httpMetrics(reg prometheus.Registerer, next http.Handler) http.Handler {
 		Help: "HTTP requests, by route pattern and status code.",
 	}, []string{"route", "code"})
 	reg.MustRegister(reqs)
+	// Each (route, code) series is looked up once: a lookup by label
+	// values hashes them, and the code would be formatted every time.
+	type series struct {
+		route string
+		code  int
+	}
+	var counters sync.Map // series -> prometheus.Counter
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(rec, r)
@@ -149,6 +157,11 @@ func httpMetrics(reg prometheus.Registerer, next http.Handler) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
-		reqs.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
+		k := series{route, rec.code}
+		c, ok := counters.Load(k)
+		if !ok {
+			c, _ = counters.LoadOrStore(k, reqs.WithLabelValues(route, strconv.Itoa(rec.code)))
+		}
+		c.(prometheus.Counter).Inc()
 	})
 }

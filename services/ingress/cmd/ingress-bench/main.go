@@ -39,6 +39,8 @@ func main() {
 		floorAddr string
 		floorMode string
 		floorRun  string
+
+		profilePhase string
 	)
 	flag.IntVar(&cfg.N, "n", 20000, "requests per closed-loop phase")
 	flag.IntVar(&cfg.Concurrency, "c", 64, "concurrent closed-loop workers and raw publishers")
@@ -47,6 +49,7 @@ func main() {
 	flag.IntVar(&cfg.PublisherChannels, "publisher-channels", rabbit.DefaultPublisherChannels, "confirm channels, for ingress and the raw ceiling alike")
 	flag.StringVar(&cfg.IngressPkg, "ingress-pkg", "github.com/hookyard/hookyard/services/ingress/cmd/ingress", "package of the ingress binary to build and measure")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the ingress process during the saturation phase to this file ")
+	flag.StringVar(&profilePhase, "cpuprofile-phase", "saturation", "phase -cpuprofile covers: saturation or fixed (the fixed-rate phase)")
 	flag.DurationVar(&timeout, "timeout", 15*time.Minute, "abort the whole run after this long")
 	flag.StringVar(&floors, "floors", "publish,headers,dedupe", "transport floors to measure, comma-separated (publish, headers, dedupe; empty for none)")
 	flag.StringVar(&sink, bench.SinkFlag, "", "")           // internal: run as the bare HTTP sink on this address
@@ -86,6 +89,14 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Warmup = min(warmup, cfg.N)
+	switch profilePhase {
+	case "saturation":
+	case "fixed":
+		cfg.ProfileFixed = true
+	default:
+		fmt.Fprintln(os.Stderr, "ingress-bench: -cpuprofile-phase: want saturation or fixed")
+		os.Exit(2)
+	}
 	if cfg.CPUProfile != "" {
 		abs, err := filepath.Abs(cfg.CPUProfile)
 		if err != nil {

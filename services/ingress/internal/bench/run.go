@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -66,6 +67,8 @@ type Config struct {
 	// profile of the saturation phase (the binary is built with the
 	// benchprofile tag for it).
 	CPUProfile string
+	// ProfileFixed moves CPUProfile to the fixed-rate phase.
+	ProfileFixed bool
 
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
@@ -255,15 +258,19 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	step("ingress saturation: %d requests, %d workers", cfg.N, cfg.Concurrency)
 	pid, metrics := ing.PID(), base+"/metrics"
 	before := sample(ctx, pid, metrics)
-	profile(ing, cfg.CPUProfile, syscall.SIGUSR1)
+	satProfile, fixedProfile := cfg.CPUProfile, ""
+	if cfg.ProfileFixed {
+		satProfile, fixedProfile = "", cfg.CPUProfile
+	}
+	profile(ing, satProfile, syscall.SIGUSR1)
 	rep.Saturated = ClosedLoop(ctx, fmt.Sprintf("ingress, closed loop C=%d", cfg.Concurrency), cfg.Concurrency, cfg.N, webhooks(cfg.N))
-	profile(ing, cfg.CPUProfile, syscall.SIGUSR2)
+	profile(ing, satProfile, syscall.SIGUSR2)
 	rep.Saturated.Usage = usage(before, sample(ctx, pid, metrics))
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
 	if rep.Saturated.Failed() {
-		return rep, fmt.Errorf("ingress saturation: %s", failure(rep.Saturated))
+		return rep, fmt.Errorf("ingress saturation: %s; ingress output:\n%s", failure(rep.Saturated), lastLines(ing.Logs(), 20))
 	}
 	if err := expectDepth(ctx, br, queue, rep.Saturated.OK); err != nil {
 		return rep, fmt.Errorf("ingress saturation: %w", err)
@@ -276,13 +283,15 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	step("ingress fixed rate: %.0f req/s for %v", rate, cfg.Duration)
 	total := int(rate * cfg.Duration.Seconds())
 	before = sample(ctx, pid, metrics)
+	profile(ing, fixedProfile, syscall.SIGUSR1)
 	rep.Fixed, err = OpenLoop(ctx, fmt.Sprintf("ingress, open loop %.0f/s", rate), rate, cfg.Duration, maxInflight, webhooks(total))
+	profile(ing, fixedProfile, syscall.SIGUSR2)
 	rep.Fixed.Usage = usage(before, sample(ctx, pid, metrics))
 	if err != nil {
 		return rep, fmt.Errorf("ingress fixed rate: %w", err)
 	}
 	if rep.Fixed.Failed() {
-		return rep, fmt.Errorf("ingress fixed rate: %s", failure(rep.Fixed))
+		return rep, fmt.Errorf("ingress fixed rate: %s; ingress output:\n%s", failure(rep.Fixed), lastLines(ing.Logs(), 20))
 	}
 	if err := expectDepth(ctx, br, queue, rep.Fixed.OK); err != nil {
 		return rep, fmt.Errorf("ingress fixed rate: %w", err)
@@ -540,4 +549,18 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
+}
+
+// lastLines is the end of a child's output, at most n lines, so a failed
+// phase shows why the service refused requests.
+func lastLines(s string, n int) string {
+	s = strings.TrimRight(s, "\n")
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			if n--; n == 0 {
+				return s[i+1:]
+			}
+		}
+	}
+	return s
 }

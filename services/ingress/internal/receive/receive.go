@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hookyard/hookyard/platform/server"
@@ -112,8 +113,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, name, "unavailable", http.StatusServiceUnavailable, "temporarily unavailable")
 		return
 	}
-	provider := rec.Source.GetProvider()
-	h.m.received.WithLabelValues(provider).Inc()
+	pm := h.m.provider(rec.Source.GetProvider())
+	pm.received.Inc()
 	h.count(rec, source.CountReceived)
 
 	limit := source.MaxBody(rec.Source)
@@ -144,7 +145,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	ev, err := rec.Verifier.Verify(verify.Request{Header: r.Header, Body: body, Now: now})
-	h.m.verify.WithLabelValues(provider).Observe(time.Since(start).Seconds())
+	pm.verify.Observe(time.Since(start).Seconds())
 	if err != nil {
 		var ve *verify.Error
 		if !errors.As(err, &ve) {
@@ -159,7 +160,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ev.Reply != nil {
-		h.m.handshakes.WithLabelValues(provider).Inc()
+		pm.handshakes.Inc()
 		h.count(rec, source.CountAccepted)
 		w.Header().Set("Content-Type", ev.ReplyType)
 		_, _ = w.Write(ev.Reply)
@@ -202,13 +203,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if res.Duplicate {
-		h.m.duplicates.WithLabelValues(provider).Inc()
+		pm.duplicates.Inc()
 		h.count(rec, source.CountDuplicate)
 		h.log.InfoContext(ctx, "webhook duplicate", "source", name, "event_id", ev.ID, "routing_key", res.RoutingKey)
 		write(w, http.StatusOK, reply{ID: ev.ID, Duplicate: true})
 		return
 	}
-	h.m.accepted.WithLabelValues(provider).Inc()
+	pm.accepted.Inc()
 	h.count(rec, source.CountAccepted)
 	// Checked first: building the arguments allocates on every webhook even
 	// when info logs are off.
@@ -221,7 +222,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // count adds one to a counter of the source's webhooks, if counting.
 func (h *Handler) count(rec *source.Record, counter string) {
 	if h.Stats != nil {
-		h.Stats.Add(h.sources.StatsKey(rec.Tenant), rec.Source.GetName(), counter, 1)
+		key := rec.StatsKey
+		if key == "" {
+			key = h.sources.StatsKey(rec.Tenant)
+		}
+		h.Stats.Add(key, rec.Source.GetName(), counter, 1)
 	}
 }
 
@@ -246,6 +251,29 @@ type metrics struct {
 	rejected                                   *prometheus.CounterVec
 	bodyBytes                                  prometheus.Histogram
 	verify                                     *prometheus.HistogramVec
+
+	providers sync.Map // provider name -> *providerMetrics
+}
+
+// providerMetrics are one provider's series, looked up once: a lookup by
+// label hashes the label values, and a webhook counts three series.
+type providerMetrics struct {
+	received, accepted, duplicates, handshakes prometheus.Counter
+	verify                                     prometheus.Observer
+}
+
+func (m *metrics) provider(name string) *providerMetrics {
+	if pm, ok := m.providers.Load(name); ok {
+		return pm.(*providerMetrics)
+	}
+	pm, _ := m.providers.LoadOrStore(name, &providerMetrics{
+		received:   m.received.WithLabelValues(name),
+		accepted:   m.accepted.WithLabelValues(name),
+		duplicates: m.duplicates.WithLabelValues(name),
+		handshakes: m.handshakes.WithLabelValues(name),
+		verify:     m.verify.WithLabelValues(name),
+	})
+	return pm.(*providerMetrics)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

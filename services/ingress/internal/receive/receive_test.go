@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,7 +46,9 @@ type harness struct {
 	proxy   *rabbittest.Proxy
 	tenant  string
 	handler *Handler
-	topo    rabbit.Topology // private events exchange and its alternate
+	// confirmed, if set, is told how long each broker confirm took.
+	confirmed atomic.Pointer[func(time.Duration)]
+	topo      rabbit.Topology // private events exchange and its alternate
 }
 
 func redisURL() string {
@@ -133,7 +136,7 @@ func newHarness(t testing.TB, rdbURL string) *harness {
 		t.Cleanup(func() { dead.Close() })
 		rdb = dead
 	}
-	in := ingest.New(pub, dedupe.New(rdb, prefix+":dedupe"), log, prometheus.NewRegistry())
+	in := ingest.New(&timedSender{Publisher: pub, h: h}, dedupe.New(rdb, prefix+":dedupe"), log, prometheus.NewRegistry())
 	in.ConfirmTimeout, in.Exchange = 3*time.Second, h.topo.Events
 	lookup := h.store
 	if rdbURL != "" {
@@ -513,4 +516,22 @@ func TestGitHubReplayWithNewDeliveryIsRefused(t *testing.T) {
 	if n := h.count(); n != 1 {
 		t.Fatalf("%d messages on the bus, want only the original", n)
 	}
+}
+
+// timedSender tells the harness how long each confirm took, when asked to.
+type timedSender struct {
+	*rabbit.Publisher
+	h *harness
+}
+
+func (t *timedSender) SendUntil(ctx context.Context, stop <-chan struct{}, exchange, key string, msg amqp.Publishing) (*rabbit.Confirmation, error) {
+	start := time.Now()
+	c, err := t.Publisher.SendUntil(ctx, stop, exchange, key, msg)
+	if f := t.h.confirmed.Load(); f != nil && err == nil {
+		go func() {
+			<-c.Done()
+			(*f)(time.Since(start))
+		}()
+	}
+	return c, err
 }

@@ -85,6 +85,9 @@ type Record struct {
 	// compiles, which VerifyErr then says).
 	Verifier  *verify.Verifier
 	VerifyErr error
+	// StatsKey is Store.StatsKey(Tenant), set by Lookup so the receiver
+	// does not build it on every webhook.
+	StatsKey string
 }
 
 type stored struct {
@@ -214,6 +217,7 @@ func (s *Store) Lookup(ctx context.Context, name string) (*Record, error) {
 		}
 		if rec != nil {
 			rec.Verifier, rec.VerifyErr = Compile(rec.Source)
+			rec.StatsKey = s.StatsKey(rec.Tenant)
 		}
 		if s.beforeCache != nil {
 			s.beforeCache()
