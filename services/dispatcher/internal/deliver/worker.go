@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -92,7 +93,11 @@ type Worker struct {
 	messages  *message.Store
 	gate      *admit.Gate
 	pub       task.Publisher
-	client    *http.Client
+	// rt sends the attempts: the SSRF-safe client's transport, without
+	// the client's redirect handling (no redirect is followed anyway),
+	// whose copies of each request and its headers and whose timer cost
+	// more than the rest of an attempt's own work.
+	rt        http.RoundTripper
 	metrics   *metrics.Metrics
 	log       *slog.Logger
 
@@ -113,7 +118,9 @@ type breaker struct {
 	reporting bool
 }
 
-// NewWorker returns a Worker; client must be the SSRF-safe client.
+// NewWorker returns a Worker; client must be the SSRF-safe client. Its
+// transport sends the attempts: a redirect is never followed, and each
+// attempt is bounded by its endpoint's timeout.
 func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Store, gate *admit.Gate, pub task.Publisher, client *http.Client, m *metrics.Metrics, log *slog.Logger) *Worker {
 	if cfg.BreakerFailures == 0 {
 		cfg.BreakerFailures = 5
@@ -127,8 +134,12 @@ func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Sto
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = endpoint.MaxTimeout + 5*time.Second
 	}
+	rt := client.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
 	return &Worker{cfg: cfg, queues: q, endpoints: eps, messages: msgs, gate: gate, pub: pub,
-		client: client, metrics: m, log: log, breakers: map[string]*breaker{}, replica: replicaName()}
+		rt: rt, metrics: m, log: log, breakers: map[string]*breaker{}, replica: replicaName()}
 }
 
 // Run consumes until ctx ends, then finishes the attempts in flight (each
@@ -638,10 +649,11 @@ func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task
 		req.Header.Set("User-Agent", "Hookyard-Dispatcher/1")
 		sign.Headers(req.Header, rec.SigningKeys(start), t.Message, start, t.Body)
 		trace.InjectHTTP(rctx, req.Header)
-		resp, err := w.client.Do(req)
+		resp, err := w.rt.RoundTrip(req)
 		att.Latency = durationpb.New(time.Since(start))
 		if err != nil {
-			res.err = err
+			// As http.Client.Do reports it.
+			res.err = &url.Error{Op: "Post", URL: errorURL(req.URL), Err: err}
 		} else {
 			body, rerr := io.ReadAll(io.LimitReader(resp.Body, MaxResponseRead))
 			_ = resp.Body.Close()
@@ -664,6 +676,17 @@ func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task
 		att.Error = "HTTP " + strconv.Itoa(res.status)
 	}
 	return res
+}
+
+// errorURL is u as http.Client puts it in its errors: a password shown
+// as "***".
+func errorURL(u *url.URL) string {
+	if _, ok := u.User.Password(); ok {
+		c := *u
+		c.User = url.UserPassword(u.User.Username(), "***")
+		return c.String()
+	}
+	return u.String()
 }
 
 func (w *Worker) breaker(id string) *breaker {

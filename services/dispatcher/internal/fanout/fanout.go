@@ -72,9 +72,10 @@ type Fanout struct {
 	// worker's attempts.
 	ShutdownGrace time.Duration
 
-	wg       sync.WaitGroup  // first attempts running on after their budget
-	attempts context.Context // first attempts' context, cut ShutdownGrace after Run's ends
-	slow     slowEndpoints
+	wg         sync.WaitGroup // first attempts running on after their budget
+	attempters attempters
+	attempts   context.Context // first attempts' context, cut ShutdownGrace after Run's ends
+	slow       slowEndpoints
 }
 
 // RoutingKeyHeader carries an event's original routing key on a copy put
@@ -103,7 +104,7 @@ const (
 // New returns a Fanout.
 func New(q task.Queues, eps *endpoint.Store, msgs *message.Store, pub task.Publisher, m *metrics.Metrics, log *slog.Logger) *Fanout {
 	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64, RetryDelay: time.Second,
-		MaxPutBacks: MaxPutBacks, MinFailingTime: MinFailingTime}
+		MaxPutBacks: MaxPutBacks, MinFailingTime: MinFailingTime, attempters: attempters{jobs: make(chan func())}}
 }
 
 // Run consumes until ctx ends and returns after in-flight events finish.

@@ -76,7 +76,7 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 		a := &first{orig: *t, done: make(chan struct{})}
 		fs[i] = a
 		f.wg.Add(1)
-		go func() {
+		f.attempters.run(func() {
 			defer f.wg.Done()
 			defer close(a.done)
 			select {
@@ -93,7 +93,7 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 			actx, done := attemptCtx()
 			defer done()
 			a.err = f.First.Deliver(actx, t)
-		}()
+		})
 	}
 	published := 0
 	for _, a := range fs {
@@ -177,3 +177,38 @@ func (f *Fanout) isSlow(ep string) bool {
 // waitFirstAttempts waits for the first attempts still running in the
 // background.
 func (f *Fanout) waitFirstAttempts() { f.wg.Wait() }
+
+// attempters runs first attempts on goroutines kept for the next ones. A
+// fresh goroutine per attempt grows its stack through the HTTP client and
+// Redis calls every time (three or four copies of it); a kept one has
+// grown it already.
+type attempters struct {
+	jobs chan func() // unbuffered: a send succeeds only if one is idle
+}
+
+// attempterIdle is how long an idle attempter waits for work before it
+// ends.
+const attempterIdle = 10 * time.Second
+
+// run runs fn on an idle attempter, or on a new one if none is idle.
+func (a *attempters) run(fn func()) {
+	select {
+	case a.jobs <- fn:
+	default:
+		go a.loop(fn)
+	}
+}
+
+func (a *attempters) loop(fn func()) {
+	idle := time.NewTimer(attempterIdle)
+	defer idle.Stop()
+	for {
+		fn()
+		idle.Reset(attempterIdle)
+		select {
+		case fn = <-a.jobs:
+		case <-idle.C:
+			return
+		}
+	}
+}
