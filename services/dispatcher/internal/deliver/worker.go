@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -97,9 +98,11 @@ type Worker struct {
 	// the client's redirect handling (no redirect is followed anyway),
 	// whose copies of each request and its headers and whose timer cost
 	// more than the rest of an attempt's own work.
-	rt        http.RoundTripper
-	metrics   *metrics.Metrics
-	log       *slog.Logger
+	rt      http.RoundTripper
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	// delivered is metrics.Deliveries of the common outcome, bound once.
+	delivered prometheus.Counter
 
 	mu       sync.Mutex
 	breakers map[string]*breaker
@@ -109,6 +112,7 @@ type Worker struct {
 
 type breaker struct {
 	cb        *gobreaker.TwoStepCircuitBreaker[struct{}]
+	inFlight  prometheus.Gauge // the endpoint's metrics.InFlight, bound once
 	mu        sync.Mutex
 	openUntil time.Time
 	// state and version are what reportBreaker copies to Redis; reporting
@@ -139,7 +143,7 @@ func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Sto
 		rt = http.DefaultTransport
 	}
 	return &Worker{cfg: cfg, queues: q, endpoints: eps, messages: msgs, gate: gate, pub: pub,
-		rt: rt, metrics: m, log: log, breakers: map[string]*breaker{}, replica: replicaName()}
+		rt: rt, metrics: m, delivered: m.Deliveries.WithLabelValues(retry.Delivered.String()), log: log, breakers: map[string]*breaker{}, replica: replicaName()}
 }
 
 // Run consumes until ctx ends, then finishes the attempts in flight (each
@@ -333,7 +337,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "breaker")
 	}
 
-	res := w.attempt(ctx, rec, t, timeout)
+	res := w.attempt(ctx, b, rec, t, timeout)
 	if res.err != nil && ctx.Err() != nil {
 		// Cut by shutdown, not failed by the subscriber: the task goes
 		// back as it was (Handle re-enqueues it), the attempt uncounted
@@ -425,7 +429,11 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 			return fmt.Errorf("record delivery: %w", err)
 		}
 	}
-	w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
+	if delivered {
+		w.delivered.Inc()
+	} else {
+		w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
+	}
 	if o.DeadLetter != "" {
 		w.metrics.DeadLetter.Inc()
 		w.metrics.Deliveries.WithLabelValues("dead_letter").Inc()
@@ -624,10 +632,10 @@ type result struct {
 }
 
 // attempt sends one signed request.
-func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task, timeout time.Duration) result {
+func (w *Worker) attempt(ctx context.Context, b *breaker, rec *endpoint.Record, t *task.Task, timeout time.Duration) result {
 	ep := rec.Endpoint
-	w.metrics.InFlight.WithLabelValues(ep.GetId()).Inc()
-	defer w.metrics.InFlight.WithLabelValues(ep.GetId()).Dec()
+	b.inFlight.Inc()
+	defer b.inFlight.Dec()
 
 	start := time.Now()
 	att := &dispatcherv1.Attempt{EndpointId: ep.GetId(), Number: int32(t.Total() + 1), Time: timestamppb.New(start)}
@@ -647,7 +655,7 @@ func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task
 		}
 		req.Header.Set("Content-Type", ct)
 		req.Header.Set("User-Agent", "Hookyard-Dispatcher/1")
-		sign.Headers(req.Header, rec.SigningKeys(start), t.Message, start, t.Body)
+		sign.HeadersWith(req.Header, rec.SigningKeys(start), t.Message, start, t.Body)
 		trace.InjectHTTP(rctx, req.Header)
 		resp, err := w.rt.RoundTrip(req)
 		att.Latency = durationpb.New(time.Since(start))
@@ -695,7 +703,7 @@ func (w *Worker) breaker(id string) *breaker {
 	if b, ok := w.breakers[id]; ok {
 		return b
 	}
-	b := &breaker{}
+	b := &breaker{inFlight: w.metrics.InFlight.WithLabelValues(id)}
 	gauge := w.metrics.Breaker.WithLabelValues(id)
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        id,

@@ -99,7 +99,7 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 	for _, a := range fs {
 		if finished(a, budget) {
 			if a.err == nil {
-				f.metrics.FirstAttempts.WithLabelValues("done").Inc()
+				f.firstDone.Inc()
 				continue
 			}
 			if !errors.Is(a.err, errNotStarted) {
