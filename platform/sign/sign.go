@@ -148,7 +148,15 @@ func Headers(h http.Header, secrets [][]byte, id string, ts time.Time, body []by
 
 // HeadersWith is Headers with prepared keys.
 func HeadersWith(h http.Header, keys []*Key, id string, ts time.Time, body []byte) {
-	h.Set(HeaderID, id)
-	h.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
-	h.Set(HeaderSignature, SignWith(keys, id, ts, body))
+	h.Set(canonicalID, id)
+	h.Set(canonicalTimestamp, strconv.FormatInt(ts.Unix(), 10))
+	h.Set(canonicalSignature, SignWith(keys, id, ts, body))
 }
+
+// The header names as http.Header keeps them, so that setting them does
+// not canonicalize (allocate) them again for every delivery.
+var (
+	canonicalID        = http.CanonicalHeaderKey(HeaderID)
+	canonicalTimestamp = http.CanonicalHeaderKey(HeaderTimestamp)
+	canonicalSignature = http.CanonicalHeaderKey(HeaderSignature)
+)

@@ -663,11 +663,11 @@ func (w *Worker) attempt(ctx context.Context, b *breaker, rec *endpoint.Record, 
 			// As http.Client.Do reports it.
 			res.err = &url.Error{Op: "Post", URL: errorURL(req.URL), Err: err}
 		} else {
-			body, rerr := io.ReadAll(io.LimitReader(resp.Body, MaxResponseRead))
+			snippet, rerr := readResponse(resp.Body)
 			_ = resp.Body.Close()
 			res.status, res.header = resp.StatusCode, resp.Header
 			att.StatusCode = int32(resp.StatusCode)
-			att.ResponseSnippet = string(body[:min(len(body), message.MaxSnippet)])
+			att.ResponseSnippet = snippet
 			if rerr != nil && resp.StatusCode/100 != 2 {
 				att.Error = "reading response: " + rerr.Error()
 			}
@@ -684,6 +684,30 @@ func (w *Worker) attempt(ctx context.Context, b *breaker, rec *endpoint.Record, 
 		att.Error = "HTTP " + strconv.Itoa(res.status)
 	}
 	return res
+}
+
+// snippetBufs hold the start of responses being read.
+var snippetBufs = sync.Pool{New: func() any { return new([message.MaxSnippet]byte) }}
+
+// readResponse returns the first message.MaxSnippet bytes of body and reads
+// on to MaxResponseRead, so that the connection can be reused; only the
+// snippet is kept (reading it all into memory allocated a buffer per
+// attempt, up to MaxResponseRead).
+func readResponse(body io.Reader) (string, error) {
+	buf := snippetBufs.Get().(*[message.MaxSnippet]byte)
+	defer snippetBufs.Put(buf)
+	n, err := io.ReadFull(body, buf[:])
+	snippet := string(buf[:n])
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return snippet, nil
+	case err != nil:
+		return snippet, err
+	}
+	if _, err := io.CopyN(io.Discard, body, MaxResponseRead-int64(n)); err != nil && !errors.Is(err, io.EOF) {
+		return snippet, err
+	}
+	return snippet, nil
 }
 
 // errorURL is u as http.Client puts it in its errors: a password shown
