@@ -169,7 +169,9 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	f.published.Inc()
-	f.log.DebugContext(ctx, "event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
+	if f.log.Enabled(ctx, slog.LevelDebug) { // the arguments allocate even when not logged
+		f.log.DebugContext(ctx, "event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
+	}
 	_ = d.Ack(false)
 }
 
@@ -335,6 +337,14 @@ func (f *Fanout) dispatch(ctx context.Context, tenant string, m *message.Message
 		} else {
 			tasks = append(tasks, t)
 		}
+	}
+	if len(tasks) == 0 {
+		// Only first attempts (the usual case): no goroutine to wait on.
+		n, err := f.deliverFirst(ctx, firsts)
+		if err != nil {
+			return 0, fmt.Errorf("publish delivery tasks: %w", err)
+		}
+		return n, nil
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
@@ -63,15 +64,12 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 	// The attempts keep ctx's values (its trace) but are not cut when
 	// the event's handling ends: each is bounded by its endpoint's
 	// timeout, and Run waits for them, cutting them (f.attempts) only when
-	// the shutdown grace has passed.
-	attemptCtx := func() (context.Context, func()) {
-		actx, cut := context.WithCancel(context.WithoutCancel(ctx))
-		if f.attempts == nil {
-			return actx, cut
-		}
-		stop := context.AfterFunc(f.attempts, cut)
-		return actx, func() { stop(); cut() }
-	}
+	// the shutdown grace has passed. They share one context, ended by the
+	// last of them: one per attempt cost as much as the rest of the
+	// fan-out's own work for an attempt.
+	actx, end := f.attemptContext(ctx)
+	var left atomic.Int32
+	left.Store(int32(len(ts)))
 	for i, t := range ts {
 		a := &first{orig: *t, done: make(chan struct{})}
 		fs[i] = a
@@ -79,6 +77,11 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 		f.attempters.run(func() {
 			defer f.wg.Done()
 			defer close(a.done)
+			defer func() {
+				if left.Add(-1) == 0 {
+					end()
+				}
+			}()
 			select {
 			case sem <- struct{}{}:
 			case <-budget.Done():
@@ -90,8 +93,6 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 				a.err = errNotStarted
 				return
 			}
-			actx, done := attemptCtx()
-			defer done()
 			a.err = f.First.Deliver(actx, t)
 		})
 	}
@@ -117,6 +118,17 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 		published++
 	}
 	return published, nil
+}
+
+// attemptContext returns a context with ctx's values, cut when Run's
+// shutdown grace has passed, and the function that ends it.
+func (f *Fanout) attemptContext(ctx context.Context) (context.Context, func()) {
+	actx, cut := context.WithCancel(context.WithoutCancel(ctx))
+	if f.attempts == nil {
+		return actx, cut
+	}
+	stop := context.AfterFunc(f.attempts, cut)
+	return actx, func() { stop(); cut() }
 }
 
 // finished waits for a until the budget passes and reports whether a
