@@ -62,6 +62,8 @@ type Request struct {
 	// Attempts is how many attempts the task has seen made; Finish
 	// records one more.
 	Attempts int
+
+	keys []string // set by Admit, for the Finish or Cancel that follows
 }
 
 // Gate is the shared admission control.
@@ -77,6 +79,14 @@ type Gate struct {
 // New returns a Gate keeping delivered markers for retention.
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Gate {
 	return &Gate{rdb: rdb, prefix: prefix, retention: retention, LockOutlives: DefaultLockOutlives}
+}
+
+// requestKeys returns the keys of r, as Admit built them if it did.
+func (g *Gate) requestKeys(r Request) []string {
+	if r.keys != nil {
+		return r.keys
+	}
+	return g.keys(r.Endpoint, r.Message)
 }
 
 // keyKinds name the keys of keys, in order; true: the key has the message.
@@ -208,10 +218,11 @@ const MaxReservation = 15 * time.Minute
 // Admit asks whether an attempt may start now. With Limited, wait says
 // when to come back: the token is reserved for that time when it is
 // within MaxReservation.
-func (g *Gate) Admit(ctx context.Context, r Request) (v Verdict, wait time.Duration, err error) {
+func (g *Gate) Admit(ctx context.Context, r *Request) (v Verdict, wait time.Duration, err error) {
 	now := time.Now().UnixMilli()
 	maxInFlight := max(r.MaxInFlight, 1)
-	keys := g.keys(r.Endpoint, r.Message)
+	r.keys = g.keys(r.Endpoint, r.Message)
+	keys := r.keys
 	args := []any{now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds(), r.Attempts,
 		g.LockOutlives.Milliseconds()}
 	// Admissions asked for together share a round trip.
@@ -256,14 +267,14 @@ func (g *Gate) QueueFinish(ctx context.Context, pipe redis.Pipeliner, r Request,
 	if delivered {
 		d = "1"
 	}
-	finishScript.Eval(ctx, pipe, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds(), "0", r.Rate, r.Attempts+1)
+	finishScript.Eval(ctx, pipe, g.requestKeys(r), r.Token, d, g.retention.Milliseconds(), "0", r.Rate, r.Attempts+1)
 }
 
 // Cancel ends an admitted attempt that did not start (its circuit breaker
 // refused it) and gives its rate-limit token back, so that refusals do not
 // use up the endpoint's rate.
 func (g *Gate) Cancel(ctx context.Context, r Request) error {
-	if err := finishScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message), r.Token, "0", g.retention.Milliseconds(), "1", r.Rate, "").Err(); err != nil {
+	if err := finishScript.Run(ctx, g.rdb, g.requestKeys(r), r.Token, "0", g.retention.Milliseconds(), "1", r.Rate, "").Err(); err != nil {
 		return fmt.Errorf("cancel attempt: %w", err)
 	}
 	return nil

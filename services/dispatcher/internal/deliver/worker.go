@@ -307,7 +307,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		Rate:        int(ep.GetRateLimit()),
 		Attempts:    t.Attempts,
 	}
-	verdict, wait, err := w.gate.Admit(ctx, req)
+	verdict, wait, err := w.gate.Admit(ctx, &req)
 	if err != nil {
 		return err
 	}
