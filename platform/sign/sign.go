@@ -17,6 +17,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
 	"strconv"
 	"strings"
@@ -73,28 +74,67 @@ func ParseSecret(s string) ([]byte, error) {
 	return key, nil
 }
 
+// Key is a secret prepared for signing many deliveries: the HMAC key
+// schedule (the hashed inner and outer pads) is computed once, and each
+// signature starts from a copy of it instead of deriving it again. A Key
+// is safe for concurrent use.
+type Key struct {
+	secret []byte
+	keyed  hash.Hash // HMAC-SHA256 with the pads absorbed; only cloned
+}
+
+// NewKey prepares secret (the decoded key bytes) for signing.
+func NewKey(secret []byte) *Key {
+	mac := hmac.New(sha256.New, secret)
+	// Reset keeps the hashed pads, so every Sum of a copy restores the
+	// outer state instead of hashing the outer pad again.
+	mac.Reset()
+	return &Key{secret: secret, keyed: mac}
+}
+
+// mac returns a fresh HMAC of k, from a copy of its keyed state.
+func (k *Key) mac() hash.Hash {
+	if c, ok := k.keyed.(hash.Cloner); ok {
+		if m, err := c.Clone(); err == nil {
+			return m.(hash.Hash)
+		}
+	}
+	return hmac.New(sha256.New, k.secret)
+}
+
 // Sign returns the webhook-signature header value for a delivery: one
 // "v1,<base64 HMAC-SHA256>" per secret, in the order given, separated by
 // single spaces. The timestamp is truncated to whole seconds, as on the
 // wire. With no secrets it returns "", which no verifier accepts.
 func Sign(secrets [][]byte, id string, ts time.Time, body []byte) string {
-	unix := strconv.FormatInt(ts.Unix(), 10)
-	var b strings.Builder
-	for i, secret := range secrets {
+	return signAll(len(secrets), func(i int) hash.Hash { return hmac.New(sha256.New, secrets[i]) }, id, ts, body)
+}
+
+// SignWith is Sign with prepared keys.
+func SignWith(keys []*Key, id string, ts time.Time, body []byte) string {
+	return signAll(len(keys), func(i int) hash.Hash { return keys[i].mac() }, id, ts, body)
+}
+
+// signAll signs with the n MACs that mac returns.
+func signAll(n int, mac func(int) hash.Hash, id string, ts time.Time, body []byte) string {
+	var prefix [96]byte // "<id>.<unix>.", on the stack for ordinary ids
+	signed := strconv.AppendInt(append(append(prefix[:0], id...), '.'), ts.Unix(), 10)
+	signed = append(signed, '.')
+	const sigLen = len(signatureVersion) + 1 + 44 // "v1," and base64 of 32 bytes
+	out := make([]byte, 0, n*(sigLen+1))
+	var sum [sha256.Size]byte
+	for i := range n {
 		if i > 0 {
-			b.WriteByte(' ')
+			out = append(out, ' ')
 		}
-		mac := hmac.New(sha256.New, secret)
-		mac.Write([]byte(id))
-		mac.Write([]byte{'.'})
-		mac.Write([]byte(unix))
-		mac.Write([]byte{'.'})
-		mac.Write(body)
-		b.WriteString(signatureVersion)
-		b.WriteByte(',')
-		b.WriteString(base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+		m := mac(i)
+		m.Write(signed)
+		m.Write(body)
+		out = append(out, signatureVersion...)
+		out = append(out, ',')
+		out = base64.StdEncoding.AppendEncode(out, m.Sum(sum[:0]))
 	}
-	return b.String()
+	return string(out)
 }
 
 // Headers sets webhook-id, webhook-timestamp and webhook-signature on h for
@@ -105,3 +145,18 @@ func Headers(h http.Header, secrets [][]byte, id string, ts time.Time, body []by
 	h.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
 	h.Set(HeaderSignature, Sign(secrets, id, ts, body))
 }
+
+// HeadersWith is Headers with prepared keys.
+func HeadersWith(h http.Header, keys []*Key, id string, ts time.Time, body []byte) {
+	h.Set(canonicalID, id)
+	h.Set(canonicalTimestamp, strconv.FormatInt(ts.Unix(), 10))
+	h.Set(canonicalSignature, SignWith(keys, id, ts, body))
+}
+
+// The header names as http.Header keeps them, so that setting them does
+// not canonicalize (allocate) them again for every delivery.
+var (
+	canonicalID        = http.CanonicalHeaderKey(HeaderID)
+	canonicalTimestamp = http.CanonicalHeaderKey(HeaderTimestamp)
+	canonicalSignature = http.CanonicalHeaderKey(HeaderSignature)
+)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,6 +228,54 @@ func TestPublicLibraryVerifies(t *testing.T) {
 		}
 		if got := sign.Sign([][]byte{oldKey}, "msg_x", now, body); got != want {
 			t.Fatalf("Sign = %q, library = %q", got, want)
+		}
+	})
+}
+
+// A prepared key signs like a fresh one, also when many deliveries share
+// it at once (each signature starts from its own copy of the keyed state).
+func TestKeySharedBySignatures(t *testing.T) {
+	old, cur := mustParse(t, mustNew(t)), mustParse(t, mustNew(t))
+	keys := []*sign.Key{sign.NewKey(cur), sign.NewKey(old)}
+	if got := sign.SignWith([]*sign.Key{sign.NewKey(mustParse(t, vectorSecret))}, vectorID, time.Unix(vectorTimestamp, 0), []byte(vectorBody)); got != vectorSignature {
+		t.Fatalf("SignWith = %q, want %q", got, vectorSignature)
+	}
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			id, body := "msg_"+strconv.Itoa(i), []byte(strings.Repeat("x", i*37))
+			ts := time.Unix(1700000000+int64(i), 0)
+			for range 20 {
+				if got, want := sign.SignWith(keys, id, ts, body), sign.Sign([][]byte{cur, old}, id, ts, body); got != want {
+					t.Errorf("SignWith = %q, want %q", got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkSign: a signature from the secret's bytes (the key schedule
+// derived each time) and from a prepared key.
+func BenchmarkSign(b *testing.B) {
+	secret, err := sign.ParseSecret(vectorSecret)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"id":"in_1","amount":4200,"currency":"eur"}`)
+	ts := time.Unix(vectorTimestamp, 0)
+	b.Run("secret", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sign.Sign([][]byte{secret}, vectorID, ts, body)
+		}
+	})
+	b.Run("key", func(b *testing.B) {
+		keys := []*sign.Key{sign.NewKey(secret)}
+		b.ReportAllocs()
+		for b.Loop() {
+			sign.SignWith(keys, vectorID, ts, body)
 		}
 	})
 }

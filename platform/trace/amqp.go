@@ -2,6 +2,7 @@ package trace
 
 import (
 	"context"
+	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
@@ -50,11 +51,22 @@ func ExtractAMQP(ctx context.Context, h amqp.Table) context.Context {
 	return Propagator.Extract(ctx, amqpCarrier(h))
 }
 
+// consumeTracer is looked up once: the lookup takes a lock, and the
+// global provider's tracer follows a provider installed later.
+var consumeTracer = sync.OnceValue(Tracer)
+
 // StartConsume extracts the trace context of d and starts a consumer span
 // for handling it, child of the publisher's span. end finishes the span.
 func StartConsume(ctx context.Context, queue string, d amqp.Delivery) (_ context.Context, end func()) {
 	ctx = ExtractAMQP(ctx, d.Headers)
-	ctx, span := Tracer().Start(ctx, "process "+queue,
+	if !exported.Load() {
+		// As in Handler: only the span's ids are used (logs, the bus,
+		// outbound requests), so it gets no name or attributes to build
+		// for every message.
+		ctx, span := consumeTracer().Start(ctx, "process", trace.WithSpanKind(trace.SpanKindConsumer))
+		return ctx, func() { span.End() }
+	}
+	ctx, span := consumeTracer().Start(ctx, "process "+queue,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "rabbitmq"),

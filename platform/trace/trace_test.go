@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -125,5 +126,22 @@ func TestCarryResume(t *testing.T) {
 		if got := Carry(Resume(context.Background(), bad)); got != "" {
 			t.Fatalf("Resume(%q) carried %q, want nothing", bad, got)
 		}
+	}
+}
+
+// BenchmarkStartConsume: the span of every consumed message, with the
+// SDK installed and nothing exported (the default).
+func BenchmarkStartConsume(b *testing.B) {
+	tp := sdktrace.NewTracerProvider()
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	otel.SetTracerProvider(tp)
+	d := amqp.Delivery{Headers: amqp.Table{"traceparent": parent}, RoutingKey: "stripe.invoice.paid", MessageId: "evt_1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx, end := StartConsume(context.Background(), "hookyard.dispatcher.events", d)
+		if !trace.SpanContextFromContext(ctx).IsValid() {
+			b.Fatal("no span")
+		}
+		end()
 	}
 }

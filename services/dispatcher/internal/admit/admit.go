@@ -18,6 +18,7 @@ package admit
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -61,6 +62,8 @@ type Request struct {
 	// Attempts is how many attempts the task has seen made; Finish
 	// records one more.
 	Attempts int
+
+	keys []string // set by Admit, for the Finish or Cancel that follows
 }
 
 // Gate is the shared admission control.
@@ -78,16 +81,55 @@ func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Gat
 	return &Gate{rdb: rdb, prefix: prefix, retention: retention, LockOutlives: DefaultLockOutlives}
 }
 
-func (g *Gate) keys(ep, msg string) []string {
-	tag := "{" + ep + "}"
-	return []string{
-		g.prefix + ":done:" + tag + ":" + msg,
-		g.prefix + ":lock:" + tag + ":" + msg,
-		g.prefix + ":inflight:" + tag,
-		g.prefix + ":bucket:" + tag,
-		g.prefix + ":resv:" + tag + ":" + msg,
-		g.prefix + ":n:" + tag + ":" + msg,
+// requestKeys returns the keys of r, as Admit built them if it did.
+func (g *Gate) requestKeys(r Request) []string {
+	if r.keys != nil {
+		return r.keys
 	}
+	return g.keys(r.Endpoint, r.Message)
+}
+
+// keyKinds name the keys of keys, in order; true: the key has the message.
+var keyKinds = [...]struct {
+	kind string
+	msg  bool
+}{{"done", true}, {"lock", true}, {"inflight", false}, {"bucket", false}, {"resv", true}, {"n", true}}
+
+// keys returns the keys of an attempt: the delivered marker, the attempt
+// lock, the in-flight set, the rate-limit bucket, the reservation and the
+// attempt count. They are cut from one string (two allocations, not seven:
+// every attempt builds them twice).
+func (g *Gate) keys(ep, msg string) []string {
+	size := 0
+	for _, k := range keyKinds {
+		size += len(g.prefix) + len(k.kind) + len(ep) + 4
+		if k.msg {
+			size += len(msg) + 1
+		}
+	}
+	var b strings.Builder
+	b.Grow(size)
+	ends := [len(keyKinds)]int{}
+	for i, k := range keyKinds {
+		b.WriteString(g.prefix)
+		b.WriteByte(':')
+		b.WriteString(k.kind)
+		b.WriteString(":{")
+		b.WriteString(ep)
+		b.WriteByte('}')
+		if k.msg {
+			b.WriteByte(':')
+			b.WriteString(msg)
+		}
+		ends[i] = b.Len()
+	}
+	all := b.String()
+	keys := make([]string, len(keyKinds))
+	start := 0
+	for i, end := range ends {
+		keys[i], start = all[start:end], end
+	}
+	return keys
 }
 
 // admitScript returns {verdict, wait_ms}.
@@ -176,10 +218,11 @@ const MaxReservation = 15 * time.Minute
 // Admit asks whether an attempt may start now. With Limited, wait says
 // when to come back: the token is reserved for that time when it is
 // within MaxReservation.
-func (g *Gate) Admit(ctx context.Context, r Request) (v Verdict, wait time.Duration, err error) {
+func (g *Gate) Admit(ctx context.Context, r *Request) (v Verdict, wait time.Duration, err error) {
 	now := time.Now().UnixMilli()
 	maxInFlight := max(r.MaxInFlight, 1)
-	keys := g.keys(r.Endpoint, r.Message)
+	r.keys = g.keys(r.Endpoint, r.Message)
+	keys := r.keys
 	args := []any{now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds(), r.Attempts,
 		g.LockOutlives.Milliseconds()}
 	// Admissions asked for together share a round trip.
@@ -224,14 +267,14 @@ func (g *Gate) QueueFinish(ctx context.Context, pipe redis.Pipeliner, r Request,
 	if delivered {
 		d = "1"
 	}
-	finishScript.Eval(ctx, pipe, g.keys(r.Endpoint, r.Message), r.Token, d, g.retention.Milliseconds(), "0", r.Rate, r.Attempts+1)
+	finishScript.Eval(ctx, pipe, g.requestKeys(r), r.Token, d, g.retention.Milliseconds(), "0", r.Rate, r.Attempts+1)
 }
 
 // Cancel ends an admitted attempt that did not start (its circuit breaker
 // refused it) and gives its rate-limit token back, so that refusals do not
 // use up the endpoint's rate.
 func (g *Gate) Cancel(ctx context.Context, r Request) error {
-	if err := finishScript.Run(ctx, g.rdb, g.keys(r.Endpoint, r.Message), r.Token, "0", g.retention.Milliseconds(), "1", r.Rate, "").Err(); err != nil {
+	if err := finishScript.Run(ctx, g.rdb, g.requestKeys(r), r.Token, "0", g.retention.Milliseconds(), "1", r.Rate, "").Err(); err != nil {
 		return fmt.Errorf("cancel attempt: %w", err)
 	}
 	return nil

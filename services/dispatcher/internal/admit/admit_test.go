@@ -33,7 +33,7 @@ func attempt(ep, msg string, maxInFlight, rate int, lease time.Duration) Request
 
 func admitOK(t *testing.T, g *Gate, r Request, want Verdict) time.Duration {
 	t.Helper()
-	v, wait, err := g.Admit(context.Background(), r)
+	v, wait, err := g.Admit(context.Background(), &r)
 	if err != nil {
 		t.Fatalf("admit %s: %v", r.Message, err)
 	}
@@ -113,7 +113,8 @@ func TestLockKeepsCopiesOfOneTaskApart(t *testing.T) {
 			g = b
 		}
 		wg.Go(func() {
-			v, _, err := g.Admit(context.Background(), attempt(ep, "race", 100, 0, time.Minute))
+			r := attempt(ep, "race", 100, 0, time.Minute)
+			v, _, err := g.Admit(context.Background(), &r)
 			if err != nil {
 				t.Error(err)
 			}
@@ -187,7 +188,8 @@ func TestMaxInFlightUnderConcurrency(t *testing.T) {
 			g = b
 		}
 		wg.Go(func() {
-			v, _, err := g.Admit(context.Background(), attempt(ep, fmt.Sprintf("m%d", i), limit, 0, time.Minute))
+			r := attempt(ep, fmt.Sprintf("m%d", i), limit, 0, time.Minute)
+			v, _, err := g.Admit(context.Background(), &r)
 			if err != nil {
 				t.Error(err)
 			}

@@ -42,7 +42,7 @@ func TestEndpointHealth(t *testing.T) {
 	// refill happens before it is read.
 	gate := admit.New(e.rdb, e.prefix, time.Hour)
 	for _, msg := range []string{"m1", "m2"} {
-		v, _, err := gate.Admit(ctx, admit.Request{Endpoint: ep.GetId(), Message: msg, Token: msg, Lease: time.Minute, MaxInFlight: 5})
+		v, _, err := gate.Admit(ctx, &admit.Request{Endpoint: ep.GetId(), Message: msg, Token: msg, Lease: time.Minute, MaxInFlight: 5})
 		if err != nil || v != admit.Go {
 			t.Fatalf("admit: %v %v", v, err)
 		}

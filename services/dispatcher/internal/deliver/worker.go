@@ -11,12 +11,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -92,9 +94,15 @@ type Worker struct {
 	messages  *message.Store
 	gate      *admit.Gate
 	pub       task.Publisher
-	client    *http.Client
-	metrics   *metrics.Metrics
-	log       *slog.Logger
+	// rt sends the attempts: the SSRF-safe client's transport, without
+	// the client's redirect handling (no redirect is followed anyway),
+	// whose copies of each request and its headers and whose timer cost
+	// more than the rest of an attempt's own work.
+	rt      http.RoundTripper
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	// delivered is metrics.Deliveries of the common outcome, bound once.
+	delivered prometheus.Counter
 
 	mu       sync.Mutex
 	breakers map[string]*breaker
@@ -104,6 +112,7 @@ type Worker struct {
 
 type breaker struct {
 	cb        *gobreaker.TwoStepCircuitBreaker[struct{}]
+	inFlight  prometheus.Gauge // the endpoint's metrics.InFlight, bound once
 	mu        sync.Mutex
 	openUntil time.Time
 	// state and version are what reportBreaker copies to Redis; reporting
@@ -113,7 +122,9 @@ type breaker struct {
 	reporting bool
 }
 
-// NewWorker returns a Worker; client must be the SSRF-safe client.
+// NewWorker returns a Worker; client must be the SSRF-safe client. Its
+// transport sends the attempts: a redirect is never followed, and each
+// attempt is bounded by its endpoint's timeout.
 func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Store, gate *admit.Gate, pub task.Publisher, client *http.Client, m *metrics.Metrics, log *slog.Logger) *Worker {
 	if cfg.BreakerFailures == 0 {
 		cfg.BreakerFailures = 5
@@ -127,8 +138,12 @@ func NewWorker(cfg Config, q task.Queues, eps *endpoint.Store, msgs *message.Sto
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = endpoint.MaxTimeout + 5*time.Second
 	}
+	rt := client.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
 	return &Worker{cfg: cfg, queues: q, endpoints: eps, messages: msgs, gate: gate, pub: pub,
-		client: client, metrics: m, log: log, breakers: map[string]*breaker{}, replica: replicaName()}
+		rt: rt, metrics: m, delivered: m.Deliveries.WithLabelValues(retry.Delivered.String()), log: log, breakers: map[string]*breaker{}, replica: replicaName()}
 }
 
 // Run consumes until ctx ends, then finishes the attempts in flight (each
@@ -292,7 +307,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		Rate:        int(ep.GetRateLimit()),
 		Attempts:    t.Attempts,
 	}
-	verdict, wait, err := w.gate.Admit(ctx, req)
+	verdict, wait, err := w.gate.Admit(ctx, &req)
 	if err != nil {
 		return err
 	}
@@ -322,7 +337,7 @@ func (w *Worker) process(ctx context.Context, t *task.Task) error {
 		return w.deferTask(ctx, t, DeferBackoff(t.Deferrals), "breaker")
 	}
 
-	res := w.attempt(ctx, rec, t, timeout)
+	res := w.attempt(ctx, b, rec, t, timeout)
 	if res.err != nil && ctx.Err() != nil {
 		// Cut by shutdown, not failed by the subscriber: the task goes
 		// back as it was (Handle re-enqueues it), the attempt uncounted
@@ -414,7 +429,11 @@ func (w *Worker) settle(ctx context.Context, rec *endpoint.Record, t *task.Task,
 			return fmt.Errorf("record delivery: %w", err)
 		}
 	}
-	w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
+	if delivered {
+		w.delivered.Inc()
+	} else {
+		w.metrics.Deliveries.WithLabelValues(outcome.String()).Inc()
+	}
 	if o.DeadLetter != "" {
 		w.metrics.DeadLetter.Inc()
 		w.metrics.Deliveries.WithLabelValues("dead_letter").Inc()
@@ -613,10 +632,10 @@ type result struct {
 }
 
 // attempt sends one signed request.
-func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task, timeout time.Duration) result {
+func (w *Worker) attempt(ctx context.Context, b *breaker, rec *endpoint.Record, t *task.Task, timeout time.Duration) result {
 	ep := rec.Endpoint
-	w.metrics.InFlight.WithLabelValues(ep.GetId()).Inc()
-	defer w.metrics.InFlight.WithLabelValues(ep.GetId()).Dec()
+	b.inFlight.Inc()
+	defer b.inFlight.Dec()
 
 	start := time.Now()
 	att := &dispatcherv1.Attempt{EndpointId: ep.GetId(), Number: int32(t.Total() + 1), Time: timestamppb.New(start)}
@@ -636,18 +655,19 @@ func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task
 		}
 		req.Header.Set("Content-Type", ct)
 		req.Header.Set("User-Agent", "Hookyard-Dispatcher/1")
-		sign.Headers(req.Header, rec.SigningKeys(start), t.Message, start, t.Body)
+		sign.HeadersWith(req.Header, rec.SigningKeys(start), t.Message, start, t.Body)
 		trace.InjectHTTP(rctx, req.Header)
-		resp, err := w.client.Do(req)
+		resp, err := w.rt.RoundTrip(req)
 		att.Latency = durationpb.New(time.Since(start))
 		if err != nil {
-			res.err = err
+			// As http.Client.Do reports it.
+			res.err = &url.Error{Op: "Post", URL: errorURL(req.URL), Err: err}
 		} else {
-			body, rerr := io.ReadAll(io.LimitReader(resp.Body, MaxResponseRead))
+			snippet, rerr := readResponse(resp.Body)
 			_ = resp.Body.Close()
 			res.status, res.header = resp.StatusCode, resp.Header
 			att.StatusCode = int32(resp.StatusCode)
-			att.ResponseSnippet = string(body[:min(len(body), message.MaxSnippet)])
+			att.ResponseSnippet = snippet
 			if rerr != nil && resp.StatusCode/100 != 2 {
 				att.Error = "reading response: " + rerr.Error()
 			}
@@ -666,13 +686,48 @@ func (w *Worker) attempt(ctx context.Context, rec *endpoint.Record, t *task.Task
 	return res
 }
 
+// snippetBufs hold the start of responses being read.
+var snippetBufs = sync.Pool{New: func() any { return new([message.MaxSnippet]byte) }}
+
+// readResponse returns the first message.MaxSnippet bytes of body and reads
+// on to MaxResponseRead, so that the connection can be reused; only the
+// snippet is kept (reading it all into memory allocated a buffer per
+// attempt, up to MaxResponseRead).
+func readResponse(body io.Reader) (string, error) {
+	buf := snippetBufs.Get().(*[message.MaxSnippet]byte)
+	defer snippetBufs.Put(buf)
+	n, err := io.ReadFull(body, buf[:])
+	snippet := string(buf[:n])
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return snippet, nil
+	case err != nil:
+		return snippet, err
+	}
+	if _, err := io.CopyN(io.Discard, body, MaxResponseRead-int64(n)); err != nil && !errors.Is(err, io.EOF) {
+		return snippet, err
+	}
+	return snippet, nil
+}
+
+// errorURL is u as http.Client puts it in its errors: a password shown
+// as "***".
+func errorURL(u *url.URL) string {
+	if _, ok := u.User.Password(); ok {
+		c := *u
+		c.User = url.UserPassword(u.User.Username(), "***")
+		return c.String()
+	}
+	return u.String()
+}
+
 func (w *Worker) breaker(id string) *breaker {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if b, ok := w.breakers[id]; ok {
 		return b
 	}
-	b := &breaker{}
+	b := &breaker{inFlight: w.metrics.InFlight.WithLabelValues(id)}
 	gauge := w.metrics.Breaker.WithLabelValues(id)
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        id,

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -68,7 +69,20 @@ type Config struct {
 	// ServiceKey authenticates the other services' calls of
 	// CallbackService; empty refuses them.
 	ServiceKey string
+	// IdleConnsPerHost and IdleConns cap the connections to subscribers
+	// kept open between attempts, per host and in all (0: the defaults).
+	IdleConnsPerHost int
+	IdleConns        int
 }
+
+// Defaults of Config.IdleConnsPerHost and Config.IdleConns: as many
+// connections as the attempts that can be in flight to one host (a burst
+// of fan-outs to endpoints on one host), so that a burst reuses the
+// connections of the one before instead of dialling again.
+const (
+	DefaultIdleConnsPerHost = 1024
+	DefaultIdleConns        = 4096
+)
 
 // Register adds the settings to l.
 func (c *Config) Register(l *config.Loader) {
@@ -89,6 +103,8 @@ func (c *Config) Register(l *config.Loader) {
 	l.Duration(&c.ListenWindow, "listen-window", "HOOKYARD_DISPATCHER_LISTEN_WINDOW", listen.DefaultWindow, "how long after its last event stream (hookyard listen, tail) ends a tenant's events are still kept, so a dropped stream resumes without a loss")
 	l.Duration(&c.FirstAttemptBudget, "first-attempt-budget", "HOOKYARD_DISPATCHER_FIRST_ATTEMPT_BUDGET", fanout.DefaultFirstAttemptBudget, "how long the fan-out waits for the first attempt of each delivery, made without a delivery task; an attempt still running then (or failing, or held back by a limit) continues through a durable task. 0 turns this off: every delivery goes through a task")
 	l.String(&c.ServiceKey, "service-key", "HOOKYARD_SERVICE_KEY", "", "key the other Hookyard services call CallbackService with (the jobs service's completion callbacks); none refuses those calls")
+	l.Int(&c.IdleConnsPerHost, "idle-conns-per-host", "HOOKYARD_DISPATCHER_IDLE_CONNS_PER_HOST", DefaultIdleConnsPerHost, "connections to one subscriber host kept open between attempts")
+	l.Int(&c.IdleConns, "idle-conns", "HOOKYARD_DISPATCHER_IDLE_CONNS", DefaultIdleConns, "connections to subscribers kept open between attempts, all hosts together")
 	l.String(&c.EventBindings, "event-bindings", "HOOKYARD_DISPATCHER_EVENT_BINDINGS", "#", "comma-separated routing patterns the dispatcher consumes from hookyard.events")
 }
 
@@ -182,7 +198,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	if d.Redis != nil {
 		d.Redis.AddHook(m.CountRoundTrips())
 	}
-	client := policy.Client(ssrf.ClientOptions{Timeout: endpoint.MaxTimeout, MaxIdleConnsPerHost: 64})
+	client := deliveryClient(policy, c)
 	w := deliver.NewWorker(deliver.Config{
 		Schedule: schedule, DefaultTimeout: c.DefaultTimeout, DefaultMaxInFlight: c.DefaultMaxInFlight,
 		AutoDisableAfter: c.AutoDisableAfter, BreakerFailures: uint32(max(c.BreakerFailures, 1)),
@@ -210,6 +226,18 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 		Fanout:    f, Worker: w, Publisher: pub, rabbit: d.Rabbit, Listen: hub, ids: ids,
 		DeadLetters: deadletter.New(q, f, msgs, gate, pub, m, d.Log),
 	}, nil
+}
+
+// deliveryClient is the SSRF-safe client of every attempt.
+func deliveryClient(policy ssrf.Policy, c Config) *http.Client {
+	perHost, all := c.IdleConnsPerHost, c.IdleConns
+	if perHost <= 0 {
+		perHost = DefaultIdleConnsPerHost
+	}
+	if all <= 0 {
+		all = DefaultIdleConns
+	}
+	return policy.Client(ssrf.ClientOptions{Timeout: endpoint.MaxTimeout, MaxIdleConnsPerHost: perHost, MaxIdleConns: max(all, perHost)})
 }
 
 // Register adds the endpoint, message and queue services to srv, on gRPC and on

@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -78,20 +79,51 @@ type Record struct {
 	// Failures counts the failed attempts of the run that started at
 	// Endpoint.FailingSince.
 	Failures int
+
+	prepared atomic.Pointer[preparedKeys] // see SigningKeys
 }
 
-// SigningKeys returns the decoded keys of the secrets active at now.
-func (r *Record) SigningKeys(now time.Time) [][]byte {
-	var keys [][]byte
-	for _, s := range r.Secrets {
-		if !s.Expires.IsZero() && !now.Before(s.Expires) {
-			continue
-		}
-		if k, err := sign.ParseSecret(s.Value); err == nil {
+// SigningKeys returns the prepared keys of the secrets active at now. They
+// are prepared once per record (the delivery path reads cached records):
+// decoding a secret and deriving its HMAC key schedule on every attempt
+// cost more than signing.
+func (r *Record) SigningKeys(now time.Time) []*sign.Key {
+	p := r.prepared.Load()
+	if p == nil || !slices.Equal(p.secrets, r.Secrets) {
+		p = prepareKeys(r.Secrets)
+		r.prepared.Store(p)
+	}
+	if !p.expiring {
+		return p.active
+	}
+	var keys []*sign.Key
+	for i, s := range p.secrets {
+		if k := p.keys[i]; k != nil && (s.Expires.IsZero() || now.Before(s.Expires)) {
 			keys = append(keys, k)
 		}
 	}
 	return keys
+}
+
+// preparedKeys are the keys of secrets, nil for one that does not parse;
+// active lists them all when none expires (expiring false).
+type preparedKeys struct {
+	secrets  []Secret
+	keys     []*sign.Key
+	active   []*sign.Key
+	expiring bool
+}
+
+func prepareKeys(secrets []Secret) *preparedKeys {
+	p := &preparedKeys{secrets: slices.Clone(secrets), keys: make([]*sign.Key, len(secrets))}
+	for i, s := range secrets {
+		if k, err := sign.ParseSecret(s.Value); err == nil {
+			p.keys[i] = sign.NewKey(k)
+			p.active = append(p.active, p.keys[i])
+		}
+		p.expiring = p.expiring || !s.Expires.IsZero()
+	}
+	return p
 }
 
 // Store is the Redis-backed endpoint store.

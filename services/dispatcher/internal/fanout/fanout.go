@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
@@ -72,9 +73,14 @@ type Fanout struct {
 	// worker's attempts.
 	ShutdownGrace time.Duration
 
-	wg       sync.WaitGroup  // first attempts running on after their budget
-	attempts context.Context // first attempts' context, cut ShutdownGrace after Run's ends
-	slow     slowEndpoints
+	// published and firstDone are the common series of metrics.Published
+	// and metrics.FirstAttempts, bound once.
+	published, firstDone prometheus.Counter
+
+	wg         sync.WaitGroup // first attempts running on after their budget
+	attempters attempters
+	attempts   context.Context // first attempts' context, cut ShutdownGrace after Run's ends
+	slow       slowEndpoints
 }
 
 // RoutingKeyHeader carries an event's original routing key on a copy put
@@ -103,7 +109,8 @@ const (
 // New returns a Fanout.
 func New(q task.Queues, eps *endpoint.Store, msgs *message.Store, pub task.Publisher, m *metrics.Metrics, log *slog.Logger) *Fanout {
 	return &Fanout{queues: q, endpoints: eps, messages: msgs, pub: pub, metrics: m, log: log, Concurrency: 64, RetryDelay: time.Second,
-		MaxPutBacks: MaxPutBacks, MinFailingTime: MinFailingTime}
+		MaxPutBacks: MaxPutBacks, MinFailingTime: MinFailingTime, attempters: attempters{jobs: make(chan func())},
+		published: m.Published.WithLabelValues("ok"), firstDone: m.FirstAttempts.WithLabelValues("done")}
 }
 
 // Run consumes until ctx ends and returns after in-flight events finish.
@@ -161,8 +168,10 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		f.putBack(ctx, d, key, tries, since)
 		return
 	}
-	f.metrics.Published.WithLabelValues("ok").Inc()
-	f.log.DebugContext(ctx, "event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
+	f.published.Inc()
+	if f.log.Enabled(ctx, slog.LevelDebug) { // the arguments allocate even when not logged
+		f.log.DebugContext(ctx, "event fanned out", "event_id", ev.GetId(), "tenant", ev.GetTenant(), "tasks", n)
+	}
 	_ = d.Ack(false)
 }
 
@@ -328,6 +337,14 @@ func (f *Fanout) dispatch(ctx context.Context, tenant string, m *message.Message
 		} else {
 			tasks = append(tasks, t)
 		}
+	}
+	if len(tasks) == 0 {
+		// Only first attempts (the usual case): no goroutine to wait on.
+		n, err := f.deliverFirst(ctx, firsts)
+		if err != nil {
+			return 0, fmt.Errorf("publish delivery tasks: %w", err)
+		}
+		return n, nil
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hookyard/hookyard/services/dispatcher/internal/task"
@@ -63,22 +64,24 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 	// The attempts keep ctx's values (its trace) but are not cut when
 	// the event's handling ends: each is bounded by its endpoint's
 	// timeout, and Run waits for them, cutting them (f.attempts) only when
-	// the shutdown grace has passed.
-	attemptCtx := func() (context.Context, func()) {
-		actx, cut := context.WithCancel(context.WithoutCancel(ctx))
-		if f.attempts == nil {
-			return actx, cut
-		}
-		stop := context.AfterFunc(f.attempts, cut)
-		return actx, func() { stop(); cut() }
-	}
+	// the shutdown grace has passed. They share one context, ended by the
+	// last of them: one per attempt cost as much as the rest of the
+	// fan-out's own work for an attempt.
+	actx, end := f.attemptContext(ctx)
+	var left atomic.Int32
+	left.Store(int32(len(ts)))
 	for i, t := range ts {
 		a := &first{orig: *t, done: make(chan struct{})}
 		fs[i] = a
 		f.wg.Add(1)
-		go func() {
+		f.attempters.run(func() {
 			defer f.wg.Done()
 			defer close(a.done)
+			defer func() {
+				if left.Add(-1) == 0 {
+					end()
+				}
+			}()
 			select {
 			case sem <- struct{}{}:
 			case <-budget.Done():
@@ -90,16 +93,14 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 				a.err = errNotStarted
 				return
 			}
-			actx, done := attemptCtx()
-			defer done()
 			a.err = f.First.Deliver(actx, t)
-		}()
+		})
 	}
 	published := 0
 	for _, a := range fs {
 		if finished(a, budget) {
 			if a.err == nil {
-				f.metrics.FirstAttempts.WithLabelValues("done").Inc()
+				f.firstDone.Inc()
 				continue
 			}
 			if !errors.Is(a.err, errNotStarted) {
@@ -117,6 +118,17 @@ func (f *Fanout) deliverFirst(ctx context.Context, ts []*task.Task) (int, error)
 		published++
 	}
 	return published, nil
+}
+
+// attemptContext returns a context with ctx's values, cut when Run's
+// shutdown grace has passed, and the function that ends it.
+func (f *Fanout) attemptContext(ctx context.Context) (context.Context, func()) {
+	actx, cut := context.WithCancel(context.WithoutCancel(ctx))
+	if f.attempts == nil {
+		return actx, cut
+	}
+	stop := context.AfterFunc(f.attempts, cut)
+	return actx, func() { stop(); cut() }
 }
 
 // finished waits for a until the budget passes and reports whether a
@@ -177,3 +189,38 @@ func (f *Fanout) isSlow(ep string) bool {
 // waitFirstAttempts waits for the first attempts still running in the
 // background.
 func (f *Fanout) waitFirstAttempts() { f.wg.Wait() }
+
+// attempters runs first attempts on goroutines kept for the next ones. A
+// fresh goroutine per attempt grows its stack through the HTTP client and
+// Redis calls every time (three or four copies of it); a kept one has
+// grown it already.
+type attempters struct {
+	jobs chan func() // unbuffered: a send succeeds only if one is idle
+}
+
+// attempterIdle is how long an idle attempter waits for work before it
+// ends.
+const attempterIdle = 10 * time.Second
+
+// run runs fn on an idle attempter, or on a new one if none is idle.
+func (a *attempters) run(fn func()) {
+	select {
+	case a.jobs <- fn:
+	default:
+		go a.loop(fn)
+	}
+}
+
+func (a *attempters) loop(fn func()) {
+	idle := time.NewTimer(attempterIdle)
+	defer idle.Stop()
+	for {
+		fn()
+		idle.Reset(attempterIdle)
+		select {
+		case fn = <-a.jobs:
+		case <-idle.C:
+			return
+		}
+	}
+}
