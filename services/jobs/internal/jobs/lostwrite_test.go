@@ -248,6 +248,28 @@ func (l *loseWrite) waitLost(t *testing.T) {
 	}
 }
 
+// countingTarget is an http task's target that answers 204 and counts
+// the calls.
+func countingTarget(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	calls := new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, calls
+}
+
+// createHTTPTask enqueues an http task with id that calls url.
+func createHTTPTask(t *testing.T, e *jobstest.Env, id, url string) {
+	t.Helper()
+	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks", `{"id":"`+id+`","name":"http","args":{"url":"`+url+`"}}`)
+	if code != 200 {
+		t.Fatalf("create: %d %v", code, task)
+	}
+}
+
 // A Redis failover that loses the lease write of an http task the service
 // runs itself: the task is pending again at the generation whose note was
 // consumed, and its schedule entry is NoteTimeout (15 minutes) away. The
@@ -255,20 +277,12 @@ func (l *loseWrite) waitLost(t *testing.T) {
 // within a bound far below that.
 func TestHTTPTaskEndsAfterItsLeaseWriteIsLost(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer srv.Close()
+	url, calls := countingTarget(t)
 	lw := newLoseWrite(t, isLeaseKeys)
 	e := jobstest.Start(t, jobstest.Options{RedisHook: lw})
 	id := "lostlease-" + e.ID
 	lw.arm(id)
-	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks", `{"id":"`+id+`","name":"http","args":{"url":"`+srv.URL+`"}}`)
-	if code != 200 {
-		t.Fatalf("create: %d %v", code, task)
-	}
+	createHTTPTask(t, e, id, url)
 	lw.waitLost(t)
 	e.WaitState(t, e.Acme, id, "succeeded", lostWriteBound)
 	if n := calls.Load(); n < 2 {
@@ -327,20 +341,12 @@ func TestLeaseAfterALostLeaseWriteGetsANewToken(t *testing.T) {
 // again (not a stranded state; kept as a regression test).
 func TestHTTPTaskEndsAfterItsEndWriteIsLost(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer srv.Close()
+	url, calls := countingTarget(t)
 	lw := newLoseWrite(t, isEndKeys)
 	e := jobstest.Start(t, jobstest.Options{RedisHook: lw})
 	id := "lostend-" + e.ID
 	lw.arm(id)
-	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks", `{"id":"`+id+`","name":"http","args":{"url":"`+srv.URL+`"}}`)
-	if code != 200 {
-		t.Fatalf("create: %d %v", code, task)
-	}
+	createHTTPTask(t, e, id, url)
 	lw.waitLost(t)
 	e.WaitState(t, e.Acme, id, "succeeded", lostWriteBound)
 	if n := calls.Load(); n < 2 {
@@ -355,21 +361,13 @@ func TestHTTPTaskEndsAfterItsEndWriteIsLost(t *testing.T) {
 // primary, the task must still end within a bound far below that.
 func TestHTTPTaskEndsAfterItsLeaseAndEndWritesAreLost(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer srv.Close()
+	url, calls := countingTarget(t)
 	lw := newLoseWrite(t, isLeaseKeys)
 	lw.until = isEndKeys
 	e := jobstest.Start(t, jobstest.Options{RedisHook: lw})
 	id := "lostwindow-" + e.ID
 	lw.arm(id)
-	code, task := e.REST(t, e.Acme, "POST", "/v1/tasks", `{"id":"`+id+`","name":"http","args":{"url":"`+srv.URL+`"}}`)
-	if code != 200 {
-		t.Fatalf("create: %d %v", code, task)
-	}
+	createHTTPTask(t, e, id, url)
 	lw.waitLost(t)
 	if code, task := e.REST(t, e.Acme, "GET", "/v1/tasks/"+id, ""); code != 200 || task["state"] != "pending" {
 		t.Fatalf("after the lost writes: %d %v, want pending", code, task)
