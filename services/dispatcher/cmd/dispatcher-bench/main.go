@@ -32,9 +32,11 @@ func main() {
 		Progress: os.Stderr,
 	}
 	var (
-		timeout   time.Duration
-		floorQ    string
-		floorURLs string
+		timeout     time.Duration
+		floorQ      string
+		floorURLs   string
+		floorRecord string
+		floorHTTP   string
 	)
 	flag.IntVar(&cfg.N, "n", 5000, "events per throughput burst (fan-out 10 delivers ten times as many)")
 	flag.IntVar(&cfg.Concurrency, "c", 64, "dispatcher concurrency, endpoint max in-flight and ceiling workers")
@@ -50,9 +52,11 @@ func main() {
 	flag.DurationVar(&cfg.PhaseTimeout, "phase-timeout", 5*time.Minute, "bound on waiting for one phase's deliveries")
 	flag.StringVar(&cfg.DispatcherPkg, "dispatcher-pkg", "github.com/hookyard/hookyard/services/dispatcher/cmd/dispatcher", "package of the dispatcher binary to build and measure")
 	flag.DurationVar(&timeout, "timeout", 30*time.Minute, "abort the whole run after this long")
-	flag.BoolVar(&cfg.Floors, "floors", true, "measure the floor consumer (consume, one signed POST per delivery, ack) at each fan-out")
-	flag.StringVar(&floorQ, bench.FloorFlag, "", "")        // internal: run as the floor consumer of this queue
-	flag.StringVar(&floorURLs, bench.FloorURLsFlag, "", "") // internal: its endpoint URLs
+	flag.BoolVar(&cfg.Floors, "floors", true, "measure the floors: the floor consumer (consume, one signed POST per delivery, ack) at each fan-out, with and without delivered records in Redis, and the POST /v1/messages floor")
+	flag.StringVar(&floorQ, bench.FloorFlag, "", "")            // internal: run as the floor consumer of this queue
+	flag.StringVar(&floorURLs, bench.FloorURLsFlag, "", "")     // internal: its endpoint URLs
+	flag.StringVar(&floorRecord, bench.FloorRecordFlag, "", "") // internal: its delivered records' key prefix
+	flag.StringVar(&floorHTTP, bench.FloorHTTPFlag, "", "")     // internal: its POST floor's address
 	flag.Usage = usage
 	flag.Parse()
 	cfg.Warmup = min(cfg.Warmup, cfg.N)
@@ -65,6 +69,8 @@ func main() {
 		err := bench.ServeFloorConsumer(ctx, bench.FloorConsumerConfig{
 			AMQPURL: cfg.AMQPURL, Queue: floorQ, Prefetch: cfg.Concurrency,
 			URLs: strings.Split(floorURLs, ","), Secrets: strings.Split(os.Getenv(bench.FloorSecretsEnv), ","),
+			RedisURL: cfg.RedisURL, RecordPrefix: floorRecord,
+			HTTPAddr: floorHTTP, APIKeys: os.Getenv(bench.FloorAPIKeyEnv),
 		})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "dispatcher-bench:", err)
@@ -94,7 +100,8 @@ func usage() {
 	out := flag.CommandLine.Output()
 	fmt.Fprintf(out, "usage: %s [flags]\n", os.Args[0])
 	flag.VisitAll(func(f *flag.Flag) {
-		if f.Name == bench.FloorFlag || f.Name == bench.FloorURLsFlag {
+		switch f.Name {
+		case bench.FloorFlag, bench.FloorURLsFlag, bench.FloorRecordFlag, bench.FloorHTTPFlag:
 			return
 		}
 		fmt.Fprintf(out, "  -%s\n    \t%s (default %q)\n", f.Name, f.Usage, f.DefValue)

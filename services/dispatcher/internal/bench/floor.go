@@ -16,7 +16,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/hookyard/hookyard/platform/auth"
 	"github.com/hookyard/hookyard/platform/loadtest"
+	"github.com/hookyard/hookyard/platform/publish"
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
@@ -25,11 +27,17 @@ import (
 
 // FloorFlag is the hidden flag that turns the benchmark binary into the
 // floor consumer of the queue it names; FloorURLsFlag lists the endpoint
-// URLs and FloorSecretsEnv their secrets, in the same order.
+// URLs and FloorSecretsEnv their secrets, in the same order. With
+// FloorRecordFlag it keeps delivered records in Redis under the prefix it
+// names (HOOKYARD_REDIS_URL); with FloorHTTPFlag it also serves the POST
+// floor on the address it names, for the "tenant:key" in FloorAPIKeyEnv.
 const (
 	FloorFlag       = "floor-consumer"
 	FloorURLsFlag   = "floor-urls"
+	FloorRecordFlag = "floor-record"
+	FloorHTTPFlag   = "floor-http"
 	FloorSecretsEnv = "DISPATCHER_BENCH_FLOOR_SECRETS"
+	FloorAPIKeyEnv  = "DISPATCHER_BENCH_FLOOR_API_KEY"
 )
 
 // FloorConsumerConfig configures the floor consumer.
@@ -39,22 +47,72 @@ type FloorConsumerConfig struct {
 	Prefetch int // as the dispatcher's (its concurrency)
 	URLs     []string
 	Secrets  []string // one per URL
+	// RecordPrefix, if set, makes the consumer keep delivered records
+	// (deliveredRecords) under it in the Redis at RedisURL.
+	RedisURL     string
+	RecordPrefix string
+	// HTTPAddr, if set, is where the POST floor (postFloor) listens, for
+	// the API keys in APIKeys ("tenant:key[,tenant:key...]").
+	HTTPAddr string
+	APIKeys  string
 }
 
 // ServeFloorConsumer is the least a webhook dispatcher must do per event:
 // take it from a RabbitMQ queue (prefetch, manual acks), make one signed
 // POST per endpoint with the dispatcher's client settings, one after the
 // other, and ack. No Redis, no retries, no endpoint lookup: the dispatcher
-// can be no faster than this on the same machine. It runs until ctx ends.
+// can be no faster than this on the same machine. With RecordPrefix it
+// adds the delivered records effectively-once output needs; with HTTPAddr
+// the same process takes the events in through the POST floor. It runs
+// until ctx ends.
 func ServeFloorConsumer(ctx context.Context, cfg FloorConsumerConfig) error {
-	if len(cfg.URLs) == 0 || len(cfg.URLs) != len(cfg.Secrets) {
-		return fmt.Errorf("floor consumer: %d URLs and %d secrets", len(cfg.URLs), len(cfg.Secrets))
+	c, err := newFloorConsumer(cfg.URLs, cfg.Secrets)
+	if err != nil {
+		return err
 	}
-	keys := make([][][]byte, len(cfg.Secrets))
-	for i, s := range cfg.Secrets {
+	if cfg.RecordPrefix != "" {
+		rdb, err := openRedis(cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("floor consumer: %w", err)
+		}
+		defer rdb.Close()
+		c.records = &deliveredRecords{rdb: rdb, prefix: cfg.RecordPrefix, keep: publish.DefaultRemember}
+	}
+	conn := rabbit.DialConfig(ctx, cfg.AMQPURL, rabbit.Config{Name: "hookyard-dispatcher-bench-floor"})
+	defer conn.Close()
+	if cfg.HTTPAddr != "" {
+		keys, err := auth.ParseKeys(cfg.APIKeys)
+		if err != nil {
+			return fmt.Errorf("POST floor: %w", err)
+		}
+		pub := rabbit.NewPublisher(conn, rabbit.PublisherConfig{})
+		defer pub.Close()
+		stop, err := servePostFloor(cfg.HTTPAddr, &postFloor{keys: keys, pub: pub})
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	return conn.ConsumeWithConfig(ctx, cfg.Queue, rabbit.ConsumeConfig{Prefetch: cfg.Prefetch, Concurrency: cfg.Prefetch}, c.handle)
+}
+
+// floorConsumer delivers each event of the floor to every endpoint.
+type floorConsumer struct {
+	client  *http.Client
+	urls    []string
+	keys    [][][]byte
+	records *deliveredRecords // nil: none kept
+}
+
+func newFloorConsumer(urls, secrets []string) (*floorConsumer, error) {
+	if len(urls) == 0 || len(urls) != len(secrets) {
+		return nil, fmt.Errorf("floor consumer: %d URLs and %d secrets", len(urls), len(secrets))
+	}
+	keys := make([][][]byte, len(secrets))
+	for i, s := range secrets {
 		k, err := sign.ParseSecret(s)
 		if err != nil {
-			return fmt.Errorf("floor consumer: secret %d: %w", i, err)
+			return nil, fmt.Errorf("floor consumer: secret %d: %w", i, err)
 		}
 		keys[i] = [][]byte{k}
 	}
@@ -62,24 +120,61 @@ func ServeFloorConsumer(ctx context.Context, cfg FloorConsumerConfig) error {
 	// benchmark gives it (HOOKYARD_ALLOW_CIDRS=127.0.0.0/8).
 	client := ssrf.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}.
 		Client(ssrf.ClientOptions{Timeout: endpoint.MaxTimeout, MaxIdleConnsPerHost: 64})
-	conn := rabbit.DialConfig(ctx, cfg.AMQPURL, rabbit.Config{Name: "hookyard-dispatcher-bench-floor"})
-	defer conn.Close()
-	return conn.ConsumeWithConfig(ctx, cfg.Queue, rabbit.ConsumeConfig{Prefetch: cfg.Prefetch, Concurrency: cfg.Prefetch},
-		func(ctx context.Context, d amqp.Delivery) {
-			ct := d.ContentType
-			if ct == "" {
-				ct = "application/json"
-			}
-			for i, url := range cfg.URLs {
-				if err := floorPost(ctx, client, url, keys[i], d.MessageId, ct, d.Body); err != nil {
-					// The sink then misses the delivery and the phase fails.
-					fmt.Fprintln(os.Stderr, "floor consumer:", err)
-					_ = d.Reject(false)
-					return
-				}
-			}
-			_ = d.Ack(false)
-		})
+	return &floorConsumer{client: client, urls: urls, keys: keys}, nil
+}
+
+// handle delivers one event. With records, the deliveries are claimed
+// first and recorded as delivered before the ack (see deliveredRecords).
+func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
+	ct := d.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	states := make([]claimState, len(c.urls)) // all claimSend without records
+	if c.records != nil {
+		var err error
+		if states, err = c.records.claim(ctx, d.MessageId, len(c.urls), claimLease(len(c.urls))); err != nil {
+			fmt.Fprintln(os.Stderr, "floor consumer:", err)
+			_ = d.Nack(false, true)
+			return
+		}
+	}
+	sent := make([]int, 0, len(c.urls))
+	busy := false
+	var failed error
+	for i, url := range c.urls {
+		switch states[i] {
+		case claimDone:
+			continue
+		case claimBusy:
+			busy = true
+			continue
+		}
+		if failed = floorPost(ctx, c.client, url, c.keys[i], d.MessageId, ct, d.Body); failed != nil {
+			break
+		}
+		sent = append(sent, i)
+	}
+	if c.records != nil {
+		if err := c.records.record(ctx, d.MessageId, sent); err != nil {
+			// Not acked: the redelivery may send these again.
+			fmt.Fprintln(os.Stderr, "floor consumer:", err)
+			_ = d.Nack(false, true)
+			return
+		}
+	}
+	switch {
+	case failed != nil:
+		// The sink then misses the delivery and the phase fails.
+		fmt.Fprintln(os.Stderr, "floor consumer:", failed)
+		_ = d.Reject(false)
+	case busy:
+		// Another copy of the event is being sent: this one comes back
+		// and finds its deliveries recorded, or their claims expired.
+		_ = d.Nack(false, true)
+	default:
+		_ = d.Ack(false)
+	}
 }
 
 // floorPost sends one delivery as the dispatcher's attempt does (worker.go).
@@ -103,17 +198,37 @@ func floorPost(ctx context.Context, client *http.Client, url string, keys [][]by
 	return nil
 }
 
-// floorName names the floor phase of fan-out f.
-func floorName(f int) string { return fmt.Sprintf("floor: consumer+POST, fan-out %d", f) }
+// floorSpec is one floor phase.
+type floorSpec struct {
+	name   string // in the report
+	tag    string // names its queue, sink phase, events and Redis keys
+	fanout int
+	record bool // keep delivered records in Redis
+	post   bool // events come in through the floor's POST /v1/messages
+}
 
-// floor measures the floor consumer at fan-out f exactly as throughput
-// measures the dispatcher: a warm-up, then a burst of N events published
-// by the same publishers, from the first publish to the last arrival. Its
-// events go out under a source of their own, which the dispatcher's
-// binding does not match.
-func (r *runner) floor(ctx context.Context, self string, f int) (Result, error) {
+// floorSpecs are the floors measured, in order: the plain floor and the
+// floor with delivered records at each fan-out, then the POST floor (to
+// one endpoint, as the POST /v1/messages phase).
+func floorSpecs() []floorSpec {
+	var out []floorSpec
+	for _, f := range Fanouts {
+		out = append(out, floorSpec{name: fmt.Sprintf("floor: consumer+POST, fan-out %d", f), tag: "floor" + strconv.Itoa(f), fanout: f})
+	}
+	for _, f := range Fanouts {
+		out = append(out, floorSpec{name: fmt.Sprintf("floor + delivered record, fan-out %d", f), tag: "floorrec" + strconv.Itoa(f), fanout: f, record: true})
+	}
+	return append(out, floorSpec{name: "POST floor: handler+publish, consumer+POST", tag: "floorpost", fanout: 1, post: true})
+}
+
+// floor measures the floor consumer of s exactly as throughput (or, for
+// the POST floor, messages) measures the dispatcher: a warm-up, then a
+// burst of N events sent by the same publishers (senders), from the first
+// publish to the last arrival. Its events go out under a source of their
+// own, which the dispatcher's binding does not match.
+func (r *runner) floor(ctx context.Context, self string, s floorSpec) (Result, error) {
 	source := r.source + "floor"
-	queue := "hookyard.bench." + r.run + ".floor" + strconv.Itoa(f)
+	queue := "hookyard.bench." + r.run + "." + s.tag
 	if err := r.br.with(ctx, func(ch *amqp.Channel) error {
 		return rabbit.DeclareQueue(ch, rabbit.QueueSpec{Name: queue, Bindings: []string{source + ".#"}})
 	}); err != nil {
@@ -126,22 +241,43 @@ func (r *runner) floor(ctx context.Context, self string, f int) (Result, error) 
 			r.step("%v", err)
 		}
 	}()
-	p := r.sink.NewPhase("floor" + strconv.Itoa(f))
+	p := r.sink.NewPhase(s.tag)
 	defer r.sink.EndPhase(p)
-	urls, secrets := make([]string, f), make([]string, f)
-	for i := range f {
-		s, err := sign.NewSecret()
+	urls, secrets := make([]string, s.fanout), make([]string, s.fanout)
+	for i := range s.fanout {
+		secret, err := sign.NewSecret()
 		if err != nil {
 			return Result{}, err
 		}
-		if err := p.SetEndpoint(i, s, 0); err != nil {
+		if err := p.SetEndpoint(i, secret, 0); err != nil {
 			return Result{}, err
 		}
-		urls[i], secrets[i] = r.sink.URLFor(p, i), s
+		urls[i], secrets[i] = r.sink.URLFor(p, i), secret
 	}
-	cmd := exec.Command(self, "-"+FloorFlag, queue, "-"+FloorURLsFlag, strings.Join(urls, ","), "-c", strconv.Itoa(r.cfg.Concurrency))
-	cmd.Env = append(os.Environ(), "HOOKYARD_AMQP_URL="+r.cfg.AMQPURL, FloorSecretsEnv+"="+strings.Join(secrets, ","))
-	r.step("fan-out %d floor: starting the floor consumer on %s", f, queue)
+	args := []string{"-" + FloorFlag, queue, "-" + FloorURLsFlag, strings.Join(urls, ","), "-c", strconv.Itoa(r.cfg.Concurrency)}
+	if s.record {
+		prefix := "hookyard:bench:" + r.run + ":" + s.tag
+		args = append(args, "-"+FloorRecordFlag, prefix)
+		defer func() {
+			cctx, cancel := cleanupCtx(ctx)
+			defer cancel()
+			if _, err := cleanRedis(cctx, r.rdb, prefix); err != nil {
+				r.step("%v", err)
+			}
+		}()
+	}
+	var httpAddr string
+	if s.post {
+		var err error
+		if httpAddr, err = loadtest.FreeAddr(); err != nil {
+			return Result{}, err
+		}
+		args = append(args, "-"+FloorHTTPFlag, httpAddr)
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), "HOOKYARD_AMQP_URL="+r.cfg.AMQPURL, "HOOKYARD_REDIS_URL="+r.cfg.RedisURL,
+		FloorSecretsEnv+"="+strings.Join(secrets, ","), FloorAPIKeyEnv+"="+r.tenant+":"+r.apiKey)
+	r.step("%s: starting the floor consumer on %s", s.name, queue)
 	c, err := loadtest.Start("floor consumer", cmd)
 	if err != nil {
 		return Result{}, err
@@ -154,16 +290,25 @@ func (r *runner) floor(ctx context.Context, self string, f int) (Result, error) 
 	ev := r.events()
 	ev.source = source
 	workers := min(r.cfg.Concurrency, 64)
+	if s.post {
+		if err := c.WaitHTTP(ctx, "http://"+httpAddr+"/healthz", http.StatusOK, 15*time.Second); err != nil {
+			return Result{}, err
+		}
+		var done func()
+		ev, done = r.messageEvents("http://"+httpAddr, source)
+		defer done()
+		workers = MessageSenders
+	}
 	if r.cfg.Warmup > 0 {
-		r.step("fan-out %d floor: warm-up, %d events", f, r.cfg.Warmup)
+		r.step("%s: warm-up, %d events", s.name, r.cfg.Warmup)
 		warm := r.eventIDs(p.name+"w", r.cfg.Warmup)
-		if _, err := r.measure(ctx, d, p, "warm-up", len(warm)*f, func() error { return ev.burst(ctx, warm, workers, p.Sent) }); err != nil {
+		if _, err := r.measure(ctx, d, p, "warm-up", len(warm)*s.fanout, func() error { return ev.burst(ctx, warm, workers, p.Sent) }); err != nil {
 			return Result{}, err
 		}
 	}
-	r.step("fan-out %d floor: burst of %d events (%d deliveries)", f, r.cfg.N, r.cfg.N*f)
+	r.step("%s: burst of %d events (%d deliveries)", s.name, r.cfg.N, r.cfg.N*s.fanout)
 	burst := r.eventIDs(p.name+"b", r.cfg.N)
-	return r.measure(ctx, d, p, floorName(f), len(burst)*f, func() error { return ev.burst(ctx, burst, workers, p.Sent) })
+	return r.measure(ctx, d, p, s.name, len(burst)*s.fanout, func() error { return ev.burst(ctx, burst, workers, p.Sent) })
 }
 
 // waitConsumer waits until queue has a consumer, so that the consumer's

@@ -111,16 +111,20 @@ type Memory struct {
 
 // Report holds every figure of a run.
 type Report struct {
-	Config    Config
-	Phases    []Result // throughput: per fan-out, burst then paced
-	Messages  []Result // POST /v1/messages: burst then paced
-	Ceiling   Result
-	Floors    []Result // the floor consumer, per fan-out
-	IsoBase   Result
-	IsoSlow   Result
-	PeakRSS   int64 // dispatcher of the throughput and isolation runs
-	Memory    Memory
-	Completed bool
+	Config   Config
+	Phases   []Result // throughput: per fan-out, burst then paced
+	Messages []Result // POST /v1/messages: burst then paced
+	Ceiling  Result
+	Floors   []Result // the floor consumer, per fan-out
+	// RecordFloors is the floor consumer with delivered records, per
+	// fan-out; PostFloor the POST floor.
+	RecordFloors []Result
+	PostFloor    Result
+	IsoBase      Result
+	IsoSlow      Result
+	PeakRSS      int64 // dispatcher of the throughput and isolation runs
+	Memory       Memory
+	Completed    bool
 }
 
 func (c Config) validate() error {
@@ -259,9 +263,16 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 		return rep, err
 	}
 	if cfg.Floors {
-		for _, f := range Fanouts {
-			res, err := r.floor(ctx, cfg.Self, f)
-			rep.Floors = append(rep.Floors, res)
+		for _, s := range floorSpecs() {
+			res, err := r.floor(ctx, cfg.Self, s)
+			switch {
+			case s.post:
+				rep.PostFloor = res
+			case s.record:
+				rep.RecordFloors = append(rep.RecordFloors, res)
+			default:
+				rep.Floors = append(rep.Floors, res)
+			}
 			if err != nil {
 				return rep, err
 			}
@@ -512,12 +523,8 @@ func (r *runner) messages(ctx context.Context, d *instance) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	client := api{base: d.base, key: r.apiKey, client: newClient(MessageSenders)}
-	defer client.client.CloseIdleConnections()
-	// The body the dispatcher delivers is the message's data, so the pad
-	// makes it the size of an event's.
-	pad := strings.Repeat("x", max(r.cfg.PayloadBytes-len(`{"pad":""}`), 0))
-	ev := events{send: func(ctx context.Context, id string) error { return client.sendMessage(ctx, r.source, id, pad) }}
+	ev, done := r.messageEvents(d.base, r.source)
+	defer done()
 	if r.cfg.Warmup > 0 {
 		r.step("POST /v1/messages: warm-up, %d messages", r.cfg.Warmup)
 		warm := r.eventIDs("msgw", r.cfg.Warmup)
@@ -539,6 +546,18 @@ func (r *runner) messages(ctx context.Context, d *instance) ([]Result, error) {
 	pr, err := r.measure(ctx, d, p, "POST /v1/messages, paced", n, func() error { return ev.paced(ctx, paced, rate, p.Sent) })
 	pr.Offered = rate
 	return append(out, pr), err
+}
+
+// messageEvents sends events as messages under source through
+// POST /v1/messages at base, with up to MessageSenders connections; done
+// closes them.
+func (r *runner) messageEvents(base, source string) (ev events, done func()) {
+	client := api{base: base, key: r.apiKey, client: newClient(MessageSenders)}
+	// The body the dispatcher delivers is the message's data, so the pad
+	// makes it the size of an event's.
+	pad := strings.Repeat("x", max(r.cfg.PayloadBytes-len(`{"pad":""}`), 0))
+	return events{send: func(ctx context.Context, id string) error { return client.sendMessage(ctx, source, id, pad) }},
+		client.client.CloseIdleConnections
 }
 
 // MessagesBurst names the burst phase of the POST /v1/messages path.
