@@ -37,6 +37,7 @@ func main() {
 		floorURLs   string
 		floorRecord string
 		floorHTTP   string
+		floorAdmit  bool
 	)
 	flag.IntVar(&cfg.N, "n", 5000, "events per throughput burst (fan-out 10 delivers ten times as many)")
 	flag.IntVar(&cfg.Concurrency, "c", 64, "dispatcher concurrency, endpoint max in-flight and ceiling workers")
@@ -52,11 +53,12 @@ func main() {
 	flag.DurationVar(&cfg.PhaseTimeout, "phase-timeout", 5*time.Minute, "bound on waiting for one phase's deliveries")
 	flag.StringVar(&cfg.DispatcherPkg, "dispatcher-pkg", "github.com/hookyard/hookyard/services/dispatcher/cmd/dispatcher", "package of the dispatcher binary to build and measure")
 	flag.DurationVar(&timeout, "timeout", 30*time.Minute, "abort the whole run after this long")
-	flag.BoolVar(&cfg.Floors, "floors", true, "measure the floors: the floor consumer (consume, one signed POST per delivery, ack) at each fan-out, with and without delivered records in Redis, and the POST /v1/messages floor")
+	flag.BoolVar(&cfg.Floors, "floors", true, "measure the floors: the floor consumer (consume, one signed POST per delivery, ack) at each fan-out, with delivered records in Redis and with the dispatcher's admission, and the POST /v1/messages floor")
 	flag.StringVar(&floorQ, bench.FloorFlag, "", "")            // internal: run as the floor consumer of this queue
 	flag.StringVar(&floorURLs, bench.FloorURLsFlag, "", "")     // internal: its endpoint URLs
 	flag.StringVar(&floorRecord, bench.FloorRecordFlag, "", "") // internal: its delivered records' key prefix
 	flag.StringVar(&floorHTTP, bench.FloorHTTPFlag, "", "")     // internal: its POST floor's address
+	flag.BoolVar(&floorAdmit, bench.FloorAdmitFlag, false, "")  // internal: records through the dispatcher's admission
 	flag.Usage = usage
 	flag.Parse()
 	cfg.Warmup = min(cfg.Warmup, cfg.N)
@@ -69,7 +71,7 @@ func main() {
 		err := bench.ServeFloorConsumer(ctx, bench.FloorConsumerConfig{
 			AMQPURL: cfg.AMQPURL, Queue: floorQ, Prefetch: cfg.Concurrency,
 			URLs: strings.Split(floorURLs, ","), Secrets: strings.Split(os.Getenv(bench.FloorSecretsEnv), ","),
-			RedisURL: cfg.RedisURL, RecordPrefix: floorRecord,
+			RedisURL: cfg.RedisURL, RecordPrefix: floorRecord, Admit: floorAdmit,
 			HTTPAddr: floorHTTP, APIKeys: os.Getenv(bench.FloorAPIKeyEnv),
 		})
 		if err != nil {
@@ -101,7 +103,7 @@ func usage() {
 	fmt.Fprintf(out, "usage: %s [flags]\n", os.Args[0])
 	flag.VisitAll(func(f *flag.Flag) {
 		switch f.Name {
-		case bench.FloorFlag, bench.FloorURLsFlag, bench.FloorRecordFlag, bench.FloorHTTPFlag:
+		case bench.FloorFlag, bench.FloorURLsFlag, bench.FloorRecordFlag, bench.FloorHTTPFlag, bench.FloorAdmitFlag:
 			return
 		}
 		fmt.Fprintf(out, "  -%s\n    \t%s (default %q)\n", f.Name, f.Usage, f.DefValue)

@@ -22,6 +22,7 @@ import (
 	"github.com/hookyard/hookyard/platform/rabbit"
 	"github.com/hookyard/hookyard/platform/sign"
 	"github.com/hookyard/hookyard/platform/ssrf"
+	"github.com/hookyard/hookyard/services/dispatcher/internal/admit"
 	"github.com/hookyard/hookyard/services/dispatcher/internal/endpoint"
 )
 
@@ -29,13 +30,15 @@ import (
 // floor consumer of the queue it names; FloorURLsFlag lists the endpoint
 // URLs and FloorSecretsEnv their secrets, in the same order. With
 // FloorRecordFlag it keeps delivered records in Redis under the prefix it
-// names (HOOKYARD_REDIS_URL); with FloorHTTPFlag it also serves the POST
+// names (HOOKYARD_REDIS_URL), through the dispatcher's admission with
+// FloorAdmitFlag too; with FloorHTTPFlag it also serves the POST
 // floor on the address it names, for the "tenant:key" in FloorAPIKeyEnv.
 const (
 	FloorFlag       = "floor-consumer"
 	FloorURLsFlag   = "floor-urls"
 	FloorRecordFlag = "floor-record"
 	FloorHTTPFlag   = "floor-http"
+	FloorAdmitFlag  = "floor-admit"
 	FloorSecretsEnv = "DISPATCHER_BENCH_FLOOR_SECRETS"
 	FloorAPIKeyEnv  = "DISPATCHER_BENCH_FLOOR_API_KEY"
 )
@@ -51,6 +54,10 @@ type FloorConsumerConfig struct {
 	// (deliveredRecords) under it in the Redis at RedisURL.
 	RedisURL     string
 	RecordPrefix string
+	// Admit, with RecordPrefix, takes each delivery through the
+	// dispatcher's admission instead (admitRecords), with Prefetch as the
+	// endpoints' max in-flight.
+	Admit bool
 	// HTTPAddr, if set, is where the POST floor (postFloor) listens, for
 	// the API keys in APIKeys ("tenant:key[,tenant:key...]").
 	HTTPAddr string
@@ -77,6 +84,9 @@ func ServeFloorConsumer(ctx context.Context, cfg FloorConsumerConfig) error {
 		}
 		defer rdb.Close()
 		c.records = &deliveredRecords{rdb: rdb, prefix: cfg.RecordPrefix, keep: publish.DefaultRemember}
+		if cfg.Admit {
+			c.records = &admitRecords{gate: admit.New(rdb, cfg.RecordPrefix, publish.DefaultRemember), rdb: rdb, maxInFlight: cfg.Prefetch}
+		}
 	}
 	conn := rabbit.DialConfig(ctx, cfg.AMQPURL, rabbit.Config{Name: "hookyard-dispatcher-bench-floor"})
 	defer conn.Close()
@@ -101,7 +111,7 @@ type floorConsumer struct {
 	client  *http.Client
 	urls    []string
 	keys    [][][]byte
-	records *deliveredRecords // nil: none kept
+	records recorder // nil: none kept
 }
 
 func newFloorConsumer(urls, secrets []string) (*floorConsumer, error) {
@@ -130,10 +140,10 @@ func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
 	if ct == "" {
 		ct = "application/json"
 	}
-	states := make([]claimState, len(c.urls)) // all claimSend without records
+	cl := &claims{states: make([]claimState, len(c.urls))} // all claimSend without records
 	if c.records != nil {
 		var err error
-		if states, err = c.records.claim(ctx, d.MessageId, len(c.urls), claimLease(len(c.urls))); err != nil {
+		if cl, err = c.records.claim(ctx, d.MessageId, len(c.urls)); err != nil {
 			fmt.Fprintln(os.Stderr, "floor consumer:", err)
 			_ = d.Nack(false, true)
 			return
@@ -143,7 +153,7 @@ func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
 	busy := false
 	var failed error
 	for i, url := range c.urls {
-		switch states[i] {
+		switch cl.states[i] {
 		case claimDone:
 			continue
 		case claimBusy:
@@ -156,7 +166,7 @@ func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
 		sent = append(sent, i)
 	}
 	if c.records != nil {
-		if err := c.records.record(ctx, d.MessageId, sent); err != nil {
+		if err := c.records.record(ctx, cl, sent); err != nil {
 			// Not acked: the redelivery may send these again.
 			fmt.Fprintln(os.Stderr, "floor consumer:", err)
 			_ = d.Nack(false, true)
@@ -204,12 +214,14 @@ type floorSpec struct {
 	tag    string // names its queue, sink phase, events and Redis keys
 	fanout int
 	record bool // keep delivered records in Redis
+	admit  bool // with record: through the dispatcher's admission
 	post   bool // events come in through the floor's POST /v1/messages
 }
 
-// floorSpecs are the floors measured, in order: the plain floor and the
-// floor with delivered records at each fan-out, then the POST floor (to
-// one endpoint, as the POST /v1/messages phase).
+// floorSpecs are the floors measured, in order: the plain floor, the floor
+// with delivered records and the floor with the dispatcher's admission at
+// each fan-out, then the POST floor (to one endpoint, as the
+// POST /v1/messages phase).
 func floorSpecs() []floorSpec {
 	var out []floorSpec
 	for _, f := range Fanouts {
@@ -217,6 +229,9 @@ func floorSpecs() []floorSpec {
 	}
 	for _, f := range Fanouts {
 		out = append(out, floorSpec{name: fmt.Sprintf("floor + delivered record, fan-out %d", f), tag: "floorrec" + strconv.Itoa(f), fanout: f, record: true})
+	}
+	for _, f := range Fanouts {
+		out = append(out, floorSpec{name: fmt.Sprintf("floor + admission, fan-out %d", f), tag: "flooradm" + strconv.Itoa(f), fanout: f, record: true, admit: true})
 	}
 	return append(out, floorSpec{name: "POST floor: handler+publish, consumer+POST", tag: "floorpost", fanout: 1, post: true})
 }
@@ -258,6 +273,9 @@ func (r *runner) floor(ctx context.Context, self string, s floorSpec) (Result, e
 	if s.record {
 		prefix := "hookyard:bench:" + r.run + ":" + s.tag
 		args = append(args, "-"+FloorRecordFlag, prefix)
+		if s.admit {
+			args = append(args, "-"+FloorAdmitFlag)
+		}
 		defer func() {
 			cctx, cancel := cleanupCtx(ctx)
 			defer cancel()

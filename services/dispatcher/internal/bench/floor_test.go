@@ -39,7 +39,7 @@ func TestReportNamesFloorsBelowTheTargets(t *testing.T) {
 	}
 }
 
-// The floors with records and the POST floor get lines of their own, the
+// The floors with records or the admission and the POST floor get lines of their own, the
 // POST floor compared with the POST /v1/messages burst, and count among
 // the floors below a target.
 func TestReportNamesRecordAndPostFloors(t *testing.T) {
@@ -55,14 +55,16 @@ func TestReportNamesRecordAndPostFloors(t *testing.T) {
 			{Rate: 3000, Deliveries: 100, Usage: Usage{Dispatcher: 12 * time.Millisecond}}, // 0.30 x, 120 µs
 			{Rate: 7000, Deliveries: 100, Usage: Usage{Dispatcher: 6 * time.Millisecond}},  // 0.70 x, 60 µs
 		},
-		PostFloor: Result{Rate: 1200, Deliveries: 100, Usage: Usage{Dispatcher: 30 * time.Millisecond}}, // 0.12 x, 300 µs
+		AdmitFloors: []Result{{Rate: 2000, Deliveries: 100, Usage: Usage{Dispatcher: 15 * time.Millisecond}}}, // 0.20 x, 150 µs
+		PostFloor:   Result{Rate: 1200, Deliveries: 100, Usage: Usage{Dispatcher: 30 * time.Millisecond}},     // 0.12 x, 300 µs
 	}
 	var out bytes.Buffer
 	rep.printFloors(&out)
 	s := out.String()
 	for _, want := range []string{
 		"fan-out 1 floor + delivered record is 0.30 x", "fan-out 1 floor + delivered record uses 120µs",
-		"fan-out 10 floor + delivered record (", "POST floor is 0.12 x", "POST floor uses 300µs",
+		"fan-out 10 floor + delivered record (", "fan-out 1 floor + admission is 0.20 x", "fan-out 1 floor + admission uses 150µs",
+		"POST floor is 0.12 x", "POST floor uses 300µs",
 		"dispatcher / floor 0.50", // POST /v1/messages burst 600 / POST floor 1200
 		"FLOOR MISSES A TARGET",
 	} {

@@ -49,7 +49,7 @@ func (rep Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "dispatcher benchmark: n=%d events per burst, c=%d (dispatcher concurrency, endpoint max in-flight, ceiling workers), %d-byte bodies\n\n",
 		c.N, c.Concurrency, c.PayloadBytes)
 	rows := append(append(append(append([]Result(nil), rep.Phases...), rep.Messages...), rep.Ceiling), rep.Floors...)
-	rows = append(append(rows, rep.RecordFloors...), rep.PostFloor)
+	rows = append(append(append(rows, rep.RecordFloors...), rep.AdmitFloors...), rep.PostFloor)
 	if rep.IsoBase.Name != "" {
 		rows = append(rows, rep.IsoBase)
 	}
@@ -201,6 +201,12 @@ func (rep Report) printFloors(w io.Writer) {
 				fmt.Sprintf("consume, claim in Redis, %d signed POST(s), delivered record in Redis, ack", f), rep.RecordFloors[i], rep.rate(f))
 		}
 	}
+	for i, f := range Fanouts {
+		if i < len(rep.AdmitFloors) {
+			below = rep.printFloor(w, below, fmt.Sprintf("fan-out %d floor + admission", f),
+				fmt.Sprintf("consume, the dispatcher's admission script, %d signed POST(s), its finish script, ack", f), rep.AdmitFloors[i], rep.rate(f))
+		}
+	}
 	msgs := 0.0
 	for _, p := range rep.Messages {
 		if p.Name == MessagesBurst {
@@ -208,7 +214,7 @@ func (rep Report) printFloors(w io.Writer) {
 		}
 	}
 	below = rep.printFloor(w, below, "POST floor", "key lookup, JSON decode, publish with confirm, 202; consume, signed POST, ack", rep.PostFloor, msgs)
-	if len(rep.Floors)+len(rep.RecordFloors) == 0 && rep.PostFloor.Rate <= 0 {
+	if len(rep.Floors)+len(rep.RecordFloors)+len(rep.AdmitFloors) == 0 && rep.PostFloor.Rate <= 0 {
 		return
 	}
 	if len(below) == 0 {

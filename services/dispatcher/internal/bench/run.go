@@ -116,9 +116,11 @@ type Report struct {
 	Messages []Result // POST /v1/messages: burst then paced
 	Ceiling  Result
 	Floors   []Result // the floor consumer, per fan-out
-	// RecordFloors is the floor consumer with delivered records, per
-	// fan-out; PostFloor the POST floor.
+	// RecordFloors and AdmitFloors are the floor consumer with delivered
+	// records and with the dispatcher's admission, per fan-out; PostFloor
+	// is the POST floor.
 	RecordFloors []Result
+	AdmitFloors  []Result
 	PostFloor    Result
 	IsoBase      Result
 	IsoSlow      Result
@@ -268,6 +270,8 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 			switch {
 			case s.post:
 				rep.PostFloor = res
+			case s.admit:
+				rep.AdmitFloors = append(rep.AdmitFloors, res)
 			case s.record:
 				rep.RecordFloors = append(rep.RecordFloors, res)
 			default:
