@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -56,15 +57,11 @@ func TestPostFloorPublishesTheMessageAsAnEvent(t *testing.T) {
 		t.Fatalf("message: status %d, want 202", code)
 	}
 
-	amqpConn, err := amqp.Dial(testenv.AMQPURL())
+	ch, err := conn.Channel(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer amqpConn.Close()
-	ch, err := amqpConn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer ch.Close()
 	var d amqp.Delivery
 	testenv.WaitFor(t, 5*time.Second, "the published event", func() bool {
 		var ok bool
