@@ -1,7 +1,12 @@
 // Command dispatcher-bench measures the dispatcher end to end and against a
-// bare HTTP client loop in one run, then how a slow endpoint affects healthy
-// ones and how much memory a large retry backlog costs, and prints the
-// figures and the performance targets. It exits 0 when the run completed
+// bare HTTP client loop in one run, and, in the same run, floors: the
+// least a consumer must do per delivery (consume, signed POSTs, ack), the
+// same with the delivered records in Redis that effectively-once output
+// needs, the same through the dispatcher's admission (records and shared
+// in-flight slots), and the least a POST /v1/messages handler must do in
+// front of it. Then it measures how a slow endpoint affects healthy ones
+// and how much memory a large retry backlog costs, and prints the figures
+// and the performance targets. It exits 0 when the run completed
 // (whether or not the targets were met) and 1 when the run itself failed.
 //
 //	go run ./cmd/dispatcher-bench -n 5000 -c 64 -pending 100000

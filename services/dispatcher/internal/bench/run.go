@@ -1,9 +1,13 @@
 // Package bench measures the dispatcher end to end: the real binary in its
 // own process, fed through RabbitMQ like production and delivering signed
 // webhooks over loopback to a recording sink, compared in the same run
-// with a bare HTTP client loop against the same sink. It also measures how
-// a slow endpoint affects healthy ones and how much memory the dispatcher
-// needs while a large backlog waits for retries.
+// with a bare HTTP client loop against the same sink and with floors: the
+// least a consumer must do on the same machine (floor.go), bare, with the
+// delivered records effectively-once output needs (floorrecord.go) and
+// with the dispatcher's own admission, and the least a POST /v1/messages
+// handler must do before that (floorpost.go). It also measures how a slow
+// endpoint affects healthy ones and how much memory the dispatcher needs
+// while a large backlog waits for retries.
 package bench
 
 import (
