@@ -140,7 +140,12 @@ func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
 	if ct == "" {
 		ct = "application/json"
 	}
-	cl := &claims{states: make([]claimState, len(c.urls))} // all claimSend without records
+	var (
+		cl     *claims // nil without records: send every delivery
+		sent   []int   // kept only with records
+		busy   bool
+		failed error
+	)
 	if c.records != nil {
 		var err error
 		if cl, err = c.records.claim(ctx, d.MessageId, len(c.urls)); err != nil {
@@ -148,22 +153,19 @@ func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
 			_ = d.Nack(false, true)
 			return
 		}
+		sent = make([]int, 0, len(c.urls))
 	}
-	sent := make([]int, 0, len(c.urls))
-	busy := false
-	var failed error
 	for i, url := range c.urls {
-		switch cl.states[i] {
-		case claimDone:
-			continue
-		case claimBusy:
-			busy = true
+		if cl != nil && cl.states[i] != claimSend {
+			busy = busy || cl.states[i] == claimBusy
 			continue
 		}
 		if failed = floorPost(ctx, c.client, url, c.keys[i], d.MessageId, ct, d.Body); failed != nil {
 			break
 		}
-		sent = append(sent, i)
+		if cl != nil {
+			sent = append(sent, i)
+		}
 	}
 	if c.records != nil {
 		if err := c.records.record(ctx, cl, sent); err != nil {
