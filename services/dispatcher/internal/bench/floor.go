@@ -241,15 +241,17 @@ func floorSpecs() []floorSpec {
 // floor measures the floor consumer of s exactly as throughput (or, for
 // the POST floor, messages) measures the dispatcher: a warm-up, then a
 // burst of N events sent by the same publishers (senders), from the first
-// publish to the last arrival. Its events go out under a source of their
-// own, which the dispatcher's binding does not match.
-func (r *runner) floor(ctx context.Context, self string, s floorSpec) (Result, error) {
+// publish to the last arrival, then, if evRate > 0, a paced phase at
+// evRate events per second (the dispatcher's paced rate on the same path).
+// Its events go out under a source of their own, which the dispatcher's
+// binding does not match.
+func (r *runner) floor(ctx context.Context, self string, s floorSpec, evRate float64) (burst, paced Result, err error) {
 	source := r.source + "floor"
 	queue := "hookyard.bench." + r.run + "." + s.tag
 	if err := r.br.with(ctx, func(ch *amqp.Channel) error {
 		return rabbit.DeclareQueue(ch, rabbit.QueueSpec{Name: queue, Bindings: []string{source + ".#"}})
 	}); err != nil {
-		return Result{}, fmt.Errorf("declare %s: %w", queue, err)
+		return burst, paced, fmt.Errorf("declare %s: %w", queue, err)
 	}
 	defer func() {
 		cctx, cancel := cleanupCtx(ctx)
@@ -264,10 +266,10 @@ func (r *runner) floor(ctx context.Context, self string, s floorSpec) (Result, e
 	for i := range s.fanout {
 		secret, err := sign.NewSecret()
 		if err != nil {
-			return Result{}, err
+			return burst, paced, err
 		}
 		if err := p.SetEndpoint(i, secret, 0); err != nil {
-			return Result{}, err
+			return burst, paced, err
 		}
 		urls[i], secrets[i] = r.sink.URLFor(p, i), secret
 	}
@@ -290,7 +292,7 @@ func (r *runner) floor(ctx context.Context, self string, s floorSpec) (Result, e
 	if s.post {
 		var err error
 		if httpAddr, err = loadtest.FreeAddr(); err != nil {
-			return Result{}, err
+			return burst, paced, err
 		}
 		args = append(args, "-"+FloorHTTPFlag, httpAddr)
 	}
@@ -300,11 +302,11 @@ func (r *runner) floor(ctx context.Context, self string, s floorSpec) (Result, e
 	r.step("%s: starting the floor consumer on %s", s.name, queue)
 	c, err := loadtest.Start("floor consumer", cmd)
 	if err != nil {
-		return Result{}, err
+		return burst, paced, err
 	}
 	defer func() { _ = c.Stop(10 * time.Second) }()
 	if err := r.waitConsumer(ctx, c, queue); err != nil {
-		return Result{}, err
+		return burst, paced, err
 	}
 	d := &instance{Child: c}
 	ev := r.events()
@@ -312,7 +314,7 @@ func (r *runner) floor(ctx context.Context, self string, s floorSpec) (Result, e
 	workers := min(r.cfg.Concurrency, 64)
 	if s.post {
 		if err := c.WaitHTTP(ctx, "http://"+httpAddr+"/healthz", http.StatusOK, 15*time.Second); err != nil {
-			return Result{}, err
+			return burst, paced, err
 		}
 		var done func()
 		ev, done = r.messageEvents("http://"+httpAddr, source)
@@ -323,12 +325,17 @@ func (r *runner) floor(ctx context.Context, self string, s floorSpec) (Result, e
 		r.step("%s: warm-up, %d events", s.name, r.cfg.Warmup)
 		warm := r.eventIDs(p.name+"w", r.cfg.Warmup)
 		if _, err := r.measure(ctx, d, p, "warm-up", len(warm)*s.fanout, func() error { return ev.burst(ctx, warm, workers, p.Sent) }); err != nil {
-			return Result{}, err
+			return burst, paced, err
 		}
 	}
 	r.step("%s: burst of %d events (%d deliveries)", s.name, r.cfg.N, r.cfg.N*s.fanout)
-	burst := r.eventIDs(p.name+"b", r.cfg.N)
-	return r.measure(ctx, d, p, s.name, len(burst)*s.fanout, func() error { return ev.burst(ctx, burst, workers, p.Sent) })
+	ids := r.eventIDs(p.name+"b", r.cfg.N)
+	burst, err = r.measure(ctx, d, p, s.name, len(ids)*s.fanout, func() error { return ev.burst(ctx, ids, workers, p.Sent) })
+	if err != nil || evRate <= 0 || r.cfg.Paced == 0 {
+		return burst, paced, err
+	}
+	paced, err = r.pacedPhase(ctx, d, p, ev, s.name+", paced", evRate, s.fanout)
+	return burst, paced, err
 }
 
 // waitConsumer waits until queue has a consumer, so that the consumer's

@@ -165,13 +165,16 @@ func (e events) burst(ctx context.Context, ids []string, workers int, sent func(
 }
 
 // paced publishes ids at rate per second (open loop: a slow confirm does
-// not delay the next publish), calling sent just before each publish.
-func (e events) paced(ctx context.Context, ids []string, rate float64, sent func(string, time.Time)) error {
+// not delay the next publish), calling sent just before each publish, and
+// returns how long each successful publish took: to the broker's confirm,
+// or through POST /v1/messages to its 202 (which waits for that confirm).
+func (e events) paced(ctx context.Context, ids []string, rate float64, sent func(string, time.Time)) (confirms []time.Duration, err error) {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		errs []error
 	)
+	confirms = make([]time.Duration, 0, len(ids))
 	slots := make(chan struct{}, 256) // bounds publishes waiting for confirms
 	start := time.Now()
 	for i, id := range ids {
@@ -183,19 +186,24 @@ func (e events) paced(ctx context.Context, ids []string, rate float64, sent func
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			sent(id, time.Now())
-			if err := e.publish(ctx, id); err != nil {
-				mu.Lock()
+			t := time.Now()
+			sent(id, t)
+			err := e.publish(ctx, id)
+			took := time.Since(t)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
 				errs = append(errs, err)
-				mu.Unlock()
+				return
 			}
+			confirms = append(confirms, took)
 		}()
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		return fmt.Errorf("publish: %w", errs[0])
+		return confirms, fmt.Errorf("publish: %w", errs[0])
 	}
-	return ctx.Err()
+	return confirms, ctx.Err()
 }
 
 // cleanRedis unlinks every key under prefix and returns how many.

@@ -83,6 +83,9 @@ type Result struct {
 	Rate       float64       // deliveries per second over Window
 	Offered    float64       // paced phases: deliveries per second offered
 	Lat        Latency       // publish to arrival
+	// Confirm, in the paced phases, is the publisher's wait: publish to
+	// the broker's confirm, or POST /v1/messages to its 202.
+	Confirm    Latency
 	Dups       int
 	BadSig     int
 	Unknown    int
@@ -90,6 +93,13 @@ type Result struct {
 	Deferrals  float64 // tasks put back without an attempt (dispatcher metric)
 	RedisTrips float64 // Redis round trips of the dispatcher (its metric; 0: not exported)
 	Usage      Usage
+}
+
+// PacedFloor is a floor's paced phase and the name of the dispatcher's
+// paced phase (in Report.Phases or Report.Messages) it is compared with.
+type PacedFloor struct {
+	Floor      Result
+	Dispatcher string
 }
 
 // QueueDepth is a queue's ready messages (-1: absent).
@@ -126,6 +136,9 @@ type Report struct {
 	RecordFloors []Result
 	AdmitFloors  []Result
 	PostFloor    Result
+	// PacedFloors are the floors' paced phases, each beside the
+	// dispatcher's paced phase at the same rate on the same path.
+	PacedFloors []PacedFloor
 	IsoBase      Result
 	IsoSlow      Result
 	PeakRSS      int64 // dispatcher of the throughput and isolation runs
@@ -255,36 +268,26 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	stopMain := r.cleanupDispatcher(ctx, d, &cleanupErrs)
 	defer stopMain()
 
+	// Each floor runs right after the dispatcher's phases on its path, its
+	// paced phase at the dispatcher's paced rate.
 	for _, f := range Fanouts {
 		res, err := r.throughput(ctx, d, f)
 		rep.Phases = append(rep.Phases, res...)
 		if err != nil {
 			return rep, err
 		}
+		if err := r.floors(ctx, &rep, func(s floorSpec) bool { return !s.post && s.fanout == f }, pacedRate(res, f)); err != nil {
+			return rep, err
+		}
 	}
 	if rep.Messages, err = r.messages(ctx, d); err != nil {
 		return rep, err
 	}
-	if rep.Ceiling, err = r.ceiling(ctx, d); err != nil {
+	if err := r.floors(ctx, &rep, func(s floorSpec) bool { return s.post }, pacedRate(rep.Messages, 1)); err != nil {
 		return rep, err
 	}
-	if cfg.Floors {
-		for _, s := range floorSpecs() {
-			res, err := r.floor(ctx, cfg.Self, s)
-			switch {
-			case s.post:
-				rep.PostFloor = res
-			case s.admit:
-				rep.AdmitFloors = append(rep.AdmitFloors, res)
-			case s.record:
-				rep.RecordFloors = append(rep.RecordFloors, res)
-			default:
-				rep.Floors = append(rep.Floors, res)
-			}
-			if err != nil {
-				return rep, err
-			}
-		}
+	if rep.Ceiling, err = r.ceiling(ctx, d); err != nil {
+		return rep, err
 	}
 	if rep.IsoBase, rep.IsoSlow, err = r.isolation(ctx, d, rep.rate(10)); err != nil {
 		return rep, err
@@ -301,6 +304,57 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	}
 	rep.Completed = true
 	return rep, nil
+}
+
+// floors measures the floors that match, if asked to, adding their
+// results to rep; evRate is the paced rate in events per second (0: no
+// paced phase).
+func (r *runner) floors(ctx context.Context, rep *Report, match func(floorSpec) bool, evRate float64) error {
+	if !r.cfg.Floors {
+		return nil
+	}
+	for _, s := range floorSpecs() {
+		if !match(s) {
+			continue
+		}
+		burst, paced, err := r.floor(ctx, r.cfg.Self, s, evRate)
+		switch {
+		case s.post:
+			rep.PostFloor = burst
+		case s.admit:
+			rep.AdmitFloors = append(rep.AdmitFloors, burst)
+		case s.record:
+			rep.RecordFloors = append(rep.RecordFloors, burst)
+		default:
+			rep.Floors = append(rep.Floors, burst)
+		}
+		if paced.Name != "" {
+			rep.PacedFloors = append(rep.PacedFloors, PacedFloor{Floor: paced, Dispatcher: dispatcherPaced(s)})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pacedRate is the events per second offered by the paced phase among
+// res, with fanout deliveries per event; 0 if it did not run.
+func pacedRate(res []Result, fanout int) float64 {
+	for _, p := range res {
+		if strings.HasSuffix(p.Name, ", paced") && p.Offered > 0 {
+			return p.Offered / float64(fanout)
+		}
+	}
+	return 0
+}
+
+// dispatcherPaced is the dispatcher's paced phase on the path of floor s.
+func dispatcherPaced(s floorSpec) string {
+	if s.post {
+		return MessagesPaced
+	}
+	return pacedName(s.fanout)
 }
 
 // rate returns the burst delivery rate of fan-out f, 0 if not measured.
@@ -506,13 +560,27 @@ func (r *runner) throughput(ctx context.Context, d *instance, f int) ([]Result, 
 	if err != nil || r.cfg.Paced == 0 {
 		return out, err
 	}
-	evRate := max(b.Rate/4/float64(f), 1)
-	n := max(int(evRate*r.cfg.Paced.Seconds()), 1)
-	r.step("fan-out %d: paced, %.0f events/s for %v", f, evRate, r.cfg.Paced)
-	paced := r.eventIDs(p.name+"p", n)
-	pr, err := r.measure(ctx, d, p, fmt.Sprintf("fan-out %d, paced", f), n*f, func() error { return ev.paced(ctx, paced, evRate, p.Sent) })
-	pr.Offered = evRate * float64(f)
+	pr, err := r.pacedPhase(ctx, d, p, ev, pacedName(f), max(b.Rate/4/float64(f), 1), f)
 	return append(out, pr), err
+}
+
+func pacedName(f int) string { return fmt.Sprintf("fan-out %d, paced", f) }
+
+// pacedPhase publishes Paced's worth of events at evRate per second
+// through ev and measures their deliveries to fanout endpoints; the
+// dispatcher's paced phases and the floors' use it alike.
+func (r *runner) pacedPhase(ctx context.Context, d *instance, p *Phase, ev events, name string, evRate float64, fanout int) (Result, error) {
+	n := max(int(evRate*r.cfg.Paced.Seconds()), 1)
+	r.step("%s: %.0f events/s for %v", name, evRate, r.cfg.Paced)
+	ids := r.eventIDs(p.name+"p", n)
+	var confirms []time.Duration
+	res, err := r.measure(ctx, d, p, name, n*fanout, func() (err error) {
+		confirms, err = ev.paced(ctx, ids, evRate, p.Sent)
+		return err
+	})
+	res.Offered = evRate * float64(fanout)
+	res.Confirm = Summarize(confirms)
+	return res, err
 }
 
 // MessageSenders is how many clients send at once in the
@@ -547,12 +615,7 @@ func (r *runner) messages(ctx context.Context, d *instance) ([]Result, error) {
 	if err != nil || r.cfg.Paced == 0 {
 		return out, err
 	}
-	rate := max(b.Rate/4, 1)
-	n := max(int(rate*r.cfg.Paced.Seconds()), 1)
-	r.step("POST /v1/messages: paced, %.0f messages/s for %v", rate, r.cfg.Paced)
-	paced := r.eventIDs("msgp", n)
-	pr, err := r.measure(ctx, d, p, "POST /v1/messages, paced", n, func() error { return ev.paced(ctx, paced, rate, p.Sent) })
-	pr.Offered = rate
+	pr, err := r.pacedPhase(ctx, d, p, ev, MessagesPaced, max(b.Rate/4, 1), 1)
 	return append(out, pr), err
 }
 
@@ -570,6 +633,9 @@ func (r *runner) messageEvents(base, source string) (ev events, done func()) {
 
 // MessagesBurst names the burst phase of the POST /v1/messages path.
 const MessagesBurst = "POST /v1/messages, burst"
+
+// MessagesPaced names the paced phase of the POST /v1/messages path.
+const MessagesPaced = "POST /v1/messages, paced"
 
 // ceiling posts the same number of signed webhooks as the fan-out 1 burst
 // straight to the sink with a plain client loop of the same concurrency.
@@ -622,7 +688,10 @@ func (r *runner) isolation(ctx context.Context, d *instance, rate10 float64) (ba
 	run := func(tag, name string) (Result, error) {
 		events := r.eventIDs(tag, r.cfg.IsoEvents)
 		r.step("isolation: %s, %d events at %.1f/s to %d healthy endpoints", name, len(events), evRate, n)
-		res, err := r.measure(ctx, d, p, name, len(events)*n, func() error { return ev.paced(ctx, events, evRate, p.Sent) })
+		res, err := r.measure(ctx, d, p, name, len(events)*n, func() error {
+			_, err := ev.paced(ctx, events, evRate, p.Sent)
+			return err
+		})
 		res.Offered = evRate * float64(n)
 		return res, err
 	}
