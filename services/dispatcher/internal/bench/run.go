@@ -139,11 +139,11 @@ type Report struct {
 	// PacedFloors are the floors' paced phases, each beside the
 	// dispatcher's paced phase at the same rate on the same path.
 	PacedFloors []PacedFloor
-	IsoBase      Result
-	IsoSlow      Result
-	PeakRSS      int64 // dispatcher of the throughput and isolation runs
-	Memory       Memory
-	Completed    bool
+	IsoBase     Result
+	IsoSlow     Result
+	PeakRSS     int64 // dispatcher of the throughput and isolation runs
+	Memory      Memory
+	Completed   bool
 }
 
 func (c Config) validate() error {
