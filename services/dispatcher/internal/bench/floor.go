@@ -136,6 +136,7 @@ func newFloorConsumer(urls, secrets []string) (*floorConsumer, error) {
 // handle delivers one event. With records, the deliveries are claimed
 // first and recorded as delivered before the ack (see deliveredRecords).
 func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
+	consumed := strconv.FormatInt(time.Now().UnixNano(), 10)
 	ct := d.ContentType
 	if ct == "" {
 		ct = "application/json"
@@ -160,7 +161,7 @@ func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
 			busy = busy || cl.states[i] == claimBusy
 			continue
 		}
-		if failed = floorPost(ctx, c.client, url, c.keys[i], d.MessageId, ct, d.Body); failed != nil {
+		if failed = floorPost(ctx, c.client, url, c.keys[i], d.MessageId, ct, consumed, d.Body); failed != nil {
 			break
 		}
 		if cl != nil {
@@ -189,14 +190,16 @@ func (c *floorConsumer) handle(ctx context.Context, d amqp.Delivery) {
 	}
 }
 
-// floorPost sends one delivery as the dispatcher's attempt does (worker.go).
-func floorPost(ctx context.Context, client *http.Client, url string, keys [][]byte, id, ct string, body []byte) error {
+// floorPost sends one delivery as the dispatcher's attempt does (worker.go),
+// with consumed, when the event was received, in ConsumedHeader.
+func floorPost(ctx context.Context, client *http.Client, url string, keys [][]byte, id, ct, consumed string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", ct)
 	req.Header.Set("User-Agent", "Hookyard-Dispatcher/1")
+	req.Header.Set(ConsumedHeader, consumed)
 	sign.Headers(req.Header, keys, id, time.Now(), body)
 	resp, err := client.Do(req)
 	if err != nil {

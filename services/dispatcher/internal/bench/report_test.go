@@ -52,7 +52,8 @@ func TestPrintPacedFloors(t *testing.T) {
 	lat := func(p50, p99 time.Duration) Latency { return Latency{N: 100, P50: p50, P99: p99, Max: p99} }
 	d1 := Result{Name: pacedName(1), Deliveries: 100, Offered: 500, Lat: lat(3*ms, 30*ms),
 		Confirm: Latency{Mean: 4 * ms, P99: 25 * ms}, Usage: Usage{Dispatcher: time.Second}}
-	fl := Result{Name: "floor: consumer+POST, fan-out 1, paced", Deliveries: 100, Offered: 500, Lat: lat(2*ms, 24*ms)}
+	fl := Result{Name: "floor: consumer+POST, fan-out 1, paced", Deliveries: 100, Offered: 500, Lat: lat(2*ms, 24*ms),
+		Consume: Latency{P50: 1500 * time.Microsecond, P99: 21 * ms}}
 	msg := Result{Name: MessagesPaced, Deliveries: 100, Offered: 300, Lat: lat(4*ms, 18*ms), Usage: Usage{Dispatcher: time.Second}}
 	pf := Result{Name: "POST floor, paced", Deliveries: 100, Offered: 300, Lat: lat(2*ms, 12*ms)}
 	rep := Report{
@@ -81,6 +82,9 @@ func TestPrintPacedFloors(t *testing.T) {
 	}
 	if l := find("POST floor, paced"); !strings.HasSuffix(strings.TrimSpace(l), "1.50") {
 		t.Errorf("POST floor row lacks 1.50: %q", l)
+	}
+	if l := find("floor: consumer+POST, fan-out 1, paced"); !strings.Contains(l, "1.5ms") || !strings.Contains(l, "21.0ms") {
+		t.Errorf("floor row lacks publish to consume p50 and p99: %q", l)
 	}
 	if l := find(pacedName(1)); !strings.Contains(l, "4.0ms") || !strings.Contains(l, "25.0ms") {
 		t.Errorf("dispatcher row lacks the confirm mean and p99: %q", l)

@@ -85,7 +85,9 @@ type Result struct {
 	Lat        Latency       // publish to arrival
 	// Confirm, in the paced phases, is the publisher's wait: publish to
 	// the broker's confirm, or POST /v1/messages to its 202.
-	Confirm    Latency
+	Confirm Latency
+	// Consume is publish to the consumer's receipt (the floors only).
+	Consume    Latency
 	Dups       int
 	BadSig     int
 	Unknown    int
@@ -520,6 +522,7 @@ func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string
 	res.Deliveries, res.Window = len(st.Latencies), st.Window
 	res.Rate = loadtest.Rate(res.Deliveries, st.Window)
 	res.Lat = Summarize(st.Latencies)
+	res.Consume = Summarize(st.Consumed)
 	res.Dups, res.BadSig, res.Unknown, res.SlowHits = st.Dups, st.BadSig, st.Unknown, st.SlowHits
 	if err == nil && (st.BadSig > 0 || st.Unknown > 0) {
 		err = fmt.Errorf("%s: %d requests with a bad signature, %d for unknown events", name, st.BadSig, st.Unknown)

@@ -57,6 +57,12 @@ func (s *Sink) Close() {
 	}
 }
 
+// ConsumedHeader carries, in the floor consumer's requests, when it
+// received the event from the broker (Unix nanoseconds; the sink and the
+// consumer share the host's clock). It is not signed, and the dispatcher
+// does not send it.
+const ConsumedHeader = "Bench-Consumed"
+
 // Phase records the webhooks of one measured phase.
 type Phase struct {
 	name    string
@@ -70,6 +76,7 @@ type Phase struct {
 	sent     map[string]time.Time // event id → time just before its publish
 	seen     map[string]time.Time // "<endpoint>/<event id>" → arrival
 	lat      []time.Duration      // healthy endpoints only
+	consumed []time.Duration      // publish to ConsumedHeader, where sent
 	slowHits int
 	dups     int
 	badSig   int
@@ -133,18 +140,21 @@ func (p *Phase) Arrived() int { return int(p.arrived.Load()) }
 // PhaseStats is what a phase recorded.
 type PhaseStats struct {
 	Latencies []time.Duration // publish to arrival, healthy endpoints
-	Window    time.Duration   // first publish to last healthy arrival
-	SlowHits  int             // requests the slow endpoints received
-	Dups      int             // second and later arrivals of a delivery
-	BadSig    int             // requests with a missing or wrong signature
-	Unknown   int             // arrivals for events not published in the phase
+	// Consumed is publish to the consumer's receipt, for the deliveries
+	// that carry ConsumedHeader (the floor consumer's only).
+	Consumed []time.Duration
+	Window   time.Duration // first publish to last healthy arrival
+	SlowHits int           // requests the slow endpoints received
+	Dups     int           // second and later arrivals of a delivery
+	BadSig   int           // requests with a missing or wrong signature
+	Unknown  int           // arrivals for events not published in the phase
 }
 
 // Stats returns a copy of what p recorded so far.
 func (p *Phase) Stats() PhaseStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := PhaseStats{Latencies: append([]time.Duration(nil), p.lat...), SlowHits: p.slowHits,
+	st := PhaseStats{Latencies: append([]time.Duration(nil), p.lat...), Consumed: append([]time.Duration(nil), p.consumed...), SlowHits: p.slowHits,
 		Dups: p.dups, BadSig: p.badSig, Unknown: p.unknown}
 	if !p.first.IsZero() && p.last.After(p.first) {
 		st.Window = p.last.Sub(p.first)
@@ -230,6 +240,9 @@ func (p *Phase) record(ep int, h http.Header, body []byte, now time.Time) time.D
 		return 0
 	}
 	p.lat = append(p.lat, now.Sub(sent))
+	if c, err := strconv.ParseInt(h.Get(ConsumedHeader), 10, 64); err == nil {
+		p.consumed = append(p.consumed, time.Unix(0, c).Sub(sent))
+	}
 	if now.After(p.last) {
 		p.last = now
 	}
@@ -257,7 +270,7 @@ func waitArrivals(ctx context.Context, p *Phase, want int, timeout time.Duration
 func (p *Phase) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.sent, p.seen, p.lat = map[string]time.Time{}, map[string]time.Time{}, nil
+	p.sent, p.seen, p.lat, p.consumed = map[string]time.Time{}, map[string]time.Time{}, nil, nil
 	p.slowHits, p.dups, p.badSig, p.unknown = 0, 0, 0, 0
 	p.first, p.last = time.Time{}, time.Time{}
 	p.arrived.Store(0)
