@@ -99,3 +99,17 @@ func TestPrintPacedFloors(t *testing.T) {
 		}
 	}
 }
+
+// A floor at 0.499 x the bare loop is listed as below the 0.5 target, and
+// its figure must not read 0.50 there.
+func TestFloorRatioPrintedOnItsVerdictsSide(t *testing.T) {
+	rep := Report{
+		Ceiling: Result{Rate: 10000},
+		Floors:  []Result{{Rate: 4990, Deliveries: 100, Usage: Usage{Dispatcher: time.Millisecond}}},
+	}
+	var b strings.Builder
+	rep.printFloors(&b)
+	if s := b.String(); !strings.Contains(s, "fan-out 1 floor is 0.499 x the bare loop") || strings.Contains(s, "0.50 x") {
+		t.Fatalf("0.499 printed as reaching 0.5:\n%s", s)
+	}
+}

@@ -11,26 +11,34 @@ import (
 	"github.com/hookyard/hookyard/platform/sign"
 )
 
-// The sink verifies signatures as a subscriber would: a request signed by
-// the dispatcher's signer passes, a tampered body or another secret is
-// counted as a bad signature.
-func TestSinkVerifiesSignatures(t *testing.T) {
+// sinkPhase starts a sink with phase name and its endpoint 0, whose
+// secret it returns; both end with the test.
+func sinkPhase(t *testing.T, name string) (*Sink, *Phase, string) {
+	t.Helper()
 	s, err := StartSink()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	p := s.NewPhase("sig")
-	defer s.EndPhase(p)
+	t.Cleanup(s.Close)
+	p := s.NewPhase(name)
+	t.Cleanup(func() { s.EndPhase(p) })
 	secret, err := sign.NewSecret()
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := sign.NewSecret()
-	if err != nil {
+	if err := p.SetEndpoint(0, secret, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.SetEndpoint(0, secret, 0); err != nil {
+	return s, p, secret
+}
+
+// The sink verifies signatures as a subscriber would: a request signed by
+// the dispatcher's signer passes, a tampered body or another secret is
+// counted as a bad signature.
+func TestSinkVerifiesSignatures(t *testing.T) {
+	s, p, secret := sinkPhase(t, "sig")
+	other, err := sign.NewSecret()
+	if err != nil {
 		t.Fatal(err)
 	}
 	post := func(id, signWith string, body, sent []byte) {
@@ -66,20 +74,7 @@ func TestSinkVerifiesSignatures(t *testing.T) {
 // and becomes publish to consume; a request without it (the dispatcher's)
 // adds nothing there.
 func TestSinkRecordsConsumed(t *testing.T) {
-	s, err := StartSink()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p := s.NewPhase("consumed")
-	defer s.EndPhase(p)
-	secret, err := sign.NewSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.SetEndpoint(0, secret, 0); err != nil {
-		t.Fatal(err)
-	}
+	s, p, secret := sinkPhase(t, "consumed")
 	key, err := sign.ParseSecret(secret)
 	if err != nil {
 		t.Fatal(err)
