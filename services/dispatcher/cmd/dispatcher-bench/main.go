@@ -58,7 +58,7 @@ func main() {
 	flag.DurationVar(&cfg.PhaseTimeout, "phase-timeout", 5*time.Minute, "bound on waiting for one phase's deliveries")
 	flag.StringVar(&cfg.DispatcherPkg, "dispatcher-pkg", "github.com/hookyard/hookyard/services/dispatcher/cmd/dispatcher", "package of the dispatcher binary to build and measure")
 	flag.DurationVar(&timeout, "timeout", 30*time.Minute, "abort the whole run after this long")
-	flag.BoolVar(&cfg.Floors, "floors", true, "measure the floors: the floor consumer (consume, one signed POST per delivery, ack) at each fan-out, with delivered records in Redis and with the dispatcher's admission, and the POST /v1/messages floor")
+	flag.BoolVar(&cfg.Floors, "floors", true, "measure the floors: the floor consumer (consume, one signed POST per delivery, ack) at each fan-out, with delivered records in Redis and with the dispatcher's admission, and the POST /v1/messages floor, each in a burst and paced at the dispatcher's paced rate on its path")
 	flag.StringVar(&floorQ, bench.FloorFlag, "", "")            // internal: run as the floor consumer of this queue
 	flag.StringVar(&floorURLs, bench.FloorURLsFlag, "", "")     // internal: its endpoint URLs
 	flag.StringVar(&floorRecord, bench.FloorRecordFlag, "", "") // internal: its delivered records' key prefix
