@@ -3,6 +3,8 @@ package rabbit
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,6 +61,50 @@ func TestConsumeRunsPrefetchHandlersConcurrently(t *testing.T) {
 		t.Fatalf("peak concurrent handlers = %d, want %d", got, prefetch)
 	}
 	a.waitCount(q, 0, time.Second)
+}
+
+// goid is the id of the calling goroutine.
+func goid() string {
+	b := make([]byte, 64)
+	b = b[:runtime.Stack(b, false)]
+	f := strings.Fields(string(b))
+	return f[1] // "goroutine <id> [running]:"
+}
+
+// Handlers run on goroutines that are kept, not one new goroutine per
+// delivery (whose stack grows again every time): 60 deliveries at a
+// prefetch of 3 use at most 3 goroutines.
+func TestConsumeKeepsHandlerGoroutines(t *testing.T) {
+	a := newAdmin(t)
+	q, key := uniqueName(t, "q"), uniqueName(t, "key")
+	a.declare(QueueSpec{Name: q, Bindings: []string{key}})
+	c := dialTest(t, amqpURL(), Config{})
+	p := NewPublisher(c, PublisherConfig{})
+	defer p.Close()
+	publishN(t, p, key, 60)
+
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	var handled atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(ctx, q, 3, func(_ context.Context, d amqp.Delivery) {
+			mu.Lock()
+			ids[goid()] = true
+			mu.Unlock()
+			d.Ack(false)
+			handled.Add(1)
+		})
+	}()
+	eventually(t, 10*time.Second, "all messages handled", func() bool { return handled.Load() == 60 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) > 3 {
+		t.Fatalf("60 deliveries ran on %d goroutines, want at most 3", len(ids))
+	}
 }
 
 func TestConsumeGracefulStop(t *testing.T) {
