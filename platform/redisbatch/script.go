@@ -31,7 +31,7 @@ func NewScript(src string) *redis.Script {
 func reload(ctx context.Context, rdb redis.UniversalClient, tx bool, cmds []redis.Cmder) {
 	var lost []*redis.Cmd
 	for _, c := range cmds {
-		if c, ok := c.(*redis.Cmd); ok && c.Name() == "evalsha" && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+		if c, ok := c.(*redis.Cmd); ok && c.Err() != nil && c.Name() == "evalsha" && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
 			lost = append(lost, c)
 		}
 	}

@@ -74,11 +74,14 @@ type Gate struct {
 	// LockOutlives: see DefaultLockOutlives.
 	LockOutlives time.Duration
 	batch        redisbatch.Batcher
+	// retentionMs is retention in ms as a script argument, boxed once:
+	// an int64 boxed on every call is an allocation.
+	retentionMs any
 }
 
 // New returns a Gate keeping delivered markers for retention.
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Gate {
-	return &Gate{rdb: rdb, prefix: prefix, retention: retention, LockOutlives: DefaultLockOutlives}
+	return &Gate{rdb: rdb, prefix: prefix, retention: retention, LockOutlives: DefaultLockOutlives, retentionMs: retention.Milliseconds()}
 }
 
 // requestKeys returns the keys of r, as Admit built them if it did.
@@ -215,6 +218,9 @@ const DefaultLockOutlives = 40 * time.Second
 // token.
 const MaxReservation = 15 * time.Minute
 
+// maxReservationMs is MaxReservation as a script argument, boxed once.
+var maxReservationMs any = MaxReservation.Milliseconds()
+
 // Admit asks whether an attempt may start now. With Limited, wait says
 // when to come back: the token is reserved for that time when it is
 // within MaxReservation.
@@ -223,7 +229,7 @@ func (g *Gate) Admit(ctx context.Context, r *Request) (v Verdict, wait time.Dura
 	maxInFlight := max(r.MaxInFlight, 1)
 	r.keys = g.keys(r.Endpoint, r.Message)
 	keys := r.keys
-	args := []any{now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds(), r.Attempts,
+	args := []any{now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, maxReservationMs, r.Attempts,
 		g.LockOutlives.Milliseconds()}
 	// Admissions asked for together share a round trip.
 	var cmd *redis.Cmd
@@ -263,7 +269,7 @@ func (g *Gate) QueueFinish(ctx context.Context, pipe redis.Pipeliner, r Request,
 	if delivered {
 		d = "1"
 	}
-	finishScript.EvalSha(ctx, pipe, g.requestKeys(r), r.Token, d, g.retention.Milliseconds(), "0", r.Rate, r.Attempts+1)
+	finishScript.EvalSha(ctx, pipe, g.requestKeys(r), r.Token, d, g.retentionMs, "0", r.Rate, r.Attempts+1)
 }
 
 // Cancel ends an admitted attempt that did not start (its circuit breaker

@@ -154,7 +154,7 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 }
 
 func (s *Store) key(tenant, id string) string {
-	return fmt.Sprintf("%s:ep:{%s}:%s", s.prefix, tenant, id)
+	return s.prefix + ":ep:{" + tenant + "}:" + id // one allocation; Sprintf made four
 }
 func (s *Store) index(tenant string) string { return fmt.Sprintf("%s:eps:{%s}", s.prefix, tenant) }
 

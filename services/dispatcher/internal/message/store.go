@@ -96,11 +96,14 @@ type Store struct {
 	OnAttempt func(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt)
 	batch     redisbatch.Batcher // Settle
 	records   redisbatch.Batcher // RecordFor
+	// retentionMs is retention in ms as a script argument, boxed once:
+	// an int64 boxed on every call is an allocation.
+	retentionMs any
 }
 
 // New returns a Store keeping records for retention.
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
-	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: redisbatch.Batcher{Tx: true}}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: redisbatch.Batcher{Tx: true}, retentionMs: retention.Milliseconds()}
 }
 
 // Retention is how long records are kept.
@@ -109,12 +112,14 @@ func (s *Store) Retention() time.Duration { return s.retention }
 // Redis is the store's client.
 func (s *Store) Redis() redis.UniversalClient { return s.rdb }
 
-func (s *Store) msgKey(t, id string) string  { return fmt.Sprintf("%s:msg:{%s}:%s", s.prefix, t, id) }
-func (s *Store) attKey(t, id string) string  { return fmt.Sprintf("%s:att:{%s}:%s", s.prefix, t, id) }
+// The keys written for every delivery are concatenated: one allocation
+// each, where Sprintf made four.
+func (s *Store) msgKey(t, id string) string  { return s.prefix + ":msg:{" + t + "}:" + id }
+func (s *Store) attKey(t, id string) string  { return s.prefix + ":att:{" + t + "}:" + id }
 func (s *Store) dlKey(t string) string       { return fmt.Sprintf("%s:dl:{%s}", s.prefix, t) }
 func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
-func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:ids:{%s}", s.prefix, t) }
+func (s *Store) recentKey(t string) string   { return s.prefix + ":ids:{" + t + "}" }
 
 // legacyRecentKey is the sorted set that indexed messages before the
 // stream at recentKey; read until it expires.
@@ -185,7 +190,7 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 
 // RecordFor is Record that also records a pending delivery of m for
 // each of endpoints that has none, and returns which of them are under
-// way, in the same round trip: the fan-out needs both for every event. A
+// way (nil for a new message), in the same round trip: the fan-out needs both for every event. A
 // delivery still pending is not under way: its task may never have been
 // published (the fan-out failed or crashed before the confirm), so a
 // replayed event publishes it again; a second copy of a task is harmless
@@ -199,7 +204,7 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 	// meta first: the script sets it alone, the other fields after it.
 	fields := append(chunks("meta", encodeMeta(m), metaChunk), encodeBody(m.Body)...)
 	args := make([]any, 0, 6+len(fields)+len(endpoints))
-	args = append(args, fields[1], s.retention.Milliseconds(), encodeDelivery(Delivery{Status: StatusPending}),
+	args = append(args, fields[1], s.retentionMs, encodeDelivery(Delivery{Status: StatusPending}),
 		m.ID, time.Now().Add(-s.retention).UnixMilli(), len(fields)/2-1)
 	args = append(args, fields[2:]...)
 	for _, ep := range endpoints {
@@ -221,10 +226,10 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 	if err != nil {
 		return false, nil, fmt.Errorf("record message: %w", err)
 	}
-	existing = map[string]bool{}
 	if n, _ := res[0].(int64); n == 1 {
-		return true, existing, nil
+		return true, nil, nil // a new message: nothing under way
 	}
+	existing = map[string]bool{}
 	var prev Message
 	if meta, _ := res[1].(string); decodeMeta(meta, &prev) != nil || prev.Source != m.Source || prev.sentAs(m.ID) != m.sentAs(m.ID) {
 		return false, nil, fmt.Errorf("%w: %q is a message of source %q", ErrIDTaken, m.ID, prev.Source)
@@ -445,7 +450,7 @@ return redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
 
 // pushAttempt queues the log write of a, encoded as v.
 func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte) {
-	pushAttemptScript.EvalSha(ctx, pipe, []string{s.attKey(tenant, id)}, v, s.retention.Milliseconds())
+	pushAttemptScript.EvalSha(ctx, pipe, []string{s.attKey(tenant, id)}, v, s.retentionMs)
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
@@ -454,7 +459,7 @@ func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, i
 // pushAttemptState is pushAttempt and queueDelivery of the state d of
 // (id, ep) in one script.
 func (s *Store) pushAttemptState(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte, ep string, d Delivery) {
-	settleScript.EvalSha(ctx, pipe, []string{s.attKey(tenant, id), s.msgKey(tenant, id)}, v, s.retention.Milliseconds(), "d:"+ep, encodeDelivery(d))
+	settleScript.EvalSha(ctx, pipe, []string{s.attKey(tenant, id), s.msgKey(tenant, id)}, v, s.retentionMs, "d:"+ep, encodeDelivery(d))
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
