@@ -83,7 +83,7 @@ func (c *Conn) ConsumeWithConfig(ctx context.Context, queue string, cfg ConsumeC
 		queue:   queue,
 		cfg:     cfg,
 		handler: handler,
-		sem:     make(chan struct{}, cfg.Concurrency),
+		work:    make(chan amqp.Delivery),
 	}
 	// Handlers see ctx's values but not its cancellation; hcancel ends
 	// them once the shutdown grace runs out.
@@ -113,6 +113,7 @@ func (c *Conn) ConsumeWithConfig(ctx context.Context, queue string, cfg ConsumeC
 		}
 	}
 
+	close(s.work) // the handlers' goroutines end once idle
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -142,9 +143,45 @@ type consumer struct {
 	cfg     ConsumeConfig
 	handler Handler
 	hctx    context.Context
-	sem     chan struct{}
+	// work hands deliveries to the handlers' goroutines: at most
+	// Concurrency, started as needed and kept, so that a delivery does
+	// not pay for a new goroutine and for growing its stack again.
+	work    chan amqp.Delivery
+	workers int
 	wg      sync.WaitGroup
 	seq     atomic.Uint64
+}
+
+// handle runs the handler on deliveries until work is closed.
+func (s *consumer) handle() {
+	defer s.wg.Done()
+	for d := range s.work {
+		hctx, end := trace.StartConsume(s.hctx, s.queue, d)
+		s.handler(hctx, d)
+		end()
+	}
+}
+
+// dispatch hands d to an idle handler goroutine, starting one if none is
+// idle and fewer than Concurrency run, or waits for one to be free. It
+// reports false if ctx ended first.
+func (s *consumer) dispatch(ctx context.Context, d amqp.Delivery) bool {
+	select {
+	case s.work <- d:
+		return true
+	default:
+	}
+	if s.workers < s.cfg.Concurrency {
+		s.workers++
+		s.wg.Add(1)
+		go s.handle()
+	}
+	select {
+	case s.work <- d:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // session subscribes once and dispatches deliveries until the channel dies
@@ -194,20 +231,9 @@ func (s *consumer) session(ctx context.Context) (*amqp.Channel, bool, error) {
 				_ = d.Nack(false, true)
 				continue
 			}
-			select {
-			case s.sem <- struct{}{}:
-			case <-ctx.Done():
+			if !s.dispatch(ctx, d) {
 				_ = d.Nack(false, true)
-				continue
 			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer func() { <-s.sem }()
-				hctx, end := trace.StartConsume(s.hctx, s.queue, d)
-				s.handler(hctx, d)
-				end()
-			}()
 		}
 	}
 }

@@ -3,6 +3,8 @@ package rabbit
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +24,9 @@ func publishN(t *testing.T, p *Publisher, key string, n int) {
 	}
 }
 
+// Handlers run prefetch at a time, on goroutines that are kept rather
+// than one new goroutine per delivery (whose stack grows again each
+// time): 20 deliveries at a prefetch of 4 use 4 goroutines.
 func TestConsumeRunsPrefetchHandlersConcurrently(t *testing.T) {
 	a := newAdmin(t)
 	q, key := uniqueName(t, "q"), uniqueName(t, "key")
@@ -33,10 +38,15 @@ func TestConsumeRunsPrefetchHandlersConcurrently(t *testing.T) {
 
 	const prefetch = 4
 	var running, peak, handled atomic.Int64
+	var mu sync.Mutex
+	ids := map[string]bool{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- c.Consume(ctx, q, prefetch, func(_ context.Context, d amqp.Delivery) {
+			mu.Lock()
+			ids[goid()] = true
+			mu.Unlock()
 			n := running.Add(1)
 			for {
 				old := peak.Load()
@@ -58,7 +68,18 @@ func TestConsumeRunsPrefetchHandlersConcurrently(t *testing.T) {
 	if got := peak.Load(); got != prefetch {
 		t.Fatalf("peak concurrent handlers = %d, want %d", got, prefetch)
 	}
+	if len(ids) > prefetch {
+		t.Fatalf("20 deliveries ran on %d goroutines, want at most %d", len(ids), prefetch)
+	}
 	a.waitCount(q, 0, time.Second)
+}
+
+// goid is the id of the calling goroutine.
+func goid() string {
+	b := make([]byte, 64)
+	b = b[:runtime.Stack(b, false)]
+	f := strings.Fields(string(b))
+	return f[1] // "goroutine <id> [running]:"
 }
 
 func TestConsumeGracefulStop(t *testing.T) {

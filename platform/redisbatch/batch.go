@@ -16,6 +16,12 @@ import (
 // batch is whatever queued during one round trip). With Tx the batch is
 // one MULTI/EXEC, each write's commands staying together in it. The zero
 // Batcher is ready to use.
+//
+// Scripts made with NewScript may be sent by digest (EVALSHA): the ones
+// Redis answers NOSCRIPT are sent again in full before Do returns. In a
+// transaction that second send is a second MULTI/EXEC: the write still
+// lands whole, but not in one step; between the two the rest of the
+// write is visible without the scripts that were missing.
 type Batcher struct {
 	// Tx sends each batch as a transaction.
 	Tx bool
@@ -50,6 +56,7 @@ func (b *Batcher) send(ctx context.Context, rdb redis.UniversalClient, ws []func
 		ends[i] = pipe.Len()
 	}
 	cmds, err := pipe.Exec(ctx)
+	reload(ctx, rdb, b.Tx, cmds)
 	errs := make([]error, len(ws))
 	start := 0
 	for i := range ws {

@@ -3,6 +3,7 @@ package redisbatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,5 +124,41 @@ func TestDiscardedTransactionFailsEveryWrite(t *testing.T) {
 	made := rdb.Exists(ctx, prefix+":b").Val() == 1
 	if err := <-good; err == nil && !made {
 		t.Fatal("a write discarded with the transaction reported success")
+	}
+}
+
+// counted adds ARGV[1] to KEYS[1] and returns the new value.
+var counted = NewScript(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)
+
+// Scripts go by digest; after Redis has lost them (SCRIPT FLUSH here; a
+// restart or a failover to a replica that never loaded them), every write
+// of a batch still lands, once, and its callers read the scripts' answers.
+func TestBatchLoadsScriptsFlushedMidRun(t *testing.T) {
+	rdb := redistest.Private(t)
+	ctx := context.Background()
+	for _, tx := range []bool{false, true} {
+		b := Batcher{Tx: tx}
+		key := fmt.Sprintf("flushed:%v", tx)
+		for i := range 40 {
+			if i%10 == 5 {
+				if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got *redis.Cmd
+			err := b.Do(ctx, rdb, func(ctx context.Context, p redis.Pipeliner) {
+				p.Incr(ctx, key+":plain")
+				got = counted.EvalSha(ctx, p, []string{key}, 1)
+			})
+			if err != nil {
+				t.Fatalf("tx %v, write %d: %v", tx, i, err)
+			}
+			if n, err := got.Int(); err != nil || n != i+1 {
+				t.Fatalf("tx %v, write %d: script answered %d, %v; want %d", tx, i, n, err, i+1)
+			}
+		}
+		if n, _ := rdb.Get(ctx, key+":plain").Int(); n != 40 {
+			t.Fatalf("tx %v: the plain command ran %d times, want 40", tx, n)
+		}
 	}
 }

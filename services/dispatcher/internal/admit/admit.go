@@ -74,11 +74,14 @@ type Gate struct {
 	// LockOutlives: see DefaultLockOutlives.
 	LockOutlives time.Duration
 	batch        redisbatch.Batcher
+	// retentionMs is retention in ms as a script argument, boxed once:
+	// an int64 boxed on every call is an allocation.
+	retentionMs any
 }
 
 // New returns a Gate keeping delivered markers for retention.
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Gate {
-	return &Gate{rdb: rdb, prefix: prefix, retention: retention, LockOutlives: DefaultLockOutlives}
+	return &Gate{rdb: rdb, prefix: prefix, retention: retention, LockOutlives: DefaultLockOutlives, retentionMs: retention.Milliseconds()}
 }
 
 // requestKeys returns the keys of r, as Admit built them if it did.
@@ -140,7 +143,7 @@ func (g *Gate) keys(ep, msg string) []string {
 // for a limited endpoint therefore costs one trip through the delay queues
 // per task, not one per task per retry interval. Reservations reach at most
 // ARGV[6] ms ahead; a task beyond that waits that long and asks again.
-var admitScript = redis.NewScript(`
+var admitScript = redisbatch.NewScript(`
 local now = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])
 local token = ARGV[3]
@@ -190,7 +193,7 @@ return {0, 0}
 // delivered marker. With ARGV[4] = '1' the attempt
 // never started (its breaker refused it): its token goes back to the
 // bucket of rate ARGV[5].
-var finishScript = redis.NewScript(`
+var finishScript = redisbatch.NewScript(`
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 if ARGV[2] == '1' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[3]) end
@@ -215,6 +218,9 @@ const DefaultLockOutlives = 40 * time.Second
 // token.
 const MaxReservation = 15 * time.Minute
 
+// maxReservationMs is MaxReservation as a script argument, boxed once.
+var maxReservationMs any = MaxReservation.Milliseconds()
+
 // Admit asks whether an attempt may start now. With Limited, wait says
 // when to come back: the token is reserved for that time when it is
 // within MaxReservation.
@@ -223,18 +229,13 @@ func (g *Gate) Admit(ctx context.Context, r *Request) (v Verdict, wait time.Dura
 	maxInFlight := max(r.MaxInFlight, 1)
 	r.keys = g.keys(r.Endpoint, r.Message)
 	keys := r.keys
-	args := []any{now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, MaxReservation.Milliseconds(), r.Attempts,
+	args := []any{now, max(r.Lease.Milliseconds(), 1), r.Token, maxInFlight, r.Rate, maxReservationMs, r.Attempts,
 		g.LockOutlives.Milliseconds()}
 	// Admissions asked for together share a round trip.
 	var cmd *redis.Cmd
 	err = g.batch.Do(ctx, g.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
 		cmd = admitScript.EvalSha(ctx, pipe, keys, args...)
 	})
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// Redis lost its script cache: EVAL loads it again.
-		cmd = admitScript.Eval(ctx, g.rdb, keys, args...)
-		err = cmd.Err()
-	}
 	var res []int64
 	if err == nil {
 		res, err = cmd.Int64Slice()
@@ -250,9 +251,10 @@ func (g *Gate) Admit(ctx context.Context, r *Request) (v Verdict, wait time.Dura
 
 // Finish ends an admitted attempt; delivered sets the delivered marker.
 func (g *Gate) Finish(ctx context.Context, r Request, delivered bool) error {
-	pipe := g.rdb.Pipeline()
-	g.QueueFinish(ctx, pipe, r, delivered)
-	if _, err := pipe.Exec(ctx); err != nil {
+	err := g.batch.Do(ctx, g.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
+		g.QueueFinish(ctx, pipe, r, delivered)
+	})
+	if err != nil {
 		return fmt.Errorf("finish attempt: %w", err)
 	}
 	return nil
@@ -260,14 +262,14 @@ func (g *Gate) Finish(ctx context.Context, r Request, delivered bool) error {
 
 // QueueFinish adds Finish to pipe, so that the worker sends it together
 // with the rest of an attempt's bookkeeping in one round trip. It sends
-// the script itself (EVAL): a pipeline cannot fall back from EVALSHA when
-// Redis has lost its script cache.
+// the script by digest: pipe must be sent by a redisbatch.Batcher, which
+// sends it again in full if Redis has lost it.
 func (g *Gate) QueueFinish(ctx context.Context, pipe redis.Pipeliner, r Request, delivered bool) {
 	d := "0"
 	if delivered {
 		d = "1"
 	}
-	finishScript.Eval(ctx, pipe, g.requestKeys(r), r.Token, d, g.retention.Milliseconds(), "0", r.Rate, r.Attempts+1)
+	finishScript.EvalSha(ctx, pipe, g.requestKeys(r), r.Token, d, g.retentionMs, "0", r.Rate, r.Attempts+1)
 }
 
 // Cancel ends an admitted attempt that did not start (its circuit breaker

@@ -57,6 +57,10 @@ func TestConcurrentSettlesShareARoundTrip(t *testing.T) {
 	if err := gated.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// Loaded now, so that no round trip is spent loading it below.
+	if err := settleScript.Load(ctx, gated).Err(); err != nil {
+		t.Fatal(err)
+	}
 	g := &gateFirst{release: make(chan struct{})}
 	gated.AddHook(g)
 	bs := New(gated, s.prefix, retention)
@@ -115,5 +119,36 @@ func TestRecordLoadsALostScript(t *testing.T) {
 	created, err := New(rdb, s.prefix, retention).Record(ctx, "acme", newMessage("lost"))
 	if err != nil || !created || !h.Hit() {
 		t.Fatalf("Record = %v, %v (NOSCRIPT injected: %v); want a new message", created, err, h.Hit())
+	}
+}
+
+// Settles send their scripts by digest; after Redis has lost them (SCRIPT
+// FLUSH, on a server of the test's own) a settle still records its
+// attempt and the state it led to, once.
+func TestSettleAfterScriptsFlushed(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Private(t)
+	ctx := context.Background()
+	s := New(rdb, "flushed", retention)
+	for i := range 6 {
+		id := fmt.Sprintf("f%d", i)
+		if _, _, err := s.RecordFor(ctx, "acme", newMessage(id), []string{"ep_1"}); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o := Outcome{Attempt: &dispatcherv1.Attempt{EndpointId: "ep_1", Number: 1}, State: Delivery{Status: StatusDelivered, Attempts: 1}, At: time.Now()}
+		if err := s.Settle(ctx, "acme", id, "ep_1", o); err != nil {
+			t.Fatalf("settle %d: %v", i, err)
+		}
+		if d, err := s.Delivery(ctx, "acme", id, "ep_1"); err != nil || d.Status != StatusDelivered {
+			t.Fatalf("delivery %d: %+v, %v; want delivered", i, d, err)
+		}
+		if atts, _, err := s.Attempts(ctx, "acme", id, 10, ""); len(atts) != 1 {
+			t.Fatalf("attempt log %d: %d entries (%v), want 1", i, len(atts), err)
+		}
 	}
 }

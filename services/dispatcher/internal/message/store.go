@@ -96,11 +96,14 @@ type Store struct {
 	OnAttempt func(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt)
 	batch     redisbatch.Batcher // Settle
 	records   redisbatch.Batcher // RecordFor
+	// retentionMs is retention in ms as a script argument, boxed once:
+	// an int64 boxed on every call is an allocation.
+	retentionMs any
 }
 
 // New returns a Store keeping records for retention.
 func New(rdb redis.UniversalClient, prefix string, retention time.Duration) *Store {
-	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: redisbatch.Batcher{Tx: true}}
+	return &Store{rdb: rdb, prefix: prefix, retention: retention, batch: redisbatch.Batcher{Tx: true}, retentionMs: retention.Milliseconds()}
 }
 
 // Retention is how long records are kept.
@@ -109,12 +112,14 @@ func (s *Store) Retention() time.Duration { return s.retention }
 // Redis is the store's client.
 func (s *Store) Redis() redis.UniversalClient { return s.rdb }
 
-func (s *Store) msgKey(t, id string) string  { return fmt.Sprintf("%s:msg:{%s}:%s", s.prefix, t, id) }
-func (s *Store) attKey(t, id string) string  { return fmt.Sprintf("%s:att:{%s}:%s", s.prefix, t, id) }
+// The keys written for every delivery are concatenated: one allocation
+// each, where Sprintf made four.
+func (s *Store) msgKey(t, id string) string  { return s.prefix + ":msg:{" + t + "}:" + id }
+func (s *Store) attKey(t, id string) string  { return s.prefix + ":att:{" + t + "}:" + id }
 func (s *Store) dlKey(t string) string       { return fmt.Sprintf("%s:dl:{%s}", s.prefix, t) }
 func (s *Store) dleKey(t, ep string) string  { return fmt.Sprintf("%s:dle:{%s}:%s", s.prefix, t, ep) }
 func (s *Store) heldKey(t, ep string) string { return fmt.Sprintf("%s:held:{%s}:%s", s.prefix, t, ep) }
-func (s *Store) recentKey(t string) string   { return fmt.Sprintf("%s:ids:{%s}", s.prefix, t) }
+func (s *Store) recentKey(t string) string   { return s.prefix + ":ids:{" + t + "}" }
 
 // legacyRecentKey is the sorted set that indexed messages before the
 // stream at recentKey; read until it expires.
@@ -136,7 +141,7 @@ func (s *Store) legacyRecentKey(t string) string { return fmt.Sprintf("%s:recent
 //
 // A delivery state is binary (encodeDelivery: byte 2 the status code,
 // byte 3 the attempts when below 128) or JSON as stored before.
-var recordScript = redis.NewScript(`
+var recordScript = redisbatch.NewScript(`
 local eps = 7 + 2 * tonumber(ARGV[6])
 if redis.call('HSETNX', KEYS[1], 'meta', ARGV[1]) == 1 then
   for i = 7, eps - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -185,7 +190,7 @@ func (s *Store) Record(ctx context.Context, tenant string, m *Message) (bool, er
 
 // RecordFor is Record that also records a pending delivery of m for
 // each of endpoints that has none, and returns which of them are under
-// way, in the same round trip: the fan-out needs both for every event. A
+// way (nil for a new message), in the same round trip: the fan-out needs both for every event. A
 // delivery still pending is not under way: its task may never have been
 // published (the fan-out failed or crashed before the confirm), so a
 // replayed event publishes it again; a second copy of a task is harmless
@@ -199,7 +204,7 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 	// meta first: the script sets it alone, the other fields after it.
 	fields := append(chunks("meta", encodeMeta(m), metaChunk), encodeBody(m.Body)...)
 	args := make([]any, 0, 6+len(fields)+len(endpoints))
-	args = append(args, fields[1], s.retention.Milliseconds(), encodeDelivery(Delivery{Status: StatusPending}),
+	args = append(args, fields[1], s.retentionMs, encodeDelivery(Delivery{Status: StatusPending}),
 		m.ID, time.Now().Add(-s.retention).UnixMilli(), len(fields)/2-1)
 	args = append(args, fields[2:]...)
 	for _, ep := range endpoints {
@@ -211,11 +216,6 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 	err = s.records.Do(ctx, s.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
 		cmd = recordScript.EvalSha(ctx, pipe, keys, args...)
 	})
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// Redis lost its script cache: EVAL loads it again.
-		cmd = recordScript.Eval(ctx, s.rdb, keys, args...)
-		err = cmd.Err()
-	}
 	var res []any
 	if err == nil {
 		res, err = cmd.Slice()
@@ -226,10 +226,10 @@ func (s *Store) RecordFor(ctx context.Context, tenant string, m *Message, endpoi
 	if err != nil {
 		return false, nil, fmt.Errorf("record message: %w", err)
 	}
-	existing = map[string]bool{}
 	if n, _ := res[0].(int64); n == 1 {
-		return true, existing, nil
+		return true, nil, nil // a new message: nothing under way
 	}
+	existing = map[string]bool{}
 	var prev Message
 	if meta, _ := res[1].(string); decodeMeta(meta, &prev) != nil || prev.Source != m.Source || prev.sentAs(m.ID) != m.sentAs(m.ID) {
 		return false, nil, fmt.Errorf("%w: %q is a message of source %q", ErrIDTaken, m.ID, prev.Source)
@@ -315,9 +315,10 @@ func (s *Store) InitDeliveries(ctx context.Context, tenant, id string, endpoints
 
 // SetDelivery overwrites the state of a delivery.
 func (s *Store) SetDelivery(ctx context.Context, tenant, id, ep string, d Delivery) error {
-	pipe := s.rdb.Pipeline()
-	s.queueDelivery(ctx, pipe, tenant, id, ep, d)
-	if _, err := pipe.Exec(ctx); err != nil {
+	err := s.batch.Do(ctx, s.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
+		s.queueDelivery(ctx, pipe, tenant, id, ep, d)
+	})
+	if err != nil {
 		return fmt.Errorf("record delivery: %w", err)
 	}
 	return nil
@@ -349,7 +350,7 @@ func (s *Store) MarkDelivered(ctx context.Context, tenant, id, ep string, attemp
 // setFieldScript sets a field of a message that still exists. A plain
 // HSET on a message past its retention would create a hash holding only
 // that field, with no TTL: a key that never expires.
-var setFieldScript = redis.NewScript(`
+var setFieldScript = redisbatch.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
@@ -357,7 +358,7 @@ return 1
 
 func (s *Store) queueDelivery(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, d Delivery) {
 	v := encodeDelivery(d)
-	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "d:"+ep, v)
+	setFieldScript.EvalSha(ctx, pipe, []string{s.msgKey(tenant, id)}, "d:"+ep, v)
 }
 
 // Snippet returns a response body as it is stored: at most MaxSnippet
@@ -382,24 +383,16 @@ func Snippet(s string) string {
 // AddAttempt appends to the attempt log. The snippet is replaced by its
 // Snippet.
 func (s *Store) AddAttempt(ctx context.Context, tenant, id string, a *dispatcherv1.Attempt) error {
-	pipe := s.rdb.Pipeline()
-	if err := s.queueAttempt(ctx, pipe, tenant, id, a); err != nil {
-		return err
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("record attempt: %w", err)
-	}
-	return nil
-}
-
-// queueAttempt adds AddAttempt to pipe; it fails only if a cannot be
-// encoded.
-func (s *Store) queueAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt) error {
 	v, err := s.encodeAttempt(a)
 	if err != nil {
 		return err
 	}
-	s.pushAttempt(ctx, pipe, tenant, id, a, v)
+	err = s.batch.Do(ctx, s.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
+		s.pushAttempt(ctx, pipe, tenant, id, a, v)
+	})
+	if err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
 	return nil
 }
 
@@ -433,14 +426,14 @@ else
 end
 `
 
-var pushAttemptScript = redis.NewScript(pushAttemptLua + "return 0")
+var pushAttemptScript = redisbatch.NewScript(pushAttemptLua + "return 0")
 
 // settleScript is pushAttemptLua and then, as setFieldScript does, the
 // field ARGV[3] of the message KEYS[2] set to ARGV[4] if the message
-// still exists: an attempt and the state it led to in one script, as
-// each settle sends its scripts whole (a NOSCRIPT inside its transaction
-// would fail one write and not the others).
-var settleScript = redis.NewScript(pushAttemptLua + `
+// still exists: an attempt and the state it led to in one script, so
+// that they are written together even when a settle's transaction has
+// to send some of its scripts again (redisbatch.Batcher).
+var settleScript = redisbatch.NewScript(pushAttemptLua + `
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
 return 0
 `)
@@ -457,7 +450,7 @@ return redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
 
 // pushAttempt queues the log write of a, encoded as v.
 func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte) {
-	pushAttemptScript.Eval(ctx, pipe, []string{s.attKey(tenant, id)}, v, s.retention.Milliseconds())
+	pushAttemptScript.EvalSha(ctx, pipe, []string{s.attKey(tenant, id)}, v, s.retentionMs)
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
@@ -466,7 +459,7 @@ func (s *Store) pushAttempt(ctx context.Context, pipe redis.Pipeliner, tenant, i
 // pushAttemptState is pushAttempt and queueDelivery of the state d of
 // (id, ep) in one script.
 func (s *Store) pushAttemptState(ctx context.Context, pipe redis.Pipeliner, tenant, id string, a *dispatcherv1.Attempt, v []byte, ep string, d Delivery) {
-	settleScript.Eval(ctx, pipe, []string{s.attKey(tenant, id), s.msgKey(tenant, id)}, v, s.retention.Milliseconds(), "d:"+ep, encodeDelivery(d))
+	settleScript.EvalSha(ctx, pipe, []string{s.attKey(tenant, id), s.msgKey(tenant, id)}, v, s.retentionMs, "d:"+ep, encodeDelivery(d))
 	if s.OnAttempt != nil {
 		s.OnAttempt(ctx, pipe, tenant, id, a)
 	}
@@ -515,22 +508,16 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, size int, token
 // why. An empty ep is a message that could not be fanned out at all. The
 // snippet of last is replaced by its Snippet, as AddAttempt does.
 func (s *Store) DeadLetter(ctx context.Context, tenant, id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) error {
-	pipe := s.rdb.TxPipeline()
-	if err := s.queueDeadLetter(ctx, pipe, tenant, id, ep, last, reason, at); err != nil {
-		return err
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("record dead letter: %w", err)
-	}
-	return nil
-}
-
-func (s *Store) queueDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, last *dispatcherv1.Attempt, reason string, at time.Time) error {
 	v, err := encodeDeadLetter(id, ep, last, reason, at)
 	if err != nil {
 		return err
 	}
-	s.pushDeadLetter(ctx, pipe, tenant, id, ep, v, at)
+	err = s.batch.Do(ctx, s.rdb, func(ctx context.Context, pipe redis.Pipeliner) {
+		s.pushDeadLetter(ctx, pipe, tenant, id, ep, v, at)
+	})
+	if err != nil {
+		return fmt.Errorf("record dead letter: %w", err)
+	}
 	return nil
 }
 
@@ -550,7 +537,7 @@ func encodeDeadLetter(id, ep string, last *dispatcherv1.Attempt, reason string, 
 func (s *Store) pushDeadLetter(ctx context.Context, pipe redis.Pipeliner, tenant, id, ep string, v []byte, at time.Time) {
 	score := float64(at.UnixMilli())
 	cut := strconv.FormatInt(at.Add(-s.retention).UnixMilli(), 10)
-	setFieldScript.Eval(ctx, pipe, []string{s.msgKey(tenant, id)}, "dl:"+ep, v)
+	setFieldScript.EvalSha(ctx, pipe, []string{s.msgKey(tenant, id)}, "dl:"+ep, v)
 	for _, k := range []string{s.dlKey(tenant), s.dleKey(tenant, ep)} {
 		member := id
 		if k == s.dlKey(tenant) {
