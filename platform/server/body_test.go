@@ -34,7 +34,7 @@ func startOpts(t *testing.T, edit func(*Options)) *Server {
 	}
 	s := New(o)
 	jobsv1.RegisterTaskServiceServer(s.GRPC, tasks{})
-	s.RegisterGateway(jobsv1.RegisterTaskServiceHandler)
+	s.RegisterGateway(GatewayHandler(jobsv1.RegisterTaskServiceHandlerClient, jobsv1.NewTaskServiceClient))
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}

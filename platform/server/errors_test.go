@@ -41,7 +41,7 @@ func TestUnavailableHidesTheCause(t *testing.T) {
 	s := New(Options{Name: "t", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Keys: keys,
 		Log: slog.New(slog.NewJSONHandler(&logs, nil))})
 	jobsv1.RegisterTaskServiceServer(s.GRPC, failing{})
-	s.RegisterGateway(jobsv1.RegisterTaskServiceHandler)
+	s.RegisterGateway(GatewayHandler(jobsv1.RegisterTaskServiceHandlerClient, jobsv1.NewTaskServiceClient))
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -38,9 +38,9 @@ type Check struct {
 	Fn   func(context.Context) error
 }
 
-// GatewayRegistrar registers a service's REST handlers, e.g.
-// ingressv1.RegisterSourceServiceHandler.
-type GatewayRegistrar func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+// GatewayRegistrar registers a service's REST handlers on a connection to
+// the server's services; GatewayHandler makes one of the generated code.
+type GatewayRegistrar func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error
 
 // Options configure a Server.
 type Options struct {
@@ -78,14 +78,15 @@ type Options struct {
 	HandshakeTimeout  time.Duration
 
 	// GRPCOptions are added after the server's own (transport tuning
-	// tried by a benchmark); later options win.
+	// tried by a benchmark); later options win. Interceptors added here
+	// apply to gRPC calls only, not to REST calls.
 	GRPCOptions []grpc.ServerOption
 }
 
 // Server is a service's network front.
 type Server struct {
 	opts    Options
-	GRPC    *grpc.Server
+	GRPC    *GRPCServer
 	Gateway *runtime.ServeMux
 	mux     *http.ServeMux
 	health  *health.Server
@@ -95,6 +96,8 @@ type Server struct {
 	grpcLis, httpLis net.Listener
 	httpSrv          *http.Server
 	conn             *grpc.ClientConn
+	// unary is the interceptor chain of unary calls, gRPC and REST.
+	unary grpc.UnaryServerInterceptor
 
 	mu    sync.Mutex
 	ready bool
@@ -138,22 +141,23 @@ func New(o Options) *Server {
 		health: health.NewServer(),
 		bodies: NewBodyBudget(o.BodyMemoryBytes, o.BodyWait),
 	}
-	s.GRPC = grpc.NewServer(append([]grpc.ServerOption{
+	s.unary = chainUnary([]grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(recoverOptions(o.Log)...),
+		m.UnaryServerInterceptor(),
+		o.Keys.UnaryInterceptor(o.Public),
+		logUnary(o.Log),
+	})
+	s.GRPC = &GRPCServer{Server: grpc.NewServer(append([]grpc.ServerOption{
 		grpc.StatsHandler(trace.ServerHandler()),
-		grpc.ChainUnaryInterceptor(
-			recovery.UnaryServerInterceptor(recoverOptions(o.Log)...),
-			m.UnaryServerInterceptor(),
-			o.Keys.UnaryInterceptor(o.Public),
-			logUnary(o.Log),
-		),
+		grpc.ChainUnaryInterceptor(s.unary),
 		grpc.ChainStreamInterceptor(
 			recovery.StreamServerInterceptor(recoverOptions(o.Log)...),
 			m.StreamServerInterceptor(),
 			o.Keys.StreamInterceptor(o.Public),
 		),
 		// A REST body under the cap may grow when the gateway re-encodes
-		// it (a JSON number becomes an 11-byte Value), so the loopback
-		// limit leaves room for that.
+		// it (a JSON number becomes an 11-byte Value), so the limit left
+		// room for that when REST calls came over loopback.
 		grpc.MaxRecvMsgSize(int(max(4<<20, 8*o.MaxBodyBytes))),
 		// Calls run on a pool of long-lived goroutines (one per core; a
 		// call that finds them all busy gets a goroutine of its own, as
@@ -169,7 +173,7 @@ func New(o Options) *Server {
 			Time:              time.Minute,
 			Timeout:           20 * time.Second,
 		}),
-	}, o.GRPCOptions...)...)
+	}, o.GRPCOptions...)...)}
 	healthpb.RegisterHealthServer(s.GRPC, s.health)
 	reflection.Register(s.GRPC)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -181,7 +185,7 @@ func New(o Options) *Server {
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
-	s.mux.Handle("/", s.guardREST(s.Gateway))
+	s.mux.Handle("/", s.guardREST(withPeer(s.Gateway)))
 	return s
 }
 
@@ -192,8 +196,9 @@ func (s *Server) Registry() *prometheus.Registry { return s.opts.Registry }
 // routes that read bodies (webhooks) share it.
 func (s *Server) Bodies() *BodyBudget { return s.bodies }
 
-// RegisterGateway adds REST handlers; they call the gRPC server over
-// loopback so authentication, metrics and logging apply to both the same way.
+// RegisterGateway adds REST handlers. Their unary calls run in process
+// through the gRPC server's own interceptor chain, so authentication,
+// metrics and logging apply to both the same way (see localConn).
 func (s *Server) RegisterGateway(r ...GatewayRegistrar) { s.regs = append(s.regs, r...) }
 
 // Handle adds an HTTP route beside the gateway (e.g. "POST /webhooks/{source}").
@@ -239,14 +244,17 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	// Only streams would use the loopback connection; it connects on
+	// its first call.
 	conn, err := grpc.NewClient(dialTarget(s.grpcLis.Addr()),
 		grpc.WithTransportCredentials(insecure.NewCredentials()), trace.ClientOption())
 	if err != nil {
 		return fmt.Errorf("gateway dial: %w", err)
 	}
 	s.conn = conn
+	local := newLocalConn(s.GRPC.services, s.unary, conn)
 	for _, r := range s.regs {
-		if err := r(ctx, s.Gateway, conn); err != nil {
+		if err := r(ctx, s.Gateway, local); err != nil {
 			return fmt.Errorf("gateway register: %w", err)
 		}
 	}

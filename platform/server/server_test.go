@@ -55,7 +55,7 @@ func start(t *testing.T, check func(context.Context) error) (*Server, func()) {
 		ReadyInterval: 50 * time.Millisecond,
 	})
 	jobsv1.RegisterTaskServiceServer(s.GRPC, tasks{})
-	s.RegisterGateway(jobsv1.RegisterTaskServiceHandler)
+	s.RegisterGateway(GatewayHandler(jobsv1.RegisterTaskServiceHandlerClient, jobsv1.NewTaskServiceClient))
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/attribute"
@@ -10,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/stats"
 )
 
@@ -94,7 +96,48 @@ func ServerHandler() stats.Handler {
 }
 
 // ClientOption makes a gRPC client (the REST gateway's loopback
-// connection) send the caller's trace context on.
+// connection, for streams) send the caller's trace context on.
 func ClientOption() grpc.DialOption {
 	return grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(Propagator)))
+}
+
+// CallSpans returns the function that starts the span of a gRPC call
+// served in this process without the network (the REST gateway's calls),
+// the span ServerHandler starts for one that came over it; end records
+// the call's code and ends the span.
+func CallSpans() func(ctx context.Context, fullMethod string) (_ context.Context, end func(grpccodes.Code)) {
+	tracer := Tracer() // once, as in Handler
+	return func(ctx context.Context, fullMethod string) (context.Context, func(grpccodes.Code)) {
+		name := strings.TrimPrefix(fullMethod, "/")
+		if !exported.Load() {
+			ctx, span := tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+			return ctx, func(grpccodes.Code) { span.End() }
+		}
+		service, method, _ := strings.Cut(name, "/")
+		ctx, span := tracer.Start(ctx, name,
+			trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(
+				attribute.String("rpc.system", "grpc"),
+				attribute.String("rpc.service", service),
+				attribute.String("rpc.method", method),
+			))
+		return ctx, func(code grpccodes.Code) {
+			span.SetAttributes(attribute.Int64("rpc.grpc.status_code", int64(code)))
+			if serverFault(code) {
+				span.SetStatus(codes.Error, code.String())
+			}
+			span.End()
+		}
+	}
+}
+
+// serverFault reports whether code is the server's fault, which marks a
+// server span as failed (as otelgrpc marks it).
+func serverFault(code grpccodes.Code) bool {
+	switch code {
+	case grpccodes.Unknown, grpccodes.DeadlineExceeded, grpccodes.Unimplemented,
+		grpccodes.Internal, grpccodes.Unavailable, grpccodes.DataLoss:
+		return true
+	}
+	return false
 }

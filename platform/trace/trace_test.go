@@ -7,13 +7,18 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	grpccodes "google.golang.org/grpc/codes"
 )
 
 const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -143,5 +148,40 @@ func BenchmarkStartConsume(b *testing.B) {
 			b.Fatal("no span")
 		}
 		end()
+	}
+}
+
+// A call served in process gets the server span a call over the network
+// gets from ServerHandler: a child of the caller's, named after the
+// method, with its code when spans are exported.
+func TestCallSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	defer otel.SetTracerProvider(prev)
+	defer exported.Store(exported.Load())
+
+	start := CallSpans()
+	ctx, parent := Tracer().Start(context.Background(), "POST")
+	for _, export := range []bool{false, true} {
+		exported.Store(export)
+		cctx, end := start(ctx, "/hookyard.jobs.v1.TaskService/GetTask")
+		if trace.SpanContextFromContext(cctx).SpanID() == parent.SpanContext().SpanID() {
+			t.Fatal("the call has no span of its own")
+		}
+		end(grpccodes.Internal)
+	}
+	parent.End()
+	spans := rec.Ended()
+	if len(spans) != 3 {
+		t.Fatalf("%d spans ended, want 3", len(spans))
+	}
+	for _, s := range spans[:2] {
+		if s.Name() != "hookyard.jobs.v1.TaskService/GetTask" || s.SpanKind() != trace.SpanKindServer || s.Parent().SpanID() != parent.SpanContext().SpanID() {
+			t.Errorf("call span %q kind %v parent %v", s.Name(), s.SpanKind(), s.Parent().SpanID())
+		}
+	}
+	if s := spans[1]; s.Status().Code != codes.Error || !slices.Contains(s.Attributes(), attribute.Int64("rpc.grpc.status_code", int64(grpccodes.Internal))) {
+		t.Errorf("exported call span: status %v attributes %v", s.Status(), s.Attributes())
 	}
 }

@@ -148,7 +148,7 @@ func New(c Config, d Deps) (*Cache, error) {
 // Register adds the cache service to srv, on gRPC and on the REST gateway.
 func (c *Cache) Register(srv *server.Server) {
 	cachev1.RegisterCacheServiceServer(srv.GRPC, c.API)
-	srv.RegisterGateway(cachev1.RegisterCacheServiceHandler)
+	srv.RegisterGateway(server.GatewayHandler(cachev1.RegisterCacheServiceHandlerClient, cachev1.NewCacheServiceClient))
 }
 
 // RunEvents consumes events for invalidation until ctx ends.

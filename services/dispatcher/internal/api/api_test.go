@@ -60,6 +60,13 @@ type tenant struct{ name, key string }
 func start(t *testing.T) *env {
 	t.Helper()
 	t.Parallel()
+	return startTB(t)
+}
+
+// startTB is start for a test or a benchmark (which may not run in
+// parallel).
+func startTB(t testing.TB) *env {
+	t.Helper()
 	id := testenv.ID()
 	e := &env{id: id, acme: tenant{"acme-" + id, "acme-key-" + id}, globex: tenant{"globex-" + id, "globex-key-" + id}}
 

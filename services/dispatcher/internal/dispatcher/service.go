@@ -249,7 +249,7 @@ func (d *Dispatcher) Register(srv *server.Server) {
 	dispatcherv1.RegisterQueueServiceServer(srv.GRPC, d.Queues)
 	// gRPC only, authenticated with the service key (see Public).
 	dispatcherv1.RegisterCallbackServiceServer(srv.GRPC, d.Callbacks)
-	srv.RegisterGateway(dispatcherv1.RegisterEndpointServiceHandler, dispatcherv1.RegisterMessageServiceHandler, dispatcherv1.RegisterQueueServiceHandler)
+	srv.RegisterGateway(server.GatewayHandler(dispatcherv1.RegisterEndpointServiceHandlerClient, dispatcherv1.NewEndpointServiceClient), server.GatewayHandler(dispatcherv1.RegisterMessageServiceHandlerClient, dispatcherv1.NewMessageServiceClient), server.GatewayHandler(dispatcherv1.RegisterQueueServiceHandlerClient, dispatcherv1.NewQueueServiceClient))
 }
 
 // RunFanout consumes events until ctx ends.

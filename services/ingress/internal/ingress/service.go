@@ -132,7 +132,7 @@ func (i *Ingress) webhookRoutes(handle func(pattern string, h http.Handler)) {
 func (i *Ingress) Register(srv *server.Server) {
 	ingressv1.RegisterSourceServiceServer(srv.GRPC, i.SourceAPI)
 	ingressv1.RegisterEventServiceServer(srv.GRPC, i.EventAPI)
-	srv.RegisterGateway(ingressv1.RegisterSourceServiceHandler, ingressv1.RegisterEventServiceHandler)
+	srv.RegisterGateway(server.GatewayHandler(ingressv1.RegisterSourceServiceHandlerClient, ingressv1.NewSourceServiceClient), server.GatewayHandler(ingressv1.RegisterEventServiceHandlerClient, ingressv1.NewEventServiceClient))
 	i.webhookRoutes(srv.Handle)
 }
 

@@ -191,11 +191,11 @@ func (j *Jobs) Register(srv *server.Server) {
 	jobsv1.RegisterTriggerServiceServer(srv.GRPC, j.Triggers)
 	jobsv1.RegisterCanvasServiceServer(srv.GRPC, j.Canvas)
 	srv.RegisterGateway(
-		jobsv1.RegisterTaskServiceHandler,
-		jobsv1.RegisterScheduleServiceHandler,
-		jobsv1.RegisterQueueServiceHandler,
-		jobsv1.RegisterTriggerServiceHandler,
-		jobsv1.RegisterCanvasServiceHandler,
+		server.GatewayHandler(jobsv1.RegisterTaskServiceHandlerClient, jobsv1.NewTaskServiceClient),
+		server.GatewayHandler(jobsv1.RegisterScheduleServiceHandlerClient, jobsv1.NewScheduleServiceClient),
+		server.GatewayHandler(jobsv1.RegisterQueueServiceHandlerClient, jobsv1.NewQueueServiceClient),
+		server.GatewayHandler(jobsv1.RegisterTriggerServiceHandlerClient, jobsv1.NewTriggerServiceClient),
+		server.GatewayHandler(jobsv1.RegisterCanvasServiceHandlerClient, jobsv1.NewCanvasServiceClient),
 	)
 }
 
