@@ -188,16 +188,23 @@ end
 return {0, 0}
 `)
 
-// finishScript releases the lease and lock of an attempt, records the
-// attempts made (ARGV[6], unless empty) and, if it delivered, sets the
-// delivered marker. With ARGV[4] = '1' the attempt
-// never started (its breaker refused it): its token goes back to the
-// bucket of rate ARGV[5].
+// finishScript releases the lease and lock of an attempt and, if it
+// delivered, sets the delivered marker; otherwise it records the attempts
+// made (ARGV[6], unless empty). A delivered message keeps no count: the
+// marker, checked first, refuses every later copy on its own, so the
+// count would only hold a key per delivery for the retention period; the
+// count earlier failures left (ARGV[6] > 1) goes. With ARGV[4] = '1' the
+// attempt never started (its breaker refused it): its token goes back to
+// the bucket of rate ARGV[5].
 var finishScript = redisbatch.NewScript(`
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-if ARGV[2] == '1' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[3]) end
-if ARGV[6] ~= '' then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[3]) end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
+  if ARGV[6] ~= '' and tonumber(ARGV[6]) > 1 then redis.call('DEL', KEYS[6]) end
+elseif ARGV[6] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[3])
+end
 local rate = tonumber(ARGV[5])
 if ARGV[4] == '1' and rate > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
   local t = tonumber(redis.call('HGET', KEYS[4], 't')) or rate

@@ -402,3 +402,41 @@ func TestAdmitLoadsALostScript(t *testing.T) {
 		t.Fatal("the NOSCRIPT answer was not injected")
 	}
 }
+
+// TestDeliveredKeepsNoAttemptCount: once delivered, the delivered marker
+// alone refuses every later copy (it is checked before the count), so the
+// attempt count is not kept for the retention period beside it: one key
+// fewer per delivered message, and a retried delivery drops the count its
+// failures left.
+func TestDeliveredKeepsNoAttemptCount(t *testing.T) {
+	t.Parallel()
+	a, b := replicas(t)
+	ctx := context.Background()
+	ep := uuid.NewString()
+	count := func(msg string) int64 { return a.rdb.Exists(ctx, a.keys(ep, msg)[5]).Val() }
+
+	first := attempt(ep, "m1", 10, 0, time.Minute)
+	admitOK(t, a, first, Go)
+	finish(t, a, first, true)
+	if n := count("m1"); n != 0 {
+		t.Fatalf("attempt count kept after a delivered first attempt (%d key)", n)
+	}
+	admitOK(t, b, attempt(ep, "m1", 10, 0, time.Minute), Done)
+
+	failed := attempt(ep, "m2", 10, 0, time.Minute)
+	admitOK(t, a, failed, Go)
+	finish(t, a, failed, false)
+	if n := count("m2"); n != 1 {
+		t.Fatalf("no attempt count after a failed attempt (%d keys)", n)
+	}
+	retry := attempt(ep, "m2", 10, 0, time.Minute)
+	retry.Attempts = 1
+	admitOK(t, b, retry, Go)
+	finish(t, b, retry, true)
+	if n := count("m2"); n != 0 {
+		t.Fatalf("attempt count kept after a retry delivered (%d key)", n)
+	}
+	// The copy that has seen no attempt is refused as delivered, not
+	// taken for a fresh task.
+	admitOK(t, a, attempt(ep, "m2", 10, 0, time.Minute), Done)
+}
