@@ -290,7 +290,7 @@ func (rep Report) printPaced(w io.Writer) {
 	if len(rep.PacedFloors) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\npaced phases beside the floors at the same offered rate (publish to arrival; confirm: the publisher's wait for the broker's confirm, for POST /v1/messages request start to 202; consume: publish to the floor consumer's receipt, not measured for the dispatcher):")
+	fmt.Fprintln(w, "\npaced phases beside the floors at the same offered rate (publish to arrival; confirm: the publisher's wait for the broker's confirm, for POST /v1/messages request start to 202; consume: publish to the consumer's receipt, for the dispatcher estimated from its event-lag histogram by interpolating within buckets):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\toffered/s\tp50\tp99\tmax\tconfirm mean\tconfirm p99\tconsume p50\tconsume p99\tdispatcher p99 / floor p99\t")
 	row := func(p Result, vs string) {

@@ -146,6 +146,12 @@ func (f *Fanout) Handle(ctx context.Context, d amqp.Delivery) {
 		_ = d.Ack(false)
 		return
 	}
+	if t := ev.GetTime(); t != nil {
+		// A clock behind the sender's would give a negative age: no figure.
+		if lag := time.Since(t.AsTime()); lag >= 0 {
+			f.metrics.EventLag.Observe(lag.Seconds())
+		}
+	}
 	key := m.RoutingKey
 	n, err := f.dispatch(ctx, ev.GetTenant(), m, nil, f.First != nil && f.FirstAttemptBudget > 0, true)
 	if err == nil {

@@ -28,7 +28,15 @@ type Metrics struct {
 	// RedisRoundTrips counts commands and pipelines sent to Redis (see
 	// CountRoundTrips).
 	RedisRoundTrips prometheus.Counter
+	// EventLag is how old an event is when its fan-out starts: the time
+	// it spent in the broker (and in earlier tries), which a queue depth
+	// does not show when the queue drains as fast as it fills.
+	EventLag prometheus.Histogram
 }
+
+// EventLagBuckets reach from the broker's sub-millisecond hand-off to a
+// backlog of half an hour.
+var EventLagBuckets = []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800}
 
 // New registers the series on reg (nil: a private registry).
 func New(reg prometheus.Registerer) *Metrics {
@@ -81,8 +89,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "hookyard_dispatcher_redis_round_trips_total",
 			Help: "Round trips to Redis: single commands and pipelines (each pipeline or transaction is one).",
 		}),
+		EventLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "hookyard_dispatcher_event_lag_seconds",
+			Help:    "Age of an event when its fan-out starts: from its CloudEvent time (its receipt by ingress or POST /v1/messages) to its consumption by the dispatcher.",
+			Buckets: EventLagBuckets,
+		}),
 	}
-	reg.MustRegister(m.RedisRoundTrips)
+	reg.MustRegister(m.RedisRoundTrips, m.EventLag)
 	reg.MustRegister(m.Deliveries, m.Latency, m.InFlight, m.Retries, m.Deferrals, m.DeadLetter, m.Disabled, m.Breaker, m.Published, m.FirstAttempts)
 	return m
 }
