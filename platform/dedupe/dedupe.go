@@ -66,6 +66,9 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	return &Store{rdb: rdb, prefix: prefix, ClaimTTL: 30 * time.Second, batch: &batcher{rdb: rdb}}
 }
 
+// Redis is the client s uses.
+func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
 // run runs a script, in a round trip shared with concurrent callers.
 func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
 	if s.batch == nil {
@@ -197,10 +200,40 @@ type Binding struct {
 // ErrBound means a Binding of Do found its key bound to another value.
 var ErrBound = errors.New("dedupe: key bound to another value")
 
-// claimAndBind claims key and makes binds in one round trip. If a bind is
-// refused or fails, a claim it made is given back and the error returned.
-func (s *Store) claimAndBind(ctx context.Context, key string, binds []Binding) (State, Claim, error) {
-	if len(binds) == 0 || s.batch == nil {
+// Check is a read Do makes in the claim's round trip, for a condition
+// the work depends on: Allow gets the value of Key (found false: no such
+// key) and returns nil to let the work go ahead, or the error Do returns
+// without running fn. It saves the caller a round trip of its own before
+// the claim (the publisher's check of a source's owner).
+type Check struct {
+	Key   string
+	Allow func(value string, found bool) error
+}
+
+var readScript = redis.NewScript(`return redis.call('GET', KEYS[1])`)
+
+// checkResult is Allow's verdict on a read, or the read's error.
+func checkResult(c Check, cmd *redis.Cmd) error {
+	v, err := cmd.Text()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return c.Allow("", false)
+	case err != nil:
+		return fmt.Errorf("%w: read %s: %w", ErrStore, c.Key, err)
+	}
+	return c.Allow(v, true)
+}
+
+// claimAndBind reads checks, claims key and makes binds in one round
+// trip. If a check or a bind refuses or fails, a claim it made is given
+// back and the error returned; a check's error comes first.
+func (s *Store) claimAndBind(ctx context.Context, key string, checks []Check, binds []Binding) (State, Claim, error) {
+	if (len(binds) == 0 && len(checks) == 0) || s.batch == nil {
+		for _, c := range checks {
+			if err := checkResult(c, readScript.Run(ctx, s.rdb, []string{c.Key})); err != nil {
+				return 0, Claim{}, err
+			}
+		}
 		for _, b := range binds {
 			ok, err := s.Bind(ctx, b.Key, b.Value, b.TTL)
 			if err != nil {
@@ -220,15 +253,26 @@ func (s *Store) claimAndBind(ctx context.Context, key string, binds []Binding) (
 	if err != nil {
 		return 0, Claim{}, fmt.Errorf("%w: %w", ErrStore, err)
 	}
-	calls := make([]*call, 0, len(binds)+1)
+	calls := make([]*call, 0, len(checks)+len(binds)+1)
+	for _, c := range checks {
+		calls = append(calls, &call{script: readScript, keys: []string{c.Key}})
+	}
 	for _, b := range binds {
 		calls = append(calls, &call{script: bindScript, keys: []string{b.Key}, args: []any{b.Value, max(b.TTL.Milliseconds(), 1)}})
 	}
 	calls = append(calls, &call{script: claimScript, keys: []string{key}, args: []any{token, s.ClaimTTL.Milliseconds()}})
 	cmds := s.batch.runAll(ctx, calls...)
-	state, claim, cerr := claimResult(key, token, cmds[len(binds)])
+	state, claim, cerr := claimResult(key, token, cmds[len(cmds)-1])
 	var berr error
-	for _, cmd := range cmds[:len(binds)] {
+	for i, c := range checks {
+		if berr = checkResult(c, cmds[i]); berr != nil {
+			break
+		}
+	}
+	for _, cmd := range cmds[len(checks) : len(cmds)-1] {
+		if berr != nil {
+			break
+		}
 		ok, err := bindResult(cmd)
 		if err != nil {
 			berr = fmt.Errorf("%w: %w", ErrStore, err)
@@ -280,7 +324,14 @@ func (s *Store) releaseAsync(key string, c Claim) {
 //
 // fn's error is returned as is; Redis failures before fn ran wrap ErrStore.
 func (s *Store) Do(ctx context.Context, key string, ttl time.Duration, fn func(context.Context) error, binds ...Binding) (State, error) {
-	state, claim, err := s.claimAndBind(ctx, key, binds)
+	return s.DoChecked(ctx, key, ttl, nil, fn, binds...)
+}
+
+// DoChecked is Do that first reads checks in the claim's round trip: if
+// one's Allow refuses, DoChecked returns its error without running fn,
+// whatever the claim found (a claim it made is given back).
+func (s *Store) DoChecked(ctx context.Context, key string, ttl time.Duration, checks []Check, fn func(context.Context) error, binds ...Binding) (State, error) {
+	state, claim, err := s.claimAndBind(ctx, key, checks, binds)
 	if err != nil {
 		return 0, err
 	}

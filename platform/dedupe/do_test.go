@@ -57,6 +57,67 @@ func TestDoRefusedBindingReleasesTheClaim(t *testing.T) {
 	}
 }
 
+// DoChecked reads its checks in the claim's round trip; Allow sees the
+// value or its absence, a refusal wins over what the claim found (even a
+// Done), fn does not run and a claim made is given back.
+func TestDoCheckedReadsInTheClaimRoundTrip(t *testing.T) {
+	base, rdb := testStore(t)
+	s, _, rt := proxiedStore(t, base)
+	ctx := context.Background()
+	owner := s.Key("owner")
+	if err := rdb.Set(ctx, owner, "acme", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Claim(ctx, s.Key("warm")); err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("not yours")
+	allowOwner := func(tenant string) Check {
+		return Check{Key: owner, Allow: func(v string, found bool) error {
+			if !found || v != tenant {
+				return refused
+			}
+			return nil
+		}}
+	}
+	start := rt.N()
+	var before int64
+	k := s.Key("evt", "1")
+	st, err := s.DoChecked(ctx, k, time.Hour, []Check{allowOwner("acme")}, func(context.Context) error {
+		before = rt.N() - start
+		return nil
+	})
+	if err != nil || st != Claimed || before != 1 {
+		t.Fatalf("DoChecked: %v %v after %d round trips, want Claimed after 1", st, err, before)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Refused, although the id is done: the check's answer comes first.
+	ran := false
+	if _, err := s.DoChecked(ctx, k, time.Hour, []Check{allowOwner("globex")}, func(context.Context) error { ran = true; return nil }); !errors.Is(err, refused) || ran {
+		t.Fatalf("refused check on a done id: %v (fn ran: %v), want the refusal", err, ran)
+	}
+	// A refusal gives back the claim it made.
+	k2 := s.Key("evt", "2")
+	if _, err := s.DoChecked(ctx, k2, time.Hour, []Check{allowOwner("globex")}, func(context.Context) error { ran = true; return nil }); !errors.Is(err, refused) || ran {
+		t.Fatalf("refused check: %v (fn ran: %v)", err, ran)
+	}
+	if st, _, err := s.Claim(ctx, k2); err != nil || st != Claimed {
+		t.Fatalf("claim after the refused DoChecked: %v %v, want Claimed (released)", st, err)
+	}
+	// An absent key is found false.
+	absent := Check{Key: s.Key("none"), Allow: func(v string, found bool) error {
+		if found {
+			return fmt.Errorf("found %q", v)
+		}
+		return nil
+	}}
+	if st, err := s.DoChecked(ctx, s.Key("evt", "3"), time.Hour, []Check{absent}, func(context.Context) error { return nil }); err != nil || st != Claimed {
+		t.Fatalf("check of an absent key: %v %v", st, err)
+	}
+}
+
 // Do returns once fn succeeded, without waiting for Redis to remember the
 // key: a frozen Redis connection does not hold the caller.
 func TestDoDoesNotWaitForTheConfirm(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"slices"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hookyard/hookyard/platform/dedupe"
 )
 
 // Source names with a fixed meaning on the bus.
@@ -62,17 +64,22 @@ func SourceKey(prefix, name string) string { return prefix + ":source:" + name }
 // Owner returns the tenant owning the webhook source name, or "" if there
 // is none.
 func (o *Owners) Owner(ctx context.Context, name string) (string, error) {
-	b, err := o.rdb.Get(ctx, SourceKey(o.prefix, name)).Bytes()
+	b, err := o.rdb.Get(ctx, SourceKey(o.prefix, name)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("%w: read source owner: %w", ErrUnavailable, err)
 	}
+	return ownerOf(name, b)
+}
+
+// ownerOf reads the tenant of the source record b of name.
+func ownerOf(name, b string) (string, error) {
 	var rec struct {
 		Tenant string `json:"tenant"`
 	}
-	if err := json.Unmarshal(b, &rec); err != nil || rec.Tenant == "" {
+	if err := json.Unmarshal([]byte(b), &rec); err != nil || rec.Tenant == "" {
 		// A record we cannot read may belong to anyone: refuse rather
 		// than let the name be forged.
 		return "", fmt.Errorf("%w: source %q has an unreadable record", ErrSourceNotAllowed, name)
@@ -86,19 +93,43 @@ func (o *Owners) Owner(ctx context.Context, name string) (string, error) {
 // A nil Owners allows only names that need no lookup to be refused (it
 // still refuses OperationalSource and provider names).
 func (o *Owners) CheckSource(ctx context.Context, tenant, source string) error {
-	if source == OperationalSource {
-		return fmt.Errorf("%w: source %q is reserved for events Hookyard publishes", ErrSourceNotAllowed, source)
+	check, err := o.sourceCheck(tenant, source)
+	if err != nil || check == nil {
+		return err
 	}
-	if source == DefaultSource {
-		return nil
+	owner, err := o.Owner(ctx, source)
+	if err != nil {
+		return err
 	}
-	owner := ""
-	if o != nil {
-		var err error
-		if owner, err = o.Owner(ctx, source); err != nil {
-			return err
+	return allowed(tenant, source, owner)
+}
+
+// sourceCheck is CheckSource as a read to make in the round trip of an
+// id's claim: nil when the answer needs no lookup (then err is it).
+func (o *Owners) sourceCheck(tenant, source string) (*dedupe.Check, error) {
+	switch {
+	case source == OperationalSource:
+		return nil, fmt.Errorf("%w: source %q is reserved for events Hookyard publishes", ErrSourceNotAllowed, source)
+	case source == DefaultSource:
+		return nil, nil
+	case o == nil:
+		return nil, allowed(tenant, source, "")
+	}
+	return &dedupe.Check{Key: SourceKey(o.prefix, source), Allow: func(record string, found bool) error {
+		owner := ""
+		if found {
+			var err error
+			if owner, err = ownerOf(source, record); err != nil {
+				return err
+			}
 		}
-	}
+		return allowed(tenant, source, owner)
+	}}, nil
+}
+
+// allowed is CheckSource's answer once the source's owner is known ("":
+// none).
+func allowed(tenant, source, owner string) error {
 	switch {
 	case owner == tenant:
 		return nil

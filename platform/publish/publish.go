@@ -175,12 +175,18 @@ func Prepare(ev Event) (Prepared, error) {
 // in the round trip that claims the id (dedupe.Store.Do); a refused one
 // fails the publish with dedupe.ErrBound before anything is sent.
 func (p *Publisher) PublishPrepared(ctx context.Context, m Prepared, binds ...dedupe.Binding) (Result, error) {
+	return p.publish(ctx, m, nil, binds...)
+}
+
+// publish is PublishPrepared that also reads checks in the claim's round
+// trip (dedupe.Store.DoChecked).
+func (p *Publisher) publish(ctx context.Context, m Prepared, checks []dedupe.Check, binds ...dedupe.Binding) (Result, error) {
 	ev, key, msg := m.ev, m.key, m.msg
 	if key == "" {
 		return Result{}, fmt.Errorf("%w: event not prepared", ErrInvalid)
 	}
 	remember := max(p.cfg.Remember, ev.Remember)
-	state, err := p.ids.Do(ctx, IDKey(p.ids, ev.Tenant, ev.Source, ev.ID), remember, func(ctx context.Context) error {
+	state, err := p.ids.DoChecked(ctx, IDKey(p.ids, ev.Tenant, ev.Source, ev.ID), remember, checks, func(ctx context.Context) error {
 		return p.confirm(ctx, key, msg)
 	}, binds...)
 	switch {
@@ -203,10 +209,22 @@ func (p *Publisher) PublishInternal(ctx context.Context, ev Event) (Result, erro
 	if err != nil {
 		return Result{}, err
 	}
-	if err := p.owners.CheckSource(ctx, ev.Tenant, ev.Source); err != nil {
+	if p.owners != nil && p.owners.rdb != p.ids.Redis() {
+		// The owner lives in another Redis: a round trip of its own.
+		if err := p.owners.CheckSource(ctx, ev.Tenant, ev.Source); err != nil {
+			return Result{}, err
+		}
+		return p.PublishPrepared(ctx, m)
+	}
+	check, err := p.owners.sourceCheck(ev.Tenant, ev.Source)
+	if err != nil {
 		return Result{}, err
 	}
-	return p.PublishPrepared(ctx, m)
+	if check == nil {
+		return p.PublishPrepared(ctx, m)
+	}
+	// The owner is read in the round trip of the id's claim.
+	return p.publish(ctx, m, []dedupe.Check{*check})
 }
 
 // Emit publishes an event that needs no dedupe because its id is fresh (an

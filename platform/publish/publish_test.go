@@ -181,3 +181,115 @@ func TestCheckSource(t *testing.T) {
 		}
 	}
 }
+
+// roundTrips records the keys each round trip to Redis names.
+type roundTrips struct {
+	mu    sync.Mutex
+	trips [][]string
+}
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.record([]redis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.record(cmds)
+		return next(ctx, cmds)
+	}
+}
+
+func (r *roundTrips) record(cmds []redis.Cmder) {
+	var args []string
+	for _, c := range cmds {
+		for _, a := range c.Args() {
+			if s, ok := a.(string); ok {
+				args = append(args, s)
+			}
+		}
+	}
+	r.mu.Lock()
+	r.trips = append(r.trips, args)
+	r.mu.Unlock()
+}
+
+// tripWith returns the index of the first round trip naming key, or -1.
+func (r *roundTrips) tripWith(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, args := range r.trips {
+		for _, a := range args {
+			if a == key {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// TestPublishInternalReadsTheOwnerWithTheClaim: the source's owner is read
+// in the round trip that claims the event id, not in one of its own
+// before it (one Redis round trip fewer per POST /v1/events and
+// SendMessage), and the answers are CheckSource's.
+func TestPublishInternalReadsTheOwnerWithTheClaim(t *testing.T) {
+	rdb, prefix := testRedis(t)
+	trips := &roundTrips{}
+	rdb.AddHook(trips)
+	ctx := context.Background()
+	rdb.Set(ctx, SourceKey(prefix, "shop"), `{"tenant":"globex","source":{}}`, 0)
+	rdb.Set(ctx, SourceKey(prefix, "stripe"), `{"tenant":"acme","source":{}}`, 0)
+	rdb.Set(ctx, SourceKey(prefix, "broken"), `not json`, 0)
+	rec := &recorder{}
+	ids := dedupe.New(rdb, prefix+":ids")
+	p := New(rec, ids, NewOwners(rdb, prefix), Config{})
+
+	ev := Event{Tenant: "acme", Source: "orders", ID: "e1", Type: "order.created", Body: []byte("{}")}
+	if _, err := p.PublishInternal(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	owner, claim := trips.tripWith(SourceKey(prefix, "orders")), trips.tripWith(IDKey(ids, "acme", "orders", "e1"))
+	if owner < 0 || claim < 0 || owner != claim {
+		t.Fatalf("owner read in round trip %d, id claimed in round trip %d; want one round trip for both", owner, claim)
+	}
+
+	for i, c := range []struct {
+		tenant, source string
+		ok             bool
+	}{
+		{"acme", "app", true},
+		{"acme", "orders", true},
+		{"acme", "hookyard", false},
+		{"acme", "shop", false},
+		{"globex", "shop", true},
+		{"acme", "stripe", true},
+		{"globex", "stripe", false},
+		{"globex", "github", false},
+		{"acme", "broken", false},
+	} {
+		ev := Event{Tenant: c.tenant, Source: c.source, ID: fmt.Sprintf("c%d", i), Type: "x.y", Body: []byte("{}")}
+		_, err := p.PublishInternal(ctx, ev)
+		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrSourceNotAllowed)) {
+			t.Errorf("%s as %q: %v", c.tenant, c.source, err)
+		}
+		if err != nil {
+			// A refused event leaves its id free: nothing was published.
+			if n, _ := rdb.Exists(ctx, IDKey(ids, c.tenant, c.source, ev.ID)).Result(); n != 0 {
+				// The claim is given back after the answer; wait for it.
+				if err := ids.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if n, _ := rdb.Exists(ctx, IDKey(ids, c.tenant, c.source, ev.ID)).Result(); n != 0 {
+					t.Errorf("%s as %q: refused, but its id stays claimed", c.tenant, c.source)
+				}
+			}
+		}
+	}
+	if len(rec.keys) != 5 {
+		t.Fatalf("%d events published, want 5 (the first and the four allowed)", len(rec.keys))
+	}
+}
