@@ -5,6 +5,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -80,7 +81,10 @@ func (c *Config) Declare(ch *amqp.Channel) error {
 
 // Deps are the shared connections.
 type Deps struct {
-	Rabbit     *rabbit.Conn
+	Rabbit *rabbit.Conn
+	// Publish is the publishers' connection (app.Runtime.Publish); nil:
+	// Rabbit's.
+	Publish    *rabbit.Conn
 	Redis      redis.UniversalClient
 	Log        *slog.Logger
 	Registry   prometheus.Registerer
@@ -121,7 +125,7 @@ func New(c Config, d Deps) (*Cache, error) {
 	es := entries.New(d.Redis, c.KeyPrefix)
 	es.Channel = c.KeyPrefix + ":near"
 	nc := near.New(d.Redis, es.Channel, d.Log)
-	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
+	pub := rabbit.NewPublisher(cmp.Or(d.Publish, d.Rabbit), rabbit.PublisherConfig{})
 	reader := fill.NewReader(es, oc, m, d.Log)
 	reader.Near = nc
 	wq := writebehind.New(c.WritesQueue())
@@ -178,7 +182,7 @@ func Service() app.Service {
 		Flags:    c.Register,
 		Topology: []func(*amqp.Channel) error{func(ch *amqp.Channel) error { return c.Declare(ch) }},
 		Build: func(_ context.Context, rt *app.Runtime) error {
-			cc, err := New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
+			cc, err := New(c, Deps{Rabbit: rt.Rabbit, Publish: rt.Publish(), Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
 			if err != nil {
 				return err
 			}
