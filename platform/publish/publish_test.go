@@ -154,6 +154,24 @@ func TestPublishDedupe(t *testing.T) {
 	}
 }
 
+// sourceCases are who may publish under which source, given the records
+// the tests store: "shop" is globex's webhook source, "stripe" acme's,
+// "broken" an unreadable record.
+var sourceCases = []struct {
+	tenant, source string
+	ok             bool
+}{
+	{"acme", "app", true},
+	{"acme", "orders", true},
+	{"acme", "hookyard", false},
+	{"acme", "shop", false},
+	{"globex", "shop", true},
+	{"acme", "stripe", true},
+	{"globex", "stripe", false},
+	{"globex", "github", false},
+	{"acme", "broken", false},
+}
+
 func TestCheckSource(t *testing.T) {
 	rdb, prefix := testRedis(t)
 	o := NewOwners(rdb, prefix)
@@ -161,20 +179,7 @@ func TestCheckSource(t *testing.T) {
 	rdb.Set(ctx, SourceKey(prefix, "shop"), `{"tenant":"globex","source":{}}`, 0)
 	rdb.Set(ctx, SourceKey(prefix, "stripe"), `{"tenant":"acme","source":{}}`, 0)
 	rdb.Set(ctx, SourceKey(prefix, "broken"), `not json`, 0)
-	for _, c := range []struct {
-		tenant, source string
-		ok             bool
-	}{
-		{"acme", "app", true},
-		{"acme", "orders", true},
-		{"acme", "hookyard", false},
-		{"acme", "shop", false},
-		{"globex", "shop", true},
-		{"acme", "stripe", true},
-		{"globex", "stripe", false},
-		{"globex", "github", false},
-		{"acme", "broken", false},
-	} {
+	for _, c := range sourceCases {
 		err := o.CheckSource(ctx, c.tenant, c.source)
 		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrSourceNotAllowed)) {
 			t.Errorf("%s as %q: %v", c.tenant, c.source, err)
@@ -257,20 +262,7 @@ func TestPublishInternalReadsTheOwnerWithTheClaim(t *testing.T) {
 		t.Fatalf("owner read in round trip %d, id claimed in round trip %d; want one round trip for both", owner, claim)
 	}
 
-	for i, c := range []struct {
-		tenant, source string
-		ok             bool
-	}{
-		{"acme", "app", true},
-		{"acme", "orders", true},
-		{"acme", "hookyard", false},
-		{"acme", "shop", false},
-		{"globex", "shop", true},
-		{"acme", "stripe", true},
-		{"globex", "stripe", false},
-		{"globex", "github", false},
-		{"acme", "broken", false},
-	} {
+	for i, c := range sourceCases {
 		ev := Event{Tenant: c.tenant, Source: c.source, ID: fmt.Sprintf("c%d", i), Type: "x.y", Body: []byte("{}")}
 		_, err := p.PublishInternal(ctx, ev)
 		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrSourceNotAllowed)) {
