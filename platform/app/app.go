@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,15 +46,12 @@ type Service struct {
 // Runtime is what a service's Build receives: the shared connections and the
 // server to register on.
 type Runtime struct {
-	Config config.Common
-	Log    *slog.Logger
-	Server *server.Server
-	// Rabbit is the connection for consumers; publishers take Publish's.
+	Config   config.Common
+	Log      *slog.Logger
+	Server   *server.Server
 	Rabbit   *rabbit.Conn
 	Redis    redis.UniversalClient
 	Registry *prometheus.Registry
-
-	publish func() *rabbit.Conn
 
 	workers     []worker
 	closers     []func() error
@@ -67,14 +62,6 @@ type worker struct {
 	name string
 	fn   func(context.Context) error
 }
-
-// Publish returns the connection for the service's publishers: a second
-// connection to the broker, dialled on first use. RabbitMQ blocks a
-// connection that publishes while a memory or disk alarm is on; consumers
-// sharing it could not ack either, and the queues whose acks would free
-// the memory could not drain. A service that only publishes may use
-// Rabbit alone.
-func (rt *Runtime) Publish() *rabbit.Conn { return rt.publish() }
 
 // Go adds a background worker (a consumer, a scheduler). It runs until the
 // service shuts down; when its context ends it must stop taking new work,
@@ -178,27 +165,11 @@ func Run(ctx context.Context, s Service, args []string) error {
 	// while they drain after the signal.
 	connCtx, closeConn := context.WithCancel(context.Background())
 	defer closeConn()
-	setup := rabbit.DeclareFunc(append([]func(*amqp.Channel) error{rabbit.DeclareTopology}, s.Topology...)...)
-	rmq := rabbit.DialConfig(connCtx, cfg.AMQPURL, rabbit.Config{Logger: log, Name: s.Name, Setup: setup})
-	var (
-		pubOnce sync.Once
-		pubConn atomic.Pointer[rabbit.Conn]
-	)
-	publishConn := func() *rabbit.Conn {
-		pubOnce.Do(func() {
-			pubConn.Store(rabbit.DialConfig(connCtx, cfg.AMQPURL, rabbit.Config{Logger: log, Name: s.Name + "-publish", Setup: setup}))
-		})
-		return pubConn.Load()
-	}
-	checkRabbit := func(ctx context.Context) error {
-		if err := rmq.Check(ctx); err != nil {
-			return err
-		}
-		if p := pubConn.Load(); p != nil {
-			return p.Check(ctx)
-		}
-		return nil
-	}
+	rmq := rabbit.DialConfig(connCtx, cfg.AMQPURL, rabbit.Config{
+		Logger: log,
+		Name:   s.Name,
+		Setup:  rabbit.DeclareFunc(append([]func(*amqp.Channel) error{rabbit.DeclareTopology}, s.Topology...)...),
+	})
 
 	reg := prometheus.NewRegistry()
 	srv := server.New(server.Options{
@@ -213,19 +184,16 @@ func Run(ctx context.Context, s Service, args []string) error {
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		BodyMemoryBytes: cfg.BodyMemoryBytes,
 		Checks: []server.Check{
-			{Name: "rabbitmq", Fn: checkRabbit},
+			{Name: "rabbitmq", Fn: rmq.Check},
 			{Name: "redis", Fn: func(ctx context.Context) error { return redisconn.Check(ctx, rdb) }},
 		},
 	})
-	rt := &Runtime{Config: cfg, Log: log, Server: srv, Rabbit: rmq, Redis: rdb, Registry: reg, publish: publishConn}
+	rt := &Runtime{Config: cfg, Log: log, Server: srv, Rabbit: rmq, Redis: rdb, Registry: reg}
 	defer func() {
 		for i := len(rt.closers) - 1; i >= 0; i-- {
 			if err := rt.closers[i](); err != nil {
 				log.Warn("close", "err", err)
 			}
-		}
-		if p := pubConn.Load(); p != nil {
-			p.Close()
 		}
 		rmq.Close()
 		rdb.Close()

@@ -5,7 +5,6 @@
 package cache
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -81,10 +80,7 @@ func (c *Config) Declare(ch *amqp.Channel) error {
 
 // Deps are the shared connections.
 type Deps struct {
-	Rabbit *rabbit.Conn
-	// Publish is the publishers' connection (app.Runtime.Publish); nil:
-	// Rabbit's.
-	Publish    *rabbit.Conn
+	Rabbit     *rabbit.Conn
 	Redis      redis.UniversalClient
 	Log        *slog.Logger
 	Registry   prometheus.Registerer
@@ -125,7 +121,7 @@ func New(c Config, d Deps) (*Cache, error) {
 	es := entries.New(d.Redis, c.KeyPrefix)
 	es.Channel = c.KeyPrefix + ":near"
 	nc := near.New(d.Redis, es.Channel, d.Log)
-	pub := rabbit.NewPublisher(cmp.Or(d.Publish, d.Rabbit), rabbit.PublisherConfig{})
+	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
 	reader := fill.NewReader(es, oc, m, d.Log)
 	reader.Near = nc
 	wq := writebehind.New(c.WritesQueue())
@@ -182,7 +178,7 @@ func Service() app.Service {
 		Flags:    c.Register,
 		Topology: []func(*amqp.Channel) error{func(ch *amqp.Channel) error { return c.Declare(ch) }},
 		Build: func(_ context.Context, rt *app.Runtime) error {
-			cc, err := New(c, Deps{Rabbit: rt.Rabbit, Publish: rt.Publish(), Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
+			cc, err := New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
 			if err != nil {
 				return err
 			}

@@ -4,7 +4,6 @@
 package dispatcher
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,10 +121,7 @@ func (c *Config) Queues() task.Queues {
 
 // Deps are the shared connections.
 type Deps struct {
-	Rabbit *rabbit.Conn
-	// Publish is the publishers' connection (app.Runtime.Publish); nil:
-	// Rabbit's.
-	Publish    *rabbit.Conn
+	Rabbit     *rabbit.Conn
 	Redis      redis.UniversalClient
 	Log        *slog.Logger
 	Registry   prometheus.Registerer
@@ -185,7 +181,7 @@ func New(c Config, d Deps) (*Dispatcher, error) {
 	eps := endpoint.New(d.Redis, c.KeyPrefix)
 	msgs := message.New(d.Redis, c.KeyPrefix, c.Retention)
 	gate := admit.New(d.Redis, c.KeyPrefix, c.Retention)
-	pub := rabbit.NewPublisher(cmp.Or(d.Publish, d.Rabbit), rabbit.PublisherConfig{})
+	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
 	// Published ids are remembered as long as messages are kept, so an id
 	// is answered as a duplicate, never accepted and then taken for a
 	// replay by the fan-out.
@@ -295,7 +291,7 @@ func Service() app.Service {
 			if err != nil {
 				return err
 			}
-			d, err := New(c, Deps{Rabbit: rt.Rabbit, Publish: rt.Publish(), Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs, APIKeys: keys})
+			d, err := New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs, APIKeys: keys})
 			if err != nil {
 				return err
 			}

@@ -4,7 +4,6 @@
 package jobs
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -69,10 +68,7 @@ func (c *Config) Register(l *config.Loader) {
 
 // Deps are the shared connections.
 type Deps struct {
-	Rabbit *rabbit.Conn
-	// Publish is the publishers' connection (app.Runtime.Publish); nil:
-	// Rabbit's.
-	Publish    *rabbit.Conn
+	Rabbit     *rabbit.Conn
 	Redis      redis.UniversalClient
 	Log        *slog.Logger
 	Registry   prometheus.Registerer
@@ -118,7 +114,7 @@ func New(c Config, d Deps) (*Jobs, error) {
 	}
 	policy := ssrf.Policy{Allow: allow}
 	st := store.New(d.Redis, store.Config{Prefix: c.KeyPrefix, ResultTTL: c.ResultTTL, DeadTTL: c.DeadTTL, MaxWaiters: c.MaxWaiters, Observer: runner.NewMetrics(d.Registry)})
-	pub := rabbit.NewPublisher(cmp.Or(d.Publish, d.Rabbit), rabbit.PublisherConfig{})
+	pub := rabbit.NewPublisher(d.Rabbit, rabbit.PublisherConfig{})
 	b := bus.New(d.Rabbit, pub, c.QueuePrefix)
 	hub := runner.NewHub()
 	pump := &runner.Pump{Store: st, Bus: b, Log: d.Log}
@@ -243,7 +239,7 @@ func Service() app.Service {
 		}},
 		Build: func(_ context.Context, rt *app.Runtime) error {
 			var err error
-			j, err = New(c, Deps{Rabbit: rt.Rabbit, Publish: rt.Publish(), Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
+			j, err = New(c, Deps{Rabbit: rt.Rabbit, Redis: rt.Redis, Log: rt.Log, Registry: rt.Registry, AllowCIDRs: rt.Config.AllowCIDRs})
 			if err != nil {
 				return err
 			}
