@@ -513,7 +513,7 @@ func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string
 	}
 	before, defBefore := loadtest.SampleCPU(d.PID()), metric("hookyard_dispatcher_deferrals_total")
 	tripsBefore := metric("hookyard_dispatcher_redis_round_trips_total")
-	lagBefore := r.eventLag(ctx, d)
+	lagBefore, lagOK := r.eventLag(ctx, d)
 	err := publish()
 	if err == nil {
 		err = waitArrivals(ctx, p, want, r.cfg.PhaseTimeout)
@@ -526,8 +526,8 @@ func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string
 	res.Rate = loadtest.Rate(res.Deliveries, st.Window)
 	res.Lat = Summarize(st.Latencies)
 	res.Consume = Summarize(st.Consumed)
-	if d.base != "" {
-		res.Consume = lagLatency(r.eventLag(ctx, d).Sub(lagBefore))
+	if lagAfter, ok := r.eventLag(ctx, d); ok && lagOK {
+		res.Consume = lagLatency(lagAfter.Sub(lagBefore))
 	}
 	res.Dups, res.BadSig, res.Unknown, res.SlowHits = st.Dups, st.BadSig, st.Unknown, st.SlowHits
 	if err == nil && (st.BadSig > 0 || st.Unknown > 0) {
@@ -543,18 +543,15 @@ func (r *runner) measure(ctx context.Context, d *instance, p *Phase, name string
 	return res, err
 }
 
-// eventLag scrapes the dispatcher's event-lag histogram (the zero
-// Histogram for the floor consumer, or if the scrape fails: the figure
-// only explains a measurement).
-func (r *runner) eventLag(ctx context.Context, d *instance) loadtest.Histogram {
+// eventLag scrapes the dispatcher's event-lag histogram; false for the
+// floor consumer, or if the scrape fails (then the phase has no consume
+// figure: the figure only explains a measurement).
+func (r *runner) eventLag(ctx context.Context, d *instance) (loadtest.Histogram, bool) {
 	if d.base == "" {
-		return loadtest.Histogram{}
+		return loadtest.Histogram{}, false
 	}
 	h, err := loadtest.ScrapeHistogram(ctx, d.base+"/metrics", "hookyard_dispatcher_event_lag_seconds")
-	if err != nil {
-		return loadtest.Histogram{}
-	}
-	return h
+	return h, err == nil
 }
 
 // lagLatency is the median and p99 of the event lag observed in h.

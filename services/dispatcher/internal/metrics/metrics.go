@@ -91,7 +91,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		EventLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "hookyard_dispatcher_event_lag_seconds",
-			Help:    "Age of an event when its fan-out starts: from its CloudEvent time (its receipt by ingress or POST /v1/messages) to its consumption by the dispatcher.",
+			Help:    "Age of an event when its fan-out starts: from its CloudEvent time (when ingress or POST /v1/messages accepted it, or when the jobs service ended a task) to its consumption by the dispatcher; an event tried again (put back, redelivered) is counted again, older.",
 			Buckets: EventLagBuckets,
 		}),
 	}
