@@ -113,7 +113,7 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
-	for _, a := range []string{"HookyardDeadLettersGrowing", "HookyardEndpointDisabled", "HookyardQueueBacklog", "HookyardConfirmLatencyHigh", "HookyardBreakerOpen"} {
+	for _, a := range []string{"HookyardDeadLettersGrowing", "HookyardEndpointDisabled", "HookyardQueueBacklog", "HookyardConfirmLatencyHigh", "HookyardBreakerOpen", "HookyardEventLagHigh"} {
 		if !alerts[a] {
 			t.Errorf("alert %s missing", a)
 		}
