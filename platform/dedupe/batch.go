@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hookyard/hookyard/platform/redisbatch"
 )
 
 // maxBatch bounds the scripts sent in one pipeline, so that one flush does
@@ -215,22 +217,11 @@ func (b *batcher) flushLoop() {
 }
 
 // flush runs batch in one pipeline: EVALSHA for every script, then, only
-// if Redis lost its script cache, EVAL for those it did not know.
+// if Redis lost its script cache, EVAL for those it did not know
+// (redisbatch.Reload).
 func (b *batcher) flush(batch []*call) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	pipelined := func(calls []*call, eval bool) {
-		_, _ = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, c := range calls {
-				if eval {
-					c.cmd = c.script.Eval(ctx, p, c.keys, c.args...)
-				} else {
-					c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
-				}
-			}
-			return nil
-		})
-	}
 	scripts := make([]*call, 0, len(batch))
 	for _, c := range batch {
 		if c.script != nil {
@@ -241,16 +232,13 @@ func (b *batcher) flush(batch []*call) {
 		}
 	}
 	if len(scripts) > 0 {
-		pipelined(scripts, false)
-	}
-	var retry []*call
-	for _, c := range scripts {
-		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			retry = append(retry, c)
-		}
-	}
-	if len(retry) > 0 {
-		pipelined(retry, true)
+		cmds, _ := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range scripts {
+				c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
+			}
+			return nil
+		})
+		redisbatch.Reload(ctx, b.rdb, cmds)
 	}
 	for _, c := range batch {
 		if c.cmd == nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookyard/hookyard/platform/rabbit/rabbittest"
+	"github.com/hookyard/hookyard/platform/redisbatch"
 	"github.com/hookyard/hookyard/platform/redisconn/redistest"
 )
 
@@ -231,11 +232,12 @@ func BenchmarkDoParallel(b *testing.B) {
 }
 
 // A script Redis does not have cached (after a restart, or never loaded)
-// is sent again with EVAL in the same flush.
+// is sent again with EVAL in the same flush (every script of the store is
+// made by redisbatch.NewScript).
 func TestBatchLoadsUnknownScript(t *testing.T) {
 	s, _ := testStore(t)
 	want := fmt.Sprintf("fresh-%d", time.Now().UnixNano())
-	script := redis.NewScript(fmt.Sprintf("return %q", want))
+	script := redisbatch.NewScript(fmt.Sprintf("return %q", want))
 	var wg sync.WaitGroup
 	for range 5 {
 		wg.Add(1)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hookyard/hookyard/platform/redisbatch"
 )
 
 // State is the outcome of a Claim.
@@ -133,7 +135,7 @@ func claimResult(key, token string, cmd *redis.Cmd) (State, Claim, error) {
 	}
 }
 
-var claimScript = redis.NewScript(`
+var claimScript = redisbatch.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return ARGV[1]
 end
@@ -141,7 +143,7 @@ return redis.call('GET', KEYS[1]) or ''`)
 
 // Both scripts act only while the caller's own claim is in place, so a slow
 // publisher whose claim expired cannot clobber the next one's.
-var confirmScript = redis.NewScript(`
+var confirmScript = redisbatch.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] or v == false then
   redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
@@ -149,7 +151,7 @@ if v == ARGV[1] or v == false then
 end
 return 0`)
 
-var releaseScript = redis.NewScript(`
+var releaseScript = redisbatch.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -171,7 +173,7 @@ func (s *Store) Release(ctx context.Context, c Claim) error {
 	return nil
 }
 
-var bindScript = redis.NewScript(`
+var bindScript = redisbatch.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 return 0`)
@@ -210,7 +212,7 @@ type Check struct {
 	Allow func(value string, found bool) error
 }
 
-var readScript = redis.NewScript(`return redis.call('GET', KEYS[1])`)
+var readScript = redisbatch.NewScript(`return redis.call('GET', KEYS[1])`)
 
 // checkResult is Allow's verdict on a read, or the read's error.
 func checkResult(c Check, cmd *redis.Cmd) error {

@@ -23,6 +23,14 @@ func NewScript(src string) *redis.Script {
 	return s
 }
 
+// Reload is what a batch does after its pipeline came back, for callers
+// that send their own pipelines: every EVALSHA of cmds (of a script made
+// by NewScript) that Redis answered NOSCRIPT is sent again with EVAL, and
+// its answer given to the original command.
+func Reload(ctx context.Context, rdb redis.UniversalClient, cmds []redis.Cmder) {
+	reload(ctx, rdb, false, cmds)
+}
+
 // reload sends again, with EVAL, every EVALSHA of cmds that Redis
 // answered NOSCRIPT, and gives its answer to the original command. A
 // NOSCRIPT command did nothing, so sending it again cannot repeat a
