@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
-	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -25,21 +23,12 @@ type Histogram struct {
 // exposition at url, summed over its label sets. A histogram with no
 // samples yet (or absent) is the zero Histogram.
 func ScrapeHistogram(ctx context.Context, url, name string) (Histogram, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return Histogram{}, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	defer client.CloseIdleConnections()
-	resp, err := client.Do(req)
-	if err != nil {
-		return Histogram{}, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Histogram{}, fmt.Errorf("scrape %s: %s", url, resp.Status)
-	}
-	return parseHistogram(io.LimitReader(resp.Body, 16<<20), name)
+	var h Histogram
+	err := scrape(ctx, url, func(r io.Reader) (err error) {
+		h, err = parseHistogram(r, name)
+		return err
+	})
+	return h, err
 }
 
 func parseHistogram(r io.Reader, name string) (Histogram, error) {

@@ -17,25 +17,35 @@ import (
 // all buckets, which is meaningless); a counter with labels yields its
 // total.
 func ScrapeMetrics(ctx context.Context, url string) (map[string]float64, error) {
+	var m map[string]float64
+	err := scrape(ctx, url, func(r io.Reader) (err error) {
+		m, err = parseMetrics(r)
+		return err
+	})
+	return m, err
+}
+
+// scrape GETs the exposition at url and hands its body (at most 16 MiB)
+// to parse.
+func scrape(ctx context.Context, url string, parse func(io.Reader) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
+		return fmt.Errorf("scrape %s: %w", url, err)
 	}
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
+		return fmt.Errorf("scrape %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape %s: %s", url, resp.Status)
+		return fmt.Errorf("scrape %s: %s", url, resp.Status)
 	}
-	m, err := parseMetrics(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
+	if err := parse(io.LimitReader(resp.Body, 16<<20)); err != nil {
+		return fmt.Errorf("scrape %s: %w", url, err)
 	}
-	return m, nil
+	return nil
 }
 
 // parseMetrics sums the samples of a text exposition by name. It skips
